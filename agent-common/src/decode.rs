@@ -1,0 +1,207 @@
+//! Userspace half: decode what the kernel wrote into checked Rust types.
+extern crate std;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    string::String,
+};
+
+use crate::{RawEvent, VerdictKey, family, kind};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event is {got} bytes, expected {expected}")]
+    Size { got: usize, expected: usize },
+    #[error("unknown event kind {0}")]
+    Kind(u32),
+    #[error("unknown address family {0} in a connect event")]
+    Family(u16),
+}
+
+/// The action a paused task was about to take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `execve`/`execveat` of `path` (as passed to the kernel), resolved to this file.
+    Exec { path: String, ino: u64, dev: u32 },
+    /// `connect` to this address.
+    Connect { addr: SocketAddr },
+}
+
+/// A task the kernel has stopped, waiting for a verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseEvent {
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub action: Action,
+    /// Where the verdict for exactly this action goes.
+    pub key: VerdictKey,
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+impl TryFrom<&RawEvent> for PauseEvent {
+    type Error = DecodeError;
+
+    fn try_from(raw: &RawEvent) -> Result<Self, Self::Error> {
+        let action = match raw.kind {
+            kind::EXEC => Action::Exec {
+                path: c_string(&raw.path),
+                ino: raw.ino,
+                dev: raw.dev,
+            },
+            kind::CONNECT => {
+                let ip = match raw.family {
+                    family::INET => IpAddr::V4(Ipv4Addr::new(
+                        raw.addr[0],
+                        raw.addr[1],
+                        raw.addr[2],
+                        raw.addr[3],
+                    )),
+                    family::INET6 => IpAddr::V6(Ipv6Addr::from(raw.addr)),
+                    other => return Err(DecodeError::Family(other)),
+                };
+                Action::Connect {
+                    addr: SocketAddr::new(ip, raw.port),
+                }
+            }
+            other => return Err(DecodeError::Kind(other)),
+        };
+        Ok(Self {
+            tgid: raw.tgid,
+            pid: raw.pid,
+            uid: raw.uid,
+            gid: raw.gid,
+            comm: c_string(&raw.comm),
+            action,
+            key: VerdictKey {
+                tgid: raw.tgid,
+                kind: raw.kind,
+                action_hash: raw.action_hash,
+            },
+        })
+    }
+}
+
+impl TryFrom<&[u8]> for PauseEvent {
+    type Error = DecodeError;
+
+    /// Decodes a ring buffer record. The record is copied out first: ring buffer memory
+    /// is only 8-byte aligned by convention, and a short record must not be read past.
+    fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
+        let expected = core::mem::size_of::<RawEvent>();
+        if bytes.len() != expected {
+            return Err(DecodeError::Size {
+                got: bytes.len(),
+                expected,
+            });
+        }
+        // SAFETY: the length was checked above, RawEvent is repr(C) plain data for which
+        // any bit pattern is valid, and read_unaligned has no alignment requirement.
+        let raw = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<RawEvent>()) };
+        Self::try_from(&raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn as_bytes(raw: &RawEvent) -> &[u8] {
+        // SAFETY: RawEvent is repr(C) plain data; viewing it as bytes is always valid.
+        unsafe {
+            core::slice::from_raw_parts(
+                (raw as *const RawEvent).cast::<u8>(),
+                core::mem::size_of::<RawEvent>(),
+            )
+        }
+    }
+
+    #[test]
+    fn decodes_ipv4_connect() {
+        let mut raw = RawEvent::zeroed();
+        raw.kind = kind::CONNECT;
+        raw.tgid = 42;
+        raw.pid = 43;
+        raw.family = family::INET;
+        raw.port = 8080;
+        raw.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        raw.comm[..4].copy_from_slice(b"curl");
+        raw.action_hash = 7;
+        let ev = PauseEvent::try_from(as_bytes(&raw)).unwrap();
+        assert_eq!(
+            ev.action,
+            Action::Connect {
+                addr: "127.0.0.1:8080".parse().unwrap()
+            }
+        );
+        assert_eq!(ev.comm, "curl");
+        assert_eq!(
+            ev.key,
+            VerdictKey {
+                tgid: 42,
+                kind: kind::CONNECT,
+                action_hash: 7
+            }
+        );
+    }
+
+    #[test]
+    fn decodes_ipv6_connect_and_exec_path() {
+        let mut raw = RawEvent::zeroed();
+        raw.kind = kind::CONNECT;
+        raw.family = family::INET6;
+        raw.port = 443;
+        raw.addr = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        let ev = PauseEvent::try_from(&raw).unwrap();
+        assert_eq!(
+            ev.action,
+            Action::Connect {
+                addr: "[2001:db8::1]:443".parse().unwrap()
+            }
+        );
+
+        let mut raw = RawEvent::zeroed();
+        raw.kind = kind::EXEC;
+        raw.path[..8].copy_from_slice(b"/bin/sh\0");
+        raw.ino = 99;
+        let ev = PauseEvent::try_from(&raw).unwrap();
+        assert_eq!(
+            ev.action,
+            Action::Exec {
+                path: "/bin/sh".into(),
+                ino: 99,
+                dev: 0
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_kind_family_and_size() {
+        let mut raw = RawEvent::zeroed();
+        raw.kind = 77;
+        assert_eq!(PauseEvent::try_from(&raw), Err(DecodeError::Kind(77)));
+        raw.kind = kind::CONNECT;
+        raw.family = 1;
+        assert_eq!(PauseEvent::try_from(&raw), Err(DecodeError::Family(1)));
+        let bytes = as_bytes(&raw);
+        assert_eq!(
+            PauseEvent::try_from(&bytes[..10]),
+            Err(DecodeError::Size {
+                got: 10,
+                expected: core::mem::size_of::<RawEvent>()
+            })
+        );
+    }
+
+    #[test]
+    fn fnv_matches_reference_vector() {
+        // Published FNV-1a 64 test vector for "a".
+        assert_eq!(crate::fnv1a(crate::FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

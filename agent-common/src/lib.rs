@@ -1,0 +1,191 @@
+//! Types shared by belay's kernel programs (`agent-ebpf`) and its host daemon (`agent`).
+//!
+//! Every type that crosses the kernel/user boundary is `#[repr(C)]`, has its size checked
+//! at compile time, and carries enum-like values as raw integers: the kernel side writes
+//! plain numbers and the user side decodes them with `TryFrom`, so a corrupted or
+//! newer-version event is an error instead of undefined behaviour.
+#![no_std]
+
+#[cfg(feature = "user")]
+pub mod decode;
+
+/// Length of `task_struct::comm`.
+pub const COMM_LEN: usize = 16;
+/// Bytes of an exec'd path kept in an event (and hashed into the verdict key).
+pub const PATH_LEN: usize = 256;
+
+/// Kind of action a paused event describes, as carried in [`RawEvent::kind`] and
+/// [`VerdictKey::kind`].
+pub mod kind {
+    pub const EXEC: u32 = 1;
+    pub const CONNECT: u32 = 2;
+}
+
+/// Verdict values stored in the `VERDICTS` map. Kill has no kernel value: the daemon
+/// sends SIGKILL, which also ends a stopped task.
+pub mod verdict {
+    pub const ALLOW: u32 = 1;
+    pub const DENY: u32 = 2;
+}
+
+/// Address families the connect hook understands (values of `sa_family_t`).
+pub mod family {
+    pub const INET: u16 = 2;
+    pub const INET6: u16 = 10;
+}
+
+/// Identifies one paused action: the process and a hash of the kernel's own copy of what
+/// was checked (the sockaddr for connect; the path, inode and device for exec). A verdict
+/// is consumed by the first hook run that matches it, so a process that changes its
+/// action after resuming is paused again as a new request.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VerdictKey {
+    pub tgid: u32,
+    pub kind: u32,
+    pub action_hash: u64,
+}
+
+/// What the kernel tells the daemon when it pauses a task.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RawEvent {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Process (thread group) id.
+    pub tgid: u32,
+    /// Thread id of the task that was stopped.
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Reserved for flags (ptraced, io_uring worker, ...); zero today.
+    pub flags: u32,
+    pub action_hash: u64,
+    /// Connect: `sa_family_t` and port in host byte order; zero for exec.
+    pub family: u16,
+    pub port: u16,
+    pub _pad: u32,
+    /// Exec: inode number and device of the file the kernel is about to run.
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad2: u32,
+    /// Connect: IPv4 in the first 4 bytes, or IPv6, network byte order.
+    pub addr: [u8; 16],
+    pub comm: [u8; COMM_LEN],
+    /// Exec: the path as the kernel received it (`linux_binprm::filename`), NUL-padded.
+    pub path: [u8; PATH_LEN],
+}
+
+impl RawEvent {
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            tgid: 0,
+            pid: 0,
+            uid: 0,
+            gid: 0,
+            flags: 0,
+            action_hash: 0,
+            family: 0,
+            port: 0,
+            _pad: 0,
+            ino: 0,
+            dev: 0,
+            _pad2: 0,
+            addr: [0; 16],
+            comm: [0; COMM_LEN],
+            path: [0; PATH_LEN],
+        }
+    }
+}
+
+/// Byte offsets into kernel structures, read from the running kernel's BTF by the daemon
+/// and written into the program's read-only data before load. aya-ebpf has no CO-RE
+/// field relocations, and these offsets differ between kernel versions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `linux_binprm::file`
+    pub bprm_file: u32,
+    /// `linux_binprm::filename`
+    pub bprm_filename: u32,
+    /// `file::f_inode`
+    pub file_inode: u32,
+    /// `inode::i_ino`
+    pub inode_ino: u32,
+    /// `inode::i_sb`
+    pub inode_sb: u32,
+    /// `super_block::s_dev`
+    pub sb_dev: u32,
+    /// `task_struct::pid`
+    pub task_pid: u32,
+    /// `task_struct::tgid`
+    pub task_tgid: u32,
+    /// `task_struct::signal`
+    pub task_signal: u32,
+    /// `signal_struct::live`
+    pub signal_live: u32,
+}
+
+impl KernelOffsets {
+    pub const fn zeroed() -> Self {
+        Self {
+            bprm_file: 0,
+            bprm_filename: 0,
+            file_inode: 0,
+            inode_ino: 0,
+            inode_sb: 0,
+            sb_dev: 0,
+            task_pid: 0,
+            task_tgid: 0,
+            task_signal: 0,
+            signal_live: 0,
+        }
+    }
+}
+
+/// Indexes of the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// A task could not be paused because the event ring buffer was full; the action
+    /// was denied instead (fail closed).
+    pub const DROPPED_EVENTS: u32 = 0;
+    /// `bpf_send_signal_thread` failed; the action was denied instead.
+    pub const SIGNAL_FAILED: u32 = 1;
+    /// Tasks stopped and reported to the daemon.
+    pub const PAUSED: u32 = 2;
+    /// Verdicts found and consumed on restart.
+    pub const VERDICTS_APPLIED: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
+const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
+
+/// FNV-1a, 64 bit. Used on both sides so tests can recompute a key; it only has to
+/// separate actions of one process, not resist an adversary who controls both inputs
+/// (the key also holds the tgid, and verdicts are one-shot).
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[inline(always)]
+pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(FNV_PRIME);
+        i += 1;
+    }
+    hash
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all three are repr(C), Copy, made only of integers and byte arrays, with
+    // explicit padding fields, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::VerdictKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RawEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}

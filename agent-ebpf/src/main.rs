@@ -1,0 +1,76 @@
+//! belay's kernel programs.
+//!
+//! A watched task that is about to exec or connect is stopped with a thread-directed
+//! SIGSTOP and its syscall returns -ERESTARTNOINTR, so the kernel restarts it once the
+//! daemon has written a verdict and sent SIGCONT. The restarted hook consumes the
+//! verdict and lets the call through or fails it with EPERM. See DESIGN.md, "Pausing a
+//! syscall", for the measurements behind each step.
+#![no_std]
+#![no_main]
+
+mod connect;
+mod exec;
+mod lifecycle;
+mod pause;
+
+use agent_common::{KernelOffsets, RawEvent, VerdictKey, counter};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+
+/// Read-only data filled in by the daemon from the running kernel's BTF before load.
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
+
+#[inline(always)]
+fn offsets() -> KernelOffsets {
+    // SAFETY: OFFSETS is a plain static; read_volatile keeps the compiler from folding
+    // the zero initialiser into the code, as the loader rewrites it.
+    unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
+}
+
+/// Thread-group ids of watched processes. The value is reserved for flags.
+#[map]
+static WATCHED: HashMap<u32, u32> = HashMap::with_max_entries(16_384, 0);
+
+/// One-shot verdicts written by the daemon, consumed by the restarted hook.
+#[map]
+static VERDICTS: HashMap<VerdictKey, u32> = HashMap::with_max_entries(16_384, 0);
+
+/// Pause events for the daemon.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Scratch space for building an event: it does not fit the 512-byte BPF stack with
+/// everything else.
+#[map]
+static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn is_watched(tgid: u32) -> bool {
+    // SAFETY: only the presence of the key is used.
+    unsafe { WATCHED.get(&tgid) }.is_some()
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+/// LSM programs must be GPL-compatible.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,310 @@
+//! The one task that owns the kernel programs' maps. Everything else talks to it through
+//! an [`Enforcer`] handle, so map updates and signals are never interleaved by two
+//! writers.
+use std::os::fd::AsRawFd as _;
+
+use agent_common::{
+    VerdictKey, counter,
+    decode::{DecodeError, PauseEvent},
+    verdict,
+};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::{mpsc, oneshot},
+};
+use tracing::{debug, error, warn};
+
+use super::Loaded;
+
+/// What happens to a paused action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The syscall runs.
+    Allow,
+    /// The syscall fails with EPERM.
+    Deny,
+    /// The process is killed (SIGKILL) without resuming.
+    Kill,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Kill => "kill",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforcerError {
+    #[error("kernel map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("process {0} is gone")]
+    Gone(u32),
+    #[error("signalling process {tgid}: {source}")]
+    Signal {
+        tgid: u32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("the enforcer task has stopped")]
+    Stopped,
+    #[error("watching the event ring buffer: {0}")]
+    Poll(#[source] std::io::Error),
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub dropped_events: u64,
+    pub signal_failed: u64,
+    pub paused: u64,
+    pub verdicts_applied: u64,
+    /// Events the daemon could not decode (their tasks were denied).
+    pub undecodable_events: u64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EnforcerError>>;
+
+enum Command {
+    Watch(u32, Reply<()>),
+    Unwatch(u32, Reply<()>),
+    IsWatched(u32, oneshot::Sender<bool>),
+    Resolve(VerdictKey, Verdict, Reply<()>),
+    Counters(Reply<Counters>),
+    /// Verdicts written but not yet consumed by a restarted hook.
+    PendingVerdicts(Reply<usize>),
+}
+
+/// Handle to the enforcer task. Cheap to clone.
+#[derive(Clone)]
+pub struct Enforcer {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Enforcer {
+    /// Starts the owner task. Paused tasks arrive on the returned receiver; each must get
+    /// exactly one [`Enforcer::resolve`].
+    pub fn start(
+        loaded: Loaded,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<PauseEvent>), EnforcerError> {
+        let Loaded {
+            _ebpf,
+            watched,
+            verdicts,
+            events,
+            counters,
+            offsets: _,
+        } = loaded;
+        // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which keeps it
+        // open and registered for as long as it lives.
+        let events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+            .map_err(|e| EnforcerError::Poll(e.into()))?;
+        let (tx, rx) = mpsc::channel(256);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let owner = Owner {
+            _ebpf,
+            watched,
+            verdicts,
+            counters,
+            undecodable: 0,
+        };
+        tokio::spawn(owner.run(events, rx, ev_tx));
+        Ok((Self { tx }, ev_rx))
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, EnforcerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| EnforcerError::Stopped)?;
+        rx.await.map_err(|_| EnforcerError::Stopped)?
+    }
+
+    /// Watches a process (and, from now on, the children it forks).
+    pub async fn watch(&self, tgid: u32) -> Result<(), EnforcerError> {
+        self.call(|r| Command::Watch(tgid, r)).await
+    }
+
+    pub async fn unwatch(&self, tgid: u32) -> Result<(), EnforcerError> {
+        self.call(|r| Command::Unwatch(tgid, r)).await
+    }
+
+    pub async fn is_watched(&self, tgid: u32) -> Result<bool, EnforcerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::IsWatched(tgid, reply))
+            .await
+            .map_err(|_| EnforcerError::Stopped)?;
+        rx.await.map_err(|_| EnforcerError::Stopped)
+    }
+
+    /// Ends a pause: writes the verdict for exactly this action and resumes the task, or
+    /// kills it.
+    pub async fn resolve(&self, key: VerdictKey, verdict: Verdict) -> Result<(), EnforcerError> {
+        self.call(|r| Command::Resolve(key, verdict, r)).await
+    }
+
+    pub async fn counters(&self) -> Result<Counters, EnforcerError> {
+        self.call(Command::Counters).await
+    }
+
+    pub async fn pending_verdicts(&self) -> Result<usize, EnforcerError> {
+        self.call(Command::PendingVerdicts).await
+    }
+}
+
+struct Owner {
+    _ebpf: aya::Ebpf,
+    watched: aya::maps::HashMap<aya::maps::MapData, u32, u32>,
+    verdicts: aya::maps::HashMap<aya::maps::MapData, VerdictKey, u32>,
+    counters: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    undecodable: u64,
+}
+
+fn signal(tgid: u32, sig: Signal) -> Result<(), EnforcerError> {
+    match kill(Pid::from_raw(tgid as i32), sig) {
+        Ok(()) => Ok(()),
+        Err(nix::Error::ESRCH) => Err(EnforcerError::Gone(tgid)),
+        Err(source) => Err(EnforcerError::Signal { tgid, source }),
+    }
+}
+
+impl Owner {
+    async fn run(
+        mut self,
+        mut events: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+        mut commands: mpsc::Receiver<Command>,
+        out: mpsc::UnboundedSender<PauseEvent>,
+    ) {
+        debug!(fd = events.get_ref().as_raw_fd(), "enforcer started");
+        loop {
+            tokio::select! {
+                ready = events.readable_mut() => {
+                    let mut guard = match ready {
+                        Ok(g) => g,
+                        Err(e) => {
+                            error!(error = %e, "polling the event ring buffer failed; enforcer stops");
+                            return;
+                        }
+                    };
+                    let ring = guard.get_inner_mut();
+                    while let Some(item) = ring.next() {
+                        match PauseEvent::try_from(&*item) {
+                            Ok(ev) => {
+                                if out.send(ev.clone()).is_err() {
+                                    // Nobody will decide: fail closed rather than leave it stopped.
+                                    let _ = self.resolve(ev.key, Verdict::Deny);
+                                }
+                            }
+                            Err(e) => self.undecodable(&item, e),
+                        }
+                    }
+                    guard.clear_ready();
+                }
+                cmd = commands.recv() => match cmd {
+                    None => return,
+                    Some(cmd) => self.handle(cmd),
+                },
+            }
+        }
+    }
+
+    /// A record the daemon cannot read still stands for a stopped task: deny it.
+    fn undecodable(&mut self, bytes: &[u8], err: DecodeError) {
+        self.undecodable += 1;
+        error!(error = %err, "undecodable pause event");
+        if bytes.len() >= 32 {
+            let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap_or_default());
+            let key = VerdictKey {
+                tgid: u32_at(4),
+                kind: u32_at(0),
+                action_hash: u64::from_ne_bytes(bytes[24..32].try_into().unwrap_or_default()),
+            };
+            if let Err(e) = self.resolve(key, Verdict::Deny) {
+                warn!(error = %e, tgid = key.tgid, "could not deny the task of an undecodable event");
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Watch(tgid, r) => {
+                let res = self
+                    .watched
+                    .insert(tgid, 0, 0)
+                    .map_err(|source| EnforcerError::Map { map: "WATCHED", source });
+                let _ = r.send(res);
+            }
+            Command::Unwatch(tgid, r) => {
+                let res = match self.watched.remove(&tgid) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    Err(source) => Err(EnforcerError::Map { map: "WATCHED", source }),
+                };
+                let _ = r.send(res);
+            }
+            Command::IsWatched(tgid, r) => {
+                let _ = r.send(self.watched.get(&tgid, 0).is_ok());
+            }
+            Command::Resolve(key, v, r) => {
+                let _ = r.send(self.resolve(key, v));
+            }
+            Command::Counters(r) => {
+                let _ = r.send(self.counters());
+            }
+            Command::PendingVerdicts(r) => {
+                let _ = r.send(Ok(self.verdicts.keys().filter(Result::is_ok).count()));
+            }
+        }
+    }
+
+    fn resolve(&mut self, key: VerdictKey, v: Verdict) -> Result<(), EnforcerError> {
+        let value = match v {
+            Verdict::Kill => return signal(key.tgid, Signal::SIGKILL),
+            Verdict::Allow => verdict::ALLOW,
+            Verdict::Deny => verdict::DENY,
+        };
+        if let Err(source) = self.verdicts.insert(key, value, 0) {
+            // Resuming without a verdict would only pause it again: end it instead.
+            let _ = signal(key.tgid, Signal::SIGKILL);
+            return Err(EnforcerError::Map { map: "VERDICTS", source });
+        }
+        // SIGCONT to the process: the stop is group-wide.
+        signal(key.tgid, Signal::SIGCONT).inspect_err(|_| {
+            let _ = self.verdicts.remove(&key);
+        })
+    }
+
+    fn counters(&self) -> Result<Counters, EnforcerError> {
+        let sum = |i: u32| -> Result<u64, EnforcerError> {
+            let values = self
+                .counters
+                .get(&i, 0)
+                .map_err(|source| EnforcerError::Map { map: "COUNTERS", source })?;
+            Ok(values.iter().sum())
+        };
+        Ok(Counters {
+            dropped_events: sum(counter::DROPPED_EVENTS)?,
+            signal_failed: sum(counter::SIGNAL_FAILED)?,
+            paused: sum(counter::PAUSED)?,
+            verdicts_applied: sum(counter::VERDICTS_APPLIED)?,
+            undecodable_events: self.undecodable,
+        })
+    }
+}

@@ -1,0 +1,30 @@
+use agent_common::KernelOffsets;
+
+use crate::btf::{Btf, BtfError};
+
+/// Reads every offset the kernel programs use from the running kernel's BTF.
+pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+    Ok(KernelOffsets {
+        bprm_file: btf.member_offset("linux_binprm", "file")?,
+        bprm_filename: btf.member_offset("linux_binprm", "filename")?,
+        file_inode: btf.member_offset("file", "f_inode")?,
+        inode_ino: btf.member_offset("inode", "i_ino")?,
+        inode_sb: btf.member_offset("inode", "i_sb")?,
+        sb_dev: btf.member_offset("super_block", "s_dev")?,
+        task_pid: btf.member_offset("task_struct", "pid")?,
+        task_tgid: btf.member_offset("task_struct", "tgid")?,
+        task_signal: btf.member_offset("task_struct", "signal")?,
+        signal_live: btf.member_offset("signal_struct", "live")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn running_kernel_has_every_offset() {
+        let btf = crate::btf::Btf::from_sys_fs().unwrap().unwrap();
+        let off = super::kernel_offsets(&btf).unwrap();
+        assert_ne!(off.bprm_filename, off.bprm_file);
+        assert_eq!(off.task_tgid, off.task_pid + 4);
+    }
+}

@@ -1,0 +1,8 @@
+//! belay's host daemon as a library: the kernel programs' loader and owner task, the
+//! book of paused requests, and the local API the `belay` CLI talks to.
+pub mod api;
+pub mod btf;
+pub mod daemon;
+pub mod kernel;
+pub mod requests;
+pub mod task;

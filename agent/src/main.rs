@@ -1,0 +1,92 @@
+//! `belay-agent`: the host daemon.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use belay_agent::{api::DEFAULT_SOCKET, daemon, kernel::Verdict};
+use clap::{Parser, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum VerdictArg {
+    Allow,
+    Deny,
+    Kill,
+}
+
+impl From<VerdictArg> for Verdict {
+    fn from(v: VerdictArg) -> Self {
+        match v {
+            VerdictArg::Allow => Self::Allow,
+            VerdictArg::Deny => Self::Deny,
+            VerdictArg::Kill => Self::Kill,
+        }
+    }
+}
+
+/// belay's host daemon: holds the execs and connections of watched processes (AI
+/// agents) in the kernel until a person decides.
+///
+/// Needs root and a kernel with BPF LSM active (`bpf` in /sys/kernel/security/lsm).
+/// Processes are watched when they enroll (`belay run -- CMD`) or are named with
+/// --watch-pid; their children inherit it. Each paused exec or connect becomes a
+/// request: decide it with `belay approve|deny|kill ID`, or its deadline applies the
+/// default verdict.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Unix socket of the local API (used by `belay`).
+    #[arg(long, env = "BELAY_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Seconds a request waits for a decision before its default verdict applies.
+    #[arg(long, env = "BELAY_DECIDE_TIMEOUT", default_value_t = 300)]
+    decide_timeout: u64,
+    /// Verdict when a request's deadline passes.
+    #[arg(long, env = "BELAY_DEFAULT_VERDICT", value_enum, default_value = "deny")]
+    default_verdict: VerdictArg,
+    /// Verdict for requests still pending when the daemon stops.
+    #[arg(long, env = "BELAY_SHUTDOWN_VERDICT", value_enum, default_value = "deny")]
+    shutdown_verdict: VerdictArg,
+    /// Watch this process (and its future children) from the start. Repeatable.
+    #[arg(long = "watch-pid", value_name = "PID")]
+    watch_pids: Vec<u32>,
+    /// Log format on stderr.
+    #[arg(long, env = "BELAY_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BELAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
+    let config = daemon::Config {
+        socket: args.socket,
+        decide_timeout: Duration::from_secs(args.decide_timeout),
+        default_verdict: args.default_verdict.into(),
+        shutdown_verdict: args.shutdown_verdict.into(),
+        watch_pids: args.watch_pids,
+    };
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    daemon::run(config, shutdown).await
+}

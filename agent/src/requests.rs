@@ -1,0 +1,219 @@
+//! The book of paused requests: ids, deadlines, and the rule that each request ends
+//! exactly once.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use agent_common::VerdictKey;
+
+use crate::{
+    api::{ActionView, RequestView},
+    kernel::{Action, PauseEvent, Verdict},
+    task::TaskContext,
+};
+
+/// A request still waiting for its verdict.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub view: RequestView,
+    pub key: VerdictKey,
+    pub deadline: Instant,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Decided(Verdict),
+    /// The deadline passed: the default verdict applies.
+    Expired(Verdict),
+    /// The process went away while paused.
+    Cancelled,
+}
+
+#[derive(Debug, Default)]
+pub struct RequestBook {
+    next_id: u64,
+    pending: BTreeMap<u64, Pending>,
+    decided: u64,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RequestBook {
+    /// Opens a request for a paused task and returns its id.
+    pub fn open(
+        &mut self,
+        ev: &PauseEvent,
+        ctx: TaskContext,
+        argv: Option<Vec<String>>,
+        timeout: Duration,
+        default_verdict: Verdict,
+    ) -> &Pending {
+        self.next_id += 1;
+        let id = self.next_id;
+        let now = SystemTime::now();
+        let action = match &ev.action {
+            Action::Exec { path, .. } => ActionView::Exec {
+                path: path.clone(),
+                argv,
+            },
+            Action::Connect { addr } => ActionView::Connect {
+                address: addr.ip().to_string(),
+                port: addr.port(),
+            },
+        };
+        let view = RequestView {
+            id,
+            tgid: ev.tgid,
+            pid: ev.pid,
+            ppid: ctx.ppid,
+            uid: ev.uid,
+            comm: ev.comm.clone(),
+            cwd: ctx.cwd,
+            action,
+            created_unix_ms: unix_ms(now),
+            deadline_unix_ms: unix_ms(now + timeout),
+            default_verdict,
+        };
+        self.pending.entry(id).or_insert(Pending {
+            view,
+            key: ev.key,
+            deadline: Instant::now() + timeout,
+        })
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Pending> {
+        self.pending.get(&id)
+    }
+
+    pub fn list(&self) -> Vec<RequestView> {
+        self.pending.values().map(|p| p.view.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    pub fn decided(&self) -> u64 {
+        self.decided
+    }
+
+    /// Ends a request; `None` when it is unknown or already ended, so a request cannot
+    /// be decided twice.
+    pub fn close(&mut self, id: u64) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
+        self.decided += 1;
+        Some(p)
+    }
+
+    /// Ends and returns every request whose deadline has passed.
+    pub fn take_expired(&mut self, now: Instant) -> Vec<Pending> {
+        let due: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        due.into_iter().filter_map(|id| self.close(id)).collect()
+    }
+
+    /// Ends and returns every request whose process `alive` says is gone.
+    pub fn take_gone(&mut self, alive: impl Fn(u32) -> bool) -> Vec<Pending> {
+        let gone: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !alive(p.view.tgid))
+            .map(|(id, _)| *id)
+            .collect();
+        gone.into_iter().filter_map(|id| self.close(id)).collect()
+    }
+
+    /// Ends every request (shutdown).
+    pub fn take_all(&mut self) -> Vec<Pending> {
+        let ids: Vec<u64> = self.pending.keys().copied().collect();
+        ids.into_iter().filter_map(|id| self.close(id)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(tgid: u32) -> PauseEvent {
+        PauseEvent {
+            tgid,
+            pid: tgid,
+            uid: 1000,
+            gid: 1000,
+            comm: "agent".into(),
+            action: Action::Connect {
+                addr: "10.0.0.1:443".parse().unwrap(),
+            },
+            key: VerdictKey {
+                tgid,
+                kind: agent_common::kind::CONNECT,
+                action_hash: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_a_request_closes_once() {
+        let mut book = RequestBook::default();
+        let ctx = TaskContext::default();
+        let a = book
+            .open(&event(1), ctx.clone(), None, Duration::from_secs(60), Verdict::Deny)
+            .view
+            .id;
+        let b = book
+            .open(&event(2), ctx, None, Duration::from_secs(60), Verdict::Deny)
+            .view
+            .id;
+        assert_ne!(a, b);
+        assert_eq!(book.len(), 2);
+        assert!(book.close(a).is_some());
+        assert!(book.close(a).is_none(), "second decision refused");
+        assert_eq!(book.decided(), 1);
+        assert_eq!(
+            book.get(b).unwrap().view.action,
+            ActionView::Connect {
+                address: "10.0.0.1".into(),
+                port: 443
+            }
+        );
+    }
+
+    #[test]
+    fn expiry_takes_only_due_requests() {
+        let mut book = RequestBook::default();
+        let ctx = TaskContext::default();
+        book.open(&event(1), ctx.clone(), None, Duration::ZERO, Verdict::Deny);
+        let later = book
+            .open(&event(2), ctx, None, Duration::from_secs(3600), Verdict::Deny)
+            .view
+            .id;
+        let expired = book.take_expired(Instant::now());
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].view.tgid, 1);
+        assert_eq!(book.list().iter().map(|v| v.id).collect::<Vec<_>>(), [later]);
+    }
+
+    #[test]
+    fn gone_processes_are_cancelled() {
+        let mut book = RequestBook::default();
+        book.open(&event(7), TaskContext::default(), None, Duration::from_secs(60), Verdict::Deny);
+        book.open(&event(8), TaskContext::default(), None, Duration::from_secs(60), Verdict::Deny);
+        let gone = book.take_gone(|tgid| tgid != 7);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].view.tgid, 7);
+        assert_eq!(book.len(), 1);
+    }
+}

@@ -1,0 +1,151 @@
+//! What the daemon learns about a paused task from /proc, for the reviewer.
+use std::{fs, io::IoSliceMut};
+
+use nix::{
+    sys::uio::{RemoteIoVec, process_vm_readv},
+    unistd::Pid,
+};
+
+const SYS_EXECVE: u64 = 59;
+const SYS_EXECVEAT: u64 = 322;
+const MAX_ARGS: usize = 256;
+const MAX_ARG_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskContext {
+    pub ppid: Option<u32>,
+    pub cwd: Option<String>,
+}
+
+pub fn context(tgid: u32) -> TaskContext {
+    let ppid = fs::read_to_string(format!("/proc/{tgid}/stat"))
+        .ok()
+        .and_then(|s| parse_stat_ppid(&s));
+    let cwd = fs::read_link(format!("/proc/{tgid}/cwd"))
+        .ok()
+        .map(|p| p.display().to_string());
+    TaskContext { ppid, cwd }
+}
+
+/// `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The state letter of a task (`T` when stopped), from /proc.
+pub fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().next()?.chars().next()
+}
+
+/// The argv of an execve/execveat that thread `pid` of `tgid` is stopped in, read from
+/// its memory. `None` when the thread is not in such a call or its memory is unreadable.
+pub fn exec_argv(tgid: u32, pid: u32) -> Option<Vec<String>> {
+    let line = fs::read_to_string(format!("/proc/{tgid}/task/{pid}/syscall")).ok()?;
+    let mut fields = line.split_whitespace();
+    let nr: u64 = fields.next()?.parse().ok()?;
+    let args: Vec<u64> = fields
+        .take(6)
+        .filter_map(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+        .collect();
+    let argv_ptr = match nr {
+        SYS_EXECVE => *args.get(1)?,
+        SYS_EXECVEAT => *args.get(2)?,
+        _ => return None,
+    };
+    let pid = Pid::from_raw(pid as i32);
+    let mut argv = Vec::new();
+    for i in 0..MAX_ARGS {
+        let mut ptr = [0u8; 8];
+        read_remote(pid, argv_ptr + 8 * i as u64, &mut ptr)?;
+        let ptr = u64::from_ne_bytes(ptr);
+        if ptr == 0 {
+            return Some(argv);
+        }
+        argv.push(read_c_string(pid, ptr)?);
+    }
+    argv.push("…".into());
+    Some(argv)
+}
+
+fn read_remote(pid: Pid, addr: u64, buf: &mut [u8]) -> Option<usize> {
+    let len = buf.len();
+    let remote = [RemoteIoVec {
+        base: addr as usize,
+        len,
+    }];
+    process_vm_readv(pid, &mut [IoSliceMut::new(buf)], &remote).ok()
+}
+
+/// Reads a NUL-terminated string page by page: a string near the end of a mapping must
+/// not fail because a fixed-size read crossed into an unmapped page.
+fn read_c_string(pid: Pid, addr: u64) -> Option<String> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < MAX_ARG_BYTES {
+        let to_page_end = 4096 - (at % 4096) as usize;
+        let mut chunk = vec![0u8; to_page_end.min(MAX_ARG_BYTES - out.len())];
+        let n = read_remote(pid, at, &mut chunk)?;
+        if let Some(end) = chunk[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return Some(String::from_utf8_lossy(&out).into_owned());
+        }
+        out.extend_from_slice(&chunk[..n]);
+        at += n as u64;
+    }
+    out.extend_from_slice("…".as_bytes());
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ppid_survives_odd_comm() {
+        assert_eq!(parse_stat_ppid("12 (a) b (c)) S 7 12 12 0"), Some(7));
+        assert_eq!(parse_stat_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn own_context_and_state() {
+        let me = std::process::id();
+        let ctx = context(me);
+        assert_eq!(ctx.ppid, Some(std::os::unix::process::parent_id()));
+        assert_eq!(
+            ctx.cwd.as_deref(),
+            Some(std::env::current_dir().unwrap().to_str().unwrap())
+        );
+    }
+
+    #[test]
+    fn state_shows_a_stopped_process() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let pid_t = Pid::from_raw(pid as i32);
+        let wait_for = |want: char| {
+            (0..200).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                state(pid) == Some(want)
+            })
+        };
+        assert!(wait_for('S'), "sleeping child shows S");
+        nix::sys::signal::kill(pid_t, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        assert!(wait_for('T'), "stopped child shows T");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn reads_c_strings_across_a_page_boundary() {
+        // A string whose bytes straddle two pages of this very process.
+        let mut buf = vec![b'x'; 8192];
+        let base = buf.as_ptr() as u64;
+        let start = 4096 - (base % 4096) - 3;
+        buf[start as usize + 10] = 0;
+        let s = read_c_string(Pid::this(), base + start).unwrap();
+        assert_eq!(s, "xxxxxxxxxx");
+    }
+}

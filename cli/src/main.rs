@@ -1,0 +1,121 @@
+//! `belay`: decide paused requests and enroll processes, on a standalone host through the
+//! agent's local socket.
+mod output;
+
+use std::{os::unix::process::CommandExt as _, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, bail};
+use belay_agent::{
+    api::{self, ApiRequest, ApiResponse, DEFAULT_SOCKET},
+    kernel::Verdict,
+};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Review and decide the actions belay is holding, and run commands under belay's watch.
+///
+/// Examples:
+///   belay pending                      what is waiting for a decision
+///   belay show 3                       everything known about request 3
+///   belay approve 3 --reason "ok"      let it run
+///   belay deny 3                       the syscall fails with EPERM
+///   belay kill 3                       the process is killed
+///   belay run -- python agent.py       run a command watched by belay
+#[derive(Debug, Parser)]
+#[command(version, about, long_about, verbatim_doc_comment)]
+struct Args {
+    /// The belay-agent socket (standalone mode).
+    #[arg(long, global = true, env = "BELAY_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, env = "BELAY_OUTPUT", default_value = "table")]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the requests waiting for a decision.
+    Pending,
+    /// Show one request in full.
+    Show { id: u64 },
+    /// Let the paused action run.
+    Approve {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Make the paused action fail with EPERM.
+    Deny {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Kill the paused process.
+    Kill {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Run CMD watched by belay: every exec and connect it (or its children) makes is
+    /// held for a decision, starting with CMD itself.
+    Run {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// The agent's state: pending requests and kernel counters.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("belay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn call(args: &Args, req: &ApiRequest) -> anyhow::Result<ApiResponse> {
+    match api::call(&args.socket, req)? {
+        ApiResponse::Error { message } => bail!("{message}"),
+        r => Ok(r),
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let decide = |id, verdict, reason: &Option<String>| ApiRequest::Decide {
+        id,
+        verdict,
+        reason: reason.clone(),
+    };
+    let req = match &args.command {
+        Command::Pending => ApiRequest::Pending,
+        Command::Show { id } => ApiRequest::Show { id: *id },
+        Command::Approve { id, reason } => decide(*id, Verdict::Allow, reason),
+        Command::Deny { id, reason } => decide(*id, Verdict::Deny, reason),
+        Command::Kill { id, reason } => decide(*id, Verdict::Kill, reason),
+        Command::Status => ApiRequest::Status,
+        Command::Run { cmd } => return run_watched(&args, cmd),
+    };
+    let response = call(&args, &req)?;
+    output::print(args.output, &response)
+}
+
+/// Enrolls this process, then becomes CMD: the exec itself is the first held action.
+fn run_watched(args: &Args, cmd: &[String]) -> anyhow::Result<()> {
+    match call(args, &ApiRequest::Enroll)? {
+        ApiResponse::Enrolled { tgid } if tgid == std::process::id() => {}
+        other => bail!("unexpected answer to enroll: {other:?}"),
+    }
+    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    Err(err).with_context(|| format!("running {}", cmd[0]))
+}

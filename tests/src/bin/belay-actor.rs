@@ -1,0 +1,102 @@
+//! A stand-in for an AI agent's process in belay's VM tests: it does one action the
+//! test names and reports what the kernel answered, in a form the test can assert on.
+//!
+//! Protocol: prints `ready <pid>` and waits for a line on stdin (so the test can watch
+//! it first), then acts and prints one result line:
+//!   `connect ok` | `connect err <errno>`; `exec err <errno>` (a successful exec prints
+//!   nothing itself); `decide <answer json>`.
+//! Exit status: 0 ok, 10 EPERM, 11 any other error.
+use std::{
+    io::{BufRead as _, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    os::unix::{net::UnixStream, process::CommandExt as _},
+    process::ExitCode,
+};
+
+fn errno_exit(what: &str, e: &std::io::Error) -> ExitCode {
+    let errno = e.raw_os_error().unwrap_or(-1);
+    println!("{what} err {errno}");
+    if errno == libc::EPERM {
+        ExitCode::from(10)
+    } else {
+        ExitCode::from(11)
+    }
+}
+
+fn connect(addr: &str) -> ExitCode {
+    let addr: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            println!("bad address {addr}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match TcpStream::connect(addr) {
+        Ok(_) => {
+            println!("connect ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => errno_exit("connect", &e),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        eprintln!(
+            "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | \
+             decide SOCKET ID"
+        );
+        return ExitCode::from(2);
+    }
+    println!("ready {}", std::process::id());
+    let _ = std::io::stdout().flush();
+    let mut go = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut go);
+
+    let out = match (args[0].as_str(), &args[1..]) {
+        ("connect", [addr]) => connect(addr),
+        ("exec", [path, rest @ ..]) => {
+            let e = std::process::Command::new(path).args(rest).exec();
+            errno_exit("exec", &e)
+        }
+        // The child does the connect: tests that watched status is inherited.
+        ("fork-connect", [addr]) => {
+            // SAFETY: single-threaded here; the child only connects and exits.
+            match unsafe { libc::fork() } {
+                0 => {
+                    let code = connect(addr);
+                    let _ = std::io::stdout().flush();
+                    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 10 });
+                }
+                -1 => errno_exit("fork", &std::io::Error::last_os_error()),
+                child => {
+                    let mut status = 0;
+                    // SAFETY: waiting for our own child.
+                    unsafe { libc::waitpid(child, &raw mut status, 0) };
+                    ExitCode::from(libc::WEXITSTATUS(status) as u8)
+                }
+            }
+        }
+        // A watched process trying to decide a request through the local API.
+        ("decide", [socket, id]) => {
+            let mut s = match UnixStream::connect(socket) {
+                Ok(s) => s,
+                Err(e) => return errno_exit("decide", &e),
+            };
+            let req = format!("{{\"op\":\"decide\",\"id\":{id},\"verdict\":\"allow\"}}\n");
+            let mut answer = String::new();
+            if let Err(e) = s.write_all(req.as_bytes()).and_then(|()| s.read_to_string(&mut answer)) {
+                return errno_exit("decide", &e);
+            }
+            println!("decide {}", answer.trim());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            println!("unknown action {args:?}");
+            ExitCode::from(2)
+        }
+    };
+    let _ = std::io::stdout().flush();
+    out
+}

@@ -1,0 +1,201 @@
+//! `belay-agent` and `belay` together, as a user runs them on a standalone host with BPF
+//! LSM (run in QEMU by `cargo xtask vm-test`).
+#![cfg(feature = "vm")]
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use belay_tests::{Actor, binary, wait_until};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(30);
+
+struct Agent {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let mut child = Command::new(binary("belay-agent").unwrap())
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("belay-agent starts");
+        let mut exited = None;
+        let up = wait_until(LONG, || {
+            exited = child.try_wait().unwrap();
+            socket.exists() || exited.is_some()
+        });
+        assert!(exited.is_none(), "belay-agent exited at start: {exited:?}");
+        assert!(up, "belay-agent opened its socket");
+        Self { child, socket, _dir: dir }
+    }
+
+    fn belay(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary("belay").unwrap())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("belay runs")
+    }
+
+    fn pending(&self) -> Vec<Value> {
+        let out = self.belay(&["pending", "--output", "json"]);
+        assert!(out.status.success(), "belay pending: {out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["result"], "requests");
+        v["requests"].as_array().unwrap().clone()
+    }
+
+    /// Waits for exactly one pending request and returns it.
+    fn one_pending(&self) -> Value {
+        let mut found = Vec::new();
+        assert!(
+            wait_until(LONG, || {
+                found = self.pending();
+                found.len() == 1
+            }),
+            "one pending request, got {found:?}"
+        );
+        found.remove(0)
+    }
+
+    fn run(&self, cmd: &[&str]) -> Actor {
+        let mut c = Command::new(binary("belay").unwrap());
+        c.arg("--socket").arg(&self.socket).arg("run").arg("--").args(cmd);
+        Actor::start(&mut c).unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn actor_path() -> String {
+    binary("belay-actor").unwrap().display().to_string()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "belay failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn belay_run_holds_exec_and_connect_until_decided_by_the_cli() {
+    let agent = Agent::start(&[]);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let actor_bin = actor_path();
+    let mut actor = agent.run(&[&actor_bin, "connect", &addr.to_string()]);
+
+    // First the exec of the command itself.
+    let req = agent.one_pending();
+    assert_eq!(req["action"]["kind"], "exec");
+    assert_eq!(req["action"]["path"], actor_bin.as_str());
+    assert_eq!(req["action"]["argv"][1], "connect");
+    assert_eq!(req["tgid"], actor.pid);
+    let id = req["id"].as_u64().unwrap().to_string();
+    let shown = ok(&agent.belay(&["show", &id]));
+    assert!(shown.contains(&format!("exec {actor_bin}")), "{shown}");
+    assert!(!actor.exited());
+    assert!(ok(&agent.belay(&["approve", &id, "--reason", "test"])).contains("allow"));
+    actor.ready().unwrap();
+    actor.go().unwrap();
+
+    // Then its connection.
+    let req = agent.one_pending();
+    assert_eq!(req["action"]["kind"], "connect");
+    assert_eq!(req["action"]["address"], "127.0.0.1");
+    assert_eq!(req["action"]["port"], addr.port());
+    let id = req["id"].as_u64().unwrap().to_string();
+    let table = ok(&agent.belay(&["pending"]));
+    assert!(table.contains(&format!("connect {addr}")), "{table}");
+    ok(&agent.belay(&["deny", &id]));
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), format!("connect err {}", libc::EPERM));
+    assert_eq!(status.code(), Some(10));
+
+    // A request cannot be decided twice.
+    let again = agent.belay(&["approve", &id]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no pending request"));
+
+    let status = ok(&agent.belay(&["status", "--output", "json"]));
+    let v: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["status"]["decided"], 2);
+    assert_eq!(v["status"]["kernel"]["dropped_events"], 0);
+}
+
+#[test]
+fn a_watched_process_cannot_decide() {
+    let agent = Agent::start(&[]);
+    let socket = agent.socket.display().to_string();
+    let mut actor = agent.run(&[&actor_path(), "decide", &socket, "1"]);
+    let req = agent.one_pending();
+    ok(&agent.belay(&["approve", &req["id"].as_u64().unwrap().to_string()]));
+    actor.ready().unwrap();
+    actor.go().unwrap();
+    let (out, _) = actor.finish(LONG).unwrap();
+    assert!(out.starts_with("decide "), "{out}");
+    let answer: Value = serde_json::from_str(out.trim_start_matches("decide ").trim()).unwrap();
+    assert_eq!(answer["result"], "error");
+    assert!(
+        answer["message"].as_str().unwrap().contains("watched"),
+        "refused because it is watched: {answer}"
+    );
+}
+
+#[test]
+fn deadline_applies_the_default_verdict() {
+    let agent = Agent::start(&["--decide-timeout", "1", "--default-verdict", "deny"]);
+    let mut actor = agent.run(&[&actor_path(), "connect", "127.0.0.1:9"]);
+    agent.one_pending();
+    let (_, status) = actor.finish(LONG).unwrap();
+    assert_eq!(status.code(), Some(1), "belay run failed");
+    let err = actor.stderr();
+    assert!(err.contains("Operation not permitted"), "exec denied by deadline: {err}");
+    assert!(agent.pending().is_empty());
+}
+
+#[test]
+fn shutdown_ends_pending_requests_with_the_shutdown_verdict() {
+    let mut agent = Agent::start(&[]);
+    let mut actor = agent.run(&[&actor_path(), "connect", "127.0.0.1:9"]);
+    agent.one_pending();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "belay-agent exits cleanly on SIGTERM");
+    assert!(!Path::new(&agent.socket).exists(), "socket removed");
+    let (_, status) = actor.finish(LONG).unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(actor.stderr().contains("Operation not permitted"));
+}
+
+#[test]
+fn cli_explains_an_unreachable_agent() {
+    let out = Command::new(binary("belay").unwrap())
+        .args(["--socket", "/nonexistent/agent.sock", "pending"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach belay-agent at /nonexistent/agent.sock"), "{err}");
+}

@@ -1,0 +1,215 @@
+//! The pause mechanism on a real kernel with BPF LSM (run in QEMU by `cargo xtask
+//! vm-test`, on Debian's 6.1 and 6.12 kernels): watched processes' connect and exec are
+//! stopped in the kernel, and continue, fail with EPERM, or die by the verdict.
+#![cfg(feature = "vm")]
+
+use std::{
+    io::ErrorKind,
+    net::TcpListener,
+    os::unix::process::ExitStatusExt as _,
+    time::Duration,
+};
+
+use belay_agent::{
+    kernel::{Action, Enforcer, Loaded, PauseEvent, Verdict},
+    task,
+};
+use belay_tests::{Actor, wait_until};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const LONG: Duration = Duration::from_secs(20);
+
+async fn start() -> (Enforcer, UnboundedReceiver<PauseEvent>) {
+    let loaded = Loaded::load().expect("kernel programs load and attach");
+    Enforcer::start(loaded).expect("enforcer starts")
+}
+
+async fn next_event(events: &mut UnboundedReceiver<PauseEvent>) -> PauseEvent {
+    tokio::time::timeout(LONG, events.recv())
+        .await
+        .expect("a pause event within 20 s")
+        .expect("event channel open")
+}
+
+/// The task is stopped in the kernel and stays stopped: the action has not happened.
+fn assert_held(actor: &mut Actor) {
+    assert!(
+        wait_until(LONG, || task::state(actor.pid) == Some('T')),
+        "paused process shows state T, got {:?}",
+        task::state(actor.pid)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(task::state(actor.pid), Some('T'), "still stopped 300 ms later");
+    assert!(!actor.exited(), "paused process has not exited");
+}
+
+fn listener() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    (l, addr)
+}
+
+fn no_connection_yet(l: &TcpListener) -> bool {
+    matches!(l.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_is_held_until_allowed_then_completes() {
+    let (enforcer, mut events) = start().await;
+    let (l, addr) = listener();
+    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+
+    let ev = next_event(&mut events).await;
+    assert_eq!(ev.tgid, actor.pid);
+    assert_eq!(ev.action, Action::Connect { addr: addr.parse().unwrap() });
+    assert_held(&mut actor);
+    assert!(no_connection_yet(&l), "the connection was not made while paused");
+
+    enforcer.resolve(ev.key, Verdict::Allow).await.unwrap();
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), "connect ok");
+    assert!(status.success());
+    l.set_nonblocking(false).unwrap();
+    assert!(l.accept().is_ok(), "the listener got the connection");
+    let c = enforcer.counters().await.unwrap();
+    assert_eq!((c.paused, c.verdicts_applied, c.dropped_events), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_denied_fails_with_eperm() {
+    let (enforcer, mut events) = start().await;
+    let (l, addr) = listener();
+    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+    let ev = next_event(&mut events).await;
+    assert_held(&mut actor);
+    enforcer.resolve(ev.key, Verdict::Deny).await.unwrap();
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), format!("connect err {}", libc::EPERM));
+    assert_eq!(status.code(), Some(10));
+    assert!(no_connection_yet(&l), "a denied connect never reaches the listener");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_verdict_ends_the_paused_process() {
+    let (enforcer, mut events) = start().await;
+    let (l, addr) = listener();
+    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+    let ev = next_event(&mut events).await;
+    assert_held(&mut actor);
+    enforcer.resolve(ev.key, Verdict::Kill).await.unwrap();
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_eq!(out, "", "the process printed nothing after the pause");
+    assert!(no_connection_yet(&l));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_is_held_with_argv_intact_then_runs_when_allowed() {
+    let (enforcer, mut events) = start().await;
+    let mut actor = Actor::spawn(&["exec", "/bin/echo", "hello belay", "two"]).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+
+    let ev = next_event(&mut events).await;
+    assert_eq!(ev.tgid, actor.pid);
+    let Action::Exec { path, ino, .. } = &ev.action else {
+        panic!("expected an exec event, got {ev:?}");
+    };
+    assert_eq!(path, "/bin/echo");
+    let real = std::fs::metadata("/bin/echo").unwrap();
+    assert_eq!(*ino, std::os::unix::fs::MetadataExt::ino(&real), "inode of the file run");
+    assert_held(&mut actor);
+    assert_eq!(
+        task::exec_argv(ev.tgid, ev.pid),
+        Some(vec!["/bin/echo".into(), "hello belay".into(), "two".into()]),
+        "argv readable from the stopped process"
+    );
+
+    enforcer.resolve(ev.key, Verdict::Allow).await.unwrap();
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), "hello belay two", "the restarted exec kept its argv");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_denied_fails_with_eperm() {
+    let (enforcer, mut events) = start().await;
+    let mut actor = Actor::spawn(&["exec", "/bin/echo", "must not print"]).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+    let ev = next_event(&mut events).await;
+    assert_held(&mut actor);
+    enforcer.resolve(ev.key, Verdict::Deny).await.unwrap();
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), format!("exec err {}", libc::EPERM));
+    assert_eq!(status.code(), Some(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unwatched_process_is_never_paused() {
+    let (enforcer, mut events) = start().await;
+    let (_l, addr) = listener();
+    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
+    actor.go().unwrap();
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), "connect ok");
+    assert!(status.success());
+    let mut exec = Actor::spawn(&["exec", "/bin/true"]).unwrap();
+    exec.go().unwrap();
+    assert!(exec.finish(LONG).unwrap().1.success());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), events.recv()).await.is_err(),
+        "no pause event for unwatched processes"
+    );
+    assert_eq!(enforcer.counters().await.unwrap().paused, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forked_child_inherits_the_watch() {
+    let (enforcer, mut events) = start().await;
+    let (_l, addr) = listener();
+    let mut actor = Actor::spawn(&["fork-connect", &addr]).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+    let ev = next_event(&mut events).await;
+    assert_ne!(ev.tgid, actor.pid, "the connect came from the child");
+    assert!(
+        wait_until(LONG, || task::state(ev.tgid) == Some('T')),
+        "the child is stopped"
+    );
+    enforcer.resolve(ev.key, Verdict::Deny).await.unwrap();
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), format!("connect err {}", libc::EPERM));
+    assert_eq!(status.code(), Some(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verdict_is_one_shot_and_bound_to_the_action() {
+    let (enforcer, mut events) = start().await;
+    let (l, addr) = listener();
+    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+    let ev = next_event(&mut events).await;
+    assert_held(&mut actor);
+    // A verdict for another destination does not release this one: the task is resumed,
+    // finds no verdict for its own action, and is paused again.
+    let mut other = ev.key;
+    other.action_hash ^= 1;
+    enforcer.resolve(other, Verdict::Allow).await.unwrap();
+    let again = next_event(&mut events).await;
+    assert_eq!(again.key, ev.key, "same action, same key, new pause");
+    assert_held(&mut actor);
+    assert!(no_connection_yet(&l));
+    assert_eq!(enforcer.pending_verdicts().await.unwrap(), 1, "the wrong verdict is unused");
+    enforcer.resolve(ev.key, Verdict::Allow).await.unwrap();
+    let (out, _) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), "connect ok");
+}
