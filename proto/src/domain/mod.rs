@@ -1,0 +1,22 @@
+//! Validated counterparts of the wire messages.
+//!
+//! `TryFrom<v1::X> for X` refuses unspecified or unknown enum values, missing or empty
+//! required fields, malformed addresses, port 0 and oversized strings; the error names the
+//! offending field and converts into `tonic::Status::invalid_argument`. `From<X> for v1::X`
+//! goes the other way and cannot fail.
+
+mod action;
+mod error;
+pub mod limits;
+mod messages;
+mod request;
+mod text;
+
+pub use action::{Action, ConnectAction, ExecAction, Protocol};
+pub use error::{Problem, ValidationError};
+pub use messages::{AgentMessage, Decision, Hello, ReviewerDecision, VerdictApplied, Withdraw};
+pub use request::{NewRequest, Outcome, Request, RequestState, Resolution, Verdict};
+pub use text::{HostName, Identity, Name, Reason, RequestId};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,431 @@
+//! Starts the real server on a loopback port and drives it with real tonic clients.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use belay_proto::v1;
+use belay_proto::v1::agent_service_client::AgentServiceClient;
+use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
+use belay_proto::v1::server_message::Kind;
+use belay_server::approvals::{Approvals, MemoryStore};
+use belay_server::{ServeError, serve};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+/// Long enough for a loaded CI machine; every wait in these tests is bounded by it.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let approvals = Arc::new(Approvals::new(MemoryStore::new()));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, approvals, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn reviewer(&self) -> ReviewerServiceClient<Channel> {
+        ReviewerServiceClient::connect(self.url()).await.unwrap()
+    }
+
+    async fn agent(&self, host: &str, owner: &str) -> TestAgent {
+        self.try_agent(hello(host, owner)).await.unwrap()
+    }
+
+    async fn try_agent(&self, first: v1::AgentMessage) -> Result<TestAgent, Status> {
+        let mut client = AgentServiceClient::connect(self.url()).await.unwrap();
+        let (to_server, outbound) = mpsc::channel(16);
+        to_server.send(first).await.unwrap();
+        let from_server = client
+            .session(ReceiverStream::new(outbound))
+            .await?
+            .into_inner();
+        Ok(TestAgent {
+            to_server,
+            from_server,
+        })
+    }
+
+    /// Waits until the reviewer sees `id` pending; submissions travel on another stream.
+    async fn wait_pending(&self, id: &str) -> v1::Request {
+        let mut reviewer = self.reviewer().await;
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let pending = reviewer
+                    .list_pending(v1::ListPendingRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .requests;
+                if let Some(request) = pending.into_iter().find(|r| r.id == id) {
+                    return request;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{id} never became pending"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct TestAgent {
+    to_server: mpsc::Sender<v1::AgentMessage>,
+    from_server: Streaming<v1::ServerMessage>,
+}
+
+impl TestAgent {
+    async fn submit(&self, request: v1::NewRequest) {
+        self.to_server
+            .send(v1::AgentMessage {
+                kind: Some(v1::agent_message::Kind::Request(request)),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn next(&mut self) -> Result<Kind, Status> {
+        let message = tokio::time::timeout(PATIENCE, self.from_server.message())
+            .await
+            .expect("no message from the server in time")?
+            .expect("the server ended the stream");
+        Ok(message.kind.expect("message without kind"))
+    }
+
+    async fn next_decision(&mut self) -> v1::Decision {
+        match self.next().await.unwrap() {
+            Kind::Decision(decision) => decision,
+            other => panic!("expected a decision, got {other:?}"),
+        }
+    }
+
+    async fn next_cancel(&mut self) -> v1::Cancel {
+        match self.next().await.unwrap() {
+            Kind::Cancel(cancel) => cancel,
+            other => panic!("expected a cancel, got {other:?}"),
+        }
+    }
+}
+
+fn hello(host: &str, owner: &str) -> v1::AgentMessage {
+    v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
+            host: host.into(),
+            version: "0.1.0-test".into(),
+            owner: owner.into(),
+        })),
+    }
+}
+
+fn connect_request(id: &str, port: u32, deadline_in: Duration) -> v1::NewRequest {
+    v1::NewRequest {
+        id: id.into(),
+        agent_name: "copilot".into(),
+        pid: 4242,
+        uid: 1000,
+        action: Some(v1::Action {
+            kind: Some(v1::action::Kind::Connect(v1::Connect {
+                address: "192.0.2.10".into(),
+                port,
+                protocol: v1::Protocol::Tcp.into(),
+            })),
+        }),
+        deadline: Some((SystemTime::now() + deadline_in).into()),
+        default_verdict: v1::Verdict::Deny.into(),
+        rule: "egress-unknown".into(),
+    }
+}
+
+fn request(id: &str) -> v1::NewRequest {
+    connect_request(id, 443, Duration::from_secs(300))
+}
+
+fn decide(id: &str, verdict: v1::Verdict, reviewer: &str) -> v1::DecideRequest {
+    v1::DecideRequest {
+        request_id: id.into(),
+        verdict: verdict.into(),
+        reason: format!("{reviewer} looked at it"),
+        reviewer: reviewer.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_reviewer_decision_reaches_the_agent_that_asked() {
+    let server = TestServer::start().await;
+    let mut alice_agent = server.agent("host-a", "alice@example.com").await;
+    let mut carol_agent = server.agent("host-c", "carol@example.com").await;
+    alice_agent.submit(request("req-a")).await;
+
+    let pending = server.wait_pending("req-a").await;
+    assert_eq!(pending.host, "host-a");
+    assert_eq!(pending.owner, "alice@example.com");
+    assert_eq!(pending.state, v1::RequestState::Pending as i32);
+    let mut reviewer = server.reviewer().await;
+    let fetched = reviewer
+        .get_request(v1::GetRequestRequest {
+            request_id: "req-a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(fetched, pending);
+
+    let decided = reviewer
+        .decide(decide("req-a", v1::Verdict::Allow, "bob@example.com"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(decided.state, v1::RequestState::Approved as i32);
+    assert_eq!(decided.resolution.unwrap().reviewer, "bob@example.com");
+
+    assert_eq!(
+        alice_agent.next_decision().await,
+        v1::Decision {
+            request_id: "req-a".into(),
+            verdict: v1::Verdict::Allow.into(),
+            reason: "bob@example.com looked at it".into(),
+            state: v1::RequestState::Approved.into(),
+        }
+    );
+
+    // Carol's agent was not sent alice's decision: the first thing it gets is its own.
+    carol_agent.submit(request("req-c")).await;
+    server.wait_pending("req-c").await;
+    reviewer
+        .decide(decide("req-c", v1::Verdict::Kill, "bob@example.com"))
+        .await
+        .unwrap();
+    let decision = carol_agent.next_decision().await;
+    assert_eq!(decision.request_id, "req-c");
+    assert_eq!(decision.verdict, v1::Verdict::Kill as i32);
+    assert_eq!(decision.state, v1::RequestState::Denied as i32);
+}
+
+#[tokio::test]
+async fn self_approval_and_a_second_decision_are_refused() {
+    let server = TestServer::start().await;
+    let mut agent = server.agent("host-a", "alice@example.com").await;
+    agent.submit(request("req-1")).await;
+    server.wait_pending("req-1").await;
+    let mut reviewer = server.reviewer().await;
+
+    let status = reviewer
+        .decide(decide("req-1", v1::Verdict::Allow, "alice@example.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        status.message(),
+        "alice@example.com owns the agent that made request req-1 and may not approve it"
+    );
+
+    reviewer
+        .decide(decide("req-1", v1::Verdict::Deny, "bob@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.next_decision().await.verdict,
+        v1::Verdict::Deny as i32
+    );
+
+    let status = reviewer
+        .decide(decide("req-1", v1::Verdict::Allow, "dave@example.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), "request req-1 is already denied");
+
+    let status = reviewer
+        .decide(decide("req-404", v1::Verdict::Deny, "bob@example.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), "no request with id req-404");
+}
+
+#[tokio::test]
+async fn malformed_submissions_are_cancelled_with_invalid_argument_and_the_stream_goes_on() {
+    let server = TestServer::start().await;
+    let mut agent = server.agent("host-a", "alice@example.com").await;
+
+    agent
+        .submit(connect_request("port-zero", 0, Duration::from_secs(60)))
+        .await;
+    assert_eq!(
+        agent.next_cancel().await,
+        v1::Cancel {
+            request_id: "port-zero".into(),
+            code: Code::InvalidArgument as i32,
+            message: "invalid request.action.connect.port: must be in 1..=65535, got 0".into(),
+        }
+    );
+
+    agent
+        .submit(v1::NewRequest {
+            action: None,
+            ..request("no-action")
+        })
+        .await;
+    let cancel = agent.next_cancel().await;
+    assert_eq!(cancel.code, Code::InvalidArgument as i32);
+    assert_eq!(cancel.message, "invalid request.action: missing");
+
+    agent.submit(request("fine")).await;
+    server.wait_pending("fine").await;
+    let pending = server
+        .reviewer()
+        .await
+        .list_pending(v1::ListPendingRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    let ids: Vec<&str> = pending.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["fine"]);
+
+    // Same id, different content: refused, and the stored request is untouched.
+    agent
+        .submit(connect_request("fine", 8443, Duration::from_secs(300)))
+        .await;
+    let cancel = agent.next_cancel().await;
+    assert_eq!(cancel.code, Code::AlreadyExists as i32);
+    assert_eq!(
+        cancel.message,
+        "request id fine was already submitted with different content"
+    );
+}
+
+#[tokio::test]
+async fn malformed_reviewer_calls_are_invalid_argument() {
+    let server = TestServer::start().await;
+    let mut reviewer = server.reviewer().await;
+
+    let status = reviewer
+        .decide(decide("req-1", v1::Verdict::Unspecified, "bob"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "invalid verdict: must not be unspecified");
+
+    let status = reviewer
+        .decide(decide("req-1", v1::Verdict::Deny, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "invalid reviewer: must not be empty");
+
+    let status = reviewer
+        .get_request(v1::GetRequestRequest {
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "invalid request_id: must not be empty");
+}
+
+#[tokio::test]
+async fn a_session_must_open_with_a_valid_hello() {
+    let server = TestServer::start().await;
+
+    let not_hello = v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Request(request("early"))),
+    };
+    let status = server.try_agent(not_hello).await.err().unwrap();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "the first message of a session must be a hello"
+    );
+
+    let status = server.try_agent(hello("host-a", "")).await.err().unwrap();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "invalid hello.owner: must not be empty");
+}
+
+#[tokio::test]
+async fn an_unanswered_request_ends_with_its_default_verdict() {
+    let server = TestServer::start().await;
+    let mut agent = server.agent("host-a", "alice@example.com").await;
+    agent
+        .submit(v1::NewRequest {
+            default_verdict: v1::Verdict::Kill.into(),
+            ..connect_request("slow", 443, Duration::from_millis(300))
+        })
+        .await;
+
+    let decision = agent.next_decision().await;
+    assert_eq!(decision.request_id, "slow");
+    assert_eq!(decision.verdict, v1::Verdict::Kill as i32);
+    assert_eq!(decision.state, v1::RequestState::Expired as i32);
+}
+
+#[tokio::test]
+async fn a_reconnecting_agent_learns_decisions_made_while_it_was_away() {
+    let server = TestServer::start().await;
+    let agent = server.agent("host-a", "alice@example.com").await;
+    let submitted = request("req-away");
+    agent.submit(submitted.clone()).await;
+    server.wait_pending("req-away").await;
+    drop(agent);
+
+    server
+        .reviewer()
+        .await
+        .decide(decide("req-away", v1::Verdict::Allow, "bob@example.com"))
+        .await
+        .unwrap();
+
+    let mut agent = server.agent("host-a", "alice@example.com").await;
+    agent.submit(submitted).await;
+    let decision = agent.next_decision().await;
+    assert_eq!(decision.request_id, "req-away");
+    assert_eq!(decision.verdict, v1::Verdict::Allow as i32);
+}
+
+#[tokio::test]
+async fn shutdown_ends_agent_sessions_with_unavailable() {
+    let mut server = TestServer::start().await;
+    let mut agent = server.agent("host-a", "alice@example.com").await;
+
+    server.stop.take().unwrap().send(()).unwrap();
+
+    let status = agent.next().await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    let served = tokio::time::timeout(PATIENCE, &mut server.task)
+        .await
+        .expect("server did not stop in time")
+        .unwrap();
+    assert!(served.is_ok(), "{served:?}");
+}
