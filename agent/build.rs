@@ -13,7 +13,9 @@ fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     let object = out_dir.join("belay-ebpf");
     if env::var_os("BELAY_SKIP_EBPF").is_some_and(|v| v == "1") {
-        println!("cargo:warning=BELAY_SKIP_EBPF=1: belay-agent is built without its kernel programs");
+        println!(
+            "cargo:warning=BELAY_SKIP_EBPF=1: belay-agent is built without its kernel programs"
+        );
         fs::write(&object, []).context("writing the empty placeholder object")?;
         return Ok(());
     }

@@ -55,8 +55,8 @@ fn try_exec(ctx: &LsmContext) -> Option<i32> {
     let file = read_ptr(bprm, off.bprm_file)?;
     let inode = read_ptr(file, off.file_inode)?;
     // SAFETY: as read_ptr.
-    ev.ino = unsafe { bpf_probe_read_kernel(inode.add(off.inode_ino as usize).cast::<u64>()) }
-        .ok()?;
+    ev.ino =
+        unsafe { bpf_probe_read_kernel(inode.add(off.inode_ino as usize).cast::<u64>()) }.ok()?;
     let sb = read_ptr(inode, off.inode_sb)?;
     // SAFETY: as read_ptr.
     ev.dev = unsafe { bpf_probe_read_kernel(sb.add(off.sb_dev as usize).cast::<u32>()) }.ok()?;

@@ -26,7 +26,7 @@ pub fn on_fork(ctx: RawTracePointContext) -> i32 {
     };
     // A new thread shares its process's entry; only a new process needs one.
     if cpid == ctgid && ctgid != ptgid && is_watched(ptgid) {
-        let _ = WATCHED.insert(&ctgid, &0, 0);
+        let _ = WATCHED.insert(ctgid, 0, 0);
     }
     0
 }
@@ -45,13 +45,13 @@ pub fn on_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     // SAFETY: reading kernel memory through the helper.
-    let Ok(signal) = (unsafe {
-        bpf_probe_read_kernel(task.add(off.task_signal as usize).cast::<*const u8>())
-    }) else {
+    let Ok(signal) =
+        (unsafe { bpf_probe_read_kernel(task.add(off.task_signal as usize).cast::<*const u8>()) })
+    else {
         return 0;
     };
     if read_u32(signal, off.signal_live) == Some(0) {
-        let _ = WATCHED.remove(&tgid);
+        let _ = WATCHED.remove(tgid);
     }
     0
 }

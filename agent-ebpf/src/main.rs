@@ -61,14 +61,19 @@ fn count(index: u32) {
 #[inline(always)]
 fn is_watched(tgid: u32) -> bool {
     // SAFETY: only the presence of the key is used.
-    unsafe { WATCHED.get(&tgid) }.is_some()
+    unsafe { WATCHED.get(tgid) }.is_some()
 }
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
 }
+
+// A host build of this crate is only ever type-checked (clippy); std brings the panic
+// handler there, and on the host `agent-common` may link std anyway (its `user` feature).
+#[cfg(not(target_arch = "bpf"))]
+extern crate std;
 
 /// LSM programs must be GPL-compatible.
 #[unsafe(link_section = "license")]

@@ -47,9 +47,9 @@ pub fn hold(ev: &RawEvent) -> i32 {
         action_hash: ev.action_hash,
     };
     // SAFETY: the value is copied out before the entry is removed.
-    if let Some(v) = unsafe { VERDICTS.get(&key) }.copied() {
+    if let Some(v) = unsafe { VERDICTS.get(key) }.copied() {
         // One-shot: the next identical action asks again.
-        let _ = VERDICTS.remove(&key);
+        let _ = VERDICTS.remove(key);
         count(counter::VERDICTS_APPLIED);
         return if v == verdict::ALLOW { 0 } else { -EPERM };
     }

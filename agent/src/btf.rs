@@ -118,7 +118,11 @@ impl Btf {
                         members.push(Member {
                             name: rd(m)?,
                             ty: rd(m + 4)?,
-                            bit_offset: if kind_flag { offset & 0xff_ffff } else { offset },
+                            bit_offset: if kind_flag {
+                                offset & 0xff_ffff
+                            } else {
+                                offset
+                            },
                             bitfield: kind_flag && offset >> 24 != 0,
                         });
                     }
@@ -199,12 +203,12 @@ impl Btf {
             .get(strukt)
             .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
         let t = &self.types[id as usize];
-        let (bits, bitfield) =
-            self.find_member(t, member)
-                .ok_or_else(|| BtfError::NoMember {
-                    strukt: strukt.to_owned(),
-                    member: member.to_owned(),
-                })?;
+        let (bits, bitfield) = self
+            .find_member(t, member)
+            .ok_or_else(|| BtfError::NoMember {
+                strukt: strukt.to_owned(),
+                member: member.to_owned(),
+            })?;
         if bitfield || bits % 8 != 0 {
             return Err(BtfError::Bitfield {
                 strukt: strukt.to_owned(),
@@ -250,7 +254,13 @@ mod tests {
         let mut blob = Vec::new();
         blob.extend_from_slice(&0xeb9f_u16.to_ne_bytes());
         blob.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             blob.extend_from_slice(&w.to_ne_bytes());
         }
         blob.extend_from_slice(&types);

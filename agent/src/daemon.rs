@@ -44,7 +44,9 @@ impl Shared {
     fn book(&self) -> MutexGuard<'_, RequestBook> {
         // A panic while holding the lock cannot leave the book half-updated: every
         // method is a single map operation.
-        self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn end(&self, p: Pending, outcome: Outcome) {
@@ -52,14 +54,22 @@ impl Shared {
         let verdict = match outcome {
             Outcome::Decided(v) | Outcome::Expired(v) => v,
             Outcome::Cancelled => {
-                info!(request = id, tgid = p.view.tgid, "request cancelled: process gone");
+                info!(
+                    request = id,
+                    tgid = p.view.tgid,
+                    "request cancelled: process gone"
+                );
                 return;
             }
         };
         match self.enforcer.resolve(p.key, verdict).await {
             Ok(()) => info!(request = id, tgid = p.view.tgid, %verdict, ?outcome, "request ended"),
             Err(EnforcerError::Gone(_)) => {
-                info!(request = id, tgid = p.view.tgid, "request cancelled: process gone");
+                info!(
+                    request = id,
+                    tgid = p.view.tgid,
+                    "request cancelled: process gone"
+                );
             }
             Err(e) => error!(request = id, error = %e, "applying the verdict failed"),
         }
@@ -148,7 +158,11 @@ async fn on_pause(shared: Shared, ev: PauseEvent) {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        let argv = if is_exec { task::exec_argv(tgid, pid) } else { None };
+        let argv = if is_exec {
+            task::exec_argv(tgid, pid)
+        } else {
+            None
+        };
         (task::context(tgid), argv)
     })
     .await
@@ -190,12 +204,16 @@ async fn serve(shared: Shared, stream: UnixStream) {
         let mut line = String::new();
         let mut limited = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
         let response = match limited.read_line(&mut line).await {
-            Err(e) => ApiResponse::Error { message: format!("reading the request: {e}") },
+            Err(e) => ApiResponse::Error {
+                message: format!("reading the request: {e}"),
+            },
             Ok(_) if line.len() > MAX_REQUEST_BYTES => ApiResponse::Error {
                 message: format!("request longer than {MAX_REQUEST_BYTES} bytes"),
             },
             Ok(_) => match serde_json::from_str::<ApiRequest>(&line) {
-                Err(e) => ApiResponse::Error { message: format!("malformed request: {e}") },
+                Err(e) => ApiResponse::Error {
+                    message: format!("malformed request: {e}"),
+                },
                 Ok(req) => handle(&shared, cred.uid(), cred.pid(), req).await,
             },
         };
@@ -210,7 +228,9 @@ async fn serve(shared: Shared, stream: UnixStream) {
 }
 
 fn error(message: impl Into<String>) -> ApiResponse {
-    ApiResponse::Error { message: message.into() }
+    ApiResponse::Error {
+        message: message.into(),
+    }
 }
 
 /// Who may decide: root, and never a watched process (no agent approves its own actions).
@@ -244,18 +264,28 @@ async fn handle(shared: &Shared, uid: u32, pid: Option<i32>, req: ApiRequest) ->
                 Err(e) => error(format!("enrolling {tgid}: {e}")),
             }
         }
-        ApiRequest::Pending => ApiResponse::Requests { requests: shared.book().list() },
+        ApiRequest::Pending => ApiResponse::Requests {
+            requests: shared.book().list(),
+        },
         ApiRequest::Show { id } => match shared.book().get(id) {
-            Some(p) => ApiResponse::Request { request: p.view.clone() },
+            Some(p) => ApiResponse::Request {
+                request: p.view.clone(),
+            },
             None => error(format!("no pending request {id}")),
         },
-        ApiRequest::Decide { id, verdict, reason } => {
+        ApiRequest::Decide {
+            id,
+            verdict,
+            reason,
+        } => {
             if let Err(why) = authorize(shared, uid, pid).await {
                 warn!(request = id, %why, "decision refused");
                 return error(why);
             }
             let Some(p) = shared.book().close(id) else {
-                return error(format!("no pending request {id} (unknown, or already ended)"));
+                return error(format!(
+                    "no pending request {id} (unknown, or already ended)"
+                ));
             };
             info!(request = id, %verdict, reason = reason.as_deref().unwrap_or(""), uid, "decided");
             shared.end(p, Outcome::Decided(verdict)).await;

@@ -47,10 +47,20 @@ struct Args {
     #[arg(long, env = "BELAY_DECIDE_TIMEOUT", default_value_t = 300)]
     decide_timeout: u64,
     /// Verdict when a request's deadline passes.
-    #[arg(long, env = "BELAY_DEFAULT_VERDICT", value_enum, default_value = "deny")]
+    #[arg(
+        long,
+        env = "BELAY_DEFAULT_VERDICT",
+        value_enum,
+        default_value = "deny"
+    )]
     default_verdict: VerdictArg,
     /// Verdict for requests still pending when the daemon stops.
-    #[arg(long, env = "BELAY_SHUTDOWN_VERDICT", value_enum, default_value = "deny")]
+    #[arg(
+        long,
+        env = "BELAY_SHUTDOWN_VERDICT",
+        value_enum,
+        default_value = "deny"
+    )]
     shutdown_verdict: VerdictArg,
     /// Watch this process (and its future children) from the start. Repeatable.
     #[arg(long = "watch-pid", value_name = "PID")]

@@ -170,7 +170,13 @@ mod tests {
         let mut book = RequestBook::default();
         let ctx = TaskContext::default();
         let a = book
-            .open(&event(1), ctx.clone(), None, Duration::from_secs(60), Verdict::Deny)
+            .open(
+                &event(1),
+                ctx.clone(),
+                None,
+                Duration::from_secs(60),
+                Verdict::Deny,
+            )
             .view
             .id;
         let b = book
@@ -197,20 +203,41 @@ mod tests {
         let ctx = TaskContext::default();
         book.open(&event(1), ctx.clone(), None, Duration::ZERO, Verdict::Deny);
         let later = book
-            .open(&event(2), ctx, None, Duration::from_secs(3600), Verdict::Deny)
+            .open(
+                &event(2),
+                ctx,
+                None,
+                Duration::from_secs(3600),
+                Verdict::Deny,
+            )
             .view
             .id;
         let expired = book.take_expired(Instant::now());
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].view.tgid, 1);
-        assert_eq!(book.list().iter().map(|v| v.id).collect::<Vec<_>>(), [later]);
+        assert_eq!(
+            book.list().iter().map(|v| v.id).collect::<Vec<_>>(),
+            [later]
+        );
     }
 
     #[test]
     fn gone_processes_are_cancelled() {
         let mut book = RequestBook::default();
-        book.open(&event(7), TaskContext::default(), None, Duration::from_secs(60), Verdict::Deny);
-        book.open(&event(8), TaskContext::default(), None, Duration::from_secs(60), Verdict::Deny);
+        book.open(
+            &event(7),
+            TaskContext::default(),
+            None,
+            Duration::from_secs(60),
+            Verdict::Deny,
+        );
+        book.open(
+            &event(8),
+            TaskContext::default(),
+            None,
+            Duration::from_secs(60),
+            Verdict::Deny,
+        );
         let gone = book.take_gone(|tgid| tgid != 7);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].view.tgid, 7);

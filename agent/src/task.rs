@@ -122,7 +122,10 @@ mod tests {
 
     #[test]
     fn state_shows_a_stopped_process() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let pid = child.id();
         let pid_t = Pid::from_raw(pid as i32);
         let wait_for = |want: char| {

@@ -33,7 +33,14 @@ struct Args {
     #[arg(long, global = true, env = "BELAY_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Output format.
-    #[arg(long, short, global = true, value_enum, env = "BELAY_OUTPUT", default_value = "table")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        value_enum,
+        env = "BELAY_OUTPUT",
+        default_value = "table"
+    )]
     output: Output,
     #[command(subcommand)]
     command: Command,

@@ -27,7 +27,10 @@ fn table(requests: &[RequestView]) {
         println!("no pending requests");
         return;
     }
-    println!("{:<6} {:<8} {:<6} {:<16} {:<10} ACTION", "ID", "PID", "UID", "COMM", "DEADLINE");
+    println!(
+        "{:<6} {:<8} {:<6} {:<16} {:<10} ACTION",
+        "ID", "PID", "UID", "COMM", "DEADLINE"
+    );
     let now = now_ms();
     for r in requests {
         let left = r.deadline_unix_ms.saturating_sub(now) / 1000;

@@ -38,7 +38,11 @@ impl Agent {
         });
         assert!(exited.is_none(), "belay-agent exited at start: {exited:?}");
         assert!(up, "belay-agent opened its socket");
-        Self { child, socket, _dir: dir }
+        Self {
+            child,
+            socket,
+            _dir: dir,
+        }
     }
 
     fn belay(&self, args: &[&str]) -> std::process::Output {
@@ -73,7 +77,11 @@ impl Agent {
 
     fn run(&self, cmd: &[&str]) -> Actor {
         let mut c = Command::new(binary("belay").unwrap());
-        c.arg("--socket").arg(&self.socket).arg("run").arg("--").args(cmd);
+        c.arg("--socket")
+            .arg(&self.socket)
+            .arg("run")
+            .arg("--")
+            .args(cmd);
         Actor::start(&mut c).unwrap()
     }
 }
@@ -90,7 +98,11 @@ fn actor_path() -> String {
 }
 
 fn ok(out: &std::process::Output) -> String {
-    assert!(out.status.success(), "belay failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "belay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -167,7 +179,10 @@ fn deadline_applies_the_default_verdict() {
     let (_, status) = actor.finish(LONG).unwrap();
     assert_eq!(status.code(), Some(1), "belay run failed");
     let err = actor.stderr();
-    assert!(err.contains("Operation not permitted"), "exec denied by deadline: {err}");
+    assert!(
+        err.contains("Operation not permitted"),
+        "exec denied by deadline: {err}"
+    );
     assert!(agent.pending().is_empty());
 }
 
@@ -197,5 +212,8 @@ fn cli_explains_an_unreachable_agent() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach belay-agent at /nonexistent/agent.sock"), "{err}");
+    assert!(
+        err.contains("cannot reach belay-agent at /nonexistent/agent.sock"),
+        "{err}"
+    );
 }

@@ -3,12 +3,7 @@
 //! stopped in the kernel, and continue, fail with EPERM, or die by the verdict.
 #![cfg(feature = "vm")]
 
-use std::{
-    io::ErrorKind,
-    net::TcpListener,
-    os::unix::process::ExitStatusExt as _,
-    time::Duration,
-};
+use std::{io::ErrorKind, net::TcpListener, os::unix::process::ExitStatusExt as _, time::Duration};
 
 use belay_agent::{
     kernel::{Action, Enforcer, Loaded, PauseEvent, Verdict},
@@ -39,7 +34,11 @@ fn assert_held(actor: &mut Actor) {
         task::state(actor.pid)
     );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(task::state(actor.pid), Some('T'), "still stopped 300 ms later");
+    assert_eq!(
+        task::state(actor.pid),
+        Some('T'),
+        "still stopped 300 ms later"
+    );
     assert!(!actor.exited(), "paused process has not exited");
 }
 
@@ -64,9 +63,17 @@ async fn connect_is_held_until_allowed_then_completes() {
 
     let ev = next_event(&mut events).await;
     assert_eq!(ev.tgid, actor.pid);
-    assert_eq!(ev.action, Action::Connect { addr: addr.parse().unwrap() });
+    assert_eq!(
+        ev.action,
+        Action::Connect {
+            addr: addr.parse().unwrap()
+        }
+    );
     assert_held(&mut actor);
-    assert!(no_connection_yet(&l), "the connection was not made while paused");
+    assert!(
+        no_connection_yet(&l),
+        "the connection was not made while paused"
+    );
 
     enforcer.resolve(ev.key, Verdict::Allow).await.unwrap();
     let (out, status) = actor.finish(LONG).unwrap();
@@ -91,7 +98,10 @@ async fn connect_denied_fails_with_eperm() {
     let (out, status) = actor.finish(LONG).unwrap();
     assert_eq!(out.trim(), format!("connect err {}", libc::EPERM));
     assert_eq!(status.code(), Some(10));
-    assert!(no_connection_yet(&l), "a denied connect never reaches the listener");
+    assert!(
+        no_connection_yet(&l),
+        "a denied connect never reaches the listener"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,7 +134,11 @@ async fn exec_is_held_with_argv_intact_then_runs_when_allowed() {
     };
     assert_eq!(path, "/bin/echo");
     let real = std::fs::metadata("/bin/echo").unwrap();
-    assert_eq!(*ino, std::os::unix::fs::MetadataExt::ino(&real), "inode of the file run");
+    assert_eq!(
+        *ino,
+        std::os::unix::fs::MetadataExt::ino(&real),
+        "inode of the file run"
+    );
     assert_held(&mut actor);
     assert_eq!(
         task::exec_argv(ev.tgid, ev.pid),
@@ -134,7 +148,11 @@ async fn exec_is_held_with_argv_intact_then_runs_when_allowed() {
 
     enforcer.resolve(ev.key, Verdict::Allow).await.unwrap();
     let (out, status) = actor.finish(LONG).unwrap();
-    assert_eq!(out.trim(), "hello belay two", "the restarted exec kept its argv");
+    assert_eq!(
+        out.trim(),
+        "hello belay two",
+        "the restarted exec kept its argv"
+    );
     assert!(status.success());
 }
 
@@ -165,7 +183,9 @@ async fn unwatched_process_is_never_paused() {
     exec.go().unwrap();
     assert!(exec.finish(LONG).unwrap().1.success());
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), events.recv()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(300), events.recv())
+            .await
+            .is_err(),
         "no pause event for unwatched processes"
     );
     assert_eq!(enforcer.counters().await.unwrap().paused, 0);
@@ -208,7 +228,11 @@ async fn a_verdict_is_one_shot_and_bound_to_the_action() {
     assert_eq!(again.key, ev.key, "same action, same key, new pause");
     assert_held(&mut actor);
     assert!(no_connection_yet(&l));
-    assert_eq!(enforcer.pending_verdicts().await.unwrap(), 1, "the wrong verdict is unused");
+    assert_eq!(
+        enforcer.pending_verdicts().await.unwrap(),
+        1,
+        "the wrong verdict is unused"
+    );
     enforcer.resolve(ev.key, Verdict::Allow).await.unwrap();
     let (out, _) = actor.finish(LONG).unwrap();
     assert_eq!(out.trim(), "connect ok");

@@ -125,10 +125,7 @@ impl Enforcer {
         Ok((Self { tx }, ev_rx))
     }
 
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<T, EnforcerError> {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EnforcerError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(make(reply))
@@ -231,7 +228,8 @@ impl Owner {
         self.undecodable += 1;
         error!(error = %err, "undecodable pause event");
         if bytes.len() >= 32 {
-            let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap_or_default());
+            let u32_at =
+                |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap_or_default());
             let key = VerdictKey {
                 tgid: u32_at(4),
                 kind: u32_at(0),
@@ -249,13 +247,19 @@ impl Owner {
                 let res = self
                     .watched
                     .insert(tgid, 0, 0)
-                    .map_err(|source| EnforcerError::Map { map: "WATCHED", source });
+                    .map_err(|source| EnforcerError::Map {
+                        map: "WATCHED",
+                        source,
+                    });
                 let _ = r.send(res);
             }
             Command::Unwatch(tgid, r) => {
                 let res = match self.watched.remove(&tgid) {
                     Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                    Err(source) => Err(EnforcerError::Map { map: "WATCHED", source }),
+                    Err(source) => Err(EnforcerError::Map {
+                        map: "WATCHED",
+                        source,
+                    }),
                 };
                 let _ = r.send(res);
             }
@@ -283,7 +287,10 @@ impl Owner {
         if let Err(source) = self.verdicts.insert(key, value, 0) {
             // Resuming without a verdict would only pause it again: end it instead.
             let _ = signal(key.tgid, Signal::SIGKILL);
-            return Err(EnforcerError::Map { map: "VERDICTS", source });
+            return Err(EnforcerError::Map {
+                map: "VERDICTS",
+                source,
+            });
         }
         // SIGCONT to the process: the stop is group-wide.
         signal(key.tgid, Signal::SIGCONT).inspect_err(|_| {
@@ -296,7 +303,10 @@ impl Owner {
             let values = self
                 .counters
                 .get(&i, 0)
-                .map_err(|source| EnforcerError::Map { map: "COUNTERS", source })?;
+                .map_err(|source| EnforcerError::Map {
+                    map: "COUNTERS",
+                    source,
+                })?;
             Ok(values.iter().sum())
         };
         Ok(Counters {

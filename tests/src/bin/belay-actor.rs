@@ -86,7 +86,10 @@ fn main() -> ExitCode {
             };
             let req = format!("{{\"op\":\"decide\",\"id\":{id},\"verdict\":\"allow\"}}\n");
             let mut answer = String::new();
-            if let Err(e) = s.write_all(req.as_bytes()).and_then(|()| s.read_to_string(&mut answer)) {
+            if let Err(e) = s
+                .write_all(req.as_bytes())
+                .and_then(|()| s.read_to_string(&mut answer))
+            {
                 return errno_exit("decide", &e);
             }
             println!("decide {}", answer.trim());
