@@ -1,0 +1,111 @@
+#!/bin/sh
+# belay demo, run by `cargo xtask demo`: natively on a host with BPF LSM, otherwise in a
+# QEMU VM on a Debian kernel that has it. POSIX sh (busybox ash inside the VM).
+#
+# Story: an "AI agent" (a shell script) is started under belay. Its every exec and
+# connect is held in the kernel until a reviewer decides with the `belay` CLI. Here the
+# script plays the reviewer too, so the demo runs unattended.
+set -eu
+
+SOCK=${BELAY_DEMO_SOCKET:-/run/belay/demo.sock}
+LOG=/tmp/belay-agent.log
+WORK=$(mktemp -d)
+export BELAY_SOCKET="$SOCK"
+
+say() { printf '\n== %s\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
+# Waits until a request is pending and prints its id.
+next_request() {
+    i=0
+    while [ $i -lt 300 ]; do
+        id=$(belay pending --output json | sed -n 's/.*"id": \([0-9][0-9]*\).*/\1/p' | head -n 1)
+        if [ -n "$id" ]; then
+            echo "$id"
+            return 0
+        fi
+        i=$((i + 1))
+        sleep 0.1
+    done
+    echo "demo: no request became pending within 30 s" >&2
+    cat "$LOG" >&2
+    return 1
+}
+
+state_of() { sed -n 's/^State:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null || echo gone; }
+
+cleanup() {
+    [ -n "${AGENT_PID:-}" ] && kill "$AGENT_PID" 2>/dev/null || true
+    [ -n "${HTTPD_PID:-}" ] && kill "$HTTPD_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say "belay demo on $(uname -r) (${BELAY_DEMO_MODE:-native}); active LSMs: $(cat /sys/kernel/security/lsm)"
+
+# A small internal service the agent wants to reach.
+mkdir -p "$WORK/www"
+echo "quarterly numbers: 42" > "$WORK/www/index.html"
+busybox httpd -f -p 127.0.0.1:8080 -h "$WORK/www" &
+HTTPD_PID=$!
+
+say "Starting belay-agent (standalone: decisions are taken on this host)"
+belay-agent --socket "$SOCK" --decide-timeout 120 2>"$LOG" &
+AGENT_PID=$!
+i=0
+while [ ! -S "$SOCK" ]; do
+    i=$((i + 1))
+    if [ $i -gt 300 ] || ! kill -0 "$AGENT_PID" 2>/dev/null; then
+        echo "demo: belay-agent did not start:" >&2
+        cat "$LOG" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+echo "belay-agent is up (pid $AGENT_PID, socket $SOCK)"
+
+say "The AI agent starts under belay: belay run -- sh -c 'wget http://127.0.0.1:8080/'"
+belay run -- /bin/sh -c 'wget -q -O - http://127.0.0.1:8080/' >"$WORK/agent1.out" 2>&1 &
+AGENT1=$!
+
+id=$(next_request)
+echo "The kernel stopped the agent before its first exec. Process $AGENT1 is: $(state_of "$AGENT1")"
+run belay pending
+run belay approve "$id" --reason "the agent's shell may start"
+
+say "The shell now wants to run wget: held again"
+id=$(next_request)
+run belay show "$id"
+run belay approve "$id" --reason "wget is fine"
+
+say "wget wants to connect to 127.0.0.1:8080: held until a person decides"
+id=$(next_request)
+run belay pending
+run belay approve "$id" --reason "the internal API is allowed"
+wait "$AGENT1" || true
+echo "What the agent got:"
+sed 's/^/    /' "$WORK/agent1.out"
+
+say "The agent tries again with its own copy of wget; this time the reviewer says no"
+belay run -- wget -q -O - http://127.0.0.1:8080/ >"$WORK/agent2.out" 2>&1 &
+AGENT2=$!
+id=$(next_request)
+run belay approve "$id" --reason "exec of wget"
+id=$(next_request)
+run belay show "$id"
+run belay deny "$id" --reason "no exfiltration today"
+status=0
+wait "$AGENT2" || status=$?
+echo "The agent's wget exited with status $status and said:"
+sed 's/^/    /' "$WORK/agent2.out"
+
+say "Counters"
+run belay status
+
+say "Stopping belay-agent (pending requests would end with the shutdown verdict, deny)"
+kill "$AGENT_PID"
+wait "$AGENT_PID" || true
+AGENT_PID=
+echo "belay-agent log:"
+sed 's/^/    /' "$LOG"
+say "demo finished"
