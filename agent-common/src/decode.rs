@@ -6,7 +6,7 @@ use std::{
     string::String,
 };
 
-use crate::{RawEvent, VerdictKey, family, kind};
+use crate::{RawEvent, VerdictKey, family, flags, kind};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -38,6 +38,32 @@ pub struct PauseEvent {
     pub action: Action,
     /// Where the verdict for exactly this action goes.
     pub key: VerdictKey,
+    /// Zero for a pause. Otherwise the kernel could not pause the task and denied the
+    /// action itself; this event is a report and needs no verdict. See [`flags`].
+    pub flags: u32,
+}
+
+impl PauseEvent {
+    /// True when the task is stopped and waits for a verdict.
+    pub fn is_pause(&self) -> bool {
+        self.flags == 0
+    }
+
+    /// Why the kernel denied without pausing, in words.
+    pub fn unpausable_reasons(&self) -> std::vec::Vec<&'static str> {
+        [
+            (flags::IO_URING_WORKER, "io_uring worker"),
+            (flags::PTRACED, "ptraced"),
+            (
+                flags::NOT_RESTARTABLE,
+                "not a restartable syscall (e.g. io_uring)",
+            ),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| self.flags & bit != 0)
+        .map(|(_, why)| why)
+        .collect()
+    }
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -63,7 +89,8 @@ impl TryFrom<&RawEvent> for PauseEvent {
                         raw.addr[2],
                         raw.addr[3],
                     )),
-                    family::INET6 => IpAddr::V6(Ipv6Addr::from(raw.addr)),
+                    // An IPv4-mapped address reaches that IPv4 host: show it as such.
+                    family::INET6 => Ipv6Addr::from(raw.addr).to_canonical(),
                     other => return Err(DecodeError::Family(other)),
                 };
                 Action::Connect {
@@ -78,6 +105,7 @@ impl TryFrom<&RawEvent> for PauseEvent {
             uid: raw.uid,
             gid: raw.gid,
             comm: c_string(&raw.comm),
+            flags: raw.flags,
             action,
             key: VerdictKey {
                 tgid: raw.tgid,
@@ -178,6 +206,36 @@ mod tests {
                 ino: 99,
                 dev: 0
             }
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_shown_as_the_ipv4_it_reaches() {
+        let mut raw = RawEvent::zeroed();
+        raw.kind = kind::CONNECT;
+        raw.family = family::INET6;
+        raw.port = 80;
+        raw.addr = "::ffff:10.1.2.3".parse::<Ipv6Addr>().unwrap().octets();
+        let ev = PauseEvent::try_from(&raw).unwrap();
+        assert_eq!(
+            ev.action,
+            Action::Connect {
+                addr: "10.1.2.3:80".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn flags_mark_reports_not_pauses() {
+        let mut raw = RawEvent::zeroed();
+        raw.kind = kind::EXEC;
+        assert!(PauseEvent::try_from(&raw).unwrap().is_pause());
+        raw.flags = flags::PTRACED | flags::NOT_RESTARTABLE;
+        let ev = PauseEvent::try_from(&raw).unwrap();
+        assert!(!ev.is_pause());
+        assert_eq!(
+            ev.unpausable_reasons(),
+            ["ptraced", "not a restartable syscall (e.g. io_uring)"]
         );
     }
 

@@ -28,6 +28,32 @@ pub mod verdict {
     pub const DENY: u32 = 2;
 }
 
+/// Why an action could not be paused and was denied in the kernel instead
+/// ([`RawEvent::flags`]). Such events are reports, not requests.
+pub mod flags {
+    /// An io_uring worker thread: it cannot be stopped by a signal.
+    pub const IO_URING_WORKER: u32 = 1 << 0;
+    /// The task is ptraced: its tracer could swallow the SIGSTOP and turn the pause into
+    /// a busy loop of restarts.
+    pub const PTRACED: u32 = 1 << 1;
+    /// The action does not come from a syscall the kernel restarts after a stop (for
+    /// example io_uring's inline issue of a connect inside `io_uring_enter`).
+    pub const NOT_RESTARTABLE: u32 = 1 << 2;
+}
+
+/// x86_64 syscalls whose hook may pause: each restarts on -ERESTARTNOINTR.
+pub mod syscall {
+    pub const CONNECT: u64 = 42;
+    pub const SENDTO: u64 = 44;
+    pub const SENDMSG: u64 = 46;
+    pub const EXECVE: u64 = 59;
+    pub const SENDMMSG: u64 = 307;
+    pub const EXECVEAT: u64 = 322;
+}
+
+/// `task_struct::flags` bit of io_uring worker threads.
+pub const PF_IO_WORKER: u32 = 0x10;
+
 /// Address families the connect hook understands (values of `sa_family_t`).
 pub mod family {
     pub const INET: u16 = 2;
@@ -58,7 +84,8 @@ pub struct RawEvent {
     pub pid: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Reserved for flags (ptraced, io_uring worker, ...); zero today.
+    /// [`flags`]: zero for a pause; otherwise why the action was decided in the kernel
+    /// without pausing.
     pub flags: u32,
     pub action_hash: u64,
     /// Connect: `sa_family_t` and port in host byte order; zero for exec.
@@ -125,6 +152,10 @@ pub struct KernelOffsets {
     pub task_signal: u32,
     /// `signal_struct::live`
     pub signal_live: u32,
+    /// `task_struct::flags`
+    pub task_flags: u32,
+    /// `task_struct::ptrace`
+    pub task_ptrace: u32,
 }
 
 impl KernelOffsets {
@@ -140,6 +171,8 @@ impl KernelOffsets {
             task_tgid: 0,
             task_signal: 0,
             signal_live: 0,
+            task_flags: 0,
+            task_ptrace: 0,
         }
     }
 }
@@ -155,12 +188,15 @@ pub mod counter {
     pub const PAUSED: u32 = 2;
     /// Verdicts found and consumed on restart.
     pub const VERDICTS_APPLIED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Actions denied without a pause because the task could not be paused (see
+    /// [`super::flags`]).
+    pub const UNPAUSABLE_DENIED: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
 
 /// FNV-1a, 64 bit. Used on both sides so tests can recompute a key; it only has to
 /// separate actions of one process, not resist an adversary who controls both inputs

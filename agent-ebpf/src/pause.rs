@@ -1,11 +1,16 @@
 //! The pause protocol shared by every hook.
-use agent_common::{RawEvent, VerdictKey, counter, verdict};
+use agent_common::{PF_IO_WORKER, RawEvent, VerdictKey, counter, flags, syscall, verdict};
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::bpf_send_signal_thread,
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
+    generated::{
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_send_signal_thread, bpf_task_pt_regs,
+    },
 };
 
-use crate::{EVENTS, SCRATCH, VERDICTS, count};
+use crate::{EVENTS, SCRATCH, VERDICTS, count, offsets};
+
+/// `struct pt_regs::orig_ax` on x86_64: the number of the syscall in progress.
+const PT_REGS_ORIG_AX: usize = 120;
 
 const SIGSTOP: u32 = 19;
 const EPERM: i32 = 1;
@@ -54,6 +59,22 @@ pub fn hold(ev: &RawEvent) -> i32 {
         return if v == verdict::ALLOW { 0 } else { -EPERM };
     }
 
+    let why = unpausable();
+    if why != 0 {
+        count(counter::UNPAUSABLE_DENIED);
+        // Reported so the daemon can record it; denied whether or not that works.
+        match EVENTS.reserve::<RawEvent>(0) {
+            Some(mut entry) => {
+                let mut report = *ev;
+                report.flags = why;
+                entry.write(report);
+                entry.submit(0);
+            }
+            None => count(counter::DROPPED_EVENTS),
+        }
+        return -EPERM;
+    }
+
     // Reserve before signalling: if the daemon cannot be told, the task must not stop.
     let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
         count(counter::DROPPED_EVENTS);
@@ -72,4 +93,49 @@ pub fn hold(ev: &RawEvent) -> i32 {
     entry.submit(0);
     count(counter::PAUSED);
     -ERESTARTNOINTR
+}
+
+/// Why the current task cannot be paused safely, as [`flags`] bits; 0 when it can.
+///
+/// A pause relies on the stop ending in a restart of the same syscall. io_uring workers
+/// cannot be stopped, io_uring's inline issue inside `io_uring_enter` is not restarted
+/// (the completion would carry -ERESTARTNOINTR), and a tracer may swallow the SIGSTOP
+/// so the restart loops. Those are denied in the kernel instead.
+#[inline(always)]
+fn unpausable() -> u32 {
+    let off = offsets();
+    // SAFETY: plain helper call; the pointer is only read through probe_read.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let mut why = 0;
+    // SAFETY: reading kernel memory through the helper.
+    let task_flags: u32 =
+        unsafe { bpf_probe_read_kernel(task.add(off.task_flags as usize).cast::<u32>()) }
+            .unwrap_or(0);
+    if task_flags & PF_IO_WORKER != 0 {
+        why |= flags::IO_URING_WORKER;
+    }
+    // SAFETY: as above.
+    let ptrace: u32 =
+        unsafe { bpf_probe_read_kernel(task.add(off.task_ptrace as usize).cast::<u32>()) }
+            .unwrap_or(1);
+    if ptrace != 0 {
+        why |= flags::PTRACED;
+    }
+    // SAFETY: helper calls on the current task, whose pt_regs always exist.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    // SAFETY: reading kernel memory through the helper.
+    let nr = unsafe { bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_ORIG_AX).cast::<u64>()) };
+    let restartable = matches!(
+        nr,
+        Ok(syscall::CONNECT
+            | syscall::SENDTO
+            | syscall::SENDMSG
+            | syscall::SENDMMSG
+            | syscall::EXECVE
+            | syscall::EXECVEAT)
+    );
+    if !restartable {
+        why |= flags::NOT_RESTARTABLE;
+    }
+    why
 }

@@ -147,6 +147,16 @@ fn bind(path: &PathBuf) -> anyhow::Result<UnixListener> {
 }
 
 async fn on_pause(shared: Shared, ev: PauseEvent) {
+    if !ev.is_pause() {
+        warn!(
+            tgid = ev.tgid,
+            comm = %ev.comm,
+            action = ?ev.action,
+            why = ?ev.unpausable_reasons(),
+            "denied in the kernel without a pause: the task cannot be paused safely"
+        );
+        return;
+    }
     // The stop is queued before the event is sent, but reading argv needs the task to
     // have actually stopped.
     let (tgid, pid) = (ev.tgid, ev.pid);

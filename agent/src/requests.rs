@@ -154,6 +154,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             comm: "agent".into(),
+            flags: 0,
             action: Action::Connect {
                 addr: "10.0.0.1:443".parse().unwrap(),
             },

@@ -237,3 +237,54 @@ async fn a_verdict_is_one_shot_and_bound_to_the_action() {
     let (out, _) = actor.finish(LONG).unwrap();
     assert_eq!(out.trim(), "connect ok");
 }
+
+/// Starts `mode ADDR` watched, and expects the kernel to deny it without a pause, with
+/// `flag` among the reasons.
+async fn denied_without_pause(mode: &str, flag: u32, trace: bool) {
+    let (enforcer, mut events) = start().await;
+    let (l, addr) = listener();
+    let mut actor = Actor::spawn(&[mode, &addr]).unwrap();
+    if trace {
+        nix::sys::ptrace::seize(
+            nix::unistd::Pid::from_raw(actor.pid as i32),
+            nix::sys::ptrace::Options::empty(),
+        )
+        .expect("PTRACE_SEIZE the actor");
+    }
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+    let ev = next_event(&mut events).await;
+    assert!(!ev.is_pause(), "a report, not a pause: {ev:?}");
+    assert_ne!(
+        ev.flags & flag,
+        0,
+        "flags {:#x} name the reason {flag:#x}",
+        ev.flags
+    );
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(status.code(), Some(10), "denied with EPERM: {out}");
+    assert!(!out.contains("513"), "-ERESTARTNOINTR never leaks: {out}");
+    assert!(no_connection_yet(&l));
+    let c = enforcer.counters().await.unwrap();
+    assert_eq!((c.paused, c.unpausable_denied), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn io_uring_inline_connect_is_denied_without_a_pause() {
+    denied_without_pause("uring-connect", agent_common::flags::NOT_RESTARTABLE, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn io_uring_worker_connect_is_denied_without_a_pause() {
+    denied_without_pause(
+        "uring-connect-worker",
+        agent_common::flags::IO_URING_WORKER,
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ptraced_process_is_denied_without_a_pause() {
+    denied_without_pause("connect", agent_common::flags::PTRACED, true).await;
+}

@@ -72,6 +72,9 @@ pub struct Counters {
     pub signal_failed: u64,
     pub paused: u64,
     pub verdicts_applied: u64,
+    /// Actions denied in the kernel because the task could not be paused (io_uring,
+    /// ptraced, not a restartable syscall).
+    pub unpausable_denied: u64,
     /// Events the daemon could not decode (their tasks were denied).
     pub undecodable_events: u64,
 }
@@ -95,8 +98,9 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Starts the owner task. Paused tasks arrive on the returned receiver; each must get
-    /// exactly one [`Enforcer::resolve`].
+    /// Starts the owner task. Kernel events arrive on the returned receiver: each pause
+    /// ([`PauseEvent::is_pause`]) must get exactly one [`Enforcer::resolve`]; the others
+    /// report actions the kernel already denied.
     pub fn start(
         loaded: Loaded,
     ) -> Result<(Self, mpsc::UnboundedReceiver<PauseEvent>), EnforcerError> {
@@ -205,7 +209,8 @@ impl Owner {
                     while let Some(item) = ring.next() {
                         match PauseEvent::try_from(&*item) {
                             Ok(ev) => {
-                                if out.send(ev.clone()).is_err() {
+                                let is_pause = ev.is_pause();
+                                if out.send(ev.clone()).is_err() && is_pause {
                                     // Nobody will decide: fail closed rather than leave it stopped.
                                     let _ = self.resolve(ev.key, Verdict::Deny);
                                 }
@@ -314,6 +319,7 @@ impl Owner {
             signal_failed: sum(counter::SIGNAL_FAILED)?,
             paused: sum(counter::PAUSED)?,
             verdicts_applied: sum(counter::VERDICTS_APPLIED)?,
+            unpausable_denied: sum(counter::UNPAUSABLE_DENIED)?,
             undecodable_events: self.undecodable,
         })
     }

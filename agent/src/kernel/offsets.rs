@@ -15,6 +15,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_signal: btf.member_offset("task_struct", "signal")?,
         signal_live: btf.member_offset("signal_struct", "live")?,
+        task_flags: btf.member_offset("task_struct", "flags")?,
+        task_ptrace: btf.member_offset("task_struct", "ptrace")?,
     })
 }
 

@@ -40,12 +40,71 @@ fn connect(addr: &str) -> ExitCode {
     }
 }
 
+/// A connect submitted through io_uring instead of the connect syscall; `worker` forces
+/// it onto an io-wq worker thread (IOSQE_ASYNC) instead of the inline issue.
+fn uring_connect(addr: &str, worker: bool) -> ExitCode {
+    use io_uring::{IoUring, opcode, squeue, types};
+    let Ok(SocketAddr::V4(v4)) = addr.parse::<SocketAddr>() else {
+        println!("uring-connect needs an IPv4 address, got {addr}");
+        return ExitCode::from(2);
+    };
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    if fd < 0 {
+        return errno_exit("socket", &std::io::Error::last_os_error());
+    }
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut ring = match IoUring::new(8) {
+        Ok(r) => r,
+        Err(e) => return errno_exit("io_uring_setup", &e),
+    };
+    let flags = if worker {
+        squeue::Flags::ASYNC
+    } else {
+        squeue::Flags::empty()
+    };
+    let op = opcode::Connect::new(
+        types::Fd(fd),
+        (&raw const sa).cast::<libc::sockaddr>(),
+        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+    )
+    .build()
+    .flags(flags)
+    .user_data(1);
+    // SAFETY: `sa` outlives the submission: we wait for its completion below.
+    if unsafe { ring.submission().push(&op) }.is_err() {
+        println!("uring-connect: submission queue full");
+        return ExitCode::from(11);
+    }
+    if let Err(e) = ring.submit_and_wait(1) {
+        return errno_exit("io_uring_enter", &e);
+    }
+    let Some(cqe) = ring.completion().next() else {
+        println!("uring-connect: no completion");
+        return ExitCode::from(11);
+    };
+    let res = cqe.result();
+    println!("uring-connect res {res}");
+    match res {
+        0 => ExitCode::SUCCESS,
+        r if r == -libc::EPERM => ExitCode::from(10),
+        _ => ExitCode::from(11),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         eprintln!(
             "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | \
-             decide SOCKET ID"
+             uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
         );
         return ExitCode::from(2);
     }
@@ -56,6 +115,8 @@ fn main() -> ExitCode {
 
     let out = match (args[0].as_str(), &args[1..]) {
         ("connect", [addr]) => connect(addr),
+        ("uring-connect", [addr]) => uring_connect(addr, false),
+        ("uring-connect-worker", [addr]) => uring_connect(addr, true),
         ("exec", [path, rest @ ..]) => {
             let e = std::process::Command::new(path).args(rest).exec();
             errno_exit("exec", &e)
