@@ -6,7 +6,7 @@ use std::{
     string::String,
 };
 
-use crate::{RawEvent, VerdictKey, family, flags, kind};
+use crate::{RawEvent, VerdictKey, family, flags, kind, sock_type};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -18,13 +18,40 @@ pub enum DecodeError {
     Family(u16),
 }
 
+/// Transport of a socket, from its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    /// Another socket type (raw value of `socket::type`).
+    Other(u16),
+}
+
+impl Transport {
+    fn from_sock_type(t: u16) -> Self {
+        match t {
+            sock_type::STREAM => Self::Tcp,
+            sock_type::DGRAM => Self::Udp,
+            other => Self::Other(other),
+        }
+    }
+}
+
 /// The action a paused task was about to take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// `execve`/`execveat` of `path` (as passed to the kernel), resolved to this file.
     Exec { path: String, ino: u64, dev: u32 },
     /// `connect` to this address.
-    Connect { addr: SocketAddr },
+    Connect {
+        addr: SocketAddr,
+        transport: Transport,
+    },
+    /// `sendto`/`sendmsg`/`sendmmsg` naming this destination (UDP, TCP Fast Open).
+    Send {
+        addr: SocketAddr,
+        transport: Transport,
+    },
 }
 
 /// A task the kernel has stopped, waiting for a verdict.
@@ -81,7 +108,7 @@ impl TryFrom<&RawEvent> for PauseEvent {
                 ino: raw.ino,
                 dev: raw.dev,
             },
-            kind::CONNECT => {
+            kind::CONNECT | kind::SEND => {
                 let ip = match raw.family {
                     family::INET => IpAddr::V4(Ipv4Addr::new(
                         raw.addr[0],
@@ -93,8 +120,12 @@ impl TryFrom<&RawEvent> for PauseEvent {
                     family::INET6 => Ipv6Addr::from(raw.addr).to_canonical(),
                     other => return Err(DecodeError::Family(other)),
                 };
-                Action::Connect {
-                    addr: SocketAddr::new(ip, raw.port),
+                let addr = SocketAddr::new(ip, raw.port);
+                let transport = Transport::from_sock_type(raw.sock_type);
+                if raw.kind == kind::CONNECT {
+                    Action::Connect { addr, transport }
+                } else {
+                    Action::Send { addr, transport }
                 }
             }
             other => return Err(DecodeError::Kind(other)),
@@ -161,11 +192,13 @@ mod tests {
         raw.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
         raw.comm[..4].copy_from_slice(b"curl");
         raw.action_hash = 7;
+        raw.sock_type = sock_type::STREAM;
         let ev = PauseEvent::try_from(as_bytes(&raw)).unwrap();
         assert_eq!(
             ev.action,
             Action::Connect {
-                addr: "127.0.0.1:8080".parse().unwrap()
+                addr: "127.0.0.1:8080".parse().unwrap(),
+                transport: Transport::Tcp,
             }
         );
         assert_eq!(ev.comm, "curl");
@@ -186,11 +219,13 @@ mod tests {
         raw.family = family::INET6;
         raw.port = 443;
         raw.addr = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        raw.sock_type = 5;
         let ev = PauseEvent::try_from(&raw).unwrap();
         assert_eq!(
             ev.action,
             Action::Connect {
-                addr: "[2001:db8::1]:443".parse().unwrap()
+                addr: "[2001:db8::1]:443".parse().unwrap(),
+                transport: Transport::Other(5),
             }
         );
 
@@ -212,15 +247,17 @@ mod tests {
     #[test]
     fn ipv4_mapped_ipv6_is_shown_as_the_ipv4_it_reaches() {
         let mut raw = RawEvent::zeroed();
-        raw.kind = kind::CONNECT;
+        raw.kind = kind::SEND;
         raw.family = family::INET6;
-        raw.port = 80;
+        raw.port = 53;
+        raw.sock_type = sock_type::DGRAM;
         raw.addr = "::ffff:10.1.2.3".parse::<Ipv6Addr>().unwrap().octets();
         let ev = PauseEvent::try_from(&raw).unwrap();
         assert_eq!(
             ev.action,
-            Action::Connect {
-                addr: "10.1.2.3:80".parse().unwrap()
+            Action::Send {
+                addr: "10.1.2.3:53".parse().unwrap(),
+                transport: Transport::Udp,
             }
         );
     }

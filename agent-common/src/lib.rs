@@ -19,6 +19,15 @@ pub const PATH_LEN: usize = 256;
 pub mod kind {
     pub const EXEC: u32 = 1;
     pub const CONNECT: u32 = 2;
+    /// `sendto`/`sendmsg`/`sendmmsg` with a destination address (UDP datagrams, TCP Fast
+    /// Open).
+    pub const SEND: u32 = 3;
+}
+
+/// `socket::type` values shown to reviewers.
+pub mod sock_type {
+    pub const STREAM: u16 = 1;
+    pub const DGRAM: u16 = 2;
 }
 
 /// Verdict values stored in the `VERDICTS` map. Kill has no kernel value: the daemon
@@ -91,7 +100,9 @@ pub struct RawEvent {
     /// Connect: `sa_family_t` and port in host byte order; zero for exec.
     pub family: u16,
     pub port: u16,
-    pub _pad: u32,
+    /// Connect and send: `socket::type` (see [`sock_type`]).
+    pub sock_type: u16,
+    pub _pad: u16,
     /// Exec: inode number and device of the file the kernel is about to run.
     pub ino: u64,
     pub dev: u32,
@@ -115,6 +126,7 @@ impl RawEvent {
             action_hash: 0,
             family: 0,
             port: 0,
+            sock_type: 0,
             _pad: 0,
             ino: 0,
             dev: 0,
@@ -156,6 +168,10 @@ pub struct KernelOffsets {
     pub task_flags: u32,
     /// `task_struct::ptrace`
     pub task_ptrace: u32,
+    /// `socket::type`
+    pub socket_type: u32,
+    /// `socket::state`
+    pub socket_state: u32,
 }
 
 impl KernelOffsets {
@@ -173,6 +189,8 @@ impl KernelOffsets {
             signal_live: 0,
             task_flags: 0,
             task_ptrace: 0,
+            socket_type: 0,
+            socket_state: 0,
         }
     }
 }
@@ -196,7 +214,7 @@ pub mod counter {
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
 
 /// FNV-1a, 64 bit. Used on both sides so tests can recompute a key; it only has to
 /// separate actions of one process, not resist an adversary who controls both inputs

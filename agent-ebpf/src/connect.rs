@@ -1,4 +1,5 @@
-//! `socket_connect`: outbound connections of watched processes.
+//! Egress: `socket_connect`, and `socket_sendmsg` when the call names a destination
+//! (UDP `sendto`/`sendmsg`/`sendmmsg`, TCP Fast Open with `MSG_FASTOPEN`).
 use agent_common::{FNV_OFFSET, family, fnv1a, kind};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
@@ -6,7 +7,11 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 
-use crate::{is_watched, pause};
+use crate::{is_watched, offsets, pause};
+
+/// `SS_CONNECTED` of `enum socket_state`.
+const SS_CONNECTED: u32 = 3;
+const SOCK_STREAM: u16 = 1;
 
 // int socket_connect(struct socket *sock, struct sockaddr *address, int addrlen), then
 // the previous program's return value.
@@ -20,20 +25,64 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     if !is_watched(tgid) {
         return 0;
     }
-    try_connect(&ctx).unwrap_or(0)
+    let sock: *const u8 = ctx.arg(0);
+    let sa: *const u8 = ctx.arg(1);
+    let len: i32 = ctx.arg(2);
+    hold_destination(kind::CONNECT, sock, sa, len).unwrap_or(0)
+}
+
+// int socket_sendmsg(struct socket *sock, struct msghdr *msg, int size), then the
+// previous program's return value.
+#[lsm(hook = "socket_sendmsg")]
+pub fn socket_sendmsg(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 {
+        return prev;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_watched(tgid) {
+        return 0;
+    }
+    let sock: *const u8 = ctx.arg(0);
+    let msg: *const u8 = ctx.arg(1);
+    try_sendmsg(sock, msg).unwrap_or(0)
 }
 
 #[inline(always)]
-fn try_connect(ctx: &LsmContext) -> Option<i32> {
-    let sa: *const u8 = ctx.arg(1);
-    let len: i32 = ctx.arg(2);
-    // The address is the kernel's copy (move_addr_to_kernel), so what is checked here is
-    // what the protocol will use.
+fn try_sendmsg(sock: *const u8, msg: *const u8) -> Option<i32> {
+    // msg_name and msg_namelen lead struct msghdr; msg_name points at the kernel's copy
+    // of the address (move_addr_to_kernel / copy_msghdr_from_user).
+    // SAFETY: reading kernel memory through the helper.
+    let name: *const u8 = unsafe { bpf_probe_read_kernel(msg.cast::<*const u8>()) }.ok()?;
+    if name.is_null() {
+        // No address: the destination is the one the socket connected to, already held.
+        return None;
+    }
+    // SAFETY: as above.
+    let len: i32 = unsafe { bpf_probe_read_kernel(msg.add(8).cast::<i32>()) }.ok()?;
+    let off = offsets();
+    // SAFETY: as above.
+    let ty: u16 =
+        unsafe { bpf_probe_read_kernel(sock.add(off.socket_type as usize).cast::<u16>()) }.ok()?;
+    // SAFETY: as above.
+    let state: u32 =
+        unsafe { bpf_probe_read_kernel(sock.add(off.socket_state as usize).cast::<u32>()) }.ok()?;
+    // A connected stream socket ignores the address; a datagram socket does not.
+    if ty == SOCK_STREAM && state == SS_CONNECTED {
+        return None;
+    }
+    hold_destination(kind::SEND, sock, name, len)
+}
+
+#[inline(always)]
+fn hold_destination(kind: u32, sock: *const u8, sa: *const u8, len: i32) -> Option<i32> {
+    // The address is the kernel's copy, so what is checked here is what the protocol
+    // will use.
     // SAFETY: reading kernel memory through the helper.
     let fam: u16 = unsafe { bpf_probe_read_kernel(sa.cast::<u16>()) }.ok()?;
     // SAFETY: as above; sin_port / sin6_port sit at offset 2 in both families.
     let port_be: u16 = unsafe { bpf_probe_read_kernel(sa.add(2).cast::<u16>()) }.ok()?;
-    let ev = pause::scratch_event(kind::CONNECT)?;
+    let ev = pause::scratch_event(kind)?;
     match fam {
         // A short address fails in the protocol with EINVAL; nothing to hold.
         family::INET if len >= 16 => {
@@ -48,8 +97,15 @@ fn try_connect(ctx: &LsmContext) -> Option<i32> {
         // Other families are the enforcement issue's work (Unix sockets are policy too).
         _ => return None,
     }
+    let off = offsets();
+    // SAFETY: as above.
+    ev.sock_type =
+        unsafe { bpf_probe_read_kernel(sock.add(off.socket_type as usize).cast::<u16>()) }
+            .unwrap_or(0);
     ev.family = fam;
     ev.port = u16::from_be(port_be);
+    // With the kind and tgid, the destination is the whole action: a verdict serves only
+    // the restarted call to this same place.
     let mut h = fnv1a(FNV_OFFSET, &fam.to_ne_bytes());
     h = fnv1a(h, &port_be.to_ne_bytes());
     h = fnv1a(h, &ev.addr);

@@ -35,6 +35,7 @@ pub fn scratch_event(kind: u32) -> Option<&'static mut RawEvent> {
     ev.action_hash = 0;
     ev.family = 0;
     ev.port = 0;
+    ev.sock_type = 0;
     ev.ino = 0;
     ev.dev = 0;
     ev.addr = [0; 16];

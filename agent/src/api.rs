@@ -59,6 +59,14 @@ pub enum ActionView {
     Connect {
         address: String,
         port: u16,
+        /// `tcp`, `udp`, or `socket-type-N`.
+        protocol: String,
+    },
+    /// A datagram (or TCP Fast Open data) sent to a named destination.
+    Send {
+        address: String,
+        port: u16,
+        protocol: String,
     },
 }
 

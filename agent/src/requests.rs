@@ -9,7 +9,7 @@ use agent_common::VerdictKey;
 
 use crate::{
     api::{ActionView, RequestView},
-    kernel::{Action, PauseEvent, Verdict},
+    kernel::{Action, PauseEvent, Transport, Verdict},
     task::TaskContext,
 };
 
@@ -38,6 +38,14 @@ pub struct RequestBook {
     decided: u64,
 }
 
+fn protocol(t: Transport) -> String {
+    match t {
+        Transport::Tcp => "tcp".into(),
+        Transport::Udp => "udp".into(),
+        Transport::Other(n) => format!("socket-type-{n}"),
+    }
+}
+
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -61,9 +69,15 @@ impl RequestBook {
                 path: path.clone(),
                 argv,
             },
-            Action::Connect { addr } => ActionView::Connect {
+            Action::Connect { addr, transport } => ActionView::Connect {
                 address: addr.ip().to_string(),
                 port: addr.port(),
+                protocol: protocol(*transport),
+            },
+            Action::Send { addr, transport } => ActionView::Send {
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                protocol: protocol(*transport),
             },
         };
         let view = RequestView {
@@ -157,6 +171,7 @@ mod tests {
             flags: 0,
             action: Action::Connect {
                 addr: "10.0.0.1:443".parse().unwrap(),
+                transport: Transport::Tcp,
             },
             key: VerdictKey {
                 tgid,
@@ -193,7 +208,8 @@ mod tests {
             book.get(b).unwrap().view.action,
             ActionView::Connect {
                 address: "10.0.0.1".into(),
-                port: 443
+                port: 443,
+                protocol: "tcp".into(),
             }
         );
     }

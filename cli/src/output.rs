@@ -9,10 +9,24 @@ fn action(a: &ActionView) -> String {
             Some(argv) => format!("exec {path} {:?}", argv),
             None => format!("exec {path}"),
         },
-        ActionView::Connect { address, port } if address.contains(':') => {
-            format!("connect [{address}]:{port}")
-        }
-        ActionView::Connect { address, port } => format!("connect {address}:{port}"),
+        ActionView::Connect {
+            address,
+            port,
+            protocol,
+        } => format!("connect {protocol} {}", host_port(address, *port)),
+        ActionView::Send {
+            address,
+            port,
+            protocol,
+        } => format!("send {protocol} {}", host_port(address, *port)),
+    }
+}
+
+fn host_port(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
     }
 }
 

@@ -133,9 +133,10 @@ fn belay_run_holds_exec_and_connect_until_decided_by_the_cli() {
     assert_eq!(req["action"]["kind"], "connect");
     assert_eq!(req["action"]["address"], "127.0.0.1");
     assert_eq!(req["action"]["port"], addr.port());
+    assert_eq!(req["action"]["protocol"], "tcp");
     let id = req["id"].as_u64().unwrap().to_string();
     let table = ok(&agent.belay(&["pending"]));
-    assert!(table.contains(&format!("connect {addr}")), "{table}");
+    assert!(table.contains(&format!("connect tcp {addr}")), "{table}");
     ok(&agent.belay(&["deny", &id]));
     let (out, status) = actor.finish(LONG).unwrap();
     assert_eq!(out.trim(), format!("connect err {}", libc::EPERM));

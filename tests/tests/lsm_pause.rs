@@ -6,7 +6,7 @@
 use std::{io::ErrorKind, net::TcpListener, os::unix::process::ExitStatusExt as _, time::Duration};
 
 use belay_agent::{
-    kernel::{Action, Enforcer, Loaded, PauseEvent, Verdict},
+    kernel::{Action, Enforcer, Loaded, PauseEvent, Transport, Verdict},
     task,
 };
 use belay_tests::{Actor, wait_until};
@@ -66,7 +66,8 @@ async fn connect_is_held_until_allowed_then_completes() {
     assert_eq!(
         ev.action,
         Action::Connect {
-            addr: addr.parse().unwrap()
+            addr: addr.parse().unwrap(),
+            transport: Transport::Tcp,
         }
     );
     assert_held(&mut actor);
@@ -287,4 +288,105 @@ async fn io_uring_worker_connect_is_denied_without_a_pause() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ptraced_process_is_denied_without_a_pause() {
     denied_without_pause("connect", agent_common::flags::PTRACED, true).await;
+}
+
+/// Runs `mode target` watched, checks the pause and its action, applies `verdict`, and
+/// returns what the actor printed and its exit code.
+async fn hold_and_decide(
+    mode: &str,
+    target: &str,
+    expect: Action,
+    verdict: Verdict,
+) -> (String, Option<i32>) {
+    let (enforcer, mut events) = start().await;
+    let mut actor = Actor::spawn(&[mode, target]).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+    let ev = next_event(&mut events).await;
+    assert!(ev.is_pause());
+    assert_eq!(ev.action, expect);
+    assert_held(&mut actor);
+    enforcer.resolve(ev.key, verdict).await.unwrap();
+    let (out, status) = actor.finish(LONG).unwrap();
+    (out.trim().to_owned(), status.code())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_sendto_is_held_and_the_datagram_leaves_only_when_allowed() {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server.set_nonblocking(true).unwrap();
+    let addr = server.local_addr().unwrap();
+    let expect = Action::Send {
+        addr,
+        transport: Transport::Udp,
+    };
+
+    let (out, code) =
+        hold_and_decide("udp-send", &addr.to_string(), expect.clone(), Verdict::Deny).await;
+    assert_eq!(
+        (out.as_str(), code),
+        (format!("udp-send err {}", libc::EPERM).as_str(), Some(10))
+    );
+    let mut buf = [0u8; 16];
+    assert!(
+        server.recv_from(&mut buf).is_err(),
+        "a denied datagram never arrives"
+    );
+
+    let (out, code) = hold_and_decide("udp-send", &addr.to_string(), expect, Verdict::Allow).await;
+    assert_eq!((out.as_str(), code), ("udp-send ok", Some(0)));
+    server.set_nonblocking(false).unwrap();
+    server.set_read_timeout(Some(LONG)).unwrap();
+    let (n, _) = server
+        .recv_from(&mut buf)
+        .expect("the allowed datagram arrives");
+    assert_eq!(&buf[..n], b"belay");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_fast_open_sendto_is_held() {
+    let (l, addr) = listener();
+    let expect = Action::Send {
+        addr: addr.parse().unwrap(),
+        transport: Transport::Tcp,
+    };
+    let (out, code) = hold_and_decide("tfo", &addr, expect, Verdict::Deny).await;
+    assert_eq!(
+        (out.as_str(), code),
+        (format!("tfo err {}", libc::EPERM).as_str(), Some(10))
+    );
+    assert!(
+        no_connection_yet(&l),
+        "no SYN went out for a denied TFO send"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_connect_is_held_until_allowed() {
+    let l = TcpListener::bind("[::1]:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let expect = Action::Connect {
+        addr,
+        transport: Transport::Tcp,
+    };
+    let (out, code) = hold_and_decide("connect", &addr.to_string(), expect, Verdict::Allow).await;
+    assert_eq!((out.as_str(), code), ("connect ok", Some(0)));
+    assert!(l.accept().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv4_mapped_ipv6_connect_is_seen_as_the_ipv4_it_reaches() {
+    let (l, addr) = listener();
+    let v4: std::net::SocketAddr = addr.parse().unwrap();
+    let mapped = format!("[::ffff:127.0.0.1]:{}", v4.port());
+    let expect = Action::Connect {
+        addr: v4,
+        transport: Transport::Tcp,
+    };
+    let (out, code) = hold_and_decide("connect", &mapped, expect, Verdict::Deny).await;
+    assert_eq!(
+        (out.as_str(), code),
+        (format!("connect err {}", libc::EPERM).as_str(), Some(10))
+    );
+    assert!(no_connection_yet(&l));
 }

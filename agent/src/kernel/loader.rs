@@ -91,6 +91,7 @@ impl Loaded {
         for (name, hook) in [
             ("bprm_check_security", "bprm_check_security"),
             ("socket_connect", "socket_connect"),
+            ("socket_sendmsg", "socket_sendmsg"),
         ] {
             let err = |source| LoadError::Program { name, source };
             let prog: &mut Lsm = ebpf

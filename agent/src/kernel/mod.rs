@@ -4,7 +4,7 @@ mod enforcer;
 mod loader;
 mod offsets;
 
-pub use agent_common::decode::{Action, PauseEvent};
+pub use agent_common::decode::{Action, PauseEvent, Transport};
 pub use enforcer::{Counters, Enforcer, EnforcerError, Verdict};
 pub use loader::{LoadError, Loaded, bpf_lsm_active};
 pub use offsets::kernel_offsets;

@@ -17,6 +17,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         signal_live: btf.member_offset("signal_struct", "live")?,
         task_flags: btf.member_offset("task_struct", "flags")?,
         task_ptrace: btf.member_offset("task_struct", "ptrace")?,
+        socket_type: btf.member_offset("socket", "type")?,
+        socket_state: btf.member_offset("socket", "state")?,
     })
 }
 

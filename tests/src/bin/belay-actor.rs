@@ -99,12 +99,69 @@ fn uring_connect(addr: &str, worker: bool) -> ExitCode {
     }
 }
 
+fn udp_send(addr: &str) -> ExitCode {
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        println!("bad address {addr}");
+        return ExitCode::from(2);
+    };
+    let local = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let sock = match std::net::UdpSocket::bind(local) {
+        Ok(s) => s,
+        Err(e) => return errno_exit("udp-send", &e),
+    };
+    match sock.send_to(b"belay", addr) {
+        Ok(_) => {
+            println!("udp-send ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => errno_exit("udp-send", &e),
+    }
+}
+
+/// TCP Fast Open: `sendto(MSG_FASTOPEN)` on an unconnected socket connects and sends.
+fn tfo(addr: &str) -> ExitCode {
+    let Ok(SocketAddr::V4(v4)) = addr.parse::<SocketAddr>() else {
+        println!("tfo needs an IPv4 address, got {addr}");
+        return ExitCode::from(2);
+    };
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: valid fd, buffer and address for the duration of the call.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            b"x".as_ptr().cast(),
+            1,
+            libc::MSG_FASTOPEN,
+            (&raw const sa).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return errno_exit("tfo", &std::io::Error::last_os_error());
+    }
+    println!("tfo ok");
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         eprintln!(
             "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | \
-             uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
+             udp-send ADDR | tfo ADDR | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
         );
         return ExitCode::from(2);
     }
@@ -115,6 +172,8 @@ fn main() -> ExitCode {
 
     let out = match (args[0].as_str(), &args[1..]) {
         ("connect", [addr]) => connect(addr),
+        ("udp-send", [addr]) => udp_send(addr),
+        ("tfo", [addr]) => tfo(addr),
         ("uring-connect", [addr]) => uring_connect(addr, false),
         ("uring-connect-worker", [addr]) => uring_connect(addr, true),
         ("exec", [path, rest @ ..]) => {
