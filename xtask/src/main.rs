@@ -1,0 +1,247 @@
+//! belay's build and test orchestration: `cargo xtask <command>`.
+//!
+//! BPF LSM cannot be loaded on the development and CI machines (see DESIGN.md), so the
+//! tests that need it run inside QEMU (TCG) on Debian's cloud kernels: `vm-test` builds
+//! them, packs them into an initramfs with busybox, boots each kernel and sums libtest's
+//! results.
+
+mod demo;
+mod initramfs;
+mod kernels;
+mod libtest;
+mod qemu;
+mod setup;
+mod util;
+mod vm;
+mod vm_test;
+mod workspace;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::kernels::Kernel;
+use crate::util::say;
+use crate::vm_test::KernelSel;
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "belay build and test tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install prerequisites (Debian packages for the VM, nightly rust-src, bpf-linker).
+    Setup,
+    /// Build the workspace (the agent's build script builds the eBPF object).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Boot a VM with belay's binaries and run a shell command in it.
+    VmRun {
+        /// Kernel to boot.
+        #[arg(long, value_enum, default_value = "6.12")]
+        kernel: Kernel,
+        /// File or directory to add to the guest: HOST[:GUEST]; default GUEST is
+        /// /opt/belay/<basename>.
+        #[arg(long = "include", value_name = "PATH")]
+        includes: Vec<String>,
+        /// Seconds before QEMU is killed.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Do not build belay's binaries; boot with only what --include adds.
+        #[arg(long)]
+        no_build: bool,
+        /// Command run in the guest with `/bin/sh -c` (arguments joined with spaces).
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Run the tests that need BPF LSM in VMs, on each kernel.
+    VmTest {
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: KernelSel,
+        /// Seconds per kernel before QEMU is killed.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+        /// Run this prebuilt libtest executable instead of building the VM tests
+        /// (repeatable; nothing is built).
+        #[arg(long = "test-exe", value_name = "PATH")]
+        test_exes: Vec<PathBuf>,
+        /// Extra file or directory for the guest: HOST[:GUEST].
+        #[arg(long = "include", value_name = "PATH")]
+        includes: Vec<String>,
+        /// Boot the kernels one after the other (default: at the same time).
+        #[arg(long)]
+        sequential: bool,
+        /// Virtual CPUs per VM.
+        #[arg(long, default_value_t = vm::DEFAULT_SMP, value_parser = clap::value_parser!(u32).range(1..=16))]
+        smp: u32,
+        /// Arguments passed to every test executable (e.g. a name filter).
+        #[arg(last = true, value_name = "TEST-ARGS")]
+        test_args: Vec<String>,
+    },
+    /// Host tests (`cargo test --workspace`), then the VM tests on all kernels.
+    Test {
+        /// Seconds per kernel before QEMU is killed.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+    },
+    /// Build everything and run xtask/demo/demo.sh (natively with BPF LSM, else in a VM).
+    Demo {
+        /// Use the VM even when this host has BPF LSM.
+        #[arg(long)]
+        vm: bool,
+        /// Seconds before the VM is killed.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+    },
+}
+
+/// Where the workspace is.
+pub struct Ctx {
+    pub root: PathBuf,
+}
+
+impl Ctx {
+    /// The workspace's own target directory (not $CARGO_TARGET_DIR).
+    pub fn target_dir(&self) -> PathBuf {
+        self.root.join("target")
+    }
+
+    /// Kernels, apt state, initramfs images.
+    pub fn vm_dir(&self) -> PathBuf {
+        self.target_dir().join("belay-vm")
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf();
+    let ctx = Ctx { root };
+    setup::run()?;
+    match cli.command {
+        Cmd::Setup => {
+            say!("setup: all prerequisites present");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Build { release } => {
+            workspace::build_all(&ctx, release)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::VmRun {
+            kernel,
+            includes,
+            timeout,
+            no_build,
+            command,
+        } => vm::vm_run(
+            &ctx,
+            kernel,
+            &includes,
+            no_build,
+            Duration::from_secs(timeout),
+            &command,
+        ),
+        Cmd::VmTest {
+            kernel,
+            timeout,
+            test_exes,
+            includes,
+            sequential,
+            smp,
+            test_args,
+        } => {
+            let opts = vm_test::Options {
+                kernels: kernel,
+                timeout: Duration::from_secs(timeout),
+                test_exes,
+                includes,
+                test_args,
+                sequential,
+                smp,
+            };
+            let (_, ok) = vm_test::run(&ctx, &opts)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Test { timeout } => test(&ctx, Duration::from_secs(timeout)),
+        Cmd::Demo { vm, timeout } => demo::run(&ctx, vm, Duration::from_secs(timeout)),
+    }
+}
+
+/// `xtask test`: host tests, then VM tests; one closing summary line.
+fn test(ctx: &Ctx, timeout: Duration) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let (host, host_ok) = workspace::host_tests(ctx)?;
+    if !host_ok {
+        say!("host tests failed; running the VM tests anyway");
+    }
+    let opts = vm_test::Options {
+        kernels: KernelSel::All,
+        timeout,
+        test_exes: Vec::new(),
+        includes: Vec::new(),
+        test_args: Vec::new(),
+        sequential: false,
+        smp: vm::DEFAULT_SMP,
+    };
+    let (vm_counts, vm_ok) = match vm_test::run(ctx, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xtask: error: vm-test: {e:#}");
+            (
+                libtest::Counts {
+                    passed: 0,
+                    failed: 1,
+                },
+                false,
+            )
+        }
+    };
+    let mut total = host;
+    total.add(vm_counts);
+    // A failed cargo run with no failing test line (build error) still counts.
+    if !host_ok && host.failed == 0 {
+        total.failed += 1;
+    }
+    say!(
+        "host: {} passed, {} failed; VM: {} passed, {} failed; {}",
+        host.passed,
+        host.failed,
+        vm_counts.passed,
+        vm_counts.failed,
+        util::secs(started.elapsed())
+    );
+    println!("test: {} passed, {} failed", total.passed, total.failed);
+    Ok(if host_ok && vm_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

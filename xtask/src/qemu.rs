@@ -1,0 +1,246 @@
+//! Boots a kernel and initramfs under QEMU (TCG), streams the serial console and reads
+//! the markers `/init` prints.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::kernels::KernelImage;
+use crate::util;
+
+/// Printed by `/init` once the guest is set up: `BELAY-VM-READY kernel=<uname -r> lsm=<list>`.
+pub const READY_MARKER: &str = "BELAY-VM-READY";
+/// Printed by `/init` after the payload: `BELAY-VM-EXIT <status>`.
+pub const EXIT_MARKER: &str = "BELAY-VM-EXIT";
+
+/// Kernel command line. `panic=-1` with `-no-reboot` ends QEMU on a panic.
+const APPEND: &str = "console=ttyS0 panic=-1 quiet lsm=lockdown,capability,landlock,yama,bpf";
+
+/// What a finished VM reported.
+#[derive(Debug)]
+pub struct Outcome {
+    /// `uname -r` in the guest.
+    pub release: String,
+    /// Contents of /sys/kernel/security/lsm in the guest.
+    pub lsm: String,
+    /// Exit status of the payload.
+    pub status: i32,
+    /// From starting QEMU to the ready marker.
+    pub boot: Duration,
+    /// From starting QEMU to the exit marker.
+    pub total: Duration,
+}
+
+/// Boots the VM and calls `on_line` with every console line (markers included) until the
+/// exit marker, QEMU's end, or the timeout. Anything but an exit marker is an error.
+pub fn boot(
+    kernel: &KernelImage,
+    initrd: &Path,
+    smp: u32,
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
+    let mut c = qemu_command(&kernel.vmlinuz, initrd, smp);
+    let what = util::describe(&c);
+    let started = Instant::now();
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("could not start `{what}`"))?;
+    let stdout = child.stdout.take().context("QEMU stdout")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = sanitize(&String::from_utf8_lossy(&buf));
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+
+    let deadline = started + timeout;
+    let mut ready: Option<(String, String, Duration)> = None;
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                on_line(&line);
+                if let Some(rest) = marker(&line, READY_MARKER) {
+                    let (release, lsm) = parse_ready(rest);
+                    ready = Some((release, lsm, started.elapsed()));
+                } else if let Some(rest) = marker(&line, EXIT_MARKER) {
+                    let status = rest.trim().parse::<i32>().unwrap_or(-1);
+                    let (release, lsm, boot) = ready.take().unwrap_or_else(|| {
+                        (kernel.release.clone(), String::new(), started.elapsed())
+                    });
+                    break Ok(Outcome {
+                        release,
+                        lsm,
+                        status,
+                        boot,
+                        total: started.elapsed(),
+                    });
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                break Err(anyhow::anyhow!(
+                    "VM with kernel {} timed out after {} s {}; QEMU killed",
+                    kernel.release,
+                    timeout.as_secs(),
+                    if ready.is_some() {
+                        "while the payload was running"
+                    } else {
+                        "before the guest's init reported ready (boot hang?)"
+                    }
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                break Err(anyhow::anyhow!(
+                    "VM with kernel {} ended ({status}) without printing `{EXIT_MARKER}` {}",
+                    kernel.release,
+                    if ready.is_some() {
+                        "(guest crashed or powered off early?)"
+                    } else {
+                        "and before init reported ready (kernel panic or bad initramfs?)"
+                    }
+                ));
+            }
+        }
+    };
+    finish(&mut child, Duration::from_secs(20));
+    // Unblocks once QEMU is gone; remaining lines (usually the poweroff) are dropped.
+    let _ = reader.join();
+    result
+}
+
+fn qemu_command(vmlinuz: &Path, initrd: &Path, smp: u32) -> Command {
+    let mut c = util::cmd("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-m", "2048", "-smp", &smp.to_string()])
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", APPEND]);
+    c
+}
+
+/// Waits for QEMU to power off by itself; kills it after `grace`.
+fn finish(child: &mut Child, grace: Duration) {
+    let until = Instant::now() + grace;
+    while Instant::now() < until {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The text after `marker ` when the line carries it (anywhere, in case the payload's
+/// last output had no newline).
+pub fn marker<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    let at = line.find(marker)?;
+    let rest = &line[at + marker.len()..];
+    (rest.is_empty() || rest.starts_with(' ')).then(|| rest.trim_start())
+}
+
+/// Drops the line ending, carriage returns and terminal escape sequences (SeaBIOS
+/// clears the screen and resets the terminal: not something to pass to ours).
+fn sanitize(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    // CSI: parameters and intermediates, then one final byte.
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn parse_ready(rest: &str) -> (String, String) {
+    let mut release = String::new();
+    let mut lsm = String::new();
+    for word in rest.split_whitespace() {
+        if let Some(v) = word.strip_prefix("kernel=") {
+            release = v.to_string();
+        } else if let Some(v) = word.strip_prefix("lsm=") {
+            lsm = v.to_string();
+        }
+    }
+    (release, lsm)
+}
+
+/// Fails unless QEMU can be found (setup installs it).
+pub fn check_available() -> Result<()> {
+    if util::which("qemu-system-x86_64").is_none() {
+        bail!("qemu-system-x86_64 not found; run `cargo xtask setup`");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_removed() {
+        assert_eq!(
+            sanitize("\u{1b}c\u{1b}[?7l\u{1b}[2JSeaBIOS 1.16\r\n"),
+            "SeaBIOS 1.16"
+        );
+        assert_eq!(sanitize("a\tb\r\n"), "a\tb");
+    }
+
+    #[test]
+    fn markers() {
+        assert_eq!(marker("BELAY-VM-EXIT 3", EXIT_MARKER), Some("3"));
+        assert_eq!(marker("no newlineBELAY-VM-EXIT 0", EXIT_MARKER), Some("0"));
+        assert_eq!(marker("BELAY-VM-EXITS", EXIT_MARKER), None);
+        let r = marker(
+            "BELAY-VM-READY kernel=6.1.0-56-cloud-amd64 lsm=lockdown,bpf",
+            READY_MARKER,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_ready(r),
+            (
+                "6.1.0-56-cloud-amd64".to_string(),
+                "lockdown,bpf".to_string()
+            )
+        );
+    }
+}
