@@ -48,6 +48,23 @@ pub mod flags {
     /// The action does not come from a syscall the kernel restarts after a stop (for
     /// example io_uring's inline issue of a connect inside `io_uring_enter`).
     pub const NOT_RESTARTABLE: u32 = 1 << 2;
+    /// The daemon's heartbeat is stale (it died or hangs): the configured fail verdict
+    /// was applied instead of a pause that nobody would resolve.
+    pub const DAEMON_STALE: u32 = 1 << 3;
+}
+
+/// The daemon's liveness, in the `DAEMON` array at index 0. The daemon rewrites it
+/// every few hundred milliseconds; the hooks apply `fail_verdict` instead of pausing
+/// once `heartbeat_ns` (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`) is older than
+/// `stale_after_ns`, and when it was never written.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DaemonState {
+    pub heartbeat_ns: u64,
+    pub stale_after_ns: u64,
+    /// [`verdict::ALLOW`] or [`verdict::DENY`]; anything else denies.
+    pub fail_verdict: u32,
+    pub _pad: u32,
 }
 
 /// x86_64 syscalls whose hook may pause: each restarts on -ERESTARTNOINTR.
@@ -209,12 +226,15 @@ pub mod counter {
     /// Actions denied without a pause because the task could not be paused (see
     /// [`super::flags`]).
     pub const UNPAUSABLE_DENIED: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Actions decided by the fail verdict because the daemon's heartbeat was stale.
+    pub const FAIL_MODE: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<DaemonState>() == 24);
 
 /// FNV-1a, 64 bit. Used on both sides so tests can recompute a key; it only has to
 /// separate actions of one process, not resist an adversary who controls both inputs
@@ -242,4 +262,6 @@ mod pod {
     unsafe impl aya::Pod for super::RawEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DaemonState {}
 }

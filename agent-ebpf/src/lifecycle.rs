@@ -3,7 +3,7 @@ use aya_ebpf::{
     helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 
-use crate::{WATCHED, is_watched, offsets};
+use crate::{PAUSED, WATCHED, is_watched, offsets};
 
 #[inline(always)]
 fn read_u32(base: *const u8, off: u32) -> Option<u32> {
@@ -38,12 +38,15 @@ pub fn on_fork(ctx: RawTracePointContext) -> i32 {
 pub fn on_exit(ctx: RawTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     let off = offsets();
-    let Some(tgid) = read_u32(task, off.task_tgid) else {
+    let (Some(tgid), Some(pid)) = (read_u32(task, off.task_tgid), read_u32(task, off.task_pid))
+    else {
         return 0;
     };
     if !is_watched(tgid) {
         return 0;
     }
+    // A thread killed while stopped is no longer paused.
+    let _ = PAUSED.remove(pid);
     // SAFETY: reading kernel memory through the helper.
     let Ok(signal) =
         (unsafe { bpf_probe_read_kernel(task.add(off.task_signal as usize).cast::<*const u8>()) })

@@ -13,10 +13,10 @@ mod exec;
 mod lifecycle;
 mod pause;
 
-use agent_common::{KernelOffsets, RawEvent, VerdictKey, counter};
+use agent_common::{DaemonState, KernelOffsets, RawEvent, VerdictKey, counter};
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 
 /// Read-only data filled in by the daemon from the running kernel's BTF before load.
@@ -30,17 +30,29 @@ fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
 }
 
+// Maps that carry state across a daemon restart are pinned (by name, in the daemon's pin
+// directory): who is watched, verdicts in flight, tasks stopped now, and the heartbeat.
+
 /// Thread-group ids of watched processes. The value is reserved for flags.
 #[map]
-static WATCHED: HashMap<u32, u32> = HashMap::with_max_entries(16_384, 0);
+static WATCHED: HashMap<u32, u32> = HashMap::pinned(16_384, 0);
 
 /// One-shot verdicts written by the daemon, consumed by the restarted hook.
 #[map]
-static VERDICTS: HashMap<VerdictKey, u32> = HashMap::with_max_entries(16_384, 0);
+static VERDICTS: HashMap<VerdictKey, u32> = HashMap::pinned(16_384, 0);
+
+/// Tasks stopped right now, by thread id, with the event that stopped them: a daemon
+/// that restarts finds them here and resolves them.
+#[map]
+static PAUSED: HashMap<u32, RawEvent> = HashMap::pinned(4_096, 0);
+
+/// [`DaemonState`] at index 0.
+#[map]
+static DAEMON: Array<DaemonState> = Array::pinned(1, 0);
 
 /// Pause events for the daemon.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
 
 /// Scratch space for building an event: it does not fit the 512-byte BPF stack with
 /// everything else.
@@ -48,7 +60,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
 
 #[inline(always)]
 fn count(index: u32) {

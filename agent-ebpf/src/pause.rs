@@ -1,5 +1,6 @@
 //! The pause protocol shared by every hook.
 use agent_common::{PF_IO_WORKER, RawEvent, VerdictKey, counter, flags, syscall, verdict};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
     generated::{
@@ -7,7 +8,7 @@ use aya_ebpf::helpers::{
     },
 };
 
-use crate::{EVENTS, SCRATCH, VERDICTS, count, offsets};
+use crate::{DAEMON, EVENTS, PAUSED, SCRATCH, VERDICTS, count, offsets};
 
 /// `struct pt_regs::orig_ax` on x86_64: the number of the syscall in progress.
 const PT_REGS_ORIG_AX: usize = 120;
@@ -56,6 +57,7 @@ pub fn hold(ev: &RawEvent) -> i32 {
     if let Some(v) = unsafe { VERDICTS.get(key) }.copied() {
         // One-shot: the next identical action asks again.
         let _ = VERDICTS.remove(key);
+        let _ = PAUSED.remove(ev.pid);
         count(counter::VERDICTS_APPLIED);
         return if v == verdict::ALLOW { 0 } else { -EPERM };
     }
@@ -63,17 +65,19 @@ pub fn hold(ev: &RawEvent) -> i32 {
     let why = unpausable();
     if why != 0 {
         count(counter::UNPAUSABLE_DENIED);
-        // Reported so the daemon can record it; denied whether or not that works.
-        match EVENTS.reserve::<RawEvent>(0) {
-            Some(mut entry) => {
-                let mut report = *ev;
-                report.flags = why;
-                entry.write(report);
-                entry.submit(0);
-            }
-            None => count(counter::DROPPED_EVENTS),
-        }
+        report(ev, why);
         return -EPERM;
+    }
+
+    // Nobody would resume a task stopped now: apply the fail verdict instead.
+    if let Some(fail_verdict) = daemon_stale() {
+        count(counter::FAIL_MODE);
+        report(ev, flags::DAEMON_STALE);
+        return if fail_verdict == verdict::ALLOW {
+            0
+        } else {
+            -EPERM
+        };
     }
 
     // Reserve before signalling: if the daemon cannot be told, the task must not stop.
@@ -91,9 +95,41 @@ pub fn hold(ev: &RawEvent) -> i32 {
         count(counter::SIGNAL_FAILED);
         return -EPERM;
     }
+    // Recorded for a daemon that restarts while this task is stopped. If the map is full
+    // the pause still works; only a restart would not find this task.
+    let _ = PAUSED.insert(ev.pid, *ev, 0);
     entry.submit(0);
     count(counter::PAUSED);
     -ERESTARTNOINTR
+}
+
+/// Tells the daemon about an action decided without a pause. Decided either way.
+#[inline(always)]
+fn report(ev: &RawEvent, why: u32) {
+    match EVENTS.reserve::<RawEvent>(0) {
+        Some(mut entry) => {
+            let mut report = *ev;
+            report.flags = why;
+            entry.write(report);
+            entry.submit(0);
+        }
+        None => count(counter::DROPPED_EVENTS),
+    }
+}
+
+/// The fail verdict when the daemon's heartbeat is stale or was never written.
+#[inline(always)]
+fn daemon_stale() -> Option<u32> {
+    let Some(state) = DAEMON.get(0) else {
+        return Some(verdict::DENY);
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if state.heartbeat_ns == 0 || now.saturating_sub(state.heartbeat_ns) > state.stale_after_ns {
+        Some(state.fail_verdict)
+    } else {
+        None
+    }
 }
 
 /// Why the current task cannot be paused safely, as [`flags`] bits; 0 when it can.

@@ -16,7 +16,7 @@ use tracing::{Instrument as _, error, info, info_span, warn};
 
 use crate::{
     api::{ApiRequest, ApiResponse, MAX_REQUEST_BYTES, StatusView},
-    kernel::{Action, Enforcer, EnforcerError, Loaded, PauseEvent, Verdict},
+    kernel::{Action, Enforcer, EnforcerError, FailMode, Loaded, PauseEvent, Verdict},
     requests::{Outcome, Pending, RequestBook},
     task,
 };
@@ -31,6 +31,12 @@ pub struct Config {
     pub shutdown_verdict: Verdict,
     /// Processes to watch from the start (besides those that enroll).
     pub watch_pids: Vec<u32>,
+    /// Where maps and links are pinned (a bpf filesystem), so enforcement survives a
+    /// daemon crash and the next daemon takes over.
+    pub pin_dir: PathBuf,
+    /// How long the hooks wait for a heartbeat before applying `fail_mode`.
+    pub stale_after: Duration,
+    pub fail_mode: FailMode,
 }
 
 #[derive(Clone)]
@@ -79,8 +85,9 @@ impl Shared {
 /// Runs until `shutdown` completes, then ends every pending request with the shutdown
 /// verdict and waits for the kernel to apply them.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let loaded = Loaded::load().context("loading belay's kernel programs")?;
-    let (enforcer, mut events) = Enforcer::start(loaded).context("starting the enforcer")?;
+    let loaded = Loaded::load(&config.pin_dir).context("loading belay's kernel programs")?;
+    let (enforcer, mut events) = Enforcer::start(loaded, config.stale_after, config.fail_mode)
+        .context("starting the enforcer")?;
     for &pid in &config.watch_pids {
         enforcer
             .watch(pid)
@@ -124,6 +131,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     while shared.enforcer.pending_verdicts().await.unwrap_or(0) > 0 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A deliberate stop ends enforcement; a crash leaves the hooks in fail mode.
+    shared
+        .enforcer
+        .detach()
+        .await
+        .context("detaching the hooks")?;
     let _ = std::fs::remove_file(&shared.config.socket);
     Ok(())
 }

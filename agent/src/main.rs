@@ -2,7 +2,11 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use belay_agent::{api::DEFAULT_SOCKET, daemon, kernel::Verdict};
+use belay_agent::{
+    api::DEFAULT_SOCKET,
+    daemon,
+    kernel::{FailMode, Verdict},
+};
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -10,6 +14,12 @@ use tokio::signal::unix::{SignalKind, signal};
 enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FailModeArg {
+    Deny,
+    Allow,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -37,6 +47,10 @@ impl From<VerdictArg> for Verdict {
 /// --watch-pid; their children inherit it. Each paused exec or connect becomes a
 /// request: decide it with `belay approve|deny|kill ID`, or its deadline applies the
 /// default verdict.
+///
+/// If the daemon dies, the hooks stay attached and apply --fail-mode after
+/// --stale-after seconds; a restarted daemon picks up the processes still paused.
+/// SIGTERM ends pending requests with --shutdown-verdict and detaches the hooks.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
@@ -62,6 +76,17 @@ struct Args {
         default_value = "deny"
     )]
     shutdown_verdict: VerdictArg,
+    /// Directory on a bpf filesystem for belay's pinned maps and links. The hooks stay
+    /// attached if the daemon dies, and a restarted daemon resumes from there.
+    #[arg(long, env = "BELAY_PIN_DIR", default_value = "/sys/fs/bpf/belay")]
+    pin_dir: PathBuf,
+    /// Seconds without a heartbeat from this daemon after which the hooks stop pausing
+    /// and apply --fail-mode (the daemon died or hangs).
+    #[arg(long, env = "BELAY_STALE_AFTER", default_value_t = 5)]
+    stale_after: u64,
+    /// What watched processes' actions get while the daemon is down.
+    #[arg(long, env = "BELAY_FAIL_MODE", value_enum, default_value = "deny")]
+    fail_mode: FailModeArg,
     /// Watch this process (and its future children) from the start. Repeatable.
     #[arg(long = "watch-pid", value_name = "PID")]
     watch_pids: Vec<u32>,
@@ -89,6 +114,12 @@ async fn main() -> anyhow::Result<()> {
         default_verdict: args.default_verdict.into(),
         shutdown_verdict: args.shutdown_verdict.into(),
         watch_pids: args.watch_pids,
+        pin_dir: args.pin_dir,
+        stale_after: Duration::from_secs(args.stale_after),
+        fail_mode: match args.fail_mode {
+            FailModeArg::Deny => FailMode::Deny,
+            FailModeArg::Allow => FailMode::Allow,
+        },
     };
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

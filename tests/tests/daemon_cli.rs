@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use belay_tests::{Actor, binary, wait_until};
+use belay_tests::{Actor, PinDir, binary, wait_until};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -17,16 +17,24 @@ const LONG: Duration = Duration::from_secs(30);
 struct Agent {
     child: Child,
     socket: PathBuf,
+    pins: PinDir,
     _dir: tempfile::TempDir,
 }
 
 impl Agent {
     fn start(extra: &[&str]) -> Self {
+        Self::start_with(PinDir::new(), extra)
+    }
+
+    /// Starts a daemon on `pins`, which an earlier daemon may have left behind.
+    fn start_with(pins: PinDir, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
         let mut child = Command::new(binary("belay-agent").unwrap())
             .arg("--socket")
             .arg(&socket)
+            .arg("--pin-dir")
+            .arg(&pins.0)
             .args(extra)
             .stdin(Stdio::null())
             .spawn()
@@ -41,8 +49,16 @@ impl Agent {
         Self {
             child,
             socket,
+            pins,
             _dir: dir,
         }
+    }
+
+    /// SIGKILLs the daemon, as a crash would, and hands back its pin directory.
+    fn crash(mut self) -> PinDir {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::mem::replace(&mut self.pins, PinDir(PathBuf::new()))
     }
 
     fn belay(&self, args: &[&str]) -> std::process::Output {
@@ -216,5 +232,58 @@ fn cli_explains_an_unreachable_agent() {
     assert!(
         err.contains("cannot reach belay-agent at /nonexistent/agent.sock"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_crashed_daemon_leaves_fail_mode_and_its_successor_resolves_the_paused() {
+    let agent = Agent::start(&["--stale-after", "1"]);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let actor_bin = actor_path();
+
+    // B: enrolled and running, about to connect.
+    let mut b = agent.run(&[&actor_bin, "connect", &addr]);
+    let req = agent.one_pending();
+    ok(&agent.belay(&["approve", &req["id"].as_u64().unwrap().to_string()]));
+    b.ready().unwrap();
+    // A: paused at its exec when the daemon dies.
+    let mut a = agent.run(&[&actor_bin, "connect", &addr]);
+    let req = agent.one_pending();
+    assert_eq!(req["tgid"], a.pid);
+
+    let pins = agent.crash();
+    assert_eq!(
+        belay_agent::task::state(a.pid),
+        Some('T'),
+        "A stays stopped"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // With no heartbeat the hook applies the fail mode (deny) instead of pausing B.
+    b.go().unwrap();
+    let (out, status) = b.finish(LONG).unwrap();
+    assert_eq!(out.trim(), format!("connect err {}", libc::EPERM));
+    assert_eq!(status.code(), Some(10));
+
+    // The next daemon finds A still paused and asks again.
+    let agent = Agent::start_with(pins, &[]);
+    let req = agent.one_pending();
+    assert_eq!(req["tgid"], a.pid);
+    assert_eq!(req["action"]["kind"], "exec");
+    ok(&agent.belay(&["approve", &req["id"].as_u64().unwrap().to_string()]));
+    a.ready().unwrap();
+    a.go().unwrap();
+    let req = agent.one_pending();
+    ok(&agent.belay(&["approve", &req["id"].as_u64().unwrap().to_string()]));
+    let (out, status) = a.finish(LONG).unwrap();
+    assert_eq!(out.trim(), "connect ok");
+    assert!(status.success());
+
+    let status = ok(&agent.belay(&["status", "--output", "json"]));
+    let v: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        v["status"]["kernel"]["fail_mode"], 1,
+        "one action decided by the fail mode"
     );
 }

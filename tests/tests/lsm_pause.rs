@@ -6,17 +6,21 @@
 use std::{io::ErrorKind, net::TcpListener, os::unix::process::ExitStatusExt as _, time::Duration};
 
 use belay_agent::{
-    kernel::{Action, Enforcer, Loaded, PauseEvent, Transport, Verdict},
+    kernel::{Action, Enforcer, FailMode, Loaded, PauseEvent, Transport, Verdict},
     task,
 };
-use belay_tests::{Actor, wait_until};
+use belay_tests::{Actor, PinDir, wait_until};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const LONG: Duration = Duration::from_secs(20);
 
-async fn start() -> (Enforcer, UnboundedReceiver<PauseEvent>) {
-    let loaded = Loaded::load().expect("kernel programs load and attach");
-    Enforcer::start(loaded).expect("enforcer starts")
+/// The enforcer, its events, and the pin directory that lives as long as the test.
+async fn start() -> (Enforcer, UnboundedReceiver<PauseEvent>, PinDir) {
+    let pins = PinDir::new();
+    let loaded = Loaded::load(&pins.0).expect("kernel programs load and attach");
+    let (enforcer, events) =
+        Enforcer::start(loaded, Duration::from_secs(30), FailMode::Deny).expect("enforcer starts");
+    (enforcer, events, pins)
 }
 
 async fn next_event(events: &mut UnboundedReceiver<PauseEvent>) -> PauseEvent {
@@ -55,7 +59,7 @@ fn no_connection_yet(l: &TcpListener) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_is_held_until_allowed_then_completes() {
-    let (enforcer, mut events) = start().await;
+    let (enforcer, mut events, _pins) = start().await;
     let (l, addr) = listener();
     let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
     enforcer.watch(actor.pid).await.unwrap();
@@ -88,7 +92,7 @@ async fn connect_is_held_until_allowed_then_completes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_denied_fails_with_eperm() {
-    let (enforcer, mut events) = start().await;
+    let (enforcer, mut events, _pins) = start().await;
     let (l, addr) = listener();
     let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
     enforcer.watch(actor.pid).await.unwrap();
@@ -107,7 +111,7 @@ async fn connect_denied_fails_with_eperm() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_verdict_ends_the_paused_process() {
-    let (enforcer, mut events) = start().await;
+    let (enforcer, mut events, _pins) = start().await;
     let (l, addr) = listener();
     let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
     enforcer.watch(actor.pid).await.unwrap();
@@ -123,7 +127,7 @@ async fn kill_verdict_ends_the_paused_process() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_is_held_with_argv_intact_then_runs_when_allowed() {
-    let (enforcer, mut events) = start().await;
+    let (enforcer, mut events, _pins) = start().await;
     let mut actor = Actor::spawn(&["exec", "/bin/echo", "hello belay", "two"]).unwrap();
     enforcer.watch(actor.pid).await.unwrap();
     actor.go().unwrap();
@@ -159,7 +163,7 @@ async fn exec_is_held_with_argv_intact_then_runs_when_allowed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_denied_fails_with_eperm() {
-    let (enforcer, mut events) = start().await;
+    let (enforcer, mut events, _pins) = start().await;
     let mut actor = Actor::spawn(&["exec", "/bin/echo", "must not print"]).unwrap();
     enforcer.watch(actor.pid).await.unwrap();
     actor.go().unwrap();
@@ -173,7 +177,7 @@ async fn exec_denied_fails_with_eperm() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unwatched_process_is_never_paused() {
-    let (enforcer, mut events) = start().await;
+    let (enforcer, mut events, _pins) = start().await;
     let (_l, addr) = listener();
     let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
     actor.go().unwrap();
@@ -194,7 +198,7 @@ async fn unwatched_process_is_never_paused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forked_child_inherits_the_watch() {
-    let (enforcer, mut events) = start().await;
+    let (enforcer, mut events, _pins) = start().await;
     let (_l, addr) = listener();
     let mut actor = Actor::spawn(&["fork-connect", &addr]).unwrap();
     enforcer.watch(actor.pid).await.unwrap();
@@ -213,7 +217,7 @@ async fn forked_child_inherits_the_watch() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_verdict_is_one_shot_and_bound_to_the_action() {
-    let (enforcer, mut events) = start().await;
+    let (enforcer, mut events, _pins) = start().await;
     let (l, addr) = listener();
     let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
     enforcer.watch(actor.pid).await.unwrap();
@@ -242,7 +246,7 @@ async fn a_verdict_is_one_shot_and_bound_to_the_action() {
 /// Starts `mode ADDR` watched, and expects the kernel to deny it without a pause, with
 /// `flag` among the reasons.
 async fn denied_without_pause(mode: &str, flag: u32, trace: bool) {
-    let (enforcer, mut events) = start().await;
+    let (enforcer, mut events, _pins) = start().await;
     let (l, addr) = listener();
     let mut actor = Actor::spawn(&[mode, &addr]).unwrap();
     if trace {
@@ -298,7 +302,7 @@ async fn hold_and_decide(
     expect: Action,
     verdict: Verdict,
 ) -> (String, Option<i32>) {
-    let (enforcer, mut events) = start().await;
+    let (enforcer, mut events, _pins) = start().await;
     let mut actor = Actor::spawn(&[mode, target]).unwrap();
     enforcer.watch(actor.pid).await.unwrap();
     actor.go().unwrap();

@@ -1,10 +1,10 @@
 //! The one task that owns the kernel programs' maps. Everything else talks to it through
 //! an [`Enforcer`] handle, so map updates and signals are never interleaved by two
 //! writers.
-use std::os::fd::AsRawFd as _;
+use std::{os::fd::AsRawFd as _, time::Duration};
 
 use agent_common::{
-    VerdictKey, counter,
+    DaemonState, RawEvent, VerdictKey, counter,
     decode::{DecodeError, PauseEvent},
     verdict,
 };
@@ -43,6 +43,26 @@ impl std::fmt::Display for Verdict {
     }
 }
 
+/// What the hooks do when the daemon's heartbeat is stale (it died or hangs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Watched processes' actions fail with EPERM until a daemon is back.
+    Deny,
+    /// Watched processes' actions run unchecked until a daemon is back.
+    Allow,
+}
+
+/// How often the owner task writes the heartbeat.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+
+fn monotonic_ns() -> u64 {
+    // CLOCK_MONOTONIC is the clock of bpf_ktime_get_ns.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnforcerError {
     #[error("kernel map {map}: {source}")]
@@ -75,6 +95,8 @@ pub struct Counters {
     /// Actions denied in the kernel because the task could not be paused (io_uring,
     /// ptraced, not a restartable syscall).
     pub unpausable_denied: u64,
+    /// Actions decided by the fail mode while the daemon's heartbeat was stale.
+    pub fail_mode: u64,
     /// Events the daemon could not decode (their tasks were denied).
     pub undecodable_events: u64,
 }
@@ -89,6 +111,9 @@ enum Command {
     Counters(Reply<Counters>),
     /// Verdicts written but not yet consumed by a restarted hook.
     PendingVerdicts(Reply<usize>),
+    /// Stop the heartbeat and remove the link pins: the hooks detach when the owner
+    /// task ends.
+    Detach(Reply<()>),
 }
 
 /// Handle to the enforcer task. Cheap to clone.
@@ -98,19 +123,27 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Starts the owner task. Kernel events arrive on the returned receiver: each pause
-    /// ([`PauseEvent::is_pause`]) must get exactly one [`Enforcer::resolve`]; the others
-    /// report actions the kernel already denied.
+    /// Starts the owner task, which writes the heartbeat the hooks check (a daemon silent
+    /// for `stale_after` gets `fail_mode` applied instead of pauses). Kernel events arrive
+    /// on the returned receiver, first those of tasks an earlier daemon left stopped:
+    /// each pause ([`PauseEvent::is_pause`]) must get exactly one [`Enforcer::resolve`];
+    /// the others report actions the kernel decided itself.
     pub fn start(
         loaded: Loaded,
+        stale_after: Duration,
+        fail_mode: FailMode,
     ) -> Result<(Self, mpsc::UnboundedReceiver<PauseEvent>), EnforcerError> {
         let Loaded {
             _ebpf,
+            links,
             watched,
             verdicts,
+            paused,
+            daemon,
             events,
             counters,
             offsets: _,
+            pin_dir: _,
         } = loaded;
         // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which keeps it
         // open and registered for as long as it lives.
@@ -118,15 +151,36 @@ impl Enforcer {
             .map_err(|e| EnforcerError::Poll(e.into()))?;
         let (tx, rx) = mpsc::channel(256);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let owner = Owner {
+        let mut owner = Owner {
             _ebpf,
+            links,
             watched,
             verdicts,
+            paused,
+            daemon,
             counters,
             undecodable: 0,
+            liveness: DaemonState {
+                heartbeat_ns: 0,
+                stale_after_ns: stale_after.as_nanos() as u64,
+                fail_verdict: match fail_mode {
+                    FailMode::Allow => verdict::ALLOW,
+                    FailMode::Deny => verdict::DENY,
+                },
+                _pad: 0,
+            },
+            beating: true,
         };
+        owner.heartbeat()?;
+        owner.recover(&ev_tx);
         tokio::spawn(owner.run(events, rx, ev_tx));
         Ok((Self { tx }, ev_rx))
+    }
+
+    /// Ends enforcement on purpose: the hooks detach (after the owner task ends) instead
+    /// of applying the fail mode.
+    pub async fn detach(&self) -> Result<(), EnforcerError> {
+        self.call(Command::Detach).await
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EnforcerError> {
@@ -173,10 +227,15 @@ impl Enforcer {
 
 struct Owner {
     _ebpf: aya::Ebpf,
+    links: Vec<aya::programs::links::PinnedLink>,
     watched: aya::maps::HashMap<aya::maps::MapData, u32, u32>,
     verdicts: aya::maps::HashMap<aya::maps::MapData, VerdictKey, u32>,
+    paused: aya::maps::HashMap<aya::maps::MapData, u32, RawEvent>,
+    daemon: aya::maps::Array<aya::maps::MapData, DaemonState>,
     counters: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
     undecodable: u64,
+    liveness: DaemonState,
+    beating: bool,
 }
 
 fn signal(tgid: u32, sig: Signal) -> Result<(), EnforcerError> {
@@ -195,8 +254,14 @@ impl Owner {
         out: mpsc::UnboundedSender<PauseEvent>,
     ) {
         debug!(fd = events.get_ref().as_raw_fd(), "enforcer started");
+        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
         loop {
             tokio::select! {
+                _ = beat.tick(), if self.beating => {
+                    if let Err(e) = self.heartbeat() {
+                        error!(error = %e, "writing the heartbeat failed");
+                    }
+                }
                 ready = events.readable_mut() => {
                     let mut guard = match ready {
                         Ok(g) => g,
@@ -224,6 +289,37 @@ impl Owner {
                     None => return,
                     Some(cmd) => self.handle(cmd),
                 },
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) -> Result<(), EnforcerError> {
+        self.liveness.heartbeat_ns = monotonic_ns();
+        self.daemon
+            .set(0, self.liveness, 0)
+            .map_err(|source| EnforcerError::Map {
+                map: "DAEMON",
+                source,
+            })
+    }
+
+    /// Hands over the tasks an earlier daemon left stopped; forgets those gone or running.
+    fn recover(&mut self, out: &mpsc::UnboundedSender<PauseEvent>) {
+        let entries: Vec<(u32, RawEvent)> = self.paused.iter().filter_map(Result::ok).collect();
+        for (tid, raw) in entries {
+            let stopped = crate::task::state(tid) == Some('T');
+            match PauseEvent::try_from(&raw) {
+                Ok(ev) if stopped => {
+                    tracing::info!(
+                        tid,
+                        tgid = ev.tgid,
+                        "found a task still paused by an earlier daemon"
+                    );
+                    let _ = out.send(ev);
+                }
+                _ => {
+                    let _ = self.paused.remove(&tid);
+                }
             }
         }
     }
@@ -280,6 +376,11 @@ impl Owner {
             Command::PendingVerdicts(r) => {
                 let _ = r.send(Ok(self.verdicts.keys().filter(Result::is_ok).count()));
             }
+            Command::Detach(r) => {
+                self.beating = false;
+                super::unpin_links(std::mem::take(&mut self.links));
+                let _ = r.send(Ok(()));
+            }
         }
     }
 
@@ -320,6 +421,7 @@ impl Owner {
             paused: sum(counter::PAUSED)?,
             verdicts_applied: sum(counter::VERDICTS_APPLIED)?,
             unpausable_denied: sum(counter::UNPAUSABLE_DENIED)?,
+            fail_mode: sum(counter::FAIL_MODE)?,
             undecodable_events: self.undecodable,
         })
     }

@@ -1,11 +1,16 @@
 //! Loads and attaches the embedded kernel programs.
+use std::path::{Path, PathBuf};
+
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{Lsm, RawTracePoint},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        Lsm, RawTracePoint,
+        links::{FdLink, PinnedLink},
+    },
 };
 
-use agent_common::{KernelOffsets, VerdictKey};
+use agent_common::{DaemonState, KernelOffsets, RawEvent, VerdictKey};
 
 use crate::btf::{Btf, BtfError};
 
@@ -40,6 +45,18 @@ pub enum LoadError {
     },
     #[error("map {name}: {what}")]
     Map { name: &'static str, what: String },
+    #[error("pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pinning the link of {name} at {path}: {what}")]
+    PinLink {
+        name: &'static str,
+        path: PathBuf,
+        what: String,
+    },
 }
 
 /// True when the running kernel has BPF LSM in its active LSM list.
@@ -48,15 +65,40 @@ pub fn bpf_lsm_active() -> bool {
         .is_ok_and(|l| l.trim().split(',').any(|m| m == "bpf"))
 }
 
-/// The loaded programs and the maps the daemon uses. Dropping it detaches everything.
+/// The loaded programs and the maps the daemon uses.
+///
+/// Maps and links are pinned under the pin directory: if the daemon dies, the hooks stay
+/// attached and apply the fail verdict, and the next daemon takes over the same maps
+/// (who is watched, which tasks are stopped). [`Loaded::detach`] removes the link pins,
+/// for a deliberate stop.
 pub struct Loaded {
-    /// Keeps the programs and their links alive.
+    /// Keeps the programs alive.
     pub(super) _ebpf: Ebpf,
+    pub(super) links: Vec<PinnedLink>,
     pub(super) watched: HashMap<MapData, u32, u32>,
     pub(super) verdicts: HashMap<MapData, VerdictKey, u32>,
+    pub(super) paused: HashMap<MapData, u32, RawEvent>,
+    pub(super) daemon: Array<MapData, DaemonState>,
     pub(super) events: RingBuf<MapData>,
     pub(super) counters: PerCpuArray<MapData, u64>,
     pub offsets: KernelOffsets,
+    pub pin_dir: PathBuf,
+}
+
+/// Pins `link` at `path`, replacing what an earlier daemon pinned there. The new link is
+/// attached before the old pin goes, so there is no moment without the hook.
+fn pin_link(name: &'static str, link: FdLink, path: &Path) -> Result<PinnedLink, LoadError> {
+    let err = |what: String| LoadError::PinLink {
+        name,
+        path: path.to_owned(),
+        what,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(format!("removing the old pin: {e}"))),
+    }
+    link.pin(path).map_err(|e| err(e.to_string()))
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
@@ -74,8 +116,9 @@ where
 }
 
 impl Loaded {
-    /// Loads the programs with this kernel's struct offsets and attaches every hook.
-    pub fn load() -> Result<Self, LoadError> {
+    /// Loads the programs with this kernel's struct offsets, attaches every hook, and
+    /// pins maps and links in `pin_dir` (on a bpf filesystem), reusing maps found there.
+    pub fn load(pin_dir: &Path) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
@@ -84,10 +127,16 @@ impl Loaded {
         }
         let btf = Btf::from_sys_fs().map_err(LoadError::BtfRead)??;
         let offsets = super::kernel_offsets(&btf)?;
+        std::fs::create_dir_all(pin_dir).map_err(|source| LoadError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
+            .default_map_pin_directory(pin_dir)
             .load(OBJECT)?;
         let aya_btf = AyaBtf::from_sys_fs()?;
+        let mut links = Vec::new();
         for (name, hook) in [
             ("bprm_check_security", "bprm_check_security"),
             ("socket_connect", "socket_connect"),
@@ -103,7 +152,13 @@ impl Loaded {
                 .try_into()
                 .map_err(err)?;
             prog.load(hook, &aya_btf).map_err(err)?;
-            prog.attach().map_err(err)?;
+            let id = prog.attach().map_err(err)?;
+            let link = prog.take_link(id).map_err(err)?;
+            links.push(pin_link(
+                name,
+                link.into(),
+                &pin_dir.join(format!("link_{name}")),
+            )?);
         }
         for (name, tp) in [
             ("on_fork", "sched_process_fork"),
@@ -119,15 +174,35 @@ impl Loaded {
                 .try_into()
                 .map_err(err)?;
             prog.load().map_err(err)?;
-            prog.attach(tp).map_err(err)?;
+            let id = prog.attach(tp).map_err(err)?;
+            let link = prog.take_link(id).map_err(err)?;
+            links.push(pin_link(
+                name,
+                link.into(),
+                &pin_dir.join(format!("link_{name}")),
+            )?);
         }
         Ok(Self {
             watched: take(&mut ebpf, "WATCHED")?,
             verdicts: take(&mut ebpf, "VERDICTS")?,
+            paused: take(&mut ebpf, "PAUSED")?,
+            daemon: take(&mut ebpf, "DAEMON")?,
             events: take(&mut ebpf, "EVENTS")?,
             counters: take(&mut ebpf, "COUNTERS")?,
             _ebpf: ebpf,
+            links,
             offsets,
+            pin_dir: pin_dir.to_owned(),
         })
+    }
+}
+
+/// Removes the link pins in `pin_dir`, so the hooks detach once their last holder goes.
+/// The map pins stay: a later daemon still finds who is watched.
+pub fn unpin_links(links: Vec<PinnedLink>) {
+    for link in links {
+        if let Err(e) = link.unpin() {
+            tracing::warn!(error = %e, "removing a link pin failed");
+        }
     }
 }

@@ -5,6 +5,6 @@ mod loader;
 mod offsets;
 
 pub use agent_common::decode::{Action, PauseEvent, Transport};
-pub use enforcer::{Counters, Enforcer, EnforcerError, Verdict};
-pub use loader::{LoadError, Loaded, bpf_lsm_active};
+pub use enforcer::{Counters, Enforcer, EnforcerError, FailMode, Verdict};
+pub use loader::{LoadError, Loaded, bpf_lsm_active, unpin_links};
 pub use offsets::kernel_offsets;
