@@ -1,13 +1,9 @@
 //! Egress: `socket_connect`, and `socket_sendmsg` when the call names a destination
 //! (UDP `sendto`/`sendmsg`/`sendmmsg`, TCP Fast Open with `MSG_FASTOPEN`).
 use agent_common::{FNV_OFFSET, family, fnv1a, kind};
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 
-use crate::{is_watched, offsets, pause};
+use crate::{gate, offsets, pause};
 
 /// `SS_CONNECTED` of `enum socket_state`.
 const SS_CONNECTED: u32 = 3;
@@ -17,13 +13,8 @@ const SOCK_STREAM: u16 = 1;
 // the previous program's return value.
 #[lsm(hook = "socket_connect")]
 pub fn socket_connect(ctx: LsmContext) -> i32 {
-    let prev: i32 = ctx.arg(3);
-    if prev != 0 {
-        return prev;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_watched(tgid) {
-        return 0;
+    if let Some(ret) = gate(ctx.arg(3)) {
+        return ret;
     }
     let sock: *const u8 = ctx.arg(0);
     let sa: *const u8 = ctx.arg(1);
@@ -35,13 +26,8 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
 // previous program's return value.
 #[lsm(hook = "socket_sendmsg")]
 pub fn socket_sendmsg(ctx: LsmContext) -> i32 {
-    let prev: i32 = ctx.arg(3);
-    if prev != 0 {
-        return prev;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_watched(tgid) {
-        return 0;
+    if let Some(ret) = gate(ctx.arg(3)) {
+        return ret;
     }
     let sock: *const u8 = ctx.arg(0);
     let msg: *const u8 = ctx.arg(1);

@@ -2,23 +2,18 @@
 //! of a watched process.
 use agent_common::{FNV_OFFSET, FNV_PRIME, fnv1a, kind};
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
     macros::lsm,
     programs::LsmContext,
 };
 
-use crate::{is_watched, offsets, pause};
+use crate::{gate, offsets, pause};
 
 // int bprm_check_security(struct linux_binprm *bprm), then the previous return value.
 #[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
-    let prev: i32 = ctx.arg(1);
-    if prev != 0 {
-        return prev;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_watched(tgid) {
-        return 0;
+    if let Some(ret) = gate(ctx.arg(1)) {
+        return ret;
     }
     try_exec(&ctx).unwrap_or(0)
 }

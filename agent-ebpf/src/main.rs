@@ -70,6 +70,18 @@ fn count(index: u32) {
     }
 }
 
+/// The start every LSM hook shares: an earlier LSM's denial stands, and an unwatched
+/// process pays this one map lookup. `Some` is the hook's answer; `None` means the
+/// current process is watched and the action needs a closer look.
+#[inline(always)]
+fn gate(prev: i32) -> Option<i32> {
+    if prev != 0 {
+        return Some(prev);
+    }
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_watched(tgid) { None } else { Some(0) }
+}
+
 #[inline(always)]
 fn is_watched(tgid: u32) -> bool {
     // SAFETY: only the presence of the key is used.

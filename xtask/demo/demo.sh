@@ -11,6 +11,8 @@ SOCK=${BELAY_DEMO_SOCKET:-/run/belay/demo.sock}
 LOG=/tmp/belay-agent.log
 WORK=$(mktemp -d)
 export BELAY_SOCKET="$SOCK"
+# The demo's pinned maps and links, apart from a production belay-agent's.
+export BELAY_PIN_DIR=/sys/fs/bpf/belay-demo
 
 say() { printf '\n== %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
@@ -38,6 +40,7 @@ cleanup() {
     [ -n "${AGENT_PID:-}" ] && kill "$AGENT_PID" 2>/dev/null || true
     [ -n "${HTTPD_PID:-}" ] && kill "$HTTPD_PID" 2>/dev/null || true
     rm -rf "$WORK"
+    rm -rf /sys/fs/bpf/belay-demo
 }
 trap cleanup EXIT
 

@@ -50,7 +50,7 @@ pub fn run(ctx: &Ctx, force_vm: bool, timeout: Duration) -> Result<ExitCode> {
                 Ok(()) => say!("--vm: running the demo in a VM (kernel 6.12)"),
             }
             let mut guest = Guest {
-                bins: workspace::build_belay_binaries(ctx)?,
+                bins: workspace::build_belay_binaries(ctx, false)?,
                 ..Guest::default()
             };
             guest

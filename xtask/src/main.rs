@@ -5,6 +5,7 @@
 //! them, packs them into an initramfs with busybox, boots each kernel and sums libtest's
 //! results.
 
+mod bench;
 mod demo;
 mod initramfs;
 mod kernels;
@@ -93,6 +94,16 @@ enum Cmd {
     /// Host tests (`cargo test --workspace`), then the VM tests on all kernels.
     Test {
         /// Seconds per kernel before QEMU is killed.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+    },
+    /// Benchmark in the VM (release build): exec and connect rates with belay loaded
+    /// against without, and pause -> decision -> resume against a bare SIGSTOP/SIGCONT.
+    /// Prints `bench: <name> <value> <unit>` lines.
+    Bench {
+        #[arg(long, value_enum, default_value = "6.12")]
+        kernel: Kernel,
+        /// Seconds before the VM is killed.
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
     },
@@ -192,6 +203,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Test { timeout } => test(&ctx, Duration::from_secs(timeout)),
         Cmd::Demo { vm, timeout } => demo::run(&ctx, vm, Duration::from_secs(timeout)),
+        Cmd::Bench { kernel, timeout } => bench::run(&ctx, kernel, Duration::from_secs(timeout)),
     }
 }
 

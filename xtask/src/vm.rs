@@ -234,7 +234,7 @@ pub fn vm_run(
 ) -> Result<ExitCode> {
     let mut guest = Guest::default();
     if !no_build {
-        guest.bins = workspace::build_belay_binaries(ctx)?;
+        guest.bins = workspace::build_belay_binaries(ctx, false)?;
     }
     for i in includes {
         guest.include_arg(i)?;

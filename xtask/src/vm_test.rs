@@ -67,7 +67,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<(Counts, bool)> {
     let started = Instant::now();
     let mut guest = Guest::default();
     if opts.test_exes.is_empty() {
-        guest.bins = workspace::build_belay_binaries(ctx)?;
+        guest.bins = workspace::build_belay_binaries(ctx, false)?;
         let built = workspace::build_vm_tests(ctx)?;
         guest.bins.extend(built.helpers);
         guest.bins.sort();

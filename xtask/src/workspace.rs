@@ -54,11 +54,14 @@ pub fn build_all(ctx: &Ctx, release: bool) -> Result<()> {
 
 /// Builds the workspace and returns the paths of its binaries for the VM: all but
 /// xtask, and at least [`VM_BINARIES`].
-pub fn build_belay_binaries(ctx: &Ctx) -> Result<Vec<PathBuf>> {
+pub fn build_belay_binaries(ctx: &Ctx, release: bool) -> Result<Vec<PathBuf>> {
     let started = Instant::now();
-    say!("building the workspace (binaries for the VM)");
+    say!(
+        "building the workspace (binaries for the VM{})",
+        if release { ", release" } else { "" }
+    );
     let artifacts =
-        cargo_json(&mut build_workspace(ctx, false)).context("building belay's binaries")?;
+        cargo_json(&mut build_workspace(ctx, release)).context("building belay's binaries")?;
     let bins: Vec<&Artifact> = artifacts
         .iter()
         .filter(|a| !a.test && a.kinds.iter().any(|k| k == "bin") && a.name != "xtask")

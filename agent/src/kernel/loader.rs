@@ -45,6 +45,8 @@ pub enum LoadError {
     },
     #[error("map {name}: {what}")]
     Map { name: &'static str, what: String },
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
     #[error("pin directory {path}: {source}")]
     PinDir {
         path: PathBuf,
@@ -85,9 +87,11 @@ pub struct Loaded {
     pub pin_dir: PathBuf,
 }
 
-/// Pins `link` at `path`, replacing what an earlier daemon pinned there. The new link is
-/// attached before the old pin goes, so there is no moment without the hook.
-fn pin_link(name: &'static str, link: FdLink, path: &Path) -> Result<PinnedLink, LoadError> {
+/// Pins program `name`'s `link` in `pin_dir`, replacing what an earlier daemon pinned
+/// there. The new link is attached before the old pin goes, so there is no moment
+/// without the hook.
+fn pin_link(name: &'static str, link: FdLink, pin_dir: &Path) -> Result<PinnedLink, LoadError> {
+    let path = &pin_dir.join(format!("link_{name}"));
     let err = |what: String| LoadError::PinLink {
         name,
         path: path.to_owned(),
@@ -99,6 +103,16 @@ fn pin_link(name: &'static str, link: FdLink, path: &Path) -> Result<PinnedLink,
         Err(e) => return Err(err(format!("removing the old pin: {e}"))),
     }
     link.pin(path).map_err(|e| err(e.to_string()))
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
@@ -137,50 +151,25 @@ impl Loaded {
             .load(OBJECT)?;
         let aya_btf = AyaBtf::from_sys_fs()?;
         let mut links = Vec::new();
-        for (name, hook) in [
-            ("bprm_check_security", "bprm_check_security"),
-            ("socket_connect", "socket_connect"),
-            ("socket_sendmsg", "socket_sendmsg"),
-        ] {
+        // LSM programs are named after their hooks.
+        for name in ["bprm_check_security", "socket_connect", "socket_sendmsg"] {
             let err = |source| LoadError::Program { name, source };
-            let prog: &mut Lsm = ebpf
-                .program_mut(name)
-                .ok_or(LoadError::Map {
-                    name,
-                    what: "program missing from the object".into(),
-                })?
-                .try_into()
-                .map_err(err)?;
-            prog.load(hook, &aya_btf).map_err(err)?;
+            let prog: &mut Lsm = program(&mut ebpf, name)?;
+            prog.load(name, &aya_btf).map_err(err)?;
             let id = prog.attach().map_err(err)?;
             let link = prog.take_link(id).map_err(err)?;
-            links.push(pin_link(
-                name,
-                link.into(),
-                &pin_dir.join(format!("link_{name}")),
-            )?);
+            links.push(pin_link(name, link.into(), pin_dir)?);
         }
         for (name, tp) in [
             ("on_fork", "sched_process_fork"),
             ("on_exit", "sched_process_exit"),
         ] {
             let err = |source| LoadError::Program { name, source };
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(LoadError::Map {
-                    name,
-                    what: "program missing from the object".into(),
-                })?
-                .try_into()
-                .map_err(err)?;
+            let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
             prog.load().map_err(err)?;
             let id = prog.attach(tp).map_err(err)?;
             let link = prog.take_link(id).map_err(err)?;
-            links.push(pin_link(
-                name,
-                link.into(),
-                &pin_dir.join(format!("link_{name}")),
-            )?);
+            links.push(pin_link(name, link.into(), pin_dir)?);
         }
         Ok(Self {
             watched: take(&mut ebpf, "WATCHED")?,

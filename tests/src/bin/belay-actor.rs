@@ -156,12 +156,44 @@ fn tfo(addr: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `n` connects to `addr`, printing `lat <microseconds>` for each (benchmarks).
+fn connect_loop(addr: &str, n: &str) -> ExitCode {
+    let (Ok(addr), Ok(n)) = (addr.parse::<SocketAddr>(), n.parse::<u32>()) else {
+        println!("usage: connect-loop ADDR N");
+        return ExitCode::from(2);
+    };
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        if let Err(e) = TcpStream::connect(addr) {
+            return errno_exit("connect", &e);
+        }
+        println!("lat {}", t.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `n` times: stop itself and wait for someone's SIGCONT, printing `lat <microseconds>`:
+/// the bare cost of a stop/continue cycle through another process (benchmarks).
+fn stop_loop(n: &str) -> ExitCode {
+    let Ok(n) = n.parse::<u32>() else {
+        println!("usage: stop-loop N");
+        return ExitCode::from(2);
+    };
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        // SAFETY: signalling ourselves.
+        unsafe { libc::raise(libc::SIGSTOP) };
+        println!("lat {}", t.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         eprintln!(
             "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | \
-             udp-send ADDR | tfo ADDR | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
+             udp-send ADDR | tfo ADDR | connect-loop ADDR N | stop-loop N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
         );
         return ExitCode::from(2);
     }
@@ -173,6 +205,8 @@ fn main() -> ExitCode {
     let out = match (args[0].as_str(), &args[1..]) {
         ("connect", [addr]) => connect(addr),
         ("udp-send", [addr]) => udp_send(addr),
+        ("connect-loop", [addr, n]) => connect_loop(addr, n),
+        ("stop-loop", [n]) => stop_loop(n),
         ("tfo", [addr]) => tfo(addr),
         ("uring-connect", [addr]) => uring_connect(addr, false),
         ("uring-connect-worker", [addr]) => uring_connect(addr, true),
