@@ -36,6 +36,23 @@ pub struct Outcome {
     pub total: Duration,
 }
 
+/// Longest wait for the guest's init to report ready.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The guest died or hung before its init ran anything of ours: nothing was tested, so
+/// the boot may be retried. (Seen once in a few dozen boots: 6.12 panicking in an
+/// interrupt at 1.3 s under TCG.)
+#[derive(Debug)]
+pub struct EarlyBootFailure(pub String);
+
+impl std::fmt::Display for EarlyBootFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EarlyBootFailure {}
+
 /// Boots the VM and calls `on_line` with every console line (markers included) until the
 /// exit marker, QEMU's end, or the timeout. Anything but an exit marker is an error.
 pub fn boot(
@@ -74,9 +91,16 @@ pub fn boot(
     });
 
     let deadline = started + timeout;
+    // These kernels boot to init in 5-15 s under TCG; far longer is a hang worth a retry.
+    let boot_deadline = started + BOOT_TIMEOUT.min(timeout);
     let mut ready: Option<(String, String, Duration)> = None;
     let result = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let until = if ready.is_some() {
+            deadline
+        } else {
+            boot_deadline
+        };
+        let left = until.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
                 on_line(&line);
@@ -99,27 +123,34 @@ pub fn boot(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
+                if ready.is_none() {
+                    break Err(EarlyBootFailure(format!(
+                        "VM with kernel {} did not reach init within {} s (boot hang?); QEMU killed",
+                        kernel.release,
+                        BOOT_TIMEOUT.min(timeout).as_secs(),
+                    ))
+                    .into());
+                }
                 break Err(anyhow::anyhow!(
-                    "VM with kernel {} timed out after {} s {}; QEMU killed",
+                    "VM with kernel {} timed out after {} s while the payload was running; QEMU killed",
                     kernel.release,
                     timeout.as_secs(),
-                    if ready.is_some() {
-                        "while the payload was running"
-                    } else {
-                        "before the guest's init reported ready (boot hang?)"
-                    }
                 ));
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                if ready.is_none() {
+                    break Err(EarlyBootFailure(format!(
+                        "VM with kernel {} ended ({status}) before init reported ready \
+                         (kernel panic or bad initramfs?)",
+                        kernel.release,
+                    ))
+                    .into());
+                }
                 break Err(anyhow::anyhow!(
-                    "VM with kernel {} ended ({status}) without printing `{EXIT_MARKER}` {}",
+                    "VM with kernel {} ended ({status}) without printing `{EXIT_MARKER}` \
+                     (guest crashed or powered off early?)",
                     kernel.release,
-                    if ready.is_some() {
-                        "(guest crashed or powered off early?)"
-                    } else {
-                        "and before init reported ready (kernel panic or bad initramfs?)"
-                    }
                 ));
             }
         }

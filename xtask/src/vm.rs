@@ -204,8 +204,22 @@ pub fn boot_streaming(
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<qemu::Outcome> {
-    say!("booting {} under QEMU (TCG, {smp} CPUs)", image.release);
-    let out = qemu::boot(image, initrd, smp, timeout, on_line)?;
+    const ATTEMPTS: u32 = 3;
+    let mut attempt = 1;
+    let out = loop {
+        say!("booting {} under QEMU (TCG, {smp} CPUs)", image.release);
+        match qemu::boot(image, initrd, smp, timeout, on_line) {
+            Ok(out) => break out,
+            // Retried only when nothing of ours ran yet; any later failure stands.
+            Err(e)
+                if attempt < ATTEMPTS && e.downcast_ref::<qemu::EarlyBootFailure>().is_some() =>
+            {
+                say!("{e:#}; retrying the boot ({} of {ATTEMPTS})", attempt + 1);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     say!(
         "kernel {}: ready after {}, payload exited {} after {} (lsm: {})",
         out.release,
