@@ -16,6 +16,7 @@ use tracing::{Instrument as _, error, info, info_span, warn};
 
 use crate::{
     api::{ApiRequest, ApiResponse, MAX_REQUEST_BYTES, StatusView},
+    authz,
     kernel::{Action, Enforcer, EnforcerError, FailMode, Loaded, PauseEvent, Verdict},
     requests::{Outcome, Pending, RequestBook},
     task,
@@ -37,6 +38,8 @@ pub struct Config {
     /// How long the hooks wait for a heartbeat before applying `fail_mode`.
     pub stale_after: Duration,
     pub fail_mode: FailMode,
+    /// Members of this group may decide besides root.
+    pub decider_gid: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -237,7 +240,7 @@ async fn serve(shared: Shared, stream: UnixStream) {
                 Err(e) => ApiResponse::Error {
                     message: format!("malformed request: {e}"),
                 },
-                Ok(req) => handle(&shared, cred.uid(), cred.pid(), req).await,
+                Ok(req) => handle(&shared, (cred.uid(), cred.gid()), cred.pid(), req).await,
             },
         };
         let mut out = serde_json::to_vec(&response).unwrap_or_default();
@@ -256,24 +259,36 @@ fn error(message: impl Into<String>) -> ApiResponse {
     }
 }
 
-/// Who may decide: root, and never a watched process (no agent approves its own actions).
-async fn authorize(shared: &Shared, uid: u32, pid: Option<i32>) -> Result<(), String> {
+/// Who the caller is, for [`authz::may_decide`].
+async fn caller(
+    shared: &Shared,
+    uid: u32,
+    gid: u32,
+    pid: Option<i32>,
+) -> Result<authz::Caller, String> {
     let Some(pid) = pid.and_then(|p| u32::try_from(p).ok()) else {
         return Err("caller's pid is unknown; refusing to decide".into());
     };
-    if uid != 0 {
-        return Err(format!("uid {uid} may not decide requests: only root may"));
-    }
-    match shared.enforcer.is_watched(pid).await {
-        Ok(false) => Ok(()),
-        Ok(true) => Err(format!(
-            "process {pid} is watched by belay: a watched process cannot decide requests"
-        )),
-        Err(e) => Err(format!("cannot check the caller: {e}")),
-    }
+    let watched = shared
+        .enforcer
+        .is_watched(pid)
+        .await
+        .map_err(|e| format!("cannot check the caller: {e}"))?;
+    Ok(authz::Caller {
+        pid,
+        uid,
+        gid,
+        groups: authz::groups_of(pid),
+        watched,
+    })
 }
 
-async fn handle(shared: &Shared, uid: u32, pid: Option<i32>, req: ApiRequest) -> ApiResponse {
+async fn handle(
+    shared: &Shared,
+    (uid, gid): (u32, u32),
+    pid: Option<i32>,
+    req: ApiRequest,
+) -> ApiResponse {
     match req {
         ApiRequest::Enroll => {
             let Some(tgid) = pid.and_then(|p| u32::try_from(p).ok()) else {
@@ -301,10 +316,23 @@ async fn handle(shared: &Shared, uid: u32, pid: Option<i32>, req: ApiRequest) ->
             verdict,
             reason,
         } => {
-            if let Err(why) = authorize(shared, uid, pid).await {
+            let owner_uid = match shared.book().get(id) {
+                Some(p) => p.view.uid,
+                None => {
+                    return error(format!(
+                        "no pending request {id} (unknown, or already ended)"
+                    ));
+                }
+            };
+            let allowed = match caller(shared, uid, gid, pid).await {
+                Ok(c) => authz::may_decide(&c, shared.config.decider_gid, owner_uid),
+                Err(why) => Err(why),
+            };
+            if let Err(why) = allowed {
                 warn!(request = id, %why, "decision refused");
                 return error(why);
             }
+            // Closing is the decision: of two concurrent deciders, one gets None here.
             let Some(p) = shared.book().close(id) else {
                 return error(format!(
                     "no pending request {id} (unknown, or already ended)"

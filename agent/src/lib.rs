@@ -1,6 +1,7 @@
 //! belay's host daemon as a library: the kernel programs' loader and owner task, the
 //! book of paused requests, and the local API the `belay` CLI talks to.
 pub mod api;
+pub mod authz;
 pub mod btf;
 pub mod daemon;
 pub mod kernel;

@@ -87,6 +87,10 @@ struct Args {
     /// What watched processes' actions get while the daemon is down.
     #[arg(long, env = "BELAY_FAIL_MODE", value_enum, default_value = "deny")]
     fail_mode: FailModeArg,
+    /// Members of this group (numeric gid) may decide requests, besides root. Nobody
+    /// decides a request of a process running under their own uid.
+    #[arg(long, env = "BELAY_DECIDER_GID", value_name = "GID")]
+    decider_gid: Option<u32>,
     /// Watch this process (and its future children) from the start. Repeatable.
     #[arg(long = "watch-pid", value_name = "PID")]
     watch_pids: Vec<u32>,
@@ -115,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown_verdict: args.shutdown_verdict.into(),
         watch_pids: args.watch_pids,
         pin_dir: args.pin_dir,
+        decider_gid: args.decider_gid,
         stale_after: Duration::from_secs(args.stale_after),
         fail_mode: match args.fail_mode {
             FailModeArg::Deny => FailMode::Deny,

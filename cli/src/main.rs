@@ -73,6 +73,13 @@ enum Command {
     /// Run CMD watched by belay: every exec and connect it (or its children) makes is
     /// held for a decision, starting with CMD itself.
     Run {
+        /// Run CMD as this uid (needs root). The uid of a paused process may never decide
+        /// its requests, so an agent run as its own user cannot approve itself.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Run CMD with this gid (and no supplementary groups; needs root).
+        #[arg(long)]
+        gid: Option<u32>,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
@@ -111,18 +118,33 @@ fn run(args: Args) -> anyhow::Result<()> {
         Command::Deny { id, reason } => decide(*id, Verdict::Deny, reason),
         Command::Kill { id, reason } => decide(*id, Verdict::Kill, reason),
         Command::Status => ApiRequest::Status,
-        Command::Run { cmd } => return run_watched(&args, cmd),
+        Command::Run { uid, gid, cmd } => return run_watched(&args, *uid, *gid, cmd),
     };
     let response = call(&args, &req)?;
     output::print(args.output, &response)
 }
 
-/// Enrolls this process, then becomes CMD: the exec itself is the first held action.
-fn run_watched(args: &Args, cmd: &[String]) -> anyhow::Result<()> {
+/// Enrolls this process, then becomes CMD (under `uid`/`gid` if given): the exec itself
+/// is the first held action.
+fn run_watched(
+    args: &Args,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    cmd: &[String],
+) -> anyhow::Result<()> {
     match call(args, &ApiRequest::Enroll)? {
         ApiResponse::Enrolled { tgid } if tgid == std::process::id() => {}
         other => bail!("unexpected answer to enroll: {other:?}"),
     }
-    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    let mut command = std::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    // std drops supplementary groups and sets gid before uid.
+    if let Some(gid) = gid {
+        command.gid(gid);
+    }
+    if let Some(uid) = uid {
+        command.uid(uid);
+    }
+    let err = command.exec();
     Err(err).with_context(|| format!("running {}", cmd[0]))
 }

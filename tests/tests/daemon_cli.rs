@@ -4,6 +4,7 @@
 
 use std::{
     net::TcpListener,
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -13,6 +14,8 @@ use belay_tests::{Actor, PinDir, binary, wait_until};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(30);
+/// The uid the AI agents of these tests run as.
+const AGENT_UID: u32 = 1000;
 
 struct Agent {
     child: Child,
@@ -29,6 +32,12 @@ impl Agent {
     /// Starts a daemon on `pins`, which an earlier daemon may have left behind.
     fn start_with(pins: PinDir, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        // The agents run as AGENT_UID and must reach the socket.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let socket = dir.path().join("agent.sock");
         let mut child = Command::new(binary("belay-agent").unwrap())
             .arg("--socket")
@@ -91,14 +100,29 @@ impl Agent {
         found.remove(0)
     }
 
+    /// `belay run -- CMD` as the AI agent's own user, AGENT_UID: root decides for it.
     fn run(&self, cmd: &[&str]) -> Actor {
         let mut c = Command::new(binary("belay").unwrap());
         c.arg("--socket")
             .arg(&self.socket)
             .arg("run")
             .arg("--")
-            .args(cmd);
+            .args(cmd)
+            .uid(AGENT_UID)
+            .gid(AGENT_UID);
         Actor::start(&mut c).unwrap()
+    }
+
+    /// `belay ARGS` as `uid`/`gid`.
+    fn belay_as(&self, uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
+        Command::new(binary("belay").unwrap())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("belay runs")
     }
 }
 
@@ -173,12 +197,23 @@ fn belay_run_holds_exec_and_connect_until_decided_by_the_cli() {
 fn a_watched_process_cannot_decide() {
     let agent = Agent::start(&[]);
     let socket = agent.socket.display().to_string();
-    let mut actor = agent.run(&[&actor_path(), "decide", &socket, "1"]);
-    let req = agent.one_pending();
-    ok(&agent.belay(&["approve", &req["id"].as_u64().unwrap().to_string()]));
-    actor.ready().unwrap();
-    actor.go().unwrap();
-    let (out, _) = actor.finish(LONG).unwrap();
+    // B waits for a decision; A, another watched process, tries to approve it.
+    let _b = agent.run(&[&actor_path(), "connect", "127.0.0.1:9"]);
+    let b_id = agent.one_pending()["id"].as_u64().unwrap().to_string();
+    let mut a = agent.run(&[&actor_path(), "decide", &socket, &b_id]);
+    let mut a_id = None;
+    assert!(wait_until(LONG, || {
+        a_id = agent
+            .pending()
+            .iter()
+            .find(|r| r["tgid"] == a.pid)
+            .map(|r| r["id"].as_u64().unwrap().to_string());
+        a_id.is_some()
+    }));
+    ok(&agent.belay(&["approve", &a_id.unwrap()]));
+    a.ready().unwrap();
+    a.go().unwrap();
+    let (out, _) = a.finish(LONG).unwrap();
     assert!(out.starts_with("decide "), "{out}");
     let answer: Value = serde_json::from_str(out.trim_start_matches("decide ").trim()).unwrap();
     assert_eq!(answer["result"], "error");
@@ -186,6 +221,9 @@ fn a_watched_process_cannot_decide() {
         answer["message"].as_str().unwrap().contains("watched"),
         "refused because it is watched: {answer}"
     );
+    let pending = agent.pending();
+    assert_eq!(pending.len(), 1, "B's request is still pending");
+    assert_eq!(pending[0]["id"].as_u64().unwrap().to_string(), b_id);
 }
 
 #[test]
@@ -286,4 +324,35 @@ fn a_crashed_daemon_leaves_fail_mode_and_its_successor_resolves_the_paused() {
         v["status"]["kernel"]["fail_mode"], 1,
         "one action decided by the fail mode"
     );
+}
+
+#[test]
+fn only_root_or_the_decider_group_decides_and_never_the_agents_own_uid() {
+    let agent = Agent::start(&["--decider-gid", "50"]);
+    let mut actor = agent.run(&[&actor_path(), "connect", "127.0.0.1:9"]);
+    let req = agent.one_pending();
+    assert_eq!(req["uid"], AGENT_UID);
+    let id = req["id"].as_u64().unwrap().to_string();
+
+    let refused = |out: std::process::Output, why: &str| {
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "refused because {why:?}: {err}");
+    };
+    // The agent's own uid, even in the decider group.
+    refused(
+        agent.belay_as(AGENT_UID, 50, &["approve", &id]),
+        "owns the paused process",
+    );
+    // Neither root nor in the group.
+    refused(
+        agent.belay_as(2000, 2000, &["approve", &id]),
+        "only root or group 50",
+    );
+    assert_eq!(agent.pending().len(), 1, "refusals change nothing");
+    // A member of the group who is not the agent's user.
+    ok(&agent.belay_as(2001, 50, &["deny", &id]));
+    let (_, status) = actor.finish(LONG).unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(actor.stderr().contains("Operation not permitted"));
 }

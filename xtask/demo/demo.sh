@@ -67,8 +67,10 @@ while [ ! -S "$SOCK" ]; do
 done
 echo "belay-agent is up (pid $AGENT_PID, socket $SOCK)"
 
-say "The AI agent starts under belay: belay run -- sh -c 'wget http://127.0.0.1:8080/'"
-belay run -- /bin/sh -c 'wget -q -O - http://127.0.0.1:8080/' >"$WORK/agent1.out" 2>&1 &
+# The agent runs as its own user (65534, nobody): the uid of a paused process may never
+# decide its requests, so here root is the reviewer.
+say "The AI agent starts under belay: belay run --uid 65534 -- sh -c 'wget http://127.0.0.1:8080/'"
+belay run --uid 65534 --gid 65534 -- /bin/sh -c 'wget -q -O - http://127.0.0.1:8080/' >"$WORK/agent1.out" 2>&1 &
 AGENT1=$!
 
 id=$(next_request)
@@ -90,7 +92,7 @@ echo "What the agent got:"
 sed 's/^/    /' "$WORK/agent1.out"
 
 say "The agent tries again with its own copy of wget; this time the reviewer says no"
-belay run -- wget -q -O - http://127.0.0.1:8080/ >"$WORK/agent2.out" 2>&1 &
+belay run --uid 65534 --gid 65534 -- wget -q -O - http://127.0.0.1:8080/ >"$WORK/agent2.out" 2>&1 &
 AGENT2=$!
 id=$(next_request)
 run belay approve "$id" --reason "exec of wget"
