@@ -228,7 +228,10 @@ pub mod counter {
     pub const UNPAUSABLE_DENIED: u32 = 4;
     /// Actions decided by the fail verdict because the daemon's heartbeat was stale.
     pub const FAIL_MODE: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Forks of watched processes refused (EAGAIN) because `WATCHED` was nearly full:
+    /// the child could not have been watched.
+    pub const FORK_REFUSED: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);

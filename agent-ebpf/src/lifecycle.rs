@@ -1,9 +1,57 @@
 //! Watched status follows processes: children inherit it, and it ends with the process.
+use agent_common::counter;
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{lsm, raw_tracepoint},
+    programs::{LsmContext, RawTracePointContext},
 };
 
-use crate::{PAUSED, WATCHED, is_watched, offsets};
+use crate::{PAUSED, WATCHED, count, is_watched, offsets};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const EAGAIN: i32 = 11;
+/// Keys that are never thread-group ids (pid_max is at most 2^22), used to probe for
+/// free room in `WATCHED`.
+const PROBES: [u32; 4] = [u32::MAX, u32::MAX - 1, u32::MAX - 2, u32::MAX - 3];
+
+/// True when `WATCHED` has room for a few more entries. Inserting a new key into a full
+/// hash map fails, so try the probe keys and take them out again; a margin of four
+/// covers forks racing on other CPUs between this check and the fork tracepoint.
+#[inline(always)]
+fn watched_has_room() -> bool {
+    let mut room = true;
+    for k in PROBES {
+        if WATCHED.insert(k, 0, 0).is_err() {
+            room = false;
+        }
+    }
+    for k in PROBES {
+        let _ = WATCHED.remove(k);
+    }
+    room
+}
+
+// int task_alloc(struct task_struct *task, unsigned long clone_flags), then the previous
+// return value. A watched process may only fork while its child can be watched too: the
+// fork tracepoint cannot refuse a fork, so a full map would let children escape.
+#[lsm(hook = "task_alloc")]
+pub fn task_alloc(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(2);
+    if prev != 0 {
+        return prev;
+    }
+    let clone_flags: u64 = ctx.arg(1);
+    if clone_flags & CLONE_THREAD != 0 {
+        // A thread shares its process's entry.
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_watched(tgid) || watched_has_room() {
+        return 0;
+    }
+    count(counter::FORK_REFUSED);
+    -EAGAIN
+}
 
 #[inline(always)]
 fn read_u32(base: *const u8, off: u32) -> Option<u32> {

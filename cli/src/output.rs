@@ -90,6 +90,7 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
             println!("verdicts applied   {}", status.kernel.verdicts_applied);
             println!("denied unpausable  {}", status.kernel.unpausable_denied);
             println!("fail mode applied  {}", status.kernel.fail_mode);
+            println!("forks refused      {}", status.kernel.fork_refused);
             println!("dropped events     {}", status.kernel.dropped_events);
             println!("signal failures    {}", status.kernel.signal_failed);
             println!("undecodable events {}", status.kernel.undecodable_events);

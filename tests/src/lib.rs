@@ -77,6 +77,13 @@ impl Actor {
         Ok(())
     }
 
+    /// The next line the actor prints.
+    pub fn read_line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
+
     /// What the process wrote on stderr (after it exited).
     pub fn stderr(&mut self) -> String {
         let mut err = String::new();

@@ -394,3 +394,49 @@ async fn ipv4_mapped_ipv6_connect_is_seen_as_the_ipv4_it_reaches() {
     );
     assert!(no_connection_yet(&l));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watched_process_cannot_fork_children_that_would_go_unwatched() {
+    const CAPACITY: u32 = 12;
+    let pins = PinDir::new();
+    let loaded = Loaded::load_with(&pins.0, Some(CAPACITY)).expect("load with a small map");
+    let (enforcer, _events) =
+        Enforcer::start(loaded, Duration::from_secs(30), FailMode::Deny).unwrap();
+    let mut actor = Actor::spawn(&["fork-many", "20"]).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+    let mut children = Vec::new();
+    let summary = loop {
+        let line = actor.read_line().unwrap();
+        match line.strip_prefix("child ") {
+            Some(pid) => children.push(pid.parse::<u32>().unwrap()),
+            None => break line,
+        }
+    };
+    let refused = 20 - children.len() as u32;
+    assert_eq!(
+        summary,
+        format!(
+            "fork-many ok {} refused {refused} errno {}",
+            children.len(),
+            libc::EAGAIN
+        )
+    );
+    assert!(refused > 0, "some forks were refused: {summary}");
+    assert!(
+        children.len() as u32 + 1 <= CAPACITY,
+        "never more than the map holds"
+    );
+    for child in &children {
+        assert!(
+            enforcer.is_watched(*child).await.unwrap(),
+            "child {child} is watched"
+        );
+    }
+    assert_eq!(
+        enforcer.counters().await.unwrap().fork_refused,
+        u64::from(refused)
+    );
+    actor.go().unwrap();
+    assert!(actor.finish(LONG).unwrap().1.success());
+}

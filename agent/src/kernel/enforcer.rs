@@ -97,6 +97,8 @@ pub struct Counters {
     pub unpausable_denied: u64,
     /// Actions decided by the fail mode while the daemon's heartbeat was stale.
     pub fail_mode: u64,
+    /// Forks of watched processes refused because no more processes could be watched.
+    pub fork_refused: u64,
     /// Events the daemon could not decode (their tasks were denied).
     pub undecodable_events: u64,
 }
@@ -422,6 +424,7 @@ impl Owner {
             verdicts_applied: sum(counter::VERDICTS_APPLIED)?,
             unpausable_denied: sum(counter::UNPAUSABLE_DENIED)?,
             fail_mode: sum(counter::FAIL_MODE)?,
+            fork_refused: sum(counter::FORK_REFUSED)?,
             undecodable_events: self.undecodable,
         })
     }

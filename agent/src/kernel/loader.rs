@@ -133,6 +133,12 @@ impl Loaded {
     /// Loads the programs with this kernel's struct offsets, attaches every hook, and
     /// pins maps and links in `pin_dir` (on a bpf filesystem), reusing maps found there.
     pub fn load(pin_dir: &Path) -> Result<Self, LoadError> {
+        Self::load_with(pin_dir, None)
+    }
+
+    /// [`Loaded::load`], with room for `watched_capacity` watched processes instead of
+    /// the built-in 16,384 (only when the pinned maps are created, not when reused).
+    pub fn load_with(pin_dir: &Path, watched_capacity: Option<u32>) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
@@ -145,14 +151,23 @@ impl Loaded {
             path: pin_dir.to_owned(),
             source,
         })?;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("OFFSETS", &offsets, true)
-            .default_map_pin_directory(pin_dir)
-            .load(OBJECT)?;
+            .default_map_pin_directory(pin_dir);
+        if let Some(n) = watched_capacity {
+            loader.map_max_entries("WATCHED", n);
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         let aya_btf = AyaBtf::from_sys_fs()?;
         let mut links = Vec::new();
         // LSM programs are named after their hooks.
-        for name in ["bprm_check_security", "socket_connect", "socket_sendmsg"] {
+        for name in [
+            "bprm_check_security",
+            "socket_connect",
+            "socket_sendmsg",
+            "task_alloc",
+        ] {
             let err = |source| LoadError::Program { name, source };
             let prog: &mut Lsm = program(&mut ebpf, name)?;
             prog.load(name, &aya_btf).map_err(err)?;

@@ -13,6 +13,17 @@ use std::{
     process::ExitCode,
 };
 
+fn sockaddr_in(v4: std::net::SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
 fn errno_exit(what: &str, e: &std::io::Error) -> ExitCode {
     let errno = e.raw_os_error().unwrap_or(-1);
     println!("{what} err {errno}");
@@ -53,14 +64,7 @@ fn uring_connect(addr: &str, worker: bool) -> ExitCode {
     if fd < 0 {
         return errno_exit("socket", &std::io::Error::last_os_error());
     }
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(v4.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
+    let sa = sockaddr_in(v4);
     let mut ring = match IoUring::new(8) {
         Ok(r) => r,
         Err(e) => return errno_exit("io_uring_setup", &e),
@@ -130,14 +134,7 @@ fn tfo(addr: &str) -> ExitCode {
     };
     // SAFETY: plain socket(2).
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(v4.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
+    let sa = sockaddr_in(v4);
     // SAFETY: valid fd, buffer and address for the duration of the call.
     let n = unsafe {
         libc::sendto(
@@ -188,12 +185,55 @@ fn stop_loop(n: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Forks `n` children that wait; prints `child <pid>` for each, then
+/// `fork-many ok <forked> refused <refused> errno <last errno>`, waits for a line on stdin
+/// and kills them.
+fn fork_many(n: &str) -> ExitCode {
+    let Ok(n) = n.parse::<u32>() else {
+        println!("usage: fork-many N");
+        return ExitCode::from(2);
+    };
+    let (mut children, mut refused, mut errno) = (Vec::new(), 0, 0);
+    for _ in 0..n {
+        // SAFETY: the child only waits for its signal.
+        match unsafe { libc::fork() } {
+            0 => loop {
+                // SAFETY: plain pause(2).
+                unsafe { libc::pause() };
+            },
+            -1 => {
+                refused += 1;
+                errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+            }
+            child => {
+                println!("child {child}");
+                children.push(child);
+            }
+        }
+    }
+    println!(
+        "fork-many ok {} refused {refused} errno {errno}",
+        children.len()
+    );
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    for c in children {
+        // SAFETY: our own children.
+        unsafe {
+            libc::kill(c, libc::SIGKILL);
+            libc::waitpid(c, std::ptr::null_mut(), 0);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         eprintln!(
             "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | \
-             udp-send ADDR | tfo ADDR | connect-loop ADDR N | stop-loop N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
+             udp-send ADDR | tfo ADDR | connect-loop ADDR N | stop-loop N | fork-many N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
         );
         return ExitCode::from(2);
     }
@@ -207,6 +247,7 @@ fn main() -> ExitCode {
         ("udp-send", [addr]) => udp_send(addr),
         ("connect-loop", [addr, n]) => connect_loop(addr, n),
         ("stop-loop", [n]) => stop_loop(n),
+        ("fork-many", [n]) => fork_many(n),
         ("tfo", [addr]) => tfo(addr),
         ("uring-connect", [addr]) => uring_connect(addr, false),
         ("uring-connect-worker", [addr]) => uring_connect(addr, true),
