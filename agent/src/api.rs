@@ -51,6 +51,9 @@ pub enum ActionView {
     Exec {
         /// The path as passed to execve (the kernel's copy).
         path: String,
+        /// The file that will run, when a path to it could be confirmed by inode and
+        /// device (resolves `/proc/self/exe`, relative paths, container roots).
+        file: Option<String>,
         /// Read from the stopped process's memory: for the reviewer's eyes, not part of
         /// the verdict key (the process cannot change it while stopped, but another
         /// process sharing its memory could).

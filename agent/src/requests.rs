@@ -65,8 +65,9 @@ impl RequestBook {
         let id = self.next_id;
         let now = SystemTime::now();
         let action = match &ev.action {
-            Action::Exec { path, .. } => ActionView::Exec {
+            Action::Exec { path, ino, dev } => ActionView::Exec {
                 path: path.clone(),
+                file: crate::task::exec_file(ev.tgid, path, *ino, *dev),
                 argv,
             },
             Action::Connect { addr, transport } => ActionView::Connect {

@@ -27,6 +27,38 @@ pub fn context(tgid: u32) -> TaskContext {
     TaskContext { ppid, cwd }
 }
 
+/// A kernel `dev_t` (`MKDEV`: major in the top 12 bits, minor in the low 20) as
+/// userspace's `st_dev` encodes it.
+pub fn kernel_dev_to_user(dev: u32) -> u64 {
+    let (major, minor) = (u64::from(dev >> 20), u64::from(dev & 0xf_ffff));
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+/// The file an exec will run, as a path in the process's own view, when the path can be
+/// confirmed to name that very file (inode and device from the kernel). `path` is what
+/// the process passed: `/proc/self/exe`, a relative path or one inside a container
+/// would otherwise tell a reviewer little or mislead.
+pub fn exec_file(tgid: u32, path: &str, ino: u64, dev: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (probe, shown) = if let Some(rest) = path.strip_prefix("/proc/self/") {
+        let probe = format!("/proc/{tgid}/{rest}");
+        let shown =
+            fs::read_link(&probe).map_or_else(|_| path.to_owned(), |t| t.display().to_string());
+        (probe, shown)
+    } else if path.starts_with('/') {
+        // Through the process's root: right inside containers and chroots.
+        (format!("/proc/{tgid}/root{path}"), path.to_owned())
+    } else {
+        let cwd = fs::read_link(format!("/proc/{tgid}/cwd")).ok()?;
+        (
+            format!("/proc/{tgid}/cwd/{path}"),
+            cwd.join(path).display().to_string(),
+        )
+    };
+    let md = fs::metadata(&probe).ok()?;
+    (md.ino() == ino && md.dev() == kernel_dev_to_user(dev)).then_some(shown)
+}
+
 /// `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
 fn parse_stat_ppid(stat: &str) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -102,6 +134,50 @@ fn read_c_string(pid: Pid, addr: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user_to_kernel_dev(dev: u64) -> u32 {
+        let major = ((dev >> 8) & 0xfff) as u32;
+        let minor = ((dev & 0xff) | ((dev >> 12) & !0xff)) as u32;
+        (major << 20) | minor
+    }
+
+    #[test]
+    fn kernel_dev_numbers_convert_to_st_dev() {
+        assert_eq!(kernel_dev_to_user((8 << 20) | 1), 0x801);
+        // A minor above 255 splits across the encoding.
+        assert_eq!(
+            kernel_dev_to_user((259 << 20) | 300),
+            (300 & 0xff) | (259 << 8) | (256 << 12)
+        );
+    }
+
+    #[test]
+    fn exec_file_names_the_file_the_kernel_identified() {
+        use std::os::unix::fs::MetadataExt as _;
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        let md = fs::metadata(&exe).unwrap();
+        let dev = user_to_kernel_dev(md.dev());
+        assert_eq!(
+            exec_file(me, "/proc/self/exe", md.ino(), dev),
+            Some(exe.display().to_string()),
+            "/proc/self/exe is shown as the file it is"
+        );
+        assert_eq!(
+            exec_file(me, exe.to_str().unwrap(), md.ino(), dev),
+            Some(exe.display().to_string())
+        );
+        // Relative to the process's cwd (cargo runs tests in the crate directory).
+        let rel = fs::metadata("Cargo.toml").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            exec_file(me, "Cargo.toml", rel.ino(), user_to_kernel_dev(rel.dev())),
+            Some(cwd.join("Cargo.toml").display().to_string())
+        );
+        // A path that names another file than the kernel's is not confirmed.
+        assert_eq!(exec_file(me, "Cargo.toml", md.ino(), dev), None);
+        assert_eq!(exec_file(me, "/nonexistent", md.ino(), dev), None);
+    }
 
     #[test]
     fn ppid_survives_odd_comm() {

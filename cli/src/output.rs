@@ -5,10 +5,16 @@ use crate::Output;
 
 fn action(a: &ActionView) -> String {
     match a {
-        ActionView::Exec { path, argv } => match argv {
-            Some(argv) => format!("exec {path} {:?}", argv),
-            None => format!("exec {path}"),
-        },
+        ActionView::Exec { path, file, argv } => {
+            let what = match file {
+                Some(file) if file != path => format!("{file} (as {path})"),
+                _ => path.clone(),
+            };
+            match argv {
+                Some(argv) => format!("exec {what} {argv:?}"),
+                None => format!("exec {what}"),
+            }
+        }
         ActionView::Connect {
             address,
             port,

@@ -158,6 +158,11 @@ fn belay_run_holds_exec_and_connect_until_decided_by_the_cli() {
     let req = agent.one_pending();
     assert_eq!(req["action"]["kind"], "exec");
     assert_eq!(req["action"]["path"], actor_bin.as_str());
+    assert_eq!(
+        req["action"]["file"],
+        actor_bin.as_str(),
+        "confirmed by inode"
+    );
     assert_eq!(req["action"]["argv"][1], "connect");
     assert_eq!(req["tgid"], actor.pid);
     let id = req["id"].as_u64().unwrap().to_string();
