@@ -18,6 +18,7 @@ use crate::{
     api::{ApiRequest, ApiResponse, MAX_REQUEST_BYTES, StatusView},
     authz,
     kernel::{Action, Enforcer, EnforcerError, FailMode, Loaded, PauseEvent, Verdict},
+    metrics::{Ended, Metrics},
     requests::{Outcome, Pending, RequestBook},
     task,
 };
@@ -40,6 +41,8 @@ pub struct Config {
     pub fail_mode: FailMode,
     /// Members of this group may decide besides root.
     pub decider_gid: Option<u32>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone)]
@@ -47,6 +50,7 @@ struct Shared {
     enforcer: Enforcer,
     book: Arc<Mutex<RequestBook>>,
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -60,6 +64,14 @@ impl Shared {
 
     async fn end(&self, p: Pending, outcome: Outcome) {
         let id = p.view.id;
+        let ended = match outcome {
+            Outcome::Decided(Verdict::Allow) => Ended::Allowed,
+            Outcome::Decided(Verdict::Deny) => Ended::Denied,
+            Outcome::Decided(Verdict::Kill) => Ended::Killed,
+            Outcome::Expired(_) => Ended::Expired,
+            Outcome::Cancelled => Ended::Cancelled,
+        };
+        self.metrics.ended(ended, p.opened.elapsed());
         let verdict = match outcome {
             Outcome::Decided(v) | Outcome::Expired(v) => v,
             Outcome::Cancelled => {
@@ -102,8 +114,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let shared = Shared {
         enforcer,
         book: Arc::new(Mutex::new(RequestBook::default())),
+        metrics: Arc::new(Metrics::default()),
         config: Arc::new(config),
     };
+    if let Some(addr) = shared.config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener on {addr}"))?;
+        info!(%addr, "serving Prometheus metrics on /metrics");
+        let s = shared.clone();
+        tokio::spawn(crate::metrics::serve(listener, move || {
+            let s = s.clone();
+            async move {
+                let kernel = s.enforcer.counters().await.unwrap_or_default();
+                let pending = s.book().len();
+                s.metrics.render(pending, &kernel)
+            }
+        }));
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tokio::pin!(shutdown);
     loop {

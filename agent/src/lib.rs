@@ -5,5 +5,6 @@ pub mod authz;
 pub mod btf;
 pub mod daemon;
 pub mod kernel;
+pub mod metrics;
 pub mod requests;
 pub mod task;

@@ -91,6 +91,9 @@ struct Args {
     /// decides a request of a process running under their own uid.
     #[arg(long, env = "BELAY_DECIDER_GID", value_name = "GID")]
     decider_gid: Option<u32>,
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9464.
+    #[arg(long, env = "BELAY_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Watch this process (and its future children) from the start. Repeatable.
     #[arg(long = "watch-pid", value_name = "PID")]
     watch_pids: Vec<u32>,
@@ -120,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         watch_pids: args.watch_pids,
         pin_dir: args.pin_dir,
         decider_gid: args.decider_gid,
+        metrics_listen: args.metrics_listen,
         stale_after: Duration::from_secs(args.stale_after),
         fail_mode: match args.fail_mode {
             FailModeArg::Deny => FailMode::Deny,

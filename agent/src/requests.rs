@@ -19,6 +19,8 @@ pub struct Pending {
     pub view: RequestView,
     pub key: VerdictKey,
     pub deadline: Instant,
+    /// When the request was opened (for the pause-duration metric).
+    pub opened: Instant,
 }
 
 /// How a request ended.
@@ -98,6 +100,7 @@ impl RequestBook {
             view,
             key: ev.key,
             deadline: Instant::now() + timeout,
+            opened: Instant::now(),
         })
     }
 

@@ -20,6 +20,7 @@ const AGENT_UID: u32 = 1000;
 struct Agent {
     child: Child,
     socket: PathBuf,
+    metrics: std::net::SocketAddr,
     pins: PinDir,
     _dir: tempfile::TempDir,
 }
@@ -39,9 +40,16 @@ impl Agent {
         )
         .unwrap();
         let socket = dir.path().join("agent.sock");
+        // A free port for this daemon's metrics.
+        let metrics = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let mut child = Command::new(binary("belay-agent").unwrap())
             .arg("--socket")
             .arg(&socket)
+            .arg("--metrics-listen")
+            .arg(metrics.to_string())
             .arg("--pin-dir")
             .arg(&pins.0)
             .args(extra)
@@ -58,6 +66,7 @@ impl Agent {
         Self {
             child,
             socket,
+            metrics,
             pins,
             _dir: dir,
         }
@@ -196,6 +205,30 @@ fn belay_run_holds_exec_and_connect_until_decided_by_the_cli() {
     let v: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["status"]["decided"], 2);
     assert_eq!(v["status"]["kernel"]["dropped_events"], 0);
+
+    // The same, as Prometheus sees it.
+    let metrics = scrape(agent.metrics);
+    for line in [
+        "belay_requests_total{outcome=\"allowed\"} 1",
+        "belay_requests_total{outcome=\"denied\"} 1",
+        "belay_requests_pending 0",
+        "belay_kernel_paused_total 2",
+        "belay_kernel_dropped_events_total 0",
+        "belay_pause_seconds_count 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line:?} in\n{metrics}");
+    }
+}
+
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: belay\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
 }
 
 #[test]
