@@ -441,3 +441,31 @@ async fn a_watched_process_cannot_fork_children_that_would_go_unwatched() {
     actor.go().unwrap();
     assert!(actor.finish(LONG).unwrap().1.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verdicts_left_by_a_dead_process_are_swept() {
+    let (enforcer, mut events, _pins) = start().await;
+    let (_l, addr) = listener();
+    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+    let ev = next_event(&mut events).await;
+    assert_held(&mut actor);
+    // A verdict the process never consumes: it is for another action.
+    let mut other = ev.key;
+    other.action_hash ^= 1;
+    enforcer.resolve(other, Verdict::Allow).await.unwrap();
+    next_event(&mut events).await;
+    assert_eq!(enforcer.pending_verdicts().await.unwrap(), 1);
+    actor.child.kill().unwrap();
+    actor.child.wait().unwrap();
+    let mut left = 1;
+    for _ in 0..100 {
+        left = enforcer.pending_verdicts().await.unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the dead process's verdict was removed");
+}

@@ -55,6 +55,8 @@ pub enum FailMode {
 
 /// How often the owner task writes the heartbeat.
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+/// How often verdicts of processes that are gone are removed.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 fn monotonic_ns() -> u64 {
     // CLOCK_MONOTONIC is the clock of bpf_ktime_get_ns.
@@ -257,6 +259,7 @@ impl Owner {
     ) {
         debug!(fd = events.get_ref().as_raw_fd(), "enforcer started");
         let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
                 _ = beat.tick(), if self.beating => {
@@ -264,6 +267,7 @@ impl Owner {
                         error!(error = %e, "writing the heartbeat failed");
                     }
                 }
+                _ = sweep.tick() => self.sweep_verdicts(),
                 ready = events.readable_mut() => {
                     let mut guard = match ready {
                         Ok(g) => g,
@@ -292,6 +296,25 @@ impl Owner {
                     Some(cmd) => self.handle(cmd),
                 },
             }
+        }
+    }
+
+    /// Removes verdicts whose process is gone: one killed between our SIGCONT and its
+    /// restart never consumed its verdict, and a later process reusing the pid must not
+    /// find it.
+    fn sweep_verdicts(&mut self) {
+        let dead: Vec<VerdictKey> = self
+            .verdicts
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !std::path::Path::new(&format!("/proc/{}", k.tgid)).exists())
+            .collect();
+        for key in dead {
+            debug!(
+                tgid = key.tgid,
+                "removing the verdict of a process that is gone"
+            );
+            let _ = self.verdicts.remove(&key);
         }
     }
 
