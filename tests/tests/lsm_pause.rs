@@ -30,6 +30,20 @@ async fn next_event(events: &mut UnboundedReceiver<PauseEvent>) -> PauseEvent {
         .expect("event channel open")
 }
 
+/// Starts `belay-actor ARGS` watched, lets it act, and returns it with the first event
+/// its action causes.
+async fn watched(
+    enforcer: &Enforcer,
+    events: &mut UnboundedReceiver<PauseEvent>,
+    args: &[&str],
+) -> (Actor, PauseEvent) {
+    let mut actor = Actor::spawn(args).unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+    actor.go().unwrap();
+    let ev = next_event(events).await;
+    (actor, ev)
+}
+
 /// The task is stopped in the kernel and stays stopped: the action has not happened.
 fn assert_held(actor: &mut Actor) {
     assert!(
@@ -61,11 +75,7 @@ fn no_connection_yet(l: &TcpListener) -> bool {
 async fn connect_is_held_until_allowed_then_completes() {
     let (enforcer, mut events, _pins) = start().await;
     let (l, addr) = listener();
-    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
-    enforcer.watch(actor.pid).await.unwrap();
-    actor.go().unwrap();
-
-    let ev = next_event(&mut events).await;
+    let (mut actor, ev) = watched(&enforcer, &mut events, &["connect", &addr]).await;
     assert_eq!(ev.tgid, actor.pid);
     assert_eq!(
         ev.action,
@@ -94,10 +104,7 @@ async fn connect_is_held_until_allowed_then_completes() {
 async fn connect_denied_fails_with_eperm() {
     let (enforcer, mut events, _pins) = start().await;
     let (l, addr) = listener();
-    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
-    enforcer.watch(actor.pid).await.unwrap();
-    actor.go().unwrap();
-    let ev = next_event(&mut events).await;
+    let (mut actor, ev) = watched(&enforcer, &mut events, &["connect", &addr]).await;
     assert_held(&mut actor);
     enforcer.resolve(ev.key, Verdict::Deny).await.unwrap();
     let (out, status) = actor.finish(LONG).unwrap();
@@ -113,10 +120,7 @@ async fn connect_denied_fails_with_eperm() {
 async fn kill_verdict_ends_the_paused_process() {
     let (enforcer, mut events, _pins) = start().await;
     let (l, addr) = listener();
-    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
-    enforcer.watch(actor.pid).await.unwrap();
-    actor.go().unwrap();
-    let ev = next_event(&mut events).await;
+    let (mut actor, ev) = watched(&enforcer, &mut events, &["connect", &addr]).await;
     assert_held(&mut actor);
     enforcer.resolve(ev.key, Verdict::Kill).await.unwrap();
     let (out, status) = actor.finish(LONG).unwrap();
@@ -128,11 +132,12 @@ async fn kill_verdict_ends_the_paused_process() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_is_held_with_argv_intact_then_runs_when_allowed() {
     let (enforcer, mut events, _pins) = start().await;
-    let mut actor = Actor::spawn(&["exec", "/bin/echo", "hello belay", "two"]).unwrap();
-    enforcer.watch(actor.pid).await.unwrap();
-    actor.go().unwrap();
-
-    let ev = next_event(&mut events).await;
+    let (mut actor, ev) = watched(
+        &enforcer,
+        &mut events,
+        &["exec", "/bin/echo", "hello belay", "two"],
+    )
+    .await;
     assert_eq!(ev.tgid, actor.pid);
     let Action::Exec { path, ino, .. } = &ev.action else {
         panic!("expected an exec event, got {ev:?}");
@@ -164,10 +169,12 @@ async fn exec_is_held_with_argv_intact_then_runs_when_allowed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_denied_fails_with_eperm() {
     let (enforcer, mut events, _pins) = start().await;
-    let mut actor = Actor::spawn(&["exec", "/bin/echo", "must not print"]).unwrap();
-    enforcer.watch(actor.pid).await.unwrap();
-    actor.go().unwrap();
-    let ev = next_event(&mut events).await;
+    let (mut actor, ev) = watched(
+        &enforcer,
+        &mut events,
+        &["exec", "/bin/echo", "must not print"],
+    )
+    .await;
     assert_held(&mut actor);
     enforcer.resolve(ev.key, Verdict::Deny).await.unwrap();
     let (out, status) = actor.finish(LONG).unwrap();
@@ -200,10 +207,7 @@ async fn unwatched_process_is_never_paused() {
 async fn forked_child_inherits_the_watch() {
     let (enforcer, mut events, _pins) = start().await;
     let (_l, addr) = listener();
-    let mut actor = Actor::spawn(&["fork-connect", &addr]).unwrap();
-    enforcer.watch(actor.pid).await.unwrap();
-    actor.go().unwrap();
-    let ev = next_event(&mut events).await;
+    let (mut actor, ev) = watched(&enforcer, &mut events, &["fork-connect", &addr]).await;
     assert_ne!(ev.tgid, actor.pid, "the connect came from the child");
     assert!(
         wait_until(LONG, || task::state(ev.tgid) == Some('T')),
@@ -219,10 +223,7 @@ async fn forked_child_inherits_the_watch() {
 async fn a_verdict_is_one_shot_and_bound_to_the_action() {
     let (enforcer, mut events, _pins) = start().await;
     let (l, addr) = listener();
-    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
-    enforcer.watch(actor.pid).await.unwrap();
-    actor.go().unwrap();
-    let ev = next_event(&mut events).await;
+    let (mut actor, ev) = watched(&enforcer, &mut events, &["connect", &addr]).await;
     assert_held(&mut actor);
     // A verdict for another destination does not release this one: the task is resumed,
     // finds no verdict for its own action, and is paused again.
@@ -303,10 +304,7 @@ async fn hold_and_decide(
     verdict: Verdict,
 ) -> (String, Option<i32>) {
     let (enforcer, mut events, _pins) = start().await;
-    let mut actor = Actor::spawn(&[mode, target]).unwrap();
-    enforcer.watch(actor.pid).await.unwrap();
-    actor.go().unwrap();
-    let ev = next_event(&mut events).await;
+    let (mut actor, ev) = watched(&enforcer, &mut events, &[mode, target]).await;
     assert!(ev.is_pause());
     assert_eq!(ev.action, expect);
     assert_held(&mut actor);
@@ -446,10 +444,7 @@ async fn a_watched_process_cannot_fork_children_that_would_go_unwatched() {
 async fn verdicts_left_by_a_dead_process_are_swept() {
     let (enforcer, mut events, _pins) = start().await;
     let (_l, addr) = listener();
-    let mut actor = Actor::spawn(&["connect", &addr]).unwrap();
-    enforcer.watch(actor.pid).await.unwrap();
-    actor.go().unwrap();
-    let ev = next_event(&mut events).await;
+    let (mut actor, ev) = watched(&enforcer, &mut events, &["connect", &addr]).await;
     assert_held(&mut actor);
     // A verdict the process never consumes: it is for another action.
     let mut other = ev.key;

@@ -110,7 +110,7 @@ type Reply<T> = oneshot::Sender<Result<T, EnforcerError>>;
 enum Command {
     Watch(u32, Reply<()>),
     Unwatch(u32, Reply<()>),
-    IsWatched(u32, oneshot::Sender<bool>),
+    IsWatched(u32, Reply<bool>),
     Resolve(VerdictKey, Verdict, Reply<()>),
     Counters(Reply<Counters>),
     /// Verdicts written but not yet consumed by a restarted hook.
@@ -206,12 +206,7 @@ impl Enforcer {
     }
 
     pub async fn is_watched(&self, tgid: u32) -> Result<bool, EnforcerError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::IsWatched(tgid, reply))
-            .await
-            .map_err(|_| EnforcerError::Stopped)?;
-        rx.await.map_err(|_| EnforcerError::Stopped)
+        self.call(|r| Command::IsWatched(tgid, r)).await
     }
 
     /// Ends a pause: writes the verdict for exactly this action and resumes the task, or
@@ -390,7 +385,7 @@ impl Owner {
                 let _ = r.send(res);
             }
             Command::IsWatched(tgid, r) => {
-                let _ = r.send(self.watched.get(&tgid, 0).is_ok());
+                let _ = r.send(Ok(self.watched.get(&tgid, 0).is_ok()));
             }
             Command::Resolve(key, v, r) => {
                 let _ = r.send(self.resolve(key, v));
