@@ -109,8 +109,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .await
             .with_context(|| format!("watching pid {pid}"))?;
     }
-    let listener = bind(&config.socket)?;
-    info!(socket = %config.socket.display(), "belay-agent ready");
     let shared = Shared {
         enforcer,
         book: Arc::new(Mutex::new(RequestBook::default())),
@@ -132,6 +130,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         }));
     }
+    // Ready only once every listener is up.
+    let listener = bind(&shared.config.socket)?;
+    info!(socket = %shared.config.socket.display(), "belay-agent ready");
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tokio::pin!(shutdown);
     loop {
