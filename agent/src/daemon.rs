@@ -64,36 +64,37 @@ impl Shared {
 
     async fn end(&self, p: Pending, outcome: Outcome) {
         let id = p.view.id;
-        let ended = match outcome {
-            Outcome::Decided(Verdict::Allow) => Ended::Allowed,
-            Outcome::Decided(Verdict::Deny) => Ended::Denied,
-            Outcome::Decided(Verdict::Kill) => Ended::Killed,
-            Outcome::Expired(_) => Ended::Expired,
-            Outcome::Cancelled => Ended::Cancelled,
-        };
-        self.metrics.ended(ended, p.opened.elapsed());
-        let verdict = match outcome {
-            Outcome::Decided(v) | Outcome::Expired(v) => v,
+        let (verdict, ended) = match outcome {
+            Outcome::Decided(v @ Verdict::Allow) => (v, Ended::Allowed),
+            Outcome::Decided(v @ Verdict::Deny) => (v, Ended::Denied),
+            Outcome::Decided(v @ Verdict::Kill) => (v, Ended::Killed),
+            Outcome::Expired(v) => (v, Ended::Expired),
             Outcome::Cancelled => {
-                info!(
-                    request = id,
-                    tgid = p.view.tgid,
-                    "request cancelled: process gone"
-                );
+                self.cancelled(&p);
                 return;
             }
         };
         match self.enforcer.resolve(p.key, verdict).await {
-            Ok(()) => info!(request = id, tgid = p.view.tgid, %verdict, ?outcome, "request ended"),
-            Err(EnforcerError::Gone(_)) => {
-                info!(
-                    request = id,
-                    tgid = p.view.tgid,
-                    "request cancelled: process gone"
-                );
+            Ok(()) => {
+                self.metrics.ended(ended, p.opened.elapsed());
+                info!(request = id, tgid = p.view.tgid, %verdict, ?outcome, "request ended");
             }
-            Err(e) => error!(request = id, error = %e, "applying the verdict failed"),
+            // Gone before the verdict could reach it: counted as cancelled, not as the verdict.
+            Err(EnforcerError::Gone(_)) => self.cancelled(&p),
+            Err(e) => {
+                self.metrics.ended(ended, p.opened.elapsed());
+                error!(request = id, error = %e, "applying the verdict failed");
+            }
         }
+    }
+
+    fn cancelled(&self, p: &Pending) {
+        self.metrics.ended(Ended::Cancelled, p.opened.elapsed());
+        info!(
+            request = p.view.id,
+            tgid = p.view.tgid,
+            "request cancelled: process gone"
+        );
     }
 }
 
