@@ -51,6 +51,86 @@ pub mod flags {
     /// The daemon's heartbeat is stale (it died or hangs): the configured fail verdict
     /// was applied instead of a pause that nobody would resolve.
     pub const DAEMON_STALE: u32 = 1 << 3;
+    /// Denied in the kernel by a policy rule compiled into the rule maps.
+    pub const POLICY_DENY: u32 = 1 << 4;
+    /// Denied and the process killed in the kernel by a policy rule.
+    pub const POLICY_KILL: u32 = 1 << 5;
+    /// Allowed in the kernel by a policy rule whose action is `audit`: reported only.
+    pub const POLICY_AUDIT: u32 = 1 << 6;
+}
+
+/// What a policy rule compiled into the kernel's maps does with a watched process's
+/// action ([`SubjectConf`], [`EgressRule`], the `EXEC_RULES` map values).
+///
+/// [`ASK`](rule_action::ASK) is zero so that anything missing or zeroed falls back to
+/// the slow, safe path: pause, and let the daemon evaluate the whole policy.
+pub mod rule_action {
+    pub const ASK: u32 = 0;
+    pub const ALLOW: u32 = 1;
+    pub const DENY: u32 = 2;
+    pub const KILL: u32 = 3;
+    /// Allow, and report the action to the daemon.
+    pub const AUDIT: u32 = 4;
+}
+
+/// Most egress rules the kernel walks for one subject; rules past this many are left to
+/// the daemon (the subject's `egress_miss` becomes [`rule_action::ASK`]).
+pub const EGRESS_RULES_PER_SUBJECT: u32 = 64;
+/// Size of the `EGRESS_RULES` array: two generations (the one in force and the one
+/// being written on a reload) of this many rules.
+pub const EGRESS_RULES_MAX: u32 = 2048;
+
+/// One subject's in-kernel policy, in the `SUBJECTS` map keyed by subject id (the value
+/// of its processes' entries in `WATCHED`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubjectConf {
+    /// [`rule_action`] for an exec whose file has no entry in `EXEC_RULES`.
+    pub exec_miss: u32,
+    /// [`rule_action`] for a destination no egress rule matches.
+    pub egress_miss: u32,
+    /// This subject's rules are `EGRESS_RULES[egress_first..egress_first + egress_len]`,
+    /// walked in order; the first that matches decides.
+    pub egress_first: u32,
+    pub egress_len: u32,
+}
+
+/// Key of the `EXEC_RULES` map: an executable file (as the kernel identifies the file
+/// it is about to run), for one subject.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExecRuleKey {
+    pub subject: u32,
+    /// `super_block::s_dev` (the kernel's encoding, `major << 20 | minor`).
+    pub dev: u32,
+    pub ino: u64,
+}
+
+/// Key of the `WATCH_EXE` map: running this file makes a process watched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExeKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// One egress rule as the kernel matches it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressRule {
+    /// IPv6, or IPv4 as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), network order.
+    pub addr: [u8; 16],
+    /// Leading bits of `addr` that must match, 0..=128 (IPv4 /n is 96 + n).
+    pub prefix_len: u8,
+    /// 0 for any, else the socket type ([`sock_type`]).
+    pub proto: u8,
+    pub _pad: u16,
+    /// Inclusive port range, host order; 0..=65535 for any.
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// [`rule_action`].
+    pub action: u32,
 }
 
 /// The daemon's liveness, in the `DAEMON` array at index 0. The daemon rewrites it
@@ -123,7 +203,8 @@ pub struct RawEvent {
     /// Exec: inode number and device of the file the kernel is about to run.
     pub ino: u64,
     pub dev: u32,
-    pub _pad2: u32,
+    /// Id of the subject the process is watched as (its `WATCHED` value).
+    pub subject: u32,
     /// Connect: IPv4 in the first 4 bytes, or IPv6, network byte order.
     pub addr: [u8; 16],
     pub comm: [u8; COMM_LEN],
@@ -147,7 +228,7 @@ impl RawEvent {
             _pad: 0,
             ino: 0,
             dev: 0,
-            _pad2: 0,
+            subject: 0,
             addr: [0; 16],
             comm: [0; COMM_LEN],
             path: [0; PATH_LEN],
@@ -238,6 +319,25 @@ const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<DaemonState>() == 24);
+const _: () = assert!(core::mem::size_of::<SubjectConf>() == 16);
+const _: () = assert!(core::mem::size_of::<ExecRuleKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ExeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<EgressRule>() == 28);
+
+/// FNV-1a, 32 bit, of a subject's name: its id in the kernel's maps. Stable across
+/// reloads and daemon restarts, so pinned `WATCHED` entries keep meaning the same
+/// subject. 0 is never produced for a real name (the policy loader refuses it), and
+/// means "watched, subject unknown".
+pub const fn subject_id(name: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < name.len() {
+        hash ^= name[i] as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    hash
+}
 
 /// FNV-1a, 64 bit. Used on both sides so tests can recompute a key; it only has to
 /// separate actions of one process, not resist an adversary who controls both inputs
@@ -267,4 +367,12 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DaemonState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SubjectConf {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecRuleKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EgressRule {}
 }

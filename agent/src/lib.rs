@@ -3,8 +3,11 @@
 pub mod api;
 pub mod authz;
 pub mod btf;
+pub mod context;
 pub mod daemon;
+pub mod dns;
 pub mod kernel;
 pub mod metrics;
+pub mod policy;
 pub mod requests;
 pub mod task;

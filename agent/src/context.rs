@@ -1,0 +1,1 @@
+//! Placeholder: request context (being written).

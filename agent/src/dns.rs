@@ -1,0 +1,1 @@
+//! Placeholder: DNS answers (being written).
