@@ -62,6 +62,8 @@ pub struct PauseEvent {
     pub uid: u32,
     pub gid: u32,
     pub comm: String,
+    /// The subject (policy) the process is watched as; 0 when unknown.
+    pub subject: u32,
     pub action: Action,
     /// Where the verdict for exactly this action goes.
     pub key: VerdictKey,
@@ -76,6 +78,20 @@ impl PauseEvent {
         self.flags == 0
     }
 
+    /// The policy action the kernel applied itself (`deny`, `kill` or `audit`), if this
+    /// is a report of one.
+    pub fn policy_action(&self) -> Option<&'static str> {
+        if self.flags & flags::POLICY_KILL != 0 {
+            Some("kill")
+        } else if self.flags & flags::POLICY_DENY != 0 {
+            Some("deny")
+        } else if self.flags & flags::POLICY_AUDIT != 0 {
+            Some("audit")
+        } else {
+            None
+        }
+    }
+
     /// Why the kernel denied without pausing, in words.
     pub fn unpausable_reasons(&self) -> std::vec::Vec<&'static str> {
         [
@@ -84,6 +100,10 @@ impl PauseEvent {
             (
                 flags::NOT_RESTARTABLE,
                 "not a restartable syscall (e.g. io_uring)",
+            ),
+            (
+                flags::DAEMON_STALE,
+                "no daemon heartbeat: the fail mode decided",
             ),
         ]
         .into_iter()
@@ -136,6 +156,7 @@ impl TryFrom<&RawEvent> for PauseEvent {
             uid: raw.uid,
             gid: raw.gid,
             comm: c_string(&raw.comm),
+            subject: raw.subject,
             flags: raw.flags,
             action,
             key: VerdictKey {
@@ -273,6 +294,17 @@ mod tests {
         assert_eq!(
             ev.unpausable_reasons(),
             ["ptraced", "not a restartable syscall (e.g. io_uring)"]
+        );
+        assert_eq!(ev.policy_action(), None);
+        raw.flags = flags::POLICY_KILL;
+        raw.subject = 77;
+        let ev = PauseEvent::try_from(&raw).unwrap();
+        assert!(!ev.is_pause());
+        assert_eq!((ev.policy_action(), ev.subject), (Some("kill"), 77));
+        raw.flags = flags::POLICY_AUDIT;
+        assert_eq!(
+            PauseEvent::try_from(&raw).unwrap().policy_action(),
+            Some("audit")
         );
     }
 

@@ -22,6 +22,28 @@ pub mod kind {
     /// `sendto`/`sendmsg`/`sendmmsg` with a destination address (UDP datagrams, TCP Fast
     /// Open).
     pub const SEND: u32 = 3;
+    /// Not an action: a DNS answer a watched process received ([`DnsEvent`]).
+    pub const DNS: u32 = 4;
+}
+
+/// Bytes of a DNS answer's UDP payload kept in a [`DnsEvent`] (the classic DNS size).
+pub const DNS_CAPTURE: usize = 512;
+
+/// A DNS answer (UDP from port 53) received by a watched process, so the daemon can tell
+/// reviewers which hostname an address was looked up as. Shares the `EVENTS` ring buffer
+/// with [`RawEvent`] (`kind` first in both): the answer is read before any connect that
+/// follows it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DnsEvent {
+    /// [`kind::DNS`].
+    pub kind: u32,
+    pub tgid: u32,
+    /// Bytes of `data` that hold the message.
+    pub len: u32,
+    /// Length of the whole message (more than `len` when it was cut).
+    pub wire_len: u32,
+    pub data: [u8; DNS_CAPTURE],
 }
 
 /// `socket::type` values shown to reviewers.
@@ -270,6 +292,17 @@ pub struct KernelOffsets {
     pub socket_type: u32,
     /// `socket::state`
     pub socket_state: u32,
+    /// `sk_buff::head`
+    pub skb_head: u32,
+    /// `sk_buff::data`
+    pub skb_data: u32,
+    /// `sk_buff::len`
+    pub skb_len: u32,
+    /// `sk_buff::data_len`
+    pub skb_data_len: u32,
+    /// `sk_buff::transport_header`
+    pub skb_transport_header: u32,
+    pub _pad: u32,
 }
 
 impl KernelOffsets {
@@ -289,6 +322,12 @@ impl KernelOffsets {
             task_ptrace: 0,
             socket_type: 0,
             socket_state: 0,
+            skb_head: 0,
+            skb_data: 0,
+            skb_len: 0,
+            skb_data_len: 0,
+            skb_transport_header: 0,
+            _pad: 0,
         }
     }
 }
@@ -312,12 +351,21 @@ pub mod counter {
     /// Forks of watched processes refused (EAGAIN) because `WATCHED` was nearly full:
     /// the child could not have been watched.
     pub const FORK_REFUSED: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// Actions of watched processes decided by policy rules in the kernel, without a
+    /// pause.
+    pub const POLICY_DECIDED: u32 = 7;
+    /// A process that should have become watched (a watched parent's child, or a match
+    /// of a subject's uid, executable or cgroup) could not be added to `WATCHED`.
+    pub const WATCH_FAILED: u32 = 8;
+    /// DNS answers to watched processes not passed on (ring buffer full).
+    pub const DNS_DROPPED: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<DnsEvent>() == 528);
 const _: () = assert!(core::mem::size_of::<DaemonState>() == 24);
 const _: () = assert!(core::mem::size_of::<SubjectConf>() == 16);
 const _: () = assert!(core::mem::size_of::<ExecRuleKey>() == 16);
@@ -375,4 +423,6 @@ mod pod {
     unsafe impl aya::Pod for super::ExeKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EgressRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DnsEvent {}
 }

@@ -3,7 +3,7 @@
 use agent_common::{FNV_OFFSET, family, fnv1a, kind};
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 
-use crate::{gate, offsets, pause};
+use crate::{gate, offsets, pause, policy};
 
 /// `SS_CONNECTED` of `enum socket_state`.
 const SS_CONNECTED: u32 = 3;
@@ -13,29 +13,31 @@ const SOCK_STREAM: u16 = 1;
 // the previous program's return value.
 #[lsm(hook = "socket_connect")]
 pub fn socket_connect(ctx: LsmContext) -> i32 {
-    if let Some(ret) = gate(ctx.arg(3)) {
-        return ret;
-    }
+    let subject = match gate(ctx.arg(3)) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
     let sock: *const u8 = ctx.arg(0);
     let sa: *const u8 = ctx.arg(1);
     let len: i32 = ctx.arg(2);
-    hold_destination(kind::CONNECT, sock, sa, len).unwrap_or(0)
+    hold_destination(kind::CONNECT, subject, sock, sa, len).unwrap_or(0)
 }
 
 // int socket_sendmsg(struct socket *sock, struct msghdr *msg, int size), then the
 // previous program's return value.
 #[lsm(hook = "socket_sendmsg")]
 pub fn socket_sendmsg(ctx: LsmContext) -> i32 {
-    if let Some(ret) = gate(ctx.arg(3)) {
-        return ret;
-    }
+    let subject = match gate(ctx.arg(3)) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
     let sock: *const u8 = ctx.arg(0);
     let msg: *const u8 = ctx.arg(1);
-    try_sendmsg(sock, msg).unwrap_or(0)
+    try_sendmsg(subject, sock, msg).unwrap_or(0)
 }
 
 #[inline(always)]
-fn try_sendmsg(sock: *const u8, msg: *const u8) -> Option<i32> {
+fn try_sendmsg(subject: u32, sock: *const u8, msg: *const u8) -> Option<i32> {
     // msg_name and msg_namelen lead struct msghdr; msg_name points at the kernel's copy
     // of the address (move_addr_to_kernel / copy_msghdr_from_user).
     // SAFETY: reading kernel memory through the helper.
@@ -57,18 +59,24 @@ fn try_sendmsg(sock: *const u8, msg: *const u8) -> Option<i32> {
     if ty == SOCK_STREAM && state == SS_CONNECTED {
         return None;
     }
-    hold_destination(kind::SEND, sock, name, len)
+    hold_destination(kind::SEND, subject, sock, name, len)
 }
 
 #[inline(always)]
-fn hold_destination(kind: u32, sock: *const u8, sa: *const u8, len: i32) -> Option<i32> {
+fn hold_destination(
+    kind: u32,
+    subject: u32,
+    sock: *const u8,
+    sa: *const u8,
+    len: i32,
+) -> Option<i32> {
     // The address is the kernel's copy, so what is checked here is what the protocol
     // will use.
     // SAFETY: reading kernel memory through the helper.
     let fam: u16 = unsafe { bpf_probe_read_kernel(sa.cast::<u16>()) }.ok()?;
     // SAFETY: as above; sin_port / sin6_port sit at offset 2 in both families.
     let port_be: u16 = unsafe { bpf_probe_read_kernel(sa.add(2).cast::<u16>()) }.ok()?;
-    let ev = pause::scratch_event(kind)?;
+    let ev = pause::scratch_event(kind, subject)?;
     match fam {
         // A short address fails in the protocol with EINVAL; nothing to hold.
         family::INET if len >= 16 => {
@@ -96,5 +104,6 @@ fn hold_destination(kind: u32, sock: *const u8, sa: *const u8, len: i32) -> Opti
     h = fnv1a(h, &port_be.to_ne_bytes());
     h = fnv1a(h, &ev.addr);
     ev.action_hash = h;
-    Some(pause::hold(ev))
+    let action = policy::egress_action(subject, fam, &ev.addr, ev.port, ev.sock_type);
+    Some(pause::hold(ev, action))
 }

@@ -7,28 +7,28 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 
-use crate::{gate, offsets, pause};
+use crate::{gate, offsets, pause, policy};
 
 // int bprm_check_security(struct linux_binprm *bprm), then the previous return value.
 #[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
-    if let Some(ret) = gate(ctx.arg(1)) {
-        return ret;
+    match gate(ctx.arg(1)) {
+        Ok(subject) => try_exec(&ctx, subject).unwrap_or(0),
+        Err(ret) => ret,
     }
-    try_exec(&ctx).unwrap_or(0)
 }
 
 #[inline(always)]
-fn read_ptr(base: *const u8, off: u32) -> Option<*const u8> {
+pub fn read_ptr(base: *const u8, off: u32) -> Option<*const u8> {
     // SAFETY: reading kernel memory through the helper.
     unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<*const u8>()) }.ok()
 }
 
 #[inline(always)]
-fn try_exec(ctx: &LsmContext) -> Option<i32> {
+fn try_exec(ctx: &LsmContext, subject: u32) -> Option<i32> {
     let off = offsets();
     let bprm: *const u8 = ctx.arg(0);
-    let ev = pause::scratch_event(kind::EXEC)?;
+    let ev = pause::scratch_event(kind::EXEC, subject)?;
 
     let filename = read_ptr(bprm, off.bprm_filename)?;
     ev.path[0] = 0;
@@ -58,5 +58,8 @@ fn try_exec(ctx: &LsmContext) -> Option<i32> {
     h = fnv1a(h, &ev.ino.to_ne_bytes());
     h = fnv1a(h, &ev.dev.to_ne_bytes());
     ev.action_hash = h;
-    Some(pause::hold(ev))
+    Some(pause::hold(
+        ev,
+        policy::exec_action(subject, ev.dev, ev.ino),
+    ))
 }

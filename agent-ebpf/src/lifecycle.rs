@@ -1,12 +1,20 @@
 //! Watched status follows processes: children inherit it, and it ends with the process.
-use agent_common::counter;
+use agent_common::{ExeKey, counter};
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
+        generated::bpf_get_current_ancestor_cgroup_id,
+    },
     macros::{lsm, raw_tracepoint},
     programs::{LsmContext, RawTracePointContext},
 };
 
-use crate::{PAUSED, WATCHED, count, is_watched, offsets};
+use crate::{
+    PAUSED, WATCH_CGROUP, WATCH_EXE, WATCH_UID, WATCHED, count, exec::read_ptr, is_watched, offsets,
+};
+
+/// Deepest cgroup level checked against `WATCH_CGROUP` (pods sit at about 4 to 6).
+const MAX_CGROUP_DEPTH: i32 = 12;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const EAGAIN: i32 = 11;
@@ -73,8 +81,73 @@ pub fn on_fork(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     // A new thread shares its process's entry; only a new process needs one.
-    if cpid == ctgid && ctgid != ptgid && is_watched(ptgid) {
-        let _ = WATCHED.insert(ctgid, 0, 0);
+    if cpid != ctgid || ctgid == ptgid {
+        return 0;
+    }
+    // SAFETY: the value is copied out at once.
+    if let Some(&subject) = unsafe { WATCHED.get(ptgid) }
+        && WATCHED.insert(ctgid, subject, 0).is_err()
+    {
+        count(counter::WATCH_FAILED);
+    }
+    0
+}
+
+/// The subject a process that just exec'd becomes watched as, if any: by its uid, the
+/// file it now runs, or a cgroup it is in (innermost first).
+#[inline(always)]
+fn watch_match(bprm: *const u8) -> Option<u32> {
+    let uid = bpf_get_current_uid_gid() as u32;
+    // SAFETY: values are copied out at once.
+    if let Some(&subject) = unsafe { WATCH_UID.get(uid) } {
+        return Some(subject);
+    }
+    let off = offsets();
+    if let Some(file) = read_ptr(bprm, off.bprm_file)
+        && let Some(inode) = read_ptr(file, off.file_inode)
+        && let Some(sb) = read_ptr(inode, off.inode_sb)
+    {
+        // SAFETY: reading kernel memory through the helper.
+        let ino = unsafe { bpf_probe_read_kernel(inode.add(off.inode_ino as usize).cast::<u64>()) };
+        // SAFETY: as above.
+        let dev = unsafe { bpf_probe_read_kernel(sb.add(off.sb_dev as usize).cast::<u32>()) };
+        if let (Ok(ino), Ok(dev)) = (ino, dev) {
+            let key = ExeKey { dev, _pad: 0, ino };
+            // SAFETY: as above.
+            if let Some(&subject) = unsafe { WATCH_EXE.get(key) } {
+                return Some(subject);
+            }
+        }
+    }
+    let mut level = MAX_CGROUP_DEPTH;
+    while level > 0 {
+        // SAFETY: plain helper call; 0 means the process is not that deep.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id != 0 {
+            // SAFETY: as above.
+            if let Some(&subject) = unsafe { WATCH_CGROUP.get(id) } {
+                return Some(subject);
+            }
+        }
+        level -= 1;
+    }
+    None
+}
+
+// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm):
+// the exec has happened, so the uid, file and cgroup are the ones the process now runs
+// with. A process that is already watched stays as it is.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn on_exec(ctx: RawTracePointContext) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_watched(tgid) {
+        return 0;
+    }
+    let bprm: *const u8 = ctx.arg(2);
+    if let Some(subject) = watch_match(bprm)
+        && WATCHED.insert(tgid, subject, 0).is_err()
+    {
+        count(counter::WATCH_FAILED);
     }
     0
 }

@@ -9,11 +9,16 @@
 #![no_main]
 
 mod connect;
+mod dns;
 mod exec;
 mod lifecycle;
 mod pause;
+mod policy;
 
-use agent_common::{DaemonState, KernelOffsets, RawEvent, VerdictKey, counter};
+use agent_common::{
+    DaemonState, EGRESS_RULES_MAX, EgressRule, ExeKey, ExecRuleKey, KernelOffsets, RawEvent,
+    SubjectConf, VerdictKey, counter,
+};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -33,9 +38,38 @@ fn offsets() -> KernelOffsets {
 // Maps that carry state across a daemon restart are pinned (by name, in the daemon's pin
 // directory): who is watched, verdicts in flight, tasks stopped now, and the heartbeat.
 
-/// Thread-group ids of watched processes. The value is reserved for flags.
+/// Thread-group ids of watched processes, with the id of the subject (policy) each is
+/// watched as; 0 when the subject is unknown (everything pauses).
 #[map]
 static WATCHED: HashMap<u32, u32> = HashMap::pinned(16_384, 0);
+
+// Policy compiled by the daemon: what the kernel decides without a pause, and which
+// processes become watched on exec. Pinned with the rest, so programs attached by an
+// earlier daemon and those of the next share them.
+
+/// Per-subject defaults and where its egress rules are, by subject id.
+#[map]
+static SUBJECTS: HashMap<u32, SubjectConf> = HashMap::pinned(1_024, 0);
+
+/// Executables with an in-kernel decision, per subject; the value is a `rule_action`.
+#[map]
+static EXEC_RULES: HashMap<ExecRuleKey, u32> = HashMap::pinned(16_384, 0);
+
+/// Egress rules, walked in order per subject (see `SubjectConf`).
+#[map]
+static EGRESS_RULES: Array<EgressRule> = Array::pinned(EGRESS_RULES_MAX, 0);
+
+/// Processes running as these uids become watched (as the value's subject) on exec.
+#[map]
+static WATCH_UID: HashMap<u32, u32> = HashMap::pinned(1_024, 0);
+
+/// Processes that exec these files become watched.
+#[map]
+static WATCH_EXE: HashMap<ExeKey, u32> = HashMap::pinned(1_024, 0);
+
+/// Processes that exec inside these cgroups (v2 ids, whole subtrees) become watched.
+#[map]
+static WATCH_CGROUP: HashMap<u64, u32> = HashMap::pinned(4_096, 0);
 
 /// One-shot verdicts written by the daemon, consumed by the restarted hook.
 #[map]
@@ -71,15 +105,19 @@ fn count(index: u32) {
 }
 
 /// The start every LSM hook shares: an earlier LSM's denial stands, and an unwatched
-/// process pays this one map lookup. `Some` is the hook's answer; `None` means the
-/// current process is watched and the action needs a closer look.
+/// process pays this one map lookup. `Err` is the hook's answer; `Ok` is the subject the
+/// current process is watched as, whose action needs a closer look.
 #[inline(always)]
-fn gate(prev: i32) -> Option<i32> {
+fn gate(prev: i32) -> Result<u32, i32> {
     if prev != 0 {
-        return Some(prev);
+        return Err(prev);
     }
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    if is_watched(tgid) { None } else { Some(0) }
+    // SAFETY: the value is copied out at once.
+    match unsafe { WATCHED.get(tgid) } {
+        Some(&subject) => Ok(subject),
+        None => Err(0),
+    }
 }
 
 #[inline(always)]

@@ -1,10 +1,13 @@
 //! The pause protocol shared by every hook.
-use agent_common::{PF_IO_WORKER, RawEvent, VerdictKey, counter, flags, syscall, verdict};
+use agent_common::{
+    PF_IO_WORKER, RawEvent, VerdictKey, counter, flags, rule_action, syscall, verdict,
+};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
     generated::{
-        bpf_get_current_task, bpf_get_current_task_btf, bpf_send_signal_thread, bpf_task_pt_regs,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_send_signal, bpf_send_signal_thread,
+        bpf_task_pt_regs,
     },
 };
 
@@ -14,6 +17,7 @@ use crate::{DAEMON, EVENTS, PAUSED, SCRATCH, VERDICTS, count, offsets};
 const PT_REGS_ORIG_AX: usize = 120;
 
 const SIGSTOP: u32 = 19;
+const SIGKILL: u32 = 9;
 const EPERM: i32 = 1;
 /// The kernel restarts the syscall after the stop ends; the verifier accepts it as an
 /// LSM return value.
@@ -21,7 +25,7 @@ const ERESTARTNOINTR: i32 = 513;
 
 /// A zeroed scratch event for the current task, with identity fields filled in.
 #[inline(always)]
-pub fn scratch_event(kind: u32) -> Option<&'static mut RawEvent> {
+pub fn scratch_event(kind: u32, subject: u32) -> Option<&'static mut RawEvent> {
     let ev = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU slot, used only for the duration of this program run.
     let ev = unsafe { &mut *ev };
@@ -39,15 +43,42 @@ pub fn scratch_event(kind: u32) -> Option<&'static mut RawEvent> {
     ev.sock_type = 0;
     ev.ino = 0;
     ev.dev = 0;
+    ev.subject = subject;
     ev.addr = [0; 16];
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     Some(ev)
 }
 
-/// Decides a watched task's action: apply a verdict left for exactly this action, or
-/// stop the task and tell the daemon. Returns the LSM return value.
+/// Decides a watched task's action: apply what policy settles in the kernel (`action`,
+/// a `rule_action`), or a verdict left for exactly this action, or stop the task and
+/// tell the daemon. Returns the LSM return value.
 #[inline(always)]
-pub fn hold(ev: &RawEvent) -> i32 {
+pub fn hold(ev: &mut RawEvent, action: u32) -> i32 {
+    match action {
+        rule_action::ALLOW => {
+            count(counter::POLICY_DECIDED);
+            return 0;
+        }
+        rule_action::AUDIT => {
+            count(counter::POLICY_DECIDED);
+            report(ev, flags::POLICY_AUDIT);
+            return 0;
+        }
+        rule_action::DENY => {
+            count(counter::POLICY_DECIDED);
+            report(ev, flags::POLICY_DENY);
+            return -EPERM;
+        }
+        rule_action::KILL => {
+            count(counter::POLICY_DECIDED);
+            // SAFETY: plain helper call; the whole process is killed, as a reviewer's
+            // kill would. The call still fails in case the signal is not yet delivered.
+            unsafe { bpf_send_signal(SIGKILL) };
+            report(ev, flags::POLICY_KILL);
+            return -EPERM;
+        }
+        _ => {}
+    }
     let key = VerdictKey {
         tgid: ev.tgid,
         kind: ev.kind,
@@ -105,12 +136,12 @@ pub fn hold(ev: &RawEvent) -> i32 {
 
 /// Tells the daemon about an action decided without a pause. Decided either way.
 #[inline(always)]
-fn report(ev: &RawEvent, why: u32) {
+fn report(ev: &mut RawEvent, why: u32) {
+    // Flags are set in the scratch event itself: a copy would not fit the stack.
+    ev.flags = why;
     match EVENTS.reserve::<RawEvent>(0) {
         Some(mut entry) => {
-            let mut report = *ev;
-            report.flags = why;
-            entry.write(report);
+            entry.write(*ev);
             entry.submit(0);
         }
         None => count(counter::DROPPED_EVENTS),

@@ -9,7 +9,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::{Counters, Verdict};
+use crate::{
+    context::ProcessContext,
+    kernel::{Counters, Verdict},
+    reload::PolicyStatus,
+};
 
 pub const DEFAULT_SOCKET: &str = "/run/belay/agent.sock";
 /// Longest request line the daemon reads; anything longer is refused.
@@ -18,8 +22,13 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ApiRequest {
-    /// Watch the calling process (its tgid as the kernel reports it on the socket).
-    Enroll,
+    /// Watch the calling process (its tgid as the kernel reports it on the socket) as a
+    /// policy subject: the one named, or the policy's only subject that accepts
+    /// enrollment.
+    Enroll {
+        #[serde(default)]
+        subject: Option<String>,
+    },
     Pending,
     Show {
         id: u64,
@@ -36,12 +45,27 @@ pub enum ApiRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ApiResponse {
-    Enrolled { tgid: u32 },
-    Requests { requests: Vec<RequestView> },
-    Request { request: RequestView },
-    Decided { id: u64, verdict: Verdict },
-    Status { status: StatusView },
-    Error { message: String },
+    Enrolled {
+        tgid: u32,
+        #[serde(default)]
+        subject: String,
+    },
+    Requests {
+        requests: Vec<RequestView>,
+    },
+    Request {
+        request: RequestView,
+    },
+    Decided {
+        id: u64,
+        verdict: Verdict,
+    },
+    Status {
+        status: StatusView,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// What the paused process was about to do.
@@ -64,12 +88,18 @@ pub enum ActionView {
         port: u16,
         /// `tcp`, `udp`, or `socket-type-N`.
         protocol: String,
+        /// Names the process itself looked this address up as (from the DNS answers it
+        /// received), newest lookups included.
+        #[serde(default)]
+        hostnames: Vec<String>,
     },
     /// A datagram (or TCP Fast Open data) sent to a named destination.
     Send {
         address: String,
         port: u16,
         protocol: String,
+        #[serde(default)]
+        hostnames: Vec<String>,
     },
 }
 
@@ -86,6 +116,17 @@ pub struct RequestView {
     pub created_unix_ms: u64,
     pub deadline_unix_ms: u64,
     pub default_verdict: Verdict,
+    /// The policy subject the process is watched as, and who owns that agent.
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The rule that asked for a person; None when it is the subject's default.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Host, ancestry, user, cgroup and container of the process.
+    #[serde(default)]
+    pub context: ProcessContext,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +134,12 @@ pub struct StatusView {
     pub version: String,
     pub pending: usize,
     pub decided: u64,
+    /// Processes watched now.
+    #[serde(default)]
+    pub watched: usize,
     pub kernel: Counters,
+    #[serde(default)]
+    pub policy: PolicyStatus,
 }
 
 #[derive(Debug, thiserror::Error)]

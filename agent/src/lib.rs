@@ -9,5 +9,7 @@ pub mod dns;
 pub mod kernel;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod requests;
 pub mod task;
+pub mod watch;

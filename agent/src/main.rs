@@ -43,10 +43,18 @@ impl From<VerdictArg> for Verdict {
 /// agents) in the kernel until a person decides.
 ///
 /// Needs root and a kernel with BPF LSM active (`bpf` in /sys/kernel/security/lsm).
-/// Processes are watched when they enroll (`belay run -- CMD`) or are named with
-/// --watch-pid; their children inherit it. Each paused exec or connect becomes a
-/// request: decide it with `belay approve|deny|kill ID`, or its deadline applies the
-/// default verdict.
+///
+/// The policy file (--policy, YAML; see deploy/policy/example.yaml) names the agents
+/// ("subjects": by cgroup, executable, uid, or enrollment with `belay run -- CMD`) and
+/// what each may run and reach. Rules the kernel can check (exact executables, CIDRs
+/// and ports) are decided in the kernel without a pause; the rest pauses the process
+/// and the daemon decides, or asks a person. Without --policy, every enrolled process's
+/// every exec and connection asks a person. The file is reloaded on SIGHUP and when it
+/// changes; a file with errors is refused (file:line: problem) and the policy in force
+/// stays. Check a file without starting the daemon: `belay-agent --check-policy FILE`.
+///
+/// Each request is decided with `belay approve|deny|kill ID`, or its deadline applies
+/// the default verdict. Children of watched processes are watched too.
 ///
 /// If the daemon dies, the hooks stay attached and apply --fail-mode after
 /// --stale-after seconds; a restarted daemon picks up the processes still paused.
@@ -54,10 +62,18 @@ impl From<VerdictArg> for Verdict {
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
+    /// Policy file (YAML). Without it, the built-in policy asks a person for everything
+    /// an enrolled process does, with --decide-timeout and --default-verdict.
+    #[arg(long, env = "BELAY_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Check a policy file and exit: prints what it defines, or its errors (exit 1).
+    #[arg(long, value_name = "FILE", conflicts_with = "policy")]
+    check_policy: Option<PathBuf>,
     /// Unix socket of the local API (used by `belay`).
     #[arg(long, env = "BELAY_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Seconds a request waits for a decision before its default verdict applies.
+    /// Seconds a request waits for a decision before its default verdict applies (the
+    /// policy's `deadline` settings take precedence).
     #[arg(long, env = "BELAY_DECIDE_TIMEOUT", default_value_t = 300)]
     decide_timeout: u64,
     /// Verdict when a request's deadline passes.
@@ -84,7 +100,8 @@ struct Args {
     /// and apply --fail-mode (the daemon died or hangs).
     #[arg(long, env = "BELAY_STALE_AFTER", default_value_t = 5)]
     stale_after: u64,
-    /// What watched processes' actions get while the daemon is down.
+    /// What watched processes' actions get while the daemon is down (the policy's
+    /// `fail_mode` takes precedence).
     #[arg(long, env = "BELAY_FAIL_MODE", value_enum, default_value = "deny")]
     fail_mode: FailModeArg,
     /// Members of this group (numeric gid) may decide requests, besides root. Nobody
@@ -105,6 +122,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.check_policy {
+        return check_policy(path);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("BELAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
@@ -117,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = daemon::Config {
         socket: args.socket,
+        policy: args.policy,
         decide_timeout: Duration::from_secs(args.decide_timeout),
         default_verdict: args.default_verdict.into(),
         shutdown_verdict: args.shutdown_verdict.into(),
@@ -139,4 +160,35 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     daemon::run(config, shutdown).await
+}
+
+fn check_policy(path: &std::path::Path) -> anyhow::Result<()> {
+    use belay_agent::policy::{HostResolver, Policy, compile};
+    let policy = match Policy::load(path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let tables = compile(&policy, &HostResolver);
+    println!("{}: ok", path.display());
+    for s in &policy.subjects {
+        println!(
+            "  subject {} (owner {}): {} exec rules, {} egress rules",
+            s.name,
+            s.owner,
+            s.exec.len(),
+            s.egress.len()
+        );
+    }
+    println!(
+        "  in the kernel: {} executables, {} egress rules",
+        tables.exec.len(),
+        tables.egress.len()
+    );
+    for w in &tables.warnings {
+        println!("  warning: {w}");
+    }
+    Ok(())
 }

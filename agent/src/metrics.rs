@@ -11,7 +11,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::kernel::Counters;
+use crate::kernel::{Counters, Verdict};
 
 /// Upper bounds (seconds) of the pause-duration histogram: from an automatic decision
 /// to a person answering within the default 5-minute deadline.
@@ -27,6 +27,23 @@ pub enum Ended {
     Expired,
     /// The process went away while paused.
     Cancelled,
+}
+
+impl From<Verdict> for Ended {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Allow => Self::Allowed,
+            Verdict::Deny => Self::Denied,
+            Verdict::Kill => Self::Killed,
+        }
+    }
+}
+
+/// Policy actions, as the `action` label.
+const ACTIONS: [&str; 5] = ["allow", "deny", "ask", "kill", "audit"];
+
+fn action_index(action: &str) -> usize {
+    ACTIONS.iter().position(|a| *a == action).unwrap_or(2)
 }
 
 impl Ended {
@@ -45,6 +62,12 @@ pub struct Metrics {
     pause_buckets: [AtomicU64; PAUSE_BUCKETS.len()],
     pause_count: AtomicU64,
     pause_sum_micros: AtomicU64,
+    /// Pauses the daemon settled by a policy rule, by action.
+    daemon_policy: [AtomicU64; 5],
+    /// Kernel decisions reported to the daemon (deny, kill, audit), by action.
+    kernel_policy: [AtomicU64; 5],
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -61,6 +84,23 @@ impl Metrics {
         self.pause_count.fetch_add(1, Relaxed);
         self.pause_sum_micros
             .fetch_add(paused.as_micros() as u64, Relaxed);
+    }
+
+    pub fn policy_decided(&self, action: &str) {
+        self.daemon_policy[action_index(action)].fetch_add(1, Relaxed);
+    }
+
+    pub fn kernel_policy_reported(&self, action: &str) {
+        self.kernel_policy[action_index(action)].fetch_add(1, Relaxed);
+    }
+
+    pub fn policy_reloaded(&self, ok: bool) {
+        if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        }
+        .fetch_add(1, Relaxed);
     }
 
     /// The text exposition format, version 0.0.4.
@@ -108,6 +148,21 @@ impl Metrics {
             kernel.fork_refused,
         );
         counter(
+            "belay_kernel_policy_decided_total",
+            "Actions of watched processes decided by policy in the kernel, without a pause.",
+            kernel.policy_decided,
+        );
+        counter(
+            "belay_kernel_watch_failed_total",
+            "Processes that should have become watched but did not fit the map.",
+            kernel.watch_failed,
+        );
+        counter(
+            "belay_kernel_dns_dropped_total",
+            "DNS answers to watched processes that could not be passed on.",
+            kernel.dns_dropped,
+        );
+        counter(
             "belay_undecodable_events_total",
             "Kernel events the daemon could not decode (their tasks were denied).",
             kernel.undecodable_events,
@@ -128,6 +183,32 @@ impl Metrics {
                 n.load(Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP belay_policy_decisions_total Actions settled by a policy rule, by where and action.\n\
+             # TYPE belay_policy_decisions_total counter"
+        );
+        for (place, values) in [
+            ("daemon", &self.daemon_policy),
+            ("kernel", &self.kernel_policy),
+        ] {
+            for (label, n) in ACTIONS.iter().zip(values) {
+                let _ = writeln!(
+                    out,
+                    "belay_policy_decisions_total{{where=\"{place}\",action=\"{label}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP belay_policy_reloads_total Policy reloads, by result.\n\
+             # TYPE belay_policy_reloads_total counter\n\
+             belay_policy_reloads_total{{result=\"ok\"}} {}\n\
+             belay_policy_reloads_total{{result=\"failed\"}} {}",
+            self.reloads_ok.load(Relaxed),
+            self.reloads_failed.load(Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP belay_pause_seconds How long requests kept their process paused.\n\
@@ -195,6 +276,9 @@ mod tests {
         m.ended(Ended::Allowed, Duration::from_millis(5));
         m.ended(Ended::Denied, Duration::from_secs(2));
         m.ended(Ended::Denied, Duration::from_secs(1000));
+        m.policy_decided("deny");
+        m.kernel_policy_reported("audit");
+        m.policy_reloaded(false);
         let text = m.render(
             3,
             &Counters {
@@ -214,6 +298,11 @@ mod tests {
             "belay_pause_seconds_bucket{le=\"900\"} 2",
             "belay_pause_seconds_bucket{le=\"+Inf\"} 3",
             "belay_pause_seconds_count 3",
+            "belay_policy_decisions_total{where=\"daemon\",action=\"deny\"} 1",
+            "belay_policy_decisions_total{where=\"daemon\",action=\"allow\"} 0",
+            "belay_policy_decisions_total{where=\"kernel\",action=\"audit\"} 1",
+            "belay_policy_reloads_total{result=\"failed\"} 1",
+            "belay_policy_reloads_total{result=\"ok\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

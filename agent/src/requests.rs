@@ -9,9 +9,42 @@ use agent_common::VerdictKey;
 
 use crate::{
     api::{ActionView, RequestView},
+    context::ProcessContext,
     kernel::{Action, PauseEvent, Transport, Verdict},
-    task::TaskContext,
 };
+
+/// Everything the daemon learned about a paused action besides the kernel's event.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub context: ProcessContext,
+    /// Exec: argv read from the stopped process.
+    pub argv: Option<Vec<String>>,
+    /// Exec: the file that will run, confirmed by inode and device.
+    pub file: Option<String>,
+    /// Egress: names the process looked the address up as.
+    pub hostnames: Vec<String>,
+    /// Subject name and owner.
+    pub subject: Option<(String, String)>,
+    pub rule: Option<String>,
+    pub timeout: Duration,
+    pub default_verdict: Verdict,
+}
+
+impl RequestInfo {
+    /// A request with nothing known but its deadline and default verdict.
+    pub fn bare(timeout: Duration, default_verdict: Verdict) -> Self {
+        Self {
+            context: ProcessContext::default(),
+            argv: None,
+            file: None,
+            hostnames: Vec::new(),
+            subject: None,
+            rule: None,
+            timeout,
+            default_verdict,
+        }
+    }
+}
 
 /// A request still waiting for its verdict.
 #[derive(Debug, Clone)]
@@ -55,46 +88,55 @@ fn unix_ms(t: SystemTime) -> u64 {
 
 impl RequestBook {
     /// Opens a request for a paused task and returns its id.
-    pub fn open(
-        &mut self,
-        ev: &PauseEvent,
-        ctx: TaskContext,
-        argv: Option<Vec<String>>,
-        timeout: Duration,
-        default_verdict: Verdict,
-    ) -> &Pending {
+    pub fn open(&mut self, ev: &PauseEvent, info: RequestInfo) -> &Pending {
+        let RequestInfo {
+            context,
+            argv,
+            file,
+            hostnames,
+            subject,
+            rule,
+            timeout,
+            default_verdict,
+        } = info;
         self.next_id += 1;
         let id = self.next_id;
         let now = SystemTime::now();
         let action = match &ev.action {
-            Action::Exec { path, ino, dev } => ActionView::Exec {
+            Action::Exec { path, .. } => ActionView::Exec {
                 path: path.clone(),
-                file: crate::task::exec_file(ev.tgid, path, *ino, *dev),
+                file,
                 argv,
             },
             Action::Connect { addr, transport } => ActionView::Connect {
                 address: addr.ip().to_string(),
                 port: addr.port(),
                 protocol: protocol(*transport),
+                hostnames,
             },
             Action::Send { addr, transport } => ActionView::Send {
                 address: addr.ip().to_string(),
                 port: addr.port(),
                 protocol: protocol(*transport),
+                hostnames,
             },
         };
         let view = RequestView {
             id,
             tgid: ev.tgid,
             pid: ev.pid,
-            ppid: ctx.ppid,
+            ppid: context.ppid,
             uid: ev.uid,
             comm: ev.comm.clone(),
-            cwd: ctx.cwd,
+            cwd: context.cwd.clone(),
             action,
             created_unix_ms: unix_ms(now),
             deadline_unix_ms: unix_ms(now + timeout),
             default_verdict,
+            owner: subject.as_ref().map(|(_, o)| o.clone()),
+            subject: subject.map(|(s, _)| s),
+            rule,
+            context,
         };
         self.pending.entry(id).or_insert(Pending {
             view,
@@ -172,6 +214,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             comm: "agent".into(),
+            subject: 0,
             flags: 0,
             action: Action::Connect {
                 addr: "10.0.0.1:443".parse().unwrap(),
@@ -188,19 +231,18 @@ mod tests {
     #[test]
     fn ids_are_unique_and_a_request_closes_once() {
         let mut book = RequestBook::default();
-        let ctx = TaskContext::default();
         let a = book
             .open(
                 &event(1),
-                ctx.clone(),
-                None,
-                Duration::from_secs(60),
-                Verdict::Deny,
+                RequestInfo::bare(Duration::from_secs(60), Verdict::Deny),
             )
             .view
             .id;
         let b = book
-            .open(&event(2), ctx, None, Duration::from_secs(60), Verdict::Deny)
+            .open(
+                &event(2),
+                RequestInfo::bare(Duration::from_secs(60), Verdict::Deny),
+            )
             .view
             .id;
         assert_ne!(a, b);
@@ -214,6 +256,7 @@ mod tests {
                 address: "10.0.0.1".into(),
                 port: 443,
                 protocol: "tcp".into(),
+                hostnames: vec![],
             }
         );
     }
@@ -221,15 +264,11 @@ mod tests {
     #[test]
     fn expiry_takes_only_due_requests() {
         let mut book = RequestBook::default();
-        let ctx = TaskContext::default();
-        book.open(&event(1), ctx.clone(), None, Duration::ZERO, Verdict::Deny);
+        book.open(&event(1), RequestInfo::bare(Duration::ZERO, Verdict::Deny));
         let later = book
             .open(
                 &event(2),
-                ctx,
-                None,
-                Duration::from_secs(3600),
-                Verdict::Deny,
+                RequestInfo::bare(Duration::from_secs(3600), Verdict::Deny),
             )
             .view
             .id;
@@ -247,17 +286,11 @@ mod tests {
         let mut book = RequestBook::default();
         book.open(
             &event(7),
-            TaskContext::default(),
-            None,
-            Duration::from_secs(60),
-            Verdict::Deny,
+            RequestInfo::bare(Duration::from_secs(60), Verdict::Deny),
         );
         book.open(
             &event(8),
-            TaskContext::default(),
-            None,
-            Duration::from_secs(60),
-            Verdict::Deny,
+            RequestInfo::bare(Duration::from_secs(60), Verdict::Deny),
         );
         let gone = book.take_gone(|tgid| tgid != 7);
         assert_eq!(gone.len(), 1);

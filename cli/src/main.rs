@@ -26,6 +26,7 @@ pub enum Output {
 ///   belay deny 3                       the syscall fails with EPERM
 ///   belay kill 3                       the process is killed
 ///   belay run -- python agent.py       run a command watched by belay
+///   belay run --subject ci -- make     ... as the policy subject `ci`
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Args {
@@ -70,9 +71,14 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Run CMD watched by belay: every exec and connect it (or its children) makes is
-    /// held for a decision, starting with CMD itself.
+    /// Run CMD watched by belay as a policy subject: every exec and connection it (or
+    /// its children) makes is decided by that subject's rules or held for a person,
+    /// starting with CMD itself.
     Run {
+        /// The subject to run as (one whose `match` has `enrolled: true`). Default: the
+        /// policy's only such subject.
+        #[arg(long, env = "BELAY_SUBJECT")]
+        subject: Option<String>,
         /// Run CMD as this uid (needs root). The uid of a paused process may never decide
         /// its requests, so an agent run as its own user cannot approve itself.
         #[arg(long)]
@@ -83,7 +89,7 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
-    /// The agent's state: pending requests and kernel counters.
+    /// The agent's state: policy, pending requests and kernel counters.
     Status,
 }
 
@@ -118,7 +124,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         Command::Deny { id, reason } => decide(*id, Verdict::Deny, reason),
         Command::Kill { id, reason } => decide(*id, Verdict::Kill, reason),
         Command::Status => ApiRequest::Status,
-        Command::Run { uid, gid, cmd } => return run_watched(&args, *uid, *gid, cmd),
+        Command::Run {
+            subject,
+            uid,
+            gid,
+            cmd,
+        } => return run_watched(&args, subject.clone(), *uid, *gid, cmd),
     };
     let response = call(&args, &req)?;
     output::print(args.output, &response)
@@ -128,12 +139,13 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// is the first held action.
 fn run_watched(
     args: &Args,
+    subject: Option<String>,
     uid: Option<u32>,
     gid: Option<u32>,
     cmd: &[String],
 ) -> anyhow::Result<()> {
-    match call(args, &ApiRequest::Enroll)? {
-        ApiResponse::Enrolled { tgid } if tgid == std::process::id() => {}
+    match call(args, &ApiRequest::Enroll { subject })? {
+        ApiResponse::Enrolled { tgid, .. } if tgid == std::process::id() => {}
         other => bail!("unexpected answer to enroll: {other:?}"),
     }
     let mut command = std::process::Command::new(&cmd[0]);

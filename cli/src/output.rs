@@ -19,12 +19,30 @@ fn action(a: &ActionView) -> String {
             address,
             port,
             protocol,
-        } => format!("connect {protocol} {}", host_port(address, *port)),
+            hostnames,
+        } => format!(
+            "connect {protocol} {}{}",
+            host_port(address, *port),
+            names(hostnames)
+        ),
         ActionView::Send {
             address,
             port,
             protocol,
-        } => format!("send {protocol} {}", host_port(address, *port)),
+            hostnames,
+        } => format!(
+            "send {protocol} {}{}",
+            host_port(address, *port),
+            names(hostnames)
+        ),
+    }
+}
+
+fn names(hostnames: &[String]) -> String {
+    if hostnames.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", hostnames.join(", "))
     }
 }
 
@@ -48,17 +66,18 @@ fn table(requests: &[RequestView]) {
         return;
     }
     println!(
-        "{:<6} {:<8} {:<6} {:<16} {:<10} ACTION",
-        "ID", "PID", "UID", "COMM", "DEADLINE"
+        "{:<6} {:<8} {:<6} {:<16} {:<16} {:<10} ACTION",
+        "ID", "PID", "UID", "SUBJECT", "COMM", "DEADLINE"
     );
     let now = now_ms();
     for r in requests {
         let left = r.deadline_unix_ms.saturating_sub(now) / 1000;
         println!(
-            "{:<6} {:<8} {:<6} {:<16} {:<10} {}",
+            "{:<6} {:<8} {:<6} {:<16} {:<16} {:<10} {}",
             r.id,
             r.tgid,
             r.uid,
+            r.subject.as_deref().unwrap_or("-"),
             r.comm,
             format!("{left}s"),
             action(&r.action)
@@ -76,13 +95,44 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
         ApiResponse::Request { request: r } => {
             println!("request   {}", r.id);
             println!("action    {}", action(&r.action));
-            println!("process   {} (thread {}), comm {}", r.tgid, r.pid, r.comm);
-            if let Some(ppid) = r.ppid {
-                println!("parent    {ppid}");
+            if let Some(subject) = &r.subject {
+                let owner = r.owner.as_deref().unwrap_or("?");
+                println!("agent     {subject} (owner {owner})");
             }
-            println!("uid       {}", r.uid);
+            println!(
+                "rule      {}",
+                r.rule.as_deref().unwrap_or("(the subject's default)")
+            );
+            let c = &r.context;
+            if !c.host.is_empty() {
+                println!("host      {}", c.host);
+            }
+            println!("process   {} (thread {}), comm {}", r.tgid, r.pid, r.comm);
+            match &c.user {
+                Some(user) => println!("user      {user} (uid {})", r.uid),
+                None => println!("uid       {}", r.uid),
+            }
             if let Some(cwd) = &r.cwd {
                 println!("cwd       {cwd}");
+            }
+            for (i, a) in c.ancestry.iter().enumerate() {
+                let label = if i == 0 { "ancestry" } else { "" };
+                let exe = a.exe.as_deref().unwrap_or("?");
+                println!("{label:<9} {} {} ({exe})", a.pid, a.comm);
+            }
+            if c.ancestry.is_empty()
+                && let Some(ppid) = r.ppid
+            {
+                println!("parent    {ppid}");
+            }
+            if let Some(cg) = &c.cgroup {
+                println!("cgroup    {cg}");
+            }
+            if let Some(id) = &c.container_id {
+                println!("container {id}");
+            }
+            if let Some(pod) = &c.pod_uid {
+                println!("pod       {pod}");
             }
             let left = r.deadline_unix_ms.saturating_sub(now_ms()) / 1000;
             println!("deadline  in {left}s, then {}", r.default_verdict);
@@ -90,18 +140,39 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
         ApiResponse::Decided { id, verdict } => println!("request {id}: {verdict}"),
         ApiResponse::Status { status } => {
             println!("belay-agent {}", status.version);
+            let p = &status.policy;
+            println!(
+                "policy             {} ({} subjects: {})",
+                p.source.as_deref().unwrap_or("built-in"),
+                p.subjects.len(),
+                p.subjects.join(", ")
+            );
+            println!(
+                "policy reloads     {} ok, {} failed",
+                p.reloads, p.failed_reloads
+            );
+            if let Some(e) = &p.last_error {
+                println!("policy error       {e} (previous policy in force)");
+            }
+            for w in &p.warnings {
+                println!("policy warning     {w}");
+            }
             println!("pending requests   {}", status.pending);
             println!("decided requests   {}", status.decided);
+            println!("watched processes  {}", status.watched);
             println!("paused (kernel)    {}", status.kernel.paused);
             println!("verdicts applied   {}", status.kernel.verdicts_applied);
             println!("denied unpausable  {}", status.kernel.unpausable_denied);
             println!("fail mode applied  {}", status.kernel.fail_mode);
             println!("forks refused      {}", status.kernel.fork_refused);
+            println!("kernel decisions   {}", status.kernel.policy_decided);
+            println!("watch failures     {}", status.kernel.watch_failed);
+            println!("dns answers lost   {}", status.kernel.dns_dropped);
             println!("dropped events     {}", status.kernel.dropped_events);
             println!("signal failures    {}", status.kernel.signal_failed);
             println!("undecodable events {}", status.kernel.undecodable_events);
         }
-        ApiResponse::Enrolled { tgid } => println!("enrolled {tgid}"),
+        ApiResponse::Enrolled { tgid, subject } => println!("enrolled {tgid} as {subject}"),
         ApiResponse::Error { message } => anyhow::bail!("{message}"),
     }
     Ok(())

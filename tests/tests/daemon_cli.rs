@@ -2,158 +2,13 @@
 //! LSM (run in QEMU by `cargo xtask vm-test`).
 #![cfg(feature = "vm")]
 
-use std::{
-    net::TcpListener,
-    os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{net::TcpListener, path::Path, process::Command, time::Duration};
 
-use belay_tests::{Actor, PinDir, binary, wait_until};
+mod common;
+
+use belay_tests::{binary, wait_until};
+use common::{AGENT_UID, Agent, LONG, actor_path, ok, scrape};
 use serde_json::Value;
-
-const LONG: Duration = Duration::from_secs(30);
-/// The uid the AI agents of these tests run as.
-const AGENT_UID: u32 = 1000;
-
-struct Agent {
-    child: Child,
-    socket: PathBuf,
-    metrics: std::net::SocketAddr,
-    pins: PinDir,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start(extra: &[&str]) -> Self {
-        Self::start_with(PinDir::new(), extra)
-    }
-
-    /// Starts a daemon on `pins`, which an earlier daemon may have left behind.
-    fn start_with(pins: PinDir, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // The agents run as AGENT_UID and must reach the socket.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let socket = dir.path().join("agent.sock");
-        // A free port for this daemon's metrics.
-        let metrics = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let mut child = Command::new(binary("belay-agent").unwrap())
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--metrics-listen")
-            .arg(metrics.to_string())
-            .arg("--pin-dir")
-            .arg(&pins.0)
-            .args(extra)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("belay-agent starts");
-        let mut exited = None;
-        let up = wait_until(LONG, || {
-            exited = child.try_wait().unwrap();
-            socket.exists() || exited.is_some()
-        });
-        assert!(exited.is_none(), "belay-agent exited at start: {exited:?}");
-        assert!(up, "belay-agent opened its socket");
-        Self {
-            child,
-            socket,
-            metrics,
-            pins,
-            _dir: dir,
-        }
-    }
-
-    /// SIGKILLs the daemon, as a crash would, and hands back its pin directory.
-    fn crash(mut self) -> PinDir {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        std::mem::replace(&mut self.pins, PinDir(PathBuf::new()))
-    }
-
-    fn belay(&self, args: &[&str]) -> std::process::Output {
-        Command::new(binary("belay").unwrap())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("belay runs")
-    }
-
-    fn pending(&self) -> Vec<Value> {
-        let out = self.belay(&["pending", "--output", "json"]);
-        assert!(out.status.success(), "belay pending: {out:?}");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["result"], "requests");
-        v["requests"].as_array().unwrap().clone()
-    }
-
-    /// Waits for exactly one pending request and returns it.
-    fn one_pending(&self) -> Value {
-        let mut found = Vec::new();
-        assert!(
-            wait_until(LONG, || {
-                found = self.pending();
-                found.len() == 1
-            }),
-            "one pending request, got {found:?}"
-        );
-        found.remove(0)
-    }
-
-    /// `belay run -- CMD` as the AI agent's own user, AGENT_UID: root decides for it.
-    fn run(&self, cmd: &[&str]) -> Actor {
-        let mut c = Command::new(binary("belay").unwrap());
-        c.arg("--socket")
-            .arg(&self.socket)
-            .arg("run")
-            .arg("--")
-            .args(cmd)
-            .uid(AGENT_UID)
-            .gid(AGENT_UID);
-        Actor::start(&mut c).unwrap()
-    }
-
-    /// `belay ARGS` as `uid`/`gid`.
-    fn belay_as(&self, uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
-        Command::new(binary("belay").unwrap())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .uid(uid)
-            .gid(gid)
-            .output()
-            .expect("belay runs")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn actor_path() -> String {
-    binary("belay-actor").unwrap().display().to_string()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "belay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn belay_run_holds_exec_and_connect_until_decided_by_the_cli() {
@@ -218,17 +73,6 @@ fn belay_run_holds_exec_and_connect_until_decided_by_the_cli() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line:?} in\n{metrics}");
     }
-}
-
-fn scrape(addr: std::net::SocketAddr) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: belay\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-    out
 }
 
 #[test]

@@ -152,9 +152,14 @@ fn base_system(fs: &mut Initramfs) -> Result<()> {
     fs.file(
         "/etc/passwd",
         0o644,
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        "root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:AI agent:/nonexistent:/bin/false\n\
+         nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     );
-    fs.file("/etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n");
+    fs.file(
+        "/etc/group",
+        0o644,
+        "root:x:0:\nagent:x:1000:\nnogroup:x:65534:\n",
+    );
     Ok(())
 }
 

@@ -5,12 +5,14 @@ use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        Lsm, RawTracePoint,
+        KProbe, Lsm, RawTracePoint,
         links::{FdLink, PinnedLink},
     },
 };
 
-use agent_common::{DaemonState, KernelOffsets, RawEvent, VerdictKey};
+use agent_common::{
+    DaemonState, EgressRule, ExeKey, ExecRuleKey, KernelOffsets, RawEvent, SubjectConf, VerdictKey,
+};
 
 use crate::btf::{Btf, BtfError};
 
@@ -83,6 +85,12 @@ pub struct Loaded {
     pub(super) daemon: Array<MapData, DaemonState>,
     pub(super) events: RingBuf<MapData>,
     pub(super) counters: PerCpuArray<MapData, u64>,
+    pub(super) subjects: HashMap<MapData, u32, SubjectConf>,
+    pub(super) exec_rules: HashMap<MapData, ExecRuleKey, u32>,
+    pub(super) egress_rules: Array<MapData, EgressRule>,
+    pub(super) watch_uid: HashMap<MapData, u32, u32>,
+    pub(super) watch_exe: HashMap<MapData, ExeKey, u32>,
+    pub(super) watch_cgroup: HashMap<MapData, u64, u32>,
     pub offsets: KernelOffsets,
     pub pin_dir: PathBuf,
 }
@@ -178,6 +186,7 @@ impl Loaded {
         for (name, tp) in [
             ("on_fork", "sched_process_fork"),
             ("on_exit", "sched_process_exit"),
+            ("on_exec", "sched_process_exec"),
         ] {
             let err = |source| LoadError::Program { name, source };
             let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
@@ -186,6 +195,22 @@ impl Loaded {
             let link = prog.take_link(id).map_err(err)?;
             links.push(pin_link(name, link.into(), pin_dir)?);
         }
+        {
+            let name = "on_udp_consume";
+            let err = |source| LoadError::Program { name, source };
+            let prog: &mut KProbe = program(&mut ebpf, name)?;
+            prog.load().map_err(err)?;
+            let id = prog.attach("skb_consume_udp", 0).map_err(err)?;
+            let link = prog.take_link(id).map_err(err)?;
+            let link: FdLink = link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| LoadError::PinLink {
+                    name,
+                    path: pin_dir.join(format!("link_{name}")),
+                    what: format!("the kprobe link cannot be pinned: {e}"),
+                })?;
+            links.push(pin_link(name, link, pin_dir)?);
+        }
         Ok(Self {
             watched: take(&mut ebpf, "WATCHED")?,
             verdicts: take(&mut ebpf, "VERDICTS")?,
@@ -193,6 +218,12 @@ impl Loaded {
             daemon: take(&mut ebpf, "DAEMON")?,
             events: take(&mut ebpf, "EVENTS")?,
             counters: take(&mut ebpf, "COUNTERS")?,
+            subjects: take(&mut ebpf, "SUBJECTS")?,
+            exec_rules: take(&mut ebpf, "EXEC_RULES")?,
+            egress_rules: take(&mut ebpf, "EGRESS_RULES")?,
+            watch_uid: take(&mut ebpf, "WATCH_UID")?,
+            watch_exe: take(&mut ebpf, "WATCH_EXE")?,
+            watch_cgroup: take(&mut ebpf, "WATCH_CGROUP")?,
             _ebpf: ebpf,
             links,
             offsets,

@@ -19,6 +19,12 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         task_ptrace: btf.member_offset("task_struct", "ptrace")?,
         socket_type: btf.member_offset("socket", "type")?,
         socket_state: btf.member_offset("socket", "state")?,
+        skb_head: btf.member_offset("sk_buff", "head")?,
+        skb_data: btf.member_offset("sk_buff", "data")?,
+        skb_len: btf.member_offset("sk_buff", "len")?,
+        skb_data_len: btf.member_offset("sk_buff", "data_len")?,
+        skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
+        _pad: 0,
     })
 }
 

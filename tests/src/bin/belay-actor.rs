@@ -126,6 +126,43 @@ fn udp_send(addr: &str) -> ExitCode {
     }
 }
 
+/// Looks `name` up with one DNS query (A record) to `server` over UDP, then connects to
+/// the first address of the answer on `port`: the lookup a reviewer should see named.
+/// Prints `resolve <ip>` before connecting.
+fn resolve_connect(server: &str, name: &str, port: &str) -> ExitCode {
+    let (Ok(server), Ok(port)) = (server.parse::<SocketAddr>(), port.parse::<u16>()) else {
+        println!("bad server {server} or port {port}");
+        return ExitCode::from(2);
+    };
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let sock = match std::net::UdpSocket::bind("0.0.0.0:0") {
+        Ok(s) => s,
+        Err(e) => return errno_exit("resolve", &e),
+    };
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    if let Err(e) = sock.send_to(&query, server) {
+        return errno_exit("resolve", &e);
+    }
+    let mut buf = [0u8; 512];
+    let n = match sock.recv(&mut buf) {
+        Ok(n) => n,
+        Err(e) => return errno_exit("resolve", &e),
+    };
+    // The test's server answers with one A record, last in the message.
+    if n < 4 {
+        println!("resolve short answer");
+        return ExitCode::from(11);
+    }
+    let ip = std::net::Ipv4Addr::new(buf[n - 4], buf[n - 3], buf[n - 2], buf[n - 1]);
+    println!("resolve {ip}");
+    connect(&format!("{ip}:{port}"))
+}
+
 /// TCP Fast Open: `sendto(MSG_FASTOPEN)` on an unconnected socket connects and sends.
 fn tfo(addr: &str) -> ExitCode {
     let Ok(SocketAddr::V4(v4)) = addr.parse::<SocketAddr>() else {
@@ -233,7 +270,7 @@ fn main() -> ExitCode {
     if args.is_empty() {
         eprintln!(
             "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | \
-             udp-send ADDR | tfo ADDR | connect-loop ADDR N | stop-loop N | fork-many N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
+             udp-send ADDR | tfo ADDR | resolve-connect DNS-SERVER NAME PORT | connect-loop ADDR N | stop-loop N | fork-many N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
         );
         return ExitCode::from(2);
     }
@@ -249,6 +286,7 @@ fn main() -> ExitCode {
         ("stop-loop", [n]) => stop_loop(n),
         ("fork-many", [n]) => fork_many(n),
         ("tfo", [addr]) => tfo(addr),
+        ("resolve-connect", [server, name, port]) => resolve_connect(server, name, port),
         ("uring-connect", [addr]) => uring_connect(addr, false),
         ("uring-connect-worker", [addr]) => uring_connect(addr, true),
         ("exec", [path, rest @ ..]) => {

@@ -1,0 +1,361 @@
+//! `belay-agent` standalone: paused tasks are decided by the policy or become requests,
+//! decided on this host through the local socket or by their deadline.
+mod api;
+mod pause;
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::{net::UnixListener, signal::unix::SignalKind};
+use tracing::{error, info, warn};
+
+use crate::{
+    dns::{NameCache, parse_response},
+    kernel::{Enforcer, EnforcerError, FailMode, Loaded, LsmBackend, PauseEvent, Verdict},
+    metrics::{Ended, Metrics},
+    policy::{self, HostResolver, Policy},
+    reload::LivePolicy,
+    requests::{Outcome, Pending, RequestBook},
+    watch,
+};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    /// The policy file; None runs the built-in standalone policy (one subject,
+    /// "enrolled", where every action asks a person).
+    pub policy: Option<PathBuf>,
+    /// How long a request waits for a person before its default verdict applies (for
+    /// the built-in policy and processes whose subject is unknown).
+    pub decide_timeout: Duration,
+    pub default_verdict: Verdict,
+    /// Applied to every pending request when the daemon shuts down.
+    pub shutdown_verdict: Verdict,
+    /// Processes to watch from the start (besides those that enroll).
+    pub watch_pids: Vec<u32>,
+    /// Where maps and links are pinned (a bpf filesystem), so enforcement survives a
+    /// daemon crash and the next daemon takes over.
+    pub pin_dir: PathBuf,
+    /// How long the hooks wait for a heartbeat before applying `fail_mode`.
+    pub stale_after: Duration,
+    /// Used unless the policy sets `fail_mode`.
+    pub fail_mode: FailMode,
+    /// Members of this group may decide besides root.
+    pub decider_gid: Option<u32>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// How often the policy file is checked for edits, cgroups for new members, and the
+/// compiled policy for files that changed under it.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// Addresses remembered from DNS answers, over all processes.
+const MAX_NAMES: usize = 65_536;
+
+#[derive(Clone)]
+struct Shared {
+    enforcer: Enforcer,
+    book: Arc<Mutex<RequestBook>>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    policy: Arc<LivePolicy>,
+    names: Arc<Mutex<NameCache>>,
+    /// The kernel tables last applied, to skip identical re-applies.
+    applied: Arc<Mutex<Option<policy::KernelTables>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave it half-updated: every
+    // method is a single map operation.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn book(&self) -> MutexGuard<'_, RequestBook> {
+        lock(&self.book)
+    }
+
+    fn names(&self) -> MutexGuard<'_, NameCache> {
+        lock(&self.names)
+    }
+
+    async fn end(&self, p: Pending, outcome: Outcome) {
+        let id = p.view.id;
+        let (verdict, ended) = match outcome {
+            Outcome::Decided(v) => (v, Ended::from(v)),
+            Outcome::Expired(v) => (v, Ended::Expired),
+            Outcome::Cancelled => {
+                self.cancelled(&p);
+                return;
+            }
+        };
+        match self.enforcer.resolve(p.key, verdict).await {
+            Ok(()) => {
+                self.metrics.ended(ended, p.opened.elapsed());
+                info!(request = id, tgid = p.view.tgid, %verdict, ?outcome, "request ended");
+            }
+            // Gone before the verdict could reach it: counted as cancelled, not as the verdict.
+            Err(EnforcerError::Gone(_)) => self.cancelled(&p),
+            Err(e) => {
+                self.metrics.ended(ended, p.opened.elapsed());
+                error!(request = id, error = %e, "applying the verdict failed");
+            }
+        }
+    }
+
+    /// Applies a verdict the policy settled, without opening a request.
+    async fn resolve_now(&self, ev: &PauseEvent, verdict: Verdict, outcome: Outcome) {
+        if let Err(e) = self.enforcer.resolve(ev.key, verdict).await
+            && !matches!(e, EnforcerError::Gone(_))
+        {
+            error!(tgid = ev.tgid, error = %e, ?outcome, "applying the policy's verdict failed");
+        }
+    }
+
+    fn cancelled(&self, p: &Pending) {
+        self.metrics.ended(Ended::Cancelled, p.opened.elapsed());
+        info!(
+            request = p.view.id,
+            tgid = p.view.tgid,
+            "request cancelled: process gone"
+        );
+    }
+
+    /// Compiles `policy` into the kernel and watches the running processes it names.
+    /// `scan_all` walks every process (start and reloads); otherwise only the subjects'
+    /// cgroups are read.
+    async fn apply(&self, policy: Arc<Policy>, scan_all: bool) -> anyhow::Result<()> {
+        let p = policy.clone();
+        let tables = tokio::task::spawn_blocking(move || policy::compile(&p, &HostResolver))
+            .await
+            .context("compiling the policy")?;
+        let same = lock(&self.applied).as_ref() == Some(&tables);
+        if !same {
+            for w in &tables.warnings {
+                warn!(warning = %w, "policy");
+            }
+            self.policy.set_warnings(tables.warnings.clone());
+            self.enforcer
+                .apply_policy(tables.clone())
+                .await
+                .context("writing the policy into the kernel maps")?;
+            *lock(&self.applied) = Some(tables);
+        }
+        let fail_mode = match policy.fail_mode {
+            Some(policy::FailMode::Allow) => FailMode::Allow,
+            Some(policy::FailMode::Deny) => FailMode::Deny,
+            None => self.config.fail_mode,
+        };
+        self.enforcer
+            .set_fail_mode(fail_mode)
+            .await
+            .context("setting the fail mode")?;
+        let except = vec![std::process::id()];
+        let found = tokio::task::spawn_blocking(move || {
+            if scan_all {
+                watch::scan_all(std::path::Path::new("/proc"), &policy, &except)
+            } else {
+                watch::scan_cgroups(std::path::Path::new(watch::CGROUP_ROOT), &policy, &except)
+            }
+        })
+        .await
+        .context("scanning for processes to watch")?;
+        for (tgid, subject) in found {
+            if self.enforcer.watched_subject(tgid).await?.is_none() {
+                match self.enforcer.watch_as(tgid, subject).await {
+                    Ok(()) => info!(tgid, subject, "watching a running process the policy names"),
+                    Err(e) => warn!(tgid, error = %e, "could not watch a process the policy names"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGHUP or an edit of the file: load it again; a bad file changes nothing.
+    async fn reload(&self) {
+        match self.policy.reload() {
+            Ok(Some(policy)) => {
+                self.metrics.policy_reloaded(true);
+                match self.apply(policy, true).await {
+                    Ok(()) => info!(
+                        subjects = self.policy.status().subjects.len(),
+                        "policy reloaded"
+                    ),
+                    Err(e) => error!(
+                        error = format!("{e:#}"),
+                        "applying the reloaded policy failed"
+                    ),
+                }
+            }
+            Ok(None) => info!("no policy file to reload (built-in policy)"),
+            Err(e) => {
+                self.metrics.policy_reloaded(false);
+                error!(error = %e, "policy not reloaded; the previous policy stays in force");
+            }
+        }
+    }
+}
+
+/// Runs until `shutdown` completes, then ends every pending request with the shutdown
+/// verdict and waits for the kernel to apply them.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let fallback = Policy::standalone_default(config.decide_timeout, config.default_verdict);
+    let live = LivePolicy::load(config.policy.as_deref(), fallback)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("loading the policy")?;
+    let loaded = Loaded::load(&config.pin_dir).context("loading belay's kernel programs")?;
+    let names = Arc::new(Mutex::new(NameCache::new(MAX_NAMES)));
+    let sink = {
+        let names = names.clone();
+        Box::new(move |tgid: u32, message: &[u8]| {
+            if let Ok(answers) = parse_response(message)
+                && !answers.is_empty()
+            {
+                lock(&names).learn(tgid, &answers, Instant::now());
+            }
+        })
+    };
+    let backend = LsmBackend::new(loaded, config.stale_after, config.fail_mode);
+    let (enforcer, mut events) =
+        Enforcer::start_backend(backend, sink).context("starting the enforcer")?;
+    let shared = Shared {
+        enforcer,
+        book: Arc::new(Mutex::new(RequestBook::default())),
+        metrics: Arc::new(Metrics::default()),
+        config: Arc::new(config),
+        policy: Arc::new(live),
+        names,
+        applied: Arc::new(Mutex::new(None)),
+    };
+    shared
+        .apply(shared.policy.get(), true)
+        .await
+        .context("applying the policy")?;
+    let enroll_as = shared
+        .policy
+        .get()
+        .default_enroll_subject()
+        .map_or(0, |s| s.id);
+    for &pid in &shared.config.watch_pids {
+        shared
+            .enforcer
+            .watch_as(pid, enroll_as)
+            .await
+            .with_context(|| format!("watching pid {pid}"))?;
+    }
+    if let Some(addr) = shared.config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener on {addr}"))?;
+        info!(%addr, "serving Prometheus metrics on /metrics");
+        let s = shared.clone();
+        tokio::spawn(crate::metrics::serve(listener, move || {
+            let s = s.clone();
+            async move {
+                let kernel = s.enforcer.counters().await.unwrap_or_default();
+                let pending = s.book().len();
+                s.metrics.render(pending, &kernel)
+            }
+        }));
+    }
+    let mut hangup = tokio::signal::unix::signal(SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    // Ready only once every listener is up.
+    let listener = bind(&shared.config.socket)?;
+    info!(
+        socket = %shared.config.socket.display(),
+        policy = shared.policy.status().source.as_deref().unwrap_or("built-in"),
+        "belay-agent ready"
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            ev = events.recv() => match ev {
+                Some(ev) => { tokio::spawn(pause::on_event(shared.clone(), ev)); }
+                None => anyhow::bail!("the enforcer task stopped"),
+            },
+            _ = tick.tick() => sweep(&shared).await,
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading the policy");
+                shared.reload().await;
+            }
+            _ = reconcile.tick() => {
+                if shared.policy.changed_on_disk() {
+                    info!("policy file changed: reloading");
+                    shared.reload().await;
+                } else if let Err(e) = shared.apply(shared.policy.get(), false).await {
+                    warn!(error = format!("{e:#}"), "refreshing the policy failed");
+                }
+                shared.names().prune(Instant::now());
+            }
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => { tokio::spawn(api::serve(shared.clone(), stream)); }
+                Err(e) => warn!(error = %e, "accepting a connection failed"),
+            },
+        }
+    }
+
+    info!("shutting down: ending pending requests");
+    let pending = shared.book().take_all();
+    for p in pending {
+        shared
+            .end(p, Outcome::Decided(shared.config.shutdown_verdict))
+            .await;
+    }
+    // The programs must stay attached until each resumed task has consumed its verdict,
+    // or the restarted syscall would run unchecked.
+    let until = Instant::now() + Duration::from_secs(2);
+    while shared.enforcer.pending_verdicts().await.unwrap_or(0) > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A deliberate stop ends enforcement; a crash leaves the hooks in fail mode.
+    shared
+        .enforcer
+        .detach()
+        .await
+        .context("detaching the hooks")?;
+    let _ = std::fs::remove_file(&shared.config.socket);
+    Ok(())
+}
+
+fn bind(path: &PathBuf) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    // Anyone may enroll themselves; deciding is checked per caller (see `authorize`).
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("setting permissions of {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn sweep(shared: &Shared) {
+    let (expired, gone) = {
+        let mut book = shared.book();
+        let expired = book.take_expired(Instant::now());
+        let gone = book.take_gone(|tgid| std::path::Path::new(&format!("/proc/{tgid}")).exists());
+        (expired, gone)
+    };
+    for p in expired {
+        let v = p.view.default_verdict;
+        shared.end(p, Outcome::Expired(v)).await;
+    }
+    for p in gone {
+        shared.end(p, Outcome::Cancelled).await;
+    }
+}

@@ -1,0 +1,201 @@
+//! A kernel event becomes a policy decision: settled at once by a rule, or a request
+//! for a person.
+use std::{net::IpAddr, time::Duration};
+
+use tracing::{info, warn};
+
+use super::Shared;
+use crate::{
+    context::{self, ProcessContext},
+    kernel::{Action, PauseEvent, Transport, Verdict},
+    policy::{self, Decision, Proto},
+    requests::{Outcome, RequestInfo},
+    task,
+};
+
+/// What the daemon reads about a stopped task before deciding.
+struct Gathered {
+    context: ProcessContext,
+    argv: Option<Vec<String>>,
+    file: Option<String>,
+}
+
+async fn gather(ev: &PauseEvent) -> Gathered {
+    let (tgid, pid, uid) = (ev.tgid, ev.pid, ev.uid);
+    let exec = match &ev.action {
+        Action::Exec { path, ino, dev } => Some((path.clone(), *ino, *dev)),
+        _ => None,
+    };
+    tokio::task::spawn_blocking(move || {
+        // The stop is queued before the event is sent, but reading argv needs the task
+        // to have actually stopped.
+        for _ in 0..100 {
+            if task::state(pid) == Some('T') {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (argv, file) = match exec {
+            Some((path, ino, dev)) => (
+                task::exec_argv(tgid, pid),
+                task::exec_file(tgid, &path, ino, dev),
+            ),
+            None => (None, None),
+        };
+        Gathered {
+            context: context::collect(tgid, uid),
+            argv,
+            file,
+        }
+    })
+    .await
+    .unwrap_or(Gathered {
+        context: ProcessContext::default(),
+        argv: None,
+        file: None,
+    })
+}
+
+fn proto(t: Transport) -> Option<Proto> {
+    match t {
+        Transport::Tcp => Some(Proto::Tcp),
+        Transport::Udp => Some(Proto::Udp),
+        Transport::Other(_) => None,
+    }
+}
+
+/// The process and its ancestors, nearest first: names one of them looked up serve
+/// the others (a shell resolves, its child connects).
+fn lineage(tgid: u32, ctx: &ProcessContext) -> Vec<u32> {
+    std::iter::once(tgid)
+        .chain(ctx.ancestry.iter().map(|a| a.pid))
+        .collect()
+}
+
+pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
+    if !ev.is_pause() {
+        report(&shared, &ev);
+        return;
+    }
+    let g = gather(&ev).await;
+    let policy = shared.policy.get();
+    let subject = policy.subject(ev.subject);
+    let mut hostnames = Vec::new();
+    let decision = match (&ev.action, subject) {
+        (_, None) => Decision {
+            action: policy::Action::Ask,
+            rule: None,
+            deadline: shared.config.decide_timeout,
+            on_timeout: shared.config.default_verdict,
+        },
+        (Action::Exec { path, .. }, Some(s)) => {
+            // The path as given, made absolute, and the file it resolved to.
+            let given = match (&g.context.cwd, path.starts_with('/')) {
+                (Some(cwd), false) => format!("{}/{path}", cwd.trim_end_matches('/')),
+                _ => path.clone(),
+            };
+            let mut paths = vec![given.as_str()];
+            if let Some(f) = &g.file {
+                paths.push(f);
+            }
+            s.decide_exec(&paths, g.argv.as_deref())
+        }
+        (Action::Connect { addr, transport } | Action::Send { addr, transport }, Some(s)) => {
+            hostnames = shared.names().names_for_lineage(
+                &lineage(ev.tgid, &g.context),
+                addr.ip(),
+                std::time::Instant::now(),
+            );
+            s.decide_egress(addr.ip(), addr.port(), proto(*transport), &hostnames)
+        }
+    };
+    let verdict = match decision.action {
+        policy::Action::Allow | policy::Action::Audit => Some(Verdict::Allow),
+        policy::Action::Deny => Some(Verdict::Deny),
+        policy::Action::Kill => Some(Verdict::Kill),
+        policy::Action::Ask => None,
+    };
+    let rule = decision.rule.as_deref().unwrap_or("default");
+    if let Some(v) = verdict {
+        info!(
+            tgid = ev.tgid,
+            comm = %ev.comm,
+            subject = subject.map_or("", |s| s.name.as_str()),
+            rule,
+            action = %decision.action.as_str(),
+            what = %describe(&ev.action, &hostnames),
+            "decided by policy"
+        );
+        shared.metrics.policy_decided(decision.action.as_str());
+        shared.resolve_now(&ev, v, Outcome::Decided(v)).await;
+        return;
+    }
+    let info = RequestInfo {
+        context: g.context,
+        argv: g.argv,
+        file: g.file,
+        hostnames,
+        subject: subject.map(|s| (s.name.clone(), s.owner.clone())),
+        rule: decision.rule.clone(),
+        timeout: decision.deadline,
+        default_verdict: decision.on_timeout,
+    };
+    let mut book = shared.book();
+    let p = book.open(&ev, info);
+    let action = serde_json::to_string(&p.view.action).unwrap_or_default();
+    info!(
+        request = p.view.id,
+        tgid = ev.tgid,
+        comm = %ev.comm,
+        subject = p.view.subject.as_deref().unwrap_or(""),
+        rule,
+        %action,
+        "paused; waiting for a decision"
+    );
+}
+
+fn describe(action: &Action, hostnames: &[String]) -> String {
+    let names = if hostnames.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", hostnames.join(", "))
+    };
+    match action {
+        Action::Exec { path, .. } => format!("exec {path}"),
+        Action::Connect { addr, .. } => format!("connect {addr}{names}"),
+        Action::Send { addr, .. } => format!("send {addr}{names}"),
+    }
+}
+
+/// An action the kernel decided by itself.
+fn report(shared: &Shared, ev: &PauseEvent) {
+    let subject = shared.policy.get();
+    let subject = subject.subject(ev.subject).map_or("", |s| s.name.as_str());
+    let ip: Option<IpAddr> = match &ev.action {
+        Action::Connect { addr, .. } | Action::Send { addr, .. } => Some(addr.ip()),
+        Action::Exec { .. } => None,
+    };
+    let hostnames = ip.map_or_else(Vec::new, |ip| {
+        shared.names().names(ev.tgid, ip, std::time::Instant::now())
+    });
+    if let Some(action) = ev.policy_action() {
+        shared.metrics.kernel_policy_reported(action);
+        info!(
+            tgid = ev.tgid,
+            comm = %ev.comm,
+            subject,
+            action,
+            what = %describe(&ev.action, &hostnames),
+            "decided in the kernel by policy"
+        );
+        return;
+    }
+    warn!(
+        tgid = ev.tgid,
+        comm = %ev.comm,
+        subject,
+        what = %describe(&ev.action, &hostnames),
+        why = ?ev.unpausable_reasons(),
+        "denied in the kernel without a pause: the task cannot be paused safely"
+    );
+}

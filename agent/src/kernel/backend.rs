@@ -1,0 +1,140 @@
+//! The seam between belay and the kernel mechanism that holds actions.
+//!
+//! Everything above this trait (policy, requests, the local API, the CLI) only talks to
+//! an [`super::Enforcer`] handle. The BPF LSM backend ([`super::LsmBackend`]) is one
+//! implementation; a backend for hosts without BPF LSM (cgroup sock_addr hooks and
+//! fanotify, DESIGN.md "Without BPF LSM") implements the same trait and nothing above
+//! changes.
+use std::os::fd::RawFd;
+
+use agent_common::{VerdictKey, decode::PauseEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::KernelTables;
+
+/// What happens to a paused action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The syscall runs.
+    Allow,
+    /// The syscall fails with EPERM.
+    Deny,
+    /// The process is killed (SIGKILL) without resuming.
+    Kill,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Kill => "kill",
+        })
+    }
+}
+
+/// What the hooks do when the daemon's heartbeat is stale (it died or hangs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Watched processes' actions fail with EPERM until a daemon is back.
+    Deny,
+    /// Watched processes' actions run unchecked until a daemon is back.
+    Allow,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforcerError {
+    #[error("kernel map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("process {0} is gone")]
+    Gone(u32),
+    #[error("signalling process {tgid}: {source}")]
+    Signal {
+        tgid: u32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("the enforcer task has stopped")]
+    Stopped,
+    #[error("watching the event ring buffer: {0}")]
+    Poll(#[source] std::io::Error),
+    #[error("policy does not fit the kernel maps: {0}")]
+    Policy(String),
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub dropped_events: u64,
+    pub signal_failed: u64,
+    pub paused: u64,
+    pub verdicts_applied: u64,
+    /// Actions denied in the kernel because the task could not be paused (io_uring,
+    /// ptraced, not a restartable syscall).
+    pub unpausable_denied: u64,
+    /// Actions decided by the fail mode while the daemon's heartbeat was stale.
+    pub fail_mode: u64,
+    /// Forks of watched processes refused because no more processes could be watched.
+    pub fork_refused: u64,
+    /// Actions decided by policy rules in the kernel, without a pause.
+    #[serde(default)]
+    pub policy_decided: u64,
+    /// Processes that should have become watched but did not fit the map.
+    #[serde(default)]
+    pub watch_failed: u64,
+    /// DNS answers to watched processes that could not be passed on.
+    #[serde(default)]
+    pub dns_dropped: u64,
+    /// Events the daemon could not decode (their tasks were denied).
+    pub undecodable_events: u64,
+}
+
+/// One record from the kernel.
+#[derive(Debug)]
+pub enum KernelEvent<'a> {
+    /// An action of a watched process: a pause to resolve, or a report of a decision
+    /// the kernel took itself ([`PauseEvent::is_pause`]).
+    Action(PauseEvent),
+    /// A DNS message a watched process received.
+    Dns { tgid: u32, message: &'a [u8] },
+}
+
+/// A mechanism that holds watched processes' actions. Implementations are owned by one
+/// task (see [`super::Enforcer`]), so methods take `&mut self` and never run
+/// concurrently.
+pub trait Backend: Send + 'static {
+    /// Becomes readable when [`Backend::drain`] has something.
+    fn event_fd(&self) -> RawFd;
+    /// Hands every waiting record to `sink`, in the order the kernel wrote them.
+    fn drain(&mut self, sink: &mut dyn FnMut(KernelEvent<'_>));
+    /// Tells the hooks the daemon is alive.
+    fn heartbeat(&mut self) -> Result<(), EnforcerError>;
+    /// Changes what the hooks do once the heartbeat is stale.
+    fn set_fail_mode(&mut self, fail_mode: FailMode) -> Result<(), EnforcerError>;
+    /// Watches a process as `subject` (its children inherit it).
+    fn watch(&mut self, tgid: u32, subject: u32) -> Result<(), EnforcerError>;
+    fn unwatch(&mut self, tgid: u32) -> Result<(), EnforcerError>;
+    /// The subject a process is watched as, if it is watched.
+    fn watched_subject(&self, tgid: u32) -> Option<u32>;
+    /// Every watched process with its subject.
+    fn watched(&self) -> Vec<(u32, u32)>;
+    /// Ends a pause with a verdict for exactly the action `key` names.
+    fn resolve(&mut self, key: VerdictKey, verdict: Verdict) -> Result<(), EnforcerError>;
+    /// Replaces what the kernel decides by itself and who becomes watched.
+    fn apply_policy(&mut self, tables: &KernelTables) -> Result<(), EnforcerError>;
+    /// Periodic cleanup (verdicts of processes that are gone).
+    fn sweep(&mut self);
+    /// Tasks an earlier daemon left paused.
+    fn recover(&mut self) -> Vec<PauseEvent>;
+    fn counters(&self) -> Result<Counters, EnforcerError>;
+    /// Verdicts written but not yet consumed.
+    fn pending_verdicts(&self) -> usize;
+    /// Ends enforcement on purpose (not a crash): hooks go once the backend is dropped.
+    fn detach(&mut self);
+}

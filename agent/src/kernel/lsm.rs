@@ -1,0 +1,392 @@
+//! The BPF LSM backend: the maps of belay's kernel programs.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    hash::Hash,
+    os::fd::{AsRawFd as _, RawFd},
+};
+
+use agent_common::{
+    DNS_CAPTURE, DaemonState, DnsEvent, EGRESS_RULES_MAX, EgressRule, ExeKey, ExecRuleKey,
+    RawEvent, SubjectConf, VerdictKey, counter,
+    decode::{DecodeError, PauseEvent},
+    kind, verdict,
+};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tracing::{debug, error, info, warn};
+
+use super::{
+    Loaded,
+    backend::{Backend, Counters, EnforcerError, FailMode, KernelEvent, Verdict},
+};
+use crate::policy::KernelTables;
+
+fn monotonic_ns() -> u64 {
+    // CLOCK_MONOTONIC is the clock of bpf_ktime_get_ns.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
+fn fail_verdict(mode: FailMode) -> u32 {
+    match mode {
+        FailMode::Allow => verdict::ALLOW,
+        FailMode::Deny => verdict::DENY,
+    }
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> EnforcerError {
+    move |source| EnforcerError::Map { map, source }
+}
+
+fn signal(tgid: u32, sig: Signal) -> Result<(), EnforcerError> {
+    match kill(Pid::from_raw(tgid as i32), sig) {
+        Ok(()) => Ok(()),
+        Err(nix::Error::ESRCH) => Err(EnforcerError::Gone(tgid)),
+        Err(source) => Err(EnforcerError::Signal { tgid, source }),
+    }
+}
+
+/// Makes the hash map `map` hold exactly `want`: new and changed entries first, then
+/// stale ones removed, so each entry is always either the old or the new rule.
+fn sync_map<K, V>(
+    name: &'static str,
+    map: &mut HashMap<MapData, K, V>,
+    want: &BTreeMap<K, V>,
+) -> Result<(), EnforcerError>
+where
+    K: aya::Pod + Ord + Hash,
+    V: aya::Pod + PartialEq,
+{
+    for (k, v) in want {
+        if map.get(k, 0).ok().as_ref() != Some(v) {
+            map.insert(k, v, 0).map_err(map_err(name))?;
+        }
+    }
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !want.contains_key(k))
+        .collect();
+    for k in stale {
+        match map.remove(&k) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(name)(e)),
+        }
+    }
+    Ok(())
+}
+
+pub struct LsmBackend {
+    /// Keeps the programs alive.
+    _ebpf: aya::Ebpf,
+    links: Vec<aya::programs::links::PinnedLink>,
+    watched: HashMap<MapData, u32, u32>,
+    verdicts: HashMap<MapData, VerdictKey, u32>,
+    paused: HashMap<MapData, u32, RawEvent>,
+    daemon: Array<MapData, DaemonState>,
+    events: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    subjects: HashMap<MapData, u32, SubjectConf>,
+    exec_rules: HashMap<MapData, ExecRuleKey, u32>,
+    egress_rules: Array<MapData, EgressRule>,
+    watch_uid: HashMap<MapData, u32, u32>,
+    watch_exe: HashMap<MapData, ExeKey, u32>,
+    watch_cgroup: HashMap<MapData, u64, u32>,
+    undecodable: u64,
+    liveness: DaemonState,
+}
+
+impl LsmBackend {
+    pub fn new(loaded: Loaded, stale_after: std::time::Duration, fail_mode: FailMode) -> Self {
+        let Loaded {
+            _ebpf,
+            links,
+            watched,
+            verdicts,
+            paused,
+            daemon,
+            events,
+            counters,
+            subjects,
+            exec_rules,
+            egress_rules,
+            watch_uid,
+            watch_exe,
+            watch_cgroup,
+            offsets: _,
+            pin_dir: _,
+        } = loaded;
+        Self {
+            _ebpf,
+            links,
+            watched,
+            verdicts,
+            paused,
+            daemon,
+            events,
+            counters,
+            subjects,
+            exec_rules,
+            egress_rules,
+            watch_uid,
+            watch_exe,
+            watch_cgroup,
+            undecodable: 0,
+            liveness: DaemonState {
+                heartbeat_ns: 0,
+                stale_after_ns: stale_after.as_nanos() as u64,
+                fail_verdict: fail_verdict(fail_mode),
+                _pad: 0,
+            },
+        }
+    }
+
+    /// A record the daemon cannot read may stand for a stopped task: deny it.
+    fn undecodable(&mut self, bytes: &[u8], err: DecodeError) {
+        self.undecodable += 1;
+        error!(error = %err, "undecodable kernel event");
+        if bytes.len() >= 32 {
+            let u32_at =
+                |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap_or_default());
+            let key = VerdictKey {
+                tgid: u32_at(4),
+                kind: u32_at(0),
+                action_hash: u64::from_ne_bytes(bytes[24..32].try_into().unwrap_or_default()),
+            };
+            if let Err(e) = self.resolve(key, Verdict::Deny) {
+                warn!(error = %e, tgid = key.tgid, "could not deny the task of an undecodable event");
+            }
+        }
+    }
+
+    /// The half of `EGRESS_RULES` the subjects point into now (0 or 1); a reload writes
+    /// the other half, then repoints the subjects.
+    fn egress_half_in_use(&self) -> u32 {
+        let half = EGRESS_RULES_MAX / 2;
+        let upper = self
+            .subjects
+            .iter()
+            .filter_map(Result::ok)
+            .any(|(_, c)| c.egress_len > 0 && c.egress_first >= half);
+        u32::from(upper)
+    }
+}
+
+/// A DNS record from the ring buffer, if `bytes` is one.
+fn dns_message(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    const HEADER: usize = 16;
+    if bytes.len() != size_of::<DnsEvent>() {
+        return None;
+    }
+    let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap_or_default());
+    if u32_at(0) != kind::DNS {
+        return None;
+    }
+    let len = (u32_at(8) as usize).min(DNS_CAPTURE);
+    Some((u32_at(4), &bytes[HEADER..HEADER + len]))
+}
+
+impl Backend for LsmBackend {
+    fn event_fd(&self) -> RawFd {
+        self.events.as_raw_fd()
+    }
+
+    fn drain(&mut self, sink: &mut dyn FnMut(KernelEvent<'_>)) {
+        let mut bad = Vec::new();
+        while let Some(item) = self.events.next() {
+            if let Some((tgid, message)) = dns_message(&item) {
+                sink(KernelEvent::Dns { tgid, message });
+                continue;
+            }
+            match PauseEvent::try_from(&*item) {
+                Ok(ev) => sink(KernelEvent::Action(ev)),
+                Err(e) => bad.push((item.to_vec(), e)),
+            }
+        }
+        for (bytes, e) in bad {
+            self.undecodable(&bytes, e);
+        }
+    }
+
+    fn heartbeat(&mut self) -> Result<(), EnforcerError> {
+        self.liveness.heartbeat_ns = monotonic_ns();
+        self.daemon
+            .set(0, self.liveness, 0)
+            .map_err(map_err("DAEMON"))
+    }
+
+    fn set_fail_mode(&mut self, fail_mode: FailMode) -> Result<(), EnforcerError> {
+        self.liveness.fail_verdict = fail_verdict(fail_mode);
+        self.heartbeat()
+    }
+
+    fn watch(&mut self, tgid: u32, subject: u32) -> Result<(), EnforcerError> {
+        self.watched
+            .insert(tgid, subject, 0)
+            .map_err(map_err("WATCHED"))
+    }
+
+    fn unwatch(&mut self, tgid: u32) -> Result<(), EnforcerError> {
+        match self.watched.remove(&tgid) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("WATCHED")(e)),
+        }
+    }
+
+    fn watched_subject(&self, tgid: u32) -> Option<u32> {
+        self.watched.get(&tgid, 0).ok()
+    }
+
+    fn watched(&self) -> Vec<(u32, u32)> {
+        self.watched.iter().filter_map(Result::ok).collect()
+    }
+
+    fn resolve(&mut self, key: VerdictKey, v: Verdict) -> Result<(), EnforcerError> {
+        let value = match v {
+            Verdict::Kill => return signal(key.tgid, Signal::SIGKILL),
+            Verdict::Allow => verdict::ALLOW,
+            Verdict::Deny => verdict::DENY,
+        };
+        if let Err(source) = self.verdicts.insert(key, value, 0) {
+            // Resuming without a verdict would only pause it again: end it instead.
+            let _ = signal(key.tgid, Signal::SIGKILL);
+            return Err(EnforcerError::Map {
+                map: "VERDICTS",
+                source,
+            });
+        }
+        // SIGCONT to the process: the stop is group-wide.
+        signal(key.tgid, Signal::SIGCONT).inspect_err(|_| {
+            let _ = self.verdicts.remove(&key);
+        })
+    }
+
+    fn apply_policy(&mut self, t: &KernelTables) -> Result<(), EnforcerError> {
+        let half = EGRESS_RULES_MAX / 2;
+        if t.egress.len() > half as usize {
+            return Err(EnforcerError::Policy(format!(
+                "{} egress rules after expansion; the kernel holds at most {half}",
+                t.egress.len()
+            )));
+        }
+        // Write the idle half, then point the subjects at it: a hook sees either the old
+        // rule list or the new one, never a mix.
+        let base = (1 - self.egress_half_in_use()) * half;
+        for (i, rule) in t.egress.iter().enumerate() {
+            self.egress_rules
+                .set(base + i as u32, rule, 0)
+                .map_err(map_err("EGRESS_RULES"))?;
+        }
+        let subjects: BTreeMap<u32, SubjectConf> = t
+            .subjects
+            .iter()
+            .map(|&(id, mut conf)| {
+                conf.egress_first += base;
+                (id, conf)
+            })
+            .collect();
+        sync_map("SUBJECTS", &mut self.subjects, &subjects)?;
+        sync_map(
+            "EXEC_RULES",
+            &mut self.exec_rules,
+            &t.exec.iter().copied().collect(),
+        )?;
+        sync_map(
+            "WATCH_UID",
+            &mut self.watch_uid,
+            &t.watch_uid.iter().copied().collect(),
+        )?;
+        sync_map(
+            "WATCH_EXE",
+            &mut self.watch_exe,
+            &t.watch_exe.iter().copied().collect(),
+        )?;
+        sync_map(
+            "WATCH_CGROUP",
+            &mut self.watch_cgroup,
+            &t.watch_cgroup.iter().copied().collect(),
+        )?;
+        let subject_ids: BTreeSet<u32> = subjects.keys().copied().collect();
+        info!(
+            subjects = subject_ids.len(),
+            exec_rules = t.exec.len(),
+            egress_rules = t.egress.len(),
+            "policy compiled into the kernel"
+        );
+        Ok(())
+    }
+
+    /// Removes verdicts whose process is gone: one killed between our SIGCONT and its
+    /// restart never consumed its verdict, and a later process reusing the pid must not
+    /// find it.
+    fn sweep(&mut self) {
+        let dead: Vec<VerdictKey> = self
+            .verdicts
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !std::path::Path::new(&format!("/proc/{}", k.tgid)).exists())
+            .collect();
+        for key in dead {
+            debug!(
+                tgid = key.tgid,
+                "removing the verdict of a process that is gone"
+            );
+            let _ = self.verdicts.remove(&key);
+        }
+    }
+
+    /// Hands over the tasks an earlier daemon left stopped; forgets those gone or running.
+    fn recover(&mut self) -> Vec<PauseEvent> {
+        let entries: Vec<(u32, RawEvent)> = self.paused.iter().filter_map(Result::ok).collect();
+        let mut out = Vec::new();
+        for (tid, raw) in entries {
+            let stopped = crate::task::state(tid) == Some('T');
+            match PauseEvent::try_from(&raw) {
+                Ok(ev) if stopped => {
+                    info!(
+                        tid,
+                        tgid = ev.tgid,
+                        "found a task still paused by an earlier daemon"
+                    );
+                    out.push(ev);
+                }
+                _ => {
+                    let _ = self.paused.remove(&tid);
+                }
+            }
+        }
+        out
+    }
+
+    fn counters(&self) -> Result<Counters, EnforcerError> {
+        let sum = |i: u32| -> Result<u64, EnforcerError> {
+            let values = self.counters.get(&i, 0).map_err(map_err("COUNTERS"))?;
+            Ok(values.iter().sum())
+        };
+        Ok(Counters {
+            dropped_events: sum(counter::DROPPED_EVENTS)?,
+            signal_failed: sum(counter::SIGNAL_FAILED)?,
+            paused: sum(counter::PAUSED)?,
+            verdicts_applied: sum(counter::VERDICTS_APPLIED)?,
+            unpausable_denied: sum(counter::UNPAUSABLE_DENIED)?,
+            fail_mode: sum(counter::FAIL_MODE)?,
+            fork_refused: sum(counter::FORK_REFUSED)?,
+            policy_decided: sum(counter::POLICY_DECIDED)?,
+            watch_failed: sum(counter::WATCH_FAILED)?,
+            dns_dropped: sum(counter::DNS_DROPPED)?,
+            undecodable_events: self.undecodable,
+        })
+    }
+
+    fn pending_verdicts(&self) -> usize {
+        self.verdicts.keys().filter(Result::is_ok).count()
+    }
+
+    fn detach(&mut self) {
+        super::unpin_links(std::mem::take(&mut self.links));
+    }
+}

@@ -1,0 +1,991 @@
+//! From the YAML tree to a validated [`Policy`], with the file, line and column of
+//! whatever is wrong.
+use std::{
+    collections::HashMap,
+    fmt::Display,
+    ops::RangeInclusive,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use super::{
+    Action, Cidr, DEFAULT_DEADLINE, DEFAULT_ON_TIMEOUT, Destination, EgressRule, ExecRule,
+    FailMode, Glob, GlobMode, HostPattern, MAX_DEADLINE, Policy, PolicyError, Proto, Subject,
+    Verdict,
+    yaml::{self, Kind, Node, Pos},
+};
+
+const ACTIONS: &str = "allow, deny, ask, kill or audit";
+const MAX_NAME: usize = 64;
+const MAX_RULE_NAME: usize = 128;
+
+pub(crate) fn parse(text: &str, file: &Path) -> Result<Policy, PolicyError> {
+    let cx = Cx { file };
+    let root = yaml::parse(text).map_err(|e| cx.at(e.pos, "", e.message))?;
+    let Some(root) = root else {
+        return Err(cx.at(
+            Pos { line: 1, col: 1 },
+            "",
+            "the policy file is empty (expected a mapping with `subjects`)",
+        ));
+    };
+    Reader {
+        cx,
+        uids: HashMap::new(),
+        exes: HashMap::new(),
+        cgroups: HashMap::new(),
+    }
+    .policy(&root)
+}
+
+struct Cx<'a> {
+    file: &'a Path,
+}
+
+impl Cx<'_> {
+    fn at(&self, pos: Pos, path: &str, message: impl Display) -> PolicyError {
+        PolicyError::Invalid {
+            file: self.file.to_path_buf(),
+            line: pos.line,
+            col: pos.col,
+            message: if path.is_empty() {
+                message.to_string()
+            } else {
+                format!("{path}: {message}")
+            },
+        }
+    }
+
+    fn err(&self, node: &Node, path: &str, message: impl Display) -> PolicyError {
+        self.at(node.pos, path, message)
+    }
+
+    fn wrong_type(&self, node: &Node, path: &str, expected: &str) -> PolicyError {
+        self.err(
+            node,
+            path,
+            format!("expected {expected}, found {}", node.describe()),
+        )
+    }
+
+    /// A mapping whose keys are all in `allowed`.
+    fn map<'n>(
+        &self,
+        node: &'n Node,
+        path: &str,
+        allowed: &[&str],
+    ) -> Result<Fields<'n>, PolicyError> {
+        let Kind::Map(entries) = &node.kind else {
+            return Err(self.wrong_type(node, path, "a mapping"));
+        };
+        for (key, _) in entries {
+            let name = scalar_text(key);
+            if !allowed.contains(&name) {
+                return Err(self.err(
+                    key,
+                    path,
+                    format!("unknown key {name:?} (expected {})", one_of(allowed, "or")),
+                ));
+            }
+        }
+        Ok(Fields { node, entries })
+    }
+
+    fn seq<'n>(&self, node: &'n Node, path: &str) -> Result<&'n [Node], PolicyError> {
+        match &node.kind {
+            Kind::Seq(items) => Ok(items),
+            _ => Err(self.wrong_type(node, path, "a list")),
+        }
+    }
+
+    /// A non-null scalar's text.
+    fn string<'n>(&self, node: &'n Node, path: &str) -> Result<&'n str, PolicyError> {
+        match &node.kind {
+            Kind::Scalar { text, .. } if !node.is_null() => Ok(text),
+            _ => Err(self.wrong_type(node, path, "a string")),
+        }
+    }
+
+    fn boolean(&self, node: &Node, path: &str) -> Result<bool, PolicyError> {
+        match &node.kind {
+            Kind::Scalar { text, plain: true } => match text.as_str() {
+                "true" | "True" | "TRUE" => Ok(true),
+                "false" | "False" | "FALSE" => Ok(false),
+                _ => Err(self.err(
+                    node,
+                    path,
+                    format!("expected true or false, found {text:?}"),
+                )),
+            },
+            Kind::Scalar { text, .. } => Err(self.err(
+                node,
+                path,
+                format!("expected true or false, found the string {text:?}"),
+            )),
+            _ => Err(self.wrong_type(node, path, "true or false")),
+        }
+    }
+
+    fn action(&self, node: &Node, path: &str) -> Result<Action, PolicyError> {
+        let text = self.string(node, path)?;
+        Action::from_name(text).ok_or_else(|| {
+            self.err(
+                node,
+                path,
+                format!("unknown action {text:?} (expected {ACTIONS})"),
+            )
+        })
+    }
+
+    fn verdict(&self, node: &Node, path: &str) -> Result<Verdict, PolicyError> {
+        let text = self.string(node, path)?;
+        match text {
+            "allow" => Ok(Verdict::Allow),
+            "deny" => Ok(Verdict::Deny),
+            "kill" => Ok(Verdict::Kill),
+            _ => Err(self.err(
+                node,
+                path,
+                format!("unknown verdict {text:?} (expected allow, deny or kill)"),
+            )),
+        }
+    }
+
+    fn duration(&self, node: &Node, path: &str) -> Result<Duration, PolicyError> {
+        let text = self.string(node, path)?;
+        let d = parse_duration(text).map_err(|m| self.err(node, path, m))?;
+        if d.is_zero() {
+            return Err(self.err(
+                node,
+                path,
+                format!("duration {text:?} must be more than zero"),
+            ));
+        }
+        if d > MAX_DEADLINE {
+            return Err(self.err(
+                node,
+                path,
+                format!("duration {text:?} is longer than the maximum, 24h"),
+            ));
+        }
+        Ok(d)
+    }
+}
+
+fn scalar_text(node: &Node) -> &str {
+    match &node.kind {
+        Kind::Scalar { text, .. } => text,
+        _ => "",
+    }
+}
+
+/// "a, b or c"
+fn one_of(items: &[&str], last: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., tail] => format!("{} {last} {tail}", init.join(", ")),
+    }
+}
+
+/// `90s`, `5m`, `1h`, `1h30m`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "invalid duration {text:?} (expected e.g. 90s, 5m, 1h, 1h30m or a number of seconds)"
+        )
+    };
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse::<u64>().map(Duration::from_secs).map_err(|_| bad());
+    }
+    let mut total: u64 = 0;
+    let mut rest = t;
+    let mut last_unit = u64::MAX;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit = match rest.as_bytes().get(digits) {
+            Some(b'h') => 3600,
+            Some(b'm') => 60,
+            Some(b's') => 1,
+            _ => return Err(bad()),
+        };
+        // Units go from large to small, each at most once.
+        if unit >= last_unit {
+            return Err(bad());
+        }
+        last_unit = unit;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        rest = &rest[digits + 1..];
+    }
+    Ok(Duration::from_secs(total))
+}
+
+struct Fields<'n> {
+    node: &'n Node,
+    entries: &'n [(Node, Node)],
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| scalar_text(k) == key)
+            .map(|(_, v)| v)
+    }
+
+    /// An optional collection: a null value (a key with nothing under it) is as if the
+    /// key were absent.
+    fn get_collection(&self, key: &str) -> Option<&'n Node> {
+        self.get(key).filter(|v| !v.is_null())
+    }
+
+    fn require(&self, cx: &Cx<'_>, key: &str, path: &str) -> Result<&'n Node, PolicyError> {
+        self.get(key)
+            .ok_or_else(|| cx.err(self.node, path, format!("missing required key {key:?}")))
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+struct Claim {
+    subject: String,
+    line: usize,
+}
+
+struct Reader<'a> {
+    cx: Cx<'a>,
+    uids: HashMap<u32, Claim>,
+    exes: HashMap<PathBuf, Claim>,
+    cgroups: HashMap<String, Claim>,
+}
+
+/// Resolved `defaults`.
+struct Defaults {
+    deadline: Duration,
+    on_timeout: Verdict,
+}
+
+impl Reader<'_> {
+    fn policy(&mut self, root: &Node) -> Result<Policy, PolicyError> {
+        let cx = &self.cx;
+        let top = cx.map(root, "", &["version", "fail_mode", "defaults", "subjects"])?;
+        if let Some(v) = top.get("version") {
+            match &v.kind {
+                Kind::Scalar { text, plain: true } if text == "1" => {}
+                Kind::Scalar { text, .. } if !v.is_null() => {
+                    return Err(cx.err(
+                        v,
+                        "version",
+                        format!("unsupported version {text:?} (this belay reads version 1)"),
+                    ));
+                }
+                _ => return Err(cx.wrong_type(v, "version", "the number 1")),
+            }
+        }
+        let fail_mode = match top.get("fail_mode") {
+            None => None,
+            Some(v) => Some(match cx.string(v, "fail_mode")? {
+                "deny" => FailMode::Deny,
+                "allow" => FailMode::Allow,
+                other => {
+                    return Err(cx.err(
+                        v,
+                        "fail_mode",
+                        format!("unknown fail mode {other:?} (expected deny or allow)"),
+                    ));
+                }
+            }),
+        };
+        let mut defaults = Defaults {
+            deadline: DEFAULT_DEADLINE,
+            on_timeout: DEFAULT_ON_TIMEOUT,
+        };
+        if let Some(d) = top.get_collection("defaults") {
+            let f = cx.map(d, "defaults", &["deadline", "on_timeout"])?;
+            if let Some(v) = f.get("deadline") {
+                defaults.deadline = cx.duration(v, "defaults.deadline")?;
+            }
+            if let Some(v) = f.get("on_timeout") {
+                defaults.on_timeout = cx.verdict(v, "defaults.on_timeout")?;
+            }
+        }
+        let subjects_node = top.require(cx, "subjects", "")?;
+        let items = cx.seq(subjects_node, "subjects")?;
+        let mut subjects: Vec<Subject> = Vec::with_capacity(items.len());
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut ids: HashMap<u32, String> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("subjects[{i}]");
+            let subject = self.subject(item, &path, &defaults)?;
+            let cx = &self.cx;
+            let name_node = fields_of(item).get("name").unwrap_or(item);
+            if let Some(line) = names.get(&subject.name) {
+                return Err(cx.err(
+                    name_node,
+                    &format!("{path}.name"),
+                    format!(
+                        "duplicate subject name {:?} (first at line {line})",
+                        subject.name
+                    ),
+                ));
+            }
+            if subject.id == 0 {
+                return Err(cx.err(
+                    name_node,
+                    &format!("{path}.name"),
+                    format!(
+                        "subject name {:?} hashes to id 0, which is reserved: choose another name",
+                        subject.name
+                    ),
+                ));
+            }
+            if let Some(other) = ids.get(&subject.id) {
+                return Err(cx.err(
+                    name_node,
+                    &format!("{path}.name"),
+                    format!(
+                        "subject name {:?} has the same id ({:#010x}) as subject {other:?}: choose another name",
+                        subject.name, subject.id
+                    ),
+                ));
+            }
+            names.insert(subject.name.clone(), subject.line);
+            ids.insert(subject.id, subject.name.clone());
+            subjects.push(subject);
+        }
+        Ok(Policy {
+            source: self.cx.file.to_path_buf(),
+            fail_mode,
+            subjects,
+        })
+    }
+
+    fn subject(
+        &mut self,
+        node: &Node,
+        path: &str,
+        defaults: &Defaults,
+    ) -> Result<Subject, PolicyError> {
+        let cx = &self.cx;
+        let f = cx.map(
+            node,
+            path,
+            &[
+                "name",
+                "owner",
+                "match",
+                "default",
+                "deadline",
+                "on_timeout",
+                "exec",
+                "egress",
+            ],
+        )?;
+        let name_node = f.require(cx, "name", path)?;
+        let name_path = join(path, "name");
+        let name = cx.string(name_node, &name_path)?.to_owned();
+        validate_name(&name).map_err(|m| cx.err(name_node, &name_path, m))?;
+        let owner_node = f.require(cx, "owner", path)?;
+        let owner = cx
+            .string(owner_node, &join(path, "owner"))?
+            .trim()
+            .to_owned();
+        if owner.is_empty() {
+            return Err(cx.err(owner_node, &join(path, "owner"), "must not be empty"));
+        }
+
+        let (mut exec_default, mut egress_default) = (Action::Ask, Action::Ask);
+        if let Some(d) = f.get("default") {
+            let dpath = join(path, "default");
+            match &d.kind {
+                Kind::Map(_) => {
+                    let df = cx.map(d, &dpath, &["exec", "egress"])?;
+                    if let Some(v) = df.get("exec") {
+                        exec_default = cx.action(v, &join(&dpath, "exec"))?;
+                    }
+                    if let Some(v) = df.get("egress") {
+                        egress_default = cx.action(v, &join(&dpath, "egress"))?;
+                    }
+                }
+                Kind::Scalar { .. } if !d.is_null() => {
+                    exec_default = cx.action(d, &dpath)?;
+                    egress_default = exec_default;
+                }
+                _ => {
+                    return Err(cx.wrong_type(
+                        d,
+                        &dpath,
+                        "an action or a mapping {exec: ACTION, egress: ACTION}",
+                    ));
+                }
+            }
+        }
+        let deadline = match f.get("deadline") {
+            Some(v) => cx.duration(v, &join(path, "deadline"))?,
+            None => defaults.deadline,
+        };
+        let on_timeout = match f.get("on_timeout") {
+            Some(v) => cx.verdict(v, &join(path, "on_timeout"))?,
+            None => defaults.on_timeout,
+        };
+
+        let mut exec = Vec::new();
+        if let Some(rules) = f.get_collection("exec") {
+            let epath = join(path, "exec");
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            for (i, r) in cx.seq(rules, &epath)?.iter().enumerate() {
+                let rpath = format!("{epath}[{i}]");
+                let rule = self.exec_rule(r, &rpath, i)?;
+                unique_rule_name(&self.cx, &mut seen, &rule.name, rule.line, r, &rpath)?;
+                exec.push(rule);
+            }
+        }
+        let mut egress = Vec::new();
+        if let Some(rules) = f.get_collection("egress") {
+            let epath = join(path, "egress");
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            for (i, r) in cx.seq(rules, &epath)?.iter().enumerate() {
+                let rpath = format!("{epath}[{i}]");
+                let rule = self.egress_rule(r, &rpath, i)?;
+                unique_rule_name(&self.cx, &mut seen, &rule.name, rule.line, r, &rpath)?;
+                egress.push(rule);
+            }
+        }
+
+        let mut subject = Subject {
+            id: agent_common::subject_id(name.as_bytes()),
+            name,
+            owner,
+            cgroups: Vec::new(),
+            executables: Vec::new(),
+            uids: Vec::new(),
+            enrolled: false,
+            exec_default,
+            egress_default,
+            deadline,
+            on_timeout,
+            exec,
+            egress,
+            line: node.pos.line,
+        };
+        if let Some(m) = f.get_collection("match") {
+            self.match_section(m, &join(path, "match"), &mut subject)?;
+        }
+        Ok(subject)
+    }
+
+    fn match_section(
+        &mut self,
+        node: &Node,
+        path: &str,
+        subject: &mut Subject,
+    ) -> Result<(), PolicyError> {
+        let cx = &self.cx;
+        let f = cx.map(node, path, &["cgroups", "executables", "uids", "enrolled"])?;
+        if let Some(v) = f.get("enrolled") {
+            subject.enrolled = cx.boolean(v, &join(path, "enrolled"))?;
+        }
+        if let Some(list) = f.get_collection("cgroups") {
+            let lpath = join(path, "cgroups");
+            for (i, item) in cx.seq(list, &lpath)?.iter().enumerate() {
+                let ipath = format!("{lpath}[{i}]");
+                let text = cx.string(item, &ipath)?;
+                let cg = normalize_cgroup(text).map_err(|m| cx.err(item, &ipath, m))?;
+                if subject.cgroups.contains(&cg) {
+                    continue;
+                }
+                claim(
+                    cx,
+                    &mut self.cgroups,
+                    cg.clone(),
+                    subject,
+                    item,
+                    &ipath,
+                    || format!("cgroup {cg}"),
+                )?;
+                subject.cgroups.push(cg);
+            }
+        }
+        if let Some(list) = f.get_collection("executables") {
+            let lpath = join(path, "executables");
+            for (i, item) in cx.seq(list, &lpath)?.iter().enumerate() {
+                let ipath = format!("{lpath}[{i}]");
+                let text = cx.string(item, &ipath)?;
+                if !text.starts_with('/') {
+                    return Err(cx.err(item, &ipath, format!("{text:?} is not an absolute path")));
+                }
+                if text.contains(['*', '?', '[']) {
+                    return Err(cx.err(
+                        item,
+                        &ipath,
+                        format!("{text:?}: executables are literal paths, globs are not supported"),
+                    ));
+                }
+                if text.contains('\0') {
+                    return Err(cx.err(item, &ipath, "path contains a NUL character"));
+                }
+                let exe = PathBuf::from(text);
+                if subject.executables.contains(&exe) {
+                    continue;
+                }
+                claim(
+                    cx,
+                    &mut self.exes,
+                    exe.clone(),
+                    subject,
+                    item,
+                    &ipath,
+                    || format!("executable {text}"),
+                )?;
+                subject.executables.push(exe);
+            }
+        }
+        if let Some(list) = f.get_collection("uids") {
+            let lpath = join(path, "uids");
+            for (i, item) in cx.seq(list, &lpath)?.iter().enumerate() {
+                let ipath = format!("{lpath}[{i}]");
+                let text = cx.string(item, &ipath)?;
+                let uid = resolve_uid(text).map_err(|m| cx.err(item, &ipath, m))?;
+                if subject.uids.contains(&uid) {
+                    continue;
+                }
+                claim(cx, &mut self.uids, uid, subject, item, &ipath, || {
+                    format!("uid {uid}")
+                })?;
+                subject.uids.push(uid);
+            }
+        }
+        Ok(())
+    }
+
+    fn exec_rule(&self, node: &Node, path: &str, index: usize) -> Result<ExecRule, PolicyError> {
+        let cx = &self.cx;
+        let f = cx.map(
+            node,
+            path,
+            &["name", "path", "argv", "action", "deadline", "on_timeout"],
+        )?;
+        let name = rule_name(cx, &f, path, || format!("exec[{index}]"))?;
+        let path_node = f.require(cx, "path", path)?;
+        let ppath = join(path, "path");
+        let pattern = cx.string(path_node, &ppath)?;
+        let glob = Glob::new(pattern, GlobMode::Path).map_err(|m| cx.err(path_node, &ppath, m))?;
+        let argv = match f.get("argv") {
+            None => None,
+            Some(a) => {
+                let apath = join(path, "argv");
+                let pattern = cx.string(a, &apath)?;
+                Some(Glob::new(pattern, GlobMode::Text).map_err(|m| cx.err(a, &apath, m))?)
+            }
+        };
+        let action_node = f.require(cx, "action", path)?;
+        let action = cx.action(action_node, &join(path, "action"))?;
+        let (deadline, on_timeout) = rule_timeouts(cx, &f, path)?;
+        Ok(ExecRule {
+            name,
+            line: node.pos.line,
+            path: glob,
+            argv,
+            action,
+            deadline,
+            on_timeout,
+        })
+    }
+
+    fn egress_rule(
+        &self,
+        node: &Node,
+        path: &str,
+        index: usize,
+    ) -> Result<EgressRule, PolicyError> {
+        let cx = &self.cx;
+        let f = cx.map(
+            node,
+            path,
+            &[
+                "name",
+                "to",
+                "ports",
+                "protocol",
+                "action",
+                "deadline",
+                "on_timeout",
+            ],
+        )?;
+        let name = rule_name(cx, &f, path, || format!("egress[{index}]"))?;
+        let mut to = Vec::new();
+        if let Some(list) = f.get("to") {
+            let tpath = join(path, "to");
+            let items = cx.seq(list, &tpath)?;
+            if items.is_empty() {
+                return Err(cx.err(
+                    list,
+                    &tpath,
+                    "must not be empty (leave `to` out to match any destination)",
+                ));
+            }
+            for (i, item) in items.iter().enumerate() {
+                let ipath = format!("{tpath}[{i}]");
+                let text = cx.string(item, &ipath)?;
+                let dest = destination(text).map_err(|m| cx.err(item, &ipath, m))?;
+                if !to.contains(&dest) {
+                    to.push(dest);
+                }
+            }
+        }
+        let mut ports = Vec::new();
+        if let Some(list) = f.get("ports") {
+            let ppath = join(path, "ports");
+            let items = cx.seq(list, &ppath)?;
+            if items.is_empty() {
+                return Err(cx.err(
+                    list,
+                    &ppath,
+                    "must not be empty (leave `ports` out to match any port)",
+                ));
+            }
+            for (i, item) in items.iter().enumerate() {
+                let ipath = format!("{ppath}[{i}]");
+                let text = cx.string(item, &ipath)?;
+                let range = port_range(text).map_err(|m| cx.err(item, &ipath, m))?;
+                if !ports.contains(&range) {
+                    ports.push(range);
+                }
+            }
+        }
+        let protocol = match f.get("protocol") {
+            None => None,
+            Some(p) => {
+                let ppath = join(path, "protocol");
+                Some(match cx.string(p, &ppath)? {
+                    "tcp" => Proto::Tcp,
+                    "udp" => Proto::Udp,
+                    other => {
+                        return Err(cx.err(
+                            p,
+                            &ppath,
+                            format!("unknown protocol {other:?} (expected tcp or udp)"),
+                        ));
+                    }
+                })
+            }
+        };
+        let action_node = f.require(cx, "action", path)?;
+        let action = cx.action(action_node, &join(path, "action"))?;
+        let (deadline, on_timeout) = rule_timeouts(cx, &f, path)?;
+        Ok(EgressRule {
+            name,
+            line: node.pos.line,
+            to,
+            ports,
+            protocol,
+            action,
+            deadline,
+            on_timeout,
+        })
+    }
+}
+
+/// The entries of a mapping already checked by [`Cx::map`].
+fn fields_of(item: &Node) -> Fields<'_> {
+    match &item.kind {
+        Kind::Map(entries) => Fields {
+            node: item,
+            entries,
+        },
+        _ => Fields {
+            node: item,
+            entries: &[],
+        },
+    }
+}
+
+fn claim<K: std::hash::Hash + Eq>(
+    cx: &Cx<'_>,
+    claims: &mut HashMap<K, Claim>,
+    key: K,
+    subject: &Subject,
+    node: &Node,
+    path: &str,
+    what: impl FnOnce() -> String,
+) -> Result<(), PolicyError> {
+    if let Some(first) = claims.get(&key) {
+        return Err(cx.err(
+            node,
+            path,
+            format!(
+                "{} is already claimed by subject {:?} (line {}); a process can be one subject only",
+                what(),
+                first.subject,
+                first.line
+            ),
+        ));
+    }
+    claims.insert(
+        key,
+        Claim {
+            subject: subject.name.clone(),
+            line: node.pos.line,
+        },
+    );
+    Ok(())
+}
+
+fn unique_rule_name(
+    cx: &Cx<'_>,
+    seen: &mut HashMap<String, usize>,
+    name: &str,
+    line: usize,
+    node: &Node,
+    path: &str,
+) -> Result<(), PolicyError> {
+    if let Some(first) = seen.get(name) {
+        let target = match &node.kind {
+            Kind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| scalar_text(k) == "name")
+                .map_or(node, |(_, v)| v),
+            _ => node,
+        };
+        return Err(cx.err(
+            target,
+            path,
+            format!("duplicate rule name {name:?} (first at line {first})"),
+        ));
+    }
+    seen.insert(name.to_owned(), line);
+    Ok(())
+}
+
+fn rule_name(
+    cx: &Cx<'_>,
+    f: &Fields<'_>,
+    path: &str,
+    default: impl FnOnce() -> String,
+) -> Result<String, PolicyError> {
+    let Some(n) = f.get("name") else {
+        return Ok(default());
+    };
+    let npath = join(path, "name");
+    let name = cx.string(n, &npath)?;
+    if name.trim().is_empty() {
+        return Err(cx.err(n, &npath, "must not be empty"));
+    }
+    if name.chars().count() > MAX_RULE_NAME {
+        return Err(cx.err(n, &npath, format!("longer than {MAX_RULE_NAME} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(cx.err(n, &npath, "contains a control character"));
+    }
+    Ok(name.to_owned())
+}
+
+fn rule_timeouts(
+    cx: &Cx<'_>,
+    f: &Fields<'_>,
+    path: &str,
+) -> Result<(Option<Duration>, Option<Verdict>), PolicyError> {
+    let deadline = match f.get("deadline") {
+        Some(v) => Some(cx.duration(v, &join(path, "deadline"))?),
+        None => None,
+    };
+    let on_timeout = match f.get("on_timeout") {
+        Some(v) => Some(cx.verdict(v, &join(path, "on_timeout"))?),
+        None => None,
+    };
+    Ok((deadline, on_timeout))
+}
+
+fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("{name:?} is longer than {MAX_NAME} characters"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{name:?} contains {bad:?} (letters, digits, '.', '_' and '-' only)"
+        ));
+    }
+    Ok(())
+}
+
+/// A cgroup v2 path relative to the cgroup2 root: `/` then components, no `.` or `..`;
+/// a trailing `/` is dropped.
+fn normalize_cgroup(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!(
+            "cgroup path {text:?} must start with '/' (it is relative to the cgroup2 root)"
+        ));
+    }
+    if text.contains('\0') {
+        return Err("path contains a NUL character".into());
+    }
+    let trimmed = text.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok("/".into());
+    }
+    for comp in trimmed[1..].split('/') {
+        if comp.is_empty() || comp == "." || comp == ".." {
+            return Err(format!(
+                "cgroup path {text:?} has an empty, '.' or '..' component"
+            ));
+        }
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn resolve_uid(text: &str) -> Result<u32, String> {
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return match text.parse::<u32>() {
+            Ok(u32::MAX) | Err(_) => Err(format!("{text:?} is not a valid uid")),
+            Ok(uid) => Ok(uid),
+        };
+    }
+    match nix::unistd::User::from_name(text) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!("unknown user {text:?}")),
+        Err(e) => Err(format!("looking up user {text:?}: {e}")),
+    }
+}
+
+/// A `to` entry: an address block, a bare address, or a hostname pattern.
+fn destination(text: &str) -> Result<Destination, String> {
+    let looks_numeric =
+        text.contains(['/', ':']) || text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if looks_numeric {
+        return Cidr::parse(text).map(Destination::Net);
+    }
+    HostPattern::new(text).map(Destination::Host)
+}
+
+/// `443` or `8000-8100`.
+fn port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let port = |s: &str| -> Result<u16, String> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "invalid port {text:?} (expected a port 1-65535 or a range like \"8000-8100\")"
+            ));
+        }
+        match s.parse::<u32>() {
+            Ok(0) => Err(format!("port 0 in {text:?} is not a port (1 to 65535)")),
+            Ok(p) if p <= 65535 => Ok(p as u16),
+            _ => Err(format!("port {s} in {text:?} is out of range (1 to 65535)")),
+        }
+    };
+    match text.split_once('-') {
+        None => {
+            let p = port(text)?;
+            Ok(p..=p)
+        }
+        Some((lo, hi)) => {
+            let (lo, hi) = (port(lo)?, port(hi)?);
+            if lo > hi {
+                return Err(format!(
+                    "port range {text:?} is reversed ({lo} is above {hi})"
+                ));
+            }
+            Ok(lo..=hi)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
+        assert_eq!(parse_duration("120"), Ok(Duration::from_secs(120)));
+        for bad in [
+            "",
+            "m",
+            "5x",
+            "5m5m",
+            "5s1m",
+            "1.5h",
+            "-5s",
+            "5 m",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(port_range("443"), Ok(443..=443));
+        assert_eq!(port_range("8000-8100"), Ok(8000..=8100));
+        assert_eq!(port_range("1-65535"), Ok(1..=65535));
+        assert!(port_range("0").unwrap_err().contains("port 0"));
+        assert!(port_range("0-10").unwrap_err().contains("port 0"));
+        assert!(port_range("8100-8000").unwrap_err().contains("reversed"));
+        assert!(port_range("65536").unwrap_err().contains("out of range"));
+        assert!(port_range("http").unwrap_err().contains("invalid port"));
+        assert!(port_range("-5").unwrap_err().contains("invalid port"));
+    }
+
+    #[test]
+    fn destinations() {
+        assert!(matches!(destination("10.0.0.0/8"), Ok(Destination::Net(_))));
+        assert!(matches!(destination("127.0.0.1"), Ok(Destination::Net(c)) if c.prefix == 32));
+        assert!(matches!(destination("::1"), Ok(Destination::Net(c)) if c.prefix == 128));
+        assert!(matches!(destination("*.x.com"), Ok(Destination::Host(_))));
+        assert!(
+            destination("10.0.0.300")
+                .unwrap_err()
+                .contains("not a valid IP")
+        );
+        assert!(
+            destination("10.0.0.1/8")
+                .unwrap_err()
+                .contains("outside the /8")
+        );
+    }
+
+    #[test]
+    fn cgroups() {
+        assert_eq!(normalize_cgroup("/a/b/").unwrap(), "/a/b");
+        assert_eq!(normalize_cgroup("/").unwrap(), "/");
+        assert!(
+            normalize_cgroup("a/b")
+                .unwrap_err()
+                .contains("must start with '/'")
+        );
+        assert!(normalize_cgroup("/a/../b").unwrap_err().contains("'..'"));
+        assert!(normalize_cgroup("/a//b").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn one_of_lists() {
+        assert_eq!(one_of(&["a"], "or"), "a");
+        assert_eq!(one_of(&["a", "b", "c"], "or"), "a, b or c");
+    }
+}
