@@ -49,11 +49,26 @@ pub fn scratch_event(kind: u32, subject: u32) -> Option<&'static mut RawEvent> {
     Some(ev)
 }
 
-/// Decides a watched task's action: apply what policy settles in the kernel (`action`,
-/// a `rule_action`), or a verdict left for exactly this action, or stop the task and
+/// Decides a watched task's action: apply a verdict left for exactly this action, or
+/// what policy settles in the kernel (`action`, a `rule_action`), or stop the task and
 /// tell the daemon. Returns the LSM return value.
 #[inline(always)]
 pub fn hold(ev: &mut RawEvent, action: u32) -> i32 {
+    let key = VerdictKey {
+        tgid: ev.tgid,
+        kind: ev.kind,
+        action_hash: ev.action_hash,
+    };
+    // SAFETY: the value is copied out before the entry is removed.
+    if let Some(v) = unsafe { VERDICTS.get(key) }.copied() {
+        // One-shot: the next identical action asks again.
+        let _ = VERDICTS.remove(key);
+        let _ = PAUSED.remove(ev.pid);
+        count(counter::VERDICTS_APPLIED);
+        return if v == verdict::ALLOW { 0 } else { -EPERM };
+    }
+    // The rest of the policy the kernel knows; a verdict above came first: a person's
+    // decision on exactly this action stands even if a reload changed the rules since.
     match action {
         rule_action::ALLOW => {
             count(counter::POLICY_DECIDED);
@@ -78,19 +93,6 @@ pub fn hold(ev: &mut RawEvent, action: u32) -> i32 {
             return -EPERM;
         }
         _ => {}
-    }
-    let key = VerdictKey {
-        tgid: ev.tgid,
-        kind: ev.kind,
-        action_hash: ev.action_hash,
-    };
-    // SAFETY: the value is copied out before the entry is removed.
-    if let Some(v) = unsafe { VERDICTS.get(key) }.copied() {
-        // One-shot: the next identical action asks again.
-        let _ = VERDICTS.remove(key);
-        let _ = PAUSED.remove(ev.pid);
-        count(counter::VERDICTS_APPLIED);
-        return if v == verdict::ALLOW { 0 } else { -EPERM };
     }
 
     let why = unpausable();

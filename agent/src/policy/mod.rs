@@ -117,6 +117,7 @@ mod compile;
 mod evaluate;
 mod glob;
 mod parse;
+mod values;
 mod yaml;
 
 #[cfg(test)]

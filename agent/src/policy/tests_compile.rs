@@ -673,3 +673,27 @@ fn kernel_exec_agrees_with_the_daemon() {
     assert!(kernel_decided > 5_000, "{kernel_decided}");
     assert!(by_identity > 0);
 }
+
+#[test]
+fn host_resolver_reads_the_filesystem() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tool");
+    std::fs::write(&file, "#!/bin/sh\n").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let meta = std::fs::metadata(&file).unwrap();
+    let got = HostResolver.file(&file).unwrap();
+    assert_eq!(got, (meta.ino(), kernel_dev(meta.dev())));
+    assert_eq!(HostResolver.file(&link), Some(got));
+    assert_eq!(
+        HostResolver.canonical(&link),
+        Some(std::fs::canonicalize(&file).unwrap())
+    );
+    assert_eq!(HostResolver.file(&dir.path().join("missing")), None);
+    assert_eq!(HostResolver.cgroup_id("/no/such/belay/cgroup"), None);
+    // The kernel's s_dev: major << 20 | minor (user space packs them differently).
+    assert_eq!(kernel_dev(libc::makedev(8, 1)), 8 << 20 | 1);
+    assert_eq!(kernel_dev(libc::makedev(259, 70_000)), 259 << 20 | 70_000);
+    assert_eq!(kernel_dev(libc::makedev(0, 42)), 42);
+}

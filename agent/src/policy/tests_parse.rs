@@ -140,6 +140,18 @@ fn built_in_defaults_and_optional_keys() {
     assert_eq!(p.subjects[0].deadline, Duration::from_secs(90));
 
     assert!(parse("subjects: []\n").unwrap().subjects.is_empty());
+
+    // A collection key with nothing under it is as if it were left out.
+    let p = parse(&one("match:\nexec:\negress:\n")).unwrap();
+    assert!(p.subjects[0].exec.is_empty() && p.subjects[0].egress.is_empty());
+    let p = parse("defaults:\nsubjects:\n  - {name: a, owner: o, match: {uids:, cgroups: }}\n")
+        .unwrap();
+    assert!(p.subjects[0].uids.is_empty());
+    // But a scalar key with nothing under it is an error.
+    assert_eq!(
+        err(&one("deadline:\n")),
+        "policy.yaml:5:13: subjects[0].deadline: expected a duration (e.g. 90s, 5m, 1h), found null"
+    );
 }
 
 #[test]
@@ -313,6 +325,10 @@ fn wrong_types() {
     assert_eq!(
         err("fail_mode: open\nsubjects: []\n"),
         "policy.yaml:1:12: fail_mode: unknown fail mode \"open\" (expected deny or allow)"
+    );
+    assert_eq!(
+        err(&one("exec:\n  - {path: /a, action: [allow]}\n")),
+        "policy.yaml:6:28: subjects[0].exec[0].action: expected an action (allow, deny, ask, kill or audit), found a sequence"
     );
     assert_eq!(
         err(&one("on_timeout: ask\n")),

@@ -163,6 +163,31 @@ fn resolve_connect(server: &str, name: &str, port: &str) -> ExitCode {
     connect(&format!("{ip}:{port}"))
 }
 
+/// Runs `/bin/true` `n` times, or connects to `addr` `n` times, and prints
+/// `rate <per second>`: the benchmark's measuring loop, in a process belay may watch.
+fn rate(what: &str, addr: Option<&str>, n: &str) -> ExitCode {
+    let Ok(n) = n.parse::<u32>() else {
+        println!("bad count {n}");
+        return ExitCode::from(2);
+    };
+    let addr: Option<SocketAddr> = addr.and_then(|a| a.parse().ok());
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let ok = match addr {
+            Some(addr) => TcpStream::connect(addr).is_ok(),
+            None => std::process::Command::new("/bin/true")
+                .status()
+                .is_ok_and(|s| s.success()),
+        };
+        if !ok {
+            println!("{what} failed");
+            return ExitCode::from(11);
+        }
+    }
+    println!("rate {}", f64::from(n) / t.elapsed().as_secs_f64());
+    ExitCode::SUCCESS
+}
+
 /// TCP Fast Open: `sendto(MSG_FASTOPEN)` on an unconnected socket connects and sends.
 fn tfo(addr: &str) -> ExitCode {
     let Ok(SocketAddr::V4(v4)) = addr.parse::<SocketAddr>() else {
@@ -270,7 +295,7 @@ fn main() -> ExitCode {
     if args.is_empty() {
         eprintln!(
             "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | \
-             udp-send ADDR | tfo ADDR | resolve-connect DNS-SERVER NAME PORT | connect-loop ADDR N | stop-loop N | fork-many N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
+             udp-send ADDR | tfo ADDR | resolve-connect DNS-SERVER NAME PORT | connect-loop ADDR N | stop-loop N | fork-many N | exec-rate N | connect-rate ADDR N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
         );
         return ExitCode::from(2);
     }
@@ -286,6 +311,8 @@ fn main() -> ExitCode {
         ("stop-loop", [n]) => stop_loop(n),
         ("fork-many", [n]) => fork_many(n),
         ("tfo", [addr]) => tfo(addr),
+        ("exec-rate", [n]) => rate("exec", None, n),
+        ("connect-rate", [addr, n]) => rate("connect", Some(addr), n),
         ("resolve-connect", [server, name, port]) => resolve_connect(server, name, port),
         ("uring-connect", [addr]) => uring_connect(addr, false),
         ("uring-connect-worker", [addr]) => uring_connect(addr, true),

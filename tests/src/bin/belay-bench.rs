@@ -2,18 +2,18 @@
 //! in the same run, side by side, and printed as `bench: <name> <value> <unit>`; rates
 //! are compared as ratios, because absolute numbers on an emulated CPU mean little.
 //!
-//! - exec and connect rates of an unwatched process, with belay loaded against without
-//!   (interleaved rounds, median of each);
+//! - exec and connect rates of a process without belay, with belay loaded and the
+//!   process unwatched, and watched with policy that allows both in the kernel
+//!   (interleaved rounds, median of each; the loops run in a `belay-actor` child);
 //! - pause -> automatic decision by the enforcer -> resume, as the paused process sees
 //!   its connect take, against a bare SIGSTOP/SIGCONT cycle through another process.
-use std::{
-    net::{TcpListener, TcpStream},
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{net::TcpListener, time::Duration};
 
 use anyhow::{Context as _, bail};
-use belay_agent::kernel::{Enforcer, FailMode, Loaded, Verdict};
+use belay_agent::{
+    kernel::{Enforcer, FailMode, Loaded, Verdict},
+    policy::{self, HostResolver, Policy},
+};
 use belay_tests::{Actor, PinDir};
 use nix::{
     sys::{
@@ -28,25 +28,70 @@ const EXECS: u32 = 150;
 const CONNECTS: u32 = 1500;
 const PAUSES: u32 = 300;
 
-fn exec_rate() -> anyhow::Result<f64> {
-    let t = Instant::now();
-    for _ in 0..EXECS {
-        let st = Command::new("/bin/true")
-            .status()
-            .context("running /bin/true")?;
-        if !st.success() {
-            bail!("/bin/true failed: {st}");
-        }
-    }
-    Ok(f64::from(EXECS) / t.elapsed().as_secs_f64())
+/// How the measuring process runs.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// Not watched (belay loaded or not).
+    Unwatched,
+    /// Watched as the bench subject, whose policy allows the loop in the kernel.
+    Watched(&'a Belay, &'a tokio::runtime::Runtime),
 }
 
-fn connect_rate(addr: std::net::SocketAddr) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    for _ in 0..CONNECTS {
-        drop(TcpStream::connect(addr).context("connecting to the local listener")?);
+/// Runs one measuring loop in a belay-actor child and returns its rate.
+fn rate(mode: Mode<'_>, args: &[&str]) -> anyhow::Result<f64> {
+    let mut actor = Actor::spawn(args)?;
+    if let Mode::Watched(b, rt) = mode {
+        rt.block_on(b.enforcer.watch_as(actor.pid, SUBJECT_ID))?;
     }
-    Ok(f64::from(CONNECTS) / t.elapsed().as_secs_f64())
+    actor.go()?;
+    let (out, status) = actor.finish(Duration::from_secs(300))?;
+    if !status.success() {
+        bail!("{args:?} failed: {out}");
+    }
+    out.lines()
+        .find_map(|l| l.strip_prefix("rate "))
+        .and_then(|r| r.trim().parse().ok())
+        .with_context(|| format!("no rate in {out:?}"))
+}
+
+fn exec_rate(mode: Mode<'_>) -> anyhow::Result<f64> {
+    rate(mode, &["exec-rate", &EXECS.to_string()])
+}
+
+fn connect_rate(mode: Mode<'_>, addr: std::net::SocketAddr) -> anyhow::Result<f64> {
+    rate(
+        mode,
+        &["connect-rate", &addr.to_string(), &CONNECTS.to_string()],
+    )
+}
+
+const SUBJECT: &str = "bench";
+const SUBJECT_ID: u32 = agent_common::subject_id(SUBJECT.as_bytes());
+
+/// The policy of the watched rounds: the loop's exec and connect are allowed by rules
+/// the kernel applies itself; anything else would pause (and stall the bench).
+fn bench_policy(addr: std::net::SocketAddr) -> anyhow::Result<policy::KernelTables> {
+    let text = format!(
+        "version: 1
+subjects:
+  - name: {SUBJECT}
+    owner: bench
+    default: ask
+    exec:
+      - {{path: /bin/true, action: allow}}
+    egress:
+      - {{to: [{ip}], ports: [{port}], protocol: tcp, action: allow}}
+",
+        ip = addr.ip(),
+        port = addr.port()
+    );
+    let policy = Policy::parse(&text, std::path::Path::new("bench.yaml"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tables = policy::compile(&policy, &HostResolver);
+    if tables.exec.is_empty() || tables.egress.is_empty() {
+        bail!("bench policy did not compile into the kernel: {tables:?}");
+    }
+    Ok(tables)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -72,11 +117,12 @@ struct Belay {
     _pins: PinDir,
 }
 
-fn load(rt: &tokio::runtime::Runtime) -> anyhow::Result<Belay> {
+fn load(rt: &tokio::runtime::Runtime, tables: &policy::KernelTables) -> anyhow::Result<Belay> {
     let pins = PinDir::new();
     let loaded = Loaded::load(&pins.0).context("loading belay")?;
     let (enforcer, events) =
         rt.block_on(async { Enforcer::start(loaded, Duration::from_secs(30), FailMode::Deny) })?;
+    rt.block_on(enforcer.apply_policy(tables.clone()))?;
     Ok(Belay {
         enforcer,
         events,
@@ -105,25 +151,37 @@ fn main() -> anyhow::Result<()> {
         }
     });
 
-    let (mut bare_exec, mut bare_conn, mut belay_exec, mut belay_conn) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let tables = bench_policy(addr)?;
+    let mut rates: [Vec<f64>; 6] = Default::default();
     for round in 0..ROUNDS {
-        bare_exec.push(exec_rate()?);
-        bare_conn.push(connect_rate(addr)?);
-        let b = load(&rt)?;
-        belay_exec.push(exec_rate()?);
-        belay_conn.push(connect_rate(addr)?);
+        rates[0].push(exec_rate(Mode::Unwatched)?);
+        rates[1].push(connect_rate(Mode::Unwatched, addr)?);
+        let b = load(&rt, &tables)?;
+        rates[2].push(exec_rate(Mode::Unwatched)?);
+        rates[3].push(connect_rate(Mode::Unwatched, addr)?);
+        rates[4].push(exec_rate(Mode::Watched(&b, &rt))?);
+        rates[5].push(connect_rate(Mode::Watched(&b, &rt), addr)?);
+        let counters = rt.block_on(b.enforcer.counters())?;
+        if counters.paused != 0 {
+            bail!(
+                "the watched loops paused {} times: the policy did not apply",
+                counters.paused
+            );
+        }
         unload(&rt, b)?;
         eprintln!("bench: round {} of {ROUNDS} done", round + 1);
     }
-    let (be, bc) = (median(&mut bare_exec), median(&mut bare_conn));
-    let (we, wc) = (median(&mut belay_exec), median(&mut belay_conn));
+    let [be, bc, ue, uc, we, wc] = rates.map(|mut r| median(&mut r));
     println!("bench: exec_bare_per_s {be:.0} 1/s");
-    println!("bench: exec_unwatched_per_s {we:.0} 1/s");
-    println!("bench: exec_unwatched_ratio {:.3} ratio", we / be);
+    println!("bench: exec_unwatched_per_s {ue:.0} 1/s");
+    println!("bench: exec_watched_allowed_per_s {we:.0} 1/s");
+    println!("bench: exec_unwatched_ratio {:.3} ratio", ue / be);
+    println!("bench: exec_watched_allowed_ratio {:.3} ratio", we / be);
     println!("bench: connect_bare_per_s {bc:.0} 1/s");
-    println!("bench: connect_unwatched_per_s {wc:.0} 1/s");
-    println!("bench: connect_unwatched_ratio {:.3} ratio", wc / bc);
+    println!("bench: connect_unwatched_per_s {uc:.0} 1/s");
+    println!("bench: connect_watched_allowed_per_s {wc:.0} 1/s");
+    println!("bench: connect_unwatched_ratio {:.3} ratio", uc / bc);
+    println!("bench: connect_watched_allowed_ratio {:.3} ratio", wc / bc);
 
     // A bare stop/continue cycle: the child stops itself, this process continues it.
     let mut actor = Actor::spawn(&["stop-loop", &PAUSES.to_string()])?;
@@ -139,7 +197,7 @@ fn main() -> anyhow::Result<()> {
     let mut bare = latencies(&out);
 
     // Pause -> the enforcer's automatic allow -> resume, seen by the paused connect.
-    let mut b = load(&rt)?;
+    let mut b = load(&rt, &tables)?;
     let mut actor = Actor::spawn(&["connect-loop", &addr.to_string(), &PAUSES.to_string()])?;
     rt.block_on(b.enforcer.watch(actor.pid))?;
     let enforcer = b.enforcer.clone();
