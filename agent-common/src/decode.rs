@@ -52,6 +52,25 @@ pub enum Action {
         addr: SocketAddr,
         transport: Transport,
     },
+    /// `connect` to a Unix socket: a path, or `@name` for an abstract socket.
+    ConnectUnix { path: String, transport: Transport },
+    /// A datagram sent to a named Unix socket.
+    SendUnix { path: String, transport: Transport },
+}
+
+/// A Unix socket name as people write it: the path, or `@` and the abstract name (NUL
+/// bytes in it shown as `@`, as `ss` does).
+fn unix_name(raw: &[u8]) -> String {
+    match raw.split_first() {
+        Some((0, rest)) => {
+            let shown: std::vec::Vec<u8> = rest
+                .iter()
+                .map(|&b| if b == 0 { b'@' } else { b })
+                .collect();
+            std::format!("@{}", String::from_utf8_lossy(&shown))
+        }
+        _ => c_string(raw),
+    }
 }
 
 /// A task the kernel has stopped, waiting for a verdict.
@@ -128,6 +147,16 @@ impl TryFrom<&RawEvent> for PauseEvent {
                 ino: raw.ino,
                 dev: raw.dev,
             },
+            kind::CONNECT | kind::SEND if raw.family == family::UNIX => {
+                let n = usize::from(raw.port).min(108);
+                let path = unix_name(&raw.path[..n]);
+                let transport = Transport::from_sock_type(raw.sock_type);
+                if raw.kind == kind::CONNECT {
+                    Action::ConnectUnix { path, transport }
+                } else {
+                    Action::SendUnix { path, transport }
+                }
+            }
             kind::CONNECT | kind::SEND => {
                 let ip = match raw.family {
                     family::INET => IpAddr::V4(Ipv4Addr::new(
@@ -234,6 +263,40 @@ mod tests {
     }
 
     #[test]
+    fn decodes_unix_socket_names_pathname_and_abstract() {
+        let mut raw = RawEvent::zeroed();
+        raw.kind = kind::CONNECT;
+        raw.family = family::UNIX;
+        raw.sock_type = sock_type::STREAM;
+        let name = b"/run/docker.sock";
+        raw.path[..name.len()].copy_from_slice(name);
+        raw.path[name.len()] = 0;
+        raw.port = (name.len() + 1) as u16;
+        assert_eq!(
+            PauseEvent::try_from(&raw).unwrap().action,
+            Action::ConnectUnix {
+                path: "/run/docker.sock".into(),
+                transport: Transport::Tcp,
+            }
+        );
+        // Abstract: a leading NUL, NULs inside shown as '@', only `port` bytes count.
+        raw.kind = kind::SEND;
+        raw.sock_type = sock_type::DGRAM;
+        raw.path[..7].copy_from_slice(b"\0x\0y/zq");
+        raw.port = 6;
+        assert_eq!(
+            PauseEvent::try_from(&raw).unwrap().action,
+            Action::SendUnix {
+                path: "@x@y/z".into(),
+                transport: Transport::Udp,
+            }
+        );
+        // A length past sun_path is clamped, never read beyond the event.
+        raw.port = u16::MAX;
+        assert!(PauseEvent::try_from(&raw).is_ok());
+    }
+
+    #[test]
     fn decodes_ipv6_connect_and_exec_path() {
         let mut raw = RawEvent::zeroed();
         raw.kind = kind::CONNECT;
@@ -314,8 +377,8 @@ mod tests {
         raw.kind = 77;
         assert_eq!(PauseEvent::try_from(&raw), Err(DecodeError::Kind(77)));
         raw.kind = kind::CONNECT;
-        raw.family = 1;
-        assert_eq!(PauseEvent::try_from(&raw), Err(DecodeError::Family(1)));
+        raw.family = 16; // AF_NETLINK: never held
+        assert_eq!(PauseEvent::try_from(&raw), Err(DecodeError::Family(16)));
         let bytes = as_bytes(&raw);
         assert_eq!(
             PauseEvent::try_from(&bytes[..10]),

@@ -115,6 +115,11 @@ pub struct SubjectConf {
     /// walked in order; the first that matches decides.
     pub egress_first: u32,
     pub egress_len: u32,
+    /// [`rule_action`] for a Unix socket destination (connect, or a datagram sent to a
+    /// named socket): the subject's egress default when none of its rules names Unix
+    /// sockets, else [`rule_action::ASK`] (the daemon matches the path).
+    pub unix_action: u32,
+    pub _pad: u32,
 }
 
 /// Key of the `EXEC_RULES` map: an executable file (as the kernel identifies the file
@@ -184,12 +189,15 @@ pub const PF_IO_WORKER: u32 = 0x10;
 
 /// Address families the connect hook understands (values of `sa_family_t`).
 pub mod family {
+    pub const UNIX: u16 = 1;
     pub const INET: u16 = 2;
     pub const INET6: u16 = 10;
 }
 
 /// Identifies one paused action: the process and a hash of the kernel's own copy of what
-/// was checked (the sockaddr for connect; the path, inode and device for exec). A verdict
+/// was checked (the sockaddr for connect; the path, inode and device for exec), mixed
+/// with the start time of the process, so a later process that reuses the pid can never
+/// consume a verdict left for an earlier one. A verdict
 /// is consumed by the first hook run that matches it, so a process that changes its
 /// action after resuming is paused again as a new request.
 #[repr(C)]
@@ -302,6 +310,10 @@ pub struct KernelOffsets {
     pub skb_data_len: u32,
     /// `sk_buff::transport_header`
     pub skb_transport_header: u32,
+    /// `task_struct::group_leader`
+    pub task_group_leader: u32,
+    /// `task_struct::start_time`
+    pub task_start_time: u32,
     pub _pad: u32,
 }
 
@@ -327,6 +339,8 @@ impl KernelOffsets {
             skb_len: 0,
             skb_data_len: 0,
             skb_transport_header: 0,
+            task_group_leader: 0,
+            task_start_time: 0,
             _pad: 0,
         }
     }
@@ -364,10 +378,10 @@ pub mod counter {
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
 const _: () = assert!(core::mem::size_of::<DnsEvent>() == 528);
 const _: () = assert!(core::mem::size_of::<DaemonState>() == 24);
-const _: () = assert!(core::mem::size_of::<SubjectConf>() == 16);
+const _: () = assert!(core::mem::size_of::<SubjectConf>() == 24);
 const _: () = assert!(core::mem::size_of::<ExecRuleKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ExeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<EgressRule>() == 28);

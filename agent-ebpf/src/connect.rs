@@ -1,7 +1,11 @@
 //! Egress: `socket_connect`, and `socket_sendmsg` when the call names a destination
 //! (UDP `sendto`/`sendmsg`/`sendmmsg`, TCP Fast Open with `MSG_FASTOPEN`).
-use agent_common::{FNV_OFFSET, family, fnv1a, kind};
-use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
+use agent_common::{FNV_OFFSET, FNV_PRIME, RawEvent, family, fnv1a, kind};
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
+    macros::lsm,
+    programs::LsmContext,
+};
 
 use crate::{gate, offsets, pause, policy};
 
@@ -77,6 +81,9 @@ fn hold_destination(
     // SAFETY: as above; sin_port / sin6_port sit at offset 2 in both families.
     let port_be: u16 = unsafe { bpf_probe_read_kernel(sa.add(2).cast::<u16>()) }.ok()?;
     let ev = pause::scratch_event(kind, subject)?;
+    if fam == family::UNIX {
+        return hold_unix(ev, sock, sa, len);
+    }
     match fam {
         // A short address fails in the protocol with EINVAL; nothing to hold.
         family::INET if len >= 16 => {
@@ -88,7 +95,7 @@ fn hold_destination(
             // SAFETY: sin6_addr at offset 8.
             ev.addr = unsafe { bpf_probe_read_kernel(sa.add(8).cast::<[u8; 16]>()) }.ok()?;
         }
-        // Other families are the enforcement issue's work (Unix sockets are policy too).
+        // Other families (netlink, packet, vsock, ...) are not held.
         _ => return None,
     }
     let off = offsets();
@@ -105,5 +112,45 @@ fn hold_destination(
     h = fnv1a(h, &ev.addr);
     ev.action_hash = h;
     let action = policy::egress_action(subject, fam, &ev.addr, ev.port, ev.sock_type);
+    Some(pause::hold(ev, action))
+}
+
+/// `sizeof(sockaddr_un::sun_path)`.
+const SUN_PATH: usize = 108;
+
+/// A Unix socket destination: pathname (`/run/x.sock`) or abstract (`\0name`) socket.
+/// The name is the kernel's copy, hashed over its length as given.
+#[inline(always)]
+fn hold_unix(ev: &mut RawEvent, sock: *const u8, sa: *const u8, len: i32) -> Option<i32> {
+    // An unnamed address (just the family) is autobind or an error: nothing to hold.
+    let n = (len - 2) as usize;
+    if len <= 2 || n > SUN_PATH {
+        return None;
+    }
+    // The kernel keeps the address in a sockaddr_storage (128 bytes), so the whole of
+    // sun_path is readable whatever `len` is; only `n` bytes of it count.
+    let dst = &mut ev.path[..SUN_PATH];
+    // SAFETY: reading kernel memory through the helper, into a buffer of that size.
+    unsafe { bpf_probe_read_kernel_buf(sa.add(2), dst) }.ok()?;
+    let mut h = fnv1a(FNV_OFFSET, &family::UNIX.to_ne_bytes());
+    let mut i = 0;
+    while i < SUN_PATH {
+        if i >= n {
+            break;
+        }
+        h ^= ev.path[i] as u64;
+        h = h.wrapping_mul(FNV_PRIME);
+        i += 1;
+    }
+    let off = offsets();
+    // SAFETY: as above.
+    ev.sock_type =
+        unsafe { bpf_probe_read_kernel(sock.add(off.socket_type as usize).cast::<u16>()) }
+            .unwrap_or(0);
+    ev.family = family::UNIX;
+    // For Unix sockets `port` carries the length of the name in `path`.
+    ev.port = n as u16;
+    ev.action_hash = h;
+    let action = policy::unix_action(ev.subject);
     Some(pause::hold(ev, action))
 }

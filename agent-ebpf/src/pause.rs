@@ -1,6 +1,6 @@
 //! The pause protocol shared by every hook.
 use agent_common::{
-    PF_IO_WORKER, RawEvent, VerdictKey, counter, flags, rule_action, syscall, verdict,
+    PF_IO_WORKER, RawEvent, VerdictKey, counter, flags, fnv1a, rule_action, syscall, verdict,
 };
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::helpers::{
@@ -54,6 +54,8 @@ pub fn scratch_event(kind: u32, subject: u32) -> Option<&'static mut RawEvent> {
 /// tell the daemon. Returns the LSM return value.
 #[inline(always)]
 pub fn hold(ev: &mut RawEvent, action: u32) -> i32 {
+    // Bind the action to this very process: a pid reused after it exits starts later.
+    ev.action_hash = fnv1a(ev.action_hash, &process_start().to_ne_bytes());
     let key = VerdictKey {
         tgid: ev.tgid,
         kind: ev.kind,
@@ -134,6 +136,24 @@ pub fn hold(ev: &mut RawEvent, action: u32) -> i32 {
     entry.submit(0);
     count(counter::PAUSED);
     -ERESTARTNOINTR
+}
+
+/// When the current process (its thread-group leader) started, in ns since boot; 0 if
+/// it cannot be read (the hash is then as before, bound to the pid only).
+#[inline(always)]
+fn process_start() -> u64 {
+    let off = offsets();
+    // SAFETY: plain helper call; the pointer is only read through probe_read.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: reading kernel memory through the helper.
+    let Ok(leader) = (unsafe {
+        bpf_probe_read_kernel(task.add(off.task_group_leader as usize).cast::<*const u8>())
+    }) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel(leader.add(off.task_start_time as usize).cast::<u64>()) }
+        .unwrap_or(0)
 }
 
 /// Tells the daemon about an action decided without a pause. Decided either way.

@@ -20,6 +20,17 @@ pub fn exec_action(subject: u32, dev: u32, ino: u64) -> u32 {
     }
 }
 
+/// The `rule_action` for a Unix socket destination: the daemon matches paths, so the
+/// kernel only applies the subject's egress default when no rule names Unix sockets.
+#[inline(always)]
+pub fn unix_action(subject: u32) -> u32 {
+    // SAFETY: the value is copied out at once.
+    match unsafe { SUBJECTS.get(subject) } {
+        Some(conf) => conf.unix_action,
+        None => rule_action::ASK,
+    }
+}
+
 /// Network-order halves of an address as the rules store it: IPv4 as IPv4-mapped IPv6.
 #[inline(always)]
 fn halves(fam: u16, addr: &[u8; 16]) -> (u64, u64) {

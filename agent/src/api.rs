@@ -101,6 +101,14 @@ pub enum ActionView {
         #[serde(default)]
         hostnames: Vec<String>,
     },
+    /// A connection to a Unix socket: its path, or `@name` for an abstract socket.
+    ConnectUnix {
+        path: String,
+        /// `unix-stream`, `unix-dgram`, or `unix-type-N`.
+        protocol: String,
+    },
+    /// A datagram sent to a named Unix socket.
+    SendUnix { path: String, protocol: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -81,6 +81,14 @@ fn protocol(t: Transport) -> String {
     }
 }
 
+fn unix_protocol(t: Transport) -> String {
+    match t {
+        Transport::Tcp => "unix-stream".into(),
+        Transport::Udp => "unix-dgram".into(),
+        Transport::Other(n) => format!("unix-type-{n}"),
+    }
+}
+
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -113,6 +121,14 @@ impl RequestBook {
                 port: addr.port(),
                 protocol: protocol(*transport),
                 hostnames,
+            },
+            Action::ConnectUnix { path, transport } => ActionView::ConnectUnix {
+                path: path.clone(),
+                protocol: unix_protocol(*transport),
+            },
+            Action::SendUnix { path, transport } => ActionView::SendUnix {
+                path: path.clone(),
+                protocol: unix_protocol(*transport),
             },
             Action::Send { addr, transport } => ActionView::Send {
                 address: addr.ip().to_string(),

@@ -35,7 +35,13 @@ fn action(a: &ActionView) -> String {
             host_port(address, *port),
             names(hostnames)
         ),
+        ActionView::ConnectUnix { path, protocol } => unix("connect", path, protocol),
+        ActionView::SendUnix { path, protocol } => unix("send", path, protocol),
     }
+}
+
+fn unix(verb: &str, path: &str, protocol: &str) -> String {
+    format!("{verb} {protocol} {path}")
 }
 
 fn names(hostnames: &[String]) -> String {

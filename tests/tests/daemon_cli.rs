@@ -95,6 +95,18 @@ fn a_watched_process_cannot_decide() {
     ok(&agent.belay(&["approve", &a_id.unwrap()]));
     a.ready().unwrap();
     a.go().unwrap();
+    // Reaching the daemon's socket is itself held: Unix sockets are policy too.
+    let mut conn = None;
+    assert!(wait_until(LONG, || {
+        conn = agent
+            .pending()
+            .into_iter()
+            .find(|r| r["tgid"] == a.pid && r["action"]["kind"] == "connect_unix");
+        conn.is_some()
+    }));
+    let conn = conn.unwrap();
+    assert_eq!(conn["action"]["path"], agent.socket.display().to_string());
+    ok(&agent.belay(&["approve", &conn["id"].to_string()]));
     let (out, _) = a.finish(LONG).unwrap();
     assert!(out.starts_with("decide "), "{out}");
     let answer: Value = serde_json::from_str(out.trim_start_matches("decide ").trim()).unwrap();
@@ -237,4 +249,30 @@ fn only_root_or_the_decider_group_decides_and_never_the_agents_own_uid() {
     let (_, status) = actor.finish(LONG).unwrap();
     assert_eq!(status.code(), Some(1));
     assert!(actor.stderr().contains("Operation not permitted"));
+}
+
+#[test]
+fn a_second_daemon_on_the_same_pin_directory_is_refused() {
+    let agent = Agent::start(&[]);
+    let out = Command::new(binary("belay-agent").unwrap())
+        .arg("--pin-dir")
+        .arg(&agent.pins.0)
+        .args(["--socket", "/tmp/second.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "another belay-agent is using {}",
+            agent.pins.0.display()
+        )),
+        "{err}"
+    );
+    assert!(!Path::new("/tmp/second.sock").exists());
+    // The first one still works.
+    let mut actor = agent.run(&[&actor_path(), "connect", "127.0.0.1:9"]);
+    let req = agent.one_pending();
+    ok(&agent.belay(&["deny", &req["id"].to_string()]));
+    assert_eq!(actor.finish(LONG).unwrap().1.code(), Some(1));
 }

@@ -464,3 +464,91 @@ async fn verdicts_left_by_a_dead_process_are_swept() {
     }
     assert_eq!(left, 0, "the dead process's verdict was removed");
 }
+
+/// Spawns `belay-actor ARGS` with exactly `pid` (via ns_last_pid), retrying while another
+/// process takes it first.
+fn spawn_with_pid(pid: u32, args: &[&str]) -> Actor {
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        let actor = Actor::spawn(args).unwrap();
+        if actor.pid == pid {
+            return actor;
+        }
+        drop(actor);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("could not get pid {pid} again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verdict_left_by_a_dead_process_does_not_serve_a_new_process_with_its_pid() {
+    let (enforcer, mut events, _pins) = start().await;
+    let (l, addr) = listener();
+    let (mut a, ev) = watched(&enforcer, &mut events, &["connect", &addr]).await;
+    assert_held(&mut a);
+    let pid = a.pid;
+    // A dies with an allow for its connect written and never consumed: a zombie still
+    // takes the SIGCONT, so the verdict stays in the map.
+    a.child.kill().unwrap();
+    assert!(wait_until(LONG, || task::state(pid) == Some('Z')));
+    enforcer.resolve(ev.key, Verdict::Allow).await.unwrap();
+    assert_eq!(enforcer.pending_verdicts().await.unwrap(), 1);
+    a.child.wait().unwrap();
+    // B gets A's pid and makes the very same connect: it must be asked about, not let
+    // through on A's verdict (the sweep keeps the verdict, as the pid is alive again).
+    let mut b = spawn_with_pid(pid, &["connect", &addr]);
+    enforcer.watch(b.pid).await.unwrap();
+    b.go().unwrap();
+    let ev_b = next_event(&mut events).await;
+    assert_eq!(ev_b.tgid, pid);
+    assert!(ev_b.is_pause(), "B is paused, not served by A's verdict");
+    assert_ne!(
+        ev_b.key, ev.key,
+        "the key is bound to the process, not only its pid"
+    );
+    assert_held(&mut b);
+    assert!(no_connection_yet(&l));
+    enforcer.resolve(ev_b.key, Verdict::Deny).await.unwrap();
+    let (out, _) = b.finish(LONG).unwrap();
+    assert_eq!(out.trim(), format!("connect err {}", libc::EPERM));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unix_socket_connects_are_held_pathname_and_abstract() {
+    use std::os::linux::net::SocketAddrExt as _;
+    let (enforcer, mut events, _pins) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc.sock");
+    let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let path = path.display().to_string();
+    let (mut actor, ev) = watched(&enforcer, &mut events, &["unix-connect", &path]).await;
+    assert_eq!(
+        ev.action,
+        Action::ConnectUnix {
+            path: path.clone(),
+            transport: Transport::Tcp,
+        }
+    );
+    assert_held(&mut actor);
+    enforcer.resolve(ev.key, Verdict::Deny).await.unwrap();
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), format!("connect err {}", libc::EPERM));
+    assert_eq!(status.code(), Some(10));
+
+    let name = format!("belay-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _a = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let at = format!("@{name}");
+    let (mut actor, ev) = watched(&enforcer, &mut events, &["unix-connect", &at]).await;
+    assert_eq!(
+        ev.action,
+        Action::ConnectUnix {
+            path: at.clone(),
+            transport: Transport::Tcp,
+        }
+    );
+    assert_held(&mut actor);
+    enforcer.resolve(ev.key, Verdict::Allow).await.unwrap();
+    let (out, _) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), "connect ok");
+}

@@ -463,8 +463,9 @@ subjects:
             "/bin/true",
         ],
     );
-    // Its own exec, then the exec of `belay run`, each asks a person.
-    for _ in 0..2 {
+    // Its own exec, the exec of `belay run`, and its connect to the daemon's socket: each
+    // asks a person.
+    for _ in 0..3 {
         let req = agent.one_pending();
         assert_eq!(req["subject"], "strict");
         ok(&agent.belay(&["approve", &req["id"].to_string()]));
@@ -570,4 +571,67 @@ fn an_invalid_policy_stops_the_daemon_from_starting_with_file_and_line() {
     assert!(err.contains("policy.yaml:6:"), "{err}");
     assert!(err.contains("outside the /8 prefix"), "{err}");
     assert!(!Path::new("/tmp/never.sock").exists());
+}
+
+#[test]
+fn unix_socket_destinations_follow_the_policy_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok_path = dir.path().join("allowed-1.sock");
+    let other = dir.path().join("other.sock");
+    let _a = std::os::unix::net::UnixListener::bind(&ok_path).unwrap();
+    let _b = std::os::unix::net::UnixListener::bind(&other).unwrap();
+    let policy = PolicyFile::new(&format!(
+        "version: 1
+subjects:
+  - name: t
+    owner: o
+    match: {{enrolled: true}}
+    default: ask
+    exec:
+      - {{path: {actor}, action: allow}}
+    egress:
+      - {{name: sockets, to: [\"unix:{dir}/allowed-*.sock\"], action: allow}}
+  - name: no-unix-rules
+    owner: o
+    match: {{enrolled: true}}
+    default: {{exec: allow, egress: deny}}
+",
+        actor = actor_path(),
+        dir = dir.path().display()
+    ));
+    let agent = agent_with(&policy);
+    let connect = |subject: &str, path: &std::path::Path| {
+        let mut a = agent.run_as(
+            subject,
+            &[&actor_path(), "unix-connect", &path.display().to_string()],
+        );
+        a.ready().unwrap();
+        a.go().unwrap();
+        a
+    };
+    // Named by a rule: the daemon allows it.
+    let mut a = connect("t", &ok_path);
+    assert_eq!(a.finish(LONG).unwrap().0.trim(), "connect ok");
+    // Not named: the default asks a person, who sees the path.
+    let mut b = connect("t", &other);
+    let req = agent.one_pending();
+    assert_eq!(req["action"]["kind"], "connect_unix");
+    assert_eq!(req["action"]["path"], other.display().to_string());
+    assert_eq!(req["action"]["protocol"], "unix-stream");
+    let table = ok(&agent.belay(&["pending"]));
+    assert!(
+        table.contains(&format!("connect unix-stream {}", other.display())),
+        "{table}"
+    );
+    ok(&agent.belay(&["deny", &req["id"].to_string()]));
+    assert_eq!(b.finish(LONG).unwrap().1.code(), Some(10));
+    // A subject without Unix rules gets its egress default in the kernel, no pause.
+    let paused = kernel(&agent)["paused"].as_u64().unwrap();
+    let mut c = connect("no-unix-rules", &ok_path);
+    assert_eq!(c.finish(LONG).unwrap().1.code(), Some(10));
+    assert_eq!(
+        kernel(&agent)["paused"].as_u64().unwrap(),
+        paused,
+        "decided in the kernel"
+    );
 }

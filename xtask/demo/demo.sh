@@ -52,8 +52,24 @@ echo "quarterly numbers: 42" > "$WORK/www/index.html"
 busybox httpd -f -p 127.0.0.1:8080 -h "$WORK/www" &
 HTTPD_PID=$!
 
+say "The policy: which processes are agents, and what a person must approve"
+cat >"$WORK/policy.yaml" <<'EOF'
+version: 1
+defaults: {deadline: 2m, on_timeout: deny}
+subjects:
+  - name: demo-agent
+    owner: alice@example.com
+    match: {enrolled: true}      # processes started with `belay run`
+    default: ask                 # anything no rule names: ask a person
+    egress:
+      - {name: internal-api, to: [127.0.0.1], ports: [8080], protocol: tcp, action: ask}
+      - {name: no-private-nets, to: [10.0.0.0/8, 192.168.0.0/16], action: deny}
+EOF
+sed 's/^/    /' "$WORK/policy.yaml"
+run belay-agent --check-policy "$WORK/policy.yaml"
+
 say "Starting belay-agent (standalone: decisions are taken on this host)"
-belay-agent --socket "$SOCK" --decide-timeout 120 2>"$LOG" &
+belay-agent --socket "$SOCK" --policy "$WORK/policy.yaml" 2>"$LOG" &
 AGENT_PID=$!
 i=0
 while [ ! -S "$SOCK" ]; do
@@ -103,6 +119,16 @@ status=0
 wait "$AGENT2" || status=$?
 echo "The agent's wget exited with status $status and said:"
 sed 's/^/    /' "$WORK/agent2.out"
+
+say "The agent reaches for a private network: the policy denies it in the kernel, nobody is asked"
+belay run --uid 65534 --gid 65534 -- wget -q -T 5 -O - http://10.1.2.3/ >"$WORK/agent3.out" 2>&1 &
+AGENT3=$!
+id=$(next_request)
+run belay approve "$id" --reason "exec of wget"
+status=0
+wait "$AGENT3" || status=$?
+echo "The agent's wget exited with status $status and said:"
+sed 's/^/    /' "$WORK/agent3.out"
 
 say "Counters"
 run belay status

@@ -108,6 +108,9 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
             );
             s.decide_egress(addr.ip(), addr.port(), proto(*transport), &hostnames)
         }
+        (Action::ConnectUnix { path, .. } | Action::SendUnix { path, .. }, Some(s)) => {
+            s.decide_unix(path)
+        }
     };
     let verdict = match decision.action {
         policy::Action::Allow | policy::Action::Audit => Some(Verdict::Allow),
@@ -164,6 +167,8 @@ fn describe(action: &Action, hostnames: &[String]) -> String {
         Action::Exec { path, .. } => format!("exec {path}"),
         Action::Connect { addr, .. } => format!("connect {addr}{names}"),
         Action::Send { addr, .. } => format!("send {addr}{names}"),
+        Action::ConnectUnix { path, .. } => format!("connect unix {path}"),
+        Action::SendUnix { path, .. } => format!("send unix {path}"),
     }
 }
 
@@ -173,7 +178,7 @@ fn report(shared: &Shared, ev: &PauseEvent) {
     let subject = subject.subject(ev.subject).map_or("", |s| s.name.as_str());
     let ip: Option<IpAddr> = match &ev.action {
         Action::Connect { addr, .. } | Action::Send { addr, .. } => Some(addr.ip()),
-        Action::Exec { .. } => None,
+        Action::Exec { .. } | Action::ConnectUnix { .. } | Action::SendUnix { .. } => None,
     };
     let hostnames = ip.map_or_else(Vec::new, |ip| {
         shared.names().names(ev.tgid, ip, std::time::Instant::now())

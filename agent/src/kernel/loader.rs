@@ -55,6 +55,20 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "another belay-agent is using {path} (its lock is held); stop it first, or give this \
+         one its own --pin-dir"
+    )]
+    PinDirBusy { path: PathBuf },
+    #[error(
+        "{source}\n  {path} holds maps and links pinned by an earlier belay-agent; if this \
+         follows an upgrade that changed them, stop every belay-agent and remove {path}"
+    )]
+    StalePins {
+        path: PathBuf,
+        #[source]
+        source: Box<LoadError>,
+    },
     #[error("pinning the link of {name} at {path}: {what}")]
     PinLink {
         name: &'static str,
@@ -73,7 +87,7 @@ pub fn bpf_lsm_active() -> bool {
 ///
 /// Maps and links are pinned under the pin directory: if the daemon dies, the hooks stay
 /// attached and apply the fail verdict, and the next daemon takes over the same maps
-/// (who is watched, which tasks are stopped). [`Loaded::detach`] removes the link pins,
+/// (who is watched, which tasks are stopped). [`unpin_links`] removes the link pins,
 /// for a deliberate stop.
 pub struct Loaded {
     /// Keeps the programs alive.
@@ -93,6 +107,8 @@ pub struct Loaded {
     pub(super) watch_cgroup: HashMap<MapData, u64, u32>,
     pub offsets: KernelOffsets,
     pub pin_dir: PathBuf,
+    /// Held for as long as the programs are: one daemon per pin directory.
+    pub(super) lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// Pins program `name`'s `link` in `pin_dir`, replacing what an earlier daemon pinned
@@ -147,6 +163,21 @@ impl Loaded {
     /// [`Loaded::load`], with room for `watched_capacity` watched processes instead of
     /// the built-in 16,384 (only when the pinned maps are created, not when reused).
     pub fn load_with(pin_dir: &Path, watched_capacity: Option<u32>) -> Result<Self, LoadError> {
+        let had_pins = std::fs::read_dir(pin_dir).is_ok_and(|mut d| d.next().is_some());
+        Self::load_inner(pin_dir, watched_capacity).map_err(|e| match e {
+            e @ (LoadError::PinDirBusy { .. }
+            | LoadError::NoBpfLsm
+            | LoadError::NoObject
+            | LoadError::PinDir { .. }) => e,
+            e if had_pins => LoadError::StalePins {
+                path: pin_dir.to_owned(),
+                source: Box::new(e),
+            },
+            e => e,
+        })
+    }
+
+    fn load_inner(pin_dir: &Path, watched_capacity: Option<u32>) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
@@ -159,6 +190,20 @@ impl Loaded {
             path: pin_dir.to_owned(),
             source,
         })?;
+        let dir = std::fs::File::open(pin_dir).map_err(|source| LoadError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+        let lock = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| match errno {
+                nix::errno::Errno::EWOULDBLOCK => LoadError::PinDirBusy {
+                    path: pin_dir.to_owned(),
+                },
+                other => LoadError::PinDir {
+                    path: pin_dir.to_owned(),
+                    source: other.into(),
+                },
+            })?;
         let mut loader = EbpfLoader::new();
         loader
             .override_global("OFFSETS", &offsets, true)
@@ -228,6 +273,7 @@ impl Loaded {
             links,
             offsets,
             pin_dir: pin_dir.to_owned(),
+            lock,
         })
     }
 }

@@ -96,6 +96,8 @@ pub struct LsmBackend {
     watch_uid: HashMap<MapData, u32, u32>,
     watch_exe: HashMap<MapData, ExeKey, u32>,
     watch_cgroup: HashMap<MapData, u64, u32>,
+    /// The pin directory's lock, released when the backend goes.
+    _lock: nix::fcntl::Flock<std::fs::File>,
     undecodable: u64,
     liveness: DaemonState,
 }
@@ -119,6 +121,7 @@ impl LsmBackend {
             watch_cgroup,
             offsets: _,
             pin_dir: _,
+            lock,
         } = loaded;
         Self {
             _ebpf,
@@ -135,6 +138,7 @@ impl LsmBackend {
             watch_uid,
             watch_exe,
             watch_cgroup,
+            _lock: lock,
             undecodable: 0,
             liveness: DaemonState {
                 heartbeat_ns: 0,

@@ -24,6 +24,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         skb_len: btf.member_offset("sk_buff", "len")?,
         skb_data_len: btf.member_offset("sk_buff", "data_len")?,
         skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
+        task_group_leader: btf.member_offset("task_struct", "group_leader")?,
+        task_start_time: btf.member_offset("task_struct", "start_time")?,
         _pad: 0,
     })
 }

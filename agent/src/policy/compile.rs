@@ -1,7 +1,7 @@
 //! What of a policy the kernel can decide by itself, as the contents of its maps.
 //!
-//! The kernel never decides differently from [`Subject::decide_exec`] and
-//! [`Subject::decide_egress`] would: whatever it cannot settle exactly, it leaves as
+//! The kernel never decides differently from [`Subject::decide_exec`],
+//! [`Subject::decide_egress`] and [`Subject::decide_unix`] would: whatever it cannot settle exactly, it leaves as
 //! [`rule_action::ASK`] (pause, and let the daemon evaluate the whole policy).
 use std::{
     collections::{HashMap, HashSet},
@@ -96,6 +96,8 @@ pub fn compile(policy: &Policy, resolver: &dyn Resolver) -> KernelTables {
                 egress_miss,
                 egress_first: first as u32,
                 egress_len: (out.egress.len() - first) as u32,
+                unix_action: unix_action(subject),
+                _pad: 0,
             },
         ));
 
@@ -262,11 +264,26 @@ fn compile_exec(
     }
 }
 
+/// The kernel's action for a subject's Unix socket destinations: its egress default
+/// when no rule names Unix sockets (then no rule can match one), else ask (the daemon
+/// matches the path against the rules).
+fn unix_action(subject: &Subject) -> u32 {
+    if subject.egress.iter().any(|r| r.has_unix()) {
+        rule_action::ASK
+    } else {
+        subject.egress_default.kernel_code()
+    }
+}
+
 /// Appends one subject's egress rules to `out.egress`; returns its `egress_miss`.
 fn compile_egress(si: usize, subject: &Subject, out: &mut KernelTables) -> u32 {
     let mut rules: Vec<agent_common::EgressRule> = Vec::new();
     let mut miss = subject.egress_default.kernel_code();
     'rules: for rule in &subject.egress {
+        if !rule.has_ip() {
+            // Only Unix sockets: nothing for the address table.
+            continue;
+        }
         let proto = rule.protocol.map_or(0, |p| p.sock_type() as u8);
         let ports = if rule.ports.is_empty() {
             vec![0..=u16::MAX]

@@ -70,7 +70,17 @@ pub(crate) fn egress_rule_matches(
         || rule.to.iter().any(|d| match d {
             Destination::Net(cidr) => cidr.contains(ip),
             Destination::Host(pattern) => hostnames.iter().any(|h| pattern.matches(h)),
+            Destination::Unix(_) => false,
         })
+}
+
+/// Whether `rule` matches the Unix socket `path`. A rule without `to` does not: it is
+/// about IP destinations.
+pub(crate) fn unix_rule_matches(rule: &EgressRule, path: &str) -> bool {
+    rule.to.iter().any(|d| match d {
+        Destination::Unix(glob) => glob.matches(path),
+        Destination::Net(_) | Destination::Host(_) => false,
+    })
 }
 
 pub(crate) fn decide_egress(
@@ -84,6 +94,23 @@ pub(crate) fn decide_egress(
         .egress
         .iter()
         .find(|rule| egress_rule_matches(rule, ip, port, proto, hostnames))
+    {
+        Some(rule) => decision(
+            subject,
+            rule.action,
+            Some(&rule.name),
+            rule.deadline,
+            rule.on_timeout,
+        ),
+        None => decision(subject, subject.egress_default, None, None, None),
+    }
+}
+
+pub(crate) fn decide_unix(subject: &Subject, path: &str) -> Decision {
+    match subject
+        .egress
+        .iter()
+        .find(|rule| unix_rule_matches(rule, path))
     {
         Some(rule) => decision(
             subject,

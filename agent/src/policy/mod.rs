@@ -18,6 +18,7 @@
 //!       - {path: "/usr/bin/*", argv: "rm -rf *", action: deny}
 //!     egress:
 //!       - {name: llm-api, to: ["*.anthropic.com", 10.0.0.0/8], ports: [443], action: allow}
+//!       - {name: no-docker, to: ["unix:/var/run/docker.sock"], action: deny}
 //! ```
 //!
 //! # Keys
@@ -71,15 +72,25 @@
 //!   (SIGKILL the process) or `audit` (allow and record).
 //! - `deadline`, `on_timeout` (optional): per-rule overrides, meaningful for `ask`.
 //!
-//! An egress rule (connections, and datagrams sent to an address):
+//! An egress rule (connections, and datagrams sent to an address or a Unix socket):
 //! - `name` (optional): default `egress[I]`; unique within the subject's `egress` list.
-//! - `to` (optional, default any destination; not empty): CIDR blocks (`10.0.0.0/8`,
-//!   `2001:db8::/32`; host bits must be zero), bare addresses (a /32 or /128), or
-//!   hostname patterns. A hostname pattern matches the names the process looked the
-//!   address up as (from the DNS answers it received), case-insensitively, trailing dot
-//!   ignored; a leading `*.` matches one or more labels (`*.example.com` is not
-//!   `example.com`), any other `*` a run of characters within one label. IPv4 blocks
-//!   also match IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`).
+//! - `to` (optional, default any IP destination; not empty): CIDR blocks (`10.0.0.0/8`,
+//!   `2001:db8::/32`; host bits must be zero), bare addresses (a /32 or /128),
+//!   hostname patterns, or Unix sockets. A hostname pattern matches the names the
+//!   process looked the address up as (from the DNS answers it received),
+//!   case-insensitively, trailing dot ignored; a leading `*.` matches one or more labels
+//!   (`*.example.com` is not `example.com`), any other `*` a run of characters within
+//!   one label. IPv4 blocks also match IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`).
+//!
+//!   `unix:GLOB` names Unix sockets (connects, and datagrams sent to a named socket):
+//!   GLOB is a glob as for exec paths (`*` does not cross `/`) on the socket's path,
+//!   starting with `/` for sockets in the filesystem (`unix:/var/run/docker.sock`,
+//!   `unix:/run/user/*/bus`) or `@` for abstract sockets, whose name is shown as `@`
+//!   followed by the name with each NUL byte as `@` (`unix:@/tmp/.X11-unix/*`). A rule
+//!   without `to` matches any IP destination but no Unix socket; a rule whose `to`
+//!   holds only `unix:` entries matches no IP destination. A Unix socket no rule names
+//!   gets the subject's egress default. A rule with a `unix:` entry may not have
+//!   `ports` or `protocol`.
 //! - `ports` (optional, default any; not empty): ports (`443`) and inclusive ranges
 //!   (`"8000-8100"`), 1 to 65535.
 //! - `protocol` (optional, default any): `tcp` or `udp`.
@@ -94,10 +105,11 @@
 //!
 //! # In the kernel
 //!
-//! [`compile`] turns what the kernel can decide by itself (exec rules with a literal
-//! path and no `argv`, address-based egress rules) into its maps; everything else makes
-//! the kernel pause the process and the daemon decide with [`Subject::decide_exec`] and
-//! [`Subject::decide_egress`]. An exec rule with a literal path is compiled as the file
+//! [`compile()`] turns what the kernel can decide by itself (exec rules with a literal
+//! path and no `argv`, address-based egress rules, the egress default for Unix sockets
+//! of a subject with no `unix:` rule) into its maps; everything else makes the kernel
+//! pause the process and the daemon decide with [`Subject::decide_exec`],
+//! [`Subject::decide_egress`] and [`Subject::decide_unix`]. An exec rule with a literal path is compiled as the file
 //! it names (device and inode), so in the kernel it applies to that file under any name
 //! (a hard link, a symlink outside the rules' reach); rules are compiled only where no
 //! earlier rule could decide otherwise.
@@ -315,7 +327,7 @@ pub struct ExecRule {
 pub struct EgressRule {
     pub name: String,
     pub line: usize,
-    /// Empty: any destination.
+    /// Empty: any IP destination (and no Unix socket).
     pub to: Vec<Destination>,
     /// Empty: any port.
     pub ports: Vec<RangeInclusive<u16>>,
@@ -331,6 +343,22 @@ pub struct EgressRule {
 pub enum Destination {
     Net(Cidr),
     Host(HostPattern),
+    /// `unix:GLOB`: Unix sockets whose path (`/...`, or `@...` for an abstract name)
+    /// matches the glob ([`GlobMode::Path`]). Never matches an IP destination.
+    Unix(Glob),
+}
+
+impl EgressRule {
+    /// Whether the rule names Unix sockets.
+    pub fn has_unix(&self) -> bool {
+        self.to.iter().any(|d| matches!(d, Destination::Unix(_)))
+    }
+
+    /// Whether the rule can match an IP destination: it has no `to`, or an address or
+    /// hostname in it.
+    pub fn has_ip(&self) -> bool {
+        self.to.is_empty() || self.to.iter().any(|d| !matches!(d, Destination::Unix(_)))
+    }
 }
 
 /// What the policy says about one action.
@@ -469,5 +497,13 @@ impl Subject {
         hostnames: &[String],
     ) -> Decision {
         evaluate::decide_egress(self, ip, port, proto, hostnames)
+    }
+
+    /// What the policy says about connecting (or sending a datagram) to the Unix socket
+    /// at `path`: a filesystem path, or for an abstract socket `@` followed by the name
+    /// with its NUL bytes shown as `@`. The first rule with a `unix:` destination whose
+    /// glob matches decides; else the subject's egress default.
+    pub fn decide_unix(&self, path: &str) -> Decision {
+        evaluate::decide_unix(self, path)
     }
 }

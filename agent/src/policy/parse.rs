@@ -8,8 +8,8 @@ use std::{
 };
 
 use super::{
-    Action, DEFAULT_DEADLINE, DEFAULT_ON_TIMEOUT, EgressRule, ExecRule, FailMode, Glob, GlobMode,
-    MAX_DEADLINE, Policy, PolicyError, Proto, Subject, Verdict,
+    Action, DEFAULT_DEADLINE, DEFAULT_ON_TIMEOUT, Destination, EgressRule, ExecRule, FailMode,
+    Glob, GlobMode, MAX_DEADLINE, Policy, PolicyError, Proto, Subject, Verdict,
     values::{
         destination, normalize_cgroup, one_of, parse_duration, port_range, resolve_uid,
         validate_name,
@@ -649,6 +649,15 @@ impl Reader<'_> {
         let action_node = f.require(cx, "action", path)?;
         let action = cx.action(action_node, &join(path, "action"))?;
         let (deadline, on_timeout) = rule_timeouts(cx, &f, path)?;
+        if to.iter().any(|d| matches!(d, Destination::Unix(_)))
+            && (!ports.is_empty() || protocol.is_some())
+        {
+            return Err(cx.err(
+                node,
+                path,
+                "ports and protocol do not apply to unix: destinations (put them in a rule of their own)",
+            ));
+        }
         Ok(EgressRule {
             name,
             line: node.pos.line,

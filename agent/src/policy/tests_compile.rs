@@ -334,6 +334,8 @@ fn egress_rules_in_order_with_hostnames_as_ask() {
             egress_miss: rule_action::ASK,
             egress_first: 0,
             egress_len: 1,
+            unix_action: rule_action::ASK,
+            _pad: 0,
         }
     );
     let c = conf(&t, p.subjects[1].id);
@@ -443,6 +445,13 @@ impl Rng {
 
 const ACTIONS: [&str; 5] = ["allow", "deny", "ask", "kill", "audit"];
 
+const UNIX_DESTS: [&str; 4] = [
+    "unix:/run/*.sock",
+    "unix:/var/run/docker.sock",
+    "unix:@**",
+    "unix:/**",
+];
+
 fn random_egress_policy(rng: &mut Rng, rules: usize) -> String {
     let dests = [
         "10.0.0.0/8",
@@ -465,21 +474,32 @@ fn random_egress_policy(rng: &mut Rng, rules: usize) -> String {
     );
     for _ in 0..rules {
         text.push_str("      - {");
+        let mut unix = false;
         if rng.chance(75) {
             let n = 1 + rng.below(3);
-            let to: Vec<String> = (0..n)
+            let mut to: Vec<String> = (0..n)
                 .map(|_| format!("\"{}\"", rng.pick(&dests)))
                 .collect();
+            // Unix sockets, alone or among addresses (then without ports or protocol).
+            if rng.chance(20) {
+                let unix_dest = format!("\"{}\"", rng.pick(&UNIX_DESTS));
+                if rng.chance(50) {
+                    to = vec![unix_dest];
+                } else {
+                    to.push(unix_dest);
+                }
+                unix = true;
+            }
             text.push_str(&format!("to: [{}], ", to.join(", ")));
         }
-        if rng.chance(50) {
+        if rng.chance(50) && !unix {
             let n = 1 + rng.below(2);
             let p: Vec<String> = (0..n)
                 .map(|_| format!("\"{}\"", rng.pick(&ports)))
                 .collect();
             text.push_str(&format!("ports: [{}], ", p.join(", ")));
         }
-        if rng.chance(40) {
+        if rng.chance(40) && !unix {
             text.push_str(&format!("protocol: {}, ", rng.pick(&["tcp", "udp"])));
         }
         text.push_str(&format!("action: {}}}\n", rng.pick(&ACTIONS)));
@@ -519,8 +539,16 @@ fn kernel_egress_agrees_with_the_daemon() {
     let port_pool = [
         0u16, 1, 53, 79, 80, 443, 1024, 1025, 8000, 8050, 8100, 8101, 65535,
     ];
+    let sockets = [
+        "/run/a.sock",
+        "/run/x/a.sock",
+        "/var/run/docker.sock",
+        "@bus@1",
+        "/tmp/.X11-unix/X0",
+    ];
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let mut kernel_decided = 0;
+    let mut unix_decided = 0;
     for round in 0..300 {
         // Now and then more rules than the kernel walks.
         let n = if round % 25 == 0 { 40 } else { rng.below(8) };
@@ -530,6 +558,16 @@ fn kernel_egress_agrees_with_the_daemon() {
         let s = &p.subjects[0];
         let c = conf(&t, s.id);
         assert!(c.egress_len <= EGRESS_RULES_PER_SUBJECT);
+        if c.unix_action != rule_action::ASK {
+            for path in sockets {
+                unix_decided += 1;
+                assert_eq!(
+                    c.unix_action,
+                    s.decide_unix(path).action.kernel_code(),
+                    "kernel and daemon differ for unix socket {path}\npolicy:\n{text}"
+                );
+            }
+        }
         for _ in 0..200 {
             let ip = *rng.pick(&ips);
             let port = *rng.pick(&port_pool);
@@ -552,6 +590,84 @@ fn kernel_egress_agrees_with_the_daemon() {
     }
     // The comparison must have had something to compare.
     assert!(kernel_decided > 10_000, "{kernel_decided}");
+    assert!(unix_decided > 100, "{unix_decided}");
+}
+
+#[test]
+fn unix_action_is_the_default_unless_a_rule_names_sockets() {
+    let p = policy(
+        r#"subjects:
+  - name: plain
+    owner: o
+    default: {egress: deny}
+    egress:
+      - {to: [10.0.0.0/8], ports: [443], action: allow}
+      - {action: audit}
+  - name: none
+    owner: o
+    default: kill
+  - name: sockets
+    owner: o
+    default: {egress: allow}
+    egress:
+      - {to: ["unix:/var/run/docker.sock"], action: deny}
+      - {to: [1.2.3.4], action: kill}
+  - name: mixed
+    owner: o
+    default: {egress: deny}
+    egress:
+      - {to: ["unix:@bus", 10.0.0.0/8, "*.x.com"], action: allow}
+"#,
+    );
+    let t = compile(&p, &Fake::default());
+    let [plain, none, sockets, mixed] = [0, 1, 2, 3].map(|i| conf(&t, p.subjects[i].id));
+    assert_eq!(plain.unix_action, rule_action::DENY);
+    assert_eq!(none.unix_action, rule_action::KILL);
+    assert_eq!(sockets.unix_action, rule_action::ASK);
+    assert_eq!(mixed.unix_action, rule_action::ASK);
+    assert!([plain, none, sockets, mixed].iter().all(|c| c._pad == 0));
+    // The `to`-less rule still ends the address table; it says nothing about sockets.
+    assert_eq!(
+        (plain.egress_len, plain.egress_miss),
+        (1, rule_action::AUDIT)
+    );
+    // A unix-only rule puts nothing in the address table (it is not "any address").
+    let ours = |c: SubjectConf| {
+        &t.egress[c.egress_first as usize..(c.egress_first + c.egress_len) as usize]
+    };
+    assert_eq!(
+        ours(sockets),
+        &[krule("1.2.3.4", 128, 0, (0, 65535), rule_action::KILL)]
+    );
+    assert_eq!(sockets.egress_miss, rule_action::ALLOW);
+    // A mixed rule: its addresses, then ask for its hostnames (here: the miss); the
+    // socket is left out.
+    assert_eq!(
+        ours(mixed),
+        &[krule("10.0.0.0", 104, 0, (0, 65535), rule_action::ALLOW)]
+    );
+    assert_eq!(mixed.egress_miss, rule_action::ASK);
+    let s = &p.subjects[2];
+    let ip: IpAddr = "9.9.9.9".parse().unwrap();
+    assert_eq!(
+        kernel_egress_eval(&t.egress, sockets, ip, 80, 1),
+        rule_action::ALLOW
+    );
+    assert_eq!(
+        s.decide_egress(ip, 80, Some(Proto::Tcp), &[]).action,
+        Action::Allow
+    );
+    // A subject with only unix rules: every address is the miss.
+    let p = policy(
+        "subjects:\n  - name: a\n    owner: o\n    default: {egress: deny}\n    egress:\n      - {to: [\"unix:/**\"], action: allow}\n",
+    );
+    let t = compile(&p, &Fake::default());
+    let c = conf(&t, p.subjects[0].id);
+    assert_eq!(
+        (c.egress_len, c.egress_miss, c.unix_action),
+        (0, rule_action::DENY, rule_action::ASK)
+    );
+    assert!(t.egress.is_empty() && t.warnings.is_empty());
 }
 
 /// A small filesystem: canonical files (a hard link among them), and symlinks.

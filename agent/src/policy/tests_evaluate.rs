@@ -295,3 +295,150 @@ fn decisions_serialize() {
     assert_eq!(Action::Kill.kernel_code(), rule_action::KILL);
     assert_eq!(Action::Audit.kernel_code(), rule_action::AUDIT);
 }
+
+const UNIX: &str = r#"
+defaults: {deadline: 1m, on_timeout: deny}
+subjects:
+  - name: a
+    owner: o
+    default: {exec: ask, egress: ask}
+    egress:
+      - name: any-ip
+        action: allow
+      - name: no-docker
+        to: ["unix:/var/run/docker.sock", "unix:/run/docker.sock"]
+        action: deny
+      - name: bus
+        to: ["unix:/run/user/*/bus", 10.0.0.0/8]
+        action: ask
+        deadline: 20s
+        on_timeout: allow
+      - name: journal
+        to: ["unix:/run/systemd/journal/*"]
+        action: audit
+      - name: x11
+        to: ["unix:@/tmp/.X11-unix/*"]
+        action: allow
+      - name: run
+        to: ["unix:/run/**"]
+        action: kill
+  - name: b
+    owner: o
+    default: {egress: deny}
+    deadline: 10s
+    on_timeout: kill
+"#;
+
+#[test]
+fn unix_sockets_first_match_and_default() {
+    let p = policy(UNIX);
+    let s = &p.subjects[0];
+    let decide = |path: &str| {
+        let d = s.decide_unix(path);
+        (d.action, d.rule)
+    };
+    assert_eq!(
+        decide("/var/run/docker.sock"),
+        (Action::Deny, Some("no-docker".into()))
+    );
+    assert_eq!(
+        decide("/run/docker.sock"),
+        (Action::Deny, Some("no-docker".into()))
+    );
+    let d = s.decide_unix("/run/user/1000/bus");
+    assert_eq!((d.action, d.rule.as_deref()), (Action::Ask, Some("bus")));
+    assert_eq!(d.deadline, Duration::from_secs(20));
+    assert_eq!(d.on_timeout, Verdict::Allow);
+    // `*` does not cross '/': a deeper path is not the bus, but `/run/**` takes it.
+    assert_eq!(
+        decide("/run/user/1000/x/bus"),
+        (Action::Kill, Some("run".into()))
+    );
+    assert_eq!(
+        decide("/run/systemd/journal/socket"),
+        (Action::Audit, Some("journal".into()))
+    );
+    assert_eq!(
+        decide("/run/systemd/journal/dev-log"),
+        (Action::Audit, Some("journal".into()))
+    );
+    // Abstract names: `@`, then the name with NULs shown as `@`.
+    assert_eq!(
+        decide("@/tmp/.X11-unix/X0"),
+        (Action::Allow, Some("x11".into()))
+    );
+    assert_eq!(decide("/tmp/.X11-unix/X0"), (Action::Ask, None));
+    // No rule names it: the egress default, with the subject's timeouts; the rule
+    // without `to` ("any-ip") is about IP destinations only.
+    let d = s.decide_unix("/tmp/some.sock");
+    assert_eq!((d.action, d.rule), (Action::Ask, None));
+    assert_eq!(d.deadline, Duration::from_secs(60));
+    assert_eq!(d.on_timeout, Verdict::Deny);
+
+    let b = &p.subjects[1];
+    let d = b.decide_unix("/var/run/docker.sock");
+    assert_eq!((d.action, d.rule), (Action::Deny, None));
+    assert_eq!(
+        (d.deadline, d.on_timeout),
+        (Duration::from_secs(10), Verdict::Kill)
+    );
+}
+
+#[test]
+fn unix_rules_never_match_ip_destinations() {
+    let p = policy(
+        r#"subjects:
+  - name: a
+    owner: o
+    default: deny
+    egress:
+      - {name: docker, to: ["unix:/var/run/docker.sock"], action: allow}
+      - {name: any-sock, to: ["unix:/**", "unix:@**"], action: kill}
+      - {name: mixed, to: ["unix:/x.sock", 10.0.0.0/8, "*.corp.example"], action: audit}
+"#,
+    );
+    let s = &p.subjects[0];
+    for (addr, names) in [
+        ("1.2.3.4", vec![]),
+        ("::1", vec![]),
+        ("8.8.8.8", vec!["unix".to_string()]),
+    ] {
+        for proto in [None, Some(Proto::Tcp), Some(Proto::Udp)] {
+            let d = s.decide_egress(ip(addr), 443, proto, &names);
+            assert_eq!((d.action, d.rule), (Action::Deny, None), "{addr}");
+        }
+    }
+    // The IP part of a mixed rule still applies.
+    let d = s.decide_egress(ip("10.1.1.1"), 80, None, &[]);
+    assert_eq!(d.rule.as_deref(), Some("mixed"));
+    let d = s.decide_egress(ip("1.1.1.1"), 80, None, &["git.corp.example".into()]);
+    assert_eq!(d.rule.as_deref(), Some("mixed"));
+    // And its unix part, behind the earlier catch-all for sockets.
+    assert_eq!(
+        s.decide_unix("/var/run/docker.sock").rule.as_deref(),
+        Some("docker")
+    );
+    assert_eq!(s.decide_unix("/x.sock").rule.as_deref(), Some("any-sock"));
+    assert_eq!(s.decide_unix("@abstract@name").action, Action::Kill);
+}
+
+#[test]
+fn rules_without_to_never_match_unix_sockets() {
+    let p = policy(UNIX);
+    let s = &p.subjects[0];
+    // The first rule, without `to`, takes every IP destination...
+    for addr in ["10.1.2.3", "127.0.0.1", "2001:db8::1"] {
+        let d = s.decide_egress(ip(addr), 80, Some(Proto::Tcp), &[]);
+        assert_eq!(d.rule.as_deref(), Some("any-ip"));
+    }
+    // ...and no Unix socket.
+    for path in ["/tmp/a.sock", "@x", "/"] {
+        let d = s.decide_unix(path);
+        assert_eq!((d.action, d.rule), (Action::Ask, None), "{path}");
+    }
+    let p = policy(
+        "subjects:\n  - name: a\n    owner: o\n    default: {egress: deny}\n    egress:\n      - {action: allow}\n      - {ports: [443], action: allow}\n      - {protocol: tcp, action: allow}\n",
+    );
+    let d = p.subjects[0].decide_unix("/var/run/docker.sock");
+    assert_eq!((d.action, d.rule), (Action::Deny, None));
+}

@@ -195,6 +195,23 @@ fn example_file_parses() {
         &["API.anthropic.com.".into()],
     );
     assert_eq!(d.rule.as_deref(), Some("llm-api"));
+    let d = s.decide_unix("/run/systemd/journal/socket");
+    assert_eq!(
+        (d.action, d.rule.as_deref()),
+        (Action::Audit, Some("local-sockets"))
+    );
+    let d = s.decide_unix("/var/run/docker.sock");
+    assert_eq!(
+        (d.action, d.rule.as_deref()),
+        (Action::Deny, Some("no-docker"))
+    );
+    let d = s.decide_unix("/tmp/other.sock");
+    assert_eq!((d.action, d.rule), (Action::Ask, None));
+    // The unix: rules do not change what happens to addresses.
+    let d = s.decide_egress("10.1.2.3".parse().unwrap(), 443, Some(Proto::Tcp), &[]);
+    assert_eq!(d.rule.as_deref(), Some("internal"));
+    let d = s.decide_egress("8.8.8.8".parse().unwrap(), 80, Some(Proto::Tcp), &[]);
+    assert_eq!((d.action, d.rule), (Action::Ask, None));
 }
 
 #[test]
@@ -456,6 +473,58 @@ fn addresses_and_ports() {
     );
     assert!(err(&one("egress:\n  - ports: [70000]\n    action: allow\n")).contains("out of range"));
     assert!(err(&one("egress:\n  - ports: [https]\n    action: allow\n")).contains("invalid port"));
+}
+
+#[test]
+fn unix_destinations() {
+    let p = parse(&one(
+        "egress:\n  - to: [\"unix:/run/user/*/bus\", \"unix:@/tmp/.X11-unix/*\", 10.0.0.0/8, \"*.x.com\"]\n    action: allow\n",
+    ))
+    .unwrap();
+    let rule = &p.subjects[0].egress[0];
+    assert_eq!(rule.to.len(), 4);
+    assert!(
+        matches!(&rule.to[0], Destination::Unix(g) if g.as_str() == "/run/user/*/bus" && g.mode() == GlobMode::Path)
+    );
+    assert!(matches!(&rule.to[1], Destination::Unix(g) if g.as_str() == "@/tmp/.X11-unix/*"));
+    assert!(rule.has_unix() && rule.has_ip());
+    // Repeated entries are kept once.
+    let p = parse(&one(
+        "egress:\n  - to: [\"unix:/a.sock\", \"unix:/a.sock\"]\n    action: deny\n",
+    ))
+    .unwrap();
+    let rule = &p.subjects[0].egress[0];
+    assert_eq!(rule.to.len(), 1);
+    assert!(rule.has_unix() && !rule.has_ip());
+
+    assert_eq!(
+        err(&one(
+            "egress:\n  - to: [\"unix:run/docker.sock\"]\n    action: deny\n"
+        )),
+        "policy.yaml:6:14: subjects[0].egress[0].to[0]: \"unix:run/docker.sock\": a unix: destination is a path glob starting with '/' (a socket in the filesystem) or '@' (an abstract socket), e.g. unix:/var/run/docker.sock"
+    );
+    assert!(
+        err(&one("egress:\n  - to: [1.2.3.4, \"unix:\"]\n    action: deny\n"))
+            .starts_with("policy.yaml:6:23: subjects[0].egress[0].to[1]: \"unix:\": a unix: destination is a path glob")
+    );
+    assert_eq!(
+        err(&one(
+            "egress:\n  - to: [\"unix:/run/[a\"]\n    action: deny\n"
+        )),
+        "policy.yaml:6:14: subjects[0].egress[0].to[0]: \"unix:/run/[a\": pattern \"/run/[a\": '[' at character 6 is never closed by ']'"
+    );
+    assert_eq!(
+        err(&one(
+            "egress:\n  - name: ok\n    action: allow\n  - name: bad\n    to: [10.0.0.0/8, \"unix:/var/run/docker.sock\"]\n    ports: [443]\n    action: deny\n"
+        )),
+        "policy.yaml:8:9: subjects[0].egress[1]: ports and protocol do not apply to unix: destinations (put them in a rule of their own)"
+    );
+    assert_eq!(
+        err(&one(
+            "egress:\n  - {to: [\"unix:@bus\"], protocol: tcp, action: deny}\n"
+        )),
+        "policy.yaml:6:9: subjects[0].egress[0]: ports and protocol do not apply to unix: destinations (put them in a rule of their own)"
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! and uids. Each check returns the problem as text; the reader adds where it is.
 use std::{ops::RangeInclusive, time::Duration};
 
-use super::{Cidr, Destination, HostPattern};
+use super::{Cidr, Destination, Glob, GlobMode, HostPattern};
 
 const MAX_NAME: usize = 64;
 
@@ -115,8 +115,19 @@ pub(crate) fn resolve_uid(text: &str) -> Result<u32, String> {
     }
 }
 
-/// A `to` entry: an address block, a bare address, or a hostname pattern.
+/// A `to` entry: an address block, a bare address, a hostname pattern, or
+/// `unix:GLOB`.
 pub(crate) fn destination(text: &str) -> Result<Destination, String> {
+    if let Some(pattern) = text.strip_prefix("unix:") {
+        if !pattern.starts_with(['/', '@']) {
+            return Err(format!(
+                "{text:?}: a unix: destination is a path glob starting with '/' (a socket in the filesystem) or '@' (an abstract socket), e.g. unix:/var/run/docker.sock"
+            ));
+        }
+        return Glob::new(pattern, GlobMode::Path)
+            .map(Destination::Unix)
+            .map_err(|m| format!("{text:?}: {m}"));
+    }
     let looks_numeric =
         text.contains(['/', ':']) || text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
     if looks_numeric {
@@ -203,6 +214,23 @@ mod tests {
         assert!(matches!(destination("127.0.0.1"), Ok(Destination::Net(c)) if c.prefix == 32));
         assert!(matches!(destination("::1"), Ok(Destination::Net(c)) if c.prefix == 128));
         assert!(matches!(destination("*.x.com"), Ok(Destination::Host(_))));
+        assert!(
+            matches!(destination("unix:/run/user/*/bus"), Ok(Destination::Unix(g)) if g.as_str() == "/run/user/*/bus" && g.mode() == GlobMode::Path)
+        );
+        assert!(
+            matches!(destination("unix:@/tmp/.X11-unix/*"), Ok(Destination::Unix(g)) if g.matches("@/tmp/.X11-unix/X0"))
+        );
+        for bad in ["unix:", "unix:run/x.sock", "unix:*.sock", "unix: /x"] {
+            assert!(
+                destination(bad).unwrap_err().contains("starting with '/'"),
+                "{bad}"
+            );
+        }
+        assert!(
+            destination("unix:/x/[a")
+                .unwrap_err()
+                .contains("never closed")
+        );
         assert!(
             destination("10.0.0.300")
                 .unwrap_err()

@@ -163,6 +163,25 @@ fn resolve_connect(server: &str, name: &str, port: &str) -> ExitCode {
     connect(&format!("{ip}:{port}"))
 }
 
+/// Connects to a Unix socket: a path, or `@name` for an abstract one.
+fn unix_connect(path: &str) -> ExitCode {
+    let res = match path.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt as _;
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .and_then(|a| UnixStream::connect_addr(&a))
+        }
+        None => UnixStream::connect(path),
+    };
+    match res {
+        Ok(_) => {
+            println!("connect ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => errno_exit("connect", &e),
+    }
+}
+
 /// Runs `/bin/true` `n` times, or connects to `addr` `n` times, and prints
 /// `rate <per second>`: the benchmark's measuring loop, in a process belay may watch.
 fn rate(what: &str, addr: Option<&str>, n: &str) -> ExitCode {
@@ -295,7 +314,7 @@ fn main() -> ExitCode {
     if args.is_empty() {
         eprintln!(
             "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | \
-             udp-send ADDR | tfo ADDR | resolve-connect DNS-SERVER NAME PORT | connect-loop ADDR N | stop-loop N | fork-many N | exec-rate N | connect-rate ADDR N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
+             udp-send ADDR | tfo ADDR | resolve-connect DNS-SERVER NAME PORT | connect-loop ADDR N | stop-loop N | fork-many N | exec-rate N | unix-connect PATH|@NAME | connect-rate ADDR N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
         );
         return ExitCode::from(2);
     }
@@ -312,6 +331,7 @@ fn main() -> ExitCode {
         ("fork-many", [n]) => fork_many(n),
         ("tfo", [addr]) => tfo(addr),
         ("exec-rate", [n]) => rate("exec", None, n),
+        ("unix-connect", [path]) => unix_connect(path),
         ("connect-rate", [addr, n]) => rate("connect", Some(addr), n),
         ("resolve-connect", [server, name, port]) => resolve_connect(server, name, port),
         ("uring-connect", [addr]) => uring_connect(addr, false),
