@@ -580,6 +580,11 @@ fn unix_socket_destinations_follow_the_policy_by_path() {
     let other = dir.path().join("other.sock");
     let _a = std::os::unix::net::UnixListener::bind(&ok_path).unwrap();
     let _b = std::os::unix::net::UnixListener::bind(&other).unwrap();
+    // The agents run as AGENT_UID and must be able to reach the sockets.
+    use std::os::unix::fs::PermissionsExt as _;
+    for p in [dir.path(), &ok_path, &other] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
     let policy = PolicyFile::new(&format!(
         "version: 1
 subjects:

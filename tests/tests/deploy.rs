@@ -1,0 +1,51 @@
+//! The policies shipped in `deploy/` load: a user copying them gets a working start.
+use std::path::{Path, PathBuf};
+
+use belay_agent::policy::Policy;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// The `policy.yaml: |` block of the DaemonSet's ConfigMap, unindented.
+fn configmap_policy(manifest: &str) -> String {
+    let mut lines = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "policy.yaml: |");
+    lines.next().expect("the ConfigMap has a policy.yaml key");
+    lines
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect()
+}
+
+#[test]
+fn the_kubernetes_configmap_policy_loads_and_the_daemonset_uses_it() {
+    let manifest = std::fs::read_to_string(repo("deploy/kubernetes/belay-agent.yaml")).unwrap();
+    let text = configmap_policy(&manifest);
+    let policy = Policy::parse(&text, Path::new("configmap/policy.yaml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(policy.subjects[0].name, "coding-agent");
+    assert!(!policy.subjects[0].egress.is_empty());
+    assert!(manifest.contains(r#""--policy", "/etc/belay/policy.yaml""#));
+    assert!(manifest.contains("configMap: {name: belay-policy}"));
+}
+
+#[test]
+fn the_systemd_unit_checks_and_loads_the_policy() {
+    let unit = std::fs::read_to_string(repo("deploy/systemd/belay-agent.service")).unwrap();
+    assert!(
+        unit.contains(
+            "ExecStartPre=/usr/local/bin/belay-agent --check-policy /etc/belay/policy.yaml"
+        )
+    );
+    assert!(unit.contains("--policy /etc/belay/policy.yaml"));
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+}
+
+#[test]
+fn the_example_policy_loads() {
+    let path = repo("deploy/policy/example.yaml");
+    let policy = Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!policy.subjects.is_empty());
+}
