@@ -30,12 +30,9 @@ pub fn scratch_event(kind: u32, subject: u32) -> Option<&'static mut RawEvent> {
     // SAFETY: per-CPU slot, used only for the duration of this program run.
     let ev = unsafe { &mut *ev };
     let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
     ev.kind = kind;
     ev.tgid = (pid_tgid >> 32) as u32;
     ev.pid = pid_tgid as u32;
-    ev.uid = uid_gid as u32;
-    ev.gid = (uid_gid >> 32) as u32;
     ev.flags = 0;
     ev.action_hash = 0;
     ev.family = 0;
@@ -45,8 +42,17 @@ pub fn scratch_event(kind: u32, subject: u32) -> Option<&'static mut RawEvent> {
     ev.dev = 0;
     ev.subject = subject;
     ev.addr = [0; 16];
-    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     Some(ev)
+}
+
+/// Who is acting, for an event the daemon will read. Left out of [`scratch_event`]:
+/// an action the kernel allows by policy needs none of it.
+#[inline(always)]
+fn identify(ev: &mut RawEvent) {
+    let uid_gid = bpf_get_current_uid_gid();
+    ev.uid = uid_gid as u32;
+    ev.gid = (uid_gid >> 32) as u32;
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
 /// Decides a watched task's action: apply a verdict left for exactly this action, or
@@ -115,6 +121,7 @@ pub fn hold(ev: &mut RawEvent, action: u32) -> i32 {
         };
     }
 
+    identify(ev);
     // Reserve before signalling: if the daemon cannot be told, the task must not stop.
     let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
         count(counter::DROPPED_EVENTS);
@@ -161,6 +168,7 @@ fn process_start() -> u64 {
 fn report(ev: &mut RawEvent, why: u32) {
     // Flags are set in the scratch event itself: a copy would not fit the stack.
     ev.flags = why;
+    identify(ev);
     match EVENTS.reserve::<RawEvent>(0) {
         Some(mut entry) => {
             entry.write(*ev);
