@@ -220,6 +220,29 @@ async fn forked_child_inherits_the_watch() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn grandchildren_inherit_the_watch() {
+    let (enforcer, mut events, _pins) = start().await;
+    let (_l, addr) = listener();
+    let (mut actor, ev) = watched(&enforcer, &mut events, &["grandchild-connect", &addr]).await;
+    assert_ne!(ev.tgid, actor.pid);
+    let parent = belay_agent::context::collect(ev.tgid, 0).ppid;
+    assert_ne!(
+        parent,
+        Some(actor.pid),
+        "the connect came from a grandchild"
+    );
+    assert_eq!(
+        belay_agent::context::collect(parent.unwrap(), 0).ppid,
+        Some(actor.pid)
+    );
+    assert!(wait_until(LONG, || task::state(ev.tgid) == Some('T')));
+    enforcer.resolve(ev.key, Verdict::Allow).await.unwrap();
+    let (out, status) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), "connect ok");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_verdict_is_one_shot_and_bound_to_the_action() {
     let (enforcer, mut events, _pins) = start().await;
     let (l, addr) = listener();

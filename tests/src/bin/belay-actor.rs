@@ -313,7 +313,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         eprintln!(
-            "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | \
+            "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | grandchild-connect ADDR | \
              udp-send ADDR | tfo ADDR | resolve-connect DNS-SERVER NAME PORT | connect-loop ADDR N | stop-loop N | fork-many N | exec-rate N | unix-connect PATH|@NAME | connect-rate ADDR N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
         );
         return ExitCode::from(2);
@@ -348,6 +348,37 @@ fn main() -> ExitCode {
                     let code = connect(addr);
                     let _ = std::io::stdout().flush();
                     std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 10 });
+                }
+                -1 => errno_exit("fork", &std::io::Error::last_os_error()),
+                child => {
+                    let mut status = 0;
+                    // SAFETY: waiting for our own child.
+                    unsafe { libc::waitpid(child, &raw mut status, 0) };
+                    ExitCode::from(libc::WEXITSTATUS(status) as u8)
+                }
+            }
+        }
+        // A grandchild does the connect: the watch passes down more than one generation.
+        ("grandchild-connect", [addr]) => {
+            // SAFETY: single-threaded here; each child only forks, connects and exits.
+            match unsafe { libc::fork() } {
+                0 => {
+                    // SAFETY: as above.
+                    let code = match unsafe { libc::fork() } {
+                        0 => {
+                            let code = connect(addr);
+                            let _ = std::io::stdout().flush();
+                            std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 10 });
+                        }
+                        -1 => 11,
+                        grandchild => {
+                            let mut status = 0;
+                            // SAFETY: waiting for our own child.
+                            unsafe { libc::waitpid(grandchild, &raw mut status, 0) };
+                            libc::WEXITSTATUS(status)
+                        }
+                    };
+                    std::process::exit(code);
                 }
                 -1 => errno_exit("fork", &std::io::Error::last_os_error()),
                 child => {
