@@ -135,6 +135,9 @@ pub struct RequestView {
     /// Host, ancestry, user, cgroup and container of the process.
     #[serde(default)]
     pub context: ProcessContext,
+    /// The request's id on belay-server, when it was sent there to be decided.
+    #[serde(default)]
+    pub server_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

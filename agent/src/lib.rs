@@ -12,4 +12,5 @@ pub mod policy;
 pub mod reload;
 pub mod requests;
 pub mod task;
+pub mod upstream;
 pub mod watch;

@@ -111,6 +111,20 @@ struct Args {
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9464.
     #[arg(long, env = "BELAY_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// belay-server URL (e.g. http://belay.example:7443): requests that need a person are
+    /// sent there and decided by its reviewers instead of on the local socket. Without
+    /// it, the host decides alone (standalone).
+    #[arg(long, env = "BELAY_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// Identity that owns this host's agents, as told to belay-server: it can never
+    /// approve their requests.
+    #[arg(
+        long,
+        env = "BELAY_SERVER_OWNER",
+        value_name = "IDENTITY",
+        default_value = "unknown"
+    )]
+    server_owner: String,
     /// Watch this process (and its future children) from the start. Repeatable.
     #[arg(long = "watch-pid", value_name = "PID")]
     watch_pids: Vec<u32>,
@@ -145,6 +159,8 @@ async fn main() -> anyhow::Result<()> {
         pin_dir: args.pin_dir,
         decider_gid: args.decider_gid,
         metrics_listen: args.metrics_listen,
+        server: args.server,
+        server_owner: args.server_owner,
         stale_after: Duration::from_secs(args.stale_after),
         fail_mode: match args.fail_mode {
             FailModeArg::Deny => FailMode::Deny,

@@ -28,6 +28,8 @@ pub struct RequestInfo {
     pub rule: Option<String>,
     pub timeout: Duration,
     pub default_verdict: Verdict,
+    /// Its id on belay-server, if it goes there.
+    pub server_id: Option<String>,
 }
 
 impl RequestInfo {
@@ -42,6 +44,7 @@ impl RequestInfo {
             rule: None,
             timeout,
             default_verdict,
+            server_id: None,
         }
     }
 }
@@ -106,6 +109,7 @@ impl RequestBook {
             rule,
             timeout,
             default_verdict,
+            server_id,
         } = info;
         self.next_id += 1;
         let id = self.next_id;
@@ -153,6 +157,7 @@ impl RequestBook {
             subject: subject.map(|(s, _)| s),
             rule,
             context,
+            server_id,
         };
         self.pending.entry(id).or_insert(Pending {
             view,
@@ -164,6 +169,21 @@ impl RequestBook {
 
     pub fn get(&self, id: u64) -> Option<&Pending> {
         self.pending.get(&id)
+    }
+
+    /// The local id of the request sent to belay-server as `server_id`.
+    pub fn by_server_id(&self, server_id: &str) -> Option<u64> {
+        self.pending
+            .iter()
+            .find(|(_, p)| p.view.server_id.as_deref() == Some(server_id))
+            .map(|(id, _)| *id)
+    }
+
+    /// The request is decided on this host after all.
+    pub fn forget_server_id(&mut self, id: u64) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.view.server_id = None;
+        }
     }
 
     pub fn list(&self) -> Vec<RequestView> {

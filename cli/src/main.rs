@@ -1,6 +1,7 @@
 //! `belay`: decide paused requests and enroll processes, on a standalone host through the
 //! agent's local socket.
 mod output;
+mod server;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::ExitCode};
 
@@ -27,6 +28,10 @@ pub enum Output {
 ///   belay kill 3                       the process is killed
 ///   belay run -- python agent.py       run a command watched by belay
 ///   belay run --subject ci -- make     ... as the policy subject `ci`
+///
+/// With --server URL (or BELAY_SERVER), pending, show, approve, deny and kill talk to
+/// belay-server instead of this host's agent: requests from every host that sends them
+/// there, decided as --reviewer.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Args {
@@ -43,6 +48,13 @@ struct Args {
         default_value = "table"
     )]
     output: Output,
+    /// belay-server URL: review requests there instead of on this host's socket.
+    #[arg(long, global = true, env = "BELAY_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// Who decides, as told to belay-server (asserted until sign-in exists). Default:
+    /// $USER.
+    #[arg(long, global = true, env = "BELAY_REVIEWER", value_name = "IDENTITY")]
+    reviewer: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,22 +64,22 @@ enum Command {
     /// List the requests waiting for a decision.
     Pending,
     /// Show one request in full.
-    Show { id: u64 },
+    Show { id: String },
     /// Let the paused action run.
     Approve {
-        id: u64,
+        id: String,
         #[arg(long)]
         reason: Option<String>,
     },
     /// Make the paused action fail with EPERM.
     Deny {
-        id: u64,
+        id: String,
         #[arg(long)]
         reason: Option<String>,
     },
     /// Kill the paused process.
     Kill {
-        id: u64,
+        id: String,
         #[arg(long)]
         reason: Option<String>,
     },
@@ -111,18 +123,63 @@ fn call(args: &Args, req: &ApiRequest) -> anyhow::Result<ApiResponse> {
     }
 }
 
+/// A request id on this host's socket: a number.
+fn local_id(id: &str) -> anyhow::Result<u64> {
+    id.parse().with_context(|| {
+        format!("{id:?} is not a request id of this host (a number); ids with a host part are belay-server's: add --server URL")
+    })
+}
+
+fn run_server(url: &str, args: &Args) -> anyhow::Result<()> {
+    use belay_proto::v1::Verdict as W;
+    let reviewer = args
+        .reviewer
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_default();
+    fn decide<'a>(
+        id: &'a str,
+        verdict: belay_proto::v1::Verdict,
+        reason: &'a Option<String>,
+        reviewer: &'a str,
+    ) -> server::Call<'a> {
+        server::Call::Decide {
+            id,
+            verdict,
+            reason: reason.as_deref().unwrap_or(""),
+            reviewer,
+        }
+    }
+    let call = match &args.command {
+        Command::Pending => server::Call::Pending,
+        Command::Show { id } => server::Call::Show(id),
+        Command::Approve { id, reason } => decide(id, W::Allow, reason, &reviewer),
+        Command::Deny { id, reason } => decide(id, W::Deny, reason, &reviewer),
+        Command::Kill { id, reason } => decide(id, W::Kill, reason, &reviewer),
+        Command::Status | Command::Run { .. } => {
+            bail!("`status` and `run` talk to this host's agent: leave out --server")
+        }
+    };
+    server::run(url, args.output, call)
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
-    let decide = |id, verdict, reason: &Option<String>| ApiRequest::Decide {
-        id,
-        verdict,
-        reason: reason.clone(),
+    if let Some(url) = &args.server {
+        return run_server(url, &args);
+    }
+    let decide = |id: &str, verdict, reason: &Option<String>| -> anyhow::Result<ApiRequest> {
+        Ok(ApiRequest::Decide {
+            id: local_id(id)?,
+            verdict,
+            reason: reason.clone(),
+        })
     };
     let req = match &args.command {
         Command::Pending => ApiRequest::Pending,
-        Command::Show { id } => ApiRequest::Show { id: *id },
-        Command::Approve { id, reason } => decide(*id, Verdict::Allow, reason),
-        Command::Deny { id, reason } => decide(*id, Verdict::Deny, reason),
-        Command::Kill { id, reason } => decide(*id, Verdict::Kill, reason),
+        Command::Show { id } => ApiRequest::Show { id: local_id(id)? },
+        Command::Approve { id, reason } => decide(id, Verdict::Allow, reason)?,
+        Command::Deny { id, reason } => decide(id, Verdict::Deny, reason)?,
+        Command::Kill { id, reason } => decide(id, Verdict::Kill, reason)?,
         Command::Status => ApiRequest::Status,
         Command::Run {
             subject,

@@ -1,7 +1,8 @@
-//! Runs the `belay-server` binary: it serves on the address it is given and exits
-//! cleanly on SIGTERM.
+//! Runs the `belay-server` binary: it serves on the address it is given, keeps requests
+//! in the SQLite file it is given (creating its directory), and exits cleanly on SIGTERM.
 
 use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -13,9 +14,12 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn serves_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state").join("belay").join("server.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_belay-server"))
         .env("BELAY_SERVER_LISTEN", "127.0.0.1:0")
         .env("BELAY_LOG", "info")
+        .env("BELAY_DB", &db)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -52,6 +56,12 @@ async fn serves_and_stops_cleanly_on_sigterm() {
         .unwrap()
         .into_inner();
     assert!(pending.requests.is_empty());
+    assert!(db.is_file(), "no database at {}", db.display());
+    let mode = std::fs::metadata(db.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the database directory is private");
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -73,4 +83,30 @@ async fn serves_and_stops_cleanly_on_sigterm() {
         log.iter().any(|line| line.contains("SIGTERM")),
         "shutdown not logged: {log:?}"
     );
+}
+
+#[test]
+fn a_database_it_cannot_use_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    std::fs::write(&db, "not a database, but someone's notes\n".repeat(100)).unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_belay-server"))
+        .env("BELAY_SERVER_LISTEN", "127.0.0.1:0")
+        .env("BELAY_LOG", "info")
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot open the database {}: file is not a database",
+            db.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
 }

@@ -1,4 +1,6 @@
 //! The policies shipped in `deploy/` load: a user copying them gets a working start.
+// Host only: the VM gets the test executables, not the repository they read.
+#![cfg(not(feature = "vm"))]
 use std::path::{Path, PathBuf};
 
 use belay_agent::policy::Policy;

@@ -107,6 +107,12 @@ async fn handle(
             reason,
         } => {
             let owner_uid = match shared.book().get(id) {
+                Some(p) if p.view.server_id.is_some() => {
+                    let url = shared.upstream.as_ref().map_or("", |u| u.url.as_str());
+                    return error(format!(
+                        "request {id} is decided on belay-server ({url}): use `belay --server {url}`"
+                    ));
+                }
                 Some(p) => p.view.uid,
                 None => {
                     return error(format!(

@@ -21,6 +21,7 @@ use crate::{
     policy::{self, HostResolver, Policy},
     reload::LivePolicy,
     requests::{Outcome, Pending, RequestBook},
+    upstream::{Down, Up, Upstream},
     watch,
 };
 
@@ -49,6 +50,12 @@ pub struct Config {
     pub decider_gid: Option<u32>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// belay-server's URL: requests that need a person are decided there instead of on
+    /// the local socket.
+    pub server: Option<String>,
+    /// The identity this host's agents belong to, as told to belay-server (it never
+    /// lets that identity approve their requests).
+    pub server_owner: String,
 }
 
 /// How often the policy file is checked for edits, cgroups for new members, and the
@@ -67,6 +74,43 @@ struct Shared {
     names: Arc<Mutex<NameCache>>,
     /// The kernel tables last applied, to skip identical re-applies.
     applied: Arc<Mutex<Option<policy::KernelTables>>>,
+    upstream: Option<Upstream>,
+    /// Makes request ids on belay-server unique: `host.start.counter`.
+    server_ids: Arc<ServerIds>,
+}
+
+/// Request ids for belay-server: unique across hosts (the host name) and restarts (the
+/// daemon's start time), in the server's id alphabet.
+struct ServerIds {
+    prefix: String,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl ServerIds {
+    fn new() -> Self {
+        let host: String = crate::context::hostname()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Self {
+            prefix: format!("{host}:{start}"),
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}:{n}", self.prefix)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,6 +138,7 @@ impl Shared {
                 return;
             }
         };
+        self.upstream_done(&p, verdict);
         match self.enforcer.resolve(p.key, verdict).await {
             Ok(()) => {
                 self.metrics.ended(ended, p.opened.elapsed());
@@ -117,7 +162,24 @@ impl Shared {
         }
     }
 
+    /// Tells belay-server a request it holds ended here (deadline, shutdown, process
+    /// gone), so reviewers no longer see it.
+    fn upstream_done(&self, p: &Pending, verdict: Verdict) {
+        if let (Some(up), Some(id)) = (&self.upstream, &p.view.server_id) {
+            up.send(Up::Withdraw {
+                id: id.clone(),
+                reason: format!("ended on the host ({verdict})"),
+            });
+        }
+    }
+
     fn cancelled(&self, p: &Pending) {
+        if let (Some(up), Some(id)) = (&self.upstream, &p.view.server_id) {
+            up.send(Up::Withdraw {
+                id: id.clone(),
+                reason: "the process is gone".into(),
+            });
+        }
         self.metrics.ended(Ended::Cancelled, p.opened.elapsed());
         info!(
             request = p.view.id,
@@ -223,7 +285,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let backend = LsmBackend::new(loaded, config.stale_after, config.fail_mode);
     let (enforcer, mut events) =
         Enforcer::start_backend(backend, sink).context("starting the enforcer")?;
+    let (down_tx, mut down) = tokio::sync::mpsc::unbounded_channel();
+    let upstream = config.server.clone().map(|url| {
+        let hello = belay_proto::v1::Hello {
+            host: crate::context::hostname(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            owner: config.server_owner.clone(),
+        };
+        info!(server = %url, "requests that need a person go to belay-server");
+        Upstream::start(url, hello, down_tx)
+    });
     let shared = Shared {
+        upstream,
+        server_ids: Arc::new(ServerIds::new()),
         enforcer,
         book: Arc::new(Mutex::new(RequestBook::default())),
         metrics: Arc::new(Metrics::default()),
@@ -283,6 +357,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 None => anyhow::bail!("the enforcer task stopped"),
             },
             _ = tick.tick() => sweep(&shared).await,
+            Some(d) = down.recv() => { tokio::spawn(from_server(shared.clone(), d)); }
             _ = hangup.recv() => {
                 info!("SIGHUP: reloading the policy");
                 shared.reload().await;
@@ -342,6 +417,44 @@ fn bind(path: &PathBuf) -> anyhow::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .with_context(|| format!("setting permissions of {}", path.display()))?;
     Ok(listener)
+}
+
+/// A decision (or a refusal) from belay-server for one of this host's requests.
+async fn from_server(shared: Shared, d: Down) {
+    match d {
+        Down::Decided {
+            id,
+            verdict,
+            reason,
+            expired,
+        } => {
+            let p = {
+                let mut book = shared.book();
+                book.by_server_id(&id).and_then(|local| book.close(local))
+            };
+            let Some(mut p) = p else {
+                // Already ended here (deadline, process gone): nothing to apply.
+                return;
+            };
+            // The server has it resolved already: nothing to withdraw there.
+            p.view.server_id = None;
+            info!(request = p.view.id, server_id = %id, %verdict, reason = %reason, "decided on belay-server");
+            let outcome = if expired {
+                Outcome::Expired(verdict)
+            } else {
+                Outcome::Decided(verdict)
+            };
+            shared.end(p, outcome).await;
+        }
+        Down::Refused { id, message } => {
+            // The request stays pending here: the local socket and its deadline decide.
+            let local = shared.book().by_server_id(&id);
+            warn!(server_id = %id, ?local, %message, "belay-server refused the request; it is decided on this host");
+            if let Some(local) = local {
+                shared.book().forget_server_id(local);
+            }
+        }
+    }
 }
 
 async fn sweep(shared: &Shared) {

@@ -2,6 +2,7 @@
 //! for a person.
 use std::{net::IpAddr, time::Duration};
 
+use belay_proto::v1;
 use tracing::{info, warn};
 
 use super::Shared;
@@ -11,6 +12,7 @@ use crate::{
     policy::{self, Decision, Proto},
     requests::{Outcome, RequestInfo},
     task,
+    upstream::Up,
 };
 
 /// What the daemon reads about a stopped task before deciding.
@@ -133,7 +135,17 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         shared.resolve_now(&ev, v, Outcome::Decided(v)).await;
         return;
     }
+    let upstream_action = shared.upstream.as_ref().and_then(|_| {
+        wire_action(
+            &ev.action,
+            g.file.as_deref(),
+            g.argv.as_deref(),
+            g.context.cwd.as_deref(),
+        )
+    });
+    let server_id = upstream_action.as_ref().map(|_| shared.server_ids.next());
     let info = RequestInfo {
+        server_id: server_id.clone(),
         context: g.context,
         argv: g.argv,
         file: g.file,
@@ -145,6 +157,20 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
     };
     let mut book = shared.book();
     let p = book.open(&ev, info);
+    if let (Some(up), Some(action), Some(id)) = (&shared.upstream, upstream_action, server_id) {
+        let deadline =
+            std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(p.view.deadline_unix_ms);
+        up.send(Up::Submit(v1::NewRequest {
+            id,
+            agent_name: p.view.subject.clone().unwrap_or_else(|| "unknown".into()),
+            pid: ev.tgid,
+            uid: ev.uid,
+            action: Some(action),
+            deadline: Some(prost_types::Timestamp::from(deadline)),
+            default_verdict: wire_verdict(p.view.default_verdict) as i32,
+            rule: p.view.rule.clone().unwrap_or_else(|| "default".into()),
+        }));
+    }
     let action = serde_json::to_string(&p.view.action).unwrap_or_default();
     info!(
         request = p.view.id,
@@ -155,6 +181,44 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         %action,
         "paused; waiting for a decision"
     );
+}
+
+fn wire_verdict(v: Verdict) -> v1::Verdict {
+    match v {
+        Verdict::Allow => v1::Verdict::Allow,
+        Verdict::Deny => v1::Verdict::Deny,
+        Verdict::Kill => v1::Verdict::Kill,
+    }
+}
+
+/// The action as belay-server's protocol has it; None for what it cannot carry yet
+/// (Unix sockets), which stays with the local socket.
+fn wire_action(
+    action: &Action,
+    file: Option<&str>,
+    argv: Option<&[String]>,
+    cwd: Option<&str>,
+) -> Option<v1::Action> {
+    use v1::action::Kind;
+    let kind = match action {
+        Action::Exec { path, .. } => Kind::Exec(v1::Exec {
+            path: file.unwrap_or(path).to_owned(),
+            argv: argv.map(<[String]>::to_vec).unwrap_or_default(),
+            cwd: cwd.unwrap_or_default().to_owned(),
+        }),
+        Action::Connect { addr, transport } | Action::Send { addr, transport } => {
+            Kind::Connect(v1::Connect {
+                address: addr.ip().to_string(),
+                port: u32::from(addr.port()),
+                protocol: match transport {
+                    Transport::Udp => v1::Protocol::Udp,
+                    _ => v1::Protocol::Tcp,
+                } as i32,
+            })
+        }
+        Action::ConnectUnix { .. } | Action::SendUnix { .. } => return None,
+    };
+    Some(v1::Action { kind: Some(kind) })
 }
 
 fn describe(action: &Action, hostnames: &[String]) -> String {

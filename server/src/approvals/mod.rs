@@ -11,6 +11,12 @@
 //!   same request; an id cannot be reused by another agent or for another action.
 //!
 //! Time is always passed in (`now`), so every rule is testable without sleeping.
+//!
+//! The methods that change a request (`submit`, `decide`, `withdraw`, `expire_due`) are
+//! not cancel safe: a future dropped after the store recorded a resolution but before
+//! the decision went to the agent's session leaves the agent to learn it only when it
+//! resubmits. Run them to completion (on a task of their own when the caller may go
+//! away, as a gRPC handler does).
 
 mod outbox;
 mod store;
@@ -28,7 +34,7 @@ use belay_proto::domain::{
 use tokio::sync::{Notify, mpsc};
 
 pub use outbox::{AgentIdentity, AgentSession};
-pub use store::{Inserted, MemoryStore, Resolved, Store, StoreError};
+pub use store::{Inserted, MemoryStore, Resolved, SqliteStore, Store, StoreError};
 
 use outbox::Outbox;
 

@@ -1,3 +1,5 @@
+//! The approval rules, run once per store backend (`memory::…`, `sqlite::…`).
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU16;
 use std::time::{Duration, SystemTime};
@@ -9,6 +11,7 @@ use belay_proto::domain::{
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;
 
+use super::store::testing::{Backend, Opened, for_each_backend};
 use super::*;
 
 const T0: Duration = Duration::from_secs(1_800_000_000);
@@ -62,8 +65,8 @@ fn id(value: &str) -> RequestId {
     RequestId::new(value).unwrap()
 }
 
-fn approvals() -> Approvals {
-    Approvals::new(MemoryStore::new())
+fn approvals<B: Backend>() -> Opened<Approvals<B::Store>> {
+    B::open().map(Approvals::new)
 }
 
 fn received(decisions: &mut UnboundedReceiver<Decision>) -> Vec<Decision> {
@@ -71,8 +74,12 @@ fn received(decisions: &mut UnboundedReceiver<Decision>) -> Vec<Decision> {
 }
 
 /// An alice-owned agent on host-a with request r1 pending (deadline T0+60 s, default Deny).
-async fn with_pending_request() -> (Approvals, AgentSession, UnboundedReceiver<Decision>) {
-    let approvals = approvals();
+async fn with_pending_request<B: Backend>() -> (
+    Opened<Approvals<B::Store>>,
+    AgentSession,
+    UnboundedReceiver<Decision>,
+) {
+    let approvals = approvals::<B>();
     let (session, decisions) = approvals.attach_agent(&hello("host-a", "alice"));
     approvals
         .submit(
@@ -85,9 +92,8 @@ async fn with_pending_request() -> (Approvals, AgentSession, UnboundedReceiver<D
     (approvals, session, decisions)
 }
 
-#[tokio::test]
-async fn submitted_request_is_pending_and_owned_by_the_session_identity() {
-    let (approvals, _session, mut decisions) = with_pending_request().await;
+async fn submitted_request_is_pending_and_owned_by_the_session_identity<B: Backend>() {
+    let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
     let request = approvals.get(&id("r1")).await.unwrap();
     assert_eq!(request.state(), RequestState::Pending);
     assert_eq!(request.host.as_str(), "host-a");
@@ -97,9 +103,8 @@ async fn submitted_request_is_pending_and_owned_by_the_session_identity() {
     assert!(received(&mut decisions).is_empty());
 }
 
-#[tokio::test]
-async fn approval_is_recorded_and_pushed_to_the_agent_that_asked() {
-    let (approvals, _session, mut decisions) = with_pending_request().await;
+async fn approval_is_recorded_and_pushed_to_the_agent_that_asked<B: Backend>() {
+    let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
     let (_other_session, mut other_decisions) = approvals.attach_agent(&hello("host-b", "carol"));
 
     let decided = approvals
@@ -127,10 +132,9 @@ async fn approval_is_recorded_and_pushed_to_the_agent_that_asked() {
     assert!(approvals.list_pending().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn deny_and_kill_end_as_denied_with_that_verdict() {
+async fn deny_and_kill_end_as_denied_with_that_verdict<B: Backend>() {
     for verdict in [Verdict::Deny, Verdict::Kill] {
-        let (approvals, _session, mut decisions) = with_pending_request().await;
+        let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
         let decided = approvals
             .decide(decision("r1", verdict, "bob"), at(5))
             .await
@@ -140,9 +144,8 @@ async fn deny_and_kill_end_as_denied_with_that_verdict() {
     }
 }
 
-#[tokio::test]
-async fn a_decided_request_cannot_be_decided_again() {
-    let (approvals, _session, mut decisions) = with_pending_request().await;
+async fn a_decided_request_cannot_be_decided_again<B: Backend>() {
+    let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
     approvals
         .decide(decision("r1", Verdict::Deny, "bob"), at(5))
         .await
@@ -176,9 +179,8 @@ async fn a_decided_request_cannot_be_decided_again() {
     );
 }
 
-#[tokio::test]
-async fn the_owner_cannot_approve_their_own_agents_request() {
-    let (approvals, _session, mut decisions) = with_pending_request().await;
+async fn the_owner_cannot_approve_their_own_agents_request<B: Backend>() {
+    let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
 
     let err = approvals
         .decide(decision("r1", Verdict::Allow, "alice"), at(5))
@@ -197,9 +199,8 @@ async fn the_owner_cannot_approve_their_own_agents_request() {
     assert!(received(&mut decisions).is_empty());
 }
 
-#[tokio::test]
-async fn the_owner_may_still_deny_their_own_agents_request() {
-    let (approvals, _session, _decisions) = with_pending_request().await;
+async fn the_owner_may_still_deny_their_own_agents_request<B: Backend>() {
+    let (approvals, _session, _decisions) = with_pending_request::<B>().await;
     let decided = approvals
         .decide(decision("r1", Verdict::Kill, "alice"), at(5))
         .await
@@ -207,9 +208,8 @@ async fn the_owner_may_still_deny_their_own_agents_request() {
     assert_eq!(decided.state(), RequestState::Denied);
 }
 
-#[tokio::test]
-async fn expiry_applies_the_default_verdict_at_the_deadline() {
-    let (approvals, session, mut decisions) = with_pending_request().await;
+async fn expiry_applies_the_default_verdict_at_the_deadline<B: Backend>() {
+    let (approvals, session, mut decisions) = with_pending_request::<B>().await;
     approvals
         .submit(
             session.identity(),
@@ -247,9 +247,8 @@ async fn expiry_applies_the_default_verdict_at_the_deadline() {
     assert_eq!(approvals.next_deadline().await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_decision_after_the_deadline_is_refused_and_the_request_expires() {
-    let (approvals, _session, mut decisions) = with_pending_request().await;
+async fn a_decision_after_the_deadline_is_refused_and_the_request_expires<B: Backend>() {
+    let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
 
     let err = approvals
         .decide(decision("r1", Verdict::Allow, "bob"), at(61))
@@ -260,9 +259,8 @@ async fn a_decision_after_the_deadline_is_refused_and_the_request_expires() {
     assert_eq!(received(&mut decisions)[0].state, RequestState::Expired);
 }
 
-#[tokio::test]
-async fn a_request_arriving_past_its_deadline_expires_at_once() {
-    let approvals = approvals();
+async fn a_request_arriving_past_its_deadline_expires_at_once<B: Backend>() {
+    let approvals = approvals::<B>();
     let (session, mut decisions) = approvals.attach_agent(&hello("host-a", "alice"));
     let submitted = approvals
         .submit(
@@ -277,9 +275,8 @@ async fn a_request_arriving_past_its_deadline_expires_at_once() {
     assert!(approvals.list_pending().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn resubmitting_the_same_id_returns_the_same_request() {
-    let (approvals, session, _decisions) = with_pending_request().await;
+async fn resubmitting_the_same_id_returns_the_same_request<B: Backend>() {
+    let (approvals, session, _decisions) = with_pending_request::<B>().await;
     let original = approvals.get(&id("r1")).await.unwrap();
 
     let again = approvals
@@ -309,9 +306,8 @@ async fn resubmitting_the_same_id_returns_the_same_request() {
     assert_eq!(after_decision.request().state(), RequestState::Approved);
 }
 
-#[tokio::test]
-async fn an_id_cannot_be_reused_by_another_agent_or_for_another_action() {
-    let (approvals, session, _decisions) = with_pending_request().await;
+async fn an_id_cannot_be_reused_by_another_agent_or_for_another_action<B: Backend>() {
+    let (approvals, session, _decisions) = with_pending_request::<B>().await;
 
     let err = approvals
         .submit(
@@ -340,9 +336,8 @@ async fn an_id_cannot_be_reused_by_another_agent_or_for_another_action() {
     );
 }
 
-#[tokio::test]
-async fn withdrawing_cancels_without_a_verdict_and_only_for_the_submitting_agent() {
-    let (approvals, session, mut decisions) = with_pending_request().await;
+async fn withdrawing_cancels_without_a_verdict_and_only_for_the_submitting_agent<B: Backend>() {
+    let (approvals, session, mut decisions) = with_pending_request::<B>().await;
     let withdraw = Withdraw {
         request_id: id("r1"),
         reason: Reason::new("process exited").unwrap(),
@@ -369,9 +364,8 @@ async fn withdrawing_cancels_without_a_verdict_and_only_for_the_submitting_agent
     assert!(approvals.expire_due(at(100)).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn unknown_ids_are_not_found() {
-    let approvals = approvals();
+async fn unknown_ids_are_not_found<B: Backend>() {
+    let approvals = approvals::<B>();
     let err = approvals
         .decide(decision("nope", Verdict::Deny, "bob"), at(0))
         .await
@@ -383,9 +377,8 @@ async fn unknown_ids_are_not_found() {
     ));
 }
 
-#[tokio::test]
-async fn a_reconnecting_agent_replaces_its_old_session() {
-    let (approvals, old_session, mut old_decisions) = with_pending_request().await;
+async fn a_reconnecting_agent_replaces_its_old_session<B: Backend>() {
+    let (approvals, old_session, mut old_decisions) = with_pending_request::<B>().await;
     let (_new_session, mut new_decisions) = approvals.attach_agent(&hello("host-a", "alice"));
     // The old stream ending late must not unregister the new one.
     drop(old_session);
@@ -399,9 +392,8 @@ async fn a_reconnecting_agent_replaces_its_old_session() {
     assert_eq!(old_decisions.try_recv(), Err(TryRecvError::Disconnected));
 }
 
-#[tokio::test]
-async fn pending_requests_are_listed_oldest_first() {
-    let approvals = approvals();
+async fn pending_requests_are_listed_oldest_first<B: Backend>() {
+    let approvals = approvals::<B>();
     let agent = agent("host-a", "alice");
     for (name, created) in [("b", 2), ("a", 1), ("c", 3)] {
         approvals
@@ -426,3 +418,21 @@ async fn pending_requests_are_listed_oldest_first() {
         .collect();
     assert_eq!(ids, ["a", "b"]);
 }
+
+for_each_backend!(
+    submitted_request_is_pending_and_owned_by_the_session_identity,
+    approval_is_recorded_and_pushed_to_the_agent_that_asked,
+    deny_and_kill_end_as_denied_with_that_verdict,
+    a_decided_request_cannot_be_decided_again,
+    the_owner_cannot_approve_their_own_agents_request,
+    the_owner_may_still_deny_their_own_agents_request,
+    expiry_applies_the_default_verdict_at_the_deadline,
+    a_decision_after_the_deadline_is_refused_and_the_request_expires,
+    a_request_arriving_past_its_deadline_expires_at_once,
+    resubmitting_the_same_id_returns_the_same_request,
+    an_id_cannot_be_reused_by_another_agent_or_for_another_action,
+    withdrawing_cancels_without_a_verdict_and_only_for_the_submitting_agent,
+    unknown_ids_are_not_found,
+    a_reconnecting_agent_replaces_its_old_session,
+    pending_requests_are_listed_oldest_first,
+);

@@ -48,7 +48,16 @@ impl<S: Store> ReviewerService for ReviewerApi<S> {
         request: Request<v1::DecideRequest>,
     ) -> Result<Response<v1::DecideResponse>, Status> {
         let decision = ReviewerDecision::try_from(request.into_inner())?;
-        let decided = self.approvals.decide(decision, SystemTime::now()).await?;
+        // On a task of its own: tonic drops this future when the caller goes away, and a
+        // decision the store has recorded must still reach the agent.
+        let approvals = Arc::clone(&self.approvals);
+        let decided =
+            tokio::spawn(async move { approvals.decide(decision, SystemTime::now()).await })
+                .await
+                .map_err(|err| {
+                    tracing::error!(error = %err, "deciding failed");
+                    Status::internal("deciding failed")
+                })??;
         Ok(Response::new(v1::DecideResponse {
             request: Some(decided.into()),
         }))

@@ -1,75 +1,12 @@
-//! Where requests live. The approval rules talk to storage only through [`Store`], whose
-//! operations are atomic on their own (insert-if-absent, resolve-if-pending) so that the
-//! rules stay correct with several server replicas sharing a database.
-//!
-//! Only [`MemoryStore`] exists so far. The SQLite (default, embedded) and PostgreSQL
-//! (several replicas) backends come with the storage issue; they implement this same
-//! trait, which is why its methods are async and fallible although the memory store is
-//! neither.
+//! [`MemoryStore`]: requests in process memory, for tests and development.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use belay_proto::domain::{Request, RequestId, Resolution};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("storage backend failed: {0}")]
-    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-/// Result of [`Store::insert_if_absent`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inserted {
-    /// The request was new and is now stored.
-    New(Request),
-    /// A request with that id was already stored; this is it, unchanged.
-    Existing(Request),
-}
-
-/// Result of [`Store::resolve_pending`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolved {
-    /// The request was pending and now carries the resolution.
-    Now(Request),
-    /// The request had already ended; this is it, unchanged.
-    Already(Request),
-    NotFound,
-}
-
-pub trait Store: Send + Sync + 'static {
-    fn insert_if_absent(
-        &self,
-        request: Request,
-    ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
-
-    fn get(
-        &self,
-        id: &RequestId,
-    ) -> impl Future<Output = Result<Option<Request>, StoreError>> + Send;
-
-    /// Sets the resolution of a request if, and only if, it is still pending: the single
-    /// point where a request changes state, so two deciders cannot both win.
-    fn resolve_pending(
-        &self,
-        id: &RequestId,
-        resolution: Resolution,
-    ) -> impl Future<Output = Result<Resolved, StoreError>> + Send;
-
-    /// Pending requests, oldest first.
-    fn pending(&self) -> impl Future<Output = Result<Vec<Request>, StoreError>> + Send;
-
-    /// Ids of pending requests whose deadline is at or before `now`.
-    fn pending_due(
-        &self,
-        now: SystemTime,
-    ) -> impl Future<Output = Result<Vec<RequestId>, StoreError>> + Send;
-
-    /// The earliest deadline among pending requests.
-    fn next_deadline(&self) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
-}
+use super::{Inserted, Resolved, Store, StoreError};
 
 /// Requests in process memory; lost on restart.
 #[derive(Debug, Default)]

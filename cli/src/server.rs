@@ -1,0 +1,225 @@
+//! `belay --server URL ...`: the same review commands against belay-server's reviewer
+//! service, for hosts whose agents send their requests there.
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use belay_proto::v1::{self, reviewer_service_client::ReviewerServiceClient};
+use serde_json::{Value, json};
+
+use crate::Output;
+
+fn verdict_name(v: i32) -> &'static str {
+    match v1::Verdict::try_from(v) {
+        Ok(v1::Verdict::Allow) => "allow",
+        Ok(v1::Verdict::Deny) => "deny",
+        Ok(v1::Verdict::Kill) => "kill",
+        _ => "unspecified",
+    }
+}
+
+fn state_name(s: i32) -> &'static str {
+    match v1::RequestState::try_from(s) {
+        Ok(v1::RequestState::Pending) => "pending",
+        Ok(v1::RequestState::Approved) => "approved",
+        Ok(v1::RequestState::Denied) => "denied",
+        Ok(v1::RequestState::Expired) => "expired",
+        Ok(v1::RequestState::Cancelled) => "cancelled",
+        _ => "unspecified",
+    }
+}
+
+fn unix_ms(t: Option<&prost_types::Timestamp>) -> u64 {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn action(a: Option<&v1::Action>) -> (Value, String) {
+    use v1::action::Kind;
+    match a.and_then(|a| a.kind.as_ref()) {
+        Some(Kind::Exec(e)) => (
+            json!({"kind": "exec", "path": e.path, "argv": e.argv, "cwd": e.cwd}),
+            format!("exec {} {:?}", e.path, e.argv),
+        ),
+        Some(Kind::Connect(c)) => {
+            let proto = match v1::Protocol::try_from(c.protocol) {
+                Ok(v1::Protocol::Udp) => "udp",
+                _ => "tcp",
+            };
+            let hp = if c.address.contains(':') {
+                format!("[{}]:{}", c.address, c.port)
+            } else {
+                format!("{}:{}", c.address, c.port)
+            };
+            (
+                json!({"kind": "connect", "address": c.address, "port": c.port, "protocol": proto}),
+                format!("connect {proto} {hp}"),
+            )
+        }
+        None => (json!(null), "?".into()),
+    }
+}
+
+fn to_json(r: &v1::Request) -> Value {
+    let (a, _) = action(r.action.as_ref());
+    json!({
+        "id": r.id,
+        "host": r.host,
+        "agent": r.agent_name,
+        "owner": r.owner,
+        "pid": r.pid,
+        "uid": r.uid,
+        "rule": r.rule,
+        "state": state_name(r.state),
+        "action": a,
+        "created_unix_ms": unix_ms(r.created_at.as_ref()),
+        "deadline_unix_ms": unix_ms(r.deadline.as_ref()),
+        "default_verdict": verdict_name(r.default_verdict),
+        "resolution": r.resolution.as_ref().map(|res| json!({
+            "verdict": verdict_name(res.verdict),
+            "reason": res.reason,
+            "reviewer": res.reviewer,
+        })),
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn print_one(r: &v1::Request) {
+    let (_, what) = action(r.action.as_ref());
+    println!("request   {}", r.id);
+    println!("action    {what}");
+    println!(
+        "agent     {} (owner {}) on {}",
+        r.agent_name, r.owner, r.host
+    );
+    println!("rule      {}", r.rule);
+    println!("process   {} (uid {})", r.pid, r.uid);
+    println!("state     {}", state_name(r.state));
+    let left = unix_ms(r.deadline.as_ref()).saturating_sub(now_ms()) / 1000;
+    println!(
+        "deadline  in {left}s, then {}",
+        verdict_name(r.default_verdict)
+    );
+    if let Some(res) = &r.resolution {
+        println!(
+            "decided   {} by {} ({})",
+            verdict_name(res.verdict),
+            if res.reviewer.is_empty() {
+                "-"
+            } else {
+                &res.reviewer
+            },
+            res.reason
+        );
+    }
+}
+
+/// The reviewer commands `run` understands in server mode.
+pub enum Call<'a> {
+    Pending,
+    Show(&'a str),
+    Decide {
+        id: &'a str,
+        verdict: v1::Verdict,
+        reason: &'a str,
+        reviewer: &'a str,
+    },
+}
+
+pub fn run(url: &str, output: Output, call: Call<'_>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .with_context(|| format!("bad server URL {url:?}"))?
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach belay-server at {url}"))?;
+        let mut client = ReviewerServiceClient::new(channel);
+        let status = |s: tonic::Status| anyhow::anyhow!("belay-server: {}", s.message());
+        match call {
+            Call::Pending => {
+                let list = client
+                    .list_pending(v1::ListPendingRequest {})
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .requests;
+                if output == Output::Json {
+                    let v: Vec<Value> = list.iter().map(to_json).collect();
+                    println!("{}", serde_json::to_string_pretty(&json!({"requests": v}))?);
+                } else if list.is_empty() {
+                    println!("no pending requests");
+                } else {
+                    println!(
+                        "{:<28} {:<16} {:<16} {:<10} ACTION",
+                        "ID", "HOST", "AGENT", "DEADLINE"
+                    );
+                    for r in &list {
+                        let left = unix_ms(r.deadline.as_ref()).saturating_sub(now_ms()) / 1000;
+                        println!(
+                            "{:<28} {:<16} {:<16} {:<10} {}",
+                            r.id,
+                            r.host,
+                            r.agent_name,
+                            format!("{left}s"),
+                            action(r.action.as_ref()).1
+                        );
+                    }
+                }
+            }
+            Call::Show(id) => {
+                let r = client
+                    .get_request(v1::GetRequestRequest {
+                        request_id: id.to_owned(),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .request
+                    .context("belay-server sent no request")?;
+                if output == Output::Json {
+                    println!("{}", serde_json::to_string_pretty(&to_json(&r))?);
+                } else {
+                    print_one(&r);
+                }
+            }
+            Call::Decide {
+                id,
+                verdict,
+                reason,
+                reviewer,
+            } => {
+                if reviewer.is_empty() {
+                    bail!("a decision needs a reviewer identity: --reviewer or BELAY_REVIEWER");
+                }
+                let r = client
+                    .decide(v1::DecideRequest {
+                        request_id: id.to_owned(),
+                        verdict: verdict as i32,
+                        reason: reason.to_owned(),
+                        reviewer: reviewer.to_owned(),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .request
+                    .context("belay-server sent no request")?;
+                if output == Output::Json {
+                    println!("{}", serde_json::to_string_pretty(&to_json(&r))?);
+                } else {
+                    println!("request {}: {}", r.id, verdict_name(verdict as i32));
+                }
+            }
+        }
+        Ok(())
+    })
+}
