@@ -121,7 +121,7 @@ echo "The agent's wget exited with status $status and said:"
 sed 's/^/    /' "$WORK/agent2.out"
 
 say "The agent reaches for a private network: the policy denies it in the kernel, nobody is asked"
-belay run --uid 65534 --gid 65534 -- wget -q -T 5 -O - http://10.1.2.3/ >"$WORK/agent3.out" 2>&1 &
+belay run --uid 65534 --gid 65534 -- wget -q -O - http://10.1.2.3/ >"$WORK/agent3.out" 2>&1 &
 AGENT3=$!
 id=$(next_request)
 run belay approve "$id" --reason "exec of wget"
