@@ -1,5 +1,6 @@
 //! `belay`: decide paused requests and enroll processes, on a standalone host through the
 //! agent's local socket.
+mod audit;
 mod output;
 mod server;
 
@@ -103,6 +104,9 @@ enum Command {
     },
     /// The agent's state: policy, pending requests and kernel counters.
     Status,
+    /// The audit log of a belay-server database.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -156,6 +160,7 @@ fn run_server(url: &str, args: &Args) -> anyhow::Result<()> {
         Command::Approve { id, reason } => decide(id, W::Allow, reason, &reviewer),
         Command::Deny { id, reason } => decide(id, W::Deny, reason, &reviewer),
         Command::Kill { id, reason } => decide(id, W::Kill, reason, &reviewer),
+        Command::Audit(command) => return audit::run(command, args.output),
         Command::Status | Command::Run { .. } => {
             bail!("`status` and `run` talk to this host's agent: leave out --server")
         }
@@ -181,6 +186,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         Command::Deny { id, reason } => decide(id, Verdict::Deny, reason)?,
         Command::Kill { id, reason } => decide(id, Verdict::Kill, reason)?,
         Command::Status => ApiRequest::Status,
+        Command::Audit(command) => return audit::run(command, args.output),
         Command::Run {
             subject,
             uid,

@@ -1,10 +1,12 @@
 //! belay-server: the central approval service.
 //!
 //! - [`approvals`]: the request lifecycle and its rules, with storage behind a trait;
+//! - [`audit`]: the hash-chained, signed log of every state change, and its verifier;
 //! - [`grpc`]: the `belay.v1` AgentService and ReviewerService over those rules;
 //! - [`serve`]: runs both services and the expiry task on a listener.
 
 pub mod approvals;
+pub mod audit;
 pub mod expiry;
 pub mod grpc;
 

@@ -34,7 +34,7 @@ use belay_proto::domain::{
 use tokio::sync::{Notify, mpsc};
 
 pub use outbox::{AgentIdentity, AgentSession};
-pub use store::{Inserted, MemoryStore, Resolved, SqliteStore, Store, StoreError};
+pub use store::{AuditOptions, Inserted, MemoryStore, Resolved, SqliteStore, Store, StoreError};
 
 use outbox::Outbox;
 

@@ -1,4 +1,7 @@
 //! [`MemoryStore`]: requests in process memory, for tests and development.
+//!
+//! Its audit log is in memory too, appended under the same lock as the change it
+//! records, with checkpoints signed by a key generated at start.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -7,23 +10,67 @@ use std::time::SystemTime;
 use belay_proto::domain::{Request, RequestId, Resolution};
 
 use super::{Inserted, Resolved, Store, StoreError};
+use crate::audit::{self, AuditKey, AuditSigner, MemoryChain, Report};
 
 /// Requests in process memory; lost on restart.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<MemoryInner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MemoryInner {
     requests: HashMap<RequestId, Request>,
     /// Pending requests ordered by deadline, so expiry does not scan everything.
     pending_deadlines: BTreeSet<(SystemTime, RequestId)>,
+    audit: MemoryChain,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
+    /// A store whose audit checkpoints are signed with a new random key.
+    ///
+    /// # Panics
+    ///
+    /// If the kernel's random source cannot be read.
     pub fn new() -> Self {
-        Self::default()
+        let key = AuditKey::generate().expect("cannot read /dev/urandom for the audit key");
+        Self::with_audit(AuditSigner::new(key, audit::DEFAULT_CHECKPOINT_EVERY))
+    }
+
+    pub fn with_audit(signer: AuditSigner) -> Self {
+        Self {
+            inner: Mutex::new(MemoryInner {
+                requests: HashMap::new(),
+                pending_deadlines: BTreeSet::new(),
+                audit: MemoryChain::new(signer),
+            }),
+        }
+    }
+
+    /// The public key that verifies the audit log's checkpoints.
+    pub fn audit_public_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.lock().audit.public_key()
+    }
+
+    /// Verifies the in-memory audit log.
+    pub fn verify_audit(&self) -> Report {
+        let inner = self.lock();
+        audit::verify_records(
+            inner.audit.records(),
+            inner.audit.checkpoints().iter().cloned(),
+            &inner.audit.public_key(),
+        )
+    }
+
+    /// The in-memory audit log's records, oldest first.
+    pub fn audit_records(&self) -> Vec<audit::Record> {
+        self.lock().audit.records().to_vec()
     }
 
     fn lock(&self) -> MutexGuard<'_, MemoryInner> {
@@ -47,6 +94,10 @@ impl Store for MemoryStore {
                 .insert((request.deadline, request.id.clone()));
         }
         inner.requests.insert(request.id.clone(), request.clone());
+        inner.audit.append(audit::submitted(&request));
+        if let Some(event) = audit::resolved(&request) {
+            inner.audit.append(event);
+        }
         Ok(Inserted::New(request))
     }
 
@@ -71,6 +122,9 @@ impl Store for MemoryStore {
         inner
             .pending_deadlines
             .remove(&(request.deadline, request.id.clone()));
+        if let Some(event) = audit::resolved(&request) {
+            inner.audit.append(event);
+        }
         Ok(Resolved::Now(request))
     }
 

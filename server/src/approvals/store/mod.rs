@@ -25,7 +25,7 @@ use std::time::SystemTime;
 use belay_proto::domain::{Request, RequestId, Resolution};
 
 pub use memory::MemoryStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{AuditOptions, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

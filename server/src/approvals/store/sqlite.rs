@@ -16,6 +16,12 @@
 //! - `resolution`: the protobuf `belay.v1.Resolution`, NULL while pending; set once, by
 //!   the conditional UPDATE of [`Store::resolve_pending`].
 //!
+//! Migration 2 adds the audit log (`audit`, `audit_checkpoints`; see [`crate::audit`]):
+//! every insert of a new request and every resolution appends its record in the same
+//! job, hence the same savepoint and transaction, as the change itself, so neither can
+//! be committed without the other. When the store closes, the head of the log is
+//! signed.
+//!
 //! Reading a row rebuilds the `belay.v1.Request` and converts it with the same validation
 //! as a message from the wire, so a damaged row is an error, never a wrong request.
 
@@ -23,6 +29,7 @@
 mod tests;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +40,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavio
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Inserted, Resolved, Store, StoreError};
+use crate::audit::{self, AuditKey, AuditSigner};
 
 /// How long a statement waits for a lock held by another connection (another process
 /// on the same file, an operator's `sqlite3`) before failing with "database is locked".
@@ -44,7 +52,7 @@ const MAX_BATCH: usize = 256;
 
 /// Schema migrations, in order: entry `i` brings the schema from version `i` to `i + 1`.
 /// Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, audit::sqlite::MIGRATION];
 
 const MIGRATION_1: &str = "
 CREATE TABLE requests (
@@ -78,6 +86,24 @@ pub struct SqliteStore {
     jobs: Option<mpsc::Sender<Box<dyn Job>>>,
     /// `None` only while dropping.
     worker: Option<thread::JoinHandle<()>>,
+    audit: Arc<AuditSigner>,
+}
+
+/// Where the audit log's checkpoint key is, and how often checkpoints are signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// The signing key, created if missing; `None`: `<db>.audit-key`.
+    pub key: Option<PathBuf>,
+    pub checkpoint_every: u64,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            key: None,
+            checkpoint_every: audit::DEFAULT_CHECKPOINT_EVERY,
+        }
+    }
 }
 
 impl SqliteStore {
@@ -86,13 +112,29 @@ impl SqliteStore {
     ///
     /// Refuses a file that is not SQLite or is damaged, a SQLite database of another
     /// application, and one whose schema is newer than this code knows.
+    ///
+    /// Audit checkpoints are signed with the key `<db>.audit-key`, created if missing.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, AuditOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with the audit log's key and checkpoint interval.
+    pub fn open_with(path: impl AsRef<Path>, options: AuditOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let connection = open_connection(&path)?;
+        let key_path = options
+            .key
+            .unwrap_or_else(|| audit::default_key_path(&path));
+        let key = AuditKey::load_or_create(&key_path).map_err(|err| StoreError::Open {
+            path: path.clone(),
+            problem: Box::new(err),
+        })?;
+        let signer = Arc::new(AuditSigner::new(key, options.checkpoint_every));
+        let audit = Arc::clone(&signer);
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let worker = thread::Builder::new()
             .name("belay-sqlite".into())
-            .spawn(move || run_jobs(&connection, receiver))
+            .spawn(move || run_jobs(&connection, receiver, &signer))
             .map_err(|err| StoreError::Open {
                 path: path.clone(),
                 problem: format!("cannot start the database thread: {err}").into(),
@@ -101,11 +143,17 @@ impl SqliteStore {
             path,
             jobs: Some(jobs),
             worker: Some(worker),
+            audit,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The public key that verifies the audit log's checkpoints.
+    pub fn audit_public_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.audit.public_key()
     }
 
     /// Runs `op` on the database thread, within the current batch's transaction, and
@@ -142,7 +190,19 @@ impl Drop for SqliteStore {
 
 impl Store for SqliteStore {
     async fn insert_if_absent(&self, request: Request) -> Result<Inserted, StoreError> {
-        self.run(move |db| insert_if_absent(db, request)).await
+        let signer = Arc::clone(&self.audit);
+        self.run(move |db| {
+            let inserted = insert_if_absent(db, request)?;
+            if let Inserted::New(request) = &inserted {
+                audit::sqlite::append(db, &signer, audit::submitted(request))?;
+                // Stored already final: its ending is part of the same change.
+                if let Some(event) = audit::resolved(request) {
+                    audit::sqlite::append(db, &signer, event)?;
+                }
+            }
+            Ok(inserted)
+        })
+        .await
     }
 
     async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
@@ -156,8 +216,18 @@ impl Store for SqliteStore {
         resolution: Resolution,
     ) -> Result<Resolved, StoreError> {
         let id = id.clone();
-        self.run(move |db| resolve_pending(db, &id, &resolution))
-            .await
+        let signer = Arc::clone(&self.audit);
+        self.run(move |db| {
+            let resolved = resolve_pending(db, &id, &resolution)?;
+            if let Resolved::Now(request) = &resolved {
+                let event = audit::resolved(request).ok_or_else(|| {
+                    StoreError::Backend(format!("resolved request {id} has no resolution").into())
+                })?;
+                audit::sqlite::append(db, &signer, event)?;
+            }
+            Ok(resolved)
+        })
+        .await
     }
 
     async fn pending(&self) -> Result<Vec<Request>, StoreError> {
@@ -336,8 +406,9 @@ where
     }
 }
 
-/// The database thread: runs jobs in batches until the store is dropped.
-fn run_jobs(connection: &Connection, mut jobs: mpsc::Receiver<Box<dyn Job>>) {
+/// The database thread: runs jobs in batches until the store is dropped, then signs the
+/// head of the audit log.
+fn run_jobs(connection: &Connection, mut jobs: mpsc::Receiver<Box<dyn Job>>, signer: &AuditSigner) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
@@ -353,6 +424,24 @@ fn run_jobs(connection: &Connection, mut jobs: mpsc::Receiver<Box<dyn Job>>) {
         }
         for job in batch.drain(..) {
             job.answer(outcome.as_ref().copied().map_err(String::as_str));
+        }
+    }
+    let signed = connection
+        .execute_batch("BEGIN IMMEDIATE")
+        .map_err(StoreError::from)
+        .and_then(|()| audit::sqlite::checkpoint_head(connection, signer))
+        .and_then(|signed| {
+            connection.execute_batch("COMMIT")?;
+            Ok(signed)
+        });
+    match signed {
+        Ok(Some(seq)) => tracing::info!(seq, "audit log checkpoint signed at shutdown"),
+        Ok(None) => {}
+        Err(err) => {
+            if !connection.is_autocommit() {
+                let _ = connection.execute_batch("ROLLBACK");
+            }
+            tracing::error!(error = %err, "cannot sign the audit log at shutdown");
         }
     }
 }

@@ -286,7 +286,7 @@ fn a_schema_from_the_future_is_refused() {
     Connection::open(&path)
         .unwrap()
         .execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (2, 0)",
+            "INSERT INTO schema_version (version, applied_at) VALUES (3, 0)",
             [],
         )
         .unwrap();
@@ -296,18 +296,18 @@ fn a_schema_from_the_future_is_refused() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 2,
-                known: 1,
+                found: 3,
+                known: 2,
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(
-        message.contains("schema version 2, newer than the 1 this belay-server knows"),
+        message.contains("schema version 3, newer than the 2 this belay-server knows"),
         "{message}"
     );
-    assert_eq!(schema_versions(&path), [1, 2], "nothing was changed");
+    assert_eq!(schema_versions(&path), [1, 2, 3], "nothing was changed");
 }
 
 #[test]
@@ -338,7 +338,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
     let path = db_in(&dir);
     drop(SqliteStore::open(&path).unwrap());
     drop(SqliteStore::open(&path).unwrap());
-    assert_eq!(schema_versions(&path), [1]);
+    assert_eq!(schema_versions(&path), [1, 2]);
 
     let db = Connection::open(&path).unwrap();
     let mode: String = db
@@ -352,7 +352,10 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(tables, ["requests", "schema_version"]);
+    assert_eq!(
+        tables,
+        ["audit", "audit_checkpoints", "requests", "schema_version"]
+    );
 }
 
 #[tokio::test]

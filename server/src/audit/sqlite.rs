@@ -1,0 +1,197 @@
+//! The audit log in the SQLite database (tables `audit` and `audit_checkpoints`, created
+//! by migration 2 of the store). Appends run on the store's database thread, inside the
+//! transaction of the state change they record.
+
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+
+use super::{AuditError, AuditSigner, Checkpoint, Event, GENESIS, Record, Report, Verifier};
+use crate::approvals::StoreError;
+
+/// Migration 2 of the store: the audit tables. Triggers refuse UPDATE and DELETE, so that
+/// no code path (or operator mistake) edits the log; tampering with the file itself is
+/// what [`verify`] is for.
+pub(crate) const MIGRATION: &str = "
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY NOT NULL CHECK (seq > 0),
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+) STRICT;
+CREATE INDEX audit_by_request ON audit (request_id, seq);
+CREATE TABLE audit_checkpoints (
+    seq INTEGER PRIMARY KEY NOT NULL,
+    hash BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    key_id TEXT NOT NULL
+) STRICT;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+";
+
+fn seq_to_sql(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Backend("the audit log is full".into()))
+}
+
+/// The last record's seq and hash, `(0, GENESIS)` for an empty log.
+fn head(db: &Connection) -> Result<(u64, Vec<u8>), StoreError> {
+    let head = db
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()?;
+    Ok(match head {
+        Some((seq, hash)) => (
+            u64::try_from(seq)
+                .map_err(|_| StoreError::Backend(format!("audit record {seq}").into()))?,
+            hash,
+        ),
+        None => (0, GENESIS.to_vec()),
+    })
+}
+
+/// Appends `event` to the chain, and a checkpoint if one is due. Call it inside the
+/// transaction of the change it records.
+pub(crate) fn append(
+    db: &Connection,
+    signer: &AuditSigner,
+    event: Event,
+) -> Result<(), StoreError> {
+    let (seq, hash) = head(db)?;
+    let record = Record::chained(seq, &hash, event);
+    db.prepare_cached(
+        "INSERT INTO audit (seq, at, kind, request_id, body, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        seq_to_sql(record.seq)?,
+        record.at,
+        record.kind,
+        record.request_id,
+        record.body,
+        record.prev_hash,
+        record.hash,
+    ])?;
+    if signer.due(record.seq) {
+        insert_checkpoint(db, signer, record.seq, &record.hash)?;
+    }
+    Ok(())
+}
+
+fn insert_checkpoint(
+    db: &Connection,
+    signer: &AuditSigner,
+    seq: u64,
+    hash: &[u8],
+) -> Result<(), StoreError> {
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::Backend(format!("audit record {seq} has a bad hash").into()))?;
+    let checkpoint = signer.checkpoint(seq, hash);
+    db.prepare_cached(
+        "INSERT INTO audit_checkpoints (seq, hash, signature, key_id) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        seq_to_sql(seq)?,
+        checkpoint.hash,
+        checkpoint.signature,
+        checkpoint.key_id,
+    ])?;
+    Ok(())
+}
+
+/// Signs the head of the chain unless it is signed already (at clean shutdown); returns
+/// the seq signed.
+pub(crate) fn checkpoint_head(
+    db: &Connection,
+    signer: &AuditSigner,
+) -> Result<Option<u64>, StoreError> {
+    let (seq, hash) = head(db)?;
+    let signed: i64 = db.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints",
+        [],
+        |row| row.get(0),
+    )?;
+    if seq == 0 || u64::try_from(signed).is_ok_and(|signed| signed >= seq) {
+        return Ok(None);
+    }
+    insert_checkpoint(db, signer, seq, &hash)?;
+    Ok(Some(seq))
+}
+
+/// Verifies the log of the database at `path`, read-only.
+pub(crate) fn verify(path: &Path, public_key: &VerifyingKey) -> Result<Report, AuditError> {
+    let fail = |problem: String| AuditError::Read {
+        path: path.display().to_string(),
+        problem,
+    };
+    let sql = |err: rusqlite::Error| fail(err.to_string());
+    if !path.exists() {
+        return Err(fail("no such file".into()));
+    }
+    let db = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    let has_log: bool = db
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'audit')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(sql)?;
+    if !has_log {
+        return Err(fail(
+            "it has no audit log (not a belay-server database, or one older than the log)".into(),
+        ));
+    }
+    let seq = |value: i64| u64::try_from(value).unwrap_or(0);
+    let checkpoints = db
+        .prepare("SELECT seq, hash, signature, key_id FROM audit_checkpoints ORDER BY seq")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| {
+                    Ok(Checkpoint {
+                        seq: seq(row.get(0)?),
+                        hash: row.get(1)?,
+                        signature: row.get(2)?,
+                        key_id: row.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql)?;
+    let mut verifier = Verifier::new(public_key, checkpoints);
+    let mut statement = db
+        .prepare("SELECT seq, at, kind, request_id, body, prev_hash, hash FROM audit ORDER BY seq")
+        .map_err(sql)?;
+    let mut rows = statement.query([]).map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let record = Record {
+            seq: seq(row.get(0).map_err(sql)?),
+            at: row.get(1).map_err(sql)?,
+            kind: row.get(2).map_err(sql)?,
+            request_id: row.get(3).map_err(sql)?,
+            body: row.get(4).map_err(sql)?,
+            prev_hash: row.get(5).map_err(sql)?,
+            hash: row.get(6).map_err(sql)?,
+        };
+        if !verifier.push(&record) {
+            break;
+        }
+    }
+    Ok(verifier.finish())
+}
