@@ -38,6 +38,7 @@ async fn verify_reports_an_intact_log_then_the_edited_record() {
         deadline: now + Duration::from_secs(60),
         default_verdict: Verdict::Deny,
         rule: Name::new("net").unwrap(),
+        owner: None,
     };
     approvals.submit(&agent, request, now).await.unwrap();
     let decision = ReviewerDecision {

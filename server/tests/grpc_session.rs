@@ -160,6 +160,7 @@ fn connect_request(id: &str, port: u32, deadline_in: Duration) -> v1::NewRequest
         deadline: Some((SystemTime::now() + deadline_in).into()),
         default_verdict: v1::Verdict::Deny.into(),
         rule: "egress-unknown".into(),
+        owner: String::new(),
     }
 }
 
@@ -230,6 +231,35 @@ async fn a_reviewer_decision_reaches_the_agent_that_asked() {
     assert_eq!(decision.request_id, "req-c");
     assert_eq!(decision.verdict, v1::Verdict::Kill as i32);
     assert_eq!(decision.state, v1::RequestState::Denied as i32);
+}
+
+#[tokio::test]
+async fn the_owner_a_host_names_for_one_agent_may_not_approve_its_requests() {
+    let server = TestServer::start().await;
+    // The host's session says alice; this agent's policy subject belongs to carol.
+    let mut agent = server.agent("host-a", "alice@example.com").await;
+    agent
+        .submit(v1::NewRequest {
+            owner: "carol@example.com".into(),
+            ..request("req-c")
+        })
+        .await;
+    server.wait_pending("req-c").await;
+    let mut reviewer = server.reviewer().await;
+    let status = reviewer
+        .decide(decide("req-c", v1::Verdict::Allow, "carol@example.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // The host's owner is not this agent's owner: it may decide.
+    reviewer
+        .decide(decide("req-c", v1::Verdict::Allow, "alice@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.next_decision().await.verdict,
+        v1::Verdict::Allow as i32
+    );
 }
 
 #[tokio::test]

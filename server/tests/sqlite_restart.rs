@@ -169,6 +169,7 @@ fn connect_request(id: &str, deadline: SystemTime, default_verdict: v1::Verdict)
         deadline: Some(deadline.into()),
         default_verdict: default_verdict.into(),
         rule: "egress-unknown".into(),
+        owner: String::new(),
     }
 }
 

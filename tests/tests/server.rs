@@ -87,7 +87,17 @@ impl Drop for Server {
 #[test]
 fn a_paused_connect_is_approved_through_the_server() {
     let server = Server::start();
+    // This agent belongs to carol; the host's session names alice.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "version: 1\nsubjects:\n  - {name: t, owner: carol@example.com, match: {enrolled: true}, default: ask}\n",
+    )
+    .unwrap();
     let agent = Agent::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
         "--server",
         &server.url,
         "--server-owner",
@@ -100,8 +110,8 @@ fn a_paused_connect_is_approved_through_the_server() {
     // The exec of the command itself is held, and shows up on the server.
     let req = server.pending("exec");
     assert_eq!(req["action"]["path"], actor_path().as_str());
-    assert_eq!(req["agent"], "enrolled");
-    assert_eq!(req["owner"], "alice@example.com");
+    assert_eq!(req["agent"], "t");
+    assert_eq!(req["owner"], "carol@example.com", "the subject's owner");
     assert_eq!(req["pid"], actor.pid);
     let id = req["id"].as_str().unwrap().to_owned();
     ok(&server.belay("bob", &["approve", &id, "--reason", "ok"]));
@@ -124,7 +134,7 @@ fn a_paused_connect_is_approved_through_the_server() {
     assert!(err.contains("decided on belay-server"), "{err}");
 
     // Nor does the agent's owner, on the server.
-    let own = server.belay("alice@example.com", &["approve", &id]);
+    let own = server.belay("carol@example.com", &["approve", &id]);
     assert!(!own.status.success());
     let err = String::from_utf8_lossy(&own.stderr);
     assert!(err.contains("belay-server:"), "{err}");
@@ -146,6 +156,7 @@ fn requests_wait_for_a_server_that_is_down_and_reach_it_when_it_comes_back() {
     let server = Server::start();
     let url = server.url.clone();
     drop(server);
+    // The built-in policy names no owner: the session's (alice) stands for it.
     let agent = Agent::start(&["--server", &url, "--server-owner", "alice"]);
     let mut actor = agent.run(&[&actor_path(), "connect", "127.0.0.1:9"]);
     // Held on the host, with nowhere to go yet.
@@ -156,6 +167,7 @@ fn requests_wait_for_a_server_that_is_down_and_reach_it_when_it_comes_back() {
     let up = Server::start_on(addr);
     let req = up.pending("exec");
     assert_eq!(req["id"], local["server_id"]);
+    assert_eq!(req["owner"], "alice");
     ok(&up.belay("bob", &["deny", req["id"].as_str().unwrap()]));
     let (_, status) = actor.finish(LONG).unwrap();
     assert_eq!(status.code(), Some(1), "belay run's exec denied");

@@ -169,6 +169,14 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
             deadline: Some(prost_types::Timestamp::from(deadline)),
             default_verdict: wire_verdict(p.view.default_verdict) as i32,
             rule: p.view.rule.clone().unwrap_or_else(|| "default".into()),
+            // The subject's owner; the built-in policy's placeholder leaves it to the
+            // session's (--server-owner).
+            owner: p
+                .view
+                .owner
+                .clone()
+                .filter(|o| o != crate::policy::UNKNOWN_OWNER)
+                .unwrap_or_default(),
         }));
     }
     let action = serde_json::to_string(&p.view.action).unwrap_or_default();

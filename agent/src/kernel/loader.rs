@@ -108,7 +108,7 @@ pub struct Loaded {
     pub offsets: KernelOffsets,
     pub pin_dir: PathBuf,
     /// Held for as long as the programs are: one daemon per pin directory.
-    pub(super) lock: nix::fcntl::Flock<std::fs::File>,
+    pub(super) _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// Pins program `name`'s `link` in `pin_dir`, replacing what an earlier daemon pinned
@@ -273,7 +273,7 @@ impl Loaded {
             links,
             offsets,
             pin_dir: pin_dir.to_owned(),
-            lock,
+            _lock: lock,
         })
     }
 }

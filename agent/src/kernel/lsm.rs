@@ -6,12 +6,12 @@ use std::{
 };
 
 use agent_common::{
-    DNS_CAPTURE, DaemonState, DnsEvent, EGRESS_RULES_MAX, EgressRule, ExeKey, ExecRuleKey,
-    RawEvent, SubjectConf, VerdictKey, counter,
+    DNS_CAPTURE, DaemonState, DnsEvent, EGRESS_RULES_MAX, RawEvent, SubjectConf, VerdictKey,
+    counter,
     decode::{DecodeError, PauseEvent},
     kind, verdict,
 };
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{HashMap, MapData, MapError};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -81,64 +81,17 @@ where
 }
 
 pub struct LsmBackend {
-    /// Keeps the programs alive.
-    _ebpf: aya::Ebpf,
-    links: Vec<aya::programs::links::PinnedLink>,
-    watched: HashMap<MapData, u32, u32>,
-    verdicts: HashMap<MapData, VerdictKey, u32>,
-    paused: HashMap<MapData, u32, RawEvent>,
-    daemon: Array<MapData, DaemonState>,
-    events: RingBuf<MapData>,
-    counters: PerCpuArray<MapData, u64>,
-    subjects: HashMap<MapData, u32, SubjectConf>,
-    exec_rules: HashMap<MapData, ExecRuleKey, u32>,
-    egress_rules: Array<MapData, EgressRule>,
-    watch_uid: HashMap<MapData, u32, u32>,
-    watch_exe: HashMap<MapData, ExeKey, u32>,
-    watch_cgroup: HashMap<MapData, u64, u32>,
-    /// The pin directory's lock, released when the backend goes.
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    /// The programs, their maps and links, and the pin directory's lock (released when
+    /// the backend goes).
+    k: Loaded,
     undecodable: u64,
     liveness: DaemonState,
 }
 
 impl LsmBackend {
     pub fn new(loaded: Loaded, stale_after: std::time::Duration, fail_mode: FailMode) -> Self {
-        let Loaded {
-            _ebpf,
-            links,
-            watched,
-            verdicts,
-            paused,
-            daemon,
-            events,
-            counters,
-            subjects,
-            exec_rules,
-            egress_rules,
-            watch_uid,
-            watch_exe,
-            watch_cgroup,
-            offsets: _,
-            pin_dir: _,
-            lock,
-        } = loaded;
         Self {
-            _ebpf,
-            links,
-            watched,
-            verdicts,
-            paused,
-            daemon,
-            events,
-            counters,
-            subjects,
-            exec_rules,
-            egress_rules,
-            watch_uid,
-            watch_exe,
-            watch_cgroup,
-            _lock: lock,
+            k: loaded,
             undecodable: 0,
             liveness: DaemonState {
                 heartbeat_ns: 0,
@@ -172,6 +125,7 @@ impl LsmBackend {
     fn egress_half_in_use(&self) -> u32 {
         let half = EGRESS_RULES_MAX / 2;
         let upper = self
+            .k
             .subjects
             .iter()
             .filter_map(Result::ok)
@@ -196,12 +150,12 @@ fn dns_message(bytes: &[u8]) -> Option<(u32, &[u8])> {
 
 impl Backend for LsmBackend {
     fn event_fd(&self) -> RawFd {
-        self.events.as_raw_fd()
+        self.k.events.as_raw_fd()
     }
 
     fn drain(&mut self, sink: &mut dyn FnMut(KernelEvent<'_>)) {
         let mut bad = Vec::new();
-        while let Some(item) = self.events.next() {
+        while let Some(item) = self.k.events.next() {
             if let Some((tgid, message)) = dns_message(&item) {
                 sink(KernelEvent::Dns { tgid, message });
                 continue;
@@ -218,7 +172,8 @@ impl Backend for LsmBackend {
 
     fn heartbeat(&mut self) -> Result<(), EnforcerError> {
         self.liveness.heartbeat_ns = monotonic_ns();
-        self.daemon
+        self.k
+            .daemon
             .set(0, self.liveness, 0)
             .map_err(map_err("DAEMON"))
     }
@@ -229,24 +184,25 @@ impl Backend for LsmBackend {
     }
 
     fn watch(&mut self, tgid: u32, subject: u32) -> Result<(), EnforcerError> {
-        self.watched
+        self.k
+            .watched
             .insert(tgid, subject, 0)
             .map_err(map_err("WATCHED"))
     }
 
     fn unwatch(&mut self, tgid: u32) -> Result<(), EnforcerError> {
-        match self.watched.remove(&tgid) {
+        match self.k.watched.remove(&tgid) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err("WATCHED")(e)),
         }
     }
 
     fn watched_subject(&self, tgid: u32) -> Option<u32> {
-        self.watched.get(&tgid, 0).ok()
+        self.k.watched.get(&tgid, 0).ok()
     }
 
     fn watched(&self) -> Vec<(u32, u32)> {
-        self.watched.iter().filter_map(Result::ok).collect()
+        self.k.watched.iter().filter_map(Result::ok).collect()
     }
 
     fn resolve(&mut self, key: VerdictKey, v: Verdict) -> Result<(), EnforcerError> {
@@ -255,7 +211,7 @@ impl Backend for LsmBackend {
             Verdict::Allow => verdict::ALLOW,
             Verdict::Deny => verdict::DENY,
         };
-        if let Err(source) = self.verdicts.insert(key, value, 0) {
+        if let Err(source) = self.k.verdicts.insert(key, value, 0) {
             // Resuming without a verdict would only pause it again: end it instead.
             let _ = signal(key.tgid, Signal::SIGKILL);
             return Err(EnforcerError::Map {
@@ -265,7 +221,7 @@ impl Backend for LsmBackend {
         }
         // SIGCONT to the process: the stop is group-wide.
         signal(key.tgid, Signal::SIGCONT).inspect_err(|_| {
-            let _ = self.verdicts.remove(&key);
+            let _ = self.k.verdicts.remove(&key);
         })
     }
 
@@ -281,7 +237,8 @@ impl Backend for LsmBackend {
         // rule list or the new one, never a mix.
         let base = (1 - self.egress_half_in_use()) * half;
         for (i, rule) in t.egress.iter().enumerate() {
-            self.egress_rules
+            self.k
+                .egress_rules
                 .set(base + i as u32, rule, 0)
                 .map_err(map_err("EGRESS_RULES"))?;
         }
@@ -293,25 +250,25 @@ impl Backend for LsmBackend {
                 (id, conf)
             })
             .collect();
-        sync_map("SUBJECTS", &mut self.subjects, &subjects)?;
+        sync_map("SUBJECTS", &mut self.k.subjects, &subjects)?;
         sync_map(
             "EXEC_RULES",
-            &mut self.exec_rules,
+            &mut self.k.exec_rules,
             &t.exec.iter().copied().collect(),
         )?;
         sync_map(
             "WATCH_UID",
-            &mut self.watch_uid,
+            &mut self.k.watch_uid,
             &t.watch_uid.iter().copied().collect(),
         )?;
         sync_map(
             "WATCH_EXE",
-            &mut self.watch_exe,
+            &mut self.k.watch_exe,
             &t.watch_exe.iter().copied().collect(),
         )?;
         sync_map(
             "WATCH_CGROUP",
-            &mut self.watch_cgroup,
+            &mut self.k.watch_cgroup,
             &t.watch_cgroup.iter().copied().collect(),
         )?;
         let subject_ids: BTreeSet<u32> = subjects.keys().copied().collect();
@@ -329,6 +286,7 @@ impl Backend for LsmBackend {
     /// find it.
     fn sweep(&mut self) {
         let dead: Vec<VerdictKey> = self
+            .k
             .verdicts
             .keys()
             .filter_map(Result::ok)
@@ -339,13 +297,13 @@ impl Backend for LsmBackend {
                 tgid = key.tgid,
                 "removing the verdict of a process that is gone"
             );
-            let _ = self.verdicts.remove(&key);
+            let _ = self.k.verdicts.remove(&key);
         }
     }
 
     /// Hands over the tasks an earlier daemon left stopped; forgets those gone or running.
     fn recover(&mut self) -> Vec<PauseEvent> {
-        let entries: Vec<(u32, RawEvent)> = self.paused.iter().filter_map(Result::ok).collect();
+        let entries: Vec<(u32, RawEvent)> = self.k.paused.iter().filter_map(Result::ok).collect();
         let mut out = Vec::new();
         for (tid, raw) in entries {
             let stopped = crate::task::state(tid) == Some('T');
@@ -359,7 +317,7 @@ impl Backend for LsmBackend {
                     out.push(ev);
                 }
                 _ => {
-                    let _ = self.paused.remove(&tid);
+                    let _ = self.k.paused.remove(&tid);
                 }
             }
         }
@@ -368,7 +326,7 @@ impl Backend for LsmBackend {
 
     fn counters(&self) -> Result<Counters, EnforcerError> {
         let sum = |i: u32| -> Result<u64, EnforcerError> {
-            let values = self.counters.get(&i, 0).map_err(map_err("COUNTERS"))?;
+            let values = self.k.counters.get(&i, 0).map_err(map_err("COUNTERS"))?;
             Ok(values.iter().sum())
         };
         Ok(Counters {
@@ -387,10 +345,10 @@ impl Backend for LsmBackend {
     }
 
     fn pending_verdicts(&self) -> usize {
-        self.verdicts.keys().filter(Result::is_ok).count()
+        self.k.verdicts.keys().filter(Result::is_ok).count()
     }
 
     fn detach(&mut self) {
-        super::unpin_links(std::mem::take(&mut self.links));
+        super::unpin_links(std::mem::take(&mut self.k.links));
     }
 }

@@ -283,6 +283,9 @@ pub enum PolicyError {
 }
 
 /// A loaded policy.
+/// The owner of the built-in policy's subject: nobody was named.
+pub const UNKNOWN_OWNER: &str = "unknown";
+
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// The file it was read from.
@@ -440,7 +443,7 @@ impl Policy {
             subjects: vec![Subject {
                 id: agent_common::subject_id(name.as_bytes()),
                 name,
-                owner: "unknown".into(),
+                owner: UNKNOWN_OWNER.into(),
                 cgroups: Vec::new(),
                 executables: Vec::new(),
                 uids: Vec::new(),

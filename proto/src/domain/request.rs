@@ -34,6 +34,8 @@ pub struct NewRequest {
     pub deadline: SystemTime,
     pub default_verdict: Verdict,
     pub rule: Name,
+    /// The watched agent's owner, when the host names one per agent; else the session's.
+    pub owner: Option<Identity>,
 }
 
 /// A request as the server records it.
@@ -209,6 +211,8 @@ impl Request {
             deadline,
             default_verdict,
             rule,
+            // Chosen by the caller: the submitted owner, or the session's.
+            owner: _,
         } = submitted;
         Self {
             id,
@@ -245,6 +249,7 @@ impl Request {
             && self.deadline == submitted.deadline
             && self.default_verdict == submitted.default_verdict
             && self.rule == submitted.rule
+            && submitted.owner.as_ref().is_none_or(|o| *o == self.owner)
     }
 }
 
@@ -271,6 +276,11 @@ impl TryFrom<v1::NewRequest> for NewRequest {
             deadline: timestamp("deadline", request.deadline)?,
             default_verdict: Verdict::parse("default_verdict", request.default_verdict)?,
             rule: Name::parse("rule", request.rule)?,
+            owner: if request.owner.is_empty() {
+                None
+            } else {
+                Some(Identity::parse("owner", request.owner)?)
+            },
         })
     }
 }
@@ -286,6 +296,7 @@ impl From<NewRequest> for v1::NewRequest {
             deadline: Some(request.deadline.into()),
             default_verdict: v1::Verdict::from(request.default_verdict).into(),
             rule: request.rule.into(),
+            owner: request.owner.map(String::from).unwrap_or_default(),
         }
     }
 }

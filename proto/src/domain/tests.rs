@@ -29,6 +29,7 @@ fn wire_new_request() -> v1::NewRequest {
         deadline: Some(at(1_800_000_000).into()),
         default_verdict: v1::Verdict::Deny.into(),
         rule: "egress-unknown".into(),
+        owner: String::new(),
     }
 }
 

@@ -107,12 +107,12 @@ impl<S: Store> Approvals<S> {
         submitted: NewRequest,
         now: SystemTime,
     ) -> Result<Submitted, ApprovalError> {
-        let request = Request::new(
-            submitted.clone(),
-            agent.host.clone(),
-            agent.owner.clone(),
-            now,
-        );
+        // The host names each watched agent's owner; without one, the session's owner.
+        let owner = submitted
+            .owner
+            .clone()
+            .unwrap_or_else(|| agent.owner.clone());
+        let request = Request::new(submitted.clone(), agent.host.clone(), owner, now);
         match self.store.insert_if_absent(request).await? {
             Inserted::Existing(existing) => {
                 if existing.host != agent.host {

@@ -49,6 +49,7 @@ fn new_request(id: &str, deadline: SystemTime, default_verdict: Verdict) -> NewR
         deadline,
         default_verdict,
         rule: Name::new("egress").unwrap(),
+        owner: None,
     }
 }
 

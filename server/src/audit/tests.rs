@@ -44,6 +44,7 @@ fn new_request(id: &str, deadline: SystemTime) -> NewRequest {
         deadline,
         default_verdict: Verdict::Deny,
         rule: Name::new("egress").unwrap(),
+        owner: None,
     }
 }
 
