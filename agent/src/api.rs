@@ -151,6 +151,9 @@ pub struct StatusView {
     pub kernel: Counters,
     #[serde(default)]
     pub policy: PolicyStatus,
+    /// The link to belay-server, when requests go there.
+    #[serde(default)]
+    pub server: Option<crate::upstream::LinkStatus>,
 }
 
 #[derive(Debug, thiserror::Error)]

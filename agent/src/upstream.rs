@@ -2,12 +2,17 @@
 //! long-lived stream, decisions come down. The link reconnects by itself and resubmits
 //! what is still pending under the same ids (the server treats a repeated id as the
 //! same request), so a server restart or a network blip loses nothing.
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use belay_proto::{
     domain,
     v1::{self, agent_message, agent_service_client::AgentServiceClient, server_message},
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
@@ -40,25 +45,54 @@ pub enum Down {
     Refused { id: String, message: String },
 }
 
+/// How the link stands, for `belay status` and the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub url: String,
+    /// A session with belay-server is open now.
+    pub connected: bool,
+    /// Submitted and not yet decided (resubmitted on every reconnect).
+    pub awaiting: usize,
+    pub submitted: u64,
+    pub decided: u64,
+    /// Sessions opened, the first included.
+    pub connects: u64,
+    /// Why the last attempt or session failed.
+    pub last_error: Option<String>,
+}
+
 /// Handle to the link task.
 #[derive(Clone)]
 pub struct Upstream {
     tx: mpsc::UnboundedSender<Up>,
     pub url: String,
+    status: Arc<Mutex<LinkStatus>>,
 }
 
 impl Upstream {
     /// Starts the link to `url`; decisions arrive on `down`.
     pub fn start(url: String, hello: v1::Hello, down: mpsc::UnboundedSender<Down>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(url.clone(), hello, rx, down));
-        Self { tx, url }
+        let status = Arc::new(Mutex::new(LinkStatus {
+            url: url.clone(),
+            ..LinkStatus::default()
+        }));
+        tokio::spawn(run(url.clone(), hello, rx, down, status.clone()));
+        Self { tx, url, status }
+    }
+
+    pub fn status(&self) -> LinkStatus {
+        lock(&self.status).clone()
     }
 
     pub fn send(&self, up: Up) {
         // The link task only ends with the daemon.
         let _ = self.tx.send(up);
     }
+}
+
+fn lock(m: &Mutex<LinkStatus>) -> std::sync::MutexGuard<'_, LinkStatus> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn verdict(v: domain::Verdict) -> Verdict {
@@ -81,7 +115,13 @@ async fn run(
     hello: v1::Hello,
     mut rx: mpsc::UnboundedReceiver<Up>,
     down: mpsc::UnboundedSender<Down>,
+    status: Arc<Mutex<LinkStatus>>,
 ) {
+    let failed = |why: String| {
+        let mut st = lock(&status);
+        st.connected = false;
+        st.last_error = Some(why);
+    };
     // Submitted and not yet decided: resubmitted on every new stream.
     let mut pending: BTreeMap<String, v1::NewRequest> = BTreeMap::new();
     let mut backoff = BACKOFF_MIN;
@@ -89,8 +129,11 @@ async fn run(
         let mut client = match AgentServiceClient::connect(url.clone()).await {
             Ok(c) => c,
             Err(e) => {
+                failed(format!("cannot reach belay-server: {e}"));
                 warn!(server = %url, error = %e, "cannot reach belay-server; retrying");
-                tokio::time::sleep(backoff).await;
+                if !wait_queueing(backoff, &mut rx, &mut pending, &status).await {
+                    return;
+                }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
@@ -106,14 +149,23 @@ async fn run(
         }
         let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
             Ok(r) => r.into_inner(),
-            Err(status) => {
-                warn!(server = %url, %status, "belay-server refused the session; retrying");
-                tokio::time::sleep(backoff).await;
+            Err(e) => {
+                failed(format!("belay-server refused the session: {}", e.message()));
+                warn!(server = %url, status = %e, "belay-server refused the session; retrying");
+                if !wait_queueing(backoff, &mut rx, &mut pending, &status).await {
+                    return;
+                }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
         info!(server = %url, resubmitted = pending.len(), "connected to belay-server");
+        {
+            let mut st = lock(&status);
+            st.connected = true;
+            st.connects += 1;
+            st.awaiting = pending.len();
+        }
         backoff = BACKOFF_MIN;
         loop {
             tokio::select! {
@@ -122,10 +174,14 @@ async fn run(
                     let msg = match up {
                         Up::Submit(r) => {
                             pending.insert(r.id.clone(), r.clone());
+                            let mut st = lock(&status);
+                            st.submitted += 1;
+                            st.awaiting = pending.len();
                             message(agent_message::Kind::Request(r))
                         }
                         Up::Withdraw { id, reason } => {
                             pending.remove(&id);
+                            lock(&status).awaiting = pending.len();
                             message(agent_message::Kind::Withdraw(v1::Withdraw {
                                 request_id: id,
                                 reason,
@@ -142,6 +198,11 @@ async fn run(
                             Ok(d) => {
                                 let id = d.request_id.to_string();
                                 pending.remove(&id);
+                                {
+                                    let mut st = lock(&status);
+                                    st.decided += 1;
+                                    st.awaiting = pending.len();
+                                }
                                 let _ = down.send(Down::Decided {
                                     id,
                                     verdict: verdict(d.verdict),
@@ -158,16 +219,50 @@ async fn run(
                     }
                     Ok(Some(_)) => warn!("belay-server sent an empty message; ignored"),
                     Ok(None) => {
+                        failed("belay-server ended the stream".into());
                         warn!(server = %url, "belay-server ended the stream; reconnecting");
                         break;
                     }
-                    Err(status) => {
-                        warn!(server = %url, %status, "the stream to belay-server broke; reconnecting");
+                    Err(e) => {
+                        failed(format!("the stream broke: {}", e.message()));
+                        warn!(server = %url, status = %e, "the stream to belay-server broke; reconnecting");
                         break;
                     }
                 },
             }
         }
-        tokio::time::sleep(backoff).await;
+        if !wait_queueing(backoff, &mut rx, &mut pending, &status).await {
+            return;
+        }
+    }
+}
+
+/// Waits `pause` before the next attempt, meanwhile keeping `pending` current with what
+/// the daemon sends (it all goes up on the next session). False when the daemon is gone.
+async fn wait_queueing(
+    pause: Duration,
+    rx: &mut mpsc::UnboundedReceiver<Up>,
+    pending: &mut BTreeMap<String, v1::NewRequest>,
+    status: &Mutex<LinkStatus>,
+) -> bool {
+    let until = tokio::time::Instant::now() + pause;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return true,
+            up = rx.recv() => match up {
+                None => return false,
+                Some(Up::Submit(r)) => {
+                    pending.insert(r.id.clone(), r);
+                    let mut st = lock(status);
+                    st.submitted += 1;
+                    st.awaiting = pending.len();
+                }
+                Some(Up::Withdraw { id, .. }) => {
+                    // Never seen by the server: nothing to tell it.
+                    pending.remove(&id);
+                    lock(status).awaiting = pending.len();
+                }
+            },
+        }
     }
 }

@@ -163,6 +163,20 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
             for w in &p.warnings {
                 println!("policy warning     {w}");
             }
+            if let Some(s) = &status.server {
+                let state = if s.connected {
+                    "connected"
+                } else {
+                    "not connected"
+                };
+                println!(
+                    "belay-server       {} ({state}; {} awaiting a decision)",
+                    s.url, s.awaiting
+                );
+                if let (false, Some(e)) = (s.connected, &s.last_error) {
+                    println!("server error       {e}");
+                }
+            }
             println!("pending requests   {}", status.pending);
             println!("decided requests   {}", status.decided);
             println!("watched processes  {}", status.watched);

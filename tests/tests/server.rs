@@ -159,17 +159,35 @@ fn requests_wait_for_a_server_that_is_down_and_reach_it_when_it_comes_back() {
     // The built-in policy names no owner: the session's (alice) stands for it.
     let agent = Agent::start(&["--server", &url, "--server-owner", "alice"]);
     let mut actor = agent.run(&[&actor_path(), "connect", "127.0.0.1:9"]);
-    // Held on the host, with nowhere to go yet.
+    // Held on the host, with nowhere to go yet; `belay status` says why.
     let local = agent.one_pending();
     assert!(local["server_id"].is_string());
+    assert!(wait_until(LONG, || {
+        let link = &agent.status()["server"];
+        link["connected"] == false && link["last_error"].is_string() && link["awaiting"] == 1
+    }));
+    let table = ok(&agent.belay(&["status"]));
+    assert!(
+        table.contains(&format!("belay-server       {url} (not connected")),
+        "{table}"
+    );
     // The server comes up on the same address: the agent resubmits under the same id.
     let addr = url.trim_start_matches("http://").parse().unwrap();
     let up = Server::start_on(addr);
     let req = up.pending("exec");
     assert_eq!(req["id"], local["server_id"]);
     assert_eq!(req["owner"], "alice");
+    let link = agent.status()["server"].clone();
+    assert_eq!(link["connected"], true, "{link}");
+    assert_eq!(link["awaiting"], 1, "{link}");
     ok(&up.belay("bob", &["deny", req["id"].as_str().unwrap()]));
     let (_, status) = actor.finish(LONG).unwrap();
     assert_eq!(status.code(), Some(1), "belay run's exec denied");
     assert!(actor.stderr().contains("Operation not permitted"));
+    let link = agent.status()["server"].clone();
+    assert_eq!(
+        (link["decided"].as_u64(), link["awaiting"].as_u64()),
+        (Some(1), Some(0)),
+        "{link}"
+    );
 }

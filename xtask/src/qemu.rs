@@ -53,6 +53,48 @@ impl std::fmt::Display for EarlyBootFailure {
 
 impl std::error::Error for EarlyBootFailure {}
 
+/// The guest kernel died on a breakpoint (`int3`) left at the entry of a BPF LSM hook
+/// while that hook was being patched to call an attached program. Seen once in some
+/// hundred of belay's VM runs, always under TCG, where cross-CPU code patching is
+/// emulated; a VM run that ends this way is retried once (everything in it runs again).
+#[derive(Debug)]
+pub struct CodePatchCrash(pub String);
+
+impl std::fmt::Display for CodePatchCrash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CodePatchCrash {}
+
+/// Follows the guest's oops lines for [`CodePatchCrash`].
+#[derive(Default)]
+struct OopsWatch {
+    int3: bool,
+    rip: Option<String>,
+}
+
+impl OopsWatch {
+    fn line(&mut self, line: &str) {
+        if line.contains("Oops: int3") {
+            self.int3 = true;
+        }
+        if let Some(at) = line.find("RIP: 0010:") {
+            let func = line[at + "RIP: 0010:".len()..].trim().to_owned();
+            if self.rip.is_none() {
+                self.rip = Some(func);
+            }
+        }
+    }
+
+    /// The patched function, when the crash was a breakpoint at a BPF LSM hook.
+    fn code_patch_crash(&self) -> Option<&str> {
+        let rip = self.rip.as_deref()?;
+        (self.int3 && rip.starts_with("bpf_lsm_")).then_some(rip)
+    }
+}
+
 /// Boots the VM and calls `on_line` with every console line (markers included) until the
 /// exit marker, QEMU's end, or the timeout. Anything but an exit marker is an error.
 pub fn boot(
@@ -94,6 +136,7 @@ pub fn boot(
     // These kernels boot to init in 5-15 s under TCG; far longer is a hang worth a retry.
     let boot_deadline = started + BOOT_TIMEOUT.min(timeout);
     let mut ready: Option<(String, String, Duration)> = None;
+    let mut oops = OopsWatch::default();
     let result = loop {
         let until = if ready.is_some() {
             deadline
@@ -104,6 +147,7 @@ pub fn boot(
         match rx.recv_timeout(left) {
             Ok(line) => {
                 on_line(&line);
+                oops.line(&line);
                 if let Some(rest) = marker(&line, READY_MARKER) {
                     let (release, lsm) = parse_ready(rest);
                     ready = Some((release, lsm, started.elapsed()));
@@ -143,6 +187,14 @@ pub fn boot(
                     break Err(EarlyBootFailure(format!(
                         "VM with kernel {} ended ({status}) before init reported ready \
                          (kernel panic or bad initramfs?)",
+                        kernel.release,
+                    ))
+                    .into());
+                }
+                if let Some(rip) = oops.code_patch_crash() {
+                    break Err(CodePatchCrash(format!(
+                        "VM with kernel {} crashed on a breakpoint in {rip} while a BPF LSM \
+                         hook was being patched",
                         kernel.release,
                     ))
                     .into());
@@ -245,6 +297,38 @@ pub fn check_available() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_breakpoint_at_a_bpf_lsm_hook_is_a_code_patch_crash() {
+        // From a real 6.12 crash under TCG (a daemon attaching while kthreadd forked).
+        let crash = [
+            "[   20.752082] RIP: 0010:bpf_lsm_task_alloc+0x5/0x10",
+            "[   20.758429]  security_task_alloc+0x76/0x190",
+            "[   20.760621] Oops: int3: 0000 [#2] PREEMPT SMP NOPTI",
+            "[   20.760774] RIP: 0010:bpf_lsm_task_alloc+0x5/0x10",
+        ];
+        let mut w = super::OopsWatch::default();
+        crash.iter().for_each(|l| w.line(l));
+        assert_eq!(w.code_patch_crash(), Some("bpf_lsm_task_alloc+0x5/0x10"));
+
+        // Any other oops stands as a failure.
+        let mut w = super::OopsWatch::default();
+        for l in [
+            "[   20.1] Oops: general protection fault, probably for non-canonical address",
+            "[   20.2] RIP: 0010:bpf_lsm_task_alloc+0x5/0x10",
+        ] {
+            w.line(l);
+        }
+        assert_eq!(w.code_patch_crash(), None);
+        let mut w = super::OopsWatch::default();
+        for l in [
+            "[ 1.0] Oops: int3: 0000 [#1]",
+            "[ 1.1] RIP: 0010:tcp_connect+0x5/0x10",
+        ] {
+            w.line(l);
+        }
+        assert_eq!(w.code_patch_crash(), None);
+    }
+
     use super::*;
 
     #[test]

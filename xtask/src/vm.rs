@@ -211,16 +211,25 @@ pub fn boot_streaming(
 ) -> Result<qemu::Outcome> {
     const ATTEMPTS: u32 = 3;
     let mut attempt = 1;
+    let mut patch_crash_retried = false;
     let out = loop {
         say!("booting {} under QEMU (TCG, {smp} CPUs)", image.release);
         match qemu::boot(image, initrd, smp, timeout, on_line) {
             Ok(out) => break out,
-            // Retried only when nothing of ours ran yet; any later failure stands.
+            // Retried when nothing of ours ran yet; any later failure stands, except one
+            // emulator code-patching crash (see `qemu::CodePatchCrash`), after which the
+            // whole run starts again in a fresh guest (results restart at its ready line).
             Err(e)
                 if attempt < ATTEMPTS && e.downcast_ref::<qemu::EarlyBootFailure>().is_some() =>
             {
                 say!("{e:#}; retrying the boot ({} of {ATTEMPTS})", attempt + 1);
                 attempt += 1;
+            }
+            Err(e)
+                if !patch_crash_retried && e.downcast_ref::<qemu::CodePatchCrash>().is_some() =>
+            {
+                say!("{e:#}; running everything again in a fresh VM (once)");
+                patch_crash_retried = true;
             }
             Err(e) => return Err(e),
         }

@@ -213,6 +213,10 @@ struct Tracker {
 impl Tracker {
     fn line(&mut self, line: &str) {
         if let Some(rest) = qemu::marker(line, qemu::READY_MARKER) {
+            // A fresh guest (a retried boot runs everything again): count from here.
+            self.counts = Counts::default();
+            self.current = None;
+            self.current_failed = false;
             self.release = rest
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("kernel="))
@@ -287,6 +291,32 @@ mod tests {
             }
         );
         assert_eq!(t.release.as_deref(), Some("6.12.1-cloud-amd64"));
+    }
+
+    #[test]
+    fn a_retried_boot_counts_only_the_fresh_run() {
+        let mut t = Tracker::default();
+        for l in [
+            "BELAY-VM-READY kernel=6.12.1-cloud-amd64 lsm=bpf",
+            "BELAY-VM-TEST-BEGIN a-1",
+            "test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
+            "BELAY-VM-TEST-END a-1 0",
+            "BELAY-VM-TEST-BEGIN b-2",
+            // The guest crashed here; the retried boot starts over.
+            "BELAY-VM-READY kernel=6.12.1-cloud-amd64 lsm=bpf",
+            "BELAY-VM-TEST-BEGIN a-1",
+            "test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
+            "BELAY-VM-TEST-END a-1 0",
+        ] {
+            t.line(l);
+        }
+        assert_eq!(
+            t.counts,
+            Counts {
+                passed: 5,
+                failed: 0
+            }
+        );
     }
 
     #[test]

@@ -153,6 +153,10 @@ async fn handle(
                     watched,
                     kernel,
                     policy: shared.policy.status(),
+                    server: shared
+                        .upstream
+                        .as_ref()
+                        .map(crate::upstream::Upstream::status),
                 },
             }
         }
