@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod requests;
+pub mod sync;
 pub mod task;
 pub mod upstream;
 pub mod watch;

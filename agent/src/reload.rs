@@ -9,7 +9,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Policy, PolicyError};
+use crate::{
+    policy::{Policy, PolicyError},
+    sync::lock,
+};
 
 /// What identifies a version of the file on disk, to notice edits without inotify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,17 +95,11 @@ impl LivePolicy {
     }
 
     pub fn status(&self) -> PolicyStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.status).clone()
     }
 
     pub fn set_warnings(&self, warnings: Vec<String>) {
-        self.status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .warnings = warnings;
+        lock(&self.status).warnings = warnings;
     }
 
     /// True when the file differs from the version last read.
@@ -111,11 +108,7 @@ impl LivePolicy {
             return false;
         };
         let now = stamp(path);
-        *self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            != now
+        *lock(&self.seen) != now
     }
 
     /// Reads the file again. `Ok(None)`: there is no file (built-in policy). On error
@@ -125,14 +118,8 @@ impl LivePolicy {
             return Ok(None);
         };
         let before = stamp(path);
-        *self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = before;
-        let mut status = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *lock(&self.seen) = before;
+        let mut status = lock(&self.status);
         match Policy::load(path) {
             Ok(policy) => {
                 let policy = Arc::new(policy);

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
 
-use crate::kernel::Verdict;
+use crate::{kernel::Verdict, sync::lock};
 
 /// What the daemon sends up.
 #[derive(Debug)]
@@ -89,10 +89,6 @@ impl Upstream {
         // The link task only ends with the daemon.
         let _ = self.tx.send(up);
     }
-}
-
-fn lock(m: &Mutex<LinkStatus>) -> std::sync::MutexGuard<'_, LinkStatus> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn verdict(v: domain::Verdict) -> Verdict {
@@ -171,17 +167,10 @@ async fn run(
             tokio::select! {
                 up = rx.recv() => {
                     let Some(up) = up else { return };
+                    track(&up, &mut pending, &status);
                     let msg = match up {
-                        Up::Submit(r) => {
-                            pending.insert(r.id.clone(), r.clone());
-                            let mut st = lock(&status);
-                            st.submitted += 1;
-                            st.awaiting = pending.len();
-                            message(agent_message::Kind::Request(r))
-                        }
+                        Up::Submit(r) => message(agent_message::Kind::Request(r)),
                         Up::Withdraw { id, reason } => {
-                            pending.remove(&id);
-                            lock(&status).awaiting = pending.len();
                             message(agent_message::Kind::Withdraw(v1::Withdraw {
                                 request_id: id,
                                 reason,
@@ -237,6 +226,22 @@ async fn run(
     }
 }
 
+/// Keeps `pending` (what goes up again on the next session) and the counters current
+/// with what the daemon sent.
+fn track(up: &Up, pending: &mut BTreeMap<String, v1::NewRequest>, status: &Mutex<LinkStatus>) {
+    let mut st = lock(status);
+    match up {
+        Up::Submit(r) => {
+            pending.insert(r.id.clone(), r.clone());
+            st.submitted += 1;
+        }
+        Up::Withdraw { id, .. } => {
+            pending.remove(id);
+        }
+    }
+    st.awaiting = pending.len();
+}
+
 /// Waits `pause` before the next attempt, meanwhile keeping `pending` current with what
 /// the daemon sends (it all goes up on the next session). False when the daemon is gone.
 async fn wait_queueing(
@@ -249,19 +254,10 @@ async fn wait_queueing(
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(until) => return true,
+            // A withdrawal here was never seen by the server: nothing to tell it.
             up = rx.recv() => match up {
                 None => return false,
-                Some(Up::Submit(r)) => {
-                    pending.insert(r.id.clone(), r);
-                    let mut st = lock(status);
-                    st.submitted += 1;
-                    st.awaiting = pending.len();
-                }
-                Some(Up::Withdraw { id, .. }) => {
-                    // Never seen by the server: nothing to tell it.
-                    pending.remove(&id);
-                    lock(status).awaiting = pending.len();
-                }
+                Some(up) => track(&up, pending, status),
             },
         }
     }

@@ -21,6 +21,7 @@ use crate::{
     policy::{self, HostResolver, Policy},
     reload::LivePolicy,
     requests::{Outcome, Pending, RequestBook},
+    sync::lock,
     upstream::{Down, Up, Upstream},
     watch,
 };
@@ -113,12 +114,6 @@ impl ServerIds {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks cannot leave it half-updated: every
-    // method is a single map operation.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Shared {
     fn book(&self) -> MutexGuard<'_, RequestBook> {
         lock(&self.book)
@@ -138,7 +133,7 @@ impl Shared {
                 return;
             }
         };
-        self.upstream_done(&p, verdict);
+        self.withdraw(&p, || format!("ended on the host ({verdict})"));
         match self.enforcer.resolve(p.key, verdict).await {
             Ok(()) => {
                 self.metrics.ended(ended, p.opened.elapsed());
@@ -164,22 +159,17 @@ impl Shared {
 
     /// Tells belay-server a request it holds ended here (deadline, shutdown, process
     /// gone), so reviewers no longer see it.
-    fn upstream_done(&self, p: &Pending, verdict: Verdict) {
+    fn withdraw(&self, p: &Pending, reason: impl FnOnce() -> String) {
         if let (Some(up), Some(id)) = (&self.upstream, &p.view.server_id) {
             up.send(Up::Withdraw {
                 id: id.clone(),
-                reason: format!("ended on the host ({verdict})"),
+                reason: reason(),
             });
         }
     }
 
     fn cancelled(&self, p: &Pending) {
-        if let (Some(up), Some(id)) = (&self.upstream, &p.view.server_id) {
-            up.send(Up::Withdraw {
-                id: id.clone(),
-                reason: "the process is gone".into(),
-            });
-        }
+        self.withdraw(p, || "the process is gone".into());
         self.metrics.ended(Ended::Cancelled, p.opened.elapsed());
         info!(
             request = p.view.id,

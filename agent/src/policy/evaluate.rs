@@ -4,16 +4,46 @@ use std::net::IpAddr;
 
 use super::{Action, Decision, Destination, EgressRule, ExecRule, Proto, Subject};
 
-fn decision(
-    subject: &Subject,
+/// What a matching rule says: its name, action, and its own deadline and verdict.
+struct Matched<'a> {
+    name: &'a str,
     action: Action,
-    rule: Option<&str>,
     deadline: Option<std::time::Duration>,
     on_timeout: Option<super::Verdict>,
-) -> Decision {
+}
+
+impl<'a> From<&'a ExecRule> for Matched<'a> {
+    fn from(r: &'a ExecRule) -> Self {
+        Self {
+            name: &r.name,
+            action: r.action,
+            deadline: r.deadline,
+            on_timeout: r.on_timeout,
+        }
+    }
+}
+
+impl<'a> From<&'a EgressRule> for Matched<'a> {
+    fn from(r: &'a EgressRule) -> Self {
+        Self {
+            name: &r.name,
+            action: r.action,
+            deadline: r.deadline,
+            on_timeout: r.on_timeout,
+        }
+    }
+}
+
+/// The first matching rule's decision, or the subject's `default` when none matched;
+/// deadline and timeout verdict fall back to the subject's.
+fn decision(subject: &Subject, default: Action, matched: Option<Matched<'_>>) -> Decision {
+    let (action, rule, deadline, on_timeout) = match matched {
+        Some(m) => (m.action, Some(m.name.to_owned()), m.deadline, m.on_timeout),
+        None => (default, None, None, None),
+    };
     Decision {
         action,
-        rule: rule.map(str::to_owned),
+        rule,
         deadline: deadline.unwrap_or(subject.deadline),
         on_timeout: on_timeout.unwrap_or(subject.on_timeout),
     }
@@ -35,20 +65,11 @@ pub(crate) fn exec_rule_matches(rule: &ExecRule, paths: &[&str], argv: Option<&s
 
 pub(crate) fn decide_exec(subject: &Subject, paths: &[&str], argv: Option<&[String]>) -> Decision {
     let line = argv.map(|a| a.join(" "));
-    match subject
+    let matched = subject
         .exec
         .iter()
-        .find(|rule| exec_rule_matches(rule, paths, line.as_deref()))
-    {
-        Some(rule) => decision(
-            subject,
-            rule.action,
-            Some(&rule.name),
-            rule.deadline,
-            rule.on_timeout,
-        ),
-        None => decision(subject, subject.exec_default, None, None, None),
-    }
+        .find(|rule| exec_rule_matches(rule, paths, line.as_deref()));
+    decision(subject, subject.exec_default, matched.map(Matched::from))
 }
 
 pub(crate) fn egress_rule_matches(
@@ -90,35 +111,17 @@ pub(crate) fn decide_egress(
     proto: Option<Proto>,
     hostnames: &[String],
 ) -> Decision {
-    match subject
+    let matched = subject
         .egress
         .iter()
-        .find(|rule| egress_rule_matches(rule, ip, port, proto, hostnames))
-    {
-        Some(rule) => decision(
-            subject,
-            rule.action,
-            Some(&rule.name),
-            rule.deadline,
-            rule.on_timeout,
-        ),
-        None => decision(subject, subject.egress_default, None, None, None),
-    }
+        .find(|rule| egress_rule_matches(rule, ip, port, proto, hostnames));
+    decision(subject, subject.egress_default, matched.map(Matched::from))
 }
 
 pub(crate) fn decide_unix(subject: &Subject, path: &str) -> Decision {
-    match subject
+    let matched = subject
         .egress
         .iter()
-        .find(|rule| unix_rule_matches(rule, path))
-    {
-        Some(rule) => decision(
-            subject,
-            rule.action,
-            Some(&rule.name),
-            rule.deadline,
-            rule.on_timeout,
-        ),
-        None => decision(subject, subject.egress_default, None, None, None),
-    }
+        .find(|rule| unix_rule_matches(rule, path));
+    decision(subject, subject.egress_default, matched.map(Matched::from))
 }
