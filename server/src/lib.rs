@@ -33,14 +33,23 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What [`serve`] needs besides the listener and the approval rules: transport security,
+/// reviewer authentication, side endpoints. `Default` is plaintext without
+/// authentication, for tests and local development only.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ServeOptions {}
+
 /// Serves the agent and reviewer services on `listener` until `shutdown` completes, then
 /// ends the open agent sessions (UNAVAILABLE, so agents reconnect elsewhere) and waits
 /// for in-flight calls.
 pub async fn serve<S: Store>(
     listener: TcpListener,
     approvals: Arc<Approvals<S>>,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let ServeOptions {} = options;
     let stop = CancellationToken::new();
     let expiry = tokio::spawn(expiry::run_expiry(Arc::clone(&approvals), stop.clone()));
 

@@ -208,10 +208,15 @@ async fn serve<S: Store>(listen: SocketAddr, store: S) -> anyhow::Result<()> {
     let approvals = Arc::new(Approvals::new(store));
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let mut server = tokio::spawn(belay_server::serve(listener, approvals, async {
-        // A dropped sender also means stop.
-        let _ = stopped.await;
-    }));
+    let mut server = tokio::spawn(belay_server::serve(
+        listener,
+        approvals,
+        belay_server::ServeOptions::default(),
+        async {
+            // A dropped sender also means stop.
+            let _ = stopped.await;
+        },
+    ));
     tracing::info!(%local, "belay-server listening");
 
     tokio::select! {

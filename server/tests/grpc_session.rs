@@ -32,9 +32,14 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let approvals = Arc::new(Approvals::new(MemoryStore::new()));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, approvals, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve(
+            listener,
+            approvals,
+            belay_server::ServeOptions::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
             stop: Some(stop),

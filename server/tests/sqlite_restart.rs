@@ -36,9 +36,14 @@ impl TestServer {
         let approvals = Arc::new(Approvals::new(store));
         let weak = Arc::downgrade(&approvals);
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, approvals, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve(
+            listener,
+            approvals,
+            belay_server::ServeOptions::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             url,
             stop,
