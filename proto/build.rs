@@ -8,6 +8,7 @@ const PROTO_FILES: &[&str] = &[
     "proto/belay/v1/common.proto",
     "proto/belay/v1/agent.proto",
     "proto/belay/v1/reviewer.proto",
+    "proto/belay/v1/enroll.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -6,6 +6,7 @@ pub mod btf;
 pub mod context;
 pub mod daemon;
 pub mod dns;
+pub mod enroll;
 pub mod kernel;
 pub mod metrics;
 pub mod policy;

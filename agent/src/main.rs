@@ -4,10 +4,10 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use belay_agent::{
     api::DEFAULT_SOCKET,
-    daemon,
+    daemon, enroll,
     kernel::{FailMode, Verdict},
 };
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -111,9 +111,10 @@ struct Args {
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9464.
     #[arg(long, env = "BELAY_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// belay-server URL (e.g. http://belay.example:7443): requests that need a person are
-    /// sent there and decided by its reviewers instead of on the local socket. Without
-    /// it, the host decides alone (standalone).
+    /// belay-server URL (e.g. https://belay.example:7443, after `belay-agent enroll`):
+    /// requests that need a person are sent there and decided by its reviewers instead
+    /// of on the local socket. http:// only reaches a server run with --insecure.
+    /// Without it, the host decides alone (standalone).
     #[arg(long, env = "BELAY_SERVER", value_name = "URL")]
     server: Option<String>,
     /// Identity that owns this host's agents, as told to belay-server: it can never
@@ -125,17 +126,60 @@ struct Args {
         default_value = "unknown"
     )]
     server_owner: String,
+    /// Where `belay-agent enroll` stored this host's certificate for belay-server (used
+    /// with an https:// --server).
+    #[arg(long, env = "BELAY_CERT_DIR", value_name = "DIR", default_value = enroll::DEFAULT_CERT_DIR)]
+    cert_dir: PathBuf,
     /// Watch this process (and its future children) from the start. Repeatable.
     #[arg(long = "watch-pid", value_name = "PID")]
     watch_pids: Vec<u32>,
     /// Log format on stderr.
     #[arg(long, env = "BELAY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Enroll this host with belay-server once: trades a one-time token (`belay-server
+    /// token create`) for the client certificate the daemon authenticates with. The
+    /// server's CA must be named, as a file or by fingerprint (`belay-server ca
+    /// fingerprint`): it is never trusted on first use.
+    Enroll(EnrollArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("trust").required(true).args(["ca_cert", "ca_fingerprint"])))]
+struct EnrollArgs {
+    /// belay-server URL, https://.
+    #[arg(long, env = "BELAY_SERVER", value_name = "URL")]
+    server: String,
+    /// The one-time enrollment token.
+    #[arg(
+        long,
+        env = "BELAY_ENROLL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: String,
+    /// Where to store the key (mode 0600), the certificate and the CA.
+    #[arg(long, env = "BELAY_CERT_DIR", value_name = "DIR", default_value = enroll::DEFAULT_CERT_DIR)]
+    cert_dir: PathBuf,
+    /// The server's CA certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// SHA-256 fingerprint of the server's CA certificate (hex).
+    #[arg(long, value_name = "SHA256")]
+    ca_fingerprint: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(AgentCommand::Enroll(enroll)) = args.command {
+        return run_enroll(enroll).await;
+    }
     if let Some(path) = &args.check_policy {
         return check_policy(path);
     }
@@ -161,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         server: args.server,
         server_owner: args.server_owner,
+        server_cert_dir: args.cert_dir,
         stale_after: Duration::from_secs(args.stale_after),
         fail_mode: match args.fail_mode {
             FailModeArg::Deny => FailMode::Deny,
@@ -176,6 +221,27 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     daemon::run(config, shutdown).await
+}
+
+async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
+    let trust = match (args.ca_cert, args.ca_fingerprint) {
+        (Some(file), _) => enroll::Trust::CaFile(file),
+        (None, Some(fingerprint)) => enroll::Trust::Fingerprint(fingerprint),
+        (None, None) => {
+            anyhow::bail!("name the server's CA: --ca-cert FILE or --ca-fingerprint SHA256")
+        }
+    };
+    let host = belay_agent::context::hostname();
+    let done = enroll::enroll(&args.server, &args.token, &host, &args.cert_dir, &trust).await?;
+    println!(
+        "enrolled {} with {} (CA {}); certificate {}, key {}",
+        done.host,
+        args.server,
+        done.ca_fingerprint,
+        done.cert.display(),
+        done.key.display()
+    );
+    Ok(())
 }
 
 fn check_policy(path: &std::path::Path) -> anyhow::Result<()> {

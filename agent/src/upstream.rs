@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context as _;
 use belay_proto::{
     domain,
     v1::{self, agent_message, agent_service_client::AgentServiceClient, server_message},
@@ -15,19 +16,22 @@ use belay_proto::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{info, warn};
 
-use crate::{kernel::Verdict, sync::lock};
+use crate::{
+    api::{ActionView, RequestView},
+    kernel::Verdict,
+    sync::lock,
+};
 
 /// What the daemon sends up.
 #[derive(Debug)]
 pub enum Up {
-    Submit(v1::NewRequest),
+    /// Boxed: a request with its context is far larger than a withdrawal.
+    Submit(Box<v1::NewRequest>),
     /// The request no longer needs a decision (the process is gone).
-    Withdraw {
-        id: String,
-        reason: String,
-    },
+    Withdraw { id: String, reason: String },
 }
 
 /// What comes down for the daemon.
@@ -70,15 +74,22 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Starts the link to `url`; decisions arrive on `down`.
-    pub fn start(url: String, hello: v1::Hello, down: mpsc::UnboundedSender<Down>) -> Self {
+    /// Starts the link to `url`; decisions arrive on `down`. `tls` (this agent's client
+    /// certificate and the server's CA) is required for an `https://` URL.
+    pub fn start(
+        url: String,
+        tls: Option<ClientTlsConfig>,
+        hello: v1::Hello,
+        down: mpsc::UnboundedSender<Down>,
+    ) -> anyhow::Result<Self> {
+        let endpoint = endpoint(&url, tls)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(LinkStatus {
             url: url.clone(),
             ..LinkStatus::default()
         }));
-        tokio::spawn(run(url.clone(), hello, rx, down, status.clone()));
-        Self { tx, url, status }
+        tokio::spawn(run(url.clone(), endpoint, hello, rx, down, status.clone()));
+        Ok(Self { tx, url, status })
     }
 
     pub fn status(&self) -> LinkStatus {
@@ -86,9 +97,140 @@ impl Upstream {
     }
 
     pub fn send(&self, up: Up) {
+        let up = match up {
+            Up::Submit(request) => Up::Submit(Box::new(leaving_host(*request))),
+            withdraw @ Up::Withdraw { .. } => withdraw,
+        };
         // The link task only ends with the daemon.
         let _ = self.tx.send(up);
     }
+}
+
+/// Every request passes here, once, before it leaves the host (and before the link
+/// keeps it for resubmission). Masking of secrets in argv, cwd and the context (issue 5)
+/// belongs here, so that nothing unmasked is ever sent or resent.
+fn leaving_host(request: v1::NewRequest) -> v1::NewRequest {
+    request
+}
+
+/// The context a reviewer sees on belay-server, from what the daemon gathered: clipped
+/// to the server's limits (`domain::limits`) and with control characters escaped, so
+/// that a long or odd value costs that value, never the whole request.
+pub fn request_context(view: &RequestView) -> v1::RequestContext {
+    use domain::limits;
+    let hostnames = match &view.action {
+        ActionView::Connect { hostnames, .. } | ActionView::Send { hostnames, .. } => {
+            hostnames.as_slice()
+        }
+        _ => &[],
+    };
+    let ctx = &view.context;
+    let mut wire = v1::RequestContext {
+        ancestry: ctx
+            .ancestry
+            .iter()
+            .filter(|a| a.pid != 0)
+            .take(limits::MAX_ANCESTRY)
+            .map(|a| v1::Ancestor {
+                pid: a.pid,
+                comm: clip(&escape_control(&a.comm), limits::MAX_COMM_LEN),
+                exe: absolute(a.exe.as_deref(), limits::MAX_PATH_LEN),
+            })
+            .collect(),
+        user: text(ctx.user.as_deref(), limits::MAX_IDENTITY_LEN),
+        cgroup: absolute(ctx.cgroup.as_deref(), limits::MAX_PATH_LEN),
+        container_id: ctx.container_id.clone().unwrap_or_default(),
+        pod_uid: ctx.pod_uid.clone().unwrap_or_default(),
+        cwd: absolute(ctx.cwd.as_deref(), limits::MAX_PATH_LEN),
+        subject: text(view.subject.as_deref(), limits::MAX_NAME_LEN),
+        hostnames: hostnames
+            .iter()
+            .filter(|h| is_dns_name(h))
+            .take(limits::MAX_HOSTNAMES)
+            .cloned()
+            .collect(),
+    };
+    // Deep ancestries of long paths can pass the total: the far end goes first.
+    while domain::RequestContext::try_from(wire.clone()).is_err() && wire.ancestry.pop().is_some() {
+    }
+    if let Err(e) = domain::RequestContext::try_from(wire.clone()) {
+        warn!(error = %e, "request context not sendable; sending none");
+        return v1::RequestContext::default();
+    }
+    wire
+}
+
+fn escape_control(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// At most `max` bytes, cut at a character boundary.
+fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// Escaped; empty (unknown) when too long, since a cut value would mislead.
+fn text(s: Option<&str>, max: usize) -> String {
+    let s = escape_control(s.unwrap_or_default());
+    if s.len() > max { String::new() } else { s }
+}
+
+fn absolute(path: Option<&str>, max: usize) -> String {
+    path.filter(|p| p.starts_with('/'))
+        .map(|p| text(Some(p), max))
+        .unwrap_or_default()
+}
+
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= domain::limits::MAX_HOST_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.trim_end_matches('.').split('.').any(str::is_empty)
+}
+
+/// The channel settings for `url`: TLS with `tls` for https, plaintext for http (which
+/// only a server started with `--insecure` accepts).
+fn endpoint(url: &str, tls: Option<ClientTlsConfig>) -> anyhow::Result<Endpoint> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("bad belay-server URL {url:?}"))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    match (url.starts_with("https://"), tls) {
+        (true, Some(tls)) => endpoint.tls_config(tls).context("cannot set up TLS"),
+        (true, None) => {
+            anyhow::bail!("{url}: https needs this agent's certificate (belay-agent enroll)")
+        }
+        (false, _) if url.starts_with("http://") => Ok(endpoint),
+        (false, _) => anyhow::bail!(
+            "belay-server URL {url:?} must start with https:// (or http:// for a server run with --insecure)"
+        ),
+    }
+}
+
+/// tonic's transport errors say "transport error"; the why (refused, a certificate
+/// problem) is in their sources.
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
 }
 
 fn verdict(v: domain::Verdict) -> Verdict {
@@ -105,9 +247,11 @@ fn message(kind: agent_message::Kind) -> v1::AgentMessage {
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn run(
     url: String,
+    endpoint: Endpoint,
     hello: v1::Hello,
     mut rx: mpsc::UnboundedReceiver<Up>,
     down: mpsc::UnboundedSender<Down>,
@@ -122,9 +266,10 @@ async fn run(
     let mut pending: BTreeMap<String, v1::NewRequest> = BTreeMap::new();
     let mut backoff = BACKOFF_MIN;
     loop {
-        let mut client = match AgentServiceClient::connect(url.clone()).await {
-            Ok(c) => c,
+        let mut client = match endpoint.connect().await {
+            Ok(c) => AgentServiceClient::new(c),
             Err(e) => {
+                let e = with_sources(&e);
                 failed(format!("cannot reach belay-server: {e}"));
                 warn!(server = %url, error = %e, "cannot reach belay-server; retrying");
                 if !wait_queueing(backoff, &mut rx, &mut pending, &status).await {
@@ -169,7 +314,7 @@ async fn run(
                     let Some(up) = up else { return };
                     track(&up, &mut pending, &status);
                     let msg = match up {
-                        Up::Submit(r) => message(agent_message::Kind::Request(r)),
+                        Up::Submit(r) => message(agent_message::Kind::Request(*r)),
                         Up::Withdraw { id, reason } => {
                             message(agent_message::Kind::Withdraw(v1::Withdraw {
                                 request_id: id,
@@ -232,7 +377,7 @@ fn track(up: &Up, pending: &mut BTreeMap<String, v1::NewRequest>, status: &Mutex
     let mut st = lock(status);
     match up {
         Up::Submit(r) => {
-            pending.insert(r.id.clone(), r.clone());
+            pending.insert(r.id.clone(), (**r).clone());
             st.submitted += 1;
         }
         Up::Withdraw { id, .. } => {
@@ -260,5 +405,93 @@ async fn wait_queueing(
                 Some(up) => track(&up, pending, status),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod context_tests {
+    use super::*;
+    use crate::context::{Ancestor, ProcessContext};
+
+    fn view(context: ProcessContext, hostnames: Vec<String>) -> RequestView {
+        RequestView {
+            id: 1,
+            tgid: 10,
+            pid: 10,
+            ppid: Some(9),
+            uid: 1000,
+            comm: "curl".into(),
+            cwd: context.cwd.clone(),
+            action: ActionView::Connect {
+                address: "192.0.2.1".into(),
+                port: 443,
+                protocol: "tcp".into(),
+                hostnames,
+            },
+            created_unix_ms: 0,
+            deadline_unix_ms: 0,
+            default_verdict: Verdict::Deny,
+            subject: Some("copilot".into()),
+            owner: Some("alice".into()),
+            rule: None,
+            context,
+            server_id: None,
+        }
+    }
+
+    #[test]
+    fn the_daemons_context_goes_up_as_the_server_accepts_it() {
+        let context = ProcessContext {
+            host: "build-7".into(),
+            ppid: Some(9),
+            ancestry: vec![
+                Ancestor {
+                    pid: 9,
+                    comm: "ba\u{1b}sh".into(),
+                    exe: Some("/usr/bin/bash".into()),
+                },
+                Ancestor {
+                    pid: 1,
+                    comm: "systemd".into(),
+                    exe: None,
+                },
+            ],
+            user: Some("dev".into()),
+            cgroup: Some("/user.slice/user-1000.slice".into()),
+            container_id: None,
+            pod_uid: None,
+            cwd: Some(format!("/{}", "d".repeat(5000))),
+        };
+        let names = vec!["api.example.com".into(), "bad name".into()];
+        let wire = request_context(&view(context, names));
+        let parsed = domain::RequestContext::try_from(wire.clone()).expect("server accepts it");
+        assert_eq!(parsed.ancestry().len(), 2);
+        assert_eq!(parsed.ancestry()[0].comm(), "ba\\u{1b}sh");
+        assert_eq!(parsed.ancestry()[1].exe(), None);
+        assert_eq!(parsed.user(), Some("dev"));
+        assert_eq!(parsed.subject(), Some("copilot"));
+        // Too long to be useful cut: left out rather than cost the whole request.
+        assert_eq!(parsed.cwd(), None);
+        assert_eq!(parsed.hostnames(), ["api.example.com"]);
+    }
+
+    #[test]
+    fn deep_ancestries_of_long_paths_are_trimmed_to_the_total() {
+        let exe = format!("/{}", "e".repeat(domain::limits::MAX_PATH_LEN - 1));
+        let context = ProcessContext {
+            ancestry: (1..=30)
+                .map(|pid| Ancestor {
+                    pid,
+                    comm: "sh".into(),
+                    exe: Some(exe.clone()),
+                })
+                .collect(),
+            ..ProcessContext::default()
+        };
+        let wire = request_context(&view(context, vec![]));
+        assert!(!wire.ancestry.is_empty());
+        assert!(wire.ancestry.len() < 30);
+        assert_eq!(wire.ancestry[0].pid, 1);
+        domain::RequestContext::try_from(wire).expect("server accepts it");
     }
 }

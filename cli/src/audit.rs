@@ -25,6 +25,15 @@ pub enum AuditCommand {
         #[arg(long, value_name = "PATH")]
         audit_key: Option<PathBuf>,
     },
+    /// Print belay-server's audit records in order (needs --server).
+    Log {
+        /// Only records with a sequence number above N.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        after: u64,
+        /// At most N records. Default: all.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
 }
 
 pub fn run(command: &AuditCommand, output: Output) -> anyhow::Result<()> {
@@ -32,7 +41,10 @@ pub fn run(command: &AuditCommand, output: Output) -> anyhow::Result<()> {
         db,
         public_key,
         audit_key,
-    } = command;
+    } = command
+    else {
+        bail!("`audit log` reads belay-server's log: add --server URL");
+    };
     let key = audit::resolve_public_key(db, public_key.as_deref(), audit_key.as_deref())?;
     let report = audit::verify(db, &key)?;
     match output {

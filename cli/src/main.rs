@@ -1,7 +1,11 @@
 //! `belay`: decide paused requests and enroll processes, on a standalone host through the
 //! agent's local socket.
 mod audit;
+mod credentials;
+mod grant;
+mod login;
 mod output;
+mod review;
 mod server;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::ExitCode};
@@ -52,8 +56,12 @@ struct Args {
     /// belay-server URL: review requests there instead of on this host's socket.
     #[arg(long, global = true, env = "BELAY_SERVER", value_name = "URL")]
     server: Option<String>,
-    /// Who decides, as told to belay-server (asserted until sign-in exists). Default:
-    /// $USER.
+    /// CA certificate (PEM) of an https:// --server: the only one trusted for it.
+    #[arg(long, global = true, env = "BELAY_SERVER_CA", value_name = "FILE")]
+    server_ca: Option<PathBuf>,
+    /// Who decides, for a belay-server run with --insecure (default: $USER). Signed in
+    /// (`belay login`, BELAY_TOKEN), the server records the credential's identity, and
+    /// this must be empty or equal to it.
     #[arg(long, global = true, env = "BELAY_REVIEWER", value_name = "IDENTITY")]
     reviewer: Option<String>,
     #[command(subcommand)]
@@ -71,12 +79,16 @@ enum Command {
         id: String,
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        grant: grant::GrantArgs,
     },
     /// Make the paused action fail with EPERM.
     Deny {
         id: String,
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        grant: grant::GrantArgs,
     },
     /// Kill the paused process.
     Kill {
@@ -104,9 +116,20 @@ enum Command {
     },
     /// The agent's state: policy, pending requests and kernel counters.
     Status,
+    /// Follow requests live: the pending ones, then each new request and each decision
+    /// as it happens (needs --server; `--output json`: one object per line).
+    Watch,
+    /// The agents connected to belay-server, with their pending requests (needs --server).
+    Agents,
     /// The audit log of a belay-server database.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Sign in for --server calls: OIDC device flow (--issuer), or an API token
+    /// (--token, read from stdin). Stored in $XDG_CONFIG_HOME/belay/credentials (0600);
+    /// BELAY_TOKEN, when set, is sent instead.
+    Login(login::LoginArgs),
+    /// Forget the stored credential.
+    Logout,
 }
 
 fn main() -> ExitCode {
@@ -139,33 +162,50 @@ fn run_server(url: &str, args: &Args) -> anyhow::Result<()> {
     let reviewer = args
         .reviewer
         .clone()
-        .or_else(|| std::env::var("USER").ok())
+        // Signed in, the server takes the identity from the credential.
+        .or_else(|| {
+            (!credentials::present())
+                .then(|| std::env::var("USER").ok())
+                .flatten()
+        })
         .unwrap_or_default();
     fn decide<'a>(
         id: &'a str,
         verdict: belay_proto::v1::Verdict,
         reason: &'a Option<String>,
         reviewer: &'a str,
+        grant: Option<&grant::GrantArgs>,
     ) -> server::Call<'a> {
         server::Call::Decide {
             id,
             verdict,
             reason: reason.as_deref().unwrap_or(""),
             reviewer,
+            scope: grant.and_then(grant::GrantArgs::to_wire),
         }
     }
     let call = match &args.command {
         Command::Pending => server::Call::Pending,
         Command::Show { id } => server::Call::Show(id),
-        Command::Approve { id, reason } => decide(id, W::Allow, reason, &reviewer),
-        Command::Deny { id, reason } => decide(id, W::Deny, reason, &reviewer),
-        Command::Kill { id, reason } => decide(id, W::Kill, reason, &reviewer),
+        Command::Approve { id, reason, grant } => {
+            decide(id, W::Allow, reason, &reviewer, Some(grant))
+        }
+        Command::Deny { id, reason, grant } => decide(id, W::Deny, reason, &reviewer, Some(grant)),
+        Command::Kill { id, reason } => decide(id, W::Kill, reason, &reviewer, None),
+        Command::Watch => server::Call::Watch,
+        Command::Agents => server::Call::Agents,
+        Command::Audit(audit::AuditCommand::Log { after, limit }) => server::Call::AuditLog {
+            after: *after,
+            limit: *limit,
+        },
         Command::Audit(command) => return audit::run(command, args.output),
         Command::Status | Command::Run { .. } => {
             bail!("`status` and `run` talk to this host's agent: leave out --server")
         }
+        Command::Login(login) => return login::login(login),
+        Command::Logout => return login::logout(),
     };
-    server::run(url, args.output, call)
+    server::run(url, args.server_ca.as_deref(), args.output, call)
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -182,11 +222,19 @@ fn run(args: Args) -> anyhow::Result<()> {
     let req = match &args.command {
         Command::Pending => ApiRequest::Pending,
         Command::Show { id } => ApiRequest::Show { id: local_id(id)? },
-        Command::Approve { id, reason } => decide(id, Verdict::Allow, reason)?,
-        Command::Deny { id, reason } => decide(id, Verdict::Deny, reason)?,
+        Command::Approve { grant, .. } | Command::Deny { grant, .. } if grant.for_.is_some() => {
+            bail!("grants (--for) are kept by belay-server: add --server URL")
+        }
+        Command::Approve { id, reason, .. } => decide(id, Verdict::Allow, reason)?,
+        Command::Deny { id, reason, .. } => decide(id, Verdict::Deny, reason)?,
         Command::Kill { id, reason } => decide(id, Verdict::Kill, reason)?,
         Command::Status => ApiRequest::Status,
+        Command::Watch | Command::Agents => {
+            bail!("`watch` and `agents` follow belay-server: add --server URL")
+        }
         Command::Audit(command) => return audit::run(command, args.output),
+        Command::Login(login) => return login::login(login),
+        Command::Logout => return login::logout(),
         Command::Run {
             subject,
             uid,

@@ -1,10 +1,12 @@
 //! `belay --server URL ...`: the same review commands against belay-server's reviewer
 //! service, for hosts whose agents send their requests there.
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use belay_proto::v1::{self, reviewer_service_client::ReviewerServiceClient};
 use serde_json::{Value, json};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::Output;
 
@@ -17,7 +19,7 @@ fn verdict_name(v: i32) -> &'static str {
     }
 }
 
-fn state_name(s: i32) -> &'static str {
+pub(crate) fn state_name(s: i32) -> &'static str {
     match v1::RequestState::try_from(s) {
         Ok(v1::RequestState::Pending) => "pending",
         Ok(v1::RequestState::Approved) => "approved",
@@ -28,13 +30,13 @@ fn state_name(s: i32) -> &'static str {
     }
 }
 
-fn unix_ms(t: Option<&prost_types::Timestamp>) -> u64 {
+pub(crate) fn unix_ms(t: Option<&prost_types::Timestamp>) -> u64 {
     t.and_then(|t| SystemTime::try_from(*t).ok())
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn action(a: Option<&v1::Action>) -> (Value, String) {
+pub(crate) fn action(a: Option<&v1::Action>) -> (Value, String) {
     use v1::action::Kind;
     match a.and_then(|a| a.kind.as_ref()) {
         Some(Kind::Exec(e)) => (
@@ -60,7 +62,7 @@ fn action(a: Option<&v1::Action>) -> (Value, String) {
     }
 }
 
-fn to_json(r: &v1::Request) -> Value {
+pub(crate) fn to_json(r: &v1::Request) -> Value {
     let (a, _) = action(r.action.as_ref());
     json!({
         "id": r.id,
@@ -80,6 +82,7 @@ fn to_json(r: &v1::Request) -> Value {
             "reason": res.reason,
             "reviewer": res.reviewer,
         })),
+        "context": crate::review::context_json(r.context.as_ref()),
     })
 }
 
@@ -99,6 +102,7 @@ fn print_one(r: &v1::Request) {
     );
     println!("rule      {}", r.rule);
     println!("process   {} (uid {})", r.pid, r.uid);
+    crate::review::print_context(r.context.as_ref());
     println!("state     {}", state_name(r.state));
     let left = unix_ms(r.deadline.as_ref()).saturating_sub(now_ms()) / 1000;
     println!(
@@ -121,6 +125,12 @@ fn print_one(r: &v1::Request) {
 
 /// The reviewer commands `run` understands in server mode.
 pub enum Call<'a> {
+    Watch,
+    Agents,
+    AuditLog {
+        after: u64,
+        limit: Option<u64>,
+    },
     Pending,
     Show(&'a str),
     Decide {
@@ -128,24 +138,61 @@ pub enum Call<'a> {
         verdict: v1::Verdict,
         reason: &'a str,
         reviewer: &'a str,
+        /// `None`: this request only.
+        scope: Option<v1::Scope>,
     },
 }
 
-pub fn run(url: &str, output: Output, call: Call<'_>) -> anyhow::Result<()> {
+/// The channel settings for `url`: an https:// server is trusted through `ca` (its CA
+/// certificate, PEM) and nothing else.
+fn endpoint(url: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("bad server URL {url:?}"))?
+        .connect_timeout(Duration::from_secs(10));
+    if !url.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let ca = ca.with_context(|| {
+        format!("{url} uses TLS: name the server's CA with --server-ca FILE (BELAY_SERVER_CA)")
+    })?;
+    let pem =
+        std::fs::read(ca).with_context(|| format!("cannot read the server CA {}", ca.display()))?;
+    endpoint
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+        .context("cannot set up TLS")
+}
+
+/// tonic's transport errors say "transport error"; the why is in their sources.
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}
+
+pub fn run(url: &str, ca: Option<&Path>, output: Output, call: Call<'_>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("bad server URL {url:?}"))?
-            .connect_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach belay-server at {url}"))?;
-        let mut client = ReviewerServiceClient::new(channel);
+        let channel = endpoint(url, ca)?.connect().await.map_err(|err| {
+            anyhow::anyhow!("cannot reach belay-server at {url}: {}", with_sources(&err))
+        })?;
+        let bearer = crate::credentials::Bearer::new(crate::credentials::bearer().await?)?;
+        let signed_in = bearer.is_some();
+        let mut client = ReviewerServiceClient::with_interceptor(channel, bearer);
         let status = |s: tonic::Status| anyhow::anyhow!("belay-server: {}", s.message());
         match call {
+            Call::Watch => return crate::review::watch(&mut client, output).await,
+            Call::Agents => return crate::review::agents(&mut client, output).await,
+            Call::AuditLog { after, limit } => {
+                return crate::review::audit_log(&mut client, output, after, limit).await;
+            }
             Call::Pending => {
                 let list = client
                     .list_pending(v1::ListPendingRequest {})
@@ -197,26 +244,40 @@ pub fn run(url: &str, output: Output, call: Call<'_>) -> anyhow::Result<()> {
                 verdict,
                 reason,
                 reviewer,
+                scope,
             } => {
-                if reviewer.is_empty() {
-                    bail!("a decision needs a reviewer identity: --reviewer or BELAY_REVIEWER");
+                if reviewer.is_empty() && !signed_in {
+                    bail!("a decision needs a reviewer: `belay login`, or --reviewer for a server run with --insecure");
                 }
-                let r = client
+                let scoped = scope.is_some();
+                let answer = client
                     .decide(v1::DecideRequest {
                         request_id: id.to_owned(),
                         verdict: verdict as i32,
                         reason: reason.to_owned(),
                         reviewer: reviewer.to_owned(),
+                        scope,
                     })
                     .await
                     .map_err(status)?
-                    .into_inner()
+                    .into_inner();
+                let r = answer
                     .request
                     .context("belay-server sent no request")?;
+                let waiting = r.state == v1::RequestState::Pending as i32;
                 if output == Output::Json {
-                    println!("{}", serde_json::to_string_pretty(&to_json(&r))?);
+                    let mut json = to_json(&r);
+                    json["approvals"] = answer.approvals.into();
+                    json["quorum"] = answer.quorum.into();
+                    println!("{}", serde_json::to_string_pretty(&json)?);
+                } else if waiting {
+                    println!(
+                        "request {}: approval counted, {} of {} needed",
+                        r.id, answer.approvals, answer.quorum
+                    );
                 } else {
-                    println!("request {}: {}", r.id, verdict_name(verdict as i32));
+                    let grant = if scoped { " (and granted for the stated time)" } else { "" };
+                    println!("request {}: {}{grant}", r.id, verdict_name(verdict as i32));
                 }
             }
         }

@@ -3,18 +3,26 @@
 //! - [`approvals`]: the request lifecycle and its rules, with storage behind a trait;
 //! - [`audit`]: the hash-chained, signed log of every state change, and its verifier;
 //! - [`grpc`]: the `belay.v1` AgentService and ReviewerService over those rules;
+//! - [`pki`]: the server's CA, agent enrollment and mTLS identities;
 //! - [`serve`]: runs both services and the expiry task on a listener.
 
 pub mod approvals;
 pub mod audit;
+pub mod auth;
 pub mod expiry;
 pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod pki;
+#[doc(hidden)]
+pub mod testing;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use belay_proto::v1::agent_service_server::AgentServiceServer;
+use belay_proto::v1::enroll_service_server::EnrollServiceServer;
 use belay_proto::v1::reviewer_service_server::ReviewerServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -38,7 +46,15 @@ pub enum ServeError {
 /// authentication, for tests and local development only.
 #[derive(Debug, Default)]
 #[non_exhaustive]
-pub struct ServeOptions {}
+pub struct ServeOptions {
+    /// Where /healthz, /readyz and /metrics are served; `None`: nowhere.
+    pub http: Option<TcpListener>,
+    /// How reviewer calls are authenticated; the default trusts asserted reviewers.
+    pub reviewer_auth: auth::ReviewerAuth,
+    /// TLS with this server's CA, agents authenticated by their client certificates and
+    /// EnrollService served; `None`: plaintext (`--insecure`).
+    pub tls: Option<pki::ServerTls>,
+}
 
 /// Serves the agent and reviewer services on `listener` until `shutdown` completes, then
 /// ends the open agent sessions (UNAVAILABLE, so agents reconnect elsewhere) and waits
@@ -49,29 +65,93 @@ pub async fn serve<S: Store>(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let ServeOptions {} = options;
+    let ServeOptions {
+        http,
+        reviewer_auth,
+        tls,
+    } = options;
     let stop = CancellationToken::new();
     let expiry = tokio::spawn(expiry::run_expiry(Arc::clone(&approvals), stop.clone()));
+    // Decisions taken on other replicas of a shared store, for the agents connected here.
+    let replicas = tokio::spawn({
+        let approvals = Arc::clone(&approvals);
+        let stop = stop.clone();
+        async move { approvals.follow_remote_changes(stop).await }
+    });
+    let side = http.map(|listener| spawn_http(listener, &approvals, &stop));
 
-    let result = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
-        .add_service(AgentServiceServer::new(AgentApi::new(
-            Arc::clone(&approvals),
-            stop.clone(),
-        )))
-        .add_service(ReviewerServiceServer::new(ReviewerApi::new(approvals)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
-            let stop = stop.clone();
-            async move {
-                shutdown.await;
-                stop.cancel();
-            }
-        })
-        .await;
+        .add_service(AgentServiceServer::new(
+            AgentApi::new(Arc::clone(&approvals), stop.clone())
+                .with_client_auth(tls.as_ref().map(pki::ServerTls::agents)),
+        ))
+        .add_optional_service(tls.as_ref().map(|tls| {
+            EnrollServiceServer::new(pki::EnrollApi::new(
+                Arc::clone(&approvals),
+                tls.ca(),
+                tls.agent_cert_validity(),
+            ))
+        }))
+        .add_service(auth::Authenticated::new(
+            ReviewerServiceServer::new(ReviewerApi::new(approvals).with_shutdown(stop.clone())),
+            reviewer_auth,
+        ));
+    let shutdown = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    };
+    let result = match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(pki::incoming(listener, tls.config()), shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await
+        }
+    };
 
     stop.cancel();
     if let Err(err) = expiry.await {
         tracing::error!(error = %err, "expiry task panicked");
     }
+    if let Err(err) = replicas.await {
+        tracing::error!(error = %err, "task following other replicas panicked");
+    }
+    for task in side.into_iter().flatten() {
+        if let Err(err) = task.await {
+            tracing::error!(error = %err, "HTTP endpoints task panicked");
+        }
+    }
     Ok(result?)
+}
+
+/// Starts the HTTP endpoints and the metrics that feed them, both ending with `stop`.
+fn spawn_http<S: Store>(
+    listener: TcpListener,
+    approvals: &Arc<Approvals<S>>,
+    stop: &CancellationToken,
+) -> [tokio::task::JoinHandle<()>; 2] {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let follow = tokio::spawn(metrics::follow(
+        Arc::clone(approvals),
+        Arc::clone(&metrics),
+        stop.clone(),
+    ));
+    let serve = tokio::spawn({
+        let approvals = Arc::clone(approvals);
+        let stop = stop.clone();
+        async move {
+            if let Err(err) = http::serve(listener, approvals, metrics, stop).await {
+                tracing::error!(error = %err, "HTTP endpoints failed");
+            }
+        }
+    });
+    [follow, serve]
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use belay_server::approvals::{Approvals, AuditOptions, MemoryStore, SqliteStore, Store};
+use belay_server::approvals::{
+    Approvals, AuditOptions, MemoryStore, PostgresStore, SqliteStore, Store, is_postgres_url,
+};
 use belay_server::audit;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
@@ -35,8 +37,9 @@ struct Args {
     log: String,
 
     /// SQLite database holding the requests, created with its directory if missing.
-    /// `:memory:` keeps them in process memory instead, lost on restart (tests and
-    /// development).
+    /// A `postgres://` or `postgresql://` URL uses that PostgreSQL database instead,
+    /// which several replicas can share (give each the same --audit-key). `:memory:`
+    /// keeps requests in process memory, lost on restart (tests and development).
     #[arg(long, env = "BELAY_DB", default_value = "/var/lib/belay/server.db")]
     db: PathBuf,
 
@@ -49,6 +52,21 @@ struct Args {
     #[arg(long, default_value_t = audit::DEFAULT_CHECKPOINT_EVERY, value_name = "N")]
     audit_checkpoint_every: u64,
 
+    /// Distinct reviewers an approval needs (none of them the agent's owner). A single
+    /// denial or kill always suffices. With 2 or more, `belay approve` answers
+    /// "1 of 2 approvals" until the last one arrives.
+    #[arg(long, env = "BELAY_QUORUM", default_value = "1", value_name = "N")]
+    quorum: std::num::NonZeroU32,
+
+    #[command(flatten)]
+    http: belay_server::http::HttpArgs,
+
+    #[command(flatten)]
+    pki: belay_server::pki::PkiArgs,
+
+    #[command(flatten)]
+    auth: belay_server::auth::AuthArgs,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -58,6 +76,13 @@ enum Command {
     /// The audit log of a database.
     #[command(subcommand)]
     Audit(AuditCommand),
+    #[command(flatten)]
+    Pki(belay_server::pki::cli::PkiCommand),
+    /// Check a reviewer auth config (--auth-config) file: "ok", or FILE:LINE:COL: problem.
+    CheckConfig { file: PathBuf },
+    /// Reviewer API tokens for --auth-config's [[api_token]] entries.
+    #[command(subcommand)]
+    ApiToken(belay_server::auth::TokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +114,17 @@ fn main() -> anyhow::Result<ExitCode> {
     if let Some(Command::Audit(command)) = args.command {
         return Ok(run_audit(command));
     }
+    if let Some(Command::Pki(command)) = args.command {
+        return Ok(belay_server::pki::cli::run(command));
+    }
+    if let Some(Command::CheckConfig { file }) = &args.command {
+        println!("{}", belay_server::auth::check_config(file)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(Command::ApiToken(command)) = &args.command {
+        command.run()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     run_server(args)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -97,7 +133,7 @@ fn main() -> anyhow::Result<ExitCode> {
 fn run_audit(command: AuditCommand) -> ExitCode {
     match command {
         AuditCommand::PublicKey { db, audit_key } => {
-            match audit::resolve_public_key(&db, None, audit_key.as_deref()) {
+            match public_key_of(&db, None, audit_key.as_deref()) {
                 Ok(key) => {
                     println!("{}", audit::public_key_hex(&key));
                     ExitCode::SUCCESS
@@ -113,9 +149,8 @@ fn run_audit(command: AuditCommand) -> ExitCode {
             public_key,
             audit_key,
         } => {
-            let report =
-                audit::resolve_public_key(&db, public_key.as_deref(), audit_key.as_deref())
-                    .and_then(|key| audit::verify(&db, &key));
+            let report = public_key_of(&db, public_key.as_deref(), audit_key.as_deref())
+                .and_then(|key| verify_log(&db, &key));
             match report {
                 Ok(report) => {
                     if let Some(problem) = &report.first_problem {
@@ -143,6 +178,49 @@ fn run_audit(command: AuditCommand) -> ExitCode {
     }
 }
 
+/// The database of `db` if it names a PostgreSQL one: its URL.
+fn postgres_url(db: &Path) -> Option<&str> {
+    db.to_str().filter(|db| is_postgres_url(db))
+}
+
+/// [`audit::resolve_public_key`], except that a PostgreSQL database has no default key
+/// path: the key must be given.
+fn public_key_of(
+    db: &Path,
+    public_key: Option<&str>,
+    audit_key: Option<&Path>,
+) -> Result<ed25519_dalek::VerifyingKey, audit::AuditError> {
+    if let Some(url) = postgres_url(db)
+        && public_key.is_none()
+        && audit_key.is_none()
+    {
+        return Err(audit::AuditError::Key {
+            path: audit::postgres::redact_url(url),
+            problem: "a PostgreSQL database has no default key: give --public-key or \
+                      --audit-key"
+                .into(),
+        });
+    }
+    audit::resolve_public_key(db, public_key, audit_key)
+}
+
+fn verify_log(
+    db: &Path,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<audit::Report, audit::AuditError> {
+    let Some(url) = postgres_url(db) else {
+        return audit::verify(db, key);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| audit::AuditError::Read {
+            path: audit::postgres::redact_url(url),
+            problem: format!("cannot start a runtime: {err}"),
+        })?;
+    runtime.block_on(audit::postgres::verify(url, key))
+}
+
 #[tokio::main]
 async fn run_server(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -154,6 +232,11 @@ async fn run_server(args: Args) -> anyhow::Result<()> {
         )
         .init();
 
+    let mut options = belay_server::ServeOptions::default();
+    options.http = Some(args.http.bind().await?);
+    options.tls = args.pki.server_tls(&args.db)?;
+    options.reviewer_auth = args.auth.reviewer_auth(args.pki.insecure)?;
+
     if args.db == Path::new(IN_MEMORY) {
         tracing::warn!("requests are kept in memory only: a restart loses them");
         let key = audit::AuditKey::generate().context("cannot generate the audit key")?;
@@ -163,19 +246,33 @@ async fn run_server(args: Args) -> anyhow::Result<()> {
             public_key = %audit::public_key_hex(&store.audit_public_key()),
             "audit log in memory, checkpoints signed with a key of this run only"
         );
-        serve(args.listen, store).await
+        serve(args.listen, store, args.quorum, options).await
+    } else if let Some(url) = postgres_url(&args.db) {
+        let audit_options = AuditOptions {
+            key: args.audit_key.clone(),
+            checkpoint_every: args.audit_checkpoint_every,
+        };
+        let store = PostgresStore::connect(url, audit_options)
+            .await
+            .context("cannot open the PostgreSQL store")?;
+        tracing::info!(db = store.target(), "requests are stored in PostgreSQL");
+        tracing::info!(
+            public_key = %audit::public_key_hex(&store.audit_public_key()),
+            "audit log checkpoints are signed; verify with this public key"
+        );
+        serve(args.listen, store, args.quorum, options).await
     } else {
-        let options = AuditOptions {
+        let audit_options = AuditOptions {
             key: args.audit_key,
             checkpoint_every: args.audit_checkpoint_every,
         };
-        let store = open_sqlite(args.db, options).await?;
+        let store = open_sqlite(args.db, audit_options).await?;
         tracing::info!(db = %store.path().display(), "requests are stored in SQLite");
         tracing::info!(
             public_key = %audit::public_key_hex(&store.audit_public_key()),
             "audit log checkpoints are signed; verify with this public key"
         );
-        serve(args.listen, store).await
+        serve(args.listen, store, args.quorum, options).await
     }
 }
 
@@ -200,31 +297,36 @@ async fn open_sqlite(path: PathBuf, options: AuditOptions) -> anyhow::Result<Sql
 }
 
 /// Serves on `listen` with requests in `store` until SIGINT or SIGTERM.
-async fn serve<S: Store>(listen: SocketAddr, store: S) -> anyhow::Result<()> {
+async fn serve<S: Store>(
+    listen: SocketAddr,
+    store: S,
+    quorum: std::num::NonZeroU32,
+    options: belay_server::ServeOptions,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr().context("listener has no address")?;
-    let approvals = Arc::new(Approvals::new(store));
+    let approvals = Arc::new(Approvals::new(store).with_quorum(quorum));
+    if quorum.get() > 1 {
+        tracing::info!(quorum = quorum.get(), "approvals need several reviewers");
+    }
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let mut server = tokio::spawn(belay_server::serve(
-        listener,
-        approvals,
-        belay_server::ServeOptions::default(),
-        async {
-            // A dropped sender also means stop.
-            let _ = stopped.await;
-        },
-    ));
+    let mut server = tokio::spawn(belay_server::serve(listener, approvals, options, async {
+        // A dropped sender also means stop.
+        let _ = stopped.await;
+    }));
+    // Watched before "listening" is logged: whoever waits for that line may signal at once.
+    let signalled = shutdown_signal()?;
     tracing::info!(%local, "belay-server listening");
 
     tokio::select! {
         result = &mut server => {
             return result.context("server task panicked")?.context("server failed");
         }
-        signal = shutdown_signal() => {
-            tracing::info!(signal = signal?, "shutting down");
+        signal = signalled => {
+            tracing::info!(signal, "shutting down");
         }
     }
     let _ = stop.send(());
@@ -241,13 +343,15 @@ async fn serve<S: Store>(listen: SocketAddr, store: S) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM and returns its name.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
+/// Starts watching SIGINT and SIGTERM now; the future ends with the first one's name.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    Ok(tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
     })
 }
 

@@ -39,6 +39,7 @@ async fn verify_reports_an_intact_log_then_the_edited_record() {
         default_verdict: Verdict::Deny,
         rule: Name::new("net").unwrap(),
         owner: None,
+        context: Default::default(),
     };
     approvals.submit(&agent, request, now).await.unwrap();
     let decision = ReviewerDecision {
@@ -46,6 +47,7 @@ async fn verify_reports_an_intact_log_then_the_edited_record() {
         verdict: Verdict::Allow,
         reason: Reason::new("fine").unwrap(),
         reviewer: Identity::new("bob").unwrap(),
+        scope: belay_proto::domain::Scope::Once,
     };
     approvals.decide(decision, now).await.unwrap();
     drop(approvals);

@@ -18,8 +18,11 @@ async fn serves_and_stops_cleanly_on_sigterm() {
     let db = dir.path().join("state").join("belay").join("server.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_belay-server"))
         .env("BELAY_SERVER_LISTEN", "127.0.0.1:0")
+        .env("BELAY_HTTP_LISTEN", "127.0.0.1:0")
         .env("BELAY_LOG", "info")
         .env("BELAY_DB", &db)
+        // Plaintext, to speak to it without a CA; TLS is tests/mtls.rs's.
+        .env("BELAY_SERVER_INSECURE", "1")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -93,6 +96,7 @@ fn a_database_it_cannot_use_is_a_clear_startup_error() {
 
     let output = Command::new(env!("CARGO_BIN_EXE_belay-server"))
         .env("BELAY_SERVER_LISTEN", "127.0.0.1:0")
+        .env("BELAY_HTTP_LISTEN", "127.0.0.1:0")
         .env("BELAY_LOG", "info")
         .arg("--db")
         .arg(&db)

@@ -166,6 +166,7 @@ fn connect_request(id: &str, port: u32, deadline_in: Duration) -> v1::NewRequest
         default_verdict: v1::Verdict::Deny.into(),
         rule: "egress-unknown".into(),
         owner: String::new(),
+        context: None,
     }
 }
 
@@ -179,6 +180,7 @@ fn decide(id: &str, verdict: v1::Verdict, reviewer: &str) -> v1::DecideRequest {
         verdict: verdict.into(),
         reason: format!("{reviewer} looked at it"),
         reviewer: reviewer.into(),
+        scope: None,
     }
 }
 

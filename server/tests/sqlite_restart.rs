@@ -175,6 +175,7 @@ fn connect_request(id: &str, deadline: SystemTime, default_verdict: v1::Verdict)
         default_verdict: default_verdict.into(),
         rule: "egress-unknown".into(),
         owner: String::new(),
+        context: None,
     }
 }
 
@@ -232,6 +233,7 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it() {
             verdict: v1::Verdict::Allow.into(),
             reason: "alice's owner is not me".into(),
             reviewer: "alice@example.com".into(),
+            scope: None,
         })
         .await
         .unwrap_err();
@@ -242,6 +244,7 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it() {
             verdict: v1::Verdict::Allow.into(),
             reason: "expected traffic".into(),
             reviewer: "bob@example.com".into(),
+            scope: None,
         })
         .await
         .unwrap()

@@ -6,6 +6,7 @@ mod common;
 
 use std::{
     net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
 };
 
@@ -13,29 +14,54 @@ use belay_tests::{binary, wait_until};
 use common::{Agent, LONG, actor_path, ok};
 use serde_json::Value;
 
+/// Reviewers with an API token on every test server.
+const REVIEWERS: [&str; 2] = ["bob", "carol@example.com"];
+
+/// A belay-server serving TLS (the default) with its CA and database in a directory the
+/// test owns, so that a restart finds both again.
 struct Server {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    state: PathBuf,
 }
 
 impl Server {
-    fn start() -> Self {
+    fn start(state: &Path) -> Self {
         let addr = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
-        Self::start_on(addr)
+        Self::start_on(addr, state)
     }
 
-    /// A server with a fresh database on `addr`.
-    fn start_on(addr: std::net::SocketAddr) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+    /// A server on `addr` with the database, CA and reviewers' API tokens in `state`
+    /// (created on first start).
+    fn start_on(addr: std::net::SocketAddr, state: &Path) -> Self {
+        let auth = state.join("auth.toml");
+        if !auth.exists() {
+            let mut config = String::new();
+            for reviewer in REVIEWERS {
+                let out = Command::new(binary("belay-server").unwrap())
+                    .args(["api-token", "new"])
+                    .output()
+                    .unwrap();
+                let token = ok(&out).trim().to_owned();
+                let hash = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                config.push_str(&format!(
+                    "[[api_token]]\nname = \"{reviewer}\"\n{hash}\nroles = [\"reviewer\"]\n\n"
+                ));
+                std::fs::write(state.join(format!("{reviewer}.token")), token).unwrap();
+            }
+            std::fs::write(&auth, config).unwrap();
+        }
         let child = Command::new(binary("belay-server").unwrap())
+            .env("BELAY_HTTP_LISTEN", "127.0.0.1:0")
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--db")
-            .arg(dir.path().join("server.db"))
+            .arg(state.join("server.db"))
+            .arg("--auth-config")
+            .arg(&auth)
             .stdin(Stdio::null())
             .spawn()
             .expect("belay-server starts");
@@ -45,15 +71,62 @@ impl Server {
         );
         Self {
             child,
-            url: format!("http://{addr}"),
-            _dir: dir,
+            url: format!("https://{addr}"),
+            state: state.to_owned(),
         }
+    }
+
+    /// `belay-server ARGS` on this server's database.
+    fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(binary("belay-server").unwrap())
+            .args(args)
+            .arg("--db")
+            .arg(self.state.join("server.db"))
+            .output()
+            .expect("belay-server runs");
+        ok(&out).trim().to_owned()
+    }
+
+    /// Enrolls this host the way an operator does: a one-time token from the server, the
+    /// CA's fingerprint read off the server, and `belay-agent enroll`. Returns the
+    /// directory holding the agent's certificate.
+    fn enroll(&self) -> tempfile::TempDir {
+        let token = self.admin(&["token", "create", "--ttl", "10m"]);
+        let fingerprint = self.admin(&["ca", "fingerprint"]);
+        let certs = tempfile::tempdir().unwrap();
+        let out = Command::new(binary("belay-agent").unwrap())
+            .args(["enroll", "--server", &self.url, "--token", &token])
+            .args(["--ca-fingerprint", &fingerprint])
+            .arg("--cert-dir")
+            .arg(certs.path())
+            .output()
+            .expect("belay-agent enroll runs");
+        let said = ok(&out);
+        assert!(said.contains("enrolled"), "{said}");
+        // Used once, the token enrolls nobody else.
+        let again = Command::new(binary("belay-agent").unwrap())
+            .args(["enroll", "--server", &self.url, "--token", &token])
+            .args(["--ca-fingerprint", &fingerprint])
+            .arg("--cert-dir")
+            .arg(tempfile::tempdir().unwrap().path())
+            .output()
+            .unwrap();
+        assert!(!again.status.success());
+        let err = String::from_utf8_lossy(&again.stderr);
+        assert!(err.contains("already used"), "{err}");
+        certs
     }
 
     /// `belay --server URL --reviewer REVIEWER ARGS`.
     fn belay(&self, reviewer: &str, args: &[&str]) -> std::process::Output {
         Command::new(binary("belay").unwrap())
             .args(["--server", &self.url, "--reviewer", reviewer])
+            .arg("--server-ca")
+            .arg(self.state.join("ca.pem"))
+            .env(
+                "BELAY_TOKEN",
+                std::fs::read_to_string(self.state.join(format!("{reviewer}.token"))).unwrap(),
+            )
             .args(args)
             .output()
             .expect("belay runs")
@@ -86,7 +159,9 @@ impl Drop for Server {
 
 #[test]
 fn a_paused_connect_is_approved_through_the_server() {
-    let server = Server::start();
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(state.path());
+    let certs = server.enroll();
     // This agent belongs to carol; the host's session names alice.
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
@@ -100,6 +175,8 @@ fn a_paused_connect_is_approved_through_the_server() {
         policy.to_str().unwrap(),
         "--server",
         &server.url,
+        "--cert-dir",
+        certs.path().to_str().unwrap(),
         "--server-owner",
         "alice@example.com",
     ]);
@@ -153,11 +230,20 @@ fn a_paused_connect_is_approved_through_the_server() {
 
 #[test]
 fn requests_wait_for_a_server_that_is_down_and_reach_it_when_it_comes_back() {
-    let server = Server::start();
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(state.path());
+    let certs = server.enroll();
     let url = server.url.clone();
     drop(server);
     // The built-in policy names no owner: the session's (alice) stands for it.
-    let agent = Agent::start(&["--server", &url, "--server-owner", "alice"]);
+    let agent = Agent::start(&[
+        "--server",
+        &url,
+        "--cert-dir",
+        certs.path().to_str().unwrap(),
+        "--server-owner",
+        "alice",
+    ]);
     let mut actor = agent.run(&[&actor_path(), "connect", "127.0.0.1:9"]);
     // Held on the host, with nowhere to go yet; `belay status` says why.
     let local = agent.one_pending();
@@ -171,9 +257,10 @@ fn requests_wait_for_a_server_that_is_down_and_reach_it_when_it_comes_back() {
         table.contains(&format!("belay-server       {url} (not connected")),
         "{table}"
     );
-    // The server comes up on the same address: the agent resubmits under the same id.
-    let addr = url.trim_start_matches("http://").parse().unwrap();
-    let up = Server::start_on(addr);
+    // The server comes up on the same address, with the same CA: the agent's certificate
+    // still counts, and it resubmits under the same id.
+    let addr = url.trim_start_matches("https://").parse().unwrap();
+    let up = Server::start_on(addr, state.path());
     let req = up.pending("exec");
     assert_eq!(req["id"], local["server_id"]);
     assert_eq!(req["owner"], "alice");

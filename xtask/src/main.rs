@@ -97,15 +97,20 @@ enum Cmd {
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
     },
-    /// Benchmark in the VM (release build): exec and connect rates with belay loaded
-    /// against without, and pause -> decision -> resume against a bare SIGSTOP/SIGCONT.
-    /// Prints `bench: <name> <value> <unit>` lines.
+    /// Benchmarks (release build). On this host: belay-server with 10,000 simulated
+    /// agents and automated reviewers, on SQLite then PostgreSQL (decisions/s, p50/p99
+    /// decision latency, server memory). In the VM: exec and connect rates with belay
+    /// loaded against without, and pause -> decision -> resume against a bare
+    /// SIGSTOP/SIGCONT. Prints `bench: <name> <value> <unit>` lines.
     Bench {
         #[arg(long, value_enum, default_value = "6.12")]
         kernel: Kernel,
         /// Seconds before the VM is killed.
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
+        /// Run only one half: `vm` (enforcement) or `server` (belay-server load).
+        #[arg(long, value_enum)]
+        only: Option<bench::Part>,
     },
     /// Build everything and run xtask/demo/demo.sh (natively with BPF LSM, else in a VM).
     Demo {
@@ -203,7 +208,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Test { timeout } => test(&ctx, Duration::from_secs(timeout)),
         Cmd::Demo { vm, timeout } => demo::run(&ctx, vm, Duration::from_secs(timeout)),
-        Cmd::Bench { kernel, timeout } => bench::run(&ctx, kernel, Duration::from_secs(timeout)),
+        Cmd::Bench {
+            kernel,
+            timeout,
+            only,
+        } => bench::run(&ctx, kernel, Duration::from_secs(timeout), only),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `xtask setup`: idempotent prerequisites on a fresh Debian machine (as root).
 //!
-//! * Debian packages for the VM tests: QEMU, a static busybox, binutils (`strip`).
+//! * Debian packages for the VM tests: QEMU, a static busybox, binutils (`strip`); and
+//!   `postgresql`, whose server binaries the belay-server tests run a throwaway cluster
+//!   with (`belay_server::testing::postgres`).
 //! * `rust-src` for the nightly toolchain (the eBPF crate is built with `-Z build-std`).
 //! * bpf-linker 0.13, built against the nightly's own LLVM (see DESIGN.md, Toolchain).
 //!
@@ -19,6 +21,8 @@ const APT_PACKAGES: &[(&str, Present)] = &[
     ("qemu-system-x86", Present::Program("qemu-system-x86_64")),
     ("busybox-static", Present::Package),
     ("binutils", Present::Program("strip")),
+    // Its binaries live in /usr/lib/postgresql/<version>/bin, not on PATH.
+    ("postgresql", Present::Package),
 ];
 
 /// bpf-linker release line that matches aya 0.14 / aya-build 0.2.

@@ -57,6 +57,9 @@ pub struct Config {
     /// The identity this host's agents belong to, as told to belay-server (it never
     /// lets that identity approve their requests).
     pub server_owner: String,
+    /// Where `belay-agent enroll` put this host's certificate, key and the server's CA,
+    /// used with an `https://` server.
+    pub server_cert_dir: PathBuf,
 }
 
 /// How often the policy file is checked for edits, cgroups for new members, and the
@@ -257,6 +260,15 @@ impl Shared {
 /// verdict and waits for the kernel to apply them.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let fallback = Policy::standalone_default(config.decide_timeout, config.default_verdict);
+    // Before anything touches the kernel: a host that is not enrolled fails at once.
+    let tls = match &config.server {
+        Some(url) if url.starts_with("https://") => Some(
+            crate::enroll::CertDir::new(&config.server_cert_dir)
+                .client_tls()
+                .context("loading this host's belay-server certificate")?,
+        ),
+        _ => None,
+    };
     let live = LivePolicy::load(config.policy.as_deref(), fallback)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("loading the policy")?;
@@ -276,15 +288,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (enforcer, mut events) =
         Enforcer::start_backend(backend, sink).context("starting the enforcer")?;
     let (down_tx, mut down) = tokio::sync::mpsc::unbounded_channel();
-    let upstream = config.server.clone().map(|url| {
-        let hello = belay_proto::v1::Hello {
-            host: crate::context::hostname(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            owner: config.server_owner.clone(),
-        };
-        info!(server = %url, "requests that need a person go to belay-server");
-        Upstream::start(url, hello, down_tx)
-    });
+    let upstream = config
+        .server
+        .clone()
+        .map(|url| {
+            let hello = belay_proto::v1::Hello {
+                host: crate::context::hostname(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                owner: config.server_owner.clone(),
+            };
+            info!(server = %url, "requests that need a person go to belay-server");
+            Upstream::start(url, tls, hello, down_tx)
+        })
+        .transpose()
+        .context("starting the link to belay-server")?;
     let shared = Shared {
         upstream,
         server_ids: Arc::new(ServerIds::new()),

@@ -160,7 +160,7 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
     if let (Some(up), Some(action), Some(id)) = (&shared.upstream, upstream_action, server_id) {
         let deadline =
             std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(p.view.deadline_unix_ms);
-        up.send(Up::Submit(v1::NewRequest {
+        up.send(Up::Submit(Box::new(v1::NewRequest {
             id,
             agent_name: p.view.subject.clone().unwrap_or_else(|| "unknown".into()),
             pid: ev.tgid,
@@ -177,7 +177,8 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
                 .clone()
                 .filter(|o| o != crate::policy::UNKNOWN_OWNER)
                 .unwrap_or_default(),
-        }));
+            context: Some(crate::upstream::request_context(&p.view)),
+        })));
     }
     let action = serde_json::to_string(&p.view.action).unwrap_or_default();
     info!(

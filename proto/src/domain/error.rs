@@ -30,6 +30,8 @@ pub enum Problem {
     PortOutOfRange(u32),
     #[error("is not a representable timestamp")]
     BadTimestamp,
+    #[error("must be between 1 s and 24 h")]
+    DurationOutOfRange,
     #[error("{0}")]
     Inconsistent(&'static str),
 }

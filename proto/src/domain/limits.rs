@@ -20,3 +20,11 @@ pub const MAX_ARG_LEN: usize = 4096;
 pub const MAX_ARGV_TOTAL_LEN: usize = 64 * 1024;
 /// Longest textual IPv6 address with an IPv4 tail is 45 bytes.
 pub const MAX_ADDRESS_LEN: usize = 64;
+/// Request context: ancestors walked up from the paused process (the agent walks 16).
+pub const MAX_ANCESTRY: usize = 32;
+/// A task's comm is 16 bytes; escaping control characters can make it up to 4x longer.
+pub const MAX_COMM_LEN: usize = 64;
+/// DNS names a destination was looked up as.
+pub const MAX_HOSTNAMES: usize = 16;
+/// Bytes of all strings of a request context together.
+pub const MAX_CONTEXT_TOTAL_LEN: usize = 64 * 1024;

@@ -1,5 +1,6 @@
 use super::error::{Problem, ValidationError, WithinField, required};
 use super::request::{NewRequest, Request, RequestState, Verdict};
+use super::scope::Scope;
 use super::text::{HostName, Identity, Name, Reason, RequestId};
 use crate::v1;
 
@@ -49,6 +50,7 @@ pub struct ReviewerDecision {
     pub verdict: Verdict,
     pub reason: Reason,
     pub reviewer: Identity,
+    pub scope: Scope,
 }
 
 impl Decision {
@@ -205,6 +207,7 @@ impl TryFrom<v1::DecideRequest> for ReviewerDecision {
             verdict: Verdict::parse("verdict", decide.verdict)?,
             reason: Reason::parse("reason", decide.reason)?,
             reviewer: Identity::parse("reviewer", decide.reviewer)?,
+            scope: Scope::try_from(decide.scope)?,
         })
     }
 }
@@ -216,6 +219,7 @@ impl From<ReviewerDecision> for v1::DecideRequest {
             verdict: v1::Verdict::from(decision.verdict).into(),
             reason: decision.reason.into(),
             reviewer: decision.reviewer.into(),
+            scope: decision.scope.into(),
         }
     }
 }

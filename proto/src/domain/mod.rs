@@ -6,16 +6,22 @@
 //! goes the other way and cannot fail.
 
 mod action;
+mod context;
+mod enroll;
 mod error;
 pub mod limits;
 mod messages;
 mod request;
+mod scope;
 mod text;
 
 pub use action::{Action, ConnectAction, ExecAction, Protocol};
+pub use context::{Ancestor, RequestContext};
+pub use enroll::{EnrollRequest, EnrollSecret, MAX_CSR_LEN};
 pub use error::{Problem, ValidationError};
 pub use messages::{AgentMessage, Decision, Hello, ReviewerDecision, VerdictApplied, Withdraw};
 pub use request::{NewRequest, Outcome, Request, RequestState, Resolution, Verdict};
+pub use scope::{MAX_GRANT, Scope};
 pub use text::{HostName, Identity, Name, Reason, RequestId};
 
 #[cfg(test)]

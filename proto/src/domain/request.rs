@@ -2,6 +2,7 @@ use std::fmt;
 use std::time::SystemTime;
 
 use super::action::Action;
+use super::context::{self, RequestContext};
 use super::error::{Problem, ValidationError, WithinField, required};
 use super::text::{HostName, Identity, Name, Reason, RequestId};
 use crate::v1;
@@ -36,6 +37,8 @@ pub struct NewRequest {
     pub rule: Name,
     /// The watched agent's owner, when the host names one per agent; else the session's.
     pub owner: Option<Identity>,
+    /// Descriptive only; not part of what makes a resubmission the same request.
+    pub context: RequestContext,
 }
 
 /// A request as the server records it.
@@ -54,6 +57,8 @@ pub struct Request {
     pub created_at: SystemTime,
     /// `None` while pending.
     pub resolution: Option<Resolution>,
+    /// As first submitted; empty when the agent sent none.
+    pub context: RequestContext,
 }
 
 /// How and when a request ended.
@@ -213,6 +218,7 @@ impl Request {
             rule,
             // Chosen by the caller: the submitted owner, or the session's.
             owner: _,
+            context,
         } = submitted;
         Self {
             id,
@@ -227,6 +233,7 @@ impl Request {
             rule,
             created_at,
             resolution: None,
+            context,
         }
     }
 
@@ -239,7 +246,9 @@ impl Request {
     }
 
     /// Whether `submitted` is a resubmission of this request (same content), as opposed
-    /// to a different request reusing the id.
+    /// to a different request reusing the id. The context is left out: it is read from
+    /// /proc best effort and may differ on a re-read (the process moved on), and it is
+    /// not what a decision approves; the stored, first-submitted context stands.
     pub fn matches(&self, submitted: &NewRequest) -> bool {
         self.id == submitted.id
             && self.agent_name == submitted.agent_name
@@ -281,6 +290,7 @@ impl TryFrom<v1::NewRequest> for NewRequest {
             } else {
                 Some(Identity::parse("owner", request.owner)?)
             },
+            context: context::parse_optional(request.context)?,
         })
     }
 }
@@ -297,6 +307,7 @@ impl From<NewRequest> for v1::NewRequest {
             default_verdict: v1::Verdict::from(request.default_verdict).into(),
             rule: request.rule.into(),
             owner: request.owner.map(String::from).unwrap_or_default(),
+            context: context::to_optional(request.context),
         }
     }
 }
@@ -334,6 +345,7 @@ impl TryFrom<v1::Request> for Request {
             rule: Name::parse("rule", request.rule)?,
             created_at: timestamp("created_at", request.created_at)?,
             resolution,
+            context: context::parse_optional(request.context)?,
         })
     }
 }
@@ -355,6 +367,7 @@ impl From<Request> for v1::Request {
             state: v1::RequestState::from(state).into(),
             created_at: Some(request.created_at.into()),
             resolution: request.resolution.map(Into::into),
+            context: context::to_optional(request.context),
         }
     }
 }

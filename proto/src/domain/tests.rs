@@ -30,6 +30,7 @@ fn wire_new_request() -> v1::NewRequest {
         default_verdict: v1::Verdict::Deny.into(),
         rule: "egress-unknown".into(),
         owner: String::new(),
+        context: None,
     }
 }
 
@@ -208,6 +209,7 @@ fn messages_round_trip() {
         verdict: Verdict::Allow,
         reason: Reason::new("ok").unwrap(),
         reviewer: Identity::new("bob").unwrap(),
+        scope: crate::domain::Scope::Once,
     };
     assert_eq!(
         ReviewerDecision::try_from(v1::DecideRequest::from(decide.clone())).unwrap(),
@@ -297,6 +299,7 @@ fn rejects_unspecified_and_unknown_enums() {
         verdict: v1::Verdict::Unspecified.into(),
         reason: String::new(),
         reviewer: "bob".into(),
+        scope: None,
     };
     assert_eq!(rejected_field::<_, ReviewerDecision>(decide), "verdict");
 }

@@ -8,7 +8,12 @@
 //! - a request still pending at its deadline ends as expired with its default verdict,
 //!   either through [`Approvals::expire_due`] or when someone tries to decide it late;
 //! - the same request id submitted again by the same agent with the same content is the
-//!   same request; an id cannot be reused by another agent or for another action.
+//!   same request; an id cannot be reused by another agent or for another action;
+//! - with a quorum of N, an approval takes N distinct reviewers (none of them the
+//!   owner); a single denial or kill ends the request at once;
+//! - a decision with a scope wider than once becomes a grant that settles the same
+//!   action for a while (see [`grants`]); a grant never approves a request of its own
+//!   reviewer, and a standing denial wins over a standing approval.
 //!
 //! Time is always passed in (`now`), so every rule is testable without sleeping.
 //!
@@ -18,27 +23,38 @@
 //! resubmits. Run them to completion (on a task of their own when the caller may go
 //! away, as a gRPC handler does).
 
+pub mod grants;
 mod outbox;
 mod store;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_scopes;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use belay_proto::domain::{
     Decision, Hello, Identity, NewRequest, Outcome, Reason, Request, RequestId, RequestState,
-    Resolution, ReviewerDecision, Verdict, Withdraw,
+    Resolution, ReviewerDecision, Scope, Verdict, Withdraw,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
-pub use outbox::{AgentIdentity, AgentSession};
-pub use store::{AuditOptions, Inserted, MemoryStore, Resolved, SqliteStore, Store, StoreError};
+pub use outbox::{AgentIdentity, AgentSession, ConnectedAgent};
+pub use store::{
+    AuditOptions, EnrollToken, Grant, GrantKey, Inserted, MemoryStore, RemoteChange, Resolved,
+    SqliteStore, Store, StoreError, Vote, Voted,
+};
+pub use store::{PostgresStore, is_postgres_url};
 
 use outbox::Outbox;
 
 const EXPIRED_REASON: &str = "no decision before the deadline";
+/// Changes kept for slow watchers before they lag (and must list pending again).
+const CHANGES_BACKLOG: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
@@ -52,6 +68,14 @@ pub enum ApprovalError {
     IdOfAnotherAgent(RequestId),
     #[error("request id {0} was already submitted with different content")]
     IdReused(RequestId),
+    #[error("{reviewer} has already approved request {id}; it needs {quorum} different reviewers")]
+    AlreadyVoted {
+        id: RequestId,
+        reviewer: Identity,
+        quorum: u32,
+    },
+    #[error("a kill applies to this request only: its scope must be once")]
+    ScopedKill,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -73,6 +97,17 @@ impl Submitted {
     }
 }
 
+/// Outcome of [`Approvals::decide_counted`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The request after the decision: still pending while an approval waits for its
+    /// quorum.
+    pub request: Request,
+    /// Distinct approvals counted (1 without a quorum).
+    pub approvals: u32,
+    pub quorum: u32,
+}
+
 /// The approval service core: rules over a [`Store`], plus delivery of decisions to the
 /// agents' sessions.
 #[derive(Debug)]
@@ -80,6 +115,8 @@ pub struct Approvals<S = MemoryStore> {
     store: S,
     outbox: Arc<Outbox>,
     deadlines_changed: Notify,
+    changes: broadcast::Sender<Request>,
+    quorum: NonZeroU32,
 }
 
 impl<S: Store> Approvals<S> {
@@ -88,17 +125,87 @@ impl<S: Store> Approvals<S> {
             store,
             outbox: Arc::default(),
             deadlines_changed: Notify::new(),
+            changes: broadcast::channel(CHANGES_BACKLOG).0,
+            quorum: NonZeroU32::MIN,
+        }
+    }
+
+    /// Approvals then take `quorum` distinct reviewers.
+    #[must_use]
+    pub fn with_quorum(mut self, quorum: NonZeroU32) -> Self {
+        self.quorum = quorum;
+        self
+    }
+
+    pub fn quorum(&self) -> u32 {
+        self.quorum.get()
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Every request created or changed from now on, here or on another replica. A
+    /// receiver that lags loses changes (`RecvError::Lagged`) and must list the pending
+    /// requests again.
+    pub fn changes(&self) -> broadcast::Receiver<Request> {
+        self.changes.subscribe()
+    }
+
+    fn publish(&self, request: &Request) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.changes.send(request.clone());
+    }
+
+    /// Follows the changes other replicas make to a shared store until `stop`: their
+    /// decisions go to the agents connected here, and watchers here see them. Returns at
+    /// once for a store no other process shares.
+    pub async fn follow_remote_changes(&self, stop: CancellationToken) {
+        let Some(mut changes) = self.store.remote_changes() else {
+            return;
+        };
+        loop {
+            let change = tokio::select! {
+                () = stop.cancelled() => return,
+                change = changes.recv() => change,
+            };
+            let Some(change) = change else {
+                tracing::error!("the store stopped reporting other replicas' changes");
+                return;
+            };
+            let (RemoteChange::Submitted(id) | RemoteChange::Resolved(id)) = &change;
+            let request = match self.get(id).await {
+                Ok(request) => request,
+                Err(err) => {
+                    tracing::error!(id = %id, error = %err, "cannot read a request another replica changed");
+                    continue;
+                }
+            };
+            match change {
+                RemoteChange::Submitted(_) => self.deadlines_changed.notify_one(),
+                RemoteChange::Resolved(_) => self.outbox.deliver(&request),
+            }
+            self.publish(&request);
         }
     }
 
     /// Registers an agent session: decisions on requests of `hello.host` go to the
     /// returned receiver until the session is dropped or replaced by a newer one.
     pub fn attach_agent(&self, hello: &Hello) -> (AgentSession, mpsc::UnboundedReceiver<Decision>) {
-        let identity = AgentIdentity {
-            host: hello.host.clone(),
-            owner: hello.owner.clone(),
-        };
-        self.outbox.attach(identity)
+        self.outbox.attach(ConnectedAgent {
+            identity: AgentIdentity {
+                host: hello.host.clone(),
+                owner: hello.owner.clone(),
+            },
+            version: hello.version.clone(),
+            // Shown to people only; no rule depends on it, so the clock is read here.
+            connected_at: SystemTime::now(),
+        })
+    }
+
+    /// Agents with a live session on this server process, by host.
+    pub fn agents(&self) -> Vec<ConnectedAgent> {
+        self.outbox.agents()
     }
 
     pub async fn submit(
@@ -125,11 +232,15 @@ impl<S: Store> Approvals<S> {
             }
             Inserted::New(request) => {
                 tracing::info!(id = %request.id, host = %request.host, owner = %request.owner, "request pending");
+                self.publish(&request);
                 if request.deadline <= now {
                     // Arrived too late to be decided by anyone: settle it right away so
                     // the agent is not left waiting for the expiry sweep.
                     let expired = self.expire(&request.id, now).await?;
                     return Ok(Submitted::New(expired));
+                }
+                if let Some(settled) = self.settle_by_grant(&request, now).await? {
+                    return Ok(Submitted::New(settled));
                 }
                 self.deadlines_changed.notify_one();
                 Ok(Submitted::New(request))
@@ -137,11 +248,49 @@ impl<S: Store> Approvals<S> {
         }
     }
 
+    /// A standing grant for the same action settles a new request without a reviewer.
+    async fn settle_by_grant(
+        &self,
+        request: &Request,
+        now: SystemTime,
+    ) -> Result<Option<Request>, ApprovalError> {
+        for key in grants::candidate_keys(request) {
+            let found = self.store.find_grants(&key, now).await?;
+            let Some(grant) = grants::applicable(request, &found) else {
+                continue;
+            };
+            let resolution = Resolution {
+                outcome: Outcome::Decided {
+                    verdict: grant.verdict,
+                    reviewer: grant.reviewer.clone(),
+                },
+                reason: grants::settled_reason(grant),
+                resolved_at: now,
+            };
+            let settled = self.resolve(&request.id, resolution).await?;
+            tracing::info!(id = %settled.id, grant_from = %grant.from_request, verdict = %grant.verdict, "request settled by a grant");
+            return Ok(Some(settled));
+        }
+        Ok(None)
+    }
+
     pub async fn decide(
         &self,
         decision: ReviewerDecision,
         now: SystemTime,
     ) -> Result<Request, ApprovalError> {
+        Ok(self.decide_counted(decision, now).await?.request)
+    }
+
+    /// Decides, or counts an approval towards the quorum; says how many are counted.
+    pub async fn decide_counted(
+        &self,
+        decision: ReviewerDecision,
+        now: SystemTime,
+    ) -> Result<Decided, ApprovalError> {
+        if decision.verdict == Verdict::Kill && decision.scope != Scope::Once {
+            return Err(ApprovalError::ScopedKill);
+        }
         let request = self.get(&decision.request_id).await?;
         if decision.verdict == Verdict::Allow && decision.reviewer == request.owner {
             return Err(ApprovalError::SelfApproval {
@@ -162,17 +311,79 @@ impl<S: Store> Approvals<S> {
                 id: expired.id,
             });
         }
+        let quorum = self.quorum.get();
+        let mut scope = decision.scope;
+        let mut reason = decision.reason;
+        let mut approvals = 1;
+        if decision.verdict == Verdict::Allow && quorum > 1 {
+            let vote = Vote {
+                reviewer: decision.reviewer.clone(),
+                reason: reason.clone(),
+                scope,
+                at: now,
+            };
+            let votes = match self.store.add_vote(&request.id, vote).await? {
+                Voted::Added(votes) => votes,
+                Voted::AlreadyVoted(_) => {
+                    return Err(ApprovalError::AlreadyVoted {
+                        id: request.id,
+                        reviewer: decision.reviewer,
+                        quorum,
+                    });
+                }
+            };
+            approvals = u32::try_from(votes.len()).unwrap_or(u32::MAX);
+            if approvals < quorum {
+                tracing::info!(id = %request.id, reviewer = %decision.reviewer, approvals, quorum, "approval counted, waiting for more");
+                return Ok(Decided {
+                    request,
+                    approvals,
+                    quorum,
+                });
+            }
+            // The grant covers no more than every approver agreed to.
+            scope = votes
+                .iter()
+                .fold(scope, |narrowest, vote| narrowest.narrowest(vote.scope));
+            let reviewers: Vec<&str> = votes.iter().map(|vote| vote.reviewer.as_str()).collect();
+            reason = Reason::new(format!("{reason} (approved by {})", reviewers.join(", ")))
+                .unwrap_or(reason);
+        }
         let resolution = Resolution {
             outcome: Outcome::Decided {
                 verdict: decision.verdict,
-                reviewer: decision.reviewer,
+                reviewer: decision.reviewer.clone(),
             },
-            reason: decision.reason,
+            reason: reason.clone(),
             resolved_at: now,
         };
         let decided = self.resolve(&request.id, resolution).await?;
         tracing::info!(id = %decided.id, state = %decided.state(), "request decided");
-        Ok(decided)
+        if let Some(grant) = grants::grant_for(
+            &decided,
+            decision.verdict,
+            decision.reviewer,
+            reason,
+            scope,
+            now,
+        ) {
+            let expires_in = scope.duration().unwrap_or_default();
+            match self.store.add_grant(grant).await {
+                Ok(()) => {
+                    tracing::info!(id = %decided.id, scope = scope.as_str(), expires_in_s = expires_in.as_secs(), "grant recorded")
+                }
+                // The decision stands; without the grant, later requests are only asked
+                // again, which is the safe side.
+                Err(err) => {
+                    tracing::error!(id = %decided.id, error = %err, "cannot record the grant")
+                }
+            }
+        }
+        Ok(Decided {
+            request: decided,
+            approvals,
+            quorum,
+        })
     }
 
     /// The agent no longer needs a decision (the process is gone). Only the agent that
@@ -257,6 +468,7 @@ impl<S: Store> Approvals<S> {
         match self.store.resolve_pending(id, resolution).await? {
             Resolved::Now(request) => {
                 self.outbox.deliver(&request);
+                self.publish(&request);
                 Ok(request)
             }
             Resolved::Already(request) => Err(ApprovalError::AlreadyResolved {

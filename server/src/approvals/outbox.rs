@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
-use belay_proto::domain::{Decision, HostName, Identity, Request};
+use belay_proto::domain::{Decision, HostName, Identity, Name, Request};
 use tokio::sync::mpsc;
 
 /// Who a session speaks for, taken from its Hello (later from its mTLS certificate).
@@ -16,6 +17,14 @@ use tokio::sync::mpsc;
 pub struct AgentIdentity {
     pub host: HostName,
     pub owner: Identity,
+}
+
+/// An agent with a live session here, as `ListAgents` and the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectedAgent {
+    pub identity: AgentIdentity,
+    pub version: Name,
+    pub connected_at: SystemTime,
 }
 
 #[derive(Debug, Default)]
@@ -27,6 +36,7 @@ pub(crate) struct Outbox {
 #[derive(Debug)]
 struct Registration {
     session: u64,
+    agent: ConnectedAgent,
     // Unbounded: decisions are small and at most one per request, so the request count
     // bounds the queue; a bounded channel would force dropping decisions.
     decisions: mpsc::UnboundedSender<Decision>,
@@ -69,18 +79,36 @@ impl Outbox {
 
     pub(crate) fn attach(
         self: &Arc<Self>,
-        identity: AgentIdentity,
+        agent: ConnectedAgent,
     ) -> (AgentSession, mpsc::UnboundedReceiver<Decision>) {
         let (decisions, receiver) = mpsc::unbounded_channel();
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-        self.lock()
-            .insert(identity.host.clone(), Registration { session, decisions });
+        let identity = agent.identity.clone();
+        self.lock().insert(
+            identity.host.clone(),
+            Registration {
+                session,
+                agent,
+                decisions,
+            },
+        );
         let session = AgentSession {
             identity,
             session,
             outbox: Arc::clone(self),
         };
         (session, receiver)
+    }
+
+    /// The agents with a live session, by host.
+    pub(crate) fn agents(&self) -> Vec<ConnectedAgent> {
+        let mut agents: Vec<ConnectedAgent> = self
+            .lock()
+            .values()
+            .map(|registration| registration.agent.clone())
+            .collect();
+        agents.sort_by(|a, b| a.identity.host.cmp(&b.identity.host));
+        agents
     }
 
     /// Sends the decision of `request`, if it has one, to its agent's live session.

@@ -16,11 +16,11 @@ use super::*;
 
 const T0: Duration = Duration::from_secs(1_800_000_000);
 
-fn at(offset_secs: u64) -> SystemTime {
+pub(super) fn at(offset_secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(offset_secs)
 }
 
-fn hello(host: &str, owner: &str) -> Hello {
+pub(super) fn hello(host: &str, owner: &str) -> Hello {
     Hello {
         host: HostName::new(host).unwrap(),
         version: Name::new("test").unwrap(),
@@ -28,14 +28,14 @@ fn hello(host: &str, owner: &str) -> Hello {
     }
 }
 
-fn agent(host: &str, owner: &str) -> AgentIdentity {
+pub(super) fn agent(host: &str, owner: &str) -> AgentIdentity {
     AgentIdentity {
         host: HostName::new(host).unwrap(),
         owner: Identity::new(owner).unwrap(),
     }
 }
 
-fn new_request(id: &str, deadline: SystemTime, default_verdict: Verdict) -> NewRequest {
+pub(super) fn new_request(id: &str, deadline: SystemTime, default_verdict: Verdict) -> NewRequest {
     NewRequest {
         id: RequestId::new(id).unwrap(),
         agent_name: Name::new("copilot").unwrap(),
@@ -50,19 +50,21 @@ fn new_request(id: &str, deadline: SystemTime, default_verdict: Verdict) -> NewR
         default_verdict,
         rule: Name::new("egress").unwrap(),
         owner: None,
+        context: Default::default(),
     }
 }
 
-fn decision(id: &str, verdict: Verdict, reviewer: &str) -> ReviewerDecision {
+pub(super) fn decision(id: &str, verdict: Verdict, reviewer: &str) -> ReviewerDecision {
     ReviewerDecision {
         request_id: RequestId::new(id).unwrap(),
         verdict,
         reason: Reason::new("checked").unwrap(),
         reviewer: Identity::new(reviewer).unwrap(),
+        scope: belay_proto::domain::Scope::Once,
     }
 }
 
-fn id(value: &str) -> RequestId {
+pub(super) fn id(value: &str) -> RequestId {
     RequestId::new(value).unwrap()
 }
 
@@ -70,7 +72,7 @@ fn approvals<B: Backend>() -> Opened<Approvals<B::Store>> {
     B::open().map(Approvals::new)
 }
 
-fn received(decisions: &mut UnboundedReceiver<Decision>) -> Vec<Decision> {
+pub(super) fn received(decisions: &mut UnboundedReceiver<Decision>) -> Vec<Decision> {
     std::iter::from_fn(|| decisions.try_recv().ok()).collect()
 }
 

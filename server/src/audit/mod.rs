@@ -17,6 +17,7 @@
 //! the state change they record: see `approvals::store`. [`verify`] checks a database.
 
 mod key;
+pub mod postgres;
 pub(crate) mod sqlite;
 
 #[cfg(test)]
@@ -245,6 +246,28 @@ pub(crate) fn resolved(request: &Request) -> Option<Event> {
         body.insert("reviewer".into(), reviewer.as_str().into());
     }
     Some(event(request, kind, at, body))
+}
+
+/// A reviewer's approval was counted towards the request's quorum.
+pub(crate) fn voted(request: &Request, vote: &crate::approvals::Vote) -> Event {
+    let at = nanos(vote.at);
+    let mut body = base(request, "voted", at);
+    body.insert("reviewer".into(), vote.reviewer.as_str().into());
+    body.insert("reason".into(), vote.reason.as_str().into());
+    body.insert("scope".into(), vote.scope.as_str().into());
+    event(request, "voted", at, body)
+}
+
+/// A decision on `request` became a standing grant for the same action.
+pub(crate) fn granted(request: &Request, grant: &crate::approvals::Grant) -> Event {
+    let at = nanos(grant.granted_at);
+    let mut body = base(request, "granted", at);
+    body.insert("reviewer".into(), grant.reviewer.as_str().into());
+    body.insert("verdict".into(), grant.verdict.as_str().into());
+    body.insert("reason".into(), grant.reason.as_str().into());
+    body.insert("scope".into(), grant.scope.as_str().into());
+    body.insert("expires_at".into(), nanos(grant.expires_at).into());
+    event(request, "granted", at, body)
 }
 
 // ---------------------------------------------------------------------------------------

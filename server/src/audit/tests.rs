@@ -45,6 +45,7 @@ fn new_request(id: &str, deadline: SystemTime) -> NewRequest {
         default_verdict: Verdict::Deny,
         rule: Name::new("egress").unwrap(),
         owner: None,
+        context: Default::default(),
     }
 }
 
@@ -54,6 +55,7 @@ fn decision(id: &str, verdict: Verdict) -> ReviewerDecision {
         verdict,
         reason: Reason::new("checked").unwrap(),
         reviewer: Identity::new("bob").unwrap(),
+        scope: belay_proto::domain::Scope::Once,
     }
 }
 
@@ -496,7 +498,7 @@ async fn the_memory_store_keeps_a_chain_with_the_same_rules() {
         Resolved::Already(_)
     ));
 
-    let records = store.audit_records();
+    let records = store.all_audit_records();
     let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
     assert_eq!(kinds, ["submitted", "submitted", "submitted", "decided"]);
     let report = store.verify_audit();

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::approvals::{AgentIdentity, AgentSession, Approvals, MemoryStore, Store, Submitted};
+use crate::pki::AgentAuthenticator;
 
 /// An agent that opens a stream but never says hello holds a task and a socket.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,6 +24,8 @@ const OUTBOUND_BUFFER: usize = 64;
 pub struct AgentApi<S = MemoryStore> {
     approvals: Arc<Approvals<S>>,
     shutdown: CancellationToken,
+    /// `None` only with `--insecure`: then the hello alone names the host.
+    agents: Option<Arc<AgentAuthenticator>>,
 }
 
 impl<S: Store> AgentApi<S> {
@@ -33,7 +36,14 @@ impl<S: Store> AgentApi<S> {
         Self {
             approvals,
             shutdown,
+            agents: None,
         }
+    }
+
+    /// Requires a client certificate from this CA, and a hello naming the host in it.
+    pub fn with_client_auth(mut self, agents: Option<Arc<AgentAuthenticator>>) -> Self {
+        self.agents = agents;
+        self
     }
 }
 
@@ -46,6 +56,12 @@ impl<S: Store> AgentService for AgentApi<S> {
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let peer = request.remote_addr();
+        let certified = match &self.agents {
+            Some(agents) => {
+                Some(agents.authenticate(request.peer_certs().as_deref().map(Vec::as_slice))?)
+            }
+            None => None,
+        };
         let mut inbound = request.into_inner();
         // Reading the hello before answering lets a bad hello fail the call itself.
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
@@ -63,6 +79,14 @@ impl<S: Store> AgentService for AgentApi<S> {
             }
             Ok(Ok(Some(first))) => expect_hello(first)?,
         };
+        if let Some(host) = certified
+            && host != hello.host
+        {
+            return Err(Status::permission_denied(format!(
+                "the hello names host {}, but the client certificate is for host {host}",
+                hello.host
+            )));
+        }
 
         let (session, decisions) = self.approvals.attach_agent(&hello);
         tracing::info!(host = %hello.host, owner = %hello.owner, version = %hello.version, ?peer, "agent connected");

@@ -3,6 +3,7 @@
 
 mod agent_service;
 mod reviewer_service;
+mod reviewer_views;
 mod status;
 
 pub use agent_service::AgentApi;

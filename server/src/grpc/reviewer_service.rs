@@ -4,24 +4,67 @@ use std::time::SystemTime;
 use belay_proto::domain::{RequestId, ReviewerDecision};
 use belay_proto::v1;
 use belay_proto::v1::reviewer_service_server::ReviewerService;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::reviewer_views;
 use crate::approvals::{Approvals, MemoryStore, Store};
 
 /// `belay.v1.ReviewerService` for reviewers and tools.
 #[derive(Debug)]
 pub struct ReviewerApi<S = MemoryStore> {
     approvals: Arc<Approvals<S>>,
+    /// Ends open watches: graceful shutdown waits for streams, which never end alone.
+    shutdown: CancellationToken,
 }
 
 impl<S: Store> ReviewerApi<S> {
     pub fn new(approvals: Arc<Approvals<S>>) -> Self {
-        Self { approvals }
+        Self {
+            approvals,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Watches end, with status UNAVAILABLE, when `shutdown` is cancelled.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 }
 
 #[tonic::async_trait]
 impl<S: Store> ReviewerService for ReviewerApi<S> {
+    type WatchRequestsStream = reviewer_views::WatchStream;
+
+    async fn watch_requests(
+        &self,
+        _request: Request<v1::WatchRequestsRequest>,
+    ) -> Result<Response<Self::WatchRequestsStream>, Status> {
+        Ok(Response::new(reviewer_views::watch(
+            Arc::clone(&self.approvals),
+            self.shutdown.clone(),
+        )))
+    }
+
+    async fn list_agents(
+        &self,
+        _request: Request<v1::ListAgentsRequest>,
+    ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        Ok(Response::new(
+            reviewer_views::list_agents(&self.approvals).await?,
+        ))
+    }
+
+    async fn query_audit(
+        &self,
+        request: Request<v1::QueryAuditRequest>,
+    ) -> Result<Response<v1::QueryAuditResponse>, Status> {
+        Ok(Response::new(
+            reviewer_views::query_audit(&self.approvals, request.into_inner()).await?,
+        ))
+    }
+
     async fn list_pending(
         &self,
         _request: Request<v1::ListPendingRequest>,
@@ -47,19 +90,27 @@ impl<S: Store> ReviewerService for ReviewerApi<S> {
         &self,
         request: Request<v1::DecideRequest>,
     ) -> Result<Response<v1::DecideResponse>, Status> {
-        let decision = ReviewerDecision::try_from(request.into_inner())?;
+        // Whoever the credential says, not whoever the message claims (auth::Caller).
+        let caller = crate::auth::caller(&request)?.clone();
+        let mut message = request.into_inner();
+        message.reviewer = caller.decider(&message.reviewer)?;
+        let decision = ReviewerDecision::try_from(message)?;
         // On a task of its own: tonic drops this future when the caller goes away, and a
         // decision the store has recorded must still reach the agent.
         let approvals = Arc::clone(&self.approvals);
         let decided =
-            tokio::spawn(async move { approvals.decide(decision, SystemTime::now()).await })
-                .await
-                .map_err(|err| {
-                    tracing::error!(error = %err, "deciding failed");
-                    Status::internal("deciding failed")
-                })??;
+            tokio::spawn(
+                async move { approvals.decide_counted(decision, SystemTime::now()).await },
+            )
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "deciding failed");
+                Status::internal("deciding failed")
+            })??;
         Ok(Response::new(v1::DecideResponse {
-            request: Some(decided.into()),
+            request: Some(decided.request.into()),
+            approvals: decided.approvals,
+            quorum: decided.quorum,
         }))
     }
 }

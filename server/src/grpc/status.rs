@@ -9,9 +9,10 @@ impl From<ApprovalError> for Status {
             ApprovalError::NotFound(_) => Status::not_found(message),
             ApprovalError::AlreadyResolved { .. } => Status::failed_precondition(message),
             ApprovalError::SelfApproval { .. } => Status::permission_denied(message),
-            ApprovalError::IdOfAnotherAgent(_) | ApprovalError::IdReused(_) => {
-                Status::already_exists(message)
-            }
+            ApprovalError::IdOfAnotherAgent(_)
+            | ApprovalError::IdReused(_)
+            | ApprovalError::AlreadyVoted { .. } => Status::already_exists(message),
+            ApprovalError::ScopedKill => Status::invalid_argument(message),
             ApprovalError::Store(err) => {
                 // Backend details stay in the server log, not in answers to clients.
                 tracing::error!(error = %err, "storage failed");

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use belay_proto::domain::{Request, RequestId, Resolution};
 
-use super::{Inserted, Resolved, Store, StoreError};
+use super::{EnrollToken, Grant, GrantKey, Inserted, Resolved, Store, StoreError, Vote, Voted};
 use crate::audit::{self, AuditKey, AuditSigner, MemoryChain, Report};
 
 /// Requests in process memory; lost on restart.
@@ -23,6 +23,9 @@ struct MemoryInner {
     requests: HashMap<RequestId, Request>,
     /// Pending requests ordered by deadline, so expiry does not scan everything.
     pending_deadlines: BTreeSet<(SystemTime, RequestId)>,
+    grants: Vec<Grant>,
+    votes: HashMap<RequestId, Vec<Vote>>,
+    enroll_tokens: HashMap<[u8; 32], (EnrollToken, bool)>,
     audit: MemoryChain,
 }
 
@@ -48,6 +51,9 @@ impl MemoryStore {
             inner: Mutex::new(MemoryInner {
                 requests: HashMap::new(),
                 pending_deadlines: BTreeSet::new(),
+                grants: Vec::new(),
+                votes: HashMap::new(),
+                enroll_tokens: HashMap::new(),
                 audit: MemoryChain::new(signer),
             }),
         }
@@ -69,7 +75,7 @@ impl MemoryStore {
     }
 
     /// The in-memory audit log's records, oldest first.
-    pub fn audit_records(&self) -> Vec<audit::Record> {
+    pub fn all_audit_records(&self) -> Vec<audit::Record> {
         self.lock().audit.records().to_vec()
     }
 
@@ -155,5 +161,99 @@ impl Store for MemoryStore {
             .pending_deadlines
             .first()
             .map(|(deadline, _)| *deadline))
+    }
+
+    async fn add_grant(&self, grant: Grant) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let request = inner
+            .requests
+            .get(&grant.from_request)
+            .cloned()
+            .ok_or_else(|| {
+                StoreError::Backend(
+                    format!("no request {} to grant from", grant.from_request).into(),
+                )
+            })?;
+        inner.audit.append(audit::granted(&request, &grant));
+        inner.grants.push(grant);
+        Ok(())
+    }
+
+    async fn find_grants(&self, key: &GrantKey, now: SystemTime) -> Result<Vec<Grant>, StoreError> {
+        let inner = self.lock();
+        let mut found: Vec<Grant> = inner
+            .grants
+            .iter()
+            .filter(|grant| grant.key == *key && grant.expires_at > now)
+            .cloned()
+            .collect();
+        found.sort_by_key(|grant| std::cmp::Reverse(grant.granted_at));
+        Ok(found)
+    }
+
+    async fn add_vote(&self, id: &RequestId, vote: Vote) -> Result<Voted, StoreError> {
+        let mut inner = self.lock();
+        let request = inner
+            .requests
+            .get(id)
+            .cloned()
+            .ok_or_else(|| StoreError::Backend(format!("no request {id} to vote on").into()))?;
+        let votes = inner.votes.entry(id.clone()).or_default();
+        if votes
+            .iter()
+            .any(|counted| counted.reviewer == vote.reviewer)
+        {
+            return Ok(Voted::AlreadyVoted(votes.clone()));
+        }
+        votes.push(vote.clone());
+        let votes = votes.clone();
+        inner.audit.append(audit::voted(&request, &vote));
+        Ok(Voted::Added(votes))
+    }
+
+    async fn votes(&self, id: &RequestId) -> Result<Vec<Vote>, StoreError> {
+        Ok(self.lock().votes.get(id).cloned().unwrap_or_default())
+    }
+
+    async fn add_enroll_token(&self, token: EnrollToken) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.enroll_tokens.contains_key(&token.hash) {
+            return Err(StoreError::Backend(
+                "this enrollment token exists already".into(),
+            ));
+        }
+        inner.enroll_tokens.insert(token.hash, (token, false));
+        Ok(())
+    }
+
+    async fn consume_enroll_token(
+        &self,
+        hash: &[u8; 32],
+        now: SystemTime,
+    ) -> Result<Option<EnrollToken>, StoreError> {
+        let mut inner = self.lock();
+        Ok(match inner.enroll_tokens.get_mut(hash) {
+            Some((token, used)) if !*used && token.expires_at > now => {
+                *used = true;
+                Some(token.clone())
+            }
+            _ => None,
+        })
+    }
+
+    async fn audit_records(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<audit::Record>, StoreError> {
+        Ok(self
+            .lock()
+            .audit
+            .records()
+            .iter()
+            .filter(|record| record.seq > after_seq)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }

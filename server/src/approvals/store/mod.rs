@@ -4,18 +4,24 @@
 //!
 //! Backends:
 //! - [`SqliteStore`]: the default, a SQLite file embedded in the server process;
+//! - [`PostgresStore`]: a PostgreSQL database several server replicas share; each
+//!   reports the others' changes through [`Store::remote_changes`] (LISTEN/NOTIFY);
 //! - [`MemoryStore`]: process memory, lost on restart; for tests and development.
 //!
-//! PostgreSQL (several replicas) comes next and implements this same trait, which is why
-//! its methods are async and fallible although the memory store is neither.
+//! The methods are async and fallible because PostgreSQL's are, although the memory
+//! store is neither.
 
 mod memory;
+mod postgres;
+mod records;
 mod sqlite;
 
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_records;
 
 use std::error::Error;
 use std::future::Future;
@@ -23,8 +29,13 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use belay_proto::domain::{Request, RequestId, Resolution};
+use tokio::sync::mpsc;
+
+use crate::audit;
 
 pub use memory::MemoryStore;
+pub use postgres::{PostgresStore, is_postgres_url};
+pub use records::{EnrollToken, Grant, GrantKey, RemoteChange, Vote, Voted};
 pub use sqlite::{AuditOptions, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,4 +111,54 @@ pub trait Store: Send + Sync + 'static {
 
     /// The earliest deadline among pending requests.
     fn next_deadline(&self) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
+
+    /// Records a scoped grant (and its audit record).
+    fn add_grant(&self, grant: Grant) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Grants with exactly this key that have not expired at `now`, newest first.
+    fn find_grants(
+        &self,
+        key: &GrantKey,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Vec<Grant>, StoreError>> + Send;
+
+    /// Counts `vote` towards the quorum of request `id`, unless that reviewer's vote is
+    /// counted already: one atomic step, so two replicas cannot count a reviewer twice.
+    fn add_vote(
+        &self,
+        id: &RequestId,
+        vote: Vote,
+    ) -> impl Future<Output = Result<Voted, StoreError>> + Send;
+
+    /// The approvals counted so far for request `id`, oldest first.
+    fn votes(&self, id: &RequestId) -> impl Future<Output = Result<Vec<Vote>, StoreError>> + Send;
+
+    /// Stores a new enrollment token. A hash already stored is an error.
+    fn add_enroll_token(
+        &self,
+        token: EnrollToken,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Uses up the token with this hash: `Some` only if it existed, was unused and had
+    /// not expired at `now`; it can never be used again, in one atomic step.
+    fn consume_enroll_token(
+        &self,
+        hash: &[u8; 32],
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<EnrollToken>, StoreError>> + Send;
+
+    /// Audit records with `seq > after_seq`, in order, at most `limit`.
+    fn audit_records(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<audit::Record>, StoreError>> + Send;
+
+    /// Changes that other server processes make to a shared database, for the one caller
+    /// that follows them (`None` after the first call, and for stores no other process
+    /// uses). A store shared by several replicas must report every request they insert
+    /// or resolve, so that decisions reach agents connected to another replica.
+    fn remote_changes(&self) -> Option<mpsc::UnboundedReceiver<RemoteChange>> {
+        None
+    }
 }

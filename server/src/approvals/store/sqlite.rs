@@ -25,6 +25,8 @@
 //! Reading a row rebuilds the `belay.v1.Request` and converts it with the same validation
 //! as a message from the wire, so a damaged row is an error, never a wrong request.
 
+mod extra;
+mod reader;
 #[cfg(test)]
 mod tests;
 
@@ -39,7 +41,7 @@ use prost::Message as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Inserted, Resolved, Store, StoreError};
+use super::{EnrollToken, Grant, GrantKey, Inserted, Resolved, Store, StoreError, Vote, Voted};
 use crate::audit::{self, AuditKey, AuditSigner};
 
 /// How long a statement waits for a lock held by another connection (another process
@@ -52,7 +54,7 @@ const MAX_BATCH: usize = 256;
 
 /// Schema migrations, in order: entry `i` brings the schema from version `i` to `i + 1`.
 /// Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, audit::sqlite::MIGRATION];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, audit::sqlite::MIGRATION, extra::MIGRATION];
 
 const MIGRATION_1: &str = "
 CREATE TABLE requests (
@@ -86,6 +88,7 @@ pub struct SqliteStore {
     jobs: Option<mpsc::Sender<Box<dyn Job>>>,
     /// `None` only while dropping.
     worker: Option<thread::JoinHandle<()>>,
+    readers: reader::Readers,
     audit: Arc<AuditSigner>,
 }
 
@@ -122,6 +125,7 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, options: AuditOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let connection = open_connection(&path)?;
+        let readers = reader::Readers::open(&path)?;
         let key_path = options
             .key
             .unwrap_or_else(|| audit::default_key_path(&path));
@@ -143,6 +147,7 @@ impl SqliteStore {
             path,
             jobs: Some(jobs),
             worker: Some(worker),
+            readers,
             audit,
         })
     }
@@ -178,6 +183,7 @@ impl SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
+        self.readers.close();
         // Closing the channel ends the thread once it has answered what is queued.
         drop(self.jobs.take());
         if let Some(worker) = self.worker.take()
@@ -207,7 +213,7 @@ impl Store for SqliteStore {
 
     async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
         let id = id.clone();
-        self.run(move |db| get(db, &id)).await
+        self.readers.read(move |db| get(db, &id)).await
     }
 
     async fn resolve_pending(
@@ -231,15 +237,81 @@ impl Store for SqliteStore {
     }
 
     async fn pending(&self) -> Result<Vec<Request>, StoreError> {
-        self.run(pending).await
+        self.readers.read(pending).await
     }
 
     async fn pending_due(&self, now: SystemTime) -> Result<Vec<RequestId>, StoreError> {
-        self.run(move |db| pending_due(db, now)).await
+        self.readers.read(move |db| pending_due(db, now)).await
     }
 
     async fn next_deadline(&self) -> Result<Option<SystemTime>, StoreError> {
-        self.run(next_deadline).await
+        self.readers.read(next_deadline).await
+    }
+
+    async fn add_grant(&self, grant: Grant) -> Result<(), StoreError> {
+        let signer = Arc::clone(&self.audit);
+        self.run(move |db| {
+            let request = get(db, &grant.from_request)?.ok_or_else(|| {
+                StoreError::Backend(
+                    format!("no request {} to grant from", grant.from_request).into(),
+                )
+            })?;
+            extra::add_grant(db, &grant)?;
+            audit::sqlite::append(db, &signer, audit::granted(&request, &grant))
+        })
+        .await
+    }
+
+    async fn find_grants(&self, key: &GrantKey, now: SystemTime) -> Result<Vec<Grant>, StoreError> {
+        let key = key.clone();
+        self.readers
+            .read(move |db| extra::find_grants(db, &key, now))
+            .await
+    }
+
+    async fn add_vote(&self, id: &RequestId, vote: Vote) -> Result<Voted, StoreError> {
+        let id = id.clone();
+        let signer = Arc::clone(&self.audit);
+        self.run(move |db| {
+            let request = get(db, &id)?
+                .ok_or_else(|| StoreError::Backend(format!("no request {id} to vote on").into()))?;
+            let voted = extra::add_vote(db, &id, &vote)?;
+            if let Voted::Added(_) = &voted {
+                audit::sqlite::append(db, &signer, audit::voted(&request, &vote))?;
+            }
+            Ok(voted)
+        })
+        .await
+    }
+
+    async fn votes(&self, id: &RequestId) -> Result<Vec<Vote>, StoreError> {
+        let id = id.clone();
+        self.readers.read(move |db| extra::votes(db, &id)).await
+    }
+
+    async fn add_enroll_token(&self, token: EnrollToken) -> Result<(), StoreError> {
+        self.run(move |db| extra::add_enroll_token(db, &token))
+            .await
+    }
+
+    async fn consume_enroll_token(
+        &self,
+        hash: &[u8; 32],
+        now: SystemTime,
+    ) -> Result<Option<EnrollToken>, StoreError> {
+        let hash = *hash;
+        self.run(move |db| extra::consume_enroll_token(db, &hash, now))
+            .await
+    }
+
+    async fn audit_records(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<audit::Record>, StoreError> {
+        self.readers
+            .read(move |db| extra::audit_records(db, after_seq, limit))
+            .await
     }
 }
 

@@ -2,14 +2,16 @@
 //!
 //! A contract test is written once, as `async fn name<B: Backend>()`, and
 //! [`for_each_backend!`] turns it into one `#[tokio::test]` per backend
-//! (`memory::name`, `sqlite::name`). The SQLite store is a real file in a temporary
-//! directory that lives as long as the store.
+//! (`memory::name`, `sqlite::name`, `postgres::name`). The SQLite store is a real file in
+//! a temporary directory that lives as long as the store; the PostgreSQL store a fresh
+//! database in the test process's throwaway cluster (see [`crate::testing::postgres`]).
 
 use std::ops::Deref;
 
 use tempfile::TempDir;
 
-use super::{MemoryStore, SqliteStore, Store};
+use super::{MemoryStore, PostgresStore, SqliteStore, Store};
+use crate::audit::{self, AuditKey, AuditSigner};
 
 pub(crate) trait Backend {
     type Store: Store;
@@ -20,6 +22,8 @@ pub(crate) trait Backend {
 pub(crate) struct Memory;
 
 pub(crate) struct Sqlite;
+
+pub(crate) struct Postgres;
 
 impl Backend for Memory {
     type Store = MemoryStore;
@@ -41,6 +45,25 @@ impl Backend for Sqlite {
         Opened {
             value: store,
             _dir: Some(dir),
+        }
+    }
+}
+
+impl Backend for Postgres {
+    type Store = PostgresStore;
+
+    /// Opened on the process-wide test runtime, so that its writer and listener keep
+    /// running while the test's own runtime blocks here.
+    fn open() -> Opened<PostgresStore> {
+        let url = crate::testing::postgres::database_blocking();
+        let key = AuditKey::generate().expect("audit key");
+        let signer = AuditSigner::new(key, audit::DEFAULT_CHECKPOINT_EVERY);
+        let store =
+            crate::testing::postgres::block_on(PostgresStore::connect_with_signer(&url, signer))
+                .expect("open PostgreSQL store");
+        Opened {
+            value: store,
+            _dir: None,
         }
     }
 }
@@ -70,7 +93,8 @@ impl<T> Deref for Opened<T> {
 }
 
 /// `for_each_backend!(a, b)` after `async fn a<B: Backend>()` and `async fn b<B: Backend>()`
-/// defines the tests `memory::a`, `memory::b`, `sqlite::a` and `sqlite::b`.
+/// defines the tests `memory::a`, `memory::b`, `sqlite::a`, `sqlite::b`, `postgres::a` and
+/// `postgres::b`.
 macro_rules! for_each_backend {
     ($($test:ident),+ $(,)?) => {
         mod memory {
@@ -87,6 +111,15 @@ macro_rules! for_each_backend {
                 #[tokio::test]
                 async fn $test() {
                     super::$test::<$crate::approvals::store::testing::Sqlite>().await;
+                }
+            )+
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test::<$crate::approvals::store::testing::Postgres>().await;
                 }
             )+
         }

@@ -14,7 +14,7 @@ use super::{Inserted, Resolved, Store};
 
 const T0: Duration = Duration::from_secs(1_800_000_000);
 
-fn at(offset_secs: u64) -> SystemTime {
+pub(super) fn at(offset_secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(offset_secs)
 }
 
@@ -23,7 +23,7 @@ fn id(value: &str) -> RequestId {
 }
 
 /// A pending connect request created at `created`, due at `deadline`.
-fn request(name: &str, created: SystemTime, deadline: SystemTime) -> Request {
+pub(super) fn request(name: &str, created: SystemTime, deadline: SystemTime) -> Request {
     Request {
         id: id(name),
         host: HostName::new("host-a").unwrap(),
@@ -41,6 +41,7 @@ fn request(name: &str, created: SystemTime, deadline: SystemTime) -> Request {
         rule: Name::new("egress").unwrap(),
         created_at: created,
         resolution: None,
+        context: Default::default(),
     }
 }
 
@@ -262,6 +263,7 @@ async fn every_field_of_every_kind_of_request_round_trips<B: Backend>() {
                 // Before the epoch too: negative seconds with positive nanoseconds.
                 created_at: SystemTime::UNIX_EPOCH - Duration::new(5, 1),
                 resolution: resolution.clone(),
+                context: Default::default(),
             };
             store.insert_if_absent(request.clone()).await.unwrap();
             all.push(request);

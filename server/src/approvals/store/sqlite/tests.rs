@@ -45,6 +45,7 @@ fn request(name: &str, deadline: SystemTime) -> Request {
         rule: Name::new("egress").unwrap(),
         created_at: at(0),
         resolution: None,
+        context: Default::default(),
     }
 }
 
@@ -286,7 +287,7 @@ fn a_schema_from_the_future_is_refused() {
     Connection::open(&path)
         .unwrap()
         .execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (3, 0)",
+            "INSERT INTO schema_version (version, applied_at) VALUES (4, 0)",
             [],
         )
         .unwrap();
@@ -296,18 +297,18 @@ fn a_schema_from_the_future_is_refused() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 3,
-                known: 2,
+                found: 4,
+                known: 3,
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(
-        message.contains("schema version 3, newer than the 2 this belay-server knows"),
+        message.contains("schema version 4, newer than the 3 this belay-server knows"),
         "{message}"
     );
-    assert_eq!(schema_versions(&path), [1, 2, 3], "nothing was changed");
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4], "nothing was changed");
 }
 
 #[test]
@@ -338,7 +339,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
     let path = db_in(&dir);
     drop(SqliteStore::open(&path).unwrap());
     drop(SqliteStore::open(&path).unwrap());
-    assert_eq!(schema_versions(&path), [1, 2]);
+    assert_eq!(schema_versions(&path), [1, 2, 3]);
 
     let db = Connection::open(&path).unwrap();
     let mode: String = db
@@ -354,7 +355,15 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
         .unwrap();
     assert_eq!(
         tables,
-        ["audit", "audit_checkpoints", "requests", "schema_version"]
+        [
+            "audit",
+            "audit_checkpoints",
+            "enroll_tokens",
+            "grants",
+            "requests",
+            "schema_version",
+            "votes"
+        ]
     );
 }
 

@@ -1,0 +1,265 @@
+//! The `belay` binary's `watch`, `agents` and `audit log` against a real belay-server
+//! (the library's `serve` on loopback) with a real agent stream submitting requests.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, SystemTime};
+
+use belay_proto::v1;
+use belay_proto::v1::agent_service_client::AgentServiceClient;
+use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
+use belay_server::approvals::{Approvals, MemoryStore};
+use belay_server::{ServeOptions, serve};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct Setup {
+    url: String,
+    /// Keeps the agent's stream open.
+    agent: mpsc::Sender<v1::AgentMessage>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+async fn start() -> Setup {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let approvals = Arc::new(Approvals::new(MemoryStore::new()));
+    let server = tokio::spawn(async move {
+        serve(
+            listener,
+            approvals,
+            ServeOptions::default(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+    });
+    let mut client = AgentServiceClient::connect(url.clone()).await.unwrap();
+    let (agent, outbound) = mpsc::channel(16);
+    agent
+        .send(message(v1::agent_message::Kind::Hello(v1::Hello {
+            host: "build-7".into(),
+            version: "1.2.3".into(),
+            owner: "alice@example.com".into(),
+        })))
+        .await
+        .unwrap();
+    // The stream must stay open: the server drops the session when it ends.
+    let inbound = client
+        .session(ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::spawn(async move {
+        let mut inbound = inbound;
+        while let Ok(Some(_)) = inbound.message().await {}
+    });
+    Setup {
+        url,
+        agent,
+        _server: server,
+    }
+}
+
+fn message(kind: v1::agent_message::Kind) -> v1::AgentMessage {
+    v1::AgentMessage { kind: Some(kind) }
+}
+
+fn request(id: &str) -> v1::AgentMessage {
+    message(v1::agent_message::Kind::Request(v1::NewRequest {
+        id: id.into(),
+        agent_name: "copilot".into(),
+        pid: 77,
+        uid: 1000,
+        action: Some(v1::Action {
+            kind: Some(v1::action::Kind::Connect(v1::Connect {
+                address: "192.0.2.10".into(),
+                port: 443,
+                protocol: v1::Protocol::Tcp.into(),
+            })),
+        }),
+        deadline: Some((SystemTime::now() + Duration::from_secs(300)).into()),
+        default_verdict: v1::Verdict::Deny.into(),
+        rule: "egress-unknown".into(),
+        context: Some(v1::RequestContext {
+            cwd: "/work/repo".into(),
+            hostnames: vec!["api.example.com".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+async fn wait_pending(url: &str, count: usize) {
+    let mut reviewer = ReviewerServiceClient::connect(url.to_owned())
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        while reviewer
+            .list_pending(v1::ListPendingRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .requests
+            .len()
+            < count
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("requests never became pending");
+}
+
+/// Runs `belay --server URL ARGS` to completion, off the runtime.
+async fn belay(url: &str, args: &[&str]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_belay"));
+    command.args(["--server", url]).args(args);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "belay {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_lists_the_connected_agent_as_table_and_json() {
+    let setup = start().await;
+    setup.agent.send(request("req-1")).await.unwrap();
+    wait_pending(&setup.url, 1).await;
+
+    let json: Value =
+        serde_json::from_str(&belay(&setup.url, &["agents", "--output", "json"]).await).unwrap();
+    let agents = json["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0]["host"], "build-7");
+    assert_eq!(agents[0]["owner"], "alice@example.com");
+    assert_eq!(agents[0]["version"], "1.2.3");
+    assert_eq!(agents[0]["pending"], 1);
+
+    let table = belay(&setup.url, &["agents"]).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("HOST"), "{table}");
+    let fields: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(fields[..3], ["build-7", "alice@example.com", "1.2.3"]);
+    assert_eq!(fields.last(), Some(&"1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_pending_then_live_requests_and_decisions() {
+    let setup = start().await;
+    setup.agent.send(request("req-1")).await.unwrap();
+    wait_pending(&setup.url, 1).await;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_belay"))
+        .args(["--server", &setup.url, "watch", "--output", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std_mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> Value {
+        let line = lines
+            .recv_timeout(PATIENCE)
+            .expect("belay watch printed nothing in time");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    };
+
+    let first = next();
+    assert_eq!(first["kind"], "request");
+    assert_eq!(first["request"]["id"], "req-1");
+    assert_eq!(first["request"]["state"], "pending");
+    assert_eq!(first["request"]["context"]["cwd"], "/work/repo");
+    assert_eq!(next()["kind"], "synced");
+
+    setup.agent.send(request("req-2")).await.unwrap();
+    let created = next();
+    assert_eq!(created["request"]["id"], "req-2");
+    assert_eq!(created["request"]["state"], "pending");
+    assert_eq!(
+        created["request"]["context"]["hostnames"][0],
+        "api.example.com"
+    );
+
+    let decided = belay(
+        &setup.url,
+        &[
+            "--reviewer",
+            "bob@example.com",
+            "approve",
+            "req-2",
+            "--reason",
+            "fine",
+        ],
+    )
+    .await;
+    assert!(decided.contains("req-2"), "{decided}");
+    let approved = next();
+    assert_eq!(approved["request"]["id"], "req-2");
+    assert_eq!(approved["request"]["state"], "approved");
+    assert_eq!(
+        approved["request"]["resolution"]["reviewer"],
+        "bob@example.com"
+    );
+    assert_eq!(approved["request"]["resolution"]["reason"], "fine");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The audit log shows the same story, in order.
+    let log: Value =
+        serde_json::from_str(&belay(&setup.url, &["audit", "log", "--output", "json"]).await)
+            .unwrap();
+    let kinds: Vec<(u64, &str, &str)> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["seq"].as_u64().unwrap(),
+                r["kind"].as_str().unwrap(),
+                r["request_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, "submitted", "req-1"),
+            (2, "submitted", "req-2"),
+            (3, "decided", "req-2")
+        ]
+    );
+    assert_eq!(log["next_after_seq"], 3);
+    let tail: Value = serde_json::from_str(
+        &belay(
+            &setup.url,
+            &[
+                "audit", "log", "--after", "1", "--limit", "1", "--output", "json",
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(tail["records"].as_array().unwrap().len(), 1);
+    assert_eq!(tail["records"][0]["seq"], 2);
+}

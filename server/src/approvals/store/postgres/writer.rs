@@ -1,0 +1,542 @@
+//! The writer: every change that is recorded in the audit log (new requests,
+//! resolutions, grants, votes) goes through one task and one connection per store.
+//!
+//! The task commits in groups, as SQLite's database thread does: it takes every job
+//! waiting (up to [`MAX_BATCH`]) and runs them in one transaction, in two round trips
+//! whatever their number, pipelined:
+//! 1. `BEGIN`, the chain lock (serialising writers across replicas, see
+//!    [`audit::postgres`]), the chain's head, then one statement per job (two for a vote),
+//!    each a single atomic insert-if-absent or compare-and-set;
+//! 2. the batch's audit records and checkpoints (one statement each), the notifications
+//!    for other replicas, `COMMIT`.
+//!
+//! A job that fails (a database error, a damaged row) rolls the whole transaction back;
+//! the jobs of that batch are then run again one per transaction, so that only the
+//! failing one fails and nothing of it is written.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use belay_proto::domain::{Request, RequestId, RequestState, Resolution};
+use belay_proto::v1;
+use futures_util::future::{MaybeDone, maybe_done};
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, Row, Statement};
+
+use super::super::{Grant, Inserted, RemoteChange, Resolved, StoreError, Vote, Voted};
+use super::listen;
+use super::pool::connect;
+use super::rows::{self, REQUEST_COLUMNS};
+use crate::audit::{self, AuditSigner, Event};
+
+/// Most jobs committed together; bounds how long the first of a burst waits.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// A change to make, and where its outcome goes.
+pub(super) struct Job {
+    pub op: Op,
+    pub reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+pub(super) enum Op {
+    Insert(Request),
+    Resolve(RequestId, Resolution),
+    Grant(Grant),
+    Vote(RequestId, Vote),
+}
+
+#[derive(Debug)]
+pub(super) enum Done {
+    Inserted(Inserted),
+    Resolved(Resolved),
+    Granted,
+    Voted(Voted),
+}
+
+/// Insert-if-absent in one statement: the outer SELECT reads the snapshot from before
+/// the insert, so it finds the row only when the id was taken already.
+const INSERT_SQL: &str = "WITH inserted AS ( \
+         INSERT INTO requests (id, state, created_secs, created_nanos, \
+         deadline_secs, deadline_nanos, request, resolution) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (id) DO NOTHING RETURNING id) \
+     SELECT r.id, r.state, r.request, r.resolution, EXISTS (SELECT 1 FROM inserted) \
+     FROM (SELECT 1) AS one LEFT JOIN requests r ON r.id = $1";
+
+// The statements below read the row as it was before their own change (one snapshot
+// per statement): the compare-and-set's RETURNING gives the new row, the other branch
+// the row that was not changed.
+//
+// `state = $4` (always 'pending'), not a literal: with the literal, a generic plan made
+// while the table is small may find the row through a partial index on pending
+// requests, which keeps an entry for every row ever pending until VACUUM, and scan it
+// all; a parameter cannot match the index's predicate, so the primary key is used.
+fn resolve_sql() -> String {
+    format!(
+        "WITH updated AS ( \
+             UPDATE requests SET state = $2, resolution = $3 \
+             WHERE id = $1 AND state = $4::text RETURNING {REQUEST_COLUMNS}) \
+         SELECT {REQUEST_COLUMNS}, true FROM updated \
+         UNION ALL \
+         SELECT {REQUEST_COLUMNS}, false FROM requests \
+         WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM updated)"
+    )
+}
+
+fn grant_sql() -> String {
+    format!(
+        "WITH inserted AS ( \
+             INSERT INTO grants (host, agent, action, verdict, reviewer, reason, \
+             from_request, scope, granted_at, expires_at) \
+             SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, \
+             $8::text, $9::bigint, $10::bigint \
+             WHERE EXISTS (SELECT 1 FROM requests WHERE id = $7::text) RETURNING 1) \
+         SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $7::text"
+    )
+}
+
+fn vote_sql() -> String {
+    format!(
+        "WITH inserted AS ( \
+             INSERT INTO votes (request_id, reviewer, reason, scope, scope_secs, at) \
+             SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint, $6::bigint \
+             WHERE EXISTS (SELECT 1 FROM requests WHERE id = $1::text) \
+             ON CONFLICT (request_id, reviewer) DO NOTHING RETURNING 1) \
+         SELECT {REQUEST_COLUMNS}, EXISTS (SELECT 1 FROM inserted) \
+         FROM requests WHERE id = $1::text"
+    )
+}
+
+pub(super) const VOTES_SQL: &str = "SELECT reviewer, reason, scope, scope_secs, at FROM votes \
+     WHERE request_id = $1 ORDER BY at, reviewer";
+
+/// The writer's connection and its prepared statements.
+struct Connection {
+    client: Client,
+    lock: Statement,
+    head: Statement,
+    insert: Statement,
+    resolve: Statement,
+    grant: Statement,
+    vote: Statement,
+    votes: Statement,
+    records: Statement,
+    checkpoints: Statement,
+    notify: Statement,
+}
+
+impl Connection {
+    async fn open(config: &Config) -> Result<Self, tokio_postgres::Error> {
+        let client = connect(config).await?;
+        Ok(Self {
+            lock: client.prepare(audit::postgres::LOCK_CHAIN).await?,
+            head: client.prepare(audit::postgres::HEAD).await?,
+            insert: client.prepare(INSERT_SQL).await?,
+            resolve: client.prepare(&resolve_sql()).await?,
+            grant: client.prepare(&grant_sql()).await?,
+            vote: client.prepare(&vote_sql()).await?,
+            votes: client.prepare(VOTES_SQL).await?,
+            records: client.prepare(audit::postgres::INSERT_RECORDS).await?,
+            checkpoints: client.prepare(audit::postgres::INSERT_CHECKPOINTS).await?,
+            notify: client
+                .prepare(&format!("SELECT pg_notify('{}', $1)", listen::CHANNEL))
+                .await?,
+            client,
+        })
+    }
+}
+
+pub(super) struct Writer {
+    config: Config,
+    signer: Arc<AuditSigner>,
+    origin: String,
+    connection: Option<Connection>,
+}
+
+type Param = Box<dyn ToSql + Sync + Send>;
+type Call<'a> = Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Runs `calls` pipelined: each is sent when first polled, and they are first polled in
+/// order, so the server runs them in this order, back to back.
+async fn pipelined(calls: Vec<Call<'_>>) -> Vec<Result<Vec<Row>, tokio_postgres::Error>> {
+    let mut calls: Vec<MaybeDone<Call<'_>>> = calls.into_iter().map(maybe_done).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for call in &mut calls {
+            done &= Pin::new(call).poll(cx).is_ready();
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    calls
+        .iter_mut()
+        .map(|call| {
+            Pin::new(call)
+                .take_output()
+                .expect("every call was polled to completion")
+        })
+        .collect()
+}
+
+fn simple<'a>(client: &'a Client, sql: &'a str) -> Call<'a> {
+    Box::pin(async move { client.batch_execute(sql).await.map(|()| Vec::new()) })
+}
+
+fn query<'a>(client: &'a Client, statement: &'a Statement, params: &'a [Param]) -> Call<'a> {
+    Box::pin(async move {
+        let params: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|param| param.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        client.query(statement, &params).await
+    })
+}
+
+/// What a job changed, for the audit log and the other replicas.
+#[derive(Default)]
+struct Effects {
+    events: Vec<Event>,
+    changes: Vec<RemoteChange>,
+}
+
+impl Op {
+    /// The statements of this job and their parameters.
+    fn calls<'c>(&self, connection: &'c Connection) -> Vec<(&'c Statement, Vec<Param>)> {
+        match self {
+            Self::Insert(request) => {
+                let (submitted, resolution) = rows::encode(request);
+                let (created_secs, created_nanos) = rows::split_time(request.created_at);
+                let (deadline_secs, deadline_nanos) = rows::split_time(request.deadline);
+                vec![(
+                    &connection.insert,
+                    vec![
+                        Box::new(request.id.as_str().to_owned()),
+                        Box::new(request.state().as_str()),
+                        Box::new(created_secs),
+                        Box::new(created_nanos),
+                        Box::new(deadline_secs),
+                        Box::new(deadline_nanos),
+                        Box::new(submitted),
+                        Box::new(resolution),
+                    ],
+                )]
+            }
+            Self::Resolve(id, resolution) => vec![(
+                &connection.resolve,
+                vec![
+                    Box::new(id.as_str().to_owned()),
+                    Box::new(resolution.outcome.state().as_str()),
+                    Box::new(v1::Resolution::from(resolution.clone()).encode_to_vec()),
+                    Box::new(RequestState::Pending.as_str()),
+                ],
+            )],
+            Self::Grant(grant) => {
+                let (scope, _) = rows::scope_parts(grant.scope);
+                vec![(
+                    &connection.grant,
+                    vec![
+                        Box::new(grant.key.host.as_str().to_owned()),
+                        Box::new(grant.key.agent.as_ref().map(|a| a.as_str().to_owned())),
+                        Box::new(grant.key.action.clone()),
+                        Box::new(grant.verdict.as_str()),
+                        Box::new(grant.reviewer.as_str().to_owned()),
+                        Box::new(grant.reason.as_str().to_owned()),
+                        Box::new(grant.from_request.as_str().to_owned()),
+                        Box::new(scope),
+                        Box::new(rows::nanos(grant.granted_at)),
+                        Box::new(rows::nanos(grant.expires_at)),
+                    ],
+                )]
+            }
+            Self::Vote(id, vote) => {
+                let (scope, secs) = rows::scope_parts(vote.scope);
+                vec![
+                    (
+                        &connection.vote,
+                        vec![
+                            Box::new(id.as_str().to_owned()),
+                            Box::new(vote.reviewer.as_str().to_owned()),
+                            Box::new(vote.reason.as_str().to_owned()),
+                            Box::new(scope),
+                            Box::new(secs),
+                            Box::new(rows::nanos(vote.at)),
+                        ],
+                    ),
+                    (&connection.votes, vec![Box::new(id.as_str().to_owned())]),
+                ]
+            }
+        }
+    }
+
+    /// The outcome of this job from the rows of its statements, in order.
+    fn outcome(&self, results: &[Vec<Row>], effects: &mut Effects) -> Result<Done, StoreError> {
+        let first = results.first().and_then(|rows| rows.first());
+        match self {
+            Self::Insert(request) => {
+                let row = first.ok_or_else(|| missing("insert"))?;
+                if row.try_get::<_, bool>(4)? {
+                    effects.events.push(audit::submitted(request));
+                    // Stored already final: its ending is part of the same change.
+                    effects.events.extend(audit::resolved(request));
+                    effects
+                        .changes
+                        .push(RemoteChange::Submitted(request.id.clone()));
+                    return Ok(Done::Inserted(Inserted::New(request.clone())));
+                }
+                let existing = rows::request_from(row)?.ok_or_else(|| {
+                    StoreError::Backend(
+                        format!("request {} was neither inserted nor found", request.id).into(),
+                    )
+                })?;
+                Ok(Done::Inserted(Inserted::Existing(existing)))
+            }
+            Self::Resolve(id, _) => {
+                let Some(row) = first else {
+                    return Ok(Done::Resolved(Resolved::NotFound));
+                };
+                let request = rows::request_from(row)?.ok_or_else(|| missing("resolve"))?;
+                if !row.try_get::<_, bool>(4)? {
+                    return Ok(Done::Resolved(Resolved::Already(request)));
+                }
+                let event = audit::resolved(&request).ok_or_else(|| {
+                    StoreError::Backend(format!("resolved request {id} has no resolution").into())
+                })?;
+                effects.events.push(event);
+                effects.changes.push(RemoteChange::Resolved(id.clone()));
+                Ok(Done::Resolved(Resolved::Now(request)))
+            }
+            Self::Grant(grant) => {
+                let request = first
+                    .map(rows::request_from)
+                    .transpose()?
+                    .flatten()
+                    .ok_or_else(|| {
+                        StoreError::Backend(
+                            format!("no request {} to grant from", grant.from_request).into(),
+                        )
+                    })?;
+                effects.events.push(audit::granted(&request, grant));
+                Ok(Done::Granted)
+            }
+            Self::Vote(id, vote) => {
+                let row = first.ok_or_else(|| {
+                    StoreError::Backend(format!("no request {id} to vote on").into())
+                })?;
+                let request = rows::request_from(row)?.ok_or_else(|| missing("vote"))?;
+                let votes = results
+                    .get(1)
+                    .ok_or_else(|| missing("votes"))?
+                    .iter()
+                    .map(rows::vote_from)
+                    .collect::<Result<Vec<_>, _>>()?;
+                if row.try_get::<_, bool>(4)? {
+                    effects.events.push(audit::voted(&request, vote));
+                    Ok(Done::Voted(Voted::Added(votes)))
+                } else {
+                    Ok(Done::Voted(Voted::AlreadyVoted(votes)))
+                }
+            }
+        }
+    }
+}
+
+fn missing(what: &str) -> StoreError {
+    StoreError::Backend(format!("the {what} statement returned no row").into())
+}
+
+impl Writer {
+    pub fn new(config: Config, signer: Arc<AuditSigner>, origin: String) -> Self {
+        Self {
+            config,
+            signer,
+            origin,
+            connection: None,
+        }
+    }
+
+    /// Runs jobs in batches until every sender is gone, then signs the chain's head.
+    pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.process(std::mem::take(&mut batch)).await;
+        }
+        let signed = match connection(&mut self.connection, &self.config).await {
+            Ok(connection) => {
+                audit::postgres::checkpoint_head(&connection.client, &self.signer).await
+            }
+            Err(err) => Err(err),
+        };
+        match signed {
+            Ok(Some(seq)) => tracing::info!(seq, "audit log checkpoint signed at shutdown"),
+            Ok(None) => {}
+            Err(err) => tracing::error!(error = %err, "cannot sign the audit log at shutdown"),
+        }
+    }
+
+    async fn process(&mut self, batch: Vec<Job>) {
+        let (ops, replies): (Vec<Op>, Vec<_>) =
+            batch.into_iter().map(|job| (job.op, job.reply)).unzip();
+        let outcome = match connection(&mut self.connection, &self.config).await {
+            Ok(connection) => run_batch(connection, &self.signer, &self.origin, &ops).await,
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(done) => {
+                for (reply, done) in replies.into_iter().zip(done) {
+                    // The caller may have stopped waiting; the work is done all the same.
+                    let _ = reply.send(Ok(done));
+                }
+            }
+            Err(err) if ops.len() == 1 => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(err));
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, jobs = ops.len(), "batch failed; one by one");
+                for (op, reply) in ops.into_iter().zip(replies) {
+                    let outcome = match connection(&mut self.connection, &self.config).await {
+                        Ok(connection) => {
+                            let ops = [op];
+                            run_batch(connection, &self.signer, &self.origin, &ops)
+                                .await
+                                .map(|mut done| done.remove(0))
+                        }
+                        Err(err) => Err(err),
+                    };
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+/// The writer's connection, (re)opened if there is none or it was lost.
+async fn connection<'c>(
+    slot: &'c mut Option<Connection>,
+    config: &Config,
+) -> Result<&'c Connection, StoreError> {
+    if slot
+        .as_ref()
+        .is_some_and(|connection| connection.client.is_closed())
+    {
+        *slot = None;
+    }
+    if slot.is_none() {
+        *slot = Some(Connection::open(config).await?);
+    }
+    Ok(slot.as_ref().expect("just opened"))
+}
+
+/// Runs `ops` in one transaction with their audit records; all or nothing.
+async fn run_batch(
+    connection: &Connection,
+    signer: &AuditSigner,
+    origin: &str,
+    ops: &[Op],
+) -> Result<Vec<Done>, StoreError> {
+    let client = &connection.client;
+    let outcome = run_batch_inner(connection, signer, origin, ops).await;
+    if outcome.is_err() && !client.is_closed() {
+        // Whatever state the transaction is in (open, aborted, or already ended by a
+        // COMMIT that rolled back), this leaves the connection outside of one.
+        if let Err(err) = client.batch_execute("ROLLBACK").await {
+            tracing::error!(error = %err, "cannot roll back a failed transaction");
+        }
+    }
+    outcome
+}
+
+async fn run_batch_inner(
+    connection: &Connection,
+    signer: &AuditSigner,
+    origin: &str,
+    ops: &[Op],
+) -> Result<Vec<Done>, StoreError> {
+    let client = &connection.client;
+    let lock_params: Vec<Param> = vec![Box::new(audit::postgres::CHAIN_LOCK)];
+    let job_calls: Vec<(usize, &Statement, Vec<Param>)> = ops
+        .iter()
+        .enumerate()
+        .flat_map(|(index, op)| {
+            op.calls(connection)
+                .into_iter()
+                .map(move |(statement, params)| (index, statement, params))
+        })
+        .collect();
+    let mut calls = vec![
+        simple(client, "BEGIN"),
+        query(client, &connection.lock, &lock_params),
+        query(client, &connection.head, &[]),
+    ];
+    calls.extend(
+        job_calls
+            .iter()
+            .map(|(_, statement, params)| query(client, statement, params)),
+    );
+    let mut results = pipelined(calls).await.into_iter();
+    let mut next = || results.next().expect("one result per call");
+    next()?;
+    next()?;
+    let head = audit::postgres::head_from(next()?.first())?;
+
+    let mut per_op: Vec<Vec<Vec<Row>>> = ops.iter().map(|_| Vec::new()).collect();
+    for (index, _, _) in &job_calls {
+        per_op[*index].push(next()?);
+    }
+    let mut effects = Effects::default();
+    let done = ops
+        .iter()
+        .zip(&per_op)
+        .map(|(op, results)| op.outcome(results, &mut effects))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut appends = audit::postgres::Appends::new(head);
+    for event in effects.events {
+        appends.push(signer, event)?;
+    }
+    let records = appends.record_columns();
+    let record_params: Vec<Param> = vec![
+        Box::new(records.seq),
+        Box::new(records.at),
+        Box::new(records.kind),
+        Box::new(records.request_id),
+        Box::new(records.body),
+        Box::new(records.prev_hash),
+        Box::new(records.hash),
+    ];
+    let checkpoint_params: Option<Vec<Param>> = appends.checkpoint_columns().map(|columns| {
+        vec![
+            Box::new(columns.seq) as Param,
+            Box::new(columns.hash),
+            Box::new(columns.signature),
+            Box::new(columns.key_id),
+        ]
+    });
+    let notify_params: Vec<Vec<Param>> = listen::payloads(origin, &effects.changes)
+        .into_iter()
+        .map(|payload| vec![Box::new(payload) as Param])
+        .collect();
+    let mut finish: Vec<Call<'_>> = Vec::new();
+    if !appends.is_empty() {
+        finish.push(query(client, &connection.records, &record_params));
+    }
+    if let Some(params) = &checkpoint_params {
+        finish.push(query(client, &connection.checkpoints, params));
+    }
+    finish.extend(
+        notify_params
+            .iter()
+            .map(|params| query(client, &connection.notify, params)),
+    );
+    finish.push(simple(client, "COMMIT"));
+    // COMMIT after a failed statement rolls back without an error: every result counts.
+    for result in pipelined(finish).await {
+        result?;
+    }
+    Ok(done)
+}
