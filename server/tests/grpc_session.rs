@@ -28,9 +28,14 @@ struct TestServer {
 
 impl TestServer {
     async fn start() -> Self {
+        Self::start_with_quorum(1).await
+    }
+
+    async fn start_with_quorum(quorum: u32) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let approvals = Arc::new(Approvals::new(MemoryStore::new()));
+        let quorum = std::num::NonZeroU32::new(quorum).unwrap();
+        let approvals = Arc::new(Approvals::new(MemoryStore::new()).with_quorum(quorum));
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(serve(
             listener,
@@ -465,4 +470,101 @@ async fn shutdown_ends_agent_sessions_with_unavailable() {
         .expect("server did not stop in time")
         .unwrap();
     assert!(served.is_ok(), "{served:?}");
+}
+
+fn scope(kind: v1::ScopeKind, seconds: i64) -> Option<v1::Scope> {
+    Some(v1::Scope {
+        kind: kind.into(),
+        duration: Some(prost_types::Duration { seconds, nanos: 0 }),
+    })
+}
+
+#[tokio::test]
+async fn a_scoped_approval_settles_the_next_identical_request_without_a_reviewer() {
+    let server = TestServer::start().await;
+    let mut agent = server.agent("host-a", "alice@example.com").await;
+    agent.submit(request("req-1")).await;
+    server.wait_pending("req-1").await;
+    let mut reviewer = server.reviewer().await;
+
+    // Longer than a day: refused, and nothing decided.
+    let status = reviewer
+        .decide(v1::DecideRequest {
+            scope: scope(v1::ScopeKind::Agent, 25 * 3600),
+            ..decide("req-1", v1::Verdict::Allow, "bob@example.com")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("scope.duration"), "{status:?}");
+
+    reviewer
+        .decide(v1::DecideRequest {
+            scope: scope(v1::ScopeKind::Agent, 600),
+            ..decide("req-1", v1::Verdict::Allow, "bob@example.com")
+        })
+        .await
+        .unwrap();
+    assert_eq!(agent.next_decision().await.request_id, "req-1");
+
+    // The same connect again: decided at once by the grant, never pending.
+    agent.submit(request("req-2")).await;
+    let decision = agent.next_decision().await;
+    assert_eq!(decision.request_id, "req-2");
+    assert_eq!(decision.verdict, v1::Verdict::Allow as i32);
+    assert!(
+        decision
+            .reason
+            .contains("grant of bob@example.com on request req-1"),
+        "{decision:?}"
+    );
+    let pending = reviewer
+        .list_pending(v1::ListPendingRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert!(pending.is_empty(), "{pending:?}");
+}
+
+#[tokio::test]
+async fn with_a_quorum_of_two_the_first_approval_is_counted_and_the_second_decides() {
+    let server = TestServer::start_with_quorum(2).await;
+    let mut agent = server.agent("host-a", "alice@example.com").await;
+    agent.submit(request("req-q")).await;
+    server.wait_pending("req-q").await;
+    let mut reviewer = server.reviewer().await;
+
+    let first = reviewer
+        .decide(decide("req-q", v1::Verdict::Allow, "bob@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((first.approvals, first.quorum), (1, 2));
+    assert_eq!(
+        first.request.unwrap().state,
+        v1::RequestState::Pending as i32
+    );
+
+    let status = reviewer
+        .decide(decide("req-q", v1::Verdict::Allow, "bob@example.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+
+    let second = reviewer
+        .decide(decide("req-q", v1::Verdict::Allow, "carol@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((second.approvals, second.quorum), (2, 2));
+    assert_eq!(
+        second.request.unwrap().state,
+        v1::RequestState::Approved as i32
+    );
+    let decision = agent.next_decision().await;
+    assert_eq!(
+        (decision.request_id.as_str(), decision.verdict),
+        ("req-q", v1::Verdict::Allow as i32)
+    );
 }
