@@ -51,6 +51,7 @@ pub use store::{
 pub use store::{PostgresStore, is_postgres_url};
 
 use outbox::Outbox;
+pub(crate) use store::columns;
 
 const EXPIRED_REASON: &str = "no decision before the deadline";
 /// Changes kept for slow watchers before they lag (and must list pending again).

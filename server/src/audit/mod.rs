@@ -26,12 +26,13 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use std::time::SystemTime;
 
 use belay_proto::domain::{Action, Outcome, Protocol, Request};
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
+
+use crate::approvals::columns::nanos;
 
 pub use key::{AuditKey, default_key_path, key_id, parse_public_key, public_key_hex};
 
@@ -151,14 +152,6 @@ impl Record {
 
 // ---------------------------------------------------------------------------------------
 // Events
-
-fn nanos(time: SystemTime) -> i64 {
-    let timestamp = prost_types::Timestamp::from(time);
-    timestamp
-        .seconds
-        .saturating_mul(1_000_000_000)
-        .saturating_add(i64::from(timestamp.nanos))
-}
 
 fn action(action: &Action) -> serde_json::Value {
     match action {

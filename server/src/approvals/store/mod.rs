@@ -11,6 +11,7 @@
 //! The methods are async and fallible because PostgreSQL's are, although the memory
 //! store is neither.
 
+pub(crate) mod columns;
 mod memory;
 mod postgres;
 mod records;

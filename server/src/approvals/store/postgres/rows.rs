@@ -4,15 +4,15 @@
 //! with the same validation as a message from the wire, so a damaged row is an error,
 //! never a wrong value.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use belay_proto::domain::{
-    HostName, Identity, Reason, Request, RequestId, RequestState, Scope, Verdict,
-};
+use belay_proto::domain::{HostName, Identity, Reason, Request, RequestId, RequestState};
 use belay_proto::v1;
 use prost::Message as _;
 use tokio_postgres::Row;
 
+use super::super::columns::{from_nanos, scope_from, verdict_from};
+pub(super) use super::super::columns::{nanos, scope_parts};
 use super::super::{EnrollToken, Grant, GrantKey, StoreError, Vote};
 
 /// The columns a request is rebuilt from, in this order at the start of a row.
@@ -84,47 +84,6 @@ pub(super) fn split_time(time: SystemTime) -> (i64, i64) {
 pub(super) fn join_time(seconds: i64, nanos: i64) -> Option<SystemTime> {
     let nanos = i32::try_from(nanos).ok()?;
     SystemTime::try_from(prost_types::Timestamp { seconds, nanos }).ok()
-}
-
-/// Nanoseconds since the epoch, as SQLite stores grants, votes and tokens.
-pub(super) fn nanos(time: SystemTime) -> i64 {
-    let timestamp = prost_types::Timestamp::from(time);
-    timestamp
-        .seconds
-        .saturating_mul(1_000_000_000)
-        .saturating_add(i64::from(timestamp.nanos))
-}
-
-fn from_nanos(value: i64) -> SystemTime {
-    let timestamp = prost_types::Timestamp {
-        seconds: value.div_euclid(1_000_000_000),
-        nanos: i32::try_from(value.rem_euclid(1_000_000_000)).unwrap_or(0),
-    };
-    SystemTime::try_from(timestamp).unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-/// A scope as stored: its kind and its duration in seconds (0 for once).
-pub(super) fn scope_parts(scope: Scope) -> (&'static str, i64) {
-    let secs = scope
-        .duration()
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    (scope.as_str(), secs)
-}
-
-fn scope_from(kind: &str, secs: i64) -> Option<Scope> {
-    let duration = Duration::from_secs(u64::try_from(secs).ok()?);
-    match kind {
-        "once" => Some(Scope::Once),
-        "agent" => Some(Scope::Agent(duration)),
-        "host" => Some(Scope::Host(duration)),
-        _ => None,
-    }
-}
-
-fn verdict_from(value: &str) -> Option<Verdict> {
-    [Verdict::Allow, Verdict::Deny, Verdict::Kill]
-        .into_iter()
-        .find(|verdict| verdict.as_str() == value)
 }
 
 /// Columns: reviewer, reason, scope, scope_secs, at.

@@ -3,11 +3,12 @@
 //! inside a batch transaction; grants and votes append their audit record in the same
 //! job.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use belay_proto::domain::{HostName, Identity, Name, Reason, RequestId, Scope, Verdict};
+use belay_proto::domain::{HostName, Identity, Name, Reason, RequestId};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
+use super::super::columns::{from_nanos, nanos, scope_from, scope_parts, verdict_from};
 use super::super::{EnrollToken, Grant, GrantKey, StoreError, Vote, Voted};
 use crate::audit;
 
@@ -43,47 +44,8 @@ CREATE TABLE enroll_tokens (
 ) STRICT;
 ";
 
-pub(super) fn nanos(time: SystemTime) -> i64 {
-    let timestamp = prost_types::Timestamp::from(time);
-    timestamp
-        .seconds
-        .saturating_mul(1_000_000_000)
-        .saturating_add(i64::from(timestamp.nanos))
-}
-
-fn from_nanos(value: i64) -> SystemTime {
-    let timestamp = prost_types::Timestamp {
-        seconds: value.div_euclid(1_000_000_000),
-        nanos: i32::try_from(value.rem_euclid(1_000_000_000)).unwrap_or(0),
-    };
-    SystemTime::try_from(timestamp).unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
 fn damaged(table: &str, problem: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("a stored row of {table} is damaged: {problem}").into())
-}
-
-fn scope_parts(scope: Scope) -> (&'static str, i64) {
-    let secs = scope
-        .duration()
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    (scope.as_str(), secs)
-}
-
-pub(super) fn scope_from(kind: &str, secs: i64) -> Option<Scope> {
-    let duration = Duration::from_secs(u64::try_from(secs).ok()?);
-    match kind {
-        "once" => Some(Scope::Once),
-        "agent" => Some(Scope::Agent(duration)),
-        "host" => Some(Scope::Host(duration)),
-        _ => None,
-    }
-}
-
-fn verdict_from(value: &str) -> Option<Verdict> {
-    [Verdict::Allow, Verdict::Deny, Verdict::Kill]
-        .into_iter()
-        .find(|verdict| verdict.as_str() == value)
 }
 
 pub(super) fn add_grant(db: &Connection, grant: &Grant) -> Result<(), StoreError> {
