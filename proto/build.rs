@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let descriptors = protox::compile(PROTO_FILES, [PROTO_ROOT])?;
     tonic_prost_build::configure()
+        // A fleet policy (up to 1 MiB) goes to every agent: shared, not copied per stream.
+        .bytes(".belay.v1.PolicyUpdate.text")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

@@ -80,8 +80,13 @@ pub enum ActionView {
         file: Option<String>,
         /// Read from the stopped process's memory: for the reviewer's eyes, not part of
         /// the verdict key (the process cannot change it while stopped, but another
-        /// process sharing its memory could).
+        /// process sharing its memory could). Masked (`belay_mask`): secrets show as
+        /// `PREFIX…[KIND:HASH]`.
         argv: Option<Vec<String>>,
+        /// The new program's environment, `NAME=VALUE` each, read like argv and masked
+        /// like it; None when unknown.
+        #[serde(default)]
+        env: Option<Vec<String>>,
     },
     Connect {
         address: String,
@@ -89,7 +94,7 @@ pub enum ActionView {
         /// `tcp`, `udp`, or `socket-type-N`.
         protocol: String,
         /// Names the process itself looked this address up as (from the DNS answers it
-        /// received), newest lookups included.
+        /// received), newest lookups included; masked like argv.
         #[serde(default)]
         hostnames: Vec<String>,
     },

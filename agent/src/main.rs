@@ -66,6 +66,18 @@ struct Args {
     /// an enrolled process does, with --decide-timeout and --default-verdict.
     #[arg(long, env = "BELAY_POLICY", value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Enforce the fleet policy belay-server sends (`belay policy push`) instead of a
+    /// local file. Each version is checked like a file and applied, or refused with the
+    /// previous one staying in force; the last one applied is saved in --cert-dir and
+    /// enforced at the next start even if the server cannot be reached. Without this
+    /// flag the agent keeps its own policy and tells the server so.
+    #[arg(
+        long,
+        env = "BELAY_POLICY_FROM_SERVER",
+        conflicts_with = "policy",
+        requires = "server"
+    )]
+    policy_from_server: bool,
     /// Check a policy file and exit: prints what it defines, or its errors (exit 1).
     #[arg(long, value_name = "FILE", conflicts_with = "policy")]
     check_policy: Option<PathBuf>,
@@ -108,6 +120,14 @@ struct Args {
     /// decides a request of a process running under their own uid.
     #[arg(long, env = "BELAY_DECIDER_GID", value_name = "GID")]
     decider_gid: Option<u32>,
+    /// Export requests and their outcomes to SIEMs: spool and sinks (TOML, see
+    /// belay-export's config module).
+    #[arg(long, env = "BELAY_EXPORT_CONFIG", value_name = "FILE")]
+    export_config: Option<PathBuf>,
+    /// Key of the hashes in masked values (`…[KIND:HASH]`): 64 hex digits, mode 0600,
+    /// created on first use. Copy one file to every host to match values fleet-wide.
+    #[arg(long, env = "BELAY_MASK_KEY_FILE", value_name = "FILE", default_value = belay_agent::policy::mask::DEFAULT_KEY_FILE)]
+    mask_key_file: PathBuf,
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9464.
     #[arg(long, env = "BELAY_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -193,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => fmt.init(),
         LogFormat::Json => fmt.json().init(),
     }
+    belay_agent::policy::mask::init_key_file(&args.mask_key_file)?;
     let config = daemon::Config {
         socket: args.socket,
         policy: args.policy,
@@ -206,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
         server: args.server,
         server_owner: args.server_owner,
         server_cert_dir: args.cert_dir,
+        policy_from_server: args.policy_from_server,
         stale_after: Duration::from_secs(args.stale_after),
         fail_mode: match args.fail_mode {
             FailModeArg::Deny => FailMode::Deny,
@@ -220,7 +242,16 @@ async fn main() -> anyhow::Result<()> {
             _ = int.recv() => {}
         }
     };
-    daemon::run(config, shutdown).await
+    let exporter = args
+        .export_config
+        .as_deref()
+        .map(belay_agent::export::start)
+        .transpose()?;
+    let result = daemon::run(config, shutdown).await;
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
+    result
 }
 
 async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {

@@ -228,6 +228,7 @@ impl Metrics {
             out,
             "belay_pause_seconds_sum {sum}\nbelay_pause_seconds_count {count}"
         );
+        out.push_str(&belay_export::metrics::render_running());
         out
     }
 }

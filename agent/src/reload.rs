@@ -1,5 +1,6 @@
-//! The policy in force, and replacing it: on SIGHUP or when its file changes. A file
-//! that does not load leaves the policy in force untouched.
+//! The policy in force, and replacing it: on SIGHUP or when its file changes, or, for an
+//! agent run with `--policy-from-server`, when belay-server sends a new fleet policy. A
+//! file or a text that does not load leaves the policy in force untouched.
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     policy::{Policy, PolicyError},
+    server_policy::{self, Saved, StateError},
     sync::lock,
 };
 
@@ -53,6 +55,37 @@ pub struct PolicyStatus {
     /// What the kernel could not be told (missing files, rules over the limit).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The fleet policy version from belay-server in force (`--policy-from-server`).
+    #[serde(default)]
+    pub server_version: Option<u64>,
+    #[serde(default)]
+    pub server_sha256: Option<String>,
+}
+
+/// Why a policy from belay-server was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerPolicyError {
+    #[error(transparent)]
+    Parse(#[from] PolicyError),
+    #[error("cannot save the policy: {0}")]
+    State(#[from] StateError),
+    #[error("this agent uses a local policy (run without --policy-from-server)")]
+    NotAccepted,
+}
+
+/// What [`LivePolicy::install_from_server`] did.
+#[derive(Debug)]
+pub enum Installed {
+    /// Now in force and saved; the kernel must be told.
+    New(Arc<Policy>),
+    /// This version was in force already (a reconnect sends it again).
+    Unchanged,
+}
+
+/// The name a server policy's errors give as their file: `belay-server policy version
+/// N:LINE:COL: problem`.
+fn server_source(version: u64) -> PathBuf {
+    PathBuf::from(format!("belay-server policy version {version}"))
 }
 
 pub struct LivePolicy {
@@ -61,6 +94,9 @@ pub struct LivePolicy {
     /// The file as last read, loaded or not, so one bad edit is reported once.
     seen: Mutex<Option<Stamp>>,
     status: Mutex<PolicyStatus>,
+    /// Where the last policy from belay-server is saved; `None`: this agent does not
+    /// take policies from the server.
+    server_state: Option<PathBuf>,
 }
 
 impl LivePolicy {
@@ -84,7 +120,97 @@ impl LivePolicy {
             source: source.map(Path::to_owned),
             seen: Mutex::new(seen),
             status: Mutex::new(status),
+            server_state: None,
         })
+    }
+
+    /// For `--policy-from-server`: starts with the policy last received from the server
+    /// and saved at `state`, or with `fallback` until the server sends one. A saved
+    /// policy that no longer loads is an error, as a bad `--policy` file is.
+    pub fn from_server(state: &Path, fallback: Policy) -> Result<Self, ServerPolicyError> {
+        let saved = server_policy::load(state)?;
+        let (policy, source, version, sha256) = match saved {
+            Some(saved) => {
+                let source = server_source(saved.version);
+                let policy = Policy::parse(&saved.text, &source)?;
+                (
+                    policy,
+                    Some(format!("{} (saved)", source.display())),
+                    Some(saved.version),
+                    Some(saved.sha256),
+                )
+            }
+            None => (fallback, None, None, None),
+        };
+        let status = PolicyStatus {
+            source,
+            subjects: policy.subjects.iter().map(|s| s.name.clone()).collect(),
+            loaded_unix_ms: unix_ms(),
+            server_version: version,
+            server_sha256: sha256,
+            ..PolicyStatus::default()
+        };
+        Ok(Self {
+            current: RwLock::new(Arc::new(policy)),
+            source: None,
+            seen: Mutex::new(None),
+            status: Mutex::new(status),
+            server_state: Some(state.to_owned()),
+        })
+    }
+
+    /// Whether policies from belay-server are installed (`--policy-from-server`).
+    pub fn takes_server_policy(&self) -> bool {
+        self.server_state.is_some()
+    }
+
+    /// Installs version `version` of the fleet policy: parsed with the same parser as a
+    /// file, saved, then put in force, in that order, so that on any error the policy in
+    /// force (and the saved one) stay as they were; the error is kept for `belay status`.
+    pub fn install_from_server(
+        &self,
+        version: u64,
+        text: &str,
+    ) -> Result<Installed, ServerPolicyError> {
+        let Some(state) = &self.server_state else {
+            return Err(ServerPolicyError::NotAccepted);
+        };
+        let saved = Saved::new(version, text.to_owned());
+        let mut status = lock(&self.status);
+        if status.server_version == Some(version)
+            && status.server_sha256.as_deref() == Some(saved.sha256.as_str())
+        {
+            return Ok(Installed::Unchanged);
+        }
+        let source = server_source(version);
+        let result = Policy::parse(text, &source)
+            .map_err(ServerPolicyError::from)
+            .and_then(|policy| {
+                server_policy::save(state, &saved)?;
+                Ok(policy)
+            });
+        match result {
+            Ok(policy) => {
+                let policy = Arc::new(policy);
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = policy.clone();
+                status.source = Some(source.display().to_string());
+                status.subjects = policy.subjects.iter().map(|s| s.name.clone()).collect();
+                status.loaded_unix_ms = unix_ms();
+                status.reloads += 1;
+                status.last_error = None;
+                status.server_version = Some(version);
+                status.server_sha256 = Some(saved.sha256);
+                Ok(Installed::New(policy))
+            }
+            Err(e) => {
+                status.failed_reloads += 1;
+                status.last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
     }
 
     pub fn get(&self) -> Arc<Policy> {
@@ -198,6 +324,95 @@ mod tests {
         assert!(LivePolicy::load(Some(&path), fallback()).is_err());
         let missing = dir.path().join("missing.yaml");
         assert!(LivePolicy::load(Some(&missing), fallback()).is_err());
+    }
+
+    const BAD: &str = "version: 1\nsubjects:\n  - name: a\n    ownr: o\n";
+
+    #[test]
+    fn a_server_policy_applies_and_is_saved_and_a_restart_loads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(server_policy::FILE_NAME);
+        let live = LivePolicy::from_server(&state, fallback()).unwrap();
+        assert!(live.takes_server_policy());
+        assert_eq!(
+            live.get().subjects[0].name,
+            "enrolled",
+            "built-in until sent"
+        );
+        assert_eq!(live.status().server_version, None);
+
+        let Installed::New(policy) = live.install_from_server(3, GOOD).unwrap() else {
+            panic!("a new version must be installed");
+        };
+        assert_eq!(policy.subjects[0].name, "a");
+        assert_eq!(live.get().subjects[0].name, "a");
+        let st = live.status();
+        assert_eq!(st.server_version, Some(3));
+        assert_eq!(st.source.as_deref(), Some("belay-server policy version 3"));
+        assert!(matches!(
+            live.install_from_server(3, GOOD).unwrap(),
+            Installed::Unchanged
+        ));
+
+        // A restart, with no server in sight: the saved version is enforced.
+        drop(live);
+        let restarted = LivePolicy::from_server(&state, fallback()).unwrap();
+        assert_eq!(restarted.get().subjects[0].name, "a");
+        let st = restarted.status();
+        assert_eq!(st.server_version, Some(3));
+        assert_eq!(
+            st.source.as_deref(),
+            Some("belay-server policy version 3 (saved)")
+        );
+    }
+
+    #[test]
+    fn a_bad_server_policy_keeps_the_old_one_in_force_and_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(server_policy::FILE_NAME);
+        let live = LivePolicy::from_server(&state, fallback()).unwrap();
+        live.install_from_server(1, GOOD).unwrap();
+
+        let err = live.install_from_server(2, BAD).unwrap_err().to_string();
+        assert!(
+            err.starts_with("belay-server policy version 2:4:"),
+            "errors name the version, line and column: {err}"
+        );
+        assert_eq!(live.get().subjects[0].name, "a", "old policy in force");
+        let st = live.status();
+        assert_eq!(st.server_version, Some(1));
+        assert_eq!(st.last_error.as_deref(), Some(err.as_str()));
+        assert_eq!(st.failed_reloads, 1);
+        let saved = server_policy::load(&state).unwrap().unwrap();
+        assert_eq!((saved.version, saved.text.as_str()), (1, GOOD));
+
+        // The next good version clears the error.
+        live.install_from_server(3, OTHER).unwrap();
+        assert_eq!(live.get().subjects[0].name, "b");
+        assert_eq!(live.status().last_error, None);
+    }
+
+    #[test]
+    fn a_saved_policy_that_no_longer_parses_is_an_error_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(server_policy::FILE_NAME);
+        server_policy::save(&state, &Saved::new(7, BAD.into())).unwrap();
+        let err = LivePolicy::from_server(&state, fallback())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("belay-server policy version 7:"), "{err}");
+    }
+
+    #[test]
+    fn an_agent_with_a_local_policy_does_not_accept_the_servers() {
+        let live = LivePolicy::load(None, fallback()).unwrap();
+        assert!(!live.takes_server_policy());
+        assert!(matches!(
+            live.install_from_server(1, GOOD),
+            Err(ServerPolicyError::NotAccepted)
+        ));
+        assert_eq!(live.get().subjects[0].name, "enrolled");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! exactly once.
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -11,14 +12,17 @@ use crate::{
     api::{ActionView, RequestView},
     context::ProcessContext,
     kernel::{Action, PauseEvent, Transport, Verdict},
+    policy::mask::Masker,
 };
 
 /// Everything the daemon learned about a paused action besides the kernel's event.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
     pub context: ProcessContext,
-    /// Exec: argv read from the stopped process.
+    /// Exec: argv read from the stopped process (raw: [`RequestBook::open`] masks it).
     pub argv: Option<Vec<String>>,
+    /// Exec: the environment read from the stopped process (raw, masked by `open`).
+    pub env: Option<Vec<String>>,
     /// Exec: the file that will run, confirmed by inode and device.
     pub file: Option<String>,
     /// Egress: names the process looked the address up as.
@@ -30,6 +34,8 @@ pub struct RequestInfo {
     pub default_verdict: Verdict,
     /// Its id on belay-server, if it goes there.
     pub server_id: Option<String>,
+    /// The masker of the policy in force.
+    pub masker: Arc<Masker>,
 }
 
 impl RequestInfo {
@@ -38,6 +44,7 @@ impl RequestInfo {
         Self {
             context: ProcessContext::default(),
             argv: None,
+            env: None,
             file: None,
             hostnames: Vec::new(),
             subject: None,
@@ -45,6 +52,7 @@ impl RequestInfo {
             timeout,
             default_verdict,
             server_id: None,
+            masker: crate::policy::mask::current(),
         }
     }
 }
@@ -98,11 +106,14 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl RequestBook {
-    /// Opens a request for a paused task and returns its id.
+    /// Opens a request for a paused task and returns its id. This is where argv, the
+    /// environment and hostnames are masked: the view is all that ever leaves the daemon
+    /// (local socket, belay-server, exports), so nothing unmasked can.
     pub fn open(&mut self, ev: &PauseEvent, info: RequestInfo) -> &Pending {
         let RequestInfo {
             context,
             argv,
+            env,
             file,
             hostnames,
             subject,
@@ -110,7 +121,14 @@ impl RequestBook {
             timeout,
             default_verdict,
             server_id,
+            masker,
         } = info;
+        let argv = argv.map(|a| masker.mask_argv(&a));
+        let env = env.map(|e| masker.mask_env(&e));
+        let hostnames: Vec<String> = hostnames
+            .iter()
+            .map(|h| masker.mask(h).into_owned())
+            .collect();
         self.next_id += 1;
         let id = self.next_id;
         let now = SystemTime::now();
@@ -119,6 +137,7 @@ impl RequestBook {
                 path: path.clone(),
                 file,
                 argv,
+                env,
             },
             Action::Connect { addr, transport } => ActionView::Connect {
                 address: addr.ip().to_string(),
@@ -295,6 +314,60 @@ mod tests {
                 hostnames: vec![],
             }
         );
+    }
+
+    #[test]
+    fn views_of_requests_never_hold_planted_secrets() {
+        let aws = "AKIAQ2X7ZP4LMN3RT5VW";
+        let gh = "ghp_Zx9Qw2Lm8Rt5Yp3Kq7Vb1Nc4Jd6Hf0Gs2Ta8";
+        let pw = "hunter2-Blue!";
+        let mut ev = event(9);
+        ev.action = Action::Exec {
+            path: "/usr/bin/git".into(),
+            ino: 1,
+            dev: 1,
+        };
+        let mut info = RequestInfo::bare(Duration::from_secs(60), Verdict::Deny);
+        info.argv = Some(
+            [
+                "git",
+                "clone",
+                &format!("https://deploy:{pw}@git.example.com/r.git"),
+                "--token",
+                gh,
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        info.env = Some(vec![
+            format!("AWS_ACCESS_KEY_ID={aws}"),
+            format!("GITHUB_TOKEN={gh}"),
+            format!("DB_PASSWORD={pw}"),
+            "HOME=/home/alice".into(),
+        ]);
+        let mut book = RequestBook::default();
+        let view = book.open(&ev, info).view.clone();
+        let json = serde_json::to_string(&view).unwrap();
+        for secret in [aws, gh, pw, &aws[4..], &gh[4..]] {
+            assert!(!json.contains(secret), "{secret} in {json}");
+        }
+        let ActionView::Exec { argv, env, .. } = &view.action else {
+            panic!("exec view");
+        };
+        let (argv, env) = (argv.as_ref().unwrap(), env.as_ref().unwrap());
+        assert!(
+            argv[2].starts_with("https://deploy:…[password:"),
+            "{argv:?}"
+        );
+        assert!(argv[4].starts_with("ghp_…[github-token:"), "{argv:?}");
+        assert!(
+            env[0].starts_with("AWS_ACCESS_KEY_ID=AKIA…[aws-access-key:"),
+            "{env:?}"
+        );
+        assert_eq!(env[3], "HOME=/home/alice", "ordinary values are kept");
+        // The same token in argv and env has the same keyed hash.
+        let hash = |s: &str| s[s.find(':').unwrap()..].to_owned();
+        assert_eq!(hash(&argv[4]), hash(env[1].split_once('=').unwrap().1));
     }
 
     #[test]

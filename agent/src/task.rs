@@ -10,6 +10,10 @@ const SYS_EXECVE: u64 = 59;
 const SYS_EXECVEAT: u64 = 322;
 const MAX_ARGS: usize = 256;
 const MAX_ARG_BYTES: usize = 4096;
+/// The environment is only for the reviewer's eyes: read this much of it at most (the
+/// limits belay-server accepts, `domain::limits::MAX_ENV_*`).
+const MAX_ENV: usize = 512;
+const MAX_ENV_TOTAL_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskContext {
@@ -75,6 +79,26 @@ pub fn state(pid: u32) -> Option<char> {
 /// The argv of an execve/execveat that thread `pid` of `tgid` is stopped in, read from
 /// its memory. `None` when the thread is not in such a call or its memory is unreadable.
 pub fn exec_argv(tgid: u32, pid: u32) -> Option<Vec<String>> {
+    let (argv_ptr, _) = exec_pointers(tgid, pid)?;
+    read_vector(Pid::from_raw(pid as i32), argv_ptr, MAX_ARGS, usize::MAX)
+}
+
+/// The environment (`NAME=VALUE` each) of the execve/execveat that thread `pid` of
+/// `tgid` is stopped in: envp, execve's third argument and execveat's fourth. At most
+/// 512 entries and 64 KiB (a last entry `…` says there was more). Unmasked: mask before
+/// showing it to anyone.
+pub fn exec_env(tgid: u32, pid: u32) -> Option<Vec<String>> {
+    let (_, envp) = exec_pointers(tgid, pid)?;
+    read_vector(
+        Pid::from_raw(pid as i32),
+        envp,
+        MAX_ENV,
+        MAX_ENV_TOTAL_BYTES,
+    )
+}
+
+/// argv and envp of the exec call the thread is stopped in, from /proc/PID/syscall.
+fn exec_pointers(tgid: u32, pid: u32) -> Option<(u64, u64)> {
     let line = fs::read_to_string(format!("/proc/{tgid}/task/{pid}/syscall")).ok()?;
     let mut fields = line.split_whitespace();
     let nr: u64 = fields.next()?.parse().ok()?;
@@ -82,24 +106,38 @@ pub fn exec_argv(tgid: u32, pid: u32) -> Option<Vec<String>> {
         .take(6)
         .filter_map(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).ok())
         .collect();
-    let argv_ptr = match nr {
-        SYS_EXECVE => *args.get(1)?,
-        SYS_EXECVEAT => *args.get(2)?,
-        _ => return None,
-    };
-    let pid = Pid::from_raw(pid as i32);
-    let mut argv = Vec::new();
-    for i in 0..MAX_ARGS {
+    match nr {
+        SYS_EXECVE => Some((*args.get(1)?, *args.get(2)?)),
+        SYS_EXECVEAT => Some((*args.get(2)?, *args.get(3)?)),
+        _ => None,
+    }
+}
+
+/// A NULL-terminated array of C strings in another process: at most `max` entries and
+/// `max_total` bytes; a last entry `…` marks a cut. A NULL array is empty (Linux
+/// accepts `envp == NULL`).
+fn read_vector(pid: Pid, at: u64, max: usize, max_total: usize) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    if at == 0 {
+        return Some(out);
+    }
+    let mut total = 0usize;
+    for i in 0..max {
         let mut ptr = [0u8; 8];
-        read_remote(pid, argv_ptr + 8 * i as u64, &mut ptr)?;
+        read_remote(pid, at + 8 * i as u64, &mut ptr)?;
         let ptr = u64::from_ne_bytes(ptr);
         if ptr == 0 {
-            return Some(argv);
+            return Some(out);
         }
-        argv.push(read_c_string(pid, ptr)?);
+        let s = read_c_string(pid, ptr)?;
+        total += s.len();
+        if total > max_total {
+            break;
+        }
+        out.push(s);
     }
-    argv.push("…".into());
-    Some(argv)
+    out.push("…".into());
+    Some(out)
 }
 
 fn read_remote(pid: Pid, addr: u64, buf: &mut [u8]) -> Option<usize> {
@@ -215,6 +253,28 @@ mod tests {
         assert!(wait_for('T'), "stopped child shows T");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn reads_string_vectors_with_caps() {
+        let strings: Vec<std::ffi::CString> = ["A=1", "B=22", "C=333"]
+            .iter()
+            .map(|s| std::ffi::CString::new(*s).unwrap())
+            .collect();
+        let mut ptrs: Vec<u64> = strings.iter().map(|s| s.as_ptr() as u64).collect();
+        ptrs.push(0);
+        let me = Pid::this();
+        let at = ptrs.as_ptr() as u64;
+        assert_eq!(
+            read_vector(me, at, 16, usize::MAX).unwrap(),
+            ["A=1", "B=22", "C=333"]
+        );
+        assert_eq!(
+            read_vector(me, at, 2, usize::MAX).unwrap(),
+            ["A=1", "B=22", "…"]
+        );
+        assert_eq!(read_vector(me, at, 16, 7).unwrap(), ["A=1", "B=22", "…"]);
+        assert_eq!(read_vector(me, 0, 16, 100).unwrap(), Vec::<String>::new());
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum Up {
     Submit(Box<v1::NewRequest>),
     /// The request no longer needs a decision (the process is gone).
     Withdraw { id: String, reason: String },
+    /// What the daemon did with a fleet policy. Not kept for the next session: the
+    /// server sends its policy again after every hello, and the daemon answers anew.
+    PolicyReport(domain::PolicyReport),
 }
 
 /// What comes down for the daemon.
@@ -47,6 +50,9 @@ pub enum Down {
     },
     /// The server refused the request; the daemon decides it locally.
     Refused { id: String, message: String },
+    /// The fleet policy, its digest already checked: install it (`--policy-from-server`)
+    /// or answer that this agent keeps its own.
+    Policy { version: u64, text: String },
 }
 
 /// How the link stands, for `belay status` and the metrics.
@@ -99,7 +105,7 @@ impl Upstream {
     pub fn send(&self, up: Up) {
         let up = match up {
             Up::Submit(request) => Up::Submit(Box::new(leaving_host(*request))),
-            withdraw @ Up::Withdraw { .. } => withdraw,
+            other @ (Up::Withdraw { .. } | Up::PolicyReport(_)) => other,
         };
         // The link task only ends with the daemon.
         let _ = self.tx.send(up);
@@ -107,10 +113,11 @@ impl Upstream {
 }
 
 /// Every request passes here, once, before it leaves the host (and before the link
-/// keeps it for resubmission). Masking of secrets in argv, cwd and the context (issue 5)
-/// belongs here, so that nothing unmasked is ever sent or resent.
+/// keeps it for resubmission). The request book masked argv, env and hostnames already;
+/// this second pass with the same masker (idempotent: masked values pass unchanged)
+/// makes sure nothing unmasked is ever sent or resent, whatever built the request.
 fn leaving_host(request: v1::NewRequest) -> v1::NewRequest {
-    request
+    crate::policy::mask::mask_request(&crate::policy::mask::current(), request)
 }
 
 /// The context a reviewer sees on belay-server, from what the daemon gathered: clipped
@@ -321,6 +328,9 @@ async fn run(
                                 reason,
                             }))
                         }
+                        Up::PolicyReport(report) => {
+                            message(agent_message::Kind::PolicyReport(report.into()))
+                        }
                     };
                     if out.send(msg).await.is_err() {
                         break;
@@ -350,6 +360,29 @@ async fn run(
                     Ok(Some(v1::ServerMessage { kind: Some(server_message::Kind::Cancel(c)) })) => {
                         pending.remove(&c.request_id);
                         let _ = down.send(Down::Refused { id: c.request_id, message: c.message });
+                    }
+                    Ok(Some(v1::ServerMessage { kind: Some(server_message::Kind::Policy(p)) })) => {
+                        let version = p.version;
+                        match domain::PolicyUpdate::try_from(p) {
+                            Ok(update) => {
+                                info!(version, sha256 = %update.sha256(), "belay-server sent a fleet policy");
+                                let _ = down.send(Down::Policy {
+                                    version,
+                                    text: update.text.into_string(),
+                                });
+                            }
+                            Err(e) => {
+                                warn!(version, error = %e, "belay-server sent an invalid policy; the policy in force stays");
+                                let report = domain::PolicyReport::clipped(
+                                    version,
+                                    domain::PolicyOutcome::Failed,
+                                    &format!("the policy arrived damaged: {e}"),
+                                );
+                                if out.send(message(agent_message::Kind::PolicyReport(report.into()))).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
                     }
                     Ok(Some(_)) => warn!("belay-server sent an empty message; ignored"),
                     Ok(None) => {
@@ -383,6 +416,7 @@ fn track(up: &Up, pending: &mut BTreeMap<String, v1::NewRequest>, status: &Mutex
         Up::Withdraw { id, .. } => {
             pending.remove(id);
         }
+        Up::PolicyReport(_) => {}
     }
     st.awaiting = pending.len();
 }

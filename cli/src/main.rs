@@ -4,7 +4,9 @@ mod audit;
 mod credentials;
 mod grant;
 mod login;
+mod mask;
 mod output;
+mod policy;
 mod review;
 mod server;
 
@@ -124,12 +126,20 @@ enum Command {
     /// The audit log of a belay-server database.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The fleet policy belay-server sends to agents run with --policy-from-server
+    /// (needs --server).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Sign in for --server calls: OIDC device flow (--issuer), or an API token
     /// (--token, read from stdin). Stored in $XDG_CONFIG_HOME/belay/credentials (0600);
     /// BELAY_TOKEN, when set, is sent instead.
     Login(login::LoginArgs),
     /// Forget the stored credential.
     Logout,
+    /// Mask secrets and personal data in text from stdin, as belay-agent does (try
+    /// patterns and allow-lists; `belay mask --help` for the format).
+    #[command(long_about = mask::LONG_HELP)]
+    Mask(mask::MaskArgs),
 }
 
 fn main() -> ExitCode {
@@ -199,11 +209,14 @@ fn run_server(url: &str, args: &Args) -> anyhow::Result<()> {
             limit: *limit,
         },
         Command::Audit(command) => return audit::run(command, args.output),
+        // Checked before connecting: a bad file is refused without a word to the server.
+        Command::Policy(command) => server::Call::Policy(policy::prepare(command)?),
         Command::Status | Command::Run { .. } => {
             bail!("`status` and `run` talk to this host's agent: leave out --server")
         }
         Command::Login(login) => return login::login(login),
         Command::Logout => return login::logout(),
+        Command::Mask(m) => return mask::run(m, args.output),
     };
     server::run(url, args.server_ca.as_deref(), args.output, call)
 }
@@ -232,9 +245,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         Command::Watch | Command::Agents => {
             bail!("`watch` and `agents` follow belay-server: add --server URL")
         }
+        Command::Policy(_) => bail!("the fleet policy is kept by belay-server: add --server URL"),
         Command::Audit(command) => return audit::run(command, args.output),
         Command::Login(login) => return login::login(login),
         Command::Logout => return login::logout(),
+        Command::Mask(m) => return mask::run(m, args.output),
         Command::Run {
             subject,
             uid,

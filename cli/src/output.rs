@@ -5,7 +5,9 @@ use crate::Output;
 
 fn action(a: &ActionView) -> String {
     match a {
-        ActionView::Exec { path, file, argv } => {
+        ActionView::Exec {
+            path, file, argv, ..
+        } => {
             let what = match file {
                 Some(file) if file != path => format!("{file} (as {path})"),
                 _ => path.clone(),
@@ -157,6 +159,11 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
                 "policy reloads     {} ok, {} failed",
                 p.reloads, p.failed_reloads
             );
+            if let (Some(version), Some(sha256)) = (p.server_version, &p.server_sha256) {
+                println!(
+                    "fleet policy       version {version} from belay-server (sha256 {sha256})"
+                );
+            }
             if let Some(e) = &p.last_error {
                 println!("policy error       {e} (previous policy in force)");
             }

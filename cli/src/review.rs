@@ -36,7 +36,7 @@ fn now_ms() -> u64 {
 }
 
 /// How long ago, roughly: `42s`, `5m`, `3h`, `2d`.
-fn ago(unix_ms: u64) -> String {
+pub(crate) fn ago(unix_ms: u64) -> String {
     let secs = now_ms().saturating_sub(unix_ms) / 1000;
     match secs {
         0..60 => format!("{secs}s"),
@@ -114,6 +114,11 @@ pub async fn agents(client: &mut Client, output: Output) -> anyhow::Result<()> {
                     "version": a.version,
                     "connected_unix_ms": unix_ms(a.connected_at.as_ref()),
                     "pending": a.pending,
+                    "policy": a.policy.as_ref().map(|p| json!({
+                        "version": p.version,
+                        "outcome": crate::policy::outcome_name(p.outcome),
+                        "message": p.message,
+                    })),
                 })
             })
             .collect();
@@ -125,16 +130,20 @@ pub async fn agents(client: &mut Client, output: Output) -> anyhow::Result<()> {
         println!("no agents connected");
     } else {
         println!(
-            "{:<24} {:<24} {:<12} {:<10} PENDING",
-            "HOST", "OWNER", "VERSION", "CONNECTED"
+            "{:<24} {:<24} {:<12} {:<10} {:<18} PENDING",
+            "HOST", "OWNER", "VERSION", "CONNECTED", "POLICY"
         );
         for a in &agents {
+            let policy = a.policy.as_ref().map_or("-".to_owned(), |p| {
+                format!("v{}:{}", p.version, crate::policy::outcome_name(p.outcome))
+            });
             println!(
-                "{:<24} {:<24} {:<12} {:<10} {}",
+                "{:<24} {:<24} {:<12} {:<10} {:<18} {}",
                 a.host,
                 a.owner,
                 a.version,
                 format!("{} ago", ago(unix_ms(a.connected_at.as_ref()))),
+                policy,
                 a.pending
             );
         }

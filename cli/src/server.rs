@@ -126,6 +126,7 @@ fn print_one(r: &v1::Request) {
 /// The reviewer commands `run` understands in server mode.
 pub enum Call<'a> {
     Watch,
+    Policy(crate::policy::Prepared),
     Agents,
     AuditLog {
         after: u64,
@@ -190,6 +191,7 @@ pub fn run(url: &str, ca: Option<&Path>, output: Output, call: Call<'_>) -> anyh
         match call {
             Call::Watch => return crate::review::watch(&mut client, output).await,
             Call::Agents => return crate::review::agents(&mut client, output).await,
+            Call::Policy(prepared) => return crate::policy::run(&mut client, output, prepared).await,
             Call::AuditLog { after, limit } => {
                 return crate::review::audit_log(&mut client, output, after, limit).await;
             }

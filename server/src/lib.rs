@@ -10,10 +10,12 @@ pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod expiry;
+pub mod export;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod pki;
+pub mod policy_push;
 #[doc(hidden)]
 pub mod testing;
 
@@ -54,6 +56,8 @@ pub struct ServeOptions {
     /// TLS with this server's CA, agents authenticated by their client certificates and
     /// EnrollService served; `None`: plaintext (`--insecure`).
     pub tls: Option<pki::ServerTls>,
+    /// Audit log export to SIEMs (`--export-config`); `None`: none.
+    pub export: Option<belay_export::ExportConfig>,
 }
 
 /// Serves the agent and reviewer services on `listener` until `shutdown` completes, then
@@ -69,6 +73,7 @@ pub async fn serve<S: Store>(
         http,
         reviewer_auth,
         tls,
+        export,
     } = options;
     let stop = CancellationToken::new();
     let expiry = tokio::spawn(expiry::run_expiry(Arc::clone(&approvals), stop.clone()));
@@ -78,13 +83,24 @@ pub async fn serve<S: Store>(
         let stop = stop.clone();
         async move { approvals.follow_remote_changes(stop).await }
     });
+    let export = export
+        .map(|config| tokio::spawn(export::run(Arc::clone(&approvals), config, stop.clone())));
     let side = http.map(|listener| spawn_http(listener, &approvals, &stop));
+    // The stored fleet policy, and other replicas' pushes, for the agents connected here.
+    let policy = Arc::new(policy_push::FleetPolicy::default());
+    let policies = tokio::spawn({
+        let approvals = Arc::clone(&approvals);
+        let policy = Arc::clone(&policy);
+        let stop = stop.clone();
+        async move { policy.follow(approvals.store(), stop).await }
+    });
 
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
         .add_service(AgentServiceServer::new(
             AgentApi::new(Arc::clone(&approvals), stop.clone())
-                .with_client_auth(tls.as_ref().map(pki::ServerTls::agents)),
+                .with_client_auth(tls.as_ref().map(pki::ServerTls::agents))
+                .with_policy(Arc::clone(&policy)),
         ))
         .add_optional_service(tls.as_ref().map(|tls| {
             EnrollServiceServer::new(pki::EnrollApi::new(
@@ -94,7 +110,11 @@ pub async fn serve<S: Store>(
             ))
         }))
         .add_service(auth::Authenticated::new(
-            ReviewerServiceServer::new(ReviewerApi::new(approvals).with_shutdown(stop.clone())),
+            ReviewerServiceServer::new(
+                ReviewerApi::new(approvals)
+                    .with_shutdown(stop.clone())
+                    .with_policy(policy),
+            ),
             reviewer_auth,
         ));
     let shutdown = {
@@ -112,7 +132,7 @@ pub async fn serve<S: Store>(
         }
         None => {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(plain_incoming(listener), shutdown)
                 .await
         }
     };
@@ -121,8 +141,16 @@ pub async fn serve<S: Store>(
     if let Err(err) = expiry.await {
         tracing::error!(error = %err, "expiry task panicked");
     }
+    if let Err(err) = policies.await {
+        tracing::error!(error = %err, "fleet policy task panicked");
+    }
     if let Err(err) = replicas.await {
         tracing::error!(error = %err, "task following other replicas panicked");
+    }
+    if let Some(task) = export
+        && let Err(err) = task.await
+    {
+        tracing::error!(error = %err, "audit export task panicked");
     }
     for task in side.into_iter().flatten() {
         if let Err(err) = task.await {
@@ -154,4 +182,22 @@ fn spawn_http<S: Store>(
         }
     });
     [follow, serve]
+}
+
+/// Accepted plaintext connections with Nagle's algorithm off. tonic only sets
+/// TCP_NODELAY on listeners it binds itself; with ours, a small decision written while
+/// an earlier segment is unacknowledged waits for the peer's delayed ACK (up to 40 ms
+/// on Linux), which is most of a decision's latency. The TLS path does the same in
+/// `pki::incoming`.
+fn plain_incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+        Ok(stream)
+    })
 }

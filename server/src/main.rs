@@ -58,6 +58,10 @@ struct Args {
     #[arg(long, env = "BELAY_QUORUM", default_value = "1", value_name = "N")]
     quorum: std::num::NonZeroU32,
 
+    /// Audit export to SIEMs: spool and sinks (TOML, see belay-export's config module).
+    #[arg(long, env = "BELAY_EXPORT_CONFIG", value_name = "FILE")]
+    export_config: Option<PathBuf>,
+
     #[command(flatten)]
     http: belay_server::http::HttpArgs,
 
@@ -236,6 +240,11 @@ async fn run_server(args: Args) -> anyhow::Result<()> {
     options.http = Some(args.http.bind().await?);
     options.tls = args.pki.server_tls(&args.db)?;
     options.reviewer_auth = args.auth.reviewer_auth(args.pki.insecure)?;
+    options.export = args
+        .export_config
+        .as_deref()
+        .map(belay_export::ExportConfig::load)
+        .transpose()?;
 
     if args.db == Path::new(IN_MEMORY) {
         tracing::warn!("requests are kept in memory only: a restart loses them");

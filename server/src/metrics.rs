@@ -181,6 +181,7 @@ impl Metrics {
             "belay_request_changes_missed_total {}",
             self.missed.load(Ordering::Relaxed)
         );
+        out.push_str(&belay_export::metrics::render_running());
         out
     }
 

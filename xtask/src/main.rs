@@ -108,7 +108,8 @@ enum Cmd {
         /// Seconds before the VM is killed.
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
-        /// Run only one half: `vm` (enforcement) or `server` (belay-server load).
+        /// Run only one part: `mask` (masking), `server` (belay-server load) or `vm`
+        /// (enforcement in a VM).
         #[arg(long, value_enum)]
         only: Option<bench::Part>,
     },

@@ -23,6 +23,9 @@ const APT_PACKAGES: &[(&str, Present)] = &[
     ("binutils", Present::Program("strip")),
     // Its binaries live in /usr/lib/postgresql/<version>/bin, not on PATH.
     ("postgresql", Present::Package),
+    // belay-export's syslog tests run a real rsyslogd; rsyslog-gnutls is its TLS driver.
+    ("rsyslog", Present::Program("rsyslogd")),
+    ("rsyslog-gnutls", Present::Package),
 ];
 
 /// bpf-linker release line that matches aya 0.14 / aya-build 0.2.

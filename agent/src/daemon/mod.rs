@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use belay_proto::domain::{PolicyOutcome, PolicyReport};
 use tokio::{net::UnixListener, signal::unix::SignalKind};
 use tracing::{error, info, warn};
 
@@ -19,7 +20,7 @@ use crate::{
     kernel::{Enforcer, EnforcerError, FailMode, Loaded, LsmBackend, PauseEvent, Verdict},
     metrics::{Ended, Metrics},
     policy::{self, HostResolver, Policy},
-    reload::LivePolicy,
+    reload::{Installed, LivePolicy, ServerPolicyError},
     requests::{Outcome, Pending, RequestBook},
     sync::lock,
     upstream::{Down, Up, Upstream},
@@ -60,6 +61,9 @@ pub struct Config {
     /// Where `belay-agent enroll` put this host's certificate, key and the server's CA,
     /// used with an `https://` server.
     pub server_cert_dir: PathBuf,
+    /// Enforce the fleet policy belay-server sends (saved in `server_cert_dir`) instead
+    /// of `policy`; without it, the agent tells the server it keeps its own.
+    pub policy_from_server: bool,
 }
 
 /// How often the policy file is checked for edits, cgroups for new members, and the
@@ -81,6 +85,10 @@ struct Shared {
     upstream: Option<Upstream>,
     /// Makes request ids on belay-server unique: `host.start.counter`.
     server_ids: Arc<ServerIds>,
+    /// Held while a fleet policy is installed and applied: messages from the server are
+    /// handled on tasks of their own, and two versions applied at once could leave the
+    /// older one in the kernel.
+    server_policy: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Request ids for belay-server: unique across hosts (the host name) and restarts (the
@@ -127,6 +135,7 @@ impl Shared {
     }
 
     async fn end(&self, p: Pending, outcome: Outcome) {
+        crate::export::ended(&p.view, &outcome);
         let id = p.view.id;
         let (verdict, ended) = match outcome {
             Outcome::Decided(v) => (v, Ended::from(v)),
@@ -231,6 +240,52 @@ impl Shared {
         Ok(())
     }
 
+    /// A fleet policy from belay-server: installed and applied if this agent takes the
+    /// server's policy; the answer for the server either way.
+    async fn install_server_policy(&self, version: u64, text: &str) -> PolicyReport {
+        let report = |outcome, message: &str| PolicyReport::clipped(version, outcome, message);
+        let _one_at_a_time = self.server_policy.lock().await;
+        match self.policy.install_from_server(version, text) {
+            Ok(Installed::Unchanged) => report(PolicyOutcome::Applied, ""),
+            Ok(Installed::New(policy)) => {
+                self.metrics.policy_reloaded(true);
+                match self.apply(policy, true).await {
+                    Ok(()) => {
+                        info!(
+                            version,
+                            subjects = self.policy.status().subjects.len(),
+                            "fleet policy from belay-server in force"
+                        );
+                        report(
+                            PolicyOutcome::Applied,
+                            &self.policy.status().warnings.join("\n"),
+                        )
+                    }
+                    Err(e) => {
+                        let message = format!("applying the policy to the kernel failed: {e:#}");
+                        error!(version, error = %message, "fleet policy not applied");
+                        report(PolicyOutcome::Failed, &message)
+                    }
+                }
+            }
+            Err(ServerPolicyError::NotAccepted) => {
+                info!(
+                    version,
+                    "belay-server sent a fleet policy; this agent keeps its local policy"
+                );
+                report(
+                    PolicyOutcome::NotAccepted,
+                    "not accepted: this agent uses a local policy (run without --policy-from-server)",
+                )
+            }
+            Err(e) => {
+                self.metrics.policy_reloaded(false);
+                error!(version, error = %e, "fleet policy refused; the previous policy stays in force");
+                report(PolicyOutcome::Failed, &e.to_string())
+            }
+        }
+    }
+
     /// SIGHUP or an edit of the file: load it again; a bad file changes nothing.
     async fn reload(&self) {
         match self.policy.reload() {
@@ -247,7 +302,7 @@ impl Shared {
                     ),
                 }
             }
-            Ok(None) => info!("no policy file to reload (built-in policy)"),
+            Ok(None) => info!("no policy file to reload (built-in policy, or belay-server's)"),
             Err(e) => {
                 self.metrics.policy_reloaded(false);
                 error!(error = %e, "policy not reloaded; the previous policy stays in force");
@@ -269,9 +324,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ),
         _ => None,
     };
-    let live = LivePolicy::load(config.policy.as_deref(), fallback)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("loading the policy")?;
+    let live = if config.policy_from_server {
+        let state = config.server_cert_dir.join(crate::server_policy::FILE_NAME);
+        LivePolicy::from_server(&state, fallback)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("loading the policy last received from belay-server")?
+    } else {
+        LivePolicy::load(config.policy.as_deref(), fallback)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("loading the policy")?
+    };
     let loaded = Loaded::load(&config.pin_dir).context("loading belay's kernel programs")?;
     let names = Arc::new(Mutex::new(NameCache::new(MAX_NAMES)));
     let sink = {
@@ -305,6 +367,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let shared = Shared {
         upstream,
         server_ids: Arc::new(ServerIds::new()),
+        server_policy: Arc::default(),
         enforcer,
         book: Arc::new(Mutex::new(RequestBook::default())),
         metrics: Arc::new(Metrics::default()),
@@ -452,6 +515,12 @@ async fn from_server(shared: Shared, d: Down) {
                 Outcome::Decided(verdict)
             };
             shared.end(p, outcome).await;
+        }
+        Down::Policy { version, text } => {
+            let report = shared.install_server_policy(version, &text).await;
+            if let Some(up) = &shared.upstream {
+                up.send(Up::PolicyReport(report));
+            }
         }
         Down::Refused { id, message } => {
             // The request stays pending here: the local socket and its deadline decide.

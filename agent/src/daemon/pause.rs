@@ -7,6 +7,7 @@ use tracing::{info, warn};
 
 use super::Shared;
 use crate::{
+    api::{ActionView, RequestView},
     context::{self, ProcessContext},
     kernel::{Action, PauseEvent, Transport, Verdict},
     policy::{self, Decision, Proto},
@@ -19,6 +20,7 @@ use crate::{
 struct Gathered {
     context: ProcessContext,
     argv: Option<Vec<String>>,
+    env: Option<Vec<String>>,
     file: Option<String>,
 }
 
@@ -37,16 +39,18 @@ async fn gather(ev: &PauseEvent) -> Gathered {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        let (argv, file) = match exec {
+        let (argv, env, file) = match exec {
             Some((path, ino, dev)) => (
                 task::exec_argv(tgid, pid),
+                task::exec_env(tgid, pid),
                 task::exec_file(tgid, &path, ino, dev),
             ),
-            None => (None, None),
+            None => (None, None, None),
         };
         Gathered {
             context: context::collect(tgid, uid),
             argv,
+            env,
             file,
         }
     })
@@ -54,6 +58,7 @@ async fn gather(ev: &PauseEvent) -> Gathered {
     .unwrap_or(Gathered {
         context: ProcessContext::default(),
         argv: None,
+        env: None,
         file: None,
     })
 }
@@ -135,28 +140,31 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         shared.resolve_now(&ev, v, Outcome::Decided(v)).await;
         return;
     }
-    let upstream_action = shared.upstream.as_ref().and_then(|_| {
-        wire_action(
-            &ev.action,
-            g.file.as_deref(),
-            g.argv.as_deref(),
-            g.context.cwd.as_deref(),
-        )
-    });
-    let server_id = upstream_action.as_ref().map(|_| shared.server_ids.next());
+    let server_id = shared
+        .upstream
+        .as_ref()
+        .filter(|_| goes_upstream(&ev.action))
+        .map(|_| shared.server_ids.next());
     let info = RequestInfo {
         server_id: server_id.clone(),
         context: g.context,
         argv: g.argv,
+        env: g.env,
         file: g.file,
         hostnames,
         subject: subject.map(|s| (s.name.clone(), s.owner.clone())),
         rule: decision.rule.clone(),
         timeout: decision.deadline,
         default_verdict: decision.on_timeout,
+        masker: policy.masker(),
     };
     let mut book = shared.book();
     let p = book.open(&ev, info);
+    // Built from the view, so what goes to belay-server is masked already.
+    let upstream_action = server_id
+        .as_ref()
+        .and_then(|_| wire_action(&ev.action, &p.view));
+    crate::export::opened(&p.view);
     if let (Some(up), Some(action), Some(id)) = (&shared.upstream, upstream_action, server_id) {
         let deadline =
             std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(p.view.deadline_unix_ms);
@@ -202,19 +210,29 @@ fn wire_verdict(v: Verdict) -> v1::Verdict {
 
 /// The action as belay-server's protocol has it; None for what it cannot carry yet
 /// (Unix sockets), which stays with the local socket.
-fn wire_action(
-    action: &Action,
-    file: Option<&str>,
-    argv: Option<&[String]>,
-    cwd: Option<&str>,
-) -> Option<v1::Action> {
+/// Whether belay-server can take this kind of request (it has no Unix sockets).
+fn goes_upstream(action: &Action) -> bool {
+    !matches!(action, Action::ConnectUnix { .. } | Action::SendUnix { .. })
+}
+
+/// The request's action for belay-server, from the (masked) view.
+fn wire_action(action: &Action, view: &RequestView) -> Option<v1::Action> {
     use v1::action::Kind;
     let kind = match action {
-        Action::Exec { path, .. } => Kind::Exec(v1::Exec {
-            path: file.unwrap_or(path).to_owned(),
-            argv: argv.map(<[String]>::to_vec).unwrap_or_default(),
-            cwd: cwd.unwrap_or_default().to_owned(),
-        }),
+        Action::Exec { path, .. } => {
+            let (file, argv, env) = match &view.action {
+                ActionView::Exec {
+                    file, argv, env, ..
+                } => (file.as_deref(), argv.clone(), env.clone()),
+                _ => (None, None, None),
+            };
+            Kind::Exec(v1::Exec {
+                path: file.unwrap_or(path).to_owned(),
+                argv: argv.unwrap_or_default(),
+                cwd: view.cwd.clone().unwrap_or_default(),
+                env: env.unwrap_or_default(),
+            })
+        }
         Action::Connect { addr, transport } | Action::Send { addr, transport } => {
             Kind::Connect(v1::Connect {
                 address: addr.ip().to_string(),

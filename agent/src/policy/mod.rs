@@ -30,6 +30,23 @@
 //! - `defaults` (optional): `deadline` and `on_timeout`, applied to every subject that
 //!   does not set its own. Built in: `deadline: 5m`, `on_timeout: deny`.
 //! - `subjects` (required, a list, may be empty): the agents, below.
+//! - `mask` (optional): masking of secrets and personal data in what reviewers, the
+//!   server and exports see (argv, environment, hostnames), on top of the built-in
+//!   detectors (`belay mask --help` lists them and the marker format):
+//!   - `patterns` (optional, at most 64): `{name, regex}` detectors of one's own.
+//!     `name` is `[a-z0-9-]{1,32}`, unique, shown in markers (`…[NAME:HASH]`); `regex`
+//!     is Rust `regex` syntax and must not match the empty string. With a group named
+//!     `s` (or else group 1) only that group is masked, otherwise the whole match.
+//!   - `allow` (optional, at most 256): regexes; a candidate whose value, or the whole
+//!     text its detector matched, one of them matches is not masked. Anchor them
+//!     (`^ci@example\.com$`) to allow one value.
+//!
+//!   ```yaml
+//!   mask:
+//!     patterns:
+//!       - {name: employee-id, regex: '\bEMP-(?P<s>\d{6})\b'}
+//!     allow: ['^ci@example\.com$']
+//!   ```
 //!
 //! A subject:
 //! - `name` (required): unique, `[A-Za-z0-9._-]+`, at most 64 characters. Its id in the
@@ -128,6 +145,7 @@ mod cidr;
 mod compile;
 mod evaluate;
 mod glob;
+pub mod mask;
 mod parse;
 mod values;
 mod yaml;
@@ -292,6 +310,8 @@ pub struct Policy {
     pub source: PathBuf,
     pub fail_mode: Option<FailMode>,
     pub subjects: Vec<Subject>,
+    /// The `mask:` section (validated); [`mask::masker_for`] builds its masker.
+    pub mask: mask::MaskConfig,
 }
 
 /// One agent and what it may do.
@@ -377,6 +397,11 @@ pub struct Decision {
 }
 
 impl Policy {
+    /// The masker for this policy's `mask:` section (and the built-in detectors).
+    pub fn masker(&self) -> std::sync::Arc<mask::Masker> {
+        mask::masker_for(&self.mask)
+    }
+
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         use std::io::Read;
@@ -440,6 +465,7 @@ impl Policy {
         Policy {
             source: PathBuf::from("(built-in policy)"),
             fail_mode: None,
+            mask: mask::MaskConfig::default(),
             subjects: vec![Subject {
                 id: agent_common::subject_id(name.as_bytes()),
                 name,

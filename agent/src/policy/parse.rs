@@ -244,7 +244,11 @@ struct Defaults {
 impl Reader<'_> {
     fn policy(&mut self, root: &Node) -> Result<Policy, PolicyError> {
         let cx = &self.cx;
-        let top = cx.map(root, "", &["version", "fail_mode", "defaults", "subjects"])?;
+        let top = cx.map(
+            root,
+            "",
+            &["version", "fail_mode", "defaults", "subjects", "mask"],
+        )?;
         if let Some(v) = top.get("version") {
             match &v.kind {
                 Kind::Scalar { text, plain: true } if text == "1" => {}
@@ -329,11 +333,91 @@ impl Reader<'_> {
             ids.insert(subject.id, subject.name.clone());
             subjects.push(subject);
         }
+        let mask = match top.get_collection("mask") {
+            Some(node) => self.mask(node)?,
+            None => super::mask::MaskConfig::default(),
+        };
         Ok(Policy {
             source: self.cx.file.to_path_buf(),
             fail_mode,
             subjects,
+            mask,
         })
+    }
+
+    /// `mask: {patterns: [{name, regex}], allow: [regex]}`, each checked where it is.
+    fn mask(&self, node: &Node) -> Result<super::mask::MaskConfig, PolicyError> {
+        use super::mask::{MaskConfig, PatternConfig};
+        let cx = &self.cx;
+        let f = cx.map(node, "mask", &["patterns", "allow"])?;
+        let mut config = MaskConfig::default();
+        if let Some(list) = f.get_collection("patterns") {
+            let items = cx.seq(list, "mask.patterns")?;
+            if items.len() > belay_mask::MAX_PATTERNS {
+                return Err(cx.err(
+                    list,
+                    "mask.patterns",
+                    format!(
+                        "at most {} patterns, got {}",
+                        belay_mask::MAX_PATTERNS,
+                        items.len()
+                    ),
+                ));
+            }
+            let mut lines: HashMap<String, usize> = HashMap::new();
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("mask.patterns[{i}]");
+                let p = cx.map(item, &path, &["name", "regex"])?;
+                let name_node = p.require(cx, "name", &path)?;
+                let regex_node = p.require(cx, "regex", &path)?;
+                let pattern = PatternConfig {
+                    name: cx.string(name_node, &format!("{path}.name"))?.to_owned(),
+                    regex: cx.string(regex_node, &format!("{path}.regex"))?.to_owned(),
+                };
+                if let Some(line) = lines.get(&pattern.name) {
+                    return Err(cx.err(
+                        name_node,
+                        &format!("{path}.name"),
+                        format!(
+                            "duplicate mask pattern name {:?} (first at line {line})",
+                            pattern.name
+                        ),
+                    ));
+                }
+                if let Err(e) = belay_mask::validate_pattern(&pattern) {
+                    let at = match e {
+                        belay_mask::MaskError::BadName { .. } => {
+                            (name_node, format!("{path}.name"))
+                        }
+                        _ => (regex_node, format!("{path}.regex")),
+                    };
+                    return Err(cx.err(at.0, &at.1, e));
+                }
+                lines.insert(pattern.name.clone(), name_node.pos.line);
+                config.patterns.push(pattern);
+            }
+        }
+        if let Some(list) = f.get_collection("allow") {
+            let items = cx.seq(list, "mask.allow")?;
+            if items.len() > belay_mask::MAX_ALLOW {
+                return Err(cx.err(
+                    list,
+                    "mask.allow",
+                    format!(
+                        "at most {} entries, got {}",
+                        belay_mask::MAX_ALLOW,
+                        items.len()
+                    ),
+                ));
+            }
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("mask.allow[{i}]");
+                let regex = cx.string(item, &path)?;
+                belay_mask::validate_allow(i, regex).map_err(|e| cx.err(item, &path, e))?;
+                config.allow.push(regex.to_owned());
+            }
+        }
+        Ok(config)
     }
 
     fn subject(

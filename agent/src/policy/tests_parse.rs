@@ -258,7 +258,7 @@ fn unknown_action_names_line_and_column() {
 fn unknown_keys_are_errors() {
     assert_eq!(
         err("version: 1\nsubject: []\n"),
-        "policy.yaml:2:1: unknown key \"subject\" (expected version, fail_mode, defaults or subjects)"
+        "policy.yaml:2:1: unknown key \"subject\" (expected version, fail_mode, defaults, subjects or mask)"
     );
     assert_eq!(
         err(&one("exec:\n  - path: /bin/ls\n    acton: allow\n")),

@@ -18,6 +18,8 @@ pub struct ExecAction {
     path: String,
     argv: Vec<String>,
     cwd: Option<String>,
+    /// Masked on the host, like argv; empty when unknown.
+    env: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,7 +49,28 @@ impl ExecAction {
             check_path("cwd", cwd)?;
         }
         check_argv(&argv)?;
-        Ok(Self { path, argv, cwd })
+        Ok(Self {
+            path,
+            argv,
+            cwd,
+            env: Vec::new(),
+        })
+    }
+
+    /// The same exec with its (masked) environment, `NAME=VALUE` each.
+    pub fn with_env(self, env: Vec<String>) -> Result<Self, ValidationError> {
+        check_strings(
+            "env",
+            &env,
+            limits::MAX_ENV_ENTRIES,
+            limits::MAX_ARG_LEN,
+            limits::MAX_ENV_TOTAL_LEN,
+        )?;
+        Ok(Self { env, ..self })
+    }
+
+    pub fn env(&self) -> &[String] {
+        &self.env
     }
 
     pub fn path(&self) -> &str {
@@ -83,38 +106,55 @@ fn check_path(field: &str, path: &str) -> Result<(), ValidationError> {
 }
 
 fn check_argv(argv: &[String]) -> Result<(), ValidationError> {
-    if argv.len() > limits::MAX_ARGV_ENTRIES {
+    check_strings(
+        "argv",
+        argv,
+        limits::MAX_ARGV_ENTRIES,
+        limits::MAX_ARG_LEN,
+        limits::MAX_ARGV_TOTAL_LEN,
+    )
+}
+
+/// A list of strings from a process (argv, env): counted, each and all bounded, no NUL.
+fn check_strings(
+    name: &str,
+    items: &[String],
+    max_entries: usize,
+    max_each: usize,
+    max_total: usize,
+) -> Result<(), ValidationError> {
+    if items.len() > max_entries {
         return Err(ValidationError::new(
-            "argv",
+            name,
             Problem::TooMany {
-                count: argv.len(),
-                max: limits::MAX_ARGV_ENTRIES,
+                count: items.len(),
+                max: max_entries,
             },
         ));
     }
     let mut total = 0;
-    for (i, arg) in argv.iter().enumerate() {
-        let field = || format!("argv[{i}]");
-        if arg.len() > limits::MAX_ARG_LEN {
+    for (i, item) in items.iter().enumerate() {
+        let field = || format!("{name}[{i}]");
+        if item.len() > max_each {
             return Err(ValidationError::new(
                 field(),
                 Problem::TooLong {
-                    len: arg.len(),
-                    max: limits::MAX_ARG_LEN,
+                    len: item.len(),
+                    max: max_each,
                 },
             ));
         }
-        if arg.contains('\0') {
+        if item.contains('\0') {
             return Err(ValidationError::new(field(), Problem::ForbiddenChar('\0')));
         }
-        total += arg.len();
+        total += item.len();
     }
-    if total > limits::MAX_ARGV_TOTAL_LEN {
+    if total > max_total {
         return Err(ValidationError::new(
-            "argv",
+            name,
             Problem::TooLong {
                 len: total,
-                max: limits::MAX_ARGV_TOTAL_LEN,
+                max: max_total,
             },
         ));
     }
@@ -149,7 +189,7 @@ impl TryFrom<v1::Exec> for ExecAction {
 
     fn try_from(exec: v1::Exec) -> Result<Self, Self::Error> {
         let cwd = (!exec.cwd.is_empty()).then_some(exec.cwd);
-        Self::new(exec.path, exec.argv, cwd)
+        Self::new(exec.path, exec.argv, cwd)?.with_env(exec.env)
     }
 }
 
@@ -159,6 +199,7 @@ impl From<ExecAction> for v1::Exec {
             path: exec.path,
             argv: exec.argv,
             cwd: exec.cwd.unwrap_or_default(),
+            env: exec.env,
         }
     }
 }

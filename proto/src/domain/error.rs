@@ -34,6 +34,8 @@ pub enum Problem {
     DurationOutOfRange,
     #[error("{0}")]
     Inconsistent(&'static str),
+    #[error("is not UTF-8 (first bad byte at offset {at})")]
+    NotUtf8 { at: usize },
 }
 
 impl ValidationError {

@@ -18,6 +18,11 @@ pub const MAX_ARGV_ENTRIES: usize = 256;
 pub const MAX_ARG_LEN: usize = 4096;
 /// Bytes of all argv entries together.
 pub const MAX_ARGV_TOTAL_LEN: usize = 64 * 1024;
+/// Environment entries of an exec (`NAME=VALUE`), masked on the host; the agent reads at
+/// most this many and this much from the stopped process.
+pub const MAX_ENV_ENTRIES: usize = 512;
+/// Bytes of all environment entries together.
+pub const MAX_ENV_TOTAL_LEN: usize = 64 * 1024;
 /// Longest textual IPv6 address with an IPv4 tail is 45 bytes.
 pub const MAX_ADDRESS_LEN: usize = 64;
 /// Request context: ancestors walked up from the paused process (the agent walks 16).

@@ -19,6 +19,7 @@ pub enum AgentMessage {
     Request(NewRequest),
     VerdictApplied(VerdictApplied),
     Withdraw(Withdraw),
+    PolicyReport(super::PolicyReport),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +102,9 @@ impl TryFrom<v1::AgentMessage> for AgentMessage {
                 Self::VerdictApplied(applied.try_into().within("verdict_applied")?)
             }
             Kind::Withdraw(withdraw) => Self::Withdraw(withdraw.try_into().within("withdraw")?),
+            Kind::PolicyReport(report) => {
+                Self::PolicyReport(report.try_into().within("policy_report")?)
+            }
         })
     }
 }
@@ -113,6 +117,7 @@ impl From<AgentMessage> for v1::AgentMessage {
             AgentMessage::Request(request) => Kind::Request(request.into()),
             AgentMessage::VerdictApplied(applied) => Kind::VerdictApplied(applied.into()),
             AgentMessage::Withdraw(withdraw) => Kind::Withdraw(withdraw.into()),
+            AgentMessage::PolicyReport(report) => Kind::PolicyReport(report.into()),
         };
         Self { kind: Some(kind) }
     }

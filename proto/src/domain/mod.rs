@@ -11,6 +11,7 @@ mod enroll;
 mod error;
 pub mod limits;
 mod messages;
+mod policy;
 mod request;
 mod scope;
 mod text;
@@ -20,6 +21,10 @@ pub use context::{Ancestor, RequestContext};
 pub use enroll::{EnrollRequest, EnrollSecret, MAX_CSR_LEN};
 pub use error::{Problem, ValidationError};
 pub use messages::{AgentMessage, Decision, Hello, ReviewerDecision, VerdictApplied, Withdraw};
+pub use policy::{
+    MAX_POLICY_LEN, MAX_POLICY_MESSAGE_LEN, PolicyOutcome, PolicyPush, PolicyReport, PolicyText,
+    PolicyUpdate, sha256_hex,
+};
 pub use request::{NewRequest, Outcome, Request, RequestState, Resolution, Verdict};
 pub use scope::{MAX_GRANT, Scope};
 pub use text::{HostName, Identity, Name, Reason, RequestId};

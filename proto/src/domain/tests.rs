@@ -84,7 +84,42 @@ fn wire_exec() -> v1::Exec {
         path: "/usr/bin/curl".into(),
         argv: vec!["curl".into(), "https://example.com".into()],
         cwd: "/home/alice".into(),
+        env: vec![
+            "HOME=/home/alice".into(),
+            "API_TOKEN=…[secret:0123abcd]".into(),
+        ],
     }
+}
+
+#[test]
+fn exec_env_is_bounded_like_argv() {
+    let Action::Exec(exec) = NewRequest::try_from(exec_with(wire_exec())).unwrap().action else {
+        panic!("expected exec");
+    };
+    assert_eq!(
+        exec.env(),
+        ["HOME=/home/alice", "API_TOKEN=…[secret:0123abcd]"]
+    );
+    let too_many = exec_with(v1::Exec {
+        env: vec!["A=1".into(); limits::MAX_ENV_ENTRIES + 1],
+        ..wire_exec()
+    });
+    let err = NewRequest::try_from(too_many).unwrap_err();
+    assert!(err.to_string().contains("env"), "{err}");
+    let too_much = exec_with(v1::Exec {
+        env: vec![
+            "A".repeat(limits::MAX_ARG_LEN);
+            limits::MAX_ENV_TOTAL_LEN / limits::MAX_ARG_LEN + 1
+        ],
+        ..wire_exec()
+    });
+    assert!(NewRequest::try_from(too_much).is_err());
+    let nul = exec_with(v1::Exec {
+        env: vec!["A=\0".into()],
+        ..wire_exec()
+    });
+    let err = NewRequest::try_from(nul).unwrap_err();
+    assert!(err.to_string().contains("env[0]"), "{err}");
 }
 
 #[test]

@@ -48,6 +48,7 @@ pub use store::{
     AuditOptions, EnrollToken, Grant, GrantKey, Inserted, MemoryStore, RemoteChange, Resolved,
     SqliteStore, Store, StoreError, Vote, Voted,
 };
+pub use store::{NewPolicy, StoredPolicy};
 pub use store::{PostgresStore, is_postgres_url};
 
 use outbox::Outbox;
@@ -116,6 +117,8 @@ pub struct Approvals<S = MemoryStore> {
     store: S,
     outbox: Arc<Outbox>,
     deadlines_changed: Notify,
+    /// The earliest deadline added since the expiry task last looked.
+    new_deadline: std::sync::Mutex<Option<SystemTime>>,
     changes: broadcast::Sender<Request>,
     quorum: NonZeroU32,
 }
@@ -126,6 +129,7 @@ impl<S: Store> Approvals<S> {
             store,
             outbox: Arc::default(),
             deadlines_changed: Notify::new(),
+            new_deadline: std::sync::Mutex::new(None),
             changes: broadcast::channel(CHANGES_BACKLOG).0,
             quorum: NonZeroU32::MIN,
         }
@@ -183,7 +187,7 @@ impl<S: Store> Approvals<S> {
                 }
             };
             match change {
-                RemoteChange::Submitted(_) => self.deadlines_changed.notify_one(),
+                RemoteChange::Submitted(_) => self.deadline_added(request.deadline),
                 RemoteChange::Resolved(_) => self.outbox.deliver(&request),
             }
             self.publish(&request);
@@ -243,7 +247,7 @@ impl<S: Store> Approvals<S> {
                 if let Some(settled) = self.settle_by_grant(&request, now).await? {
                     return Ok(Submitted::New(settled));
                 }
-                self.deadlines_changed.notify_one();
+                self.deadline_added(request.deadline);
                 Ok(Submitted::New(request))
             }
         }
@@ -439,10 +443,26 @@ impl<S: Store> Approvals<S> {
         Ok(self.store.next_deadline().await?)
     }
 
-    /// Wakes when a request with a new deadline arrives, so the expiry task can sleep
-    /// until the earliest deadline instead of polling.
-    pub async fn deadlines_changed(&self) {
+    /// Wakes when a request with a new deadline arrives, with the earliest such deadline
+    /// since the last call, so the expiry task can sleep until the earliest deadline
+    /// without polling, and without asking the store once per new request.
+    pub async fn deadlines_changed(&self) -> Option<SystemTime> {
         self.deadlines_changed.notified().await;
+        self.new_deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn deadline_added(&self, deadline: SystemTime) {
+        {
+            let mut earliest = self
+                .new_deadline
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *earliest = Some(earliest.map_or(deadline, |known| known.min(deadline)));
+        }
+        self.deadlines_changed.notify_one();
     }
 
     async fn expire(&self, id: &RequestId, now: SystemTime) -> Result<Request, ApprovalError> {

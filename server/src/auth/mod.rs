@@ -36,7 +36,7 @@ pub enum Role {
     Viewer,
     /// And decide.
     Reviewer,
-    /// And administer the server (enrollment tokens...).
+    /// And administer the server (enrollment tokens, the fleet policy...).
     Admin,
 }
 
@@ -55,10 +55,10 @@ impl fmt::Display for Role {
 pub fn required_role(path: &str) -> Role {
     let method = path.rsplit('/').next().unwrap_or(path);
     match method {
-        "ListPending" | "GetRequest" | "WatchRequests" | "ListAgents" | "QueryAudit" => {
-            Role::Viewer
-        }
+        "ListPending" | "GetRequest" | "WatchRequests" | "ListAgents" | "QueryAudit"
+        | "GetPolicy" => Role::Viewer,
         "Decide" => Role::Reviewer,
+        "PushPolicy" => Role::Admin,
         _ => Role::Admin,
     }
 }

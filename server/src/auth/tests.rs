@@ -25,6 +25,14 @@ fn methods_need_their_roles_and_unknown_ones_need_admin() {
         required_role("/belay.v1.ReviewerService/CreateEnrollmentToken"),
         Role::Admin
     );
+    assert_eq!(
+        required_role("/belay.v1.ReviewerService/GetPolicy"),
+        Role::Viewer
+    );
+    assert_eq!(
+        required_role("/belay.v1.ReviewerService/PushPolicy"),
+        Role::Admin
+    );
 }
 
 #[test]

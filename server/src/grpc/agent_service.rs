@@ -2,17 +2,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use belay_proto::domain::{
-    AgentMessage, Decision, Hello, NewRequest, RequestState, VerdictApplied, Withdraw, limits,
+    AgentMessage, Decision, Hello, NewRequest, PolicyReport, RequestState, VerdictApplied,
+    Withdraw, limits,
 };
 use belay_proto::v1;
 use belay_proto::v1::agent_service_server::AgentService;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::approvals::{AgentIdentity, AgentSession, Approvals, MemoryStore, Store, Submitted};
 use crate::pki::AgentAuthenticator;
+use crate::policy_push::{FleetPolicy, Published};
 
 /// An agent that opens a stream but never says hello holds a task and a socket.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +28,8 @@ pub struct AgentApi<S = MemoryStore> {
     shutdown: CancellationToken,
     /// `None` only with `--insecure`: then the hello alone names the host.
     agents: Option<Arc<AgentAuthenticator>>,
+    /// Sent down every session; a server without one never pushed has none to send.
+    policy: Arc<FleetPolicy>,
 }
 
 impl<S: Store> AgentApi<S> {
@@ -37,7 +41,15 @@ impl<S: Store> AgentApi<S> {
             approvals,
             shutdown,
             agents: None,
+            policy: Arc::default(),
         }
+    }
+
+    /// The fleet policy this server sends to agents, shared with the reviewer service
+    /// that pushes it.
+    pub fn with_policy(mut self, policy: Arc<FleetPolicy>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Requires a client certificate from this CA, and a hello naming the host in it.
@@ -89,6 +101,9 @@ impl<S: Store> AgentService for AgentApi<S> {
         }
 
         let (session, decisions) = self.approvals.attach_agent(&hello);
+        // Answers of an earlier session describe that session; this one answers anew.
+        self.policy.forget(&hello.host);
+        let policy_updates = self.policy.subscribe();
         tracing::info!(host = %hello.host, owner = %hello.owner, version = %hello.version, ?peer, "agent connected");
         let (outbound, outbound_stream) = mpsc::channel(OUTBOUND_BUFFER);
         let driver = SessionDriver {
@@ -96,8 +111,9 @@ impl<S: Store> AgentService for AgentApi<S> {
             session,
             outbound,
             shutdown: self.shutdown.clone(),
+            policy: Arc::clone(&self.policy),
         };
-        tokio::spawn(driver.run(inbound, decisions));
+        tokio::spawn(driver.run(inbound, decisions, policy_updates));
         Ok(Response::new(ReceiverStream::new(outbound_stream)))
     }
 }
@@ -119,6 +135,7 @@ struct SessionDriver<S> {
     session: AgentSession,
     outbound: mpsc::Sender<Result<v1::ServerMessage, Status>>,
     shutdown: CancellationToken,
+    policy: Arc<FleetPolicy>,
 }
 
 /// Whether the session goes on after a step.
@@ -132,14 +149,35 @@ impl<S: Store> SessionDriver<S> {
         self,
         mut inbound: Streaming<v1::AgentMessage>,
         mut decisions: mpsc::UnboundedReceiver<Decision>,
+        mut policy_updates: watch::Receiver<Option<Arc<Published>>>,
     ) {
-        loop {
-            let flow = tokio::select! {
+        // The policy in force goes first, right after the hello; newer ones as pushed.
+        let initial = policy_updates.borrow_and_update().clone();
+        let mut flow = match initial {
+            Some(policy) => self.send(Ok(policy_message(&policy))).await,
+            None => Flow::Continue,
+        };
+        let mut policy_open = true;
+        while let Flow::Continue = flow {
+            flow = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => {
                     self.send(Err(Status::unavailable("the server is shutting down"))).await;
                     Flow::Stop
                 }
+                changed = policy_updates.changed(), if policy_open => match changed {
+                    Ok(()) => {
+                        let policy = policy_updates.borrow_and_update().clone();
+                        match policy {
+                            Some(policy) => self.send(Ok(policy_message(&policy))).await,
+                            None => Flow::Continue,
+                        }
+                    }
+                    Err(_) => {
+                        policy_open = false;
+                        Flow::Continue
+                    }
+                },
                 decision = decisions.recv() => match decision {
                     Some(decision) => self.send(Ok(decision_message(decision))).await,
                     None => {
@@ -159,9 +197,6 @@ impl<S: Store> SessionDriver<S> {
                     }
                 },
             };
-            if let Flow::Stop = flow {
-                break;
-            }
         }
         tracing::info!(host = %self.session.identity().host, "agent disconnected");
     }
@@ -176,6 +211,10 @@ impl<S: Store> SessionDriver<S> {
             }
             Ok(AgentMessage::VerdictApplied(applied)) => {
                 self.verdict_applied(&applied);
+                Flow::Continue
+            }
+            Ok(AgentMessage::PolicyReport(report)) => {
+                self.policy_report(report);
                 Flow::Continue
             }
             Ok(AgentMessage::Hello(_)) => {
@@ -234,6 +273,19 @@ impl<S: Store> SessionDriver<S> {
         tracing::info!(host = %self.identity().host, request = %applied.request_id, verdict = %applied.verdict, "verdict applied");
     }
 
+    fn policy_report(&self, report: PolicyReport) {
+        let host = &self.identity().host;
+        match report.outcome {
+            belay_proto::domain::PolicyOutcome::Applied => {
+                tracing::info!(%host, version = report.version, "fleet policy applied");
+            }
+            outcome => {
+                tracing::warn!(%host, version = report.version, %outcome, message = %report.message, "fleet policy not in force on an agent");
+            }
+        }
+        self.policy.report(host, report, SystemTime::now());
+    }
+
     fn identity(&self) -> &AgentIdentity {
         self.session.identity()
     }
@@ -271,6 +323,12 @@ fn raw_request_id(message: &v1::AgentMessage) -> Option<String> {
 fn decision_message(decision: Decision) -> v1::ServerMessage {
     v1::ServerMessage {
         kind: Some(v1::server_message::Kind::Decision(decision.into())),
+    }
+}
+
+fn policy_message(policy: &Published) -> v1::ServerMessage {
+    v1::ServerMessage {
+        kind: Some(v1::server_message::Kind::Policy(policy.wire.clone())),
     }
 }
 

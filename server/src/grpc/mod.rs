@@ -2,6 +2,7 @@
 //! the way in, approval errors become statuses on the way out. No rule lives here.
 
 mod agent_service;
+mod policy_views;
 mod reviewer_service;
 mod reviewer_views;
 mod status;

@@ -7,8 +7,9 @@ use belay_proto::v1::reviewer_service_server::ReviewerService;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::reviewer_views;
+use super::{policy_views, reviewer_views};
 use crate::approvals::{Approvals, MemoryStore, Store};
+use crate::policy_push::FleetPolicy;
 
 /// `belay.v1.ReviewerService` for reviewers and tools.
 #[derive(Debug)]
@@ -16,6 +17,7 @@ pub struct ReviewerApi<S = MemoryStore> {
     approvals: Arc<Approvals<S>>,
     /// Ends open watches: graceful shutdown waits for streams, which never end alone.
     shutdown: CancellationToken,
+    policy: Arc<FleetPolicy>,
 }
 
 impl<S: Store> ReviewerApi<S> {
@@ -23,7 +25,14 @@ impl<S: Store> ReviewerApi<S> {
         Self {
             approvals,
             shutdown: CancellationToken::new(),
+            policy: Arc::default(),
         }
+    }
+
+    /// The fleet policy pushes go to, shared with the agent service that sends it.
+    pub fn with_policy(mut self, policy: Arc<FleetPolicy>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Watches end, with status UNAVAILABLE, when `shutdown` is cancelled.
@@ -52,7 +61,7 @@ impl<S: Store> ReviewerService for ReviewerApi<S> {
         _request: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
         Ok(Response::new(
-            reviewer_views::list_agents(&self.approvals).await?,
+            reviewer_views::list_agents(&self.approvals, &self.policy).await?,
         ))
     }
 
@@ -62,6 +71,31 @@ impl<S: Store> ReviewerService for ReviewerApi<S> {
     ) -> Result<Response<v1::QueryAuditResponse>, Status> {
         Ok(Response::new(
             reviewer_views::query_audit(&self.approvals, request.into_inner()).await?,
+        ))
+    }
+
+    async fn push_policy(
+        &self,
+        request: Request<v1::PushPolicyRequest>,
+    ) -> Result<Response<v1::PushPolicyResponse>, Status> {
+        let caller = crate::auth::caller(&request)?.clone();
+        Ok(Response::new(
+            policy_views::push(
+                Arc::clone(&self.approvals),
+                Arc::clone(&self.policy),
+                &caller,
+                request.into_inner(),
+            )
+            .await?,
+        ))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::GetPolicyResponse>, Status> {
+        Ok(Response::new(
+            policy_views::get(&self.approvals, &self.policy, request.into_inner()).await?,
         ))
     }
 

@@ -13,6 +13,7 @@ use tonic::Status;
 
 use crate::approvals::{ApprovalError, Approvals, Store};
 use crate::audit;
+use crate::policy_push::FleetPolicy;
 
 /// Audit records per page unless the caller asks for another size, and at most.
 pub(crate) const DEFAULT_AUDIT_PAGE: u32 = 100;
@@ -110,6 +111,7 @@ async fn run_watch<S: Store>(
 
 pub(crate) async fn list_agents<S: Store>(
     approvals: &Approvals<S>,
+    policy: &FleetPolicy,
 ) -> Result<v1::ListAgentsResponse, Status> {
     let mut pending: BTreeMap<String, u32> = BTreeMap::new();
     for request in approvals.list_pending().await? {
@@ -119,8 +121,12 @@ pub(crate) async fn list_agents<S: Store>(
         .agents()
         .into_iter()
         .map(|agent| {
+            let policy = policy
+                .state(&agent.identity.host)
+                .map(|state| state.to_wire());
             let host = agent.identity.host.into_string();
             v1::AgentInfo {
+                policy,
                 pending: pending.get(&host).copied().unwrap_or(0),
                 host,
                 owner: agent.identity.owner.into_string(),

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use belay_proto::domain::{Request, RequestId, Resolution};
 
+use super::policy::{self, NewPolicy, StoredPolicy};
 use super::{EnrollToken, Grant, GrantKey, Inserted, Resolved, Store, StoreError, Vote, Voted};
 use crate::audit::{self, AuditKey, AuditSigner, MemoryChain, Report};
 
@@ -26,6 +27,8 @@ struct MemoryInner {
     grants: Vec<Grant>,
     votes: HashMap<RequestId, Vec<Vote>>,
     enroll_tokens: HashMap<[u8; 32], (EnrollToken, bool)>,
+    /// Only the newest version of the fleet policy is ever read.
+    policy: Option<StoredPolicy>,
     audit: MemoryChain,
 }
 
@@ -54,6 +57,7 @@ impl MemoryStore {
                 grants: Vec::new(),
                 votes: HashMap::new(),
                 enroll_tokens: HashMap::new(),
+                policy: None,
                 audit: MemoryChain::new(signer),
             }),
         }
@@ -255,5 +259,18 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn push_policy(&self, new: NewPolicy) -> Result<StoredPolicy, StoreError> {
+        let mut inner = self.lock();
+        let version = inner.policy.as_ref().map_or(0, |p| p.version) + 1;
+        let stored = StoredPolicy::numbered(version, new);
+        inner.audit.append(policy::audit_event(&stored));
+        inner.policy = Some(stored.clone());
+        Ok(stored)
+    }
+
+    async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
+        Ok(self.lock().policy.clone())
     }
 }

@@ -13,6 +13,7 @@
 
 pub(crate) mod columns;
 mod memory;
+mod policy;
 mod postgres;
 mod records;
 mod sqlite;
@@ -21,6 +22,8 @@ mod sqlite;
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_policy;
 #[cfg(test)]
 mod tests_records;
 
@@ -35,6 +38,7 @@ use tokio::sync::mpsc;
 use crate::audit;
 
 pub use memory::MemoryStore;
+pub use policy::{NewPolicy, StoredPolicy};
 pub use postgres::{PostgresStore, is_postgres_url};
 pub use records::{EnrollToken, Grant, GrantKey, RemoteChange, Vote, Voted};
 pub use sqlite::{AuditOptions, SqliteStore};
@@ -160,6 +164,26 @@ pub trait Store: Send + Sync + 'static {
     /// uses). A store shared by several replicas must report every request they insert
     /// or resolve, so that decisions reach agents connected to another replica.
     fn remote_changes(&self) -> Option<mpsc::UnboundedReceiver<RemoteChange>> {
+        None
+    }
+
+    /// Stores `policy` as the next version of the fleet policy (the current version plus
+    /// one, 1 for the first), with its audit record, in one atomic step: two replicas
+    /// pushing at once get two different versions.
+    fn push_policy(
+        &self,
+        policy: NewPolicy,
+    ) -> impl Future<Output = Result<StoredPolicy, StoreError>> + Send;
+
+    /// The newest version of the fleet policy, if one was ever pushed.
+    fn current_policy(
+        &self,
+    ) -> impl Future<Output = Result<Option<StoredPolicy>, StoreError>> + Send;
+
+    /// Versions of the fleet policy that other server processes store in a shared
+    /// database, for the one caller that follows them (`None` after the first call, and
+    /// for stores no other process uses).
+    fn remote_policy_changes(&self) -> Option<mpsc::UnboundedReceiver<u64>> {
         None
     }
 }

@@ -27,6 +27,8 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// Where changes of other stores go: the receiver handed out by `remote_changes`, if any.
 pub(super) type Subscriber = Arc<Mutex<Option<mpsc::UnboundedSender<RemoteChange>>>>;
+/// Where fleet policy versions other stores pushed go (`remote_policy_changes`).
+pub(super) type PolicySubscriber = Arc<Mutex<Option<mpsc::UnboundedSender<u64>>>>;
 
 /// The payloads announcing `changes` made by the store `origin`.
 pub(super) fn payloads(origin: &str, changes: &[RemoteChange]) -> Vec<String> {
@@ -51,6 +53,21 @@ pub(super) fn payloads(origin: &str, changes: &[RemoteChange]) -> Vec<String> {
         payloads.push(json!({"origin": origin, "changes": entries}).to_string());
     }
     payloads
+}
+
+/// The payload announcing version `version` of the fleet policy, stored by `origin`.
+/// A message of its own shape, so that an older replica ignores it (with a warning)
+/// rather than misreading it.
+pub(super) fn policy_payload(origin: &str, version: u64) -> String {
+    json!({"origin": origin, "policy": version}).to_string()
+}
+
+/// The policy version of a policy payload: `None` if it is not one, `Some(None)` if it
+/// comes from `own`.
+fn parse_policy(payload: &str, own: &str) -> Option<Option<u64>> {
+    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let version = value.get("policy")?.as_u64()?;
+    Some((value.get("origin")?.as_str()? != own).then_some(version))
 }
 
 /// The changes of a payload, unless it comes from `own` (or is not one of ours).
@@ -116,6 +133,7 @@ pub(super) async fn run(
     mut listening: Listening,
     origin: String,
     subscriber: Subscriber,
+    policies: PolicySubscriber,
     stop: CancellationToken,
 ) {
     loop {
@@ -127,6 +145,15 @@ pub(super) async fn run(
             let Some(notification) = notification else {
                 break;
             };
+            if let Some(version) = parse_policy(notification.payload(), &origin) {
+                let mut policies = policies.lock().unwrap_or_else(PoisonError::into_inner);
+                if let (Some(version), Some(sender)) = (version, policies.as_ref())
+                    && sender.send(version).is_err()
+                {
+                    *policies = None;
+                }
+                continue;
+            }
             let Some(changes) = parse(notification.payload(), &origin) else {
                 tracing::warn!(payload = notification.payload(), "unknown notification");
                 continue;
@@ -184,6 +211,16 @@ mod tests {
             parse(r#"{"origin":"x","changes":[["renamed","a"]]}"#, "y"),
             None
         );
+    }
+
+    #[test]
+    fn policy_payloads_round_trip_and_are_not_request_changes() {
+        let payload = policy_payload("store-1", 7);
+        assert_eq!(parse_policy(&payload, "store-2"), Some(Some(7)));
+        assert_eq!(parse_policy(&payload, "store-1"), Some(None));
+        assert_eq!(parse(&payload, "store-2"), None);
+        let requests = payloads("store-1", &[RemoteChange::Resolved(id("a"))]);
+        assert_eq!(parse_policy(&requests[0], "store-2"), None);
     }
 
     #[test]

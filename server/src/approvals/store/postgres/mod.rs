@@ -15,6 +15,7 @@
 //! trusted network.
 
 mod listen;
+mod policy;
 mod pool;
 mod rows;
 mod schema;
@@ -34,8 +35,8 @@ use tokio_postgres::Config;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AuditOptions, EnrollToken, Grant, GrantKey, Inserted, RemoteChange, Resolved, Store,
-    StoreError, Vote, Voted,
+    AuditOptions, EnrollToken, Grant, GrantKey, Inserted, NewPolicy, RemoteChange, Resolved, Store,
+    StoreError, StoredPolicy, Vote, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner};
 use pool::Pool;
@@ -63,6 +64,10 @@ pub struct PostgresStore {
     audit: Arc<AuditSigner>,
     subscriber: listen::Subscriber,
     followed: AtomicBool,
+    policies: listen::PolicySubscriber,
+    policies_followed: AtomicBool,
+    /// Tags this store's notifications, so its own pushes are not reported back to it.
+    origin: String,
     stop: CancellationToken,
 }
 
@@ -125,16 +130,18 @@ impl PostgresStore {
         let origin = origin_id();
         let signer = Arc::new(signer);
         let subscriber = listen::Subscriber::default();
+        let policies = listen::PolicySubscriber::default();
         let stop = CancellationToken::new();
         tokio::spawn(listen::run(
             config.clone(),
             listening,
             origin.clone(),
             Arc::clone(&subscriber),
+            Arc::clone(&policies),
             stop.clone(),
         ));
         let (jobs, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(Writer::new(config, Arc::clone(&signer), origin).run(receiver));
+        tokio::spawn(Writer::new(config, Arc::clone(&signer), origin.clone()).run(receiver));
         Ok(Self {
             target,
             jobs,
@@ -142,6 +149,9 @@ impl PostgresStore {
             audit: signer,
             subscriber,
             followed: AtomicBool::new(false),
+            policies,
+            policies_followed: AtomicBool::new(false),
+            origin,
             stop,
         })
     }
@@ -360,6 +370,32 @@ impl Store for PostgresStore {
             .subscriber
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(sender);
+        Some(receiver)
+    }
+
+    async fn push_policy(&self, new: NewPolicy) -> Result<StoredPolicy, StoreError> {
+        // Its own connection: the pool's are shared by concurrent callers, whose
+        // statements would land inside this transaction.
+        let client = pool::connect(self.pool.config()).await?;
+        policy::push(&client, &self.audit, &self.origin, new).await
+    }
+
+    async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
+        let row = self
+            .pool
+            .get()
+            .await?
+            .query_opt(policy::CURRENT_SQL, &[])
+            .await?;
+        row.as_ref().map(policy::from_row).transpose()
+    }
+
+    fn remote_policy_changes(&self) -> Option<mpsc::UnboundedReceiver<u64>> {
+        if self.policies_followed.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self.policies.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
         Some(receiver)
     }
 }

@@ -107,6 +107,10 @@ impl Pool {
         })
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub async fn get(&self) -> Result<Arc<Conn>, StoreError> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         let usable = || lock(slot).clone().filter(|conn| !conn.client.is_closed());

@@ -11,7 +11,12 @@ const MIGRATION_LOCK: i64 = 0x6265_6c61_7902;
 
 /// Schema migrations, in order: entry `i` brings the schema from version `i` to `i + 1`.
 /// Never edit one that has shipped; add the next. The numbering follows SQLite's.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, audit::postgres::MIGRATION, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    audit::postgres::MIGRATION,
+    MIGRATION_3,
+    super::policy::MIGRATION,
+];
 
 /// Requests: protobuf blobs plus the columns that are queried, as in SQLite. Ids compare
 /// bytewise (`COLLATE "C"`) so that ties list in the same order whatever the database's

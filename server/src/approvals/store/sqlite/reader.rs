@@ -41,6 +41,7 @@ impl Readers {
             )
             .and_then(|connection| {
                 connection.busy_timeout(BUSY_TIMEOUT)?;
+                super::stable_plans(&connection)?;
                 Ok(connection)
             })
             .map_err(|err| StoreError::Open {

@@ -1,0 +1,146 @@
+//! Export of requests to SIEMs (`--export-config`): a request opened (its view, already
+//! masked) and how it ended go to belay-export's spool, from where the configured sinks
+//! deliver them.
+//!
+//! The pause path never waits on export: [`opened`] and [`ended`] only hand the event to
+//! the exporter's bounded queue (a full queue drops and counts, see belay-export), and do
+//! nothing when export is off. The handle is process-wide so that the hooks in the
+//! daemon stay one line each.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use belay_export::{Event, ExportConfig, ExportHandle, Exporter};
+
+use crate::api::RequestView;
+use crate::requests::Outcome;
+
+static HANDLE: OnceLock<ExportHandle> = OnceLock::new();
+static HOST: OnceLock<String> = OnceLock::new();
+
+/// Loads `path`, starts the exporter and routes [`opened`] / [`ended`] to it. Keep the
+/// returned exporter and call `shutdown` when the daemon stops.
+pub fn start(path: &Path) -> anyhow::Result<Exporter> {
+    let config = ExportConfig::load(path)?;
+    let exporter = Exporter::start(config).context("cannot start the export spool")?;
+    if HANDLE.set(exporter.handle()).is_err() {
+        anyhow::bail!("export already started");
+    }
+    tracing::info!(config = %path.display(), "exporting requests");
+    Ok(exporter)
+}
+
+fn host() -> &'static str {
+    HOST.get_or_init(belay_export::event::local_hostname)
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The id of `kind` for this request: the same however often it is computed, distinct
+/// across hosts and daemon restarts (the request's creation time is part of it).
+fn id(view: &RequestView, kind: &str) -> String {
+    belay_export::event::content_id(&[
+        b"belay-agent",
+        host().as_bytes(),
+        &view.id.to_be_bytes(),
+        &view.created_unix_ms.to_be_bytes(),
+        kind.as_bytes(),
+    ])
+}
+
+fn view_body(view: &RequestView) -> serde_json::Value {
+    serde_json::to_value(view).unwrap_or_else(|err| serde_json::json!({ "error": err.to_string() }))
+}
+
+/// A request was opened: a process is paused until someone (or the deadline) decides.
+pub fn opened(view: &RequestView) {
+    if let Some(handle) = HANDLE.get() {
+        handle.offer(opened_event(view));
+    }
+}
+
+/// A request ended: decided (on this host or by belay-server), expired, or cancelled.
+pub fn ended(view: &RequestView, outcome: &Outcome) {
+    if let Some(handle) = HANDLE.get() {
+        handle.offer(ended_event(view, outcome, now_ns()));
+    }
+}
+
+fn opened_event(view: &RequestView) -> Event {
+    Event {
+        id: id(view, "opened"),
+        time_ns: (view.created_unix_ms as i64).saturating_mul(1_000_000),
+        app: "belay-agent".into(),
+        host: host().to_owned(),
+        kind: "opened".into(),
+        body: view_body(view),
+    }
+}
+
+fn ended_event(view: &RequestView, outcome: &Outcome, time_ns: i64) -> Event {
+    let (state, verdict) = match outcome {
+        Outcome::Decided(v) => ("decided", Some(v.to_string())),
+        Outcome::Expired(v) => ("expired", Some(v.to_string())),
+        Outcome::Cancelled => ("cancelled", None),
+    };
+    let decided_by = match (outcome, &view.server_id) {
+        (Outcome::Decided(_), Some(_)) => "belay-server",
+        (Outcome::Decided(_), None) => "local",
+        (Outcome::Expired(_), _) => "deadline",
+        (Outcome::Cancelled, _) => "process-gone",
+    };
+    let mut body = view_body(view);
+    if let Some(map) = body.as_object_mut() {
+        map.insert("state".into(), state.into());
+        map.insert("verdict".into(), verdict.into());
+        map.insert("decided_by".into(), decided_by.into());
+    }
+    Event {
+        id: id(view, "ended"),
+        time_ns,
+        app: "belay-agent".into(),
+        host: host().to_owned(),
+        kind: "ended".into(),
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::Verdict;
+
+    fn view(server_id: Option<&str>) -> RequestView {
+        serde_json::from_value(serde_json::json!({
+            "id": 3, "tgid": 10, "pid": 10, "uid": 1000, "comm": "node",
+            "action": {"kind": "connect", "address": "10.0.0.1", "port": 443, "protocol": "tcp"},
+            "created_unix_ms": 1_780_000_000_000u64, "deadline_unix_ms": 1_780_000_060_000u64,
+            "default_verdict": "deny", "server_id": server_id,
+        }))
+        .expect("a request view")
+    }
+
+    #[test]
+    fn events_carry_stable_ids_and_who_decided() {
+        let local = view(None);
+        let opened = opened_event(&local);
+        assert_eq!(opened.id, opened_event(&local).id, "re-computed ids match");
+        assert_eq!(opened.time_ns, 1_780_000_000_000_000_000);
+        assert_eq!(opened.body["action"]["port"], 443);
+        let ended = ended_event(&local, &Outcome::Decided(Verdict::Deny), 5);
+        assert_ne!(ended.id, opened.id);
+        assert_eq!(ended.body["verdict"], "deny");
+        assert_eq!(ended.body["decided_by"], "local");
+        let remote = ended_event(&view(Some("h:1:1")), &Outcome::Decided(Verdict::Allow), 5);
+        assert_eq!(remote.body["decided_by"], "belay-server");
+        let gone = ended_event(&local, &Outcome::Cancelled, 5);
+        assert_eq!(gone.body["state"], "cancelled");
+        assert!(gone.body["verdict"].is_null());
+    }
+}

@@ -1,0 +1,188 @@
+//! `belay policy push | show` against a real belay-server (the library's `serve` on
+//! loopback) with a real agent stream receiving the policy and answering.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use belay_proto::v1;
+use belay_proto::v1::agent_service_client::AgentServiceClient;
+use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
+use belay_server::approvals::{Approvals, MemoryStore};
+use belay_server::{ServeOptions, serve};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+const GOOD: &str = "version: 1\nsubjects:\n  - name: ci\n    owner: o\n    default: ask\n";
+/// `ownr` is no key of a subject: line 4, column 5.
+const BAD: &str = "version: 1\nsubjects:\n  - name: ci\n    ownr: o\n    default: ask\n";
+
+async fn start() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let approvals = Arc::new(Approvals::new(MemoryStore::new()));
+    tokio::spawn(async move {
+        serve(
+            listener,
+            approvals,
+            ServeOptions::default(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+    });
+    url
+}
+
+/// Runs `belay --server URL ARGS` to completion, off the runtime.
+async fn belay(url: &str, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_belay"));
+    command.args(["--server", url]).args(args);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn stdout_ok(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+async fn stored_version(url: &str) -> Option<u64> {
+    ReviewerServiceClient::connect(url.to_owned())
+        .await
+        .unwrap()
+        .get_policy(v1::GetPolicyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .map(|p| p.version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_is_refused_with_its_position_and_nothing_is_pushed() {
+    let url = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, BAD).unwrap();
+
+    let output = belay(&url, &["policy", "push", bad.to_str().unwrap()]).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:4:5:", bad.display())),
+        "the error names file:line:col: {stderr}"
+    );
+    assert!(stderr.contains("nothing was pushed"), "{stderr}");
+    assert_eq!(
+        stored_version(&url).await,
+        None,
+        "nothing reached the server"
+    );
+
+    // A file that is not there is refused the same way.
+    let output = belay(&url, &["policy", "push", "/nonexistent/policy.yaml"]).await;
+    assert!(!output.status.success());
+    assert_eq!(stored_version(&url).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_policy_reaches_the_agent_and_show_lists_its_answer() {
+    let url = start().await;
+    let mut agent_client = AgentServiceClient::connect(url.clone()).await.unwrap();
+    let (agent, outbound) = mpsc::channel(16);
+    agent
+        .send(v1::AgentMessage {
+            kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
+                host: "build-7".into(),
+                version: "1.2.3".into(),
+                owner: "alice@example.com".into(),
+            })),
+        })
+        .await
+        .unwrap();
+    let mut inbound = agent_client
+        .session(ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("fleet.yaml");
+    std::fs::write(&good, GOOD).unwrap();
+    let pushed: Value = serde_json::from_str(&stdout_ok(
+        &belay(
+            &url,
+            &[
+                "policy",
+                "push",
+                good.to_str().unwrap(),
+                "--reason",
+                "first rollout",
+                "--output",
+                "json",
+            ],
+        )
+        .await,
+    ))
+    .unwrap();
+    assert_eq!(pushed["version"], 1);
+    assert_eq!(pushed["reason"], "first rollout");
+    assert_eq!(pushed["size"], GOOD.len());
+
+    let message = tokio::time::timeout(PATIENCE, inbound.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Some(v1::server_message::Kind::Policy(update)) = message.kind else {
+        panic!("expected the policy, got {message:?}");
+    };
+    assert_eq!(update.text.as_ref(), GOOD.as_bytes());
+    assert_eq!(update.sha256, pushed["sha256"].as_str().unwrap());
+    agent
+        .send(v1::AgentMessage {
+            kind: Some(v1::agent_message::Kind::PolicyReport(v1::PolicyReport {
+                version: 1,
+                outcome: v1::PolicyOutcome::NotAccepted as i32,
+                message: "not accepted: this agent uses a local policy".into(),
+            })),
+        })
+        .await
+        .unwrap();
+
+    let shown = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let shown: Value = serde_json::from_str(&stdout_ok(
+                &belay(&url, &["policy", "show", "--output", "json"]).await,
+            ))
+            .unwrap();
+            if shown["agents"][0]["outcome"] != Value::Null {
+                return shown;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the agent's answer never showed");
+    assert_eq!(shown["policy"]["version"], 1);
+    assert_eq!(shown["policy"]["pushed_by"], "anonymous");
+    assert_eq!(shown["agents"][0]["host"], "build-7");
+    assert_eq!(shown["agents"][0]["outcome"], "not-accepted");
+    assert_eq!(shown["agents"][0]["version"], 1);
+
+    let table = stdout_ok(&belay(&url, &["policy", "show"]).await);
+    assert!(table.contains("version    1"), "{table}");
+    let row = table.lines().find(|l| l.starts_with("build-7")).unwrap();
+    assert!(row.contains("not-accepted"), "{table}");
+    let text = stdout_ok(&belay(&url, &["policy", "show", "--text"]).await);
+    assert_eq!(text, GOOD);
+}

@@ -1,0 +1,216 @@
+//! Output formats: belay's native JSON and OCSF 1.3.0 (mapping in `export/OCSF.md`).
+
+use serde_json::{Value, json};
+
+use crate::config::Format;
+use crate::event::{Event, rfc3339};
+
+/// The OCSF schema version events are written against.
+pub const OCSF_VERSION: &str = "1.3.0";
+
+pub fn render(event: &Event, format: Format) -> Value {
+    match format {
+        Format::Native => native(event),
+        Format::Ocsf => ocsf(event),
+    }
+}
+
+/// `{"id", "time", "time_ns", "app", "host", "kind", "event": <producer's record>}`.
+pub fn native(event: &Event) -> Value {
+    json!({
+        "id": event.id,
+        "time": rfc3339(event.time_ns),
+        "time_ns": event.time_ns,
+        "app": event.app,
+        "host": event.host,
+        "kind": event.kind,
+        "event": event.body,
+    })
+}
+
+/// Server audit actions carry their kind in `type`, agent request views in `kind`.
+fn action_kind(action: &Value) -> &str {
+    action
+        .get("type")
+        .or_else(|| action.get("kind"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// Where the action happened: the host the body names, else the producer's.
+fn device(event: &Event) -> Value {
+    let host = str_field(&event.body, "host")
+        .or_else(|| event.body.pointer("/context/host").and_then(Value::as_str))
+        .unwrap_or(&event.host);
+    // type_id 0: Unknown. belay cannot tell a server from a laptop.
+    json!({ "hostname": host, "type_id": 0 })
+}
+
+/// Whether this event opens a request (the action about to happen) rather than records
+/// what was decided about one.
+fn is_request(kind: &str) -> bool {
+    matches!(kind, "submitted" | "opened")
+}
+
+pub fn ocsf(event: &Event) -> Value {
+    let time_ms = event.time_ns.div_euclid(1_000_000);
+    let body = &event.body;
+    let action = body.get("action").cloned().unwrap_or(Value::Null);
+    let pid = body.get("pid").and_then(Value::as_u64);
+    let uid = body.get("uid").and_then(Value::as_u64);
+    let owner = str_field(body, "owner");
+    let mut actor_process = serde_json::Map::new();
+    if let Some(pid) = pid {
+        actor_process.insert("pid".into(), pid.into());
+    }
+    if let Some(uid) = uid {
+        actor_process.insert("user".into(), json!({ "uid": uid.to_string() }));
+    }
+    let mut actor = json!({ "app_name": event.app });
+    if !actor_process.is_empty() {
+        actor["process"] = Value::Object(actor_process);
+    }
+    if let Some(owner) = owner {
+        actor["user"] = json!({ "name": owner });
+    }
+
+    let (class_uid, category_uid, activity_id, class_name, activity_name, mut out) =
+        match (is_request(&event.kind), action_kind(&action)) {
+            (true, "exec") => {
+                let path = str_field(&action, "path").unwrap_or("");
+                let name = path.rsplit('/').next().unwrap_or(path);
+                let mut process = json!({
+                    // type_id 1: Regular File.
+                    "file": { "name": name, "path": path, "type_id": 1 },
+                });
+                if let Some(argv) = action.get("argv").and_then(Value::as_array) {
+                    let words: Vec<&str> = argv.iter().filter_map(Value::as_str).collect();
+                    process["cmd_line"] = words.join(" ").into();
+                }
+                if let Some(cwd) = str_field(&action, "cwd") {
+                    process["file"]["parent_folder"] = cwd.into();
+                }
+                if let Some(pid) = pid {
+                    process["pid"] = pid.into();
+                }
+                // action_id 0: Unknown — the exec is held, neither allowed nor denied yet.
+                let out = json!({ "process": process, "action_id": 0 });
+                (1007, 1, 1, "Process Activity", "Launch", out)
+            }
+            (true, _) => {
+                let mut dst = serde_json::Map::new();
+                if let Some(address) = str_field(&action, "address") {
+                    dst.insert("ip".into(), address.into());
+                }
+                if let Some(port) = action.get("port").and_then(Value::as_u64) {
+                    dst.insert("port".into(), port.into());
+                }
+                if let Some(path) = str_field(&action, "path") {
+                    dst.insert("name".into(), path.into());
+                }
+                if let Some(name) = action
+                    .get("hostnames")
+                    .and_then(Value::as_array)
+                    .and_then(|h| h.first())
+                    .and_then(Value::as_str)
+                {
+                    dst.insert("hostname".into(), name.into());
+                }
+                let protocol = str_field(&action, "protocol").unwrap_or("");
+                let out = json!({
+                    "dst_endpoint": dst,
+                    // direction_id 2: Outbound.
+                    "connection_info": { "direction_id": 2, "protocol_name": protocol },
+                    "action_id": 0,
+                });
+                (4001, 4, 1, "Network Activity", "Open", out)
+            }
+            (false, _) => {
+                // API Activity / Update: a decision (or expiry, cancellation) changes the
+                // request through belay's reviewer API.
+                let reviewer = str_field(body, "reviewer");
+                let verdict = str_field(body, "verdict").unwrap_or("");
+                let mut decision_actor = json!({ "app_name": event.app });
+                if let Some(reviewer) = reviewer {
+                    decision_actor["user"] = json!({ "name": reviewer });
+                }
+                actor = decision_actor;
+                let request_id = str_field(body, "request_id")
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        body.get("id")
+                            .map(|v| v.to_string().trim_matches('"').to_owned())
+                    })
+                    .unwrap_or_default();
+                let mut message = event.kind.clone();
+                if !verdict.is_empty() {
+                    message = format!("{message}: {verdict}");
+                }
+                let out = json!({
+                    "api": {
+                        "operation": event.kind,
+                        "service": { "name": "belay.v1.ReviewerService" },
+                    },
+                    "src_endpoint": { "hostname": event.host },
+                    "resources": [{
+                        "uid": request_id,
+                        "name": str_field(body, "host").unwrap_or(&event.host),
+                        "type": format!("belay {} request", action_kind(&action)),
+                    }],
+                    // status_id 1: Success.
+                    "status_id": 1,
+                    "message": message,
+                });
+                (6003, 6, 3, "API Activity", "Update", out)
+            }
+        };
+    let severity_id = severity(&event.kind, body);
+    let fields = json!({
+        "class_uid": class_uid,
+        "class_name": class_name,
+        "category_uid": category_uid,
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": class_uid * 100 + activity_id,
+        "time": time_ms,
+        "severity_id": severity_id,
+        "metadata": {
+            "version": OCSF_VERSION,
+            "uid": event.id,
+            "log_name": event.app,
+            "product": {
+                "name": "belay",
+                "vendor_name": "belay",
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+        },
+        "actor": actor,
+        // Required by the schema (cloud profile); belay runs on premises as far as it knows.
+        "cloud": { "provider": "unknown" },
+        "osint": [],
+        "unmapped": { "belay_kind": event.kind, "belay": body },
+    });
+    let out_map = out.as_object_mut().expect("object");
+    // API Activity has no device: the host the request came from stays in `unmapped`
+    // and the resource name.
+    if class_uid != 6003 {
+        out_map.insert("device".into(), device(event));
+    }
+    for (k, v) in fields.as_object().expect("object") {
+        out_map.insert(k.clone(), v.clone());
+    }
+    out
+}
+
+/// 1 Informational; 2 Low for expiries; 3 Medium for denials and kills.
+fn severity(kind: &str, body: &Value) -> u8 {
+    match (kind, str_field(body, "verdict")) {
+        (_, Some("deny" | "kill")) => 3,
+        ("expired", _) => 2,
+        _ => 1,
+    }
+}

@@ -1,0 +1,79 @@
+//! Measures the masker on the generated corpus (`belay_mask::corpus`, fixed seed) and
+//! prints three lines:
+//!
+//! ```text
+//! bench: mask_recall <fraction 0..1 of secret samples fully masked>
+//! bench: mask_false_positive_rate <fraction 0..1 of ordinary command lines changed>
+//! bench: mask_throughput_mb_s <MB (10^6 bytes) of argv text masked per CPU second (one core)>
+//! ```
+//!
+//! Run it built with `--release`: `cargo run --release -p belay-mask --bin
+//! belay-mask-bench`. `--samples N` (secret samples per kind, default 100) and
+//! `--lines N` (ordinary command lines, default 5000) size the corpus.
+use std::time::{Duration, Instant};
+
+use belay_mask::{MaskConfig, Masker, corpus};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, |v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} wants a number"))
+        })
+}
+
+fn main() {
+    let per_kind = arg("--samples", 100);
+    let lines = arg("--lines", 5000);
+    let masker = Masker::new(&MaskConfig::default(), [0x42; 32]).expect("built-in detectors");
+    let samples = corpus::secret_samples(corpus::SEED, per_kind);
+    let ordinary = corpus::ordinary_argv(corpus::SEED, lines);
+
+    let (recall, _) = corpus::recall(&masker, &samples);
+    let (fp, _) = corpus::false_positive_rate(&masker, &ordinary);
+
+    // Throughput over a realistic mix: mostly ordinary command lines, some with secrets.
+    let mut mix: Vec<Vec<String>> = ordinary.clone();
+    mix.extend(samples.iter().map(|s| s.argv.clone()));
+    let mb_s = throughput(&masker, &mix);
+    let secret_lines: Vec<Vec<String>> = samples.iter().map(|s| s.argv.clone()).collect();
+    eprintln!(
+        "ordinary lines only: {:.1} MB/s; secret lines only: {:.1} MB/s",
+        throughput(&masker, &ordinary),
+        throughput(&masker, &secret_lines)
+    );
+
+    println!("bench: mask_recall {recall:.4}");
+    println!("bench: mask_false_positive_rate {fp:.4}");
+    println!("bench: mask_throughput_mb_s {mb_s:.1}");
+}
+
+/// CPU seconds this process has used (user + system), from /proc: throughput per CPU
+/// second stays meaningful on a machine other jobs share.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are 11 and 12 after the state field; ticks of 1/100 s
+    // (USER_HZ is 100 on Linux).
+    let ticks: u64 = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// MB (10^6 bytes) of argv text masked per CPU second, over at least 2 CPU seconds.
+fn throughput(masker: &Masker, lines: &[Vec<String>]) -> f64 {
+    let bytes = corpus::argv_bytes(lines);
+    let mut total = 0usize;
+    let start = cpu_seconds();
+    let wall = Instant::now();
+    while cpu_seconds() - start < 2.0 && wall.elapsed() < Duration::from_secs(30) {
+        for argv in lines {
+            std::hint::black_box(masker.mask_argv(std::hint::black_box(argv)));
+        }
+        total += bytes;
+    }
+    total as f64 / 1e6 / (cpu_seconds() - start)
+}

@@ -1,0 +1,411 @@
+//! Validators that turn a regex candidate into a finding: checksums (Luhn, mod-97),
+//! number plans (SSN areas, NANP), JWT headers and the entropy of values next to
+//! secret-ish names. They are what keeps ordinary command lines unmasked.
+use base64::Engine as _;
+
+/// Luhn checksum over the digits of `s` (separators ignored).
+pub fn luhn(s: &str) -> bool {
+    let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
+    if digits.is_empty() {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                let d = d * 2;
+                if d > 9 { d - 9 } else { d }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// A card number: 13-19 digits of a known issuer range, Luhn-valid, and separators (if
+/// any) that are all the same and split the number into the usual groups.
+pub fn card(s: &str) -> bool {
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    if !(13..=19).contains(&digits.len()) || !luhn(&digits) {
+        return false;
+    }
+    let p2: u32 = digits[..2].parse().unwrap_or(0);
+    let p4: u32 = digits[..4].parse().unwrap_or(0);
+    let issuer = digits.starts_with('4')
+        || (51..=55).contains(&p2)
+        || (2221..=2720).contains(&p4)
+        || p2 == 34
+        || p2 == 37
+        || p4 == 6011
+        || p2 == 65
+        || p2 == 35
+        || p2 == 36
+        || p2 == 38
+        || (300..=305).contains(&(p4 / 10));
+    if !issuer {
+        return false;
+    }
+    let seps: Vec<char> = s.chars().filter(|c| !c.is_ascii_digit()).collect();
+    if seps.is_empty() {
+        return true;
+    }
+    if seps.iter().any(|&c| c != seps[0]) {
+        return false;
+    }
+    let groups: Vec<usize> = s.split(seps[0]).map(str::len).collect();
+    let (last, head) = groups.split_last().expect("split yields one part");
+    head.iter().all(|&g| g == 4) && *last <= 4 || groups == [4, 6, 5] || groups == [4, 6, 4]
+}
+
+/// `AAA-GG-SSSS` with the SSA's never-issued values excluded.
+pub fn ssn(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [area, group, serial] = parts[..] else {
+        return false;
+    };
+    let area: u32 = area.parse().unwrap_or(0);
+    area != 0
+        && area != 666
+        && area < 900
+        && group != "00"
+        && serial != "0000"
+        && s != "078-05-1120"
+        && s != "219-09-9999"
+}
+
+/// IBAN lengths by country (ISO 13616 registry).
+const IBAN_LENGTHS: &[(&str, usize)] = &[
+    ("AD", 24),
+    ("AE", 23),
+    ("AL", 28),
+    ("AT", 20),
+    ("AZ", 28),
+    ("BA", 20),
+    ("BE", 16),
+    ("BG", 22),
+    ("BH", 22),
+    ("BR", 29),
+    ("BY", 28),
+    ("CH", 21),
+    ("CR", 22),
+    ("CY", 28),
+    ("CZ", 24),
+    ("DE", 22),
+    ("DK", 18),
+    ("DO", 28),
+    ("EE", 20),
+    ("EG", 29),
+    ("ES", 24),
+    ("FI", 18),
+    ("FO", 18),
+    ("FR", 27),
+    ("GB", 22),
+    ("GE", 22),
+    ("GI", 23),
+    ("GL", 18),
+    ("GR", 27),
+    ("GT", 28),
+    ("HR", 21),
+    ("HU", 28),
+    ("IE", 22),
+    ("IL", 23),
+    ("IQ", 23),
+    ("IS", 26),
+    ("IT", 27),
+    ("JO", 30),
+    ("KW", 30),
+    ("KZ", 20),
+    ("LB", 28),
+    ("LC", 32),
+    ("LI", 21),
+    ("LT", 20),
+    ("LU", 20),
+    ("LV", 21),
+    ("MC", 27),
+    ("MD", 24),
+    ("ME", 22),
+    ("MK", 19),
+    ("MR", 27),
+    ("MT", 31),
+    ("MU", 30),
+    ("NL", 18),
+    ("NO", 15),
+    ("PK", 24),
+    ("PL", 28),
+    ("PS", 29),
+    ("PT", 25),
+    ("QA", 29),
+    ("RO", 24),
+    ("RS", 22),
+    ("SA", 24),
+    ("SC", 31),
+    ("SE", 24),
+    ("SI", 19),
+    ("SK", 24),
+    ("SM", 27),
+    ("TN", 24),
+    ("TR", 26),
+    ("UA", 29),
+    ("VA", 22),
+    ("VG", 24),
+    ("XK", 20),
+];
+
+pub fn iban_length(country: &str) -> Option<usize> {
+    IBAN_LENGTHS
+        .iter()
+        .find(|(c, _)| *c == country)
+        .map(|(_, n)| *n)
+}
+
+/// The ISO 7064 mod-97 check of a compact IBAN.
+pub fn iban_mod97(compact: &str) -> bool {
+    if compact.len() < 5 {
+        return false;
+    }
+    let (head, tail) = compact.split_at(4);
+    let mut rem: u32 = 0;
+    for c in tail.chars().chain(head.chars()) {
+        let v = match c {
+            '0'..='9' => c as u32 - '0' as u32,
+            'A'..='Z' => c as u32 - 'A' as u32 + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+/// The length in bytes of the IBAN at the start of `s` (spaces every four characters
+/// allowed), when one is there: the regex may run on into following words.
+pub fn iban_prefix(s: &str) -> Option<usize> {
+    let want = iban_length(s.get(..2)?)?;
+    let mut compact = String::new();
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        if c == ' ' {
+            // Spaces only between groups of four.
+            if !compact.len().is_multiple_of(4) {
+                return None;
+            }
+            continue;
+        }
+        compact.push(c);
+        end = i + 1;
+        if compact.len() == want {
+            break;
+        }
+    }
+    (compact.len() == want && iban_mod97(&compact)).then_some(end)
+}
+
+/// A North American number: area and exchange not starting with 0/1, no N11 area, one
+/// separator style.
+pub fn nanp(s: &str) -> bool {
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    let digits = match digits.len() {
+        10 => digits.as_str(),
+        11 if digits.starts_with('1') => &digits[1..],
+        _ => return false,
+    };
+    let b = digits.as_bytes();
+    if b[0] < b'2' || b[3] < b'2' || (b[1] == b'1' && b[2] == b'1') {
+        return false;
+    }
+    let seps: Vec<char> = s
+        .chars()
+        .filter(|c| !c.is_ascii_digit() && !matches!(c, '(' | ')'))
+        .collect();
+    let parens = s.contains('(');
+    if parens {
+        return s.matches('(').count() == 1 && s.matches(')').count() == 1;
+    }
+    seps.windows(2).all(|w| w[0] == w[1])
+}
+
+/// An international number written with `+`: 8-15 digits, separators never doubled.
+pub fn e164(s: &str) -> bool {
+    let digits = s.chars().filter(char::is_ascii_digit).count();
+    if !(8..=15).contains(&digits) {
+        return false;
+    }
+    let b = s.as_bytes();
+    !b.windows(2)
+        .any(|w| !w[0].is_ascii_digit() && !w[1].is_ascii_digit())
+}
+
+/// A JWT's header is base64url JSON naming its algorithm.
+pub fn jwt(token: &str) -> bool {
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim_start();
+    text.starts_with('{') && text.contains("\"alg\"")
+}
+
+/// Shannon entropy in bits per character.
+pub fn entropy(s: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    // Which bytes occur, so the sum visits only those (in ascending order, as a walk
+    // over all 256 counts would, so the result is the same to the last bit).
+    let mut seen = [0u64; 4];
+    for b in s.bytes() {
+        counts[b as usize] += 1;
+        seen[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+    let n = s.len() as f64;
+    let mut sum = 0.0;
+    for (word, mut bits) in seen.into_iter().enumerate() {
+        while bits != 0 {
+            let c = counts[word * 64 + bits.trailing_zeros() as usize];
+            bits &= bits - 1;
+            let p = f64::from(c) / n;
+            sum += -p * p.log2();
+        }
+    }
+    sum
+}
+
+/// Whether a value next to a secret-ish name (`*_TOKEN=`, `--api-key`) looks generated
+/// rather than chosen: long enough, mixed character classes, high entropy, and not a
+/// path, a variable reference or a few words joined by dashes.
+pub fn looks_random(v: &str) -> bool {
+    if v.len() < 12 || v.starts_with(['/', '~', '.', '$', '%', '-', '<', '{']) {
+        return false;
+    }
+    if v.contains("://") {
+        return false;
+    }
+    let lower = v.bytes().any(|b| b.is_ascii_lowercase());
+    let upper = v.bytes().any(|b| b.is_ascii_uppercase());
+    let digit = v.bytes().any(|b| b.is_ascii_digit());
+    let classes = usize::from(lower) + usize::from(upper) + usize::from(digit);
+    // Two or more plain lowercase words: a name like `linux-cargo-build`, not a key.
+    let words = v
+        .split(['-', '_', '.', ':'])
+        .filter(|w| w.len() >= 3 && w.bytes().all(|b| b.is_ascii_lowercase()))
+        .count();
+    if words >= 2 {
+        return false;
+    }
+    let strong = classes == 3 || (classes == 2 && digit && v.len() >= 20);
+    strong && entropy(v) >= 3.0
+}
+
+/// Whether a value given for a password-ish name is a real value rather than a
+/// reference (`$PGPASS`, `env:VAR`, `file:path`) or a missing one.
+pub fn is_literal_password(v: &str) -> bool {
+    !v.is_empty()
+        && !v.starts_with(['$', '-', '<', '{', '%'])
+        && !v.starts_with("env:")
+        && !v.starts_with("file:")
+        && !v.starts_with("fd:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_and_card_shapes() {
+        assert!(card("4111111111111111"));
+        assert!(card("4111 1111 1111 1111"));
+        assert!(card("3782-822463-10005"), "amex grouping");
+        assert!(!card("4111111111111112"), "bad check digit");
+        assert!(!card("1234567812345670"), "no issuer starts with 1");
+        assert!(!card("4111-1111 1111-1111"), "mixed separators");
+        assert!(!card("41111 11111 11111 1"), "odd grouping");
+    }
+
+    #[test]
+    fn ssn_rules() {
+        assert!(ssn("123-45-6789"));
+        for bad in [
+            "000-12-3456",
+            "666-12-3456",
+            "912-12-3456",
+            "123-00-4567",
+            "123-45-0000",
+        ] {
+            assert!(!ssn(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn iban_checks() {
+        assert!(iban_mod97("GB82WEST12345698765432"));
+        assert!(!iban_mod97("GB82WEST12345698765433"));
+        assert_eq!(iban_prefix("DE89 3704 0044 0532 0130 00"), Some(27));
+        assert_eq!(iban_prefix("DE89370400440532013000 AND"), Some(22));
+        assert_eq!(iban_prefix("DE8937040044053201300"), None, "too short");
+        assert_eq!(
+            iban_prefix("ZZ89370400440532013000"),
+            None,
+            "no such country"
+        );
+    }
+
+    #[test]
+    fn phone_plans() {
+        assert!(nanp("(415) 555-2671"));
+        assert!(nanp("415-555-2671"));
+        assert!(!nanp("415-555.2671"), "mixed separators");
+        assert!(!nanp("115-555-2671"), "area starts with 1");
+        assert!(!nanp("411-555-2671"), "N11 area");
+        assert!(e164("+14155552671"));
+        assert!(e164("+44 20 7946 0958"));
+        assert!(!e164("+1234567"), "too few digits");
+        assert!(!e164("+44  20 7946 0958"), "doubled separator");
+    }
+
+    #[test]
+    fn jwt_header_must_be_json_with_alg() {
+        assert!(jwt("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"));
+        assert!(!jwt("eyJmb28iOiJiYXIifQ.eyJzdWIiOiIxIn0.sig"), "no alg");
+        assert!(!jwt("eyJ!!!.x.y"));
+    }
+
+    #[test]
+    fn randomness_of_values() {
+        assert!(looks_random("Zx9Qw2Lm8Rt5Yp3K"));
+        assert!(looks_random("a1b2c3d4e5f6a7b8c9d0e1f2"));
+        assert!(!looks_random("release-2024"));
+        assert!(!looks_random("linux-cargo-abc123def456"));
+        assert!(!looks_random("/etc/ssl/private/key.pem"));
+        assert!(!looks_random("${API_TOKEN}"));
+        assert!(!looks_random("short1A"));
+        assert!(!looks_random("aaaaaaaaaaaaaaaaaaaaaaaa1"), "low entropy");
+    }
+
+    #[test]
+    fn entropy_in_bits_per_character() {
+        assert_eq!(entropy("aaaa"), 0.0);
+        assert_eq!(entropy("abab"), 1.0);
+        assert_eq!(entropy("abcd"), 2.0);
+        assert_eq!(entropy("\u{ff}\u{fe}"), 2.0, "four distinct bytes");
+        // The same sum in the same order as over all 256 counts.
+        let s = "Zx9Qw2Lm8Rt5Yp3K~é";
+        let mut counts = [0u32; 256];
+        for b in s.bytes() {
+            counts[b as usize] += 1;
+        }
+        let n = s.len() as f64;
+        let want: f64 = counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| -(f64::from(c) / n) * (f64::from(c) / n).log2())
+            .sum();
+        assert_eq!(entropy(s).to_bits(), want.to_bits());
+    }
+}

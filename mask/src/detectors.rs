@@ -1,0 +1,725 @@
+//! The built-in detectors, in priority order: when two candidates overlap, the one
+//! listed first wins (a GitHub token after `Bearer ` is a `github-token`, not a
+//! `bearer-token`).
+//!
+//! Each has literal triggers (searched case-insensitively in one pass over the text;
+//! a detector whose triggers are absent costs nothing), a regex whose named group `s`
+//! (or `s2`, `s3` for alternatives) is the secret, a check on the candidate, and how
+//! much of the secret may stay visible (`keep`: a vendor prefix, an email's domain, a
+//! card's last four digits; never enough to be useful).
+use std::ops::Range;
+
+use crate::{
+    Scan, checks,
+    groups::{Groups, Shape, is_space},
+};
+
+pub(crate) type Check = fn(&Groups, &str) -> Option<Range<usize>>;
+
+pub(crate) struct Builtin {
+    pub kind: &'static str,
+    pub pattern: String,
+    /// Case-insensitive literals, one of which must occur; empty: always a candidate.
+    pub triggers: &'static [&'static str],
+    /// Digits the longest run of digits in the text must hold (single separators
+    /// ` -.()` may interrupt a run), or 0.
+    pub min_run: usize,
+    /// A cheap test the text must pass before the regex runs.
+    pub gate: fn(&str, &Scan) -> bool,
+    pub check: Check,
+    /// Bytes of the secret kept visible at its start and its end.
+    pub keep: fn(&str) -> (usize, usize),
+    /// Where the secret is in a match (`Captures` unless set below).
+    pub shape: Shape,
+}
+
+/// The secret of a match, with the text it spans.
+struct Secret<'h> {
+    range: Range<usize>,
+    text: &'h str,
+}
+
+impl Secret<'_> {
+    fn as_str(&self) -> &str {
+        self.text
+    }
+
+    fn range(&self) -> Range<usize> {
+        self.range.clone()
+    }
+
+    fn start(&self) -> usize {
+        self.range.start
+    }
+
+    fn end(&self) -> usize {
+        self.range.end
+    }
+
+    fn len(&self) -> usize {
+        self.range.len()
+    }
+}
+
+fn secret<'h>(g: &Groups, h: &'h str) -> Option<Secret<'h>> {
+    let range = g.s.clone()?;
+    let text = h.get(range.clone())?;
+    Some(Secret { range, text })
+}
+
+fn plain(g: &Groups, _: &str) -> Option<Range<usize>> {
+    g.s.clone().filter(|r| !r.is_empty())
+}
+
+fn none(_: &str) -> (usize, usize) {
+    (0, 0)
+}
+
+fn keep_to_underscore_or_dash(s: &str) -> (usize, usize) {
+    // Vendor prefixes end at their last `_` or `-` within the first 12 bytes
+    // (`ghp_`, `github_pat_`, `sk-proj-`, `xoxb-`, `glpat-`).
+    let head = &s[..s.len().min(12)];
+    (head.rfind(['_', '-']).map_or(0, |i| i + 1), 0)
+}
+
+fn keep4(_: &str) -> (usize, usize) {
+    (4, 0)
+}
+
+fn keep3(_: &str) -> (usize, usize) {
+    (3, 0)
+}
+
+fn keep2(_: &str) -> (usize, usize) {
+    (2, 0)
+}
+
+fn keep_domain(s: &str) -> (usize, usize) {
+    (0, s.len() - s.rfind('@').unwrap_or(s.len()))
+}
+
+fn keep_last4(_: &str) -> (usize, usize) {
+    (0, 4)
+}
+
+/// From the end of a `BEGIN ... PRIVATE KEY` line to its `END` line, or to the end of
+/// the text when it was cut off (argv is capped).
+fn pem_body(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let start = g.whole.end;
+    let end = h[start..].find("-----END ").map_or(h.len(), |i| start + i);
+    (end - start >= 8).then_some(start..end)
+}
+
+fn openai(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    let tail = &h[m.start() + 3..m.end()];
+    let mixed = tail.bytes().any(|b| b.is_ascii_digit())
+        && tail.bytes().any(|b| b.is_ascii_uppercase())
+        && tail.bytes().any(|b| b.is_ascii_lowercase());
+    mixed.then(|| m.range())
+}
+
+fn jwt(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    checks::jwt(m.as_str()).then(|| m.range())
+}
+
+fn has_digit_or_case_mix(v: &str) -> bool {
+    v.bytes().any(|b| b.is_ascii_digit())
+        || (v.bytes().any(|b| b.is_ascii_uppercase()) && v.bytes().any(|b| b.is_ascii_lowercase()))
+        || v.len() >= 20
+}
+
+fn token_value(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    (has_digit_or_case_mix(m.as_str()) && checks::is_literal_password(m.as_str()))
+        .then(|| m.range())
+}
+
+fn password_value(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    checks::is_literal_password(m.as_str()).then(|| m.range())
+}
+
+fn secret_flag_value(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    let v = m.as_str();
+    (checks::is_literal_password(v) && !v.starts_with(['/', '~', '.', '@'])).then(|| m.range())
+}
+
+pub(crate) fn password_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    if n == "pwd" || n == "oldpwd" {
+        return false;
+    }
+    n.contains("password")
+        || n.contains("passwd")
+        || n.contains("passphrase")
+        || ["pass", "pwd"].iter().any(|w| {
+            n == *w
+                || n.strip_suffix(w)
+                    .is_some_and(|h| h.ends_with(['_', '-', '.']))
+        })
+}
+
+fn password_assign(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let name = h.get(g.n.clone()?)?;
+    if !password_name(name) {
+        return None;
+    }
+    password_value(g, h)
+}
+
+/// Names of public key material and key ids: identifiers, not secrets (`GPG_KEY` holds a
+/// fingerprint in the official language images).
+pub(crate) fn public_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("gpg") || n.contains("public") || n.contains("pub_key") || n.contains("pubkey")
+}
+
+fn secret_assign(g: &Groups, h: &str) -> Option<Range<usize>> {
+    if public_name(h.get(g.n.clone()?)?) {
+        return None;
+    }
+    let m = secret(g, h)?;
+    checks::looks_random(m.as_str()).then(|| m.range())
+}
+
+fn email(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    // `git@github.com:org/repo` is a remote, `ssh://git@host` a URL's user. Lengths
+    // are checked here rather than counted in the regex, which would blow up its
+    // automaton (RFC 5321: local part 64, domain 255).
+    let at = m.as_str().rfind('@')?;
+    if h[m.end()..].starts_with(':')
+        || h[..m.start()].ends_with("//")
+        || at > 64
+        || m.len() - at - 1 > 255
+    {
+        return None;
+    }
+    Some(m.range())
+}
+
+fn card(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    checks::card(m.as_str()).then(|| m.range())
+}
+
+fn ssn(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    checks::ssn(m.as_str()).then(|| m.range())
+}
+
+fn iban(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    let len = checks::iban_prefix(m.as_str())?;
+    Some(m.start()..m.start() + len)
+}
+
+fn nanp(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    checks::nanp(m.as_str()).then(|| m.range())
+}
+
+fn e164(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    checks::e164(m.as_str()).then(|| m.range())
+}
+
+fn not_numeric(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    (!m.as_str().bytes().all(|b| b.is_ascii_digit())).then(|| m.range())
+}
+
+fn has_assign(h: &str, _: &Scan) -> bool {
+    h.contains(['=', ':'])
+}
+
+fn has_colon(h: &str, _: &Scan) -> bool {
+    h.contains(':')
+}
+
+/// Two capitals and two digits, the start of every IBAN (and every IBAN has 8 digits
+/// or more).
+fn iban_gate(_: &str, s: &Scan) -> bool {
+    s.digits >= 8 && s.iban_head
+}
+
+// Triggers are the name followed by what separates it from its value, so that the
+// words alone (`grep password`, `kubectl get secret`) cost nothing.
+const PASS_FLAG_TRIGGERS: &[&str] = &[
+    "password=",
+    "password ",
+    "passwd=",
+    "passwd ",
+    "passphrase=",
+    "passphrase ",
+    "pass=",
+    "pass ",
+    "passin=",
+    "passin ",
+    "passout=",
+    "passout ",
+    "pwd=",
+    "pwd ",
+];
+const SECRET_FLAG_TRIGGERS: &[&str] = &["token=", "token ", "secret=", "secret ", "key=", "key "];
+const PASS_ASSIGN_TRIGGERS: &[&str] = &[
+    "password=",
+    "password:",
+    "password\"",
+    "password'",
+    "password ",
+    "passwd=",
+    "passwd:",
+    "passwd\"",
+    "passwd ",
+    "passphrase=",
+    "passphrase:",
+    "passphrase\"",
+    "pass=",
+    "pass:",
+    "pass\"",
+    "pwd=",
+    "pwd:",
+    "pwd\"",
+];
+const SECRET_ASSIGN_TRIGGERS: &[&str] = &[
+    "secret=",
+    "secret:",
+    "secret\"",
+    "secret'",
+    "secret ",
+    "token=",
+    "token:",
+    "token\"",
+    "token'",
+    "token ",
+    "key=",
+    "key:",
+    "key\"",
+    "key'",
+    "key ",
+    "credentials=",
+    "credentials:",
+    "credentials\"",
+    "credential=",
+    "credential:",
+    "auth=",
+    "auth:",
+    "auth\"",
+];
+
+/// Suffixes of names whose values are passwords (masked whatever they look like).
+const PASS_NAMES: &str = r"[A-Za-z0-9_.-]*(?i:password|passwd|passphrase|pass|pwd)";
+/// Suffixes of names whose values are masked when they look generated.
+const SECRET_NAMES: &str = r"[A-Za-z0-9_.-]*(?i:secret|token|key|apikey|credentials?|auth)";
+/// A value: double-quoted, single-quoted or bare.
+const VALUE: &str = r#"(?:"(?P<s>[^"]*)"|'(?P<s2>[^']*)'|(?P<s3>[^\s"',;&]+))"#;
+
+pub(crate) fn builtins() -> Vec<Builtin> {
+    let b = |kind, pattern: &str, triggers, check, keep| Builtin {
+        kind,
+        pattern: pattern.to_owned(),
+        triggers,
+        min_run: 0,
+        gate: |_, _| true,
+        check,
+        keep,
+        shape: Shape::Captures,
+    };
+    let pii = |kind, pattern: &str, triggers, min_run, check, keep| Builtin {
+        kind,
+        pattern: pattern.to_owned(),
+        triggers,
+        min_run,
+        gate: |_, _| true,
+        check,
+        keep,
+        shape: Shape::Captures,
+    };
+    let mut all = vec![
+        b(
+            "private-key",
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
+            &["-----BEGIN"],
+            pem_body,
+            none,
+        ),
+        b(
+            "gcp-key-id",
+            r#""private_key_id"\s*:\s*"(?P<s>[0-9a-f]{40})""#,
+            &["private_key_id"],
+            plain,
+            none,
+        ),
+        b(
+            "aws-access-key",
+            r"\b(?P<s>(?:AKIA|ASIA|ABIA|ACCA|AIDA|AROA|AIPA|ANPA|ANVA|AGPA)[A-Z2-7]{16})\b",
+            &[
+                "AKIA", "ASIA", "ABIA", "ACCA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "AGPA",
+            ],
+            plain,
+            keep4,
+        ),
+        b(
+            "aws-secret-key",
+            r#"(?i:aws[a-z0-9_.-]{0,24}(?:secret|key)[a-z0-9_.-]{0,24})["']?\s*[:=]?\s*["']?(?P<s>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
+            &["aws"],
+            plain,
+            none,
+        ),
+        b(
+            "github-token",
+            r"\b(?P<s>gh[pousr]_[A-Za-z0-9]{36,251})\b",
+            &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
+            plain,
+            keep_to_underscore_or_dash,
+        ),
+        b(
+            "github-token",
+            r"\b(?P<s>github_pat_[A-Za-z0-9_]{22,247})\b",
+            &["github_pat_"],
+            plain,
+            keep_to_underscore_or_dash,
+        ),
+        b(
+            "gitlab-token",
+            r"\b(?P<s>gl(?:pat|dt|rt|ptt|cbt)-[A-Za-z0-9_-]{20,})",
+            &["glpat-", "gldt-", "glrt-", "glptt-", "glcbt-"],
+            plain,
+            keep_to_underscore_or_dash,
+        ),
+        b(
+            "slack-token",
+            r"\b(?P<s>xox[abposre]-[A-Za-z0-9-]{10,})",
+            &["xox"],
+            plain,
+            keep_to_underscore_or_dash,
+        ),
+        b(
+            "slack-token",
+            r"\b(?P<s>xapp-\d-[A-Za-z0-9-]{10,})",
+            &["xapp-"],
+            plain,
+            |_| (5, 0),
+        ),
+        b(
+            "slack-webhook",
+            r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<s>[A-Za-z0-9/_-]{10,})",
+            &["hooks.slack.com"],
+            plain,
+            none,
+        ),
+        b(
+            "anthropic-key",
+            r"\b(?P<s>sk-ant-[a-z0-9]{2,10}-[A-Za-z0-9_-]{20,})",
+            &["sk-ant-"],
+            plain,
+            |_| (7, 0),
+        ),
+        b(
+            "openai-key",
+            r"\b(?P<s>sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,})",
+            &["sk-"],
+            openai,
+            keep_to_underscore_or_dash,
+        ),
+        b(
+            "google-api-key",
+            r"\b(?P<s>AIza[0-9A-Za-z_-]{35})",
+            &["AIza"],
+            plain,
+            keep4,
+        ),
+        b(
+            "huggingface-token",
+            r"\b(?P<s>hf_[A-Za-z0-9]{30,40})\b",
+            &["hf_"],
+            plain,
+            keep3,
+        ),
+        b(
+            "stripe-key",
+            r"\b(?P<s>[sr]k_(?:live|test)_[A-Za-z0-9]{16,})",
+            &["k_live_", "k_test_"],
+            plain,
+            |_| (8, 0),
+        ),
+        b(
+            "npm-token",
+            r"\b(?P<s>npm_[A-Za-z0-9]{36})\b",
+            &["npm_"],
+            plain,
+            keep4,
+        ),
+        b(
+            "groq-key",
+            r"\b(?P<s>gsk_[A-Za-z0-9]{40,})",
+            &["gsk_"],
+            plain,
+            keep4,
+        ),
+        b(
+            "xai-key",
+            r"\b(?P<s>xai-[A-Za-z0-9]{40,})",
+            &["xai-"],
+            plain,
+            keep4,
+        ),
+        b(
+            "replicate-token",
+            r"\b(?P<s>r8_[A-Za-z0-9]{37})\b",
+            &["r8_"],
+            plain,
+            keep3,
+        ),
+        b(
+            "jwt",
+            r"\b(?P<s>eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,})",
+            &["eyJ"],
+            jwt,
+            keep3,
+        ),
+        b(
+            "azure-account-key",
+            r"(?i:AccountKey|SharedAccessKey)=(?P<s>[A-Za-z0-9+/=]{20,})",
+            &["AccountKey", "SharedAccessKey"],
+            plain,
+            none,
+        ),
+        b(
+            "azure-sas",
+            r"(?i:SharedAccessSignature)=(?P<s>[^;\s]+)",
+            &["SharedAccessSignature"],
+            plain,
+            none,
+        ),
+        b(
+            "azure-sas",
+            r"[?&]sig=(?P<s>[A-Za-z0-9%+/=]{16,})",
+            &["sig="],
+            plain,
+            none,
+        ),
+        b(
+            "bearer-token",
+            r"(?i:\bbearer\s+)(?P<s>[A-Za-z0-9._~+/=-]{8,})",
+            &["bearer"],
+            token_value,
+            none,
+        ),
+        b(
+            "authorization",
+            r#"(?i:\b(?:proxy-)?authorization\s*:\s*(?:(?:bearer|basic|token|digest|negotiate|apikey|sso-key)\s+)?)(?P<s>[^\s"',]{4,})"#,
+            &["authorization"],
+            password_value,
+            none,
+        ),
+        b(
+            "api-key-header",
+            r#"(?i:\b(?:x-api-key|api-key|x-auth-token|private-token|x-vault-token|x-goog-api-key|x-api-token|job-token)\s*:\s*)(?P<s>[^\s"',]{4,})"#,
+            &[
+                "api-key",
+                "auth-token",
+                "private-token",
+                "vault-token",
+                "api-token",
+                "job-token",
+            ],
+            password_value,
+            none,
+        ),
+        b(
+            "password",
+            r"(?i:\b[a-z][a-z0-9+.-]{1,15}://[^\s:/@?#]*:)(?P<s>[^\s/@?#]+)@",
+            &["://"],
+            password_value,
+            none,
+        ),
+        b(
+            "password",
+            &format!(
+                r#"(?:^|[\s"'])--?(?i:(?:[a-z0-9]+[-_])*(?:password|passwd|passphrase|pass(?:in|out)?|pwd))(?:=|\s+){VALUE}"#
+            ),
+            PASS_FLAG_TRIGGERS,
+            password_value,
+            none,
+        ),
+        b(
+            "secret",
+            &format!(
+                r#"(?:^|[\s"'])--?(?i:(?:[a-z0-9]+[-_])*(?:token|secret|api[-_]?key|apikey|access[-_]?key|secret[-_]?key|client[-_]?secret|auth[-_]?token))(?:=|\s+){VALUE}"#
+            ),
+            SECRET_FLAG_TRIGGERS,
+            secret_flag_value,
+            none,
+        ),
+        b(
+            "password",
+            r#"(?:^|\s|/)(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mariadb|mariadb-dump)\s(?:[^\n]*?\s)?-p(?P<s>[^\s"']+)"#,
+            &["mysql", "mariadb"],
+            password_value,
+            none,
+        ),
+        b(
+            "password",
+            r#"\bsshpass\s(?:[^\n]*?\s)?-p\s*(?P<s>[^\s"']+)"#,
+            &["sshpass"],
+            password_value,
+            none,
+        ),
+        b(
+            "password",
+            r#"\bcurl\s(?:[^\n]*?\s)?(?:-u|--user)\s+["']?[^\s:'"]+:(?P<s>[^\s'"]+)"#,
+            &["curl"],
+            not_numeric,
+            none,
+        ),
+        b(
+            "password",
+            &format!(r#"\b(?P<n>{PASS_NAMES})["']?\s*[=:]\s*{VALUE}"#),
+            PASS_ASSIGN_TRIGGERS,
+            password_assign,
+            none,
+        ),
+        b(
+            "secret",
+            &format!(r#"\b(?P<n>{SECRET_NAMES})["']?\s*[=:]\s*{VALUE}"#),
+            SECRET_ASSIGN_TRIGGERS,
+            secret_assign,
+            none,
+        ),
+        pii(
+            "email",
+            r"\b(?P<s>[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24})\b",
+            &["@"],
+            0,
+            email,
+            keep_domain,
+        ),
+        pii(
+            "iban",
+            r"\b(?P<s>[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30})\b",
+            &[],
+            0,
+            iban,
+            keep2,
+        ),
+        pii("ssn", r"\b(?P<s>\d{3}-\d{2}-\d{4})\b", &[], 9, ssn, none),
+        pii(
+            "card",
+            r"\b(?P<s>[2-6]\d{3}(?:[ -]?\d){9,15})\b",
+            &[],
+            13,
+            card,
+            keep_last4,
+        ),
+        pii(
+            "phone",
+            r"(?:^|[\s:=,;\x22'(])(?P<s>\+[1-9](?:[ .-]?\(?\d\)?){7,14})\b",
+            &["+"],
+            8,
+            e164,
+            none,
+        ),
+        pii(
+            "phone",
+            r"(?:^|[\s:=,;\x22'])(?P<s>(?:\+?1[ .-])?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4})\b",
+            &[],
+            10,
+            nanp,
+            none,
+        ),
+    ];
+    for d in &mut all {
+        d.shape = shape(d.kind, &d.pattern);
+        // Unicode `\s` splits "anything but space" classes into many ranges, and the
+        // automata with them; ASCII whitespace is what separates arguments anyway.
+        d.pattern = d
+            .pattern
+            .replace(r"[^\s", r"[^\t\n\x0B\x0C\r ")
+            .replace(r"[\s", r"[\t\n\x0B\x0C\r ")
+            .replace(r"\s", r"(?-u:\s)");
+        d.gate = match d.kind {
+            "password" | "secret" if d.pattern.contains("(?P<n>") => has_assign,
+            "authorization" | "api-key-header" => has_colon,
+            "iban" => iban_gate,
+            "password" if d.pattern.contains("://") => |h: &str, _: &Scan| h.contains('@'),
+            "password" if d.pattern.contains("-p") || d.pattern.contains("-u|") => {
+                |h: &str, _: &Scan| h.contains(" -")
+            }
+            "aws-secret-key" => |h: &str, _: &Scan| h.len() >= 43,
+            _ => d.gate,
+        };
+    }
+    all
+}
+
+/// Where the secret is in a match of a built-in pattern, so that most run `find`
+/// rather than `captures` (see `groups`).
+fn shape(kind: &str, pattern: &str) -> Shape {
+    // A private key's check looks at the end of the whole match only.
+    if whole_group(pattern) || kind == "private-key" {
+        return Shape::Whole;
+    }
+    if pattern.ends_with(VALUE) {
+        return Shape::Value {
+            named: pattern.contains("(?P<n>"),
+        };
+    }
+    match kind {
+        "bearer-token" => Shape::Tail {
+            sep: None,
+            class: |b| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b),
+        },
+        "authorization" | "api-key-header" => Shape::Tail {
+            sep: Some(b':'),
+            class: |b| !is_space(b) && !b"\"',".contains(&b),
+        },
+        "azure-account-key" => Shape::Tail {
+            sep: Some(b'='),
+            class: |b| b.is_ascii_alphanumeric() || b"+/=".contains(&b),
+        },
+        "azure-sas" if pattern.contains("sig=") => Shape::Tail {
+            sep: Some(b'='),
+            class: |b| b.is_ascii_alphanumeric() || b"%+/=".contains(&b),
+        },
+        "azure-sas" => Shape::Tail {
+            sep: Some(b'='),
+            class: |b| !is_space(b) && b != b';',
+        },
+        _ => Shape::Captures,
+    }
+}
+
+/// `\b(?P<s>...)` or `\b(?P<s>...)\b`: group `s` is the whole match.
+fn whole_group(pattern: &str) -> bool {
+    let Some(inner) = pattern.strip_prefix(r"\b(?P<s>") else {
+        return false;
+    };
+    let inner = inner.strip_suffix(r"\b").unwrap_or(inner);
+    let Some(inner) = inner.strip_suffix(')') else {
+        return false;
+    };
+    // The group closes at the end only if the parentheses inside it balance.
+    let (mut depth, mut class, mut escaped) = (0i32, false, false);
+    for c in inner.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '[' => class = true,
+            ']' => class = false,
+            '(' if !class => depth += 1,
+            ')' if !class => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth == 0
+}

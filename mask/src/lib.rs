@@ -1,0 +1,663 @@
+//! Masking of credentials and personal data before anything leaves the host.
+//!
+//! A [`Masker`] finds secrets in text (built-in detectors plus patterns from the policy
+//! file) and replaces each with a marker that keeps the value's kind, a short
+//! non-secret part of its shape, and a keyed hash:
+//!
+//! ```text
+//! ghp_…[github-token:3f9a1c2b]           vendor prefix kept
+//! sk-proj-…[openai-key:0b61d2aa]
+//! AKIA…[aws-access-key:91c0e7f3]
+//! https://deploy:…[password:5d2e8c10]@db.internal/app   only the password
+//! --password=…[password:5d2e8c10]
+//! Authorization: Bearer …[bearer-token:77a0c4e9]
+//! …[email:2ab49f01]@example.com          the domain stays
+//! …[card:c0ffee12]1111                    the last four digits stay
+//! DE…[iban:8e3d10aa]                      the country stays
+//! -----BEGIN PRIVATE KEY-----…[private-key:4410be2d]-----END PRIVATE KEY-----
+//! ```
+//!
+//! The marker is `PREFIX…[KIND:HASH]SUFFIX`: `…` is U+2026, KIND is `[a-z0-9-]{1,32}`,
+//! HASH is the first 4 bytes (8 lowercase hex digits) of HMAC-SHA256(key, secret). The
+//! same secret always gets the same hash under one key, so a reviewer can tell two
+//! values apart or recognise one seen before without seeing it; hosts that share the
+//! key file ([`load_or_create_key`]) produce the same hashes fleet-wide, hosts with
+//! their own keys cannot be correlated. 32 bits is for telling values apart by eye, not
+//! a commitment: do not treat equal hashes as proof of equal secrets.
+//!
+//! Masking is idempotent: text that holds markers passes through unchanged (a candidate
+//! that overlaps a marker is never masked), so masking twice, or on two hosts, is safe.
+//!
+//! Speed: the detectors' literal triggers are searched in one Aho-Corasick pass and
+//! their digit requirements in one count; only detectors whose triggers occur run their
+//! regex. Ordinary arguments cost that one pass.
+mod argv;
+mod checks;
+pub mod corpus;
+mod detectors;
+mod groups;
+mod key;
+
+use std::{borrow::Cow, collections::BTreeMap, ops::Range};
+
+use aho_corasick::{Anchored, MatchKind, automaton::Automaton as _, dfa::DFA};
+use hmac::{Hmac, Mac as _};
+use regex::{Regex, RegexBuilder, RegexSet};
+use sha2::Sha256;
+
+use crate::groups::{Groups, Shape};
+
+pub use key::{KeyError, load_or_create_key, parse_key};
+
+/// Policy limits: a pattern list this long is a mistake, and the regex size caps keep
+/// one pattern from costing the daemon more than a few MB.
+pub const MAX_PATTERNS: usize = 64;
+/// Detectors are selected with a 128-bit mask: built-ins plus `MAX_PATTERNS` fit.
+const MAX_DETECTORS: usize = 128;
+pub const MAX_ALLOW: usize = 256;
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// The smallest `min_run` of a digit-gated detector (E.164 phone numbers).
+const MIN_GATED_RUN: usize = 8;
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Extra detectors and allow-list entries, from the policy file's `mask:` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaskConfig {
+    pub patterns: Vec<PatternConfig>,
+    /// Regexes searched in each candidate's value and in the whole text its detector
+    /// matched; a candidate any of them matches is left as it is. Anchor them (`^…$`)
+    /// to allow one exact value.
+    pub allow: Vec<String>,
+}
+
+/// A detector of one's own. With a capture group named `s` (or else group 1) only that
+/// group is masked, otherwise the whole match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternConfig {
+    /// The kind shown in markers: `[a-z0-9-]{1,32}`.
+    pub name: String,
+    pub regex: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MaskError {
+    #[error(
+        "mask pattern name {name:?}: must be 1 to 32 characters of a-z, 0-9 and '-' (it is shown in markers)"
+    )]
+    BadName { name: String },
+    #[error("mask pattern name {name:?} is used twice")]
+    DuplicateName { name: String },
+    #[error("mask pattern {name:?}: invalid regex: {message}")]
+    BadPattern { name: String, message: String },
+    #[error("mask pattern {name:?} matches the empty string, so it would match everywhere")]
+    MatchesEmpty { name: String },
+    #[error("mask allow[{index}]: invalid regex: {message}")]
+    BadAllow { index: usize, message: String },
+    #[error("mask: at most {max} {what}, got {got}")]
+    TooMany {
+        what: &'static str,
+        max: usize,
+        got: usize,
+    },
+}
+
+/// One masked value: its kind and where it was in the input (byte offsets of the text
+/// given; `field` is the index in argv/env, `None` for plain text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: String,
+    pub field: Option<usize>,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Counts by kind, for metrics.
+pub fn counts(findings: &[Finding]) -> BTreeMap<&str, usize> {
+    let mut out = BTreeMap::new();
+    for f in findings {
+        *out.entry(f.kind.as_str()).or_insert(0) += 1;
+    }
+    out
+}
+
+enum CheckFn {
+    Builtin(detectors::Check),
+    Custom,
+}
+
+pub(crate) struct Detector {
+    pub(crate) kind: String,
+    pub(crate) regex: Regex,
+    min_run: usize,
+    gate: fn(&str, &Scan) -> bool,
+    check: CheckFn,
+    keep: fn(&str) -> (usize, usize),
+    pub(crate) shape: Shape,
+}
+
+/// Candidate selection options that depend on where the text came from.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ctx {
+    /// `ssh deploy@web1.example.com`: a login, not an email address.
+    pub no_email: bool,
+}
+
+/// A value to replace, before rendering.
+#[derive(Debug, Clone)]
+pub(crate) struct Hit {
+    pub range: Range<usize>,
+    pub kind: usize,
+}
+
+pub struct Masker {
+    detectors: Vec<Detector>,
+    /// The triggers as a bare DFA, walked byte by byte: all matches at every position
+    /// (overlapping) with no per-call setup, which short arguments would pay for.
+    triggers: DFA,
+    /// Trigger pattern id -> detectors it enables (bit i: detector i).
+    trigger_map: Vec<u128>,
+    /// Detectors without triggers (digit-gated PII and custom patterns).
+    always: Vec<usize>,
+    email: Option<usize>,
+    /// Detector indices of the kinds argv and env context produce.
+    pub(crate) password: usize,
+    pub(crate) secret: usize,
+    pub(crate) aws_secret: usize,
+    allow: Option<RegexSet>,
+    /// HMAC-SHA256 keyed with the mask key, ready for a value.
+    mac: Hmac<Sha256>,
+    marker: Regex,
+    /// No detector can match text shorter than this.
+    min_len: usize,
+    /// No patterns from the policy: the short-text shortcut in `find` holds.
+    builtin_only: bool,
+    argv: argv::ArgvRules,
+}
+
+/// Never shows the key.
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field("detectors", &self.detectors.len())
+            .field("allow", &self.allow.as_ref().map_or(0, RegexSet::len))
+            .finish_non_exhaustive()
+    }
+}
+
+fn build(pattern: &str) -> Result<Regex, regex::Error> {
+    // ASCII word boundaries keep the lazy DFA usable on non-ASCII text.
+    RegexBuilder::new(&pattern.replace(r"\b", r"(?-u:\b)"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(4 * REGEX_SIZE_LIMIT)
+        .build()
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Checks one configured pattern on its own (for a policy parser that reports errors
+/// at the pattern's position); [`Masker::new`] checks the same and duplicates.
+pub fn validate_pattern(p: &PatternConfig) -> Result<(), MaskError> {
+    if !valid_name(&p.name) {
+        return Err(MaskError::BadName {
+            name: p.name.clone(),
+        });
+    }
+    let regex = build(&p.regex).map_err(|e| MaskError::BadPattern {
+        name: p.name.clone(),
+        message: e.to_string(),
+    })?;
+    if regex.is_match("") {
+        return Err(MaskError::MatchesEmpty {
+            name: p.name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks one allow-list entry.
+pub fn validate_allow(index: usize, regex: &str) -> Result<(), MaskError> {
+    build(regex).map(|_| ()).map_err(|e| MaskError::BadAllow {
+        index,
+        message: e.to_string(),
+    })
+}
+
+impl Masker {
+    /// Validates `config` and builds the detectors. `key` keys the hashes in markers.
+    pub fn new(config: &MaskConfig, key: [u8; 32]) -> Result<Masker, MaskError> {
+        if config.patterns.len() > MAX_PATTERNS {
+            return Err(MaskError::TooMany {
+                what: "patterns",
+                max: MAX_PATTERNS,
+                got: config.patterns.len(),
+            });
+        }
+        if config.allow.len() > MAX_ALLOW {
+            return Err(MaskError::TooMany {
+                what: "allow entries",
+                max: MAX_ALLOW,
+                got: config.allow.len(),
+            });
+        }
+        let mut detectors = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        // The policy's own patterns come first: they win overlaps with the built-ins.
+        for p in &config.patterns {
+            validate_pattern(p)?;
+            if !seen.insert(p.name.as_str()) {
+                return Err(MaskError::DuplicateName {
+                    name: p.name.clone(),
+                });
+            }
+            let regex = build(&p.regex).expect("validated");
+            detectors.push((
+                Detector {
+                    kind: p.name.clone(),
+                    min_run: 0,
+                    gate: |_, _| true,
+                    shape: if regex.captures_len() == 1 {
+                        Shape::Whole
+                    } else {
+                        Shape::Captures
+                    },
+                    regex,
+                    check: CheckFn::Custom,
+                    keep: |_| (0, 0),
+                },
+                &[][..],
+            ));
+        }
+        for b in detectors::builtins() {
+            let regex = build(&b.pattern).unwrap_or_else(|e| panic!("built-in {}: {e}", b.kind));
+            detectors.push((
+                Detector {
+                    kind: b.kind.to_owned(),
+                    regex,
+                    min_run: b.min_run,
+                    gate: b.gate,
+                    check: CheckFn::Builtin(b.check),
+                    keep: b.keep,
+                    shape: b.shape,
+                },
+                b.triggers,
+            ));
+        }
+        let allow = if config.allow.is_empty() {
+            None
+        } else {
+            for (index, a) in config.allow.iter().enumerate() {
+                validate_allow(index, a)?;
+            }
+            Some(
+                RegexSet::new(&config.allow).map_err(|e| MaskError::BadAllow {
+                    index: 0,
+                    message: e.to_string(),
+                })?,
+            )
+        };
+        let mut literals = Vec::new();
+        let mut trigger_map: Vec<u128> = Vec::new();
+        let mut always = Vec::new();
+        for (i, (_, triggers)) in detectors.iter().enumerate() {
+            if triggers.is_empty() {
+                always.push(i);
+            }
+            for t in *triggers {
+                match literals.iter().position(|l| l == t) {
+                    Some(j) => trigger_map[j] |= 1 << i,
+                    None => {
+                        literals.push(*t);
+                        trigger_map.push(1 << i);
+                    }
+                }
+            }
+        }
+        assert!(
+            detectors.len() <= MAX_DETECTORS,
+            "too many detectors for the mask"
+        );
+        let triggers = DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .prefilter(false)
+            .build(&literals)
+            .expect("literal triggers build");
+        let detectors: Vec<Detector> = detectors.into_iter().map(|(d, _)| d).collect();
+        let email = detectors.iter().position(|d| d.kind == "email");
+        let index = |kind: &str| {
+            detectors
+                .iter()
+                .position(|d| d.kind == kind && matches!(d.check, CheckFn::Builtin(_)))
+                .expect("built-in kind")
+        };
+        let (password, secret, aws_secret) =
+            (index("password"), index("secret"), index("aws-secret-key"));
+        let min_len = if config.patterns.is_empty() { 6 } else { 1 };
+        Ok(Masker {
+            detectors,
+            triggers,
+            trigger_map,
+            always,
+            email,
+            password,
+            secret,
+            aws_secret,
+            allow,
+            mac: Hmac::<Sha256>::new_from_slice(&key).expect("any key length"),
+            marker: Regex::new(r"…\[[a-z0-9-]{1,32}:[0-9a-f]{8}\]").expect("marker regex"),
+            min_len,
+            builtin_only: config.patterns.is_empty(),
+            argv: argv::ArgvRules::new(),
+        })
+    }
+
+    /// `text` with every secret masked; borrowed when nothing was found.
+    pub fn mask<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let hits = self.find(text, Ctx::default());
+        self.render(text, &hits)
+    }
+
+    /// `text` masked, and what was found where.
+    pub fn mask_report(&self, text: &str) -> (String, Vec<Finding>) {
+        let hits = self.find(text, Ctx::default());
+        let findings = self.findings(&hits, None);
+        (self.render(text, &hits).into_owned(), findings)
+    }
+
+    /// A command line, with the context one argument gives the next
+    /// (`--password SECRET`, `sshpass -p SECRET`, `curl -u user:SECRET`, no emails in
+    /// `ssh user@host`).
+    pub fn mask_argv(&self, argv: &[String]) -> Vec<String> {
+        argv::mask_argv(self, argv, false).0
+    }
+
+    pub fn mask_argv_report(&self, argv: &[String]) -> (Vec<String>, Vec<Finding>) {
+        argv::mask_argv(self, argv, true)
+    }
+
+    /// An environment, `NAME=VALUE` each: the whole value of a password-ish name, and
+    /// of a secret-ish name (`*_TOKEN`, `*_KEY`, `*_SECRET`) when it looks generated.
+    pub fn mask_env(&self, env: &[String]) -> Vec<String> {
+        argv::mask_env(self, env, false).0
+    }
+
+    pub fn mask_env_report(&self, env: &[String]) -> (Vec<String>, Vec<Finding>) {
+        argv::mask_env(self, env, true)
+    }
+
+    /// The kinds of the built-in and configured detectors.
+    pub fn kinds(&self) -> Vec<&str> {
+        let mut k: Vec<&str> = self.detectors.iter().map(|d| d.kind.as_str()).collect();
+        k.dedup();
+        k
+    }
+
+    pub(crate) fn findings(&self, hits: &[Hit], field: Option<usize>) -> Vec<Finding> {
+        hits.iter()
+            .map(|h| Finding {
+                kind: self.detectors[h.kind].kind.clone(),
+                field,
+                start: h.range.start,
+                end: h.range.end,
+            })
+            .collect()
+    }
+
+    pub(crate) fn allowed(&self, value: &str, whole: &str) -> bool {
+        self.allow
+            .as_ref()
+            .is_some_and(|a| a.is_match(value) || a.is_match(whole))
+    }
+
+    pub(crate) fn markers(&self, text: &str) -> Vec<Range<usize>> {
+        if !text.contains('…') {
+            return Vec::new();
+        }
+        self.marker.find_iter(text).map(|m| m.range()).collect()
+    }
+
+    /// The detectors (bit i: detector i) one of whose triggers occurs in `text`.
+    pub(crate) fn triggered(&self, text: &[u8]) -> u128 {
+        let dfa = &self.triggers;
+        let mut sid = dfa
+            .start_state(Anchored::No)
+            .expect("built with an unanchored start");
+        let mut run = 0;
+        for &b in text {
+            sid = dfa.next_state(Anchored::No, sid, b);
+            // With standard semantics a match state lists every pattern ending here,
+            // and an unanchored search never dies.
+            if dfa.is_special(sid) && dfa.is_match(sid) {
+                for i in 0..dfa.match_len(sid) {
+                    run |= self.trigger_map[dfa.match_pattern(sid, i).as_usize()];
+                }
+            }
+        }
+        run
+    }
+
+    /// The non-overlapping values to mask in `text`, in order.
+    pub(crate) fn find(&self, text: &str, ctx: Ctx) -> Vec<Hit> {
+        if text.len() < self.min_len {
+            return Vec::new();
+        }
+        // Most arguments are short words, flags and paths. Without separators a short
+        // text can hold no built-in candidate: every vendor token is 15 bytes or more,
+        // emails need `@`, assignments and headers `=` or `:`, flag values a space, and
+        // the digit-gated kinds 8 digits.
+        // Counting is a vectorised pass; the run needs a byte-by-byte one, and only
+        // matters when there are digits enough for any digit-gated detector.
+        let digits = text.bytes().filter(u8::is_ascii_digit).count();
+        if self.builtin_only
+            && text.len() < 15
+            && digits < MIN_GATED_RUN
+            && !text.bytes().any(|b| matches!(b, b'@' | b'=' | b':' | b' '))
+        {
+            return Vec::new();
+        }
+        let scan = if digits >= MIN_GATED_RUN {
+            scan_digits(text.as_bytes(), digits)
+        } else {
+            Scan {
+                digits,
+                digit_run: digits,
+                iban_head: false,
+            }
+        };
+        let digit_run = scan.digit_run;
+        let mut run = self.triggered(text.as_bytes());
+        for &d in &self.always {
+            if digit_run >= self.detectors[d].min_run {
+                run |= 1 << d;
+            }
+        }
+        if ctx.no_email
+            && let Some(e) = self.email
+        {
+            run &= !(1 << e);
+        }
+        if run == 0 {
+            return Vec::new();
+        }
+        let mut cands: Vec<Hit> = Vec::new();
+        // Set bits in ascending order keep candidates in priority order.
+        let mut bits = run;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let d = &self.detectors[i];
+            if digit_run < d.min_run || !(d.gate)(text, &scan) {
+                continue;
+            }
+            let mut consider = |g: Groups| {
+                let range = match d.check {
+                    CheckFn::Builtin(check) => check(&g, text),
+                    CheckFn::Custom => g.s.filter(|r| !r.is_empty()),
+                };
+                let Some(range) = range else { return };
+                if !self.allowed(&text[range.clone()], &text[g.whole]) {
+                    cands.push(Hit { range, kind: i });
+                }
+            };
+            match d.shape {
+                Shape::Captures => {
+                    for caps in d.regex.captures_iter(text) {
+                        consider(match d.check {
+                            CheckFn::Builtin(_) => Groups::builtin(&caps),
+                            CheckFn::Custom => Groups::custom(&caps),
+                        });
+                    }
+                }
+                shape => {
+                    for m in d.regex.find_iter(text) {
+                        consider(shape.groups(text, m.range()).expect("not Captures"));
+                    }
+                }
+            }
+        }
+        if cands.is_empty() {
+            return cands;
+        }
+        let markers = self.markers(text);
+        let overlaps = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
+        let mut chosen: Vec<Hit> = Vec::new();
+        // Candidates come in detector priority order already.
+        for c in cands {
+            if markers.iter().any(|m| overlaps(m, &c.range))
+                || chosen.iter().any(|h| overlaps(&h.range, &c.range))
+            {
+                continue;
+            }
+            chosen.push(c);
+        }
+        chosen.sort_by_key(|h| h.range.start);
+        chosen
+    }
+
+    #[cfg(test)]
+    pub(crate) fn detectors(&self) -> &[Detector] {
+        &self.detectors
+    }
+
+    /// Appends the marker for `secret` (of detector `kind`) to `out`, without the formatting machinery: a
+    /// masked argument costs a hash and one copy.
+    fn push_marker(&self, out: &mut String, secret: &str, kind: usize) {
+        let d = &self.detectors[kind];
+        let (mut pre, mut suf) = (d.keep)(secret);
+        if pre + suf >= secret.len()
+            || !secret.is_char_boundary(pre)
+            || !secret.is_char_boundary(secret.len() - suf)
+        {
+            (pre, suf) = (0, 0);
+        }
+        out.push_str(&secret[..pre]);
+        out.push_str("…[");
+        out.push_str(&d.kind);
+        out.push(':');
+        out.push_str(std::str::from_utf8(&self.hash_hex(secret)).expect("hex digits"));
+        out.push(']');
+        out.push_str(&secret[secret.len() - suf..]);
+    }
+
+    /// The keyed hash shown in markers: 8 hex digits of HMAC-SHA256(key, value).
+    pub fn hash(&self, value: &str) -> String {
+        String::from_utf8(self.hash_hex(value).to_vec()).expect("hex digits")
+    }
+
+    fn hash_hex(&self, value: &str) -> [u8; 8] {
+        // The keyed state is set up once in `new`: two of HMAC's four compressions.
+        let mut mac = self.mac.clone();
+        mac.update(value.as_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut hex = [0u8; 8];
+        for (i, b) in out[..4].iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(b >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        hex
+    }
+
+    pub(crate) fn render<'t>(&self, text: &'t str, hits: &[Hit]) -> Cow<'t, str> {
+        if hits.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len() + 32 * hits.len());
+        let mut at = 0;
+        for h in hits {
+            out.push_str(&text[at..h.range.start]);
+            self.push_marker(&mut out, &text[h.range.clone()], h.kind);
+            at = h.range.end;
+        }
+        out.push_str(&text[at..]);
+        Cow::Owned(out)
+    }
+}
+
+/// What the digit-gated detectors need to know about a text, from one pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scan {
+    pub digits: usize,
+    /// The most digits in one run, where single separators (` -.()`) may interrupt a
+    /// run: what card numbers, SSNs and phone numbers need at least.
+    pub digit_run: usize,
+    /// Two capitals and two digits in a row, the start of every IBAN.
+    pub iban_head: bool,
+}
+
+/// Byte classes for [`scan_digits`].
+const DIGIT: u8 = 1;
+/// `-` and `.`: a separator, but not twice in a row.
+const SEP1: u8 = 2;
+/// `(`, `)` and space: a separator, also after another (`(415) 555`).
+const SEP2: u8 = 3;
+const UPPER: u8 = 4;
+const OTHER: u8 = 5;
+const CLASSES: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = match b {
+            b'0'..=b'9' => DIGIT,
+            b'-' | b'.' => SEP1,
+            b'(' | b')' | b' ' => SEP2,
+            b'A'..=b'Z' => UPPER,
+            _ => OTHER,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// [`Scan`] of a text with `digits` digits. Branch-free per byte: texts with many
+/// digits are mostly random tokens, where branches mispredict.
+fn scan_digits(text: &[u8], digits: usize) -> Scan {
+    let (mut best, mut cur, mut sep) = (0usize, 0usize, false);
+    // The classes of the last four bytes, two bits each: 1 capital, 2 digit.
+    let mut last4: u8 = 0;
+    let mut iban_head = false;
+    for &b in text {
+        let class = CLASSES[usize::from(b)];
+        let digit = class == DIGIT;
+        last4 = (last4 << 2) | (u8::from(digit) << 1) | u8::from(class == UPPER);
+        iban_head |= last4 == 0b01_01_10_10;
+        let reset = class >= UPPER || (class == SEP1 && sep);
+        cur = if reset { 0 } else { cur + usize::from(digit) };
+        best = best.max(cur);
+        sep = !digit && !reset;
+    }
+    Scan {
+        digits,
+        digit_run: best,
+        iban_head,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+//! The PostgreSQL side of the fleet policy (migration 4). A push is rare, so it runs in
+//! a transaction of its own on a connection of its own rather than through the batched
+//! writer: it takes the audit chain's advisory lock (which also serialises numbering
+//! across replicas), inserts the next version and its audit record, and notifies the
+//! other replicas, all before one COMMIT.
+
+use tokio_postgres::Client;
+
+use super::super::columns::nanos;
+use super::super::{NewPolicy, StoreError, StoredPolicy};
+use super::listen;
+use crate::audit::{self, AuditSigner};
+
+pub(super) const MIGRATION: &str = r#"
+CREATE TABLE policies (
+    version BIGINT PRIMARY KEY CHECK (version > 0),
+    text TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    pushed_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    pushed_at BIGINT NOT NULL
+);
+"#;
+
+pub(super) const CURRENT_SQL: &str = "SELECT version, text, sha256, pushed_by, reason, \
+     pushed_at FROM policies ORDER BY version DESC LIMIT 1";
+
+pub(super) async fn push(
+    client: &Client,
+    signer: &AuditSigner,
+    origin: &str,
+    new: NewPolicy,
+) -> Result<StoredPolicy, StoreError> {
+    client.batch_execute("BEGIN").await?;
+    let result = push_in_transaction(client, signer, origin, new).await;
+    match &result {
+        Ok(_) => client.batch_execute("COMMIT").await?,
+        Err(_) => client.batch_execute("ROLLBACK").await?,
+    }
+    result
+}
+
+async fn push_in_transaction(
+    client: &Client,
+    signer: &AuditSigner,
+    origin: &str,
+    new: NewPolicy,
+) -> Result<StoredPolicy, StoreError> {
+    client
+        .execute(audit::postgres::LOCK_CHAIN, &[&audit::postgres::CHAIN_LOCK])
+        .await?;
+    let version: i64 = client
+        .query_one("SELECT COALESCE(MAX(version), 0) + 1 FROM policies", &[])
+        .await?
+        .try_get(0)?;
+    let stored = StoredPolicy::numbered(u64::try_from(version).unwrap_or(1), new);
+    client
+        .execute(
+            "INSERT INTO policies (version, text, sha256, pushed_by, reason, pushed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &version,
+                &stored.text.as_str(),
+                &stored.sha256,
+                &stored.pushed_by.as_str(),
+                &stored.reason.as_str(),
+                &nanos(stored.pushed_at),
+            ],
+        )
+        .await?;
+    let head =
+        audit::postgres::head_from(client.query_opt(audit::postgres::HEAD, &[]).await?.as_ref())?;
+    let mut appends = audit::postgres::Appends::new(head);
+    appends.push(signer, super::super::policy::audit_event(&stored))?;
+    let records = appends.record_columns();
+    client
+        .execute(
+            audit::postgres::INSERT_RECORDS,
+            &[
+                &records.seq,
+                &records.at,
+                &records.kind,
+                &records.request_id,
+                &records.body,
+                &records.prev_hash,
+                &records.hash,
+            ],
+        )
+        .await?;
+    if let Some(columns) = appends.checkpoint_columns() {
+        client
+            .execute(
+                audit::postgres::INSERT_CHECKPOINTS,
+                &[
+                    &columns.seq,
+                    &columns.hash,
+                    &columns.signature,
+                    &columns.key_id,
+                ],
+            )
+            .await?;
+    }
+    client
+        .execute(
+            "SELECT pg_notify($1, $2)",
+            &[
+                &listen::CHANNEL,
+                &listen::policy_payload(origin, stored.version),
+            ],
+        )
+        .await?;
+    Ok(stored)
+}
+
+pub(super) fn from_row(row: &tokio_postgres::Row) -> Result<StoredPolicy, StoreError> {
+    super::super::policy::decode(
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get::<_, String>(2)?.as_str(),
+        row.try_get(3)?,
+        row.try_get(4)?,
+        row.try_get(5)?,
+    )
+}

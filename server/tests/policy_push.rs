@@ -1,0 +1,411 @@
+//! The fleet policy down the agent stream, end to end through real tonic clients: who may
+//! push, what agents connected before and after a push receive, what they report, bad
+//! pushes, and a push on one PostgreSQL replica reaching an agent on another.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use belay_proto::domain::MAX_POLICY_LEN;
+use belay_proto::v1;
+use belay_proto::v1::agent_service_client::AgentServiceClient;
+use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
+use belay_proto::v1::server_message::Kind;
+use belay_server::approvals::{Approvals, AuditOptions, MemoryStore, PostgresStore, Store};
+use belay_server::auth::{AuthConfig, Authenticator, ReviewerAuth};
+use belay_server::{ServeError, ServeOptions, serve};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Streaming};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+const ADMIN_TOKEN: &str = "belay_admin-secret";
+const REVIEWER_TOKEN: &str = "belay_reviewer-secret";
+const VIEWER_TOKEN: &str = "belay_viewer-secret";
+
+const POLICY_1: &str = "version: 1\nsubjects:\n  - name: ci\n    owner: o\n    default: ask\n";
+const POLICY_2: &str = "version: 1\nsubjects:\n  - name: ci\n    owner: o\n    default: deny\n";
+
+fn hex_sha256(token: &str) -> String {
+    belay_server::auth::hash_line(token)
+        .trim_start_matches("sha256 = \"")
+        .trim_end_matches('"')
+        .to_owned()
+}
+
+fn auth() -> ReviewerAuth {
+    let text = format!(
+        r#"
+[[api_token]]
+name = "root"
+sha256 = "{admin}"
+roles = ["admin"]
+
+[[api_token]]
+name = "alice"
+sha256 = "{reviewer}"
+roles = ["reviewer"]
+
+[[api_token]]
+name = "auditor"
+sha256 = "{viewer}"
+roles = ["viewer"]
+"#,
+        admin = hex_sha256(ADMIN_TOKEN),
+        reviewer = hex_sha256(REVIEWER_TOKEN),
+        viewer = hex_sha256(VIEWER_TOKEN),
+    );
+    let config = AuthConfig::parse(Path::new("auth.toml"), &text).unwrap();
+    ReviewerAuth::Verified(Arc::new(Authenticator::new(config).unwrap()))
+}
+
+struct TestServer {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    async fn start<S: Store>(store: S, reviewer_auth: ReviewerAuth) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut options = ServeOptions::default();
+        options.reviewer_auth = reviewer_auth;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(serve(
+            listener,
+            Arc::new(Approvals::new(store)),
+            options,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            url,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn reviewer(&self) -> ReviewerServiceClient<Channel> {
+        ReviewerServiceClient::connect(self.url.clone())
+            .await
+            .unwrap()
+    }
+
+    async fn agent(&self, host: &str) -> TestAgent {
+        let mut client = AgentServiceClient::connect(self.url.clone()).await.unwrap();
+        let (to_server, outbound) = mpsc::channel(16);
+        to_server
+            .send(v1::AgentMessage {
+                kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
+                    host: host.into(),
+                    version: "0.1.0-test".into(),
+                    owner: "owner@example.com".into(),
+                })),
+            })
+            .await
+            .unwrap();
+        let from_server = client
+            .session(ReceiverStream::new(outbound))
+            .await
+            .unwrap()
+            .into_inner();
+        TestAgent {
+            to_server,
+            from_server,
+        }
+    }
+}
+
+struct TestAgent {
+    to_server: mpsc::Sender<v1::AgentMessage>,
+    from_server: Streaming<v1::ServerMessage>,
+}
+
+impl TestAgent {
+    async fn next_policy(&mut self) -> v1::PolicyUpdate {
+        let message = tokio::time::timeout(PATIENCE, self.from_server.message())
+            .await
+            .expect("no policy in time")
+            .unwrap()
+            .expect("stream ended");
+        match message.kind {
+            Some(Kind::Policy(policy)) => policy,
+            other => panic!("expected a policy, got {other:?}"),
+        }
+    }
+
+    async fn report(&self, version: u64, outcome: v1::PolicyOutcome, message: &str) {
+        self.to_server
+            .send(v1::AgentMessage {
+                kind: Some(v1::agent_message::Kind::PolicyReport(v1::PolicyReport {
+                    version,
+                    outcome: outcome as i32,
+                    message: message.into(),
+                })),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn push_request(text: &[u8], reason: &str) -> v1::PushPolicyRequest {
+    v1::PushPolicyRequest {
+        text: text.to_vec(),
+        reason: reason.into(),
+    }
+}
+
+async fn push(
+    client: &mut ReviewerServiceClient<Channel>,
+    token: &str,
+    text: &[u8],
+) -> Result<v1::FleetPolicy, tonic::Status> {
+    Ok(client
+        .push_policy(with_token(push_request(text, "rollout"), token))
+        .await?
+        .into_inner()
+        .policy
+        .unwrap())
+}
+
+async fn get_policy(client: &mut ReviewerServiceClient<Channel>) -> v1::GetPolicyResponse {
+    client
+        .get_policy(with_token(
+            v1::GetPolicyRequest { include_text: true },
+            VIEWER_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Polls `GetPolicy` until `host` has answered about `version`.
+async fn wait_status(
+    client: &mut ReviewerServiceClient<Channel>,
+    host: &str,
+    version: u64,
+) -> v1::AgentPolicyStatus {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let view = get_policy(client).await;
+            if let Some(status) = view
+                .agents
+                .iter()
+                .find(|agent| agent.host == host)
+                .and_then(|agent| agent.status.clone())
+                .filter(|status| status.version == version)
+            {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{host} never reported on version {version}"))
+}
+
+#[tokio::test]
+async fn agents_before_and_after_a_push_get_it_and_their_reports_are_listed() {
+    let server = TestServer::start(MemoryStore::new(), auth()).await;
+    let mut reviewer = server.reviewer().await;
+    assert_eq!(get_policy(&mut reviewer).await.policy, None);
+
+    // Connected before any push: nothing is sent until there is a policy.
+    let mut early = server.agent("early.example").await;
+    let pushed = push(&mut reviewer, ADMIN_TOKEN, POLICY_1.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(pushed.version, 1);
+    assert_eq!(pushed.pushed_by, "root");
+    assert_eq!(pushed.reason, "rollout");
+    assert!(
+        pushed.text.is_empty(),
+        "a push answer does not echo the text"
+    );
+    let update = early.next_policy().await;
+    assert_eq!(update.version, 1);
+    assert_eq!(update.text.as_ref(), POLICY_1.as_bytes());
+    assert_eq!(update.sha256, pushed.sha256);
+
+    // Connected after: the current version right after the hello.
+    let mut late = server.agent("late.example").await;
+    assert_eq!(late.next_policy().await.version, 1);
+
+    early.report(1, v1::PolicyOutcome::Applied, "").await;
+    late.report(
+        1,
+        v1::PolicyOutcome::Failed,
+        "server policy version 1:3:5: unknown key",
+    )
+    .await;
+    let applied = wait_status(&mut reviewer, "early.example", 1).await;
+    assert_eq!(applied.outcome, v1::PolicyOutcome::Applied as i32);
+    let failed = wait_status(&mut reviewer, "late.example", 1).await;
+    assert_eq!(failed.outcome, v1::PolicyOutcome::Failed as i32);
+    assert!(failed.message.contains("1:3:5"), "{}", failed.message);
+
+    let view = get_policy(&mut reviewer).await;
+    let current = view.policy.unwrap();
+    assert_eq!(current.version, 1);
+    assert_eq!(current.text, POLICY_1.as_bytes());
+    assert_eq!(current.size as usize, POLICY_1.len());
+
+    let agents = reviewer
+        .list_agents(with_token(v1::ListAgentsRequest {}, VIEWER_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    let late_info = agents.iter().find(|a| a.host == "late.example").unwrap();
+    let status = late_info.policy.as_ref().unwrap();
+    assert_eq!(
+        (status.version, status.outcome),
+        (1, v1::PolicyOutcome::Failed as i32)
+    );
+
+    // A second push goes to both open streams.
+    let second = push(&mut reviewer, ADMIN_TOKEN, POLICY_2.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(second.version, 2);
+    assert_eq!(early.next_policy().await.version, 2);
+    assert_eq!(late.next_policy().await.text.as_ref(), POLICY_2.as_bytes());
+}
+
+#[tokio::test]
+async fn only_admins_push_and_viewers_read() {
+    let server = TestServer::start(MemoryStore::new(), auth()).await;
+    let mut reviewer = server.reviewer().await;
+    for token in [REVIEWER_TOKEN, VIEWER_TOKEN] {
+        let status = push(&mut reviewer, token, POLICY_1.as_bytes())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    let status = reviewer
+        .push_policy(push_request(POLICY_1.as_bytes(), ""))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        get_policy(&mut reviewer).await.policy,
+        None,
+        "nothing stored"
+    );
+    push(&mut reviewer, ADMIN_TOKEN, POLICY_1.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(get_policy(&mut reviewer).await.policy.unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn empty_oversized_and_non_utf8_pushes_are_refused_and_change_nothing() {
+    let store = MemoryStore::new();
+    let server = TestServer::start(store, auth()).await;
+    let mut reviewer = server.reviewer().await;
+    push(&mut reviewer, ADMIN_TOKEN, POLICY_1.as_bytes())
+        .await
+        .unwrap();
+    let mut agent = server.agent("host.example").await;
+    assert_eq!(agent.next_policy().await.version, 1);
+
+    let oversized = vec![b'#'; MAX_POLICY_LEN + 1];
+    let cases: [(&[u8], &str); 3] = [
+        (b"", "must not be empty"),
+        (&oversized, "at most 1048576 allowed"),
+        (
+            b"version: 1\n\xc3\x28\n",
+            "is not UTF-8 (first bad byte at offset 11)",
+        ),
+    ];
+    for (text, expected) in cases {
+        let status = push(&mut reviewer, ADMIN_TOKEN, text).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(expected), "{}", status.message());
+    }
+    let view = get_policy(&mut reviewer).await;
+    assert_eq!(view.policy.unwrap().version, 1, "no bad push was stored");
+    // And none was sent: the next thing on the stream is the next good push.
+    push(&mut reviewer, ADMIN_TOKEN, POLICY_2.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(agent.next_policy().await.version, 2);
+}
+
+#[tokio::test]
+async fn a_push_on_one_postgres_replica_reaches_an_agent_on_another() {
+    let db = belay_server::testing::postgres::database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit.key");
+    let open = || async {
+        PostgresStore::connect(
+            &db,
+            AuditOptions {
+                key: Some(key.clone()),
+                checkpoint_every: 3,
+            },
+        )
+        .await
+        .unwrap()
+    };
+    let a = TestServer::start(open().await, auth()).await;
+    let b = TestServer::start(open().await, auth()).await;
+
+    let mut on_b = b.agent("b.example").await;
+    // The stream is open (the hello answered) before the push: wait until B lists it.
+    let mut reviewer_b = b.reviewer().await;
+    tokio::time::timeout(PATIENCE, async {
+        while get_policy(&mut reviewer_b).await.agents.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    let mut reviewer_a = a.reviewer().await;
+    let pushed = push(&mut reviewer_a, ADMIN_TOKEN, POLICY_1.as_bytes())
+        .await
+        .unwrap();
+    let update = on_b.next_policy().await;
+    assert_eq!((update.version, update.sha256), (1, pushed.sha256));
+
+    // Numbering is shared: B's push is version 2 and reaches B's agent too.
+    let second = push(&mut reviewer_b, ADMIN_TOKEN, POLICY_2.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(second.version, 2);
+    assert_eq!(on_b.next_policy().await.version, 2);
+
+    // An agent connecting to A later gets the newest version: at once, or right after
+    // version 1 when it connects before A has heard of B's push.
+    let mut on_a = a.agent("a.example").await;
+    let first = on_a.next_policy().await.version;
+    if first == 1 {
+        assert_eq!(on_a.next_policy().await.version, 2);
+    } else {
+        assert_eq!(first, 2);
+    }
+    on_b.report(2, v1::PolicyOutcome::Applied, "").await;
+    let status = wait_status(&mut reviewer_b, "b.example", 2).await;
+    assert_eq!(status.outcome, v1::PolicyOutcome::Applied as i32);
+}
