@@ -72,6 +72,64 @@ pub fn ended(view: &RequestView, outcome: &Outcome) {
     }
 }
 
+/// An action settled by policy without asking anyone, in the kernel or in the daemon:
+/// `policy_action` is the rule's action (allow, deny, kill, audit), `decided_in` where.
+/// `action` holds masked values only.
+pub struct PolicyDecided<'a> {
+    pub tgid: u32,
+    pub uid: u32,
+    pub comm: &'a str,
+    pub subject: &'a str,
+    pub rule: &'a str,
+    pub policy_action: &'a str,
+    pub decided_in: &'a str,
+    pub action: crate::api::ActionView,
+}
+
+/// Whether export is on: callers skip building events (and masking for them) when not.
+pub fn enabled() -> bool {
+    HANDLE.get().is_some()
+}
+
+pub fn policy_decided(decided: PolicyDecided<'_>) {
+    if let Some(handle) = HANDLE.get() {
+        handle.offer(policy_event(&decided, now_ns()));
+    }
+}
+
+fn policy_event(decided: &PolicyDecided<'_>, time_ns: i64) -> Event {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Unique per daemon run; the id is kept in the spool with the event, so a
+    // re-delivery carries the same one.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static STARTED: OnceLock<i64> = OnceLock::new();
+    let started = *STARTED.get_or_init(now_ns);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Event {
+        id: belay_export::event::content_id(&[
+            b"belay-agent",
+            host().as_bytes(),
+            &started.to_be_bytes(),
+            &n.to_be_bytes(),
+            b"policy",
+        ]),
+        time_ns,
+        app: "belay-agent".into(),
+        host: host().to_owned(),
+        kind: "policy".into(),
+        body: serde_json::json!({
+            "tgid": decided.tgid,
+            "uid": decided.uid,
+            "comm": decided.comm,
+            "subject": decided.subject,
+            "rule": decided.rule,
+            "policy_action": decided.policy_action,
+            "decided_in": decided.decided_in,
+            "action": decided.action,
+        }),
+    }
+}
+
 fn opened_event(view: &RequestView) -> Event {
     Event {
         id: id(view, "opened"),
@@ -124,6 +182,31 @@ mod tests {
             "default_verdict": "deny", "server_id": server_id,
         }))
         .expect("a request view")
+    }
+
+    #[test]
+    fn policy_events_have_distinct_ids_and_say_where_they_were_decided() {
+        let decided = || PolicyDecided {
+            tgid: 7,
+            uid: 1000,
+            comm: "curl",
+            subject: "ci",
+            rule: "no-metadata",
+            policy_action: "deny",
+            decided_in: "kernel",
+            action: crate::api::ActionView::Connect {
+                address: "169.254.169.254".into(),
+                port: 80,
+                protocol: "tcp".into(),
+                hostnames: vec![],
+            },
+        };
+        let (a, b) = (policy_event(&decided(), 1), policy_event(&decided(), 1));
+        assert_ne!(a.id, b.id, "two events, two ids");
+        assert_eq!(a.kind, "policy");
+        assert_eq!(a.body["decided_in"], "kernel");
+        assert_eq!(a.body["policy_action"], "deny");
+        assert_eq!(a.body["action"]["address"], "169.254.169.254");
     }
 
     #[test]

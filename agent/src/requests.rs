@@ -105,6 +105,45 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What a kernel action looks like to people. Callers pass argv, env and hostnames
+/// already masked.
+pub fn action_view(
+    action: &Action,
+    file: Option<String>,
+    argv: Option<Vec<String>>,
+    env: Option<Vec<String>>,
+    hostnames: Vec<String>,
+) -> ActionView {
+    match action {
+        Action::Exec { path, .. } => ActionView::Exec {
+            path: path.clone(),
+            file,
+            argv,
+            env,
+        },
+        Action::Connect { addr, transport } => ActionView::Connect {
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            protocol: protocol(*transport),
+            hostnames,
+        },
+        Action::ConnectUnix { path, transport } => ActionView::ConnectUnix {
+            path: path.clone(),
+            protocol: unix_protocol(*transport),
+        },
+        Action::SendUnix { path, transport } => ActionView::SendUnix {
+            path: path.clone(),
+            protocol: unix_protocol(*transport),
+        },
+        Action::Send { addr, transport } => ActionView::Send {
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            protocol: protocol(*transport),
+            hostnames,
+        },
+    }
+}
+
 impl RequestBook {
     /// Opens a request for a paused task and returns its id. This is where argv, the
     /// environment and hostnames are masked: the view is all that ever leaves the daemon
@@ -132,34 +171,7 @@ impl RequestBook {
         self.next_id += 1;
         let id = self.next_id;
         let now = SystemTime::now();
-        let action = match &ev.action {
-            Action::Exec { path, .. } => ActionView::Exec {
-                path: path.clone(),
-                file,
-                argv,
-                env,
-            },
-            Action::Connect { addr, transport } => ActionView::Connect {
-                address: addr.ip().to_string(),
-                port: addr.port(),
-                protocol: protocol(*transport),
-                hostnames,
-            },
-            Action::ConnectUnix { path, transport } => ActionView::ConnectUnix {
-                path: path.clone(),
-                protocol: unix_protocol(*transport),
-            },
-            Action::SendUnix { path, transport } => ActionView::SendUnix {
-                path: path.clone(),
-                protocol: unix_protocol(*transport),
-            },
-            Action::Send { addr, transport } => ActionView::Send {
-                address: addr.ip().to_string(),
-                port: addr.port(),
-                protocol: protocol(*transport),
-                hostnames,
-            },
-        };
+        let action = action_view(&ev.action, file, argv, env, hostnames);
         let view = RequestView {
             id,
             tgid: ev.tgid,

@@ -40,7 +40,7 @@ pub(crate) fn action(a: Option<&v1::Action>) -> (Value, String) {
     use v1::action::Kind;
     match a.and_then(|a| a.kind.as_ref()) {
         Some(Kind::Exec(e)) => (
-            json!({"kind": "exec", "path": e.path, "argv": e.argv, "cwd": e.cwd}),
+            json!({"kind": "exec", "path": e.path, "argv": e.argv, "env": e.env, "cwd": e.cwd}),
             format!("exec {} {:?}", e.path, e.argv),
         ),
         Some(Kind::Connect(c)) => {
@@ -96,6 +96,12 @@ fn print_one(r: &v1::Request) {
     let (_, what) = action(r.action.as_ref());
     println!("request   {}", r.id);
     println!("action    {what}");
+    if let Some(v1::action::Kind::Exec(exec)) = r.action.as_ref().and_then(|a| a.kind.as_ref())
+        && !exec.env.is_empty()
+    {
+        // Masked on the host, like argv.
+        println!("env       {}", exec.env.join("\n          "));
+    }
     println!(
         "agent     {} (owner {}) on {}",
         r.agent_name, r.owner, r.host

@@ -377,6 +377,18 @@ async fn killed_mid_stream_then_restarted(tls: bool) {
         metrics.counter(belay_export::metrics::RETRIED, "s", None) > retried,
         "the exporter saw the receiver go away"
     );
+    // With the receiver up, the settle time (not the stop) confirms everything.
+    let spool = exporter.spool().clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || spool.cursor("s") == KILL_COUNT).await,
+        "cursor at {} of {KILL_COUNT}",
+        spool.cursor("s")
+    );
+    assert_eq!(
+        metrics.counter(belay_export::metrics::DELIVERED, "s", None),
+        KILL_COUNT,
+        "each event counted delivered once, when confirmed"
+    );
     exporter.shutdown().await;
 }
 

@@ -59,9 +59,9 @@ const FLAG_ENDINGS: &[&str] = &[
 
 fn may_name_a_secret(flag: &str) -> bool {
     let f = flag.as_bytes();
-    FLAG_ENDINGS.iter().any(|e| {
-        f.len() >= e.len() && f[f.len() - e.len()..].eq_ignore_ascii_case(e.as_bytes())
-    })
+    FLAG_ENDINGS
+        .iter()
+        .any(|e| f.len() >= e.len() && f[f.len() - e.len()..].eq_ignore_ascii_case(e.as_bytes()))
 }
 
 fn is_mysql(cmd: &str) -> bool {
@@ -91,11 +91,7 @@ enum Next {
 }
 
 /// `report`: also say what was found where (the plain variants skip building it).
-pub(crate) fn mask_argv(
-    m: &Masker,
-    argv: &[String],
-    report: bool,
-) -> (Vec<String>, Vec<Finding>) {
+pub(crate) fn mask_argv(m: &Masker, argv: &[String], report: bool) -> (Vec<String>, Vec<Finding>) {
     let cmd = argv.first().map_or("", |a| basename(a));
     let ctx = Ctx {
         no_email: SSH_LIKE.contains(&cmd),
@@ -174,8 +170,7 @@ pub(crate) fn mask_argv(
         // the common case.
         if i > 0 && arg.starts_with('-') {
             let named = may_name_a_secret(arg);
-            if (named && m.argv.password_flag.is_match(arg)) || (cmd == "sshpass" && arg == "-p")
-            {
+            if (named && m.argv.password_flag.is_match(arg)) || (cmd == "sshpass" && arg == "-p") {
                 next = Next::Password;
             } else if named && m.argv.secret_flag.is_match(arg) {
                 next = Next::Secret;

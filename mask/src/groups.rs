@@ -60,7 +60,10 @@ pub(crate) enum Shape {
     /// The secret is the run of `class` bytes that ends the match, starting no earlier
     /// than just after the first `sep` in the match. Holds when the byte before the
     /// secret is either outside `class` or that first `sep`.
-    Tail { sep: Option<u8>, class: fn(u8) -> bool },
+    Tail {
+        sep: Option<u8>,
+        class: fn(u8) -> bool,
+    },
     /// Anything else: the regex's capture groups.
     Captures,
 }

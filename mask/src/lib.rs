@@ -37,15 +37,18 @@ pub mod corpus;
 mod detectors;
 mod groups;
 mod key;
+mod prefilter;
 
 use std::{borrow::Cow, collections::BTreeMap, ops::Range};
 
-use aho_corasick::{Anchored, MatchKind, automaton::Automaton as _, dfa::DFA};
 use hmac::{Hmac, Mac as _};
 use regex::{Regex, RegexBuilder, RegexSet};
 use sha2::Sha256;
 
-use crate::groups::{Groups, Shape};
+use crate::{
+    groups::{Groups, Shape},
+    prefilter::{Scan, Triggers, scan_digits},
+};
 
 pub use key::{KeyError, load_or_create_key, parse_key};
 
@@ -151,11 +154,7 @@ pub(crate) struct Hit {
 
 pub struct Masker {
     detectors: Vec<Detector>,
-    /// The triggers as a bare DFA, walked byte by byte: all matches at every position
-    /// (overlapping) with no per-call setup, which short arguments would pay for.
-    triggers: DFA,
-    /// Trigger pattern id -> detectors it enables (bit i: detector i).
-    trigger_map: Vec<u128>,
+    triggers: Triggers,
     /// Detectors without triggers (digit-gated PII and custom patterns).
     always: Vec<usize>,
     email: Option<usize>,
@@ -300,20 +299,17 @@ impl Masker {
                 })?,
             )
         };
-        let mut literals = Vec::new();
-        let mut trigger_map: Vec<u128> = Vec::new();
+        // Each literal with the detectors it enables (bit i: detector i).
+        let mut literals: Vec<(&str, u128)> = Vec::new();
         let mut always = Vec::new();
         for (i, (_, triggers)) in detectors.iter().enumerate() {
             if triggers.is_empty() {
                 always.push(i);
             }
             for t in *triggers {
-                match literals.iter().position(|l| l == t) {
-                    Some(j) => trigger_map[j] |= 1 << i,
-                    None => {
-                        literals.push(*t);
-                        trigger_map.push(1 << i);
-                    }
+                match literals.iter_mut().find(|(l, _)| l == t) {
+                    Some((_, bits)) => *bits |= 1 << i,
+                    None => literals.push((t, 1 << i)),
                 }
             }
         }
@@ -321,13 +317,7 @@ impl Masker {
             detectors.len() <= MAX_DETECTORS,
             "too many detectors for the mask"
         );
-        let triggers = DFA::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .start_kind(aho_corasick::StartKind::Unanchored)
-            .prefilter(false)
-            .build(&literals)
-            .expect("literal triggers build");
+        let triggers = Triggers::new(&literals);
         let detectors: Vec<Detector> = detectors.into_iter().map(|(d, _)| d).collect();
         let email = detectors.iter().position(|d| d.kind == "email");
         let index = |kind: &str| {
@@ -342,7 +332,6 @@ impl Masker {
         Ok(Masker {
             detectors,
             triggers,
-            trigger_map,
             always,
             email,
             password,
@@ -422,26 +411,6 @@ impl Masker {
         self.marker.find_iter(text).map(|m| m.range()).collect()
     }
 
-    /// The detectors (bit i: detector i) one of whose triggers occurs in `text`.
-    pub(crate) fn triggered(&self, text: &[u8]) -> u128 {
-        let dfa = &self.triggers;
-        let mut sid = dfa
-            .start_state(Anchored::No)
-            .expect("built with an unanchored start");
-        let mut run = 0;
-        for &b in text {
-            sid = dfa.next_state(Anchored::No, sid, b);
-            // With standard semantics a match state lists every pattern ending here,
-            // and an unanchored search never dies.
-            if dfa.is_special(sid) && dfa.is_match(sid) {
-                for i in 0..dfa.match_len(sid) {
-                    run |= self.trigger_map[dfa.match_pattern(sid, i).as_usize()];
-                }
-            }
-        }
-        run
-    }
-
     /// The non-overlapping values to mask in `text`, in order.
     pub(crate) fn find(&self, text: &str, ctx: Ctx) -> Vec<Hit> {
         if text.len() < self.min_len {
@@ -471,7 +440,7 @@ impl Masker {
             }
         };
         let digit_run = scan.digit_run;
-        let mut run = self.triggered(text.as_bytes());
+        let mut run = self.triggers.triggered(text.as_bytes());
         for &d in &self.always {
             if digit_run >= self.detectors[d].min_run {
                 run |= 1 << d;
@@ -596,66 +565,6 @@ impl Masker {
         }
         out.push_str(&text[at..]);
         Cow::Owned(out)
-    }
-}
-
-/// What the digit-gated detectors need to know about a text, from one pass.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Scan {
-    pub digits: usize,
-    /// The most digits in one run, where single separators (` -.()`) may interrupt a
-    /// run: what card numbers, SSNs and phone numbers need at least.
-    pub digit_run: usize,
-    /// Two capitals and two digits in a row, the start of every IBAN.
-    pub iban_head: bool,
-}
-
-/// Byte classes for [`scan_digits`].
-const DIGIT: u8 = 1;
-/// `-` and `.`: a separator, but not twice in a row.
-const SEP1: u8 = 2;
-/// `(`, `)` and space: a separator, also after another (`(415) 555`).
-const SEP2: u8 = 3;
-const UPPER: u8 = 4;
-const OTHER: u8 = 5;
-const CLASSES: [u8; 256] = {
-    let mut t = [OTHER; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = match b {
-            b'0'..=b'9' => DIGIT,
-            b'-' | b'.' => SEP1,
-            b'(' | b')' | b' ' => SEP2,
-            b'A'..=b'Z' => UPPER,
-            _ => OTHER,
-        };
-        i += 1;
-    }
-    t
-};
-
-/// [`Scan`] of a text with `digits` digits. Branch-free per byte: texts with many
-/// digits are mostly random tokens, where branches mispredict.
-fn scan_digits(text: &[u8], digits: usize) -> Scan {
-    let (mut best, mut cur, mut sep) = (0usize, 0usize, false);
-    // The classes of the last four bytes, two bits each: 1 capital, 2 digit.
-    let mut last4: u8 = 0;
-    let mut iban_head = false;
-    for &b in text {
-        let class = CLASSES[usize::from(b)];
-        let digit = class == DIGIT;
-        last4 = (last4 << 2) | (u8::from(digit) << 1) | u8::from(class == UPPER);
-        iban_head |= last4 == 0b01_01_10_10;
-        let reset = class >= UPPER || (class == SEP1 && sep);
-        cur = if reset { 0 } else { cur + usize::from(digit) };
-        best = best.max(cur);
-        sep = !digit && !reset;
-    }
-    Scan {
-        digits,
-        digit_run: best,
-        iban_head,
     }
 }
 

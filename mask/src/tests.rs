@@ -470,7 +470,10 @@ fn digit_scan_matches_its_reference() {
         texts.push(rng.chars("0123456789 -.()AZaz_", n));
     }
     for t in &texts {
-        let s = scan_digits(t.as_bytes(), t.bytes().filter(u8::is_ascii_digit).count());
+        let s = crate::prefilter::scan_digits(
+            t.as_bytes(),
+            t.bytes().filter(u8::is_ascii_digit).count(),
+        );
         assert_eq!(
             (s.digits, s.digit_run, s.iban_head),
             scan_reference(t.as_bytes()),
@@ -501,14 +504,20 @@ fn triggered_detectors_are_those_whose_literals_occur() {
         let lower = t.to_ascii_lowercase();
         let mut want = 0u128;
         for (i, b) in builtins.iter().enumerate() {
-            if b
-                .triggers
+            if b.triggers
                 .iter()
                 .any(|l| lower.contains(&l.to_ascii_lowercase()))
             {
                 want |= 1 << i;
             }
         }
-        assert_eq!(m.triggered(t.as_bytes()), want, "{t:?}");
+        assert_eq!(m.triggers.triggered(t.as_bytes()), want, "{t:?}");
     }
+}
+
+#[test]
+fn trigger_table_stays_small() {
+    // See `prefilter::PREFIX`: the walk is a dependent load per byte.
+    let bytes = masker().triggers.table_bytes();
+    assert!(bytes <= 64 * 1024, "trigger table {bytes} bytes");
 }

@@ -31,6 +31,20 @@ fn the_kubernetes_configmap_policy_loads_and_the_daemonset_uses_it() {
     assert!(!policy.subjects[0].egress.is_empty());
     assert!(manifest.contains(r#""--policy", "/etc/belay/policy.yaml""#));
     assert!(manifest.contains("configMap: {name: belay-policy}"));
+    // The masking key's directory (the agent refuses to start without its key) is a
+    // host path, so hashes stay the same across pod restarts.
+    let key_dir = Path::new(belay_agent::policy::mask::DEFAULT_KEY_FILE)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(
+        manifest.contains(&format!("mountPath: {key_dir}}}")),
+        "{key_dir}"
+    );
+    assert!(manifest.contains(&format!(
+        "hostPath: {{path: {key_dir}, type: DirectoryOrCreate}}"
+    )));
 }
 
 #[test]
@@ -43,6 +57,21 @@ fn the_systemd_unit_checks_and_loads_the_policy() {
     );
     assert!(unit.contains("--policy /etc/belay/policy.yaml"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    // ProtectSystem=strict: the masking key's directory must be a state directory, or
+    // the agent cannot create its key and does not start.
+    assert!(unit.contains("ProtectSystem=strict"));
+    let key_dir = Path::new(belay_agent::policy::mask::DEFAULT_KEY_FILE)
+        .parent()
+        .unwrap()
+        .strip_prefix("/var/lib")
+        .unwrap()
+        .display()
+        .to_string();
+    let state = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("StateDirectory="))
+        .expect("a StateDirectory= line");
+    assert!(state.split_whitespace().any(|d| d == key_dir), "{state}");
 }
 
 #[test]

@@ -230,7 +230,25 @@ subjects:
 ",
         actor = actor_path()
     ));
-    let agent = agent_with(&policy);
+    // What the kernel decided reaches the SIEM too.
+    let export = tempfile::tempdir().unwrap();
+    let events = export.path().join("events.jsonl");
+    let config = export.path().join("export.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[spool]\ndir = \"{}\"\n[[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n",
+            export.path().join("spool").display(),
+            events.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&[
+        "--policy",
+        &policy.arg(),
+        "--export-config",
+        config.to_str().unwrap(),
+    ]);
     let mut a = agent.run_as(
         "t",
         &[&actor_path(), "connect", &format!("127.0.0.1:{port}")],
@@ -255,6 +273,34 @@ subjects:
         }),
         "{metrics}"
     );
+    let mut policy_events = Vec::new();
+    assert!(
+        wait_until(LONG, || {
+            policy_events = std::fs::read_to_string(&events)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["kind"] == "policy")
+                .collect();
+            policy_events.len() >= 4
+        }),
+        "four policy events exported: {policy_events:?}"
+    );
+    let count = |action: &str| {
+        policy_events
+            .iter()
+            .filter(|e| {
+                let event = &e["event"];
+                event["policy_action"] == action && event["decided_in"] == "kernel"
+            })
+            .count()
+    };
+    assert_eq!((count("audit"), count("kill")), (3, 1), "{policy_events:?}");
+    let killed = policy_events
+        .iter()
+        .find(|e| e["event"]["policy_action"] == "kill")
+        .unwrap();
+    assert_eq!(killed["event"]["action"]["address"], "10.1.2.3", "{killed}");
 }
 
 /// A one-shot DNS server on 127.0.0.1:53 answering every A query with `ip`.

@@ -37,6 +37,10 @@ impl Server {
     /// A server on `addr` with the database, CA and reviewers' API tokens in `state`
     /// (created on first start).
     fn start_on(addr: std::net::SocketAddr, state: &Path) -> Self {
+        Self::start_with(addr, state, &[])
+    }
+
+    fn start_with(addr: std::net::SocketAddr, state: &Path, extra: &[&str]) -> Self {
         let auth = state.join("auth.toml");
         if !auth.exists() {
             let mut config = String::new();
@@ -62,6 +66,7 @@ impl Server {
             .arg(state.join("server.db"))
             .arg("--auth-config")
             .arg(&auth)
+            .args(extra)
             .stdin(Stdio::null())
             .spawn()
             .expect("belay-server starts");
@@ -277,4 +282,161 @@ fn requests_wait_for_a_server_that_is_down_and_reach_it_when_it_comes_back() {
         (Some(1), Some(0)),
         "{link}"
     );
+}
+
+/// An export config with one JSON Lines sink, `DIR/events.jsonl`, spooled in `DIR`.
+fn jsonl_export(dir: &Path) -> PathBuf {
+    let config = dir.join("export.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[spool]\ndir = \"{}\"\n\n[[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n",
+            dir.join("spool").display(),
+            dir.join("events.jsonl").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Every file under `dir`, read whole (databases, WAL files, spools, exports).
+fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path, bytes));
+        }
+    }
+    out
+}
+
+fn assert_absent(secrets: &[&str], what: &str, bytes: &[u8]) {
+    for secret in secrets {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{what} holds the raw secret {secret:?}"
+        );
+    }
+}
+
+#[test]
+fn secrets_in_argv_and_env_reach_no_reviewer_database_audit_log_or_export() {
+    // Shapes from the vendors' published formats; never real credentials.
+    const GITHUB: &str = "ghp_Zq7RkV2mX9pL4tW8yB3nC6dF1gH5jK0sA2eQ";
+    const AWS: &str = "AKIAZ7Q4RKW2MX3PL4TW";
+    const PASSWORD: &str = "Planted-Pw-9f3k2";
+    const URL_PASSWORD: &str = "Hunter2-url-7x";
+    let secrets = [GITHUB, AWS, PASSWORD, URL_PASSWORD];
+
+    let state = tempfile::tempdir().unwrap();
+    let server_export = tempfile::tempdir().unwrap();
+    let server_config = jsonl_export(server_export.path());
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = Server::start_with(
+        addr,
+        state.path(),
+        &["--export-config", server_config.to_str().unwrap()],
+    );
+    let certs = server.enroll();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "version: 1\nsubjects:\n  - {name: t, owner: carol@example.com, match: {enrolled: true}, default: ask}\n",
+    )
+    .unwrap();
+    let agent_export = tempfile::tempdir().unwrap();
+    let agent_config = jsonl_export(agent_export.path());
+    let agent = Agent::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--server",
+        &server.url,
+        "--cert-dir",
+        certs.path().to_str().unwrap(),
+        "--export-config",
+        agent_config.to_str().unwrap(),
+        "--mask-key-file",
+        dir.path().join("mask.key").to_str().unwrap(),
+    ]);
+    let password_flag = format!("--password={PASSWORD}");
+    let url = format!("https://bob:{URL_PASSWORD}@db.example.com/prod");
+    let mut actor = agent.run_env(
+        &[("GITHUB_TOKEN", GITHUB), ("AWS_ACCESS_KEY_ID", AWS)],
+        &[&actor_path(), "exec", "/bin/true", &password_flag, &url],
+    );
+
+    // What the reviewer on the server sees: the shape and kind, not the value.
+    let req = server.pending("exec");
+    let shown = req.to_string();
+    assert_absent(
+        &secrets,
+        "the pending request on belay-server",
+        shown.as_bytes(),
+    );
+    assert!(shown.contains("--password=…[password:"), "{shown}");
+    assert!(shown.contains("https://bob:…[password:"), "{shown}");
+    assert!(shown.contains("ghp_…[github-token:"), "{shown}");
+    assert!(shown.contains("AKIA…[aws-access-key:"), "{shown}");
+    // And on the host's own socket.
+    let local = agent.one_pending().to_string();
+    assert_absent(
+        &secrets,
+        "the pending request on the agent's socket",
+        local.as_bytes(),
+    );
+    let id = req["id"].as_str().unwrap().to_owned();
+    ok(&server.belay("bob", &["approve", &id, "--reason", "ok"]));
+    actor.ready().unwrap();
+    actor.go().unwrap();
+    // The actor execs /bin/true with the same argv and environment: held again.
+    let second = server.pending("exec");
+    assert_eq!(second["action"]["path"], "/bin/true");
+    let id = second["id"].as_str().unwrap().to_owned();
+    ok(&server.belay("bob", &["deny", &id, "--reason", "not now"]));
+    let (_, status) = actor.finish(LONG).unwrap();
+    assert_eq!(status.code(), Some(10), "the denied exec fails with EPERM");
+
+    // The audit log, as a reviewer reads it.
+    let audit = ok(&server.belay("bob", &["audit", "log", "--output", "json"]));
+    assert!(audit.contains(&id), "{audit}");
+    assert_absent(&secrets, "the audit log", audit.as_bytes());
+    // Both exports carry the requests and their ends, masked.
+    let exported = |dir: &Path, want: &str| {
+        let path = dir.join("events.jsonl");
+        let mut text = String::new();
+        assert!(
+            wait_until(LONG, || {
+                text = std::fs::read_to_string(&path).unwrap_or_default();
+                text.contains(want)
+            }),
+            "{} never showed {want}: {text}",
+            path.display()
+        );
+        text
+    };
+    let from_server = exported(server_export.path(), "not now");
+    assert!(
+        from_server.contains("--password=…[password:"),
+        "{from_server}"
+    );
+    let from_agent = exported(agent_export.path(), "/bin/true");
+    assert!(
+        from_agent.contains("--password=…[password:"),
+        "{from_agent}"
+    );
+    // Every byte the server and the agent's exporter keep on disk: databases with
+    // their WAL, spools, exports.
+    drop(agent);
+    for dir in [state.path(), server_export.path(), agent_export.path()] {
+        for (path, bytes) in all_bytes(dir) {
+            assert_absent(&secrets, &path.display().to_string(), &bytes);
+        }
+    }
 }

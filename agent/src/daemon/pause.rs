@@ -138,6 +138,29 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         );
         shared.metrics.policy_decided(decision.action.as_str());
         shared.resolve_now(&ev, v, Outcome::Decided(v)).await;
+        if !crate::export::enabled() {
+            return;
+        }
+        let masker = policy.masker();
+        crate::export::policy_decided(crate::export::PolicyDecided {
+            tgid: ev.tgid,
+            uid: ev.uid,
+            comm: &ev.comm,
+            subject: subject.map_or("", |s| s.name.as_str()),
+            rule,
+            policy_action: decision.action.as_str(),
+            decided_in: "daemon",
+            action: crate::requests::action_view(
+                &ev.action,
+                g.file,
+                g.argv.map(|a| masker.mask_argv(&a)),
+                g.env.map(|e| masker.mask_env(&e)),
+                hostnames
+                    .iter()
+                    .map(|h| masker.mask(h).into_owned())
+                    .collect(),
+            ),
+        });
         return;
     }
     let server_id = shared
@@ -274,8 +297,34 @@ fn report(shared: &Shared, ev: &PauseEvent) {
     let hostnames = ip.map_or_else(Vec::new, |ip| {
         shared.names().names(ev.tgid, ip, std::time::Instant::now())
     });
+    let export = |policy_action: &str, decided_in: &str| {
+        if !crate::export::enabled() {
+            return;
+        }
+        let masker = shared.policy.get().masker();
+        crate::export::policy_decided(crate::export::PolicyDecided {
+            tgid: ev.tgid,
+            uid: ev.uid,
+            comm: &ev.comm,
+            subject,
+            rule: "",
+            policy_action,
+            decided_in,
+            action: crate::requests::action_view(
+                &ev.action,
+                None,
+                None,
+                None,
+                hostnames
+                    .iter()
+                    .map(|h| masker.mask(h).into_owned())
+                    .collect(),
+            ),
+        });
+    };
     if let Some(action) = ev.policy_action() {
         shared.metrics.kernel_policy_reported(action);
+        export(action, "kernel");
         info!(
             tgid = ev.tgid,
             comm = %ev.comm,
@@ -294,4 +343,5 @@ fn report(shared: &Shared, ev: &PauseEvent) {
         why = ?ev.unpausable_reasons(),
         "denied in the kernel without a pause: the task cannot be paused safely"
     );
+    export("deny", "kernel-unpausable");
 }

@@ -122,6 +122,20 @@ impl Agent {
         Actor::start(&mut c).unwrap()
     }
 
+    /// `belay run -- CMD` as AGENT_UID, with `env` added to CMD's environment.
+    pub fn run_env(&self, env: &[(&str, &str)], cmd: &[&str]) -> Actor {
+        let mut c = Command::new(binary("belay").unwrap());
+        c.arg("--socket")
+            .arg(&self.socket)
+            .arg("run")
+            .arg("--")
+            .args(cmd)
+            .envs(env.iter().copied())
+            .uid(AGENT_UID)
+            .gid(AGENT_UID);
+        Actor::start(&mut c).unwrap()
+    }
+
     /// `belay run --subject SUBJECT -- CMD` as AGENT_UID.
     pub fn run_as(&self, subject: &str, cmd: &[&str]) -> Actor {
         let mut c = Command::new(binary("belay").unwrap());
