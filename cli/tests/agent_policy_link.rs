@@ -4,7 +4,8 @@
 //! `GetPolicy`. A version that does not parse on the agent leaves the old one in force,
 //! and its error is what the server shows.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use belay_agent::kernel::Verdict;
@@ -14,31 +15,8 @@ use belay_agent::upstream::{Down, Up, Upstream};
 use belay_proto::domain::{PolicyOutcome, PolicyReport};
 use belay_proto::v1;
 use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
-use belay_server::approvals::{Approvals, MemoryStore};
-use belay_server::{ServeOptions, serve};
-use tokio::net::TcpListener;
+use support::{BAD, GOOD, PATIENCE, start};
 use tokio::sync::mpsc;
-
-const PATIENCE: Duration = Duration::from_secs(20);
-const GOOD: &str = "version: 1\nsubjects:\n  - name: ci\n    owner: o\n    default: ask\n";
-const BAD: &str = "version: 1\nsubjects:\n  - name: ci\n    ownr: o\n    default: ask\n";
-
-async fn start() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let approvals = Arc::new(Approvals::new(MemoryStore::new()));
-    tokio::spawn(async move {
-        serve(
-            listener,
-            approvals,
-            ServeOptions::default(),
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-    });
-    url
-}
 
 /// What the daemon does with a `Down::Policy`, short of telling the kernel.
 fn install(live: &LivePolicy, version: u64, text: &str) -> PolicyReport {

@@ -4,23 +4,21 @@
 
 #[path = "../../server/tests/support/issuer.rs"]
 mod issuer;
+mod support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use belay_proto::v1;
-use belay_proto::v1::agent_service_client::AgentServiceClient;
-use belay_server::approvals::{Approvals, MemoryStore};
+use belay_server::ServeOptions;
 use belay_server::auth::{AuthConfig, Authenticator, ReviewerAuth, hash_line};
-use belay_server::{ServeOptions, serve};
 use issuer::{AUDIENCE, PATIENCE, TestIssuer, TestKey};
-use tokio::net::TcpListener;
+use support::{agent_session, connect_request, drain, hello, message, start_with};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 const API_TOKEN: &str = "belay_cli-test-token";
 
@@ -31,56 +29,19 @@ async fn start_server(issuer: &TestIssuer) -> String {
         hash_line(API_TOKEN)
     );
     let config = AuthConfig::parse(Path::new("auth.toml"), &config).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let mut options = ServeOptions::default();
     options.reviewer_auth = ReviewerAuth::Verified(Arc::new(Authenticator::new(config).unwrap()));
-    let approvals = Arc::new(Approvals::new(MemoryStore::new()));
-    tokio::spawn(serve(listener, approvals, options, std::future::pending()));
-    url
+    start_with(options).await.0
 }
 
 /// An agent of alice on host-a holding request `id` pending.
 async fn submit(url: &str, id: &str) -> mpsc::Sender<v1::AgentMessage> {
-    let mut client = AgentServiceClient::connect(url.to_owned()).await.unwrap();
-    let (to_server, outbound) = mpsc::channel(4);
-    let hello = v1::Hello {
-        host: "host-a".into(),
-        version: "0.1.0-test".into(),
-        owner: "alice@example.com".into(),
-    };
+    let (to_server, inbound) = agent_session(url, hello("host-a", "0.1.0-test")).await;
+    drain(inbound);
     to_server
-        .send(v1::AgentMessage {
-            kind: Some(v1::agent_message::Kind::Hello(hello)),
-        })
-        .await
-        .unwrap();
-    let stream = client.session(ReceiverStream::new(outbound)).await.unwrap();
-    tokio::spawn(async move {
-        let mut stream = stream.into_inner();
-        while let Ok(Some(_)) = stream.message().await {}
-    });
-    let request = v1::NewRequest {
-        id: id.into(),
-        agent_name: "copilot".into(),
-        pid: 4242,
-        uid: 1000,
-        action: Some(v1::Action {
-            kind: Some(v1::action::Kind::Connect(v1::Connect {
-                address: "192.0.2.10".into(),
-                port: 443,
-                protocol: v1::Protocol::Tcp.into(),
-            })),
-        }),
-        deadline: Some((SystemTime::now() + Duration::from_secs(300)).into()),
-        default_verdict: v1::Verdict::Deny.into(),
-        rule: "egress-unknown".into(),
-        ..Default::default()
-    };
-    to_server
-        .send(v1::AgentMessage {
-            kind: Some(v1::agent_message::Kind::Request(request)),
-        })
+        .send(message(v1::agent_message::Kind::Request(connect_request(
+            id, 4242,
+        ))))
         .await
         .unwrap();
     to_server

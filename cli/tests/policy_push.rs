@@ -1,59 +1,14 @@
 //! `belay policy push | show` against a real belay-server (the library's `serve` on
 //! loopback) with a real agent stream receiving the policy and answering.
 
-use std::process::Command;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use belay_proto::v1;
-use belay_proto::v1::agent_service_client::AgentServiceClient;
 use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
-use belay_server::approvals::{Approvals, MemoryStore};
-use belay_server::{ServeOptions, serve};
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-
-const PATIENCE: Duration = Duration::from_secs(20);
-const GOOD: &str = "version: 1\nsubjects:\n  - name: ci\n    owner: o\n    default: ask\n";
-/// `ownr` is no key of a subject: line 4, column 5.
-const BAD: &str = "version: 1\nsubjects:\n  - name: ci\n    ownr: o\n    default: ask\n";
-
-async fn start() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let approvals = Arc::new(Approvals::new(MemoryStore::new()));
-    tokio::spawn(async move {
-        serve(
-            listener,
-            approvals,
-            ServeOptions::default(),
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-    });
-    url
-}
-
-/// Runs `belay --server URL ARGS` to completion, off the runtime.
-async fn belay(url: &str, args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_belay"));
-    command.args(["--server", url]).args(args);
-    tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn stdout_ok(output: &std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
+use support::{BAD, GOOD, PATIENCE, agent_session, belay, belay_ok, hello, start};
 
 async fn stored_version(url: &str) -> Option<u64> {
     ReviewerServiceClient::connect(url.to_owned())
@@ -97,29 +52,13 @@ async fn a_bad_file_is_refused_with_its_position_and_nothing_is_pushed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_policy_reaches_the_agent_and_show_lists_its_answer() {
     let url = start().await;
-    let mut agent_client = AgentServiceClient::connect(url.clone()).await.unwrap();
-    let (agent, outbound) = mpsc::channel(16);
-    agent
-        .send(v1::AgentMessage {
-            kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
-                host: "build-7".into(),
-                version: "1.2.3".into(),
-                owner: "alice@example.com".into(),
-            })),
-        })
-        .await
-        .unwrap();
-    let mut inbound = agent_client
-        .session(ReceiverStream::new(outbound))
-        .await
-        .unwrap()
-        .into_inner();
+    let (agent, mut inbound) = agent_session(&url, hello("build-7", "1.2.3")).await;
 
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("fleet.yaml");
     std::fs::write(&good, GOOD).unwrap();
-    let pushed: Value = serde_json::from_str(&stdout_ok(
-        &belay(
+    let pushed: Value = serde_json::from_str(
+        &belay_ok(
             &url,
             &[
                 "policy",
@@ -132,7 +71,7 @@ async fn a_pushed_policy_reaches_the_agent_and_show_lists_its_answer() {
             ],
         )
         .await,
-    ))
+    )
     .unwrap();
     assert_eq!(pushed["version"], 1);
     assert_eq!(pushed["reason"], "first rollout");
@@ -161,9 +100,9 @@ async fn a_pushed_policy_reaches_the_agent_and_show_lists_its_answer() {
 
     let shown = tokio::time::timeout(PATIENCE, async {
         loop {
-            let shown: Value = serde_json::from_str(&stdout_ok(
-                &belay(&url, &["policy", "show", "--output", "json"]).await,
-            ))
+            let shown: Value = serde_json::from_str(
+                &belay_ok(&url, &["policy", "show", "--output", "json"]).await,
+            )
             .unwrap();
             if shown["agents"][0]["outcome"] != Value::Null {
                 return shown;
@@ -179,10 +118,10 @@ async fn a_pushed_policy_reaches_the_agent_and_show_lists_its_answer() {
     assert_eq!(shown["agents"][0]["outcome"], "not-accepted");
     assert_eq!(shown["agents"][0]["version"], 1);
 
-    let table = stdout_ok(&belay(&url, &["policy", "show"]).await);
+    let table = belay_ok(&url, &["policy", "show"]).await;
     assert!(table.contains("version    1"), "{table}");
     let row = table.lines().find(|l| l.starts_with("build-7")).unwrap();
     assert!(row.contains("not-accepted"), "{table}");
-    let text = stdout_ok(&belay(&url, &["policy", "show", "--text"]).await);
+    let text = belay_ok(&url, &["policy", "show", "--text"]).await;
     assert_eq!(text, GOOD);
 }

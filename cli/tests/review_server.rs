@@ -1,23 +1,21 @@
 //! The `belay` binary's `watch`, `agents` and `audit log` against a real belay-server
 //! (the library's `serve` on loopback) with a real agent stream submitting requests.
 
+mod support;
+
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use belay_proto::v1;
-use belay_proto::v1::agent_service_client::AgentServiceClient;
 use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
-use belay_server::approvals::{Approvals, MemoryStore};
-use belay_server::{ServeOptions, serve};
+use belay_server::ServeOptions;
 use serde_json::Value;
-use tokio::net::TcpListener;
+use support::{
+    PATIENCE, agent_session, belay_ok, connect_request, drain, hello, message, start_with,
+};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-
-const PATIENCE: Duration = Duration::from_secs(20);
 
 struct Setup {
     url: String,
@@ -27,39 +25,10 @@ struct Setup {
 }
 
 async fn start() -> Setup {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let approvals = Arc::new(Approvals::new(MemoryStore::new()));
-    let server = tokio::spawn(async move {
-        serve(
-            listener,
-            approvals,
-            ServeOptions::default(),
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-    });
-    let mut client = AgentServiceClient::connect(url.clone()).await.unwrap();
-    let (agent, outbound) = mpsc::channel(16);
-    agent
-        .send(message(v1::agent_message::Kind::Hello(v1::Hello {
-            host: "build-7".into(),
-            version: "1.2.3".into(),
-            owner: "alice@example.com".into(),
-        })))
-        .await
-        .unwrap();
+    let (url, server) = start_with(ServeOptions::default()).await;
+    let (agent, inbound) = agent_session(&url, hello("build-7", "1.2.3")).await;
     // The stream must stay open: the server drops the session when it ends.
-    let inbound = client
-        .session(ReceiverStream::new(outbound))
-        .await
-        .unwrap()
-        .into_inner();
-    tokio::spawn(async move {
-        let mut inbound = inbound;
-        while let Ok(Some(_)) = inbound.message().await {}
-    });
+    drain(inbound);
     Setup {
         url,
         agent,
@@ -67,32 +36,14 @@ async fn start() -> Setup {
     }
 }
 
-fn message(kind: v1::agent_message::Kind) -> v1::AgentMessage {
-    v1::AgentMessage { kind: Some(kind) }
-}
-
 fn request(id: &str) -> v1::AgentMessage {
     message(v1::agent_message::Kind::Request(v1::NewRequest {
-        id: id.into(),
-        agent_name: "copilot".into(),
-        pid: 77,
-        uid: 1000,
-        action: Some(v1::Action {
-            kind: Some(v1::action::Kind::Connect(v1::Connect {
-                address: "192.0.2.10".into(),
-                port: 443,
-                protocol: v1::Protocol::Tcp.into(),
-            })),
-        }),
-        deadline: Some((SystemTime::now() + Duration::from_secs(300)).into()),
-        default_verdict: v1::Verdict::Deny.into(),
-        rule: "egress-unknown".into(),
         context: Some(v1::RequestContext {
             cwd: "/work/repo".into(),
             hostnames: vec!["api.example.com".into()],
             ..Default::default()
         }),
-        ..Default::default()
+        ..connect_request(id, 77)
     }))
 }
 
@@ -117,21 +68,6 @@ async fn wait_pending(url: &str, count: usize) {
     .expect("requests never became pending");
 }
 
-/// Runs `belay --server URL ARGS` to completion, off the runtime.
-async fn belay(url: &str, args: &[&str]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_belay"));
-    command.args(["--server", url]).args(args);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "belay {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_lists_the_connected_agent_as_table_and_json() {
     let setup = start().await;
@@ -139,7 +75,7 @@ async fn agents_lists_the_connected_agent_as_table_and_json() {
     wait_pending(&setup.url, 1).await;
 
     let json: Value =
-        serde_json::from_str(&belay(&setup.url, &["agents", "--output", "json"]).await).unwrap();
+        serde_json::from_str(&belay_ok(&setup.url, &["agents", "--output", "json"]).await).unwrap();
     let agents = json["agents"].as_array().unwrap();
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0]["host"], "build-7");
@@ -147,7 +83,7 @@ async fn agents_lists_the_connected_agent_as_table_and_json() {
     assert_eq!(agents[0]["version"], "1.2.3");
     assert_eq!(agents[0]["pending"], 1);
 
-    let table = belay(&setup.url, &["agents"]).await;
+    let table = belay_ok(&setup.url, &["agents"]).await;
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2, "{table}");
     assert!(lines[0].starts_with("HOST"), "{table}");
@@ -200,7 +136,7 @@ async fn watch_prints_pending_then_live_requests_and_decisions() {
         "api.example.com"
     );
 
-    let decided = belay(
+    let decided = belay_ok(
         &setup.url,
         &[
             "--reviewer",
@@ -227,7 +163,7 @@ async fn watch_prints_pending_then_live_requests_and_decisions() {
 
     // The audit log shows the same story, in order.
     let log: Value =
-        serde_json::from_str(&belay(&setup.url, &["audit", "log", "--output", "json"]).await)
+        serde_json::from_str(&belay_ok(&setup.url, &["audit", "log", "--output", "json"]).await)
             .unwrap();
     let kinds: Vec<(u64, &str, &str)> = log["records"]
         .as_array()
@@ -251,7 +187,7 @@ async fn watch_prints_pending_then_live_requests_and_decisions() {
     );
     assert_eq!(log["next_after_seq"], 3);
     let tail: Value = serde_json::from_str(
-        &belay(
+        &belay_ok(
             &setup.url,
             &[
                 "audit", "log", "--after", "1", "--limit", "1", "--output", "json",

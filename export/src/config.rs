@@ -41,28 +41,11 @@ use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use belay_config_file::Source;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A configuration problem, located in its file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: {err}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        err: std::io::Error,
-    },
-    #[error("{}:{line}:{column}: {message}", path.display())]
-    At {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{}: {message}", path.display())]
-    Whole { path: PathBuf, message: String },
-}
+pub use belay_config_file::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -271,36 +254,17 @@ const FACILITIES: &[&str] = &[
 
 impl ExportConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
-            path: path.to_owned(),
-            err,
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &belay_config_file::read(path)?)
     }
 
     /// Validates `text`, naming `path` in errors. Relative file names (token_file) are
     /// read relative to the working directory.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let source = Source::new(path, text);
         let at = |span: Range<usize>, key: &str, problem: String| {
-            let (line, column) = line_column(text, span.start);
-            ConfigError::At {
-                path: path.to_owned(),
-                line,
-                column,
-                message: if key.is_empty() {
-                    problem
-                } else {
-                    format!("{key}: {problem}")
-                },
-            }
+            source.at(span, format!("{key}: {problem}"))
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|err| match err.span() {
-            Some(span) => at(span, "", err.message().to_owned()),
-            None => ConfigError::Whole {
-                path: path.to_owned(),
-                message: err.message().to_owned(),
-            },
-        })?;
+        let raw: RawConfig = source.parse()?;
 
         let spool_span = raw.spool.span();
         let spool = raw.spool.into_inner();
@@ -533,10 +497,7 @@ impl ExportConfig {
             });
         }
         if sinks.is_empty() {
-            return Err(ConfigError::Whole {
-                path: path.to_owned(),
-                message: "no [[sink]]: nothing to export to".into(),
-            });
+            return Err(source.whole("no [[sink]]: nothing to export to"));
         }
         Ok(Self {
             spool: SpoolConfig {
@@ -548,12 +509,4 @@ impl ExportConfig {
             sinks,
         })
     }
-}
-
-/// 1-based line and column (in characters) of byte `offset`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
 }

@@ -56,6 +56,109 @@ fn is_request(kind: &str) -> bool {
     matches!(kind, "submitted" | "opened")
 }
 
+/// For an agent's policy verdict (kind `policy` with an action: a rule settled the
+/// action without a person), OCSF's `action_id`: 1 Allowed, 2 Denied. The server's
+/// `policy` records (a fleet policy push) have no action.
+fn settled_action_id(event: &Event) -> Option<u8> {
+    if event.kind != "policy" || !event.body.get("action").is_some_and(Value::is_object) {
+        return None;
+    }
+    Some(match str_field(&event.body, "policy_action") {
+        Some("deny" | "kill") => 2,
+        _ => 1,
+    })
+}
+
+/// API Activity's parts that differ by record: operation, service, activity, status,
+/// resource and message.
+struct ApiCall {
+    operation: String,
+    service: &'static str,
+    /// 1 Create, 3 Update.
+    activity: (u32, &'static str),
+    /// 1 Success, 2 Failure.
+    status_id: u8,
+    resource: Value,
+    message: String,
+    user: Option<String>,
+    src_host: String,
+}
+
+fn api_call(event: &Event, action: &Value) -> ApiCall {
+    let body = &event.body;
+    match event.kind.as_str() {
+        // An agent enrolling: the service that issued (or, for a token presented for
+        // another host, refused and spent) a certificate.
+        "enrollment" => {
+            let result = str_field(body, "result").unwrap_or("");
+            let host = str_field(body, "host").unwrap_or(&event.host);
+            ApiCall {
+                operation: "Enroll".into(),
+                service: "belay.v1.EnrollService",
+                activity: (1, "Create"),
+                status_id: if result == "enrolled" { 1 } else { 2 },
+                resource: json!({
+                    "uid": str_field(body, "certificate_serial")
+                        .or_else(|| str_field(body, "token_id"))
+                        .unwrap_or(""),
+                    "name": host,
+                    "type": "belay agent certificate",
+                }),
+                message: format!("enrollment: {result}"),
+                user: None,
+                src_host: host.to_owned(),
+            }
+        }
+        // A fleet policy pushed by an admin.
+        "policy" => {
+            let version = body.get("version").and_then(Value::as_u64).unwrap_or(0);
+            ApiCall {
+                operation: "PushPolicy".into(),
+                service: "belay.v1.ReviewerService",
+                activity: (3, "Update"),
+                status_id: 1,
+                resource: json!({
+                    "uid": version.to_string(),
+                    "name": "fleet policy",
+                    "type": "belay policy",
+                }),
+                message: format!("policy: version {version} pushed"),
+                user: str_field(body, "pushed_by").map(str::to_owned),
+                src_host: event.host.clone(),
+            }
+        }
+        // A decision (or expiry, cancellation) changes a request through belay's
+        // reviewer API.
+        kind => {
+            let request_id = str_field(body, "request_id")
+                .map(str::to_owned)
+                .or_else(|| {
+                    body.get("id")
+                        .map(|v| v.to_string().trim_matches('"').to_owned())
+                })
+                .unwrap_or_default();
+            let message = match str_field(body, "verdict") {
+                Some(verdict) if !verdict.is_empty() => format!("{kind}: {verdict}"),
+                _ => kind.to_owned(),
+            };
+            ApiCall {
+                operation: kind.to_owned(),
+                service: "belay.v1.ReviewerService",
+                activity: (3, "Update"),
+                status_id: 1,
+                resource: json!({
+                    "uid": request_id,
+                    "name": str_field(body, "host").unwrap_or(&event.host),
+                    "type": format!("belay {} request", action_kind(action)),
+                }),
+                message,
+                user: str_field(body, "reviewer").map(str::to_owned),
+                src_host: event.host.clone(),
+            }
+        }
+    }
+}
+
 pub fn ocsf(event: &Event) -> Value {
     let time_ms = event.time_ns.div_euclid(1_000_000);
     let body = &event.body;
@@ -78,96 +181,82 @@ pub fn ocsf(event: &Event) -> Value {
         actor["user"] = json!({ "name": owner });
     }
 
-    let (class_uid, category_uid, activity_id, class_name, activity_name, mut out) =
-        match (is_request(&event.kind), action_kind(&action)) {
-            (true, "exec") => {
-                let path = str_field(&action, "path").unwrap_or("");
-                let name = path.rsplit('/').next().unwrap_or(path);
-                let mut process = json!({
-                    // type_id 1: Regular File.
-                    "file": { "name": name, "path": path, "type_id": 1 },
-                });
-                if let Some(argv) = action.get("argv").and_then(Value::as_array) {
-                    let words: Vec<&str> = argv.iter().filter_map(Value::as_str).collect();
-                    process["cmd_line"] = words.join(" ").into();
-                }
-                if let Some(cwd) = str_field(&action, "cwd") {
-                    process["file"]["parent_folder"] = cwd.into();
-                }
-                if let Some(pid) = pid {
-                    process["pid"] = pid.into();
-                }
-                // action_id 0: Unknown — the exec is held, neither allowed nor denied yet.
-                let out = json!({ "process": process, "action_id": 0 });
-                (1007, 1, 1, "Process Activity", "Launch", out)
+    // 0 Unknown for a request: held, neither allowed nor denied yet.
+    let settled = settled_action_id(event);
+    let action_id = settled.unwrap_or(0);
+    let (class_uid, category_uid, activity_id, class_name, activity_name, mut out) = match (
+        is_request(&event.kind) || settled.is_some(),
+        action_kind(&action),
+    ) {
+        (true, "exec") => {
+            let path = str_field(&action, "path").unwrap_or("");
+            let name = path.rsplit('/').next().unwrap_or(path);
+            let mut process = json!({
+                // type_id 1: Regular File.
+                "file": { "name": name, "path": path, "type_id": 1 },
+            });
+            if let Some(argv) = action.get("argv").and_then(Value::as_array) {
+                let words: Vec<&str> = argv.iter().filter_map(Value::as_str).collect();
+                process["cmd_line"] = words.join(" ").into();
             }
-            (true, _) => {
-                let mut dst = serde_json::Map::new();
-                if let Some(address) = str_field(&action, "address") {
-                    dst.insert("ip".into(), address.into());
-                }
-                if let Some(port) = action.get("port").and_then(Value::as_u64) {
-                    dst.insert("port".into(), port.into());
-                }
-                if let Some(path) = str_field(&action, "path") {
-                    dst.insert("name".into(), path.into());
-                }
-                if let Some(name) = action
-                    .get("hostnames")
-                    .and_then(Value::as_array)
-                    .and_then(|h| h.first())
-                    .and_then(Value::as_str)
-                {
-                    dst.insert("hostname".into(), name.into());
-                }
-                let protocol = str_field(&action, "protocol").unwrap_or("");
-                let out = json!({
-                    "dst_endpoint": dst,
-                    // direction_id 2: Outbound.
-                    "connection_info": { "direction_id": 2, "protocol_name": protocol },
-                    "action_id": 0,
-                });
-                (4001, 4, 1, "Network Activity", "Open", out)
+            if let Some(cwd) = str_field(&action, "cwd") {
+                process["file"]["parent_folder"] = cwd.into();
             }
-            (false, _) => {
-                // API Activity / Update: a decision (or expiry, cancellation) changes the
-                // request through belay's reviewer API.
-                let reviewer = str_field(body, "reviewer");
-                let verdict = str_field(body, "verdict").unwrap_or("");
-                let mut decision_actor = json!({ "app_name": event.app });
-                if let Some(reviewer) = reviewer {
-                    decision_actor["user"] = json!({ "name": reviewer });
-                }
-                actor = decision_actor;
-                let request_id = str_field(body, "request_id")
-                    .map(str::to_owned)
-                    .or_else(|| {
-                        body.get("id")
-                            .map(|v| v.to_string().trim_matches('"').to_owned())
-                    })
-                    .unwrap_or_default();
-                let mut message = event.kind.clone();
-                if !verdict.is_empty() {
-                    message = format!("{message}: {verdict}");
-                }
-                let out = json!({
-                    "api": {
-                        "operation": event.kind,
-                        "service": { "name": "belay.v1.ReviewerService" },
-                    },
-                    "src_endpoint": { "hostname": event.host },
-                    "resources": [{
-                        "uid": request_id,
-                        "name": str_field(body, "host").unwrap_or(&event.host),
-                        "type": format!("belay {} request", action_kind(&action)),
-                    }],
-                    // status_id 1: Success.
-                    "status_id": 1,
-                    "message": message,
-                });
-                (6003, 6, 3, "API Activity", "Update", out)
+            if let Some(pid) = pid {
+                process["pid"] = pid.into();
             }
-        };
+            let out = json!({ "process": process, "action_id": action_id });
+            (1007, 1, 1, "Process Activity", "Launch", out)
+        }
+        (true, _) => {
+            let mut dst = serde_json::Map::new();
+            if let Some(address) = str_field(&action, "address") {
+                dst.insert("ip".into(), address.into());
+            }
+            if let Some(port) = action.get("port").and_then(Value::as_u64) {
+                dst.insert("port".into(), port.into());
+            }
+            if let Some(path) = str_field(&action, "path") {
+                dst.insert("name".into(), path.into());
+            }
+            if let Some(name) = action
+                .get("hostnames")
+                .and_then(Value::as_array)
+                .and_then(|h| h.first())
+                .and_then(Value::as_str)
+            {
+                dst.insert("hostname".into(), name.into());
+            }
+            let protocol = str_field(&action, "protocol").unwrap_or("");
+            let out = json!({
+                "dst_endpoint": dst,
+                // direction_id 2: Outbound.
+                "connection_info": { "direction_id": 2, "protocol_name": protocol },
+                "action_id": action_id,
+            });
+            (4001, 4, 1, "Network Activity", "Open", out)
+        }
+        (false, _) => {
+            let call = api_call(event, &action);
+            let mut api_actor = json!({ "app_name": event.app });
+            if let Some(user) = call.user {
+                api_actor["user"] = json!({ "name": user });
+            }
+            actor = api_actor;
+            let out = json!({
+                "api": {
+                    "operation": call.operation,
+                    "service": { "name": call.service },
+                },
+                "src_endpoint": { "hostname": call.src_host },
+                "resources": [call.resource],
+                "status_id": call.status_id,
+                "message": call.message,
+            });
+            let (activity_id, activity_name) = call.activity;
+            (6003, 6, activity_id, "API Activity", activity_name, out)
+        }
+    };
     let severity_id = severity(&event.kind, body);
     let fields = json!({
         "class_uid": class_uid,
@@ -208,8 +297,10 @@ pub fn ocsf(event: &Event) -> Value {
 
 /// 1 Informational; 2 Low for expiries; 3 Medium for denials and kills.
 fn severity(kind: &str, body: &Value) -> u8 {
-    match (kind, str_field(body, "verdict")) {
+    let verdict = str_field(body, "policy_action").or_else(|| str_field(body, "verdict"));
+    match (kind, verdict) {
         (_, Some("deny" | "kill")) => 3,
+        ("enrollment", _) if str_field(body, "result") != Some("enrolled") => 3,
         ("expired", _) => 2,
         _ => 1,
     }

@@ -170,25 +170,43 @@ fn sink(port: u16, acks: bool, token: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_are_acked_and_retried_through_busy_answers_and_lost_acks() {
+/// A loopback receiver and an exporter with one HEC sink delivering to it.
+struct Setup {
+    receiver: Arc<Receiver>,
+    port: u16,
+    server: tokio::task::JoinHandle<()>,
+    exporter: Exporter,
+    /// The spool; removed when the test ends.
+    _dir: tempfile::TempDir,
+}
+
+/// Serves a receiver on a free loopback port and starts an exporter sending to it with
+/// `token`, with or without acks.
+async fn start(acks: bool, token: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Arc::new(Receiver {
-        acks: true,
+        acks,
         ..Default::default()
     });
-    receiver.busy.store(2, Ordering::SeqCst);
-    receiver.lose_acks.store(1, Ordering::SeqCst);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let _server = serve(Arc::clone(&receiver), listener).await;
-    let exporter = Exporter::start(config(dir.path(), "", &sink(port, true, TOKEN))).unwrap();
-    for n in 0..500 {
-        exporter.handle().offer(event(n));
+    let server = serve(Arc::clone(&receiver), listener).await;
+    let sink = sink(port, acks, token);
+    let exporter = Exporter::start(config(dir.path(), "", &sink)).unwrap();
+    Setup {
+        receiver,
+        port,
+        server,
+        exporter,
+        _dir: dir,
     }
-    let expected: HashSet<String> = (0..500).map(|n| event(n).id).collect();
-    let r = Arc::clone(&receiver);
-    let all = wait_until(Duration::from_secs(30), || {
+}
+
+/// Whether the receiver comes to have indexed exactly events `0..count` within `timeout`.
+async fn indexes_all(receiver: &Arc<Receiver>, count: u64, timeout: Duration) -> bool {
+    let expected: HashSet<String> = (0..count).map(|n| event(n).id).collect();
+    let r = Arc::clone(receiver);
+    wait_until(timeout, || {
         r.indexed
             .lock()
             .unwrap()
@@ -197,48 +215,52 @@ async fn batches_are_acked_and_retried_through_busy_answers_and_lost_acks() {
             .collect::<HashSet<_>>()
             == expected
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_acked_and_retried_through_busy_answers_and_lost_acks() {
+    let s = start(true, TOKEN).await;
+    // Set before any event is offered, so the first posts meet them.
+    s.receiver.busy.store(2, Ordering::SeqCst);
+    s.receiver.lose_acks.store(1, Ordering::SeqCst);
+    for n in 0..500 {
+        s.exporter.handle().offer(event(n));
+    }
+    let all = indexes_all(&s.receiver, 500, Duration::from_secs(30)).await;
     assert!(
-        receiver.problems.lock().unwrap().is_empty(),
+        s.receiver.problems.lock().unwrap().is_empty(),
         "{:?}",
-        receiver.problems.lock().unwrap()
+        s.receiver.problems.lock().unwrap()
     );
     assert!(
         all,
         "indexed {} of 500",
-        receiver.indexed.lock().unwrap().len()
+        s.receiver.indexed.lock().unwrap().len()
     );
     assert!(
-        exporter
+        s.exporter
             .metrics()
             .counter(RETRIED, "hec", Some("unavailable"))
             >= 3,
         "2 busy + 1 lost ack"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || exporter.spool().cursor("hec")
+        wait_until(Duration::from_secs(5), || s.exporter.spool().cursor("hec")
             == 500)
         .await
     );
-    assert_eq!(exporter.metrics().counter(DELIVERED, "hec", None), 500);
-    exporter.shutdown().await;
+    assert_eq!(s.exporter.metrics().counter(DELIVERED, "hec", None), 500);
+    s.exporter.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_for_a_while_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Arc::new(Receiver {
-        acks: true,
-        ..Default::default()
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = serve(Arc::clone(&receiver), listener).await;
-    let exporter = Exporter::start(config(dir.path(), "", &sink(port, true, TOKEN))).unwrap();
+    let s = start(true, TOKEN).await;
     for n in 0..200 {
-        exporter.handle().offer(event(n));
+        s.exporter.handle().offer(event(n));
     }
-    let r = Arc::clone(&receiver);
+    let r = Arc::clone(&s.receiver);
     assert!(
         wait_until(Duration::from_secs(10), || !r
             .indexed
@@ -248,49 +270,30 @@ async fn a_receiver_down_for_a_while_loses_nothing() {
         .await
     );
     // Killed mid-stream: whatever was in flight is unacknowledged.
-    server.abort();
-    let _ = server.await;
+    s.server.abort();
+    let _ = s.server.await;
     for n in 200..400 {
-        exporter.handle().offer(event(n));
+        s.exporter.handle().offer(event(n));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", s.port))
         .await
         .unwrap();
-    let _server = serve(Arc::clone(&receiver), listener).await;
-    let expected: HashSet<String> = (0..400).map(|n| event(n).id).collect();
-    let r = Arc::clone(&receiver);
-    let all = wait_until(Duration::from_secs(60), || {
-        r.indexed
-            .lock()
-            .unwrap()
-            .iter()
-            .cloned()
-            .collect::<HashSet<_>>()
-            == expected
-    })
-    .await;
+    let _server = serve(Arc::clone(&s.receiver), listener).await;
+    let all = indexes_all(&s.receiver, 400, Duration::from_secs(60)).await;
     assert!(
         all,
         "every id arrives after the outage ({} indexed)",
-        receiver.indexed.lock().unwrap().len()
+        s.receiver.indexed.lock().unwrap().len()
     );
-    exporter.shutdown().await;
+    s.exporter.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_token_is_a_configuration_error_and_nothing_is_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Arc::new(Receiver {
-        acks: false,
-        ..Default::default()
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let _server = serve(Arc::clone(&receiver), listener).await;
-    let exporter = Exporter::start(config(dir.path(), "", &sink(port, false, "wrong"))).unwrap();
-    exporter.handle().offer(event(0));
-    let metrics = exporter.metrics().clone();
+    let s = start(false, "wrong").await;
+    s.exporter.handle().offer(event(0));
+    let metrics = s.exporter.metrics().clone();
     assert!(
         wait_until(Duration::from_secs(10), || metrics.counter(
             RETRIED,
@@ -299,10 +302,14 @@ async fn a_bad_token_is_a_configuration_error_and_nothing_is_dropped() {
         ) == 1)
         .await
     );
-    assert_eq!(exporter.spool().cursor("hec"), 0, "the event stays spooled");
+    assert_eq!(
+        s.exporter.spool().cursor("hec"),
+        0,
+        "the event stays spooled"
+    );
     assert_eq!(
         metrics.counter(belay_export::metrics::DROPPED, "hec", None),
         0
     );
-    exporter.shutdown().await;
+    s.exporter.shutdown().await;
 }

@@ -135,6 +135,26 @@ fn agent_event(kind: &str, action: Value) -> Event {
     }
 }
 
+fn server_event(kind: &str, mut body: Value) -> Event {
+    body["kind"] = kind.into();
+    Event {
+        id: belay_export::event::random_id(),
+        time_ns: 1_780_000_000_000_000_000,
+        app: "belay-server".into(),
+        host: "approvals-1".into(),
+        kind: kind.into(),
+        body,
+    }
+}
+
+fn enrollment(result: &str, serial: Option<&str>) -> Value {
+    json!({
+        "request_id": "", "host": "web-2", "token_id": "0011223344556677",
+        "token_host": "web-1", "certificate_serial": serial,
+        "certificate_sha256": serial.map(|_| "ff"), "result": result,
+    })
+}
+
 #[test]
 fn every_event_kind_is_valid_ocsf_1_3_0() {
     let root = schema();
@@ -153,6 +173,25 @@ fn every_event_kind_is_valid_ocsf_1_3_0() {
     events.push(agent_event(
         "ended",
         json!({"kind": "exec", "path": "/bin/sh"}),
+    ));
+    // An agent's policy verdicts: a rule settled the action without a person.
+    let mut denied = agent_event("policy", json!({"kind": "exec", "path": "/usr/bin/nc"}));
+    denied.body["policy_action"] = "kill".into();
+    events.push(denied);
+    let mut audited = agent_event(
+        "policy",
+        json!({"kind": "connect", "address": "10.0.0.2", "port": 443, "protocol": "tcp"}),
+    );
+    audited.body["policy_action"] = "audit".into();
+    events.push(audited);
+    events.push(server_event("policy", json!({"version": 4, "sha256": "ab", "size": 120, "pushed_by": "alice@example.com", "reason": "tighten"})));
+    events.push(server_event(
+        "enrollment",
+        enrollment("enrolled", Some("01:02:03")),
+    ));
+    events.push(server_event(
+        "enrollment",
+        enrollment("wrong_host_token_spent", None),
     ));
     let mut classes = std::collections::BTreeSet::new();
     for event in &events {
@@ -179,9 +218,69 @@ fn every_event_kind_is_valid_ocsf_1_3_0() {
     );
     let exec = ocsf(&support::event(0));
     assert_eq!(exec["activity_id"], 1, "Launch");
+    assert_eq!(
+        exec["action_id"], 0,
+        "a request is neither allowed nor denied yet"
+    );
     assert_eq!(exec["process"]["cmd_line"], "curl https://example.com");
     let connect = ocsf(&support::event(2));
     assert_eq!(connect["dst_endpoint"]["port"], 443);
+}
+
+#[test]
+fn policy_verdicts_pushes_and_enrollments_map_to_their_own_fields() {
+    let mut killed = agent_event("policy", json!({"kind": "exec", "path": "/usr/bin/nc"}));
+    killed.body["policy_action"] = "kill".into();
+    let v = ocsf(&killed);
+    assert_eq!(
+        (v["class_uid"].as_u64(), v["action_id"].as_u64()),
+        (Some(1007), Some(2))
+    );
+    assert_eq!(v["severity_id"], 3);
+    let mut allowed = agent_event(
+        "policy",
+        json!({"kind": "connect", "address": "10.0.0.2", "port": 443}),
+    );
+    allowed.body["policy_action"] = "audit".into();
+    let v = ocsf(&allowed);
+    assert_eq!(
+        (v["class_uid"].as_u64(), v["action_id"].as_u64()),
+        (Some(4001), Some(1))
+    );
+
+    let push = ocsf(&server_event(
+        "policy",
+        json!({"version": 4, "pushed_by": "alice@example.com"}),
+    ));
+    assert_eq!(push["class_uid"], 6003);
+    assert_eq!(push["api"]["operation"], "PushPolicy");
+    assert_eq!(push["actor"]["user"]["name"], "alice@example.com");
+    assert_eq!(push["resources"][0]["uid"], "4");
+
+    let enrolled = ocsf(&server_event(
+        "enrollment",
+        enrollment("enrolled", Some("01:02:03")),
+    ));
+    assert_eq!(
+        (
+            enrolled["activity_id"].as_u64(),
+            enrolled["status_id"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(enrolled["api"]["service"]["name"], "belay.v1.EnrollService");
+    assert_eq!(enrolled["resources"][0]["uid"], "01:02:03");
+    assert_eq!(enrolled["src_endpoint"]["hostname"], "web-2");
+    let spent = ocsf(&server_event(
+        "enrollment",
+        enrollment("wrong_host_token_spent", None),
+    ));
+    assert_eq!(spent["status_id"], 2, "Failure");
+    assert_eq!(spent["severity_id"], 3);
+    assert_eq!(
+        spent["resources"][0]["uid"], "0011223344556677",
+        "the token id, never the token"
+    );
 }
 
 #[test]

@@ -150,10 +150,10 @@ pub(crate) fn mask_argv(m: &Masker, argv: &[String], report: bool) -> (Vec<Strin
             }
             Some(_) => Vec::new(),
             None if i > 0
-                && is_mysql(cmd)
                 && arg.len() > 2
                 && arg.starts_with("-p")
-                && !arg.starts_with("--") =>
+                && !arg.starts_with("--")
+                && is_mysql(cmd) =>
             {
                 if m.markers(arg).is_empty() && !m.allowed(&arg[2..], arg) {
                     vec![Hit {

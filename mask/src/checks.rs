@@ -291,16 +291,17 @@ pub fn looks_random(v: &str) -> bool {
     let upper = v.bytes().any(|b| b.is_ascii_uppercase());
     let digit = v.bytes().any(|b| b.is_ascii_digit());
     let classes = usize::from(lower) + usize::from(upper) + usize::from(digit);
+    // The cheap test first: most values that fail, fail it.
+    let strong = classes == 3 || (classes == 2 && digit && v.len() >= 20);
+    if !strong {
+        return false;
+    }
     // Two or more plain lowercase words: a name like `linux-cargo-build`, not a key.
     let words = v
         .split(['-', '_', '.', ':'])
         .filter(|w| w.len() >= 3 && w.bytes().all(|b| b.is_ascii_lowercase()))
         .count();
-    if words >= 2 {
-        return false;
-    }
-    let strong = classes == 3 || (classes == 2 && digit && v.len() >= 20);
-    strong && entropy(v) >= 3.0
+    words < 2 && entropy(v) >= 3.0
 }
 
 /// Whether a value given for a password-ish name is a real value rather than a

@@ -147,18 +147,30 @@ fn secret_flag_value(g: &Groups, h: &str) -> Option<Range<usize>> {
     (checks::is_literal_password(v) && !v.starts_with(['/', '~', '.', '@'])).then(|| m.range())
 }
 
+/// `needle` (lowercase ASCII) in `hay`, ASCII case-insensitively: the name checks run
+/// on every `NAME=VALUE` candidate, and lowercasing a copy first costs an allocation.
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    hay.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+fn ends_with_ci(hay: &str, suffix: &str) -> bool {
+    hay.len() >= suffix.len()
+        && hay.as_bytes()[hay.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
 pub(crate) fn password_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    if n == "pwd" || n == "oldpwd" {
+    if name.eq_ignore_ascii_case("pwd") || name.eq_ignore_ascii_case("oldpwd") {
         return false;
     }
-    n.contains("password")
-        || n.contains("passwd")
-        || n.contains("passphrase")
+    contains_ci(name, "password")
+        || contains_ci(name, "passwd")
+        || contains_ci(name, "passphrase")
         || ["pass", "pwd"].iter().any(|w| {
-            n == *w
-                || n.strip_suffix(w)
-                    .is_some_and(|h| h.ends_with(['_', '-', '.']))
+            name.eq_ignore_ascii_case(w)
+                || (ends_with_ci(name, w)
+                    && name[..name.len() - w.len()].ends_with(['_', '-', '.']))
         })
 }
 
@@ -173,8 +185,9 @@ fn password_assign(g: &Groups, h: &str) -> Option<Range<usize>> {
 /// Names of public key material and key ids: identifiers, not secrets (`GPG_KEY` holds a
 /// fingerprint in the official language images).
 pub(crate) fn public_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n.contains("gpg") || n.contains("public") || n.contains("pub_key") || n.contains("pubkey")
+    ["gpg", "public", "pub_key", "pubkey"]
+        .iter()
+        .any(|w| contains_ci(name, w))
 }
 
 fn secret_assign(g: &Groups, h: &str) -> Option<Range<usize>> {
@@ -240,8 +253,8 @@ fn has_colon(h: &str, _: &Scan) -> bool {
     h.contains(':')
 }
 
-/// Two capitals and two digits, the start of every IBAN (and every IBAN has 8 digits
-/// or more).
+/// Two capitals and two digits after a word boundary, the start of every IBAN
+/// candidate (and every IBAN has 8 digits or more).
 fn iban_gate(_: &str, s: &Scan) -> bool {
     s.digits >= 8 && s.iban_head
 }

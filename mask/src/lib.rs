@@ -32,12 +32,15 @@
 //! their digit requirements in one count; only detectors whose triggers occur run their
 //! regex. Ordinary arguments cost that one pass.
 mod argv;
+mod assign;
 mod checks;
 pub mod corpus;
 mod detectors;
 mod groups;
+mod headers;
 mod key;
 mod prefilter;
+mod tokens;
 
 use std::{borrow::Cow, collections::BTreeMap, ops::Range};
 
@@ -47,7 +50,7 @@ use sha2::Sha256;
 
 use crate::{
     groups::{Groups, Shape},
-    prefilter::{Scan, Triggers, scan_digits},
+    prefilter::{Scan, Summary, Triggers, scan_digits, summary},
 };
 
 pub use key::{KeyError, load_or_create_key, parse_key};
@@ -136,6 +139,8 @@ pub(crate) struct Detector {
     check: CheckFn,
     keep: fn(&str) -> (usize, usize),
     pub(crate) shape: Shape,
+    /// Finds what `regex` finds, faster (`tokens`).
+    pub(crate) hand: Option<tokens::Hand>,
 }
 
 /// Candidate selection options that depend on where the text came from.
@@ -267,6 +272,7 @@ impl Masker {
                     regex,
                     check: CheckFn::Custom,
                     keep: |_| (0, 0),
+                    hand: None,
                 },
                 &[][..],
             ));
@@ -282,6 +288,7 @@ impl Masker {
                     check: CheckFn::Builtin(b.check),
                     keep: b.keep,
                     shape: b.shape,
+                    hand: tokens::hand_matcher(b.kind, &b.pattern),
                 },
                 b.triggers,
             ));
@@ -420,9 +427,26 @@ impl Masker {
         // text can hold no built-in candidate: every vendor token is 15 bytes or more,
         // emails need `@`, assignments and headers `=` or `:`, flag values a space, and
         // the digit-gated kinds 8 digits.
-        // Counting is a vectorised pass; the run needs a byte-by-byte one, and only
-        // matters when there are digits enough for any digit-gated detector.
-        let digits = text.bytes().filter(u8::is_ascii_digit).count();
+        // Counting, and looking for 8 bytes in a row a run could be made of, is a
+        // vectorised pass; the run itself needs a byte-by-byte one, and only matters
+        // when there is such a row and digits enough for any digit-gated detector.
+        // Short arguments with few digits (most of them) need no more than a count.
+        let quick = (text.len() < 32)
+            .then(|| text.bytes().filter(u8::is_ascii_digit).count())
+            .filter(|&d| d < MIN_GATED_RUN);
+        let Summary {
+            digits,
+            row,
+            iban_head,
+        } = match quick {
+            // Every digit gate and the IBAN gate want 8 digits or more.
+            Some(digits) => Summary {
+                digits,
+                row: false,
+                iban_head: false,
+            },
+            None => summary(text.as_bytes()),
+        };
         if self.builtin_only
             && text.len() < 15
             && digits < MIN_GATED_RUN
@@ -430,16 +454,17 @@ impl Masker {
         {
             return Vec::new();
         }
-        let scan = if digits >= MIN_GATED_RUN {
-            scan_digits(text.as_bytes(), digits)
+        let digit_run = if digits >= MIN_GATED_RUN && row {
+            scan_digits(text.as_bytes(), digits).digit_run
         } else {
-            Scan {
-                digits,
-                digit_run: digits,
-                iban_head: false,
-            }
+            // No run can reach the smallest gate.
+            digits.min(MIN_GATED_RUN - 1)
         };
-        let digit_run = scan.digit_run;
+        let scan = Scan {
+            digits,
+            digit_run,
+            iban_head,
+        };
         let mut run = self.triggers.triggered(text.as_bytes());
         for &d in &self.always {
             if digit_run >= self.detectors[d].min_run {
@@ -474,6 +499,15 @@ impl Masker {
                     cands.push(Hit { range, kind: i });
                 }
             };
+            if let Some(hand) = &d.hand
+                && hand.handles(text)
+            {
+                // Hand matchers stand in for patterns with a shape (`Whole`, `Value`).
+                hand.find_iter(text, |r| {
+                    consider(d.shape.groups(text, r).expect("not Captures"));
+                });
+                continue;
+            }
             match d.shape {
                 Shape::Captures => {
                     for caps in d.regex.captures_iter(text) {
@@ -495,18 +529,22 @@ impl Masker {
         }
         let markers = self.markers(text);
         let overlaps = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
-        let mut chosen: Vec<Hit> = Vec::new();
-        // Candidates come in detector priority order already.
-        for c in cands {
-            if markers.iter().any(|m| overlaps(m, &c.range))
-                || chosen.iter().any(|h| overlaps(&h.range, &c.range))
+        // Candidates come in detector priority order already. The chosen ones are
+        // gathered at the front of `cands`, which spares a second vector.
+        let mut kept = 0;
+        for i in 0..cands.len() {
+            let c = &cands[i].range;
+            if markers.iter().any(|m| overlaps(m, c))
+                || cands[..kept].iter().any(|h| overlaps(&h.range, c))
             {
                 continue;
             }
-            chosen.push(c);
+            cands.swap(kept, i);
+            kept += 1;
         }
-        chosen.sort_by_key(|h| h.range.start);
-        chosen
+        cands.truncate(kept);
+        cands.sort_by_key(|h| h.range.start);
+        cands
     }
 
     #[cfg(test)]

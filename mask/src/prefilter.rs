@@ -97,15 +97,171 @@ impl Triggers {
     }
 }
 
-/// What the digit-gated detectors need to know about a text, from one pass.
+/// What the digit-gated detectors need to know about a text.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Scan {
     pub digits: usize,
     /// The most digits in one run, where single separators (` -.()`) may interrupt a
-    /// run: what card numbers, SSNs and phone numbers need at least.
+    /// run: what card numbers, SSNs and phone numbers need at least. Exact when it is
+    /// `MIN_GATED_RUN` or more; below that, only known to be below it.
     pub digit_run: usize,
-    /// Two capitals and two digits in a row, the start of every IBAN.
+    /// `\b[A-Z]{2}\d{2}`: where every IBAN candidate starts.
     pub iban_head: bool,
+}
+
+/// What [`summary`] finds in one pass, sixteen bytes a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub digits: usize,
+    /// Eight bytes in a row that are digits or ` -.()`, which a digit run of 8 (the
+    /// smallest any detector needs) takes. Long base64 values (PEM blocks, key files)
+    /// have plenty of digits but practically never such a row, and then the
+    /// byte-by-byte [`scan_digits`] is not needed.
+    pub row: bool,
+    pub iban_head: bool,
+}
+
+/// Per byte of a 16-byte chunk, bit i for byte i.
+#[derive(Clone, Copy, Default)]
+struct Masks {
+    digit: u16,
+    /// A digit or one of ` -.()`: what a digit run is made of.
+    run: u16,
+    upper: u16,
+    /// `[A-Za-z0-9_]`, as `(?-u:\b)` sees words.
+    word: u16,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn masks_sse2(chunk: &[u8; 16]) -> Masks {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
+        _mm_set1_epi8, _mm_sub_epi8,
+    };
+    let lo = i64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
+    let hi = i64::from_le_bytes(chunk[8..].try_into().expect("8 bytes"));
+    let v = _mm_set_epi64x(hi, lo);
+    // first <= b <= first + span, unsigned: t = b - first, min(t, span) == t.
+    let within = |first: u8, span: u8| -> __m128i {
+        let t = _mm_sub_epi8(v, _mm_set1_epi8(first as i8));
+        _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(span as i8)), t)
+    };
+    let digit = within(b'0', 9);
+    let upper = within(b'A', 25);
+    let lower = within(b'a', 25);
+    let mut run = digit;
+    for sep in *b" ().-" {
+        run = _mm_or_si128(run, _mm_cmpeq_epi8(v, _mm_set1_epi8(sep as i8)));
+    }
+    let underscore = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'_' as i8));
+    let word = _mm_or_si128(_mm_or_si128(digit, upper), _mm_or_si128(lower, underscore));
+    let bits = |m| _mm_movemask_epi8(m) as u16;
+    Masks {
+        digit: bits(digit),
+        run: bits(run),
+        upper: bits(upper),
+        word: bits(word),
+    }
+}
+
+/// The same, a byte at a time: the reference for the vector version, and the version
+/// for other CPUs.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn masks_scalar(chunk: &[u8; 16]) -> Masks {
+    let mut m = Masks::default();
+    for (i, &b) in chunk.iter().enumerate() {
+        let bit = |yes: bool| u16::from(yes) << i;
+        m.digit |= bit(b.is_ascii_digit());
+        m.run |= bit(b.is_ascii_digit() || b" ().-".contains(&b));
+        m.upper |= bit(b.is_ascii_uppercase());
+        m.word |= bit(b.is_ascii_alphanumeric() || b == b'_');
+    }
+    m
+}
+
+#[inline(always)]
+fn summary_with(text: &[u8], masks: impl Fn(&[u8; 16]) -> Masks) -> Summary {
+    let mut out = Summary {
+        digits: 0,
+        row: false,
+        iban_head: false,
+    };
+    // Bytes in a row at the end of the chunks so far that a digit run may hold.
+    let mut carry = 0u32;
+    // The previous chunk (IBAN heads in it need three bytes of the next one) and
+    // whether the byte before it is a word character (zeros before the text: none).
+    let (mut prev, mut before) = (Masks::default(), 0u32);
+    let mut step = |m: Masks| {
+        out.digits += m.digit.count_ones() as usize;
+        let mut x = m.run & (m.run >> 1);
+        x &= x >> 2;
+        x &= x >> 4;
+        out.row |= x != 0 || carry + m.run.trailing_ones() >= 8;
+        carry = if m.run == u16::MAX {
+            carry + 16
+        } else {
+            m.run.leading_ones()
+        };
+        let two = |p: u16, c: u16| u32::from(p) | (u32::from(c) << 16);
+        let (upper, digit, word) = (
+            two(prev.upper, m.upper),
+            two(prev.digit, m.digit),
+            two(prev.word, m.word),
+        );
+        let boundary = !((word << 1) | before);
+        let heads = boundary & upper & (upper >> 1) & (digit >> 2) & (digit >> 3);
+        out.iban_head |= heads & 0xFFFF != 0;
+        before = u32::from(prev.word >> 15);
+        prev = m;
+    };
+    let mut chunks = text.chunks_exact(16);
+    for c in &mut chunks {
+        step(masks(c.try_into().expect("16 bytes")));
+    }
+    // Zeros are nothing: they pad the last chunk, and one more chunk of them lets the
+    // last real one's IBAN heads be seen.
+    let rest = chunks.remainder();
+    let mut last = [0u8; 16];
+    last[..rest.len()].copy_from_slice(rest);
+    if !rest.is_empty() {
+        step(masks(&last));
+    }
+    step(Masks::default());
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn summary_sse2(text: &[u8]) -> Summary {
+    summary_with(text, |c| masks_sse2(c))
+}
+
+/// The same with a `popcnt` instruction rather than a dozen for each count.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2,popcnt")]
+fn summary_popcnt(text: &[u8]) -> Summary {
+    summary_with(text, |c| masks_sse2(c))
+}
+
+/// Digits, a row a digit run of 8 could be, and IBAN heads, in one vectorised pass.
+pub(crate) fn summary(text: &[u8]) -> Summary {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: SSE2 is part of the x86-64 baseline, popcnt was just detected.
+            return unsafe { summary_popcnt(text) };
+        }
+        // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+        unsafe { summary_sse2(text) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    summary_with(text, masks_scalar)
+}
+
+#[cfg(test)]
+pub(crate) fn summary_scalar(text: &[u8]) -> Summary {
+    summary_with(text, masks_scalar)
 }
 
 /// Byte classes for [`scan_digits`].
@@ -137,14 +293,9 @@ const CLASSES: [u8; 256] = {
 /// digits are mostly random tokens, where branches mispredict.
 pub(crate) fn scan_digits(text: &[u8], digits: usize) -> Scan {
     let (mut best, mut cur, mut sep) = (0usize, 0usize, false);
-    // The classes of the last four bytes, two bits each: 1 capital, 2 digit.
-    let mut last4: u8 = 0;
-    let mut iban_head = false;
     for &b in text {
         let class = CLASSES[usize::from(b)];
         let digit = class == DIGIT;
-        last4 = (last4 << 2) | (u8::from(digit) << 1) | u8::from(class == UPPER);
-        iban_head |= last4 == 0b01_01_10_10;
         let reset = class >= UPPER || (class == SEP1 && sep);
         cur = if reset { 0 } else { cur + usize::from(digit) };
         best = best.max(cur);
@@ -153,6 +304,6 @@ pub(crate) fn scan_digits(text: &[u8], digits: usize) -> Scan {
     Scan {
         digits,
         digit_run: best,
-        iban_head,
+        iban_head: false,
     }
 }

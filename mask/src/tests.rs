@@ -419,8 +419,8 @@ fn non_ascii_text_is_handled() {
     assert!(!out.contains("grüße"), "{out}");
 }
 
-/// The reference for `scan_digits`: the rules written out plainly.
-fn scan_reference(text: &[u8]) -> (usize, usize, bool) {
+/// The reference for `scan_digits` and `digit_summary`: the rules written out plainly.
+fn scan_reference(text: &[u8]) -> (usize, usize, bool, bool) {
     let (mut best, mut cur, mut sep) = (0, 0, false);
     for &b in text {
         if b.is_ascii_digit() {
@@ -435,14 +435,19 @@ fn scan_reference(text: &[u8]) -> (usize, usize, bool) {
             sep = false;
         }
     }
-    let iban = text.windows(4).any(|w| {
-        w[0].is_ascii_uppercase()
-            && w[1].is_ascii_uppercase()
-            && w[2].is_ascii_digit()
-            && w[3].is_ascii_digit()
+    let row = text
+        .windows(8)
+        .any(|w| w.iter().all(|b| b.is_ascii_digit() || b" -.()".contains(b)));
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let iban = (0..text.len().saturating_sub(3)).any(|i| {
+        (i == 0 || !word(text[i - 1]))
+            && text[i].is_ascii_uppercase()
+            && text[i + 1].is_ascii_uppercase()
+            && text[i + 2].is_ascii_digit()
+            && text[i + 3].is_ascii_digit()
     });
     let digits = text.iter().filter(|b| b.is_ascii_digit()).count();
-    (digits, best, iban)
+    (digits, best, row, iban)
 }
 
 #[test]
@@ -455,7 +460,17 @@ fn digit_scan_matches_its_reference() {
         "12 ( 34",
         "DE89 3704 0044 0532 0130 00",
         "ab12CD34",
+        "_AB12 AB12",
         "x9Y8z7W6v5U4t3S2",
+        "abcdefghijklmno12345678",
+        "abcdefghijklmn12345678",
+        "abcdefghijklmnop12345678",
+        "abcdefghijklmnAB12",
+        "abcdefghijklmn_AB12",
+        "abcdefghijklmno-AB12",
+        "abcdefghijklmnop+AB12",
+        "abcdefghijklmnopAB12",
+        "abcdefghijklmno+AB1",
         "",
     ]
     .map(String::from)
@@ -465,19 +480,35 @@ fn digit_scan_matches_its_reference() {
         texts.extend(s.env);
     }
     let mut rng = crate::corpus::Rng::new(9);
-    for _ in 0..2000 {
-        let n = rng.range(0, 24);
-        texts.push(rng.chars("0123456789 -.()AZaz_", n));
+    for _ in 0..4000 {
+        let n = rng.range(0, 40);
+        texts.push(rng.chars("0123456789 -.()AZaz_+", n));
     }
+    let m = masker();
+    let iban = m
+        .detectors()
+        .iter()
+        .find(|d| d.kind == "iban")
+        .expect("iban detector");
     for t in &texts {
-        let s = crate::prefilter::scan_digits(
-            t.as_bytes(),
-            t.bytes().filter(u8::is_ascii_digit).count(),
-        );
+        let (digits, best, row, head) = scan_reference(t.as_bytes());
+        let s = crate::prefilter::scan_digits(t.as_bytes(), digits);
+        assert_eq!((s.digits, s.digit_run), (digits, best), "{t:?}");
+        let want = crate::prefilter::Summary {
+            digits,
+            row,
+            iban_head: head,
+        };
+        assert_eq!(crate::prefilter::summary(t.as_bytes()), want, "{t:?}");
         assert_eq!(
-            (s.digits, s.digit_run, s.iban_head),
-            scan_reference(t.as_bytes()),
+            crate::prefilter::summary_scalar(t.as_bytes()),
+            want,
             "{t:?}"
+        );
+        assert!(row || best < 8, "a run of 8 needs a row of 8: {t:?}");
+        assert!(
+            head || !iban.regex.is_match(t),
+            "every IBAN candidate starts with a head: {t:?}"
         );
     }
 }
@@ -520,4 +551,44 @@ fn trigger_table_stays_small() {
     // See `prefilter::PREFIX`: the walk is a dependent load per byte.
     let bytes = masker().triggers.table_bytes();
     assert!(bytes <= 64 * 1024, "trigger table {bytes} bytes");
+}
+
+/// The name checks compare in place; they decide as lowercasing a copy did.
+#[test]
+fn name_checks_match_their_lowercasing_definitions() {
+    fn password_ref(name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        if n == "pwd" || n == "oldpwd" {
+            return false;
+        }
+        n.contains("password")
+            || n.contains("passwd")
+            || n.contains("passphrase")
+            || ["pass", "pwd"].iter().any(|w| {
+                n == *w
+                    || n.strip_suffix(w)
+                        .is_some_and(|h| h.ends_with(['_', '-', '.']))
+            })
+    }
+    fn public_ref(name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        n.contains("gpg") || n.contains("public") || n.contains("pub_key") || n.contains("pubkey")
+    }
+    const PARTS: &[&str] = &[
+        "PASS", "pass", "Pwd", "old", "OLDPWD", "word", "wd", "_", "-", ".", "PassWord", "passwd",
+        "PHRASE", "pass", "gpg", "GPG", "Public", "pub", "_key", "KEY", "é", "x",
+    ];
+    let mut rng = crate::corpus::Rng::new(crate::corpus::SEED);
+    let (mut yes_pw, mut yes_pub) = (0, 0);
+    for _ in 0..20_000 {
+        let n = rng.range(1, 4);
+        let name: String = (0..n).map(|_| rng.pick(PARTS)).collect();
+        let pw = detectors::password_name(&name);
+        let public = detectors::public_name(&name);
+        assert_eq!(pw, password_ref(&name), "password_name({name:?})");
+        assert_eq!(public, public_ref(&name), "public_name({name:?})");
+        yes_pw += usize::from(pw);
+        yes_pub += usize::from(public);
+    }
+    assert!(yes_pw > 1000 && yes_pub > 1000, "{yes_pw} {yes_pub}");
 }

@@ -23,9 +23,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use belay_proto::v1::agent_service_server::AgentServiceServer;
-use belay_proto::v1::enroll_service_server::EnrollServiceServer;
-use belay_proto::v1::reviewer_service_server::ReviewerServiceServer;
+use belay_proto::v1::agent_service_server::{self, AgentServiceServer};
+use belay_proto::v1::enroll_service_server::{self, EnrollServiceServer};
+use belay_proto::v1::reviewer_service_server::{self, ReviewerServiceServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -85,7 +85,10 @@ pub async fn serve<S: Store>(
     });
     let export = export
         .map(|config| tokio::spawn(export::run(Arc::clone(&approvals), config, stop.clone())));
-    let side = http.map(|listener| spawn_http(listener, &approvals, &stop));
+    // Always kept, also without HTTP endpoints to show them: counting costs little and
+    // the same object serves every layer that counts.
+    let metrics = Arc::new(metrics::Metrics::default());
+    let side = http.map(|listener| spawn_http(listener, &approvals, &metrics, &stop));
     // The stored fleet policy, and other replicas' pushes, for the agents connected here.
     let policy = Arc::new(policy_push::FleetPolicy::default());
     let policies = tokio::spawn({
@@ -97,17 +100,24 @@ pub async fn serve<S: Store>(
 
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+        .layer(metrics::MetricsLayer::new(
+            Arc::clone(&metrics),
+            &[
+                agent_service_server::SERVICE_NAME,
+                reviewer_service_server::SERVICE_NAME,
+                enroll_service_server::SERVICE_NAME,
+            ],
+        ))
         .add_service(AgentServiceServer::new(
             AgentApi::new(Arc::clone(&approvals), stop.clone())
                 .with_client_auth(tls.as_ref().map(pki::ServerTls::agents))
                 .with_policy(Arc::clone(&policy)),
         ))
         .add_optional_service(tls.as_ref().map(|tls| {
-            EnrollServiceServer::new(pki::EnrollApi::new(
-                Arc::clone(&approvals),
-                tls.ca(),
-                tls.agent_cert_validity(),
-            ))
+            EnrollServiceServer::new(
+                pki::EnrollApi::new(Arc::clone(&approvals), tls.ca(), tls.agent_cert_validity())
+                    .with_metrics(Arc::clone(&metrics)),
+            )
         }))
         .add_service(auth::Authenticated::new(
             ReviewerServiceServer::new(
@@ -164,14 +174,15 @@ pub async fn serve<S: Store>(
 fn spawn_http<S: Store>(
     listener: TcpListener,
     approvals: &Arc<Approvals<S>>,
+    metrics: &Arc<metrics::Metrics>,
     stop: &CancellationToken,
 ) -> [tokio::task::JoinHandle<()>; 2] {
-    let metrics = Arc::new(metrics::Metrics::default());
     let follow = tokio::spawn(metrics::follow(
         Arc::clone(approvals),
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
         stop.clone(),
     ));
+    let metrics = Arc::clone(metrics);
     let serve = tokio::spawn({
         let approvals = Arc::clone(approvals);
         let stop = stop.clone();

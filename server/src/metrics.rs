@@ -15,7 +15,11 @@ use belay_proto::domain::{Request, RequestState};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::approvals::{ApprovalError, Approvals, Store};
+use crate::approvals::{ApprovalError, Approvals, EnrollOutcome, Store};
+
+pub mod grpc;
+
+pub use grpc::MetricsLayer;
 
 /// Upper bounds (seconds) of the decision latency buckets: people take seconds to
 /// minutes, deadlines are minutes.
@@ -31,6 +35,16 @@ const ENDS: [RequestState; 4] = [
     RequestState::Cancelled,
 ];
 
+/// The `result` labels of `belay_enrollments_total`, as [`EnrollOutcome::label`] names
+/// them.
+const ENROLL_RESULTS: [&str; 5] = [
+    "enrolled",
+    "unknown_token",
+    "used_token",
+    "expired_token",
+    "wrong_host",
+];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     created: AtomicU64,
@@ -38,10 +52,14 @@ pub struct Metrics {
     latency: Histogram,
     /// Changes missed because the follower fell behind the broadcast.
     missed: AtomicU64,
+    /// Enrollment attempts that reached the token check, by result.
+    enrollments: [AtomicU64; ENROLL_RESULTS.len()],
+    grpc: grpc::Calls,
 }
 
 #[derive(Debug)]
 struct Histogram {
+    bounds: &'static [f64],
     buckets: Vec<AtomicU64>,
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -49,18 +67,23 @@ struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self {
-            buckets: LATENCY_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
+        Self::new(LATENCY_BUCKETS)
     }
 }
 
 impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
     fn observe(&self, value: Duration) {
         let seconds = value.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+        for (bucket, bound) in self.buckets.iter().zip(self.bounds) {
             if seconds <= *bound {
                 bucket.fetch_add(1, Ordering::Relaxed);
             }
@@ -71,18 +94,29 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str) {
-        for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+        self.render_labelled(out, name, "");
+    }
+
+    /// `labels`: `key="value",` pairs put before `le` (empty: none).
+    fn render_labelled(&self, out: &mut String, name: &str, labels: &str) {
+        for (bucket, bound) in self.buckets.iter().zip(self.bounds) {
             let _ = writeln!(
                 out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
+                "{name}_bucket{{{labels}le=\"{bound}\"}} {}",
                 bucket.load(Ordering::Relaxed)
             );
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+        let plain = labels.trim_end_matches(',');
+        let braces = if plain.is_empty() {
+            String::new()
+        } else {
+            format!("{{{plain}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
     }
 }
 
@@ -116,6 +150,18 @@ impl Metrics {
                 .unwrap_or_default();
             self.latency.observe(waited);
         }
+    }
+
+    /// Counts one enrollment attempt that reached the token check.
+    pub fn record_enrollment(&self, outcome: &EnrollOutcome) {
+        if let Some(index) = ENROLL_RESULTS.iter().position(|r| *r == outcome.label()) {
+            self.enrollments[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The gRPC calls counted so far, for [`grpc::MetricsLayer`].
+    pub(crate) fn grpc(&self) -> &grpc::Calls {
+        &self.grpc
     }
 
     pub fn render(&self, gauges: Gauges) -> String {
@@ -181,6 +227,21 @@ impl Metrics {
             "belay_request_changes_missed_total {}",
             self.missed.load(Ordering::Relaxed)
         );
+        header(
+            &mut out,
+            "belay_enrollments_total",
+            "counter",
+            "Agent enrollment attempts that reached the token check, by result (refusals \
+             are counted and logged, not audited).",
+        );
+        for (result, count) in ENROLL_RESULTS.iter().zip(&self.enrollments) {
+            let _ = writeln!(
+                out,
+                "belay_enrollments_total{{result=\"{result}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        self.grpc.render(&mut out, header);
         out.push_str(&belay_export::metrics::render_running());
         out
     }

@@ -1,6 +1,7 @@
 //! `belay-server audit verify` and `audit public-key` on a real database file.
 
-use std::process::{Command, Output};
+mod support;
+
 use std::time::{Duration, SystemTime};
 
 use belay_proto::domain::{
@@ -10,14 +11,7 @@ use belay_proto::domain::{
 use belay_server::approvals::{AgentIdentity, Approvals, SqliteStore};
 use belay_server::audit;
 use rusqlite::Connection;
-
-fn server(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_belay-server"))
-        .args(args)
-        .env_remove("BELAY_DB")
-        .output()
-        .unwrap()
-}
+use support::run_server;
 
 #[tokio::test]
 async fn verify_reports_an_intact_log_then_the_edited_record() {
@@ -53,7 +47,7 @@ async fn verify_reports_an_intact_log_then_the_edited_record() {
     drop(approvals);
     let db_arg = db.to_str().unwrap();
 
-    let key = server(&["audit", "public-key", "--db", db_arg]);
+    let key = run_server(&["audit", "public-key", "--db", db_arg]);
     assert!(key.status.success(), "{key:?}");
     let key_hex = String::from_utf8(key.stdout).unwrap().trim().to_owned();
     assert_eq!(
@@ -61,7 +55,7 @@ async fn verify_reports_an_intact_log_then_the_edited_record() {
         audit::resolve_public_key(&db, None, None).unwrap()
     );
 
-    let ok = server(&["audit", "verify", "--db", db_arg, "--public-key", &key_hex]);
+    let ok = run_server(&["audit", "verify", "--db", db_arg, "--public-key", &key_hex]);
     let stdout = String::from_utf8_lossy(&ok.stdout);
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     assert!(
@@ -77,13 +71,13 @@ async fn verify_reports_an_intact_log_then_the_edited_record() {
         )
         .unwrap();
     drop(connection);
-    let bad = server(&["audit", "verify", "--db", db_arg]);
+    let bad = run_server(&["audit", "verify", "--db", db_arg]);
     assert_eq!(bad.status.code(), Some(1), "{bad:?}");
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr).trim(),
         "audit: record 2: hash does not match its contents (edited?)"
     );
 
-    let missing = server(&["audit", "verify", "--db", "/nonexistent/belay.db"]);
+    let missing = run_server(&["audit", "verify", "--db", "/nonexistent/belay.db"]);
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
 }

@@ -2,19 +2,17 @@
 //! with a stable id, and records made while the server (and so its exporter) was down
 //! are delivered after the restart.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU16;
 use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use belay_proto::domain::{
-    Action, ConnectAction, HostName, Identity, Name, NewRequest, Protocol, Reason, RequestId,
-    ReviewerDecision, Scope, Verdict,
-};
-use belay_server::approvals::{AgentIdentity, Approvals, SqliteStore, Store as _};
+use belay_proto::domain::{Identity, Reason, RequestId, ReviewerDecision, Scope, Verdict};
+use belay_server::approvals::{Approvals, SqliteStore, Store as _};
 use belay_server::{ServeError, serve};
+use support::{agent_identity, domain_request};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -67,34 +65,15 @@ async fn stop(running: Running, approvals: Arc<Approvals<SqliteStore>>) {
     .expect("the server stops in time");
 }
 
-fn agent() -> AgentIdentity {
-    AgentIdentity {
-        host: HostName::new("host-a").unwrap(),
-        owner: Identity::new("alice").unwrap(),
-    }
-}
-
 async fn submit_and_decide(approvals: &Approvals<SqliteStore>, from: u32, to: u32) {
     let now = SystemTime::now();
     for n in from..to {
         let id = format!("req-{n}");
-        let request = NewRequest {
-            id: RequestId::new(&id).unwrap(),
-            agent_name: Name::new("copilot").unwrap(),
-            pid: 77,
-            uid: 1000,
-            action: Action::Connect(ConnectAction {
-                address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-                port: NonZeroU16::new(443).unwrap(),
-                protocol: Protocol::Tcp,
-            }),
-            deadline: now + Duration::from_secs(600),
-            default_verdict: Verdict::Deny,
-            rule: Name::new("egress").unwrap(),
-            owner: None,
-            context: Default::default(),
-        };
-        approvals.submit(&agent(), request, now).await.unwrap();
+        let request = domain_request(&id, now + Duration::from_secs(600));
+        approvals
+            .submit(&agent_identity("host-a"), request, now)
+            .await
+            .unwrap();
         if n.is_multiple_of(2) {
             let decision = ReviewerDecision {
                 request_id: RequestId::new(&id).unwrap(),

@@ -1,18 +1,17 @@
 //! `belay-server --export-config`: a bad file is a precise startup error; a server killed
 //! (SIGKILL) mid-export resumes after a restart and every audit record arrives.
 
+mod support;
+
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader};
-use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU16;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use belay_proto::domain::{
-    Action, ConnectAction, HostName, Identity, Name, NewRequest, Protocol, RequestId, Verdict,
-};
-use belay_server::approvals::{AgentIdentity, Approvals, SqliteStore, Store as _};
+use belay_server::approvals::{Approvals, SqliteStore, Store as _};
+
+use support::{agent_identity, domain_request};
 
 const RECORDS: u32 = 3000;
 
@@ -64,28 +63,10 @@ async fn a_server_killed_mid_export_resumes_and_loses_nothing() {
     let out = dir.path().join("audit.jsonl");
     // The audit log to export, written before the server starts.
     let approvals = Approvals::new(SqliteStore::open(&db).unwrap());
-    let agent = AgentIdentity {
-        host: HostName::new("host-a").unwrap(),
-        owner: Identity::new("alice").unwrap(),
-    };
+    let agent = agent_identity("host-a");
     let now = SystemTime::now();
     for n in 0..RECORDS {
-        let request = NewRequest {
-            id: RequestId::new(format!("req-{n}")).unwrap(),
-            agent_name: Name::new("copilot").unwrap(),
-            pid: 77,
-            uid: 1000,
-            action: Action::Connect(ConnectAction {
-                address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-                port: NonZeroU16::new(443).unwrap(),
-                protocol: Protocol::Tcp,
-            }),
-            deadline: now + Duration::from_secs(3600),
-            default_verdict: Verdict::Deny,
-            rule: Name::new("egress").unwrap(),
-            owner: None,
-            context: Default::default(),
-        };
+        let request = domain_request(&format!("req-{n}"), now + Duration::from_secs(3600));
         approvals.submit(&agent, request, now).await.unwrap();
     }
     let host = belay_export::event::local_hostname();

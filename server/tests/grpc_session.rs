@@ -1,177 +1,29 @@
 //! Starts the real server on a loopback port and drives it with real tonic clients.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod support;
+
 use std::time::{Duration, SystemTime};
 
 use belay_proto::v1;
-use belay_proto::v1::agent_service_client::AgentServiceClient;
-use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
-use belay_proto::v1::server_message::Kind;
+use belay_server::ServeOptions;
 use belay_server::approvals::{Approvals, MemoryStore};
-use belay_server::{ServeError, serve};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
-use tonic::{Code, Status, Streaming};
+use support::{PATIENCE, TestServer, hello};
+use tonic::Code;
 
-/// Long enough for a loaded CI machine; every wait in these tests is bounded by it.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServeError>>,
+async fn start() -> TestServer {
+    start_with_quorum(1).await
 }
 
-impl TestServer {
-    async fn start() -> Self {
-        Self::start_with_quorum(1).await
-    }
-
-    async fn start_with_quorum(quorum: u32) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let quorum = std::num::NonZeroU32::new(quorum).unwrap();
-        let approvals = Arc::new(Approvals::new(MemoryStore::new()).with_quorum(quorum));
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(
-            listener,
-            approvals,
-            belay_server::ServeOptions::default(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Self {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    async fn reviewer(&self) -> ReviewerServiceClient<Channel> {
-        ReviewerServiceClient::connect(self.url()).await.unwrap()
-    }
-
-    async fn agent(&self, host: &str, owner: &str) -> TestAgent {
-        self.try_agent(hello(host, owner)).await.unwrap()
-    }
-
-    async fn try_agent(&self, first: v1::AgentMessage) -> Result<TestAgent, Status> {
-        let mut client = AgentServiceClient::connect(self.url()).await.unwrap();
-        let (to_server, outbound) = mpsc::channel(16);
-        to_server.send(first).await.unwrap();
-        let from_server = client
-            .session(ReceiverStream::new(outbound))
-            .await?
-            .into_inner();
-        Ok(TestAgent {
-            to_server,
-            from_server,
-        })
-    }
-
-    /// Waits until the reviewer sees `id` pending; submissions travel on another stream.
-    async fn wait_pending(&self, id: &str) -> v1::Request {
-        let mut reviewer = self.reviewer().await;
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                let pending = reviewer
-                    .list_pending(v1::ListPendingRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .requests;
-                if let Some(request) = pending.into_iter().find(|r| r.id == id) {
-                    return request;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{id} never became pending"))
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-struct TestAgent {
-    to_server: mpsc::Sender<v1::AgentMessage>,
-    from_server: Streaming<v1::ServerMessage>,
-}
-
-impl TestAgent {
-    async fn submit(&self, request: v1::NewRequest) {
-        self.to_server
-            .send(v1::AgentMessage {
-                kind: Some(v1::agent_message::Kind::Request(request)),
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn next(&mut self) -> Result<Kind, Status> {
-        let message = tokio::time::timeout(PATIENCE, self.from_server.message())
-            .await
-            .expect("no message from the server in time")?
-            .expect("the server ended the stream");
-        Ok(message.kind.expect("message without kind"))
-    }
-
-    async fn next_decision(&mut self) -> v1::Decision {
-        match self.next().await.unwrap() {
-            Kind::Decision(decision) => decision,
-            other => panic!("expected a decision, got {other:?}"),
-        }
-    }
-
-    async fn next_cancel(&mut self) -> v1::Cancel {
-        match self.next().await.unwrap() {
-            Kind::Cancel(cancel) => cancel,
-            other => panic!("expected a cancel, got {other:?}"),
-        }
-    }
-}
-
-fn hello(host: &str, owner: &str) -> v1::AgentMessage {
-    v1::AgentMessage {
-        kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
-            host: host.into(),
-            version: "0.1.0-test".into(),
-            owner: owner.into(),
-        })),
-    }
+async fn start_with_quorum(quorum: u32) -> TestServer {
+    let quorum = std::num::NonZeroU32::new(quorum).unwrap();
+    let approvals = Approvals::new(MemoryStore::new()).with_quorum(quorum);
+    TestServer::start_approvals(approvals, ServeOptions::default()).await
 }
 
 fn connect_request(id: &str, port: u32, deadline_in: Duration) -> v1::NewRequest {
     v1::NewRequest {
-        id: id.into(),
-        agent_name: "copilot".into(),
-        pid: 4242,
-        uid: 1000,
-        action: Some(v1::Action {
-            kind: Some(v1::action::Kind::Connect(v1::Connect {
-                address: "192.0.2.10".into(),
-                port,
-                protocol: v1::Protocol::Tcp.into(),
-            })),
-        }),
         deadline: Some((SystemTime::now() + deadline_in).into()),
-        default_verdict: v1::Verdict::Deny.into(),
-        rule: "egress-unknown".into(),
-        owner: String::new(),
-        context: None,
+        ..support::connect_request(id, port)
     }
 }
 
@@ -191,7 +43,7 @@ fn decide(id: &str, verdict: v1::Verdict, reviewer: &str) -> v1::DecideRequest {
 
 #[tokio::test]
 async fn a_reviewer_decision_reaches_the_agent_that_asked() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut alice_agent = server.agent("host-a", "alice@example.com").await;
     let mut carol_agent = server.agent("host-c", "carol@example.com").await;
     alice_agent.submit(request("req-a")).await;
@@ -247,7 +99,7 @@ async fn a_reviewer_decision_reaches_the_agent_that_asked() {
 
 #[tokio::test]
 async fn the_owner_a_host_names_for_one_agent_may_not_approve_its_requests() {
-    let server = TestServer::start().await;
+    let server = start().await;
     // The host's session says alice; this agent's policy subject belongs to carol.
     let mut agent = server.agent("host-a", "alice@example.com").await;
     agent
@@ -276,7 +128,7 @@ async fn the_owner_a_host_names_for_one_agent_may_not_approve_its_requests() {
 
 #[tokio::test]
 async fn self_approval_and_a_second_decision_are_refused() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut agent = server.agent("host-a", "alice@example.com").await;
     agent.submit(request("req-1")).await;
     server.wait_pending("req-1").await;
@@ -318,7 +170,7 @@ async fn self_approval_and_a_second_decision_are_refused() {
 
 #[tokio::test]
 async fn malformed_submissions_are_cancelled_with_invalid_argument_and_the_stream_goes_on() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut agent = server.agent("host-a", "alice@example.com").await;
 
     agent
@@ -370,7 +222,7 @@ async fn malformed_submissions_are_cancelled_with_invalid_argument_and_the_strea
 
 #[tokio::test]
 async fn malformed_reviewer_calls_are_invalid_argument() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut reviewer = server.reviewer().await;
 
     let status = reviewer
@@ -399,7 +251,7 @@ async fn malformed_reviewer_calls_are_invalid_argument() {
 
 #[tokio::test]
 async fn a_session_must_open_with_a_valid_hello() {
-    let server = TestServer::start().await;
+    let server = start().await;
 
     let not_hello = v1::AgentMessage {
         kind: Some(v1::agent_message::Kind::Request(request("early"))),
@@ -418,7 +270,7 @@ async fn a_session_must_open_with_a_valid_hello() {
 
 #[tokio::test]
 async fn an_unanswered_request_ends_with_its_default_verdict() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut agent = server.agent("host-a", "alice@example.com").await;
     agent
         .submit(v1::NewRequest {
@@ -435,7 +287,7 @@ async fn an_unanswered_request_ends_with_its_default_verdict() {
 
 #[tokio::test]
 async fn a_reconnecting_agent_learns_decisions_made_while_it_was_away() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let agent = server.agent("host-a", "alice@example.com").await;
     let submitted = request("req-away");
     agent.submit(submitted.clone()).await;
@@ -458,7 +310,7 @@ async fn a_reconnecting_agent_learns_decisions_made_while_it_was_away() {
 
 #[tokio::test]
 async fn shutdown_ends_agent_sessions_with_unavailable() {
-    let mut server = TestServer::start().await;
+    let mut server = start().await;
     let mut agent = server.agent("host-a", "alice@example.com").await;
 
     server.stop.take().unwrap().send(()).unwrap();
@@ -481,7 +333,7 @@ fn scope(kind: v1::ScopeKind, seconds: i64) -> Option<v1::Scope> {
 
 #[tokio::test]
 async fn a_scoped_approval_settles_the_next_identical_request_without_a_reviewer() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut agent = server.agent("host-a", "alice@example.com").await;
     agent.submit(request("req-1")).await;
     server.wait_pending("req-1").await;
@@ -529,7 +381,7 @@ async fn a_scoped_approval_settles_the_next_identical_request_without_a_reviewer
 
 #[tokio::test]
 async fn with_a_quorum_of_two_the_first_approval_is_counted_and_the_second_decides() {
-    let server = TestServer::start_with_quorum(2).await;
+    let server = start_with_quorum(2).await;
     let mut agent = server.agent("host-a", "alice@example.com").await;
     agent.submit(request("req-q")).await;
     server.wait_pending("req-q").await;

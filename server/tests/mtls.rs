@@ -2,6 +2,8 @@
 //! directory and its tokens in a SQLite file, enrolled and driven by real tonic clients
 //! over TLS.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,19 +14,17 @@ use belay_proto::v1;
 use belay_proto::v1::agent_service_client::AgentServiceClient;
 use belay_proto::v1::enroll_service_client::EnrollServiceClient;
 use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
-use belay_proto::v1::server_message::Kind;
 use belay_server::approvals::{Approvals, SqliteStore, Store};
 use belay_server::pki::{self, Ca, ServerTls};
 use belay_server::{ServeError, ServeOptions, serve};
 use rcgen::{CertificateParams, KeyPair};
+use support::{PATIENCE, TestAgent, connect_request, hello, wait_pending};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Code, Status, Streaming};
+use tonic::{Code, Status};
 
-const PATIENCE: Duration = Duration::from_secs(10);
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
 struct TestServer {
@@ -133,17 +133,8 @@ impl TestServer {
     }
 
     async fn session(&self, identity: Option<&Enrolled>, host: &str) -> Result<TestAgent, Status> {
-        let mut client = AgentServiceClient::new(self.channel(identity).await);
-        let (to_server, outbound) = mpsc::channel(16);
-        to_server.send(hello(host)).await.unwrap();
-        let from_server = client
-            .session(ReceiverStream::new(outbound))
-            .await?
-            .into_inner();
-        Ok(TestAgent {
-            to_server,
-            from_server,
-        })
+        let client = AgentServiceClient::new(self.channel(identity).await);
+        TestAgent::open(client, hello(host, "alice@example.com")).await
     }
 
     async fn reviewer(&self) -> ReviewerServiceClient<Channel> {
@@ -160,61 +151,6 @@ impl Drop for TestServer {
 struct Enrolled {
     chain_pem: String,
     key_pem: String,
-}
-
-struct TestAgent {
-    to_server: mpsc::Sender<v1::AgentMessage>,
-    from_server: Streaming<v1::ServerMessage>,
-}
-
-impl TestAgent {
-    async fn submit(&self, id: &str) {
-        let request = v1::NewRequest {
-            id: id.into(),
-            agent_name: "copilot".into(),
-            pid: 4242,
-            uid: 1000,
-            action: Some(v1::Action {
-                kind: Some(v1::action::Kind::Connect(v1::Connect {
-                    address: "192.0.2.10".into(),
-                    port: 443,
-                    protocol: v1::Protocol::Tcp.into(),
-                })),
-            }),
-            deadline: Some((SystemTime::now() + Duration::from_secs(300)).into()),
-            default_verdict: v1::Verdict::Deny.into(),
-            rule: "egress-unknown".into(),
-            ..Default::default()
-        };
-        self.to_server
-            .send(v1::AgentMessage {
-                kind: Some(v1::agent_message::Kind::Request(request)),
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn next_decision(&mut self) -> v1::Decision {
-        let message = tokio::time::timeout(PATIENCE, self.from_server.message())
-            .await
-            .expect("no message from the server in time")
-            .unwrap()
-            .expect("the server ended the stream");
-        match message.kind {
-            Some(Kind::Decision(decision)) => decision,
-            other => panic!("expected a decision, got {other:?}"),
-        }
-    }
-}
-
-fn hello(host: &str) -> v1::AgentMessage {
-    v1::AgentMessage {
-        kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
-            host: host.into(),
-            version: "0.1.0-test".into(),
-            owner: "alice@example.com".into(),
-        })),
-    }
 }
 
 fn csr_pem(key: &KeyPair) -> Vec<u8> {
@@ -241,25 +177,6 @@ fn assert_status<T>(result: Result<T, Status>, code: Code, message: &str) {
     }
 }
 
-async fn wait_pending(reviewer: &mut ReviewerServiceClient<Channel>, id: &str) -> v1::Request {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let pending = reviewer
-                .list_pending(v1::ListPendingRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .requests;
-            if let Some(request) = pending.into_iter().find(|r| r.id == id) {
-                return request;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{id} never became pending"))
-}
-
 #[tokio::test]
 async fn an_enrolled_agent_streams_requests_and_decisions_over_mtls() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,7 +193,7 @@ async fn an_enrolled_agent_streams_requests_and_decisions_over_mtls() {
     assert_eq!(pki::host_of(&leaf), Some(HostName::new("web-1").unwrap()));
 
     let mut agent = server.session(Some(&agent_cert), "web-1").await.unwrap();
-    agent.submit("web-1.1.1").await;
+    agent.submit(connect_request("web-1.1.1", 443)).await;
     // Reviewers connect over the same TLS port without a client certificate.
     let mut reviewer = server.reviewer().await;
     let pending = wait_pending(&mut reviewer, "web-1.1.1").await;
@@ -379,8 +296,8 @@ async fn a_token_bound_to_a_host_enrolls_no_other_and_is_then_spent() {
     let token = server.token(Some("web-1"), hour(), SystemTime::now()).await;
     assert_status(
         server.enroll(&token, "web-2").await,
-        Code::Unauthenticated,
-        "this enrollment token is for host web-1, not web-2",
+        Code::PermissionDenied,
+        "this enrollment token is for host web-1, not web-2; it is now spent: create a new one",
     );
     // Presented for the wrong host, the token counts as leaked.
     assert_status(
@@ -435,7 +352,7 @@ async fn a_restarted_server_keeps_its_ca_and_its_agents() {
     let server = TestServer::start_on(dir.path(), addr).await;
     assert_eq!(server.ca_pem, ca_before);
     let agent = server.session(Some(&enrolled), "web-1").await.unwrap();
-    agent.submit("web-1.2.1").await;
+    agent.submit(connect_request("web-1.2.1", 443)).await;
     let mut reviewer = server.reviewer().await;
     wait_pending(&mut reviewer, "web-1.2.1").await;
     // Tokens survive too: used stays used.

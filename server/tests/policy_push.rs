@@ -2,39 +2,28 @@
 //! push, what agents connected before and after a push receive, what they report, bad
 //! pushes, and a push on one PostgreSQL replica reaching an agent on another.
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use belay_proto::domain::MAX_POLICY_LEN;
 use belay_proto::v1;
-use belay_proto::v1::agent_service_client::AgentServiceClient;
 use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
-use belay_proto::v1::server_message::Kind;
-use belay_server::approvals::{Approvals, AuditOptions, MemoryStore, PostgresStore, Store};
+use belay_server::ServeOptions;
+use belay_server::approvals::{AuditOptions, MemoryStore, PostgresStore, Store};
 use belay_server::auth::{AuthConfig, Authenticator, ReviewerAuth};
-use belay_server::{ServeError, ServeOptions, serve};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
+use support::{PATIENCE, TestAgent, TestServer, hex_sha256, with_bearer};
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Streaming};
 
-const PATIENCE: Duration = Duration::from_secs(10);
 const ADMIN_TOKEN: &str = "belay_admin-secret";
 const REVIEWER_TOKEN: &str = "belay_reviewer-secret";
 const VIEWER_TOKEN: &str = "belay_viewer-secret";
 
 const POLICY_1: &str = "version: 1\nsubjects:\n  - name: ci\n    owner: o\n    default: ask\n";
 const POLICY_2: &str = "version: 1\nsubjects:\n  - name: ci\n    owner: o\n    default: deny\n";
-
-fn hex_sha256(token: &str) -> String {
-    belay_server::auth::hash_line(token)
-        .trim_start_matches("sha256 = \"")
-        .trim_end_matches('"')
-        .to_owned()
-}
 
 fn auth() -> ReviewerAuth {
     let text = format!(
@@ -62,110 +51,21 @@ roles = ["viewer"]
     ReviewerAuth::Verified(Arc::new(Authenticator::new(config).unwrap()))
 }
 
-struct TestServer {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServeError>>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        let _ = self.stop.take().map(|stop| stop.send(()));
-        self.task.abort();
-    }
-}
-
-impl TestServer {
-    async fn start<S: Store>(store: S, reviewer_auth: ReviewerAuth) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let mut options = ServeOptions::default();
-        options.reviewer_auth = reviewer_auth;
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(
-            listener,
-            Arc::new(Approvals::new(store)),
-            options,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Self {
-            url,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn reviewer(&self) -> ReviewerServiceClient<Channel> {
-        ReviewerServiceClient::connect(self.url.clone())
-            .await
-            .unwrap()
-    }
-
-    async fn agent(&self, host: &str) -> TestAgent {
-        let mut client = AgentServiceClient::connect(self.url.clone()).await.unwrap();
-        let (to_server, outbound) = mpsc::channel(16);
-        to_server
-            .send(v1::AgentMessage {
-                kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
-                    host: host.into(),
-                    version: "0.1.0-test".into(),
-                    owner: "owner@example.com".into(),
-                })),
-            })
-            .await
-            .unwrap();
-        let from_server = client
-            .session(ReceiverStream::new(outbound))
-            .await
-            .unwrap()
-            .into_inner();
-        TestAgent {
-            to_server,
-            from_server,
-        }
-    }
-}
-
-struct TestAgent {
-    to_server: mpsc::Sender<v1::AgentMessage>,
-    from_server: Streaming<v1::ServerMessage>,
+async fn start<S: Store>(store: S, reviewer_auth: ReviewerAuth) -> TestServer {
+    let mut options = ServeOptions::default();
+    options.reviewer_auth = reviewer_auth;
+    TestServer::start(store, options).await
 }
 
 impl TestAgent {
-    async fn next_policy(&mut self) -> v1::PolicyUpdate {
-        let message = tokio::time::timeout(PATIENCE, self.from_server.message())
-            .await
-            .expect("no policy in time")
-            .unwrap()
-            .expect("stream ended");
-        match message.kind {
-            Some(Kind::Policy(policy)) => policy,
-            other => panic!("expected a policy, got {other:?}"),
-        }
-    }
-
     async fn report(&self, version: u64, outcome: v1::PolicyOutcome, message: &str) {
-        self.to_server
-            .send(v1::AgentMessage {
-                kind: Some(v1::agent_message::Kind::PolicyReport(v1::PolicyReport {
-                    version,
-                    outcome: outcome as i32,
-                    message: message.into(),
-                })),
-            })
-            .await
-            .unwrap();
+        self.send(v1::agent_message::Kind::PolicyReport(v1::PolicyReport {
+            version,
+            outcome: outcome as i32,
+            message: message.into(),
+        }))
+        .await;
     }
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 fn push_request(text: &[u8], reason: &str) -> v1::PushPolicyRequest {
@@ -181,7 +81,7 @@ async fn push(
     text: &[u8],
 ) -> Result<v1::FleetPolicy, tonic::Status> {
     Ok(client
-        .push_policy(with_token(push_request(text, "rollout"), token))
+        .push_policy(with_bearer(token, push_request(text, "rollout")))
         .await?
         .into_inner()
         .policy
@@ -190,9 +90,9 @@ async fn push(
 
 async fn get_policy(client: &mut ReviewerServiceClient<Channel>) -> v1::GetPolicyResponse {
     client
-        .get_policy(with_token(
-            v1::GetPolicyRequest { include_text: true },
+        .get_policy(with_bearer(
             VIEWER_TOKEN,
+            v1::GetPolicyRequest { include_text: true },
         ))
         .await
         .unwrap()
@@ -226,12 +126,12 @@ async fn wait_status(
 
 #[tokio::test]
 async fn agents_before_and_after_a_push_get_it_and_their_reports_are_listed() {
-    let server = TestServer::start(MemoryStore::new(), auth()).await;
+    let server = start(MemoryStore::new(), auth()).await;
     let mut reviewer = server.reviewer().await;
     assert_eq!(get_policy(&mut reviewer).await.policy, None);
 
     // Connected before any push: nothing is sent until there is a policy.
-    let mut early = server.agent("early.example").await;
+    let mut early = server.agent("early.example", "owner@example.com").await;
     let pushed = push(&mut reviewer, ADMIN_TOKEN, POLICY_1.as_bytes())
         .await
         .unwrap();
@@ -248,7 +148,7 @@ async fn agents_before_and_after_a_push_get_it_and_their_reports_are_listed() {
     assert_eq!(update.sha256, pushed.sha256);
 
     // Connected after: the current version right after the hello.
-    let mut late = server.agent("late.example").await;
+    let mut late = server.agent("late.example", "owner@example.com").await;
     assert_eq!(late.next_policy().await.version, 1);
 
     early.report(1, v1::PolicyOutcome::Applied, "").await;
@@ -271,7 +171,7 @@ async fn agents_before_and_after_a_push_get_it_and_their_reports_are_listed() {
     assert_eq!(current.size as usize, POLICY_1.len());
 
     let agents = reviewer
-        .list_agents(with_token(v1::ListAgentsRequest {}, VIEWER_TOKEN))
+        .list_agents(with_bearer(VIEWER_TOKEN, v1::ListAgentsRequest {}))
         .await
         .unwrap()
         .into_inner()
@@ -294,7 +194,7 @@ async fn agents_before_and_after_a_push_get_it_and_their_reports_are_listed() {
 
 #[tokio::test]
 async fn only_admins_push_and_viewers_read() {
-    let server = TestServer::start(MemoryStore::new(), auth()).await;
+    let server = start(MemoryStore::new(), auth()).await;
     let mut reviewer = server.reviewer().await;
     for token in [REVIEWER_TOKEN, VIEWER_TOKEN] {
         let status = push(&mut reviewer, token, POLICY_1.as_bytes())
@@ -321,12 +221,12 @@ async fn only_admins_push_and_viewers_read() {
 #[tokio::test]
 async fn empty_oversized_and_non_utf8_pushes_are_refused_and_change_nothing() {
     let store = MemoryStore::new();
-    let server = TestServer::start(store, auth()).await;
+    let server = start(store, auth()).await;
     let mut reviewer = server.reviewer().await;
     push(&mut reviewer, ADMIN_TOKEN, POLICY_1.as_bytes())
         .await
         .unwrap();
-    let mut agent = server.agent("host.example").await;
+    let mut agent = server.agent("host.example", "owner@example.com").await;
     assert_eq!(agent.next_policy().await.version, 1);
 
     let oversized = vec![b'#'; MAX_POLICY_LEN + 1];
@@ -368,10 +268,10 @@ async fn a_push_on_one_postgres_replica_reaches_an_agent_on_another() {
         .await
         .unwrap()
     };
-    let a = TestServer::start(open().await, auth()).await;
-    let b = TestServer::start(open().await, auth()).await;
+    let a = start(open().await, auth()).await;
+    let b = start(open().await, auth()).await;
 
-    let mut on_b = b.agent("b.example").await;
+    let mut on_b = b.agent("b.example", "owner@example.com").await;
     // The stream is open (the hello answered) before the push: wait until B lists it.
     let mut reviewer_b = b.reviewer().await;
     tokio::time::timeout(PATIENCE, async {
@@ -398,7 +298,7 @@ async fn a_push_on_one_postgres_replica_reaches_an_agent_on_another() {
 
     // An agent connecting to A later gets the newest version: at once, or right after
     // version 1 when it connects before A has heard of B's push.
-    let mut on_a = a.agent("a.example").await;
+    let mut on_a = a.agent("a.example", "owner@example.com").await;
     let first = on_a.next_policy().await.version;
     if first == 1 {
         assert_eq!(on_a.next_policy().await.version, 2);

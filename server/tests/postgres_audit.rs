@@ -2,33 +2,18 @@
 //! SQLite for the same changes; one chain when two replicas append at once; and
 //! `belay-server audit verify --db postgres://...` catching a row edited by a superuser.
 
-use std::process::{Command, Output};
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use belay_proto::domain::{HostName, Identity, NewRequest, ReviewerDecision};
+use belay_proto::domain::{NewRequest, ReviewerDecision};
 use belay_proto::v1;
-use belay_server::approvals::{
-    AgentIdentity, Approvals, AuditOptions, PostgresStore, SqliteStore, Store,
-};
+use belay_server::approvals::{Approvals, AuditOptions, PostgresStore, SqliteStore, Store};
 use belay_server::audit;
 use belay_server::testing::postgres::database;
+use support::{agent_identity, run_server};
 use tokio_postgres::NoTls;
-
-fn server(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_belay-server"))
-        .args(args)
-        .env_remove("BELAY_DB")
-        .output()
-        .unwrap()
-}
-
-fn agent(host: &str) -> AgentIdentity {
-    AgentIdentity {
-        host: HostName::new(host).unwrap(),
-        owner: Identity::new("alice").unwrap(),
-    }
-}
 
 fn new_request(id: &str, now: SystemTime) -> NewRequest {
     NewRequest::try_from(v1::NewRequest {
@@ -64,7 +49,7 @@ fn decision(id: &str, verdict: v1::Verdict, reviewer: &str) -> ReviewerDecision 
 
 /// The same changes, at the same times, on any store: 5 submissions, 3 decisions.
 async fn make_changes<S: Store>(approvals: &Approvals<S>, now: SystemTime) {
-    let host = agent("host-a");
+    let host = agent_identity("host-a");
     for n in 0..5 {
         let at = now + Duration::from_millis(n);
         approvals
@@ -193,7 +178,7 @@ async fn two_replicas_appending_at_once_keep_one_intact_chain() {
             tasks.push(tokio::spawn(async move {
                 let id = format!("{name}-{n}");
                 approvals
-                    .submit(&agent("host-a"), new_request(&id, now), now)
+                    .submit(&agent_identity("host-a"), new_request(&id, now), now)
                     .await
                     .unwrap();
                 approvals
@@ -228,14 +213,14 @@ async fn verify_on_postgres_reports_an_intact_log_then_the_edited_row() {
     drop(approvals);
 
     // A PostgreSQL database has no key file next to it: the key must be named.
-    let no_key = server(&["audit", "verify", "--db", &url]);
+    let no_key = run_server(&["audit", "verify", "--db", &url]);
     assert_eq!(no_key.status.code(), Some(2), "{no_key:?}");
     assert!(
         String::from_utf8_lossy(&no_key.stderr).contains("--audit-key"),
         "{no_key:?}"
     );
 
-    let ok = server(&["audit", "verify", "--db", &url, "--audit-key", key_arg]);
+    let ok = run_server(&["audit", "verify", "--db", &url, "--audit-key", key_arg]);
     let stdout = String::from_utf8_lossy(&ok.stdout);
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     assert!(
@@ -265,7 +250,7 @@ async fn verify_on_postgres_reports_an_intact_log_then_the_edited_row() {
         .await
         .unwrap();
 
-    let edited = server(&["audit", "verify", "--db", &url, "--audit-key", key_arg]);
+    let edited = run_server(&["audit", "verify", "--db", &url, "--audit-key", key_arg]);
     let stderr = String::from_utf8_lossy(&edited.stderr);
     assert_eq!(edited.status.code(), Some(1), "{edited:?}");
     assert!(
@@ -273,7 +258,7 @@ async fn verify_on_postgres_reports_an_intact_log_then_the_edited_row() {
         "{stderr}"
     );
 
-    let unreachable = server(&[
+    let unreachable = run_server(&[
         "audit",
         "verify",
         "--db",

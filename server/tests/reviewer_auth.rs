@@ -4,34 +4,23 @@
 #[path = "support/issuer.rs"]
 mod issuer;
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use belay_proto::v1;
-use belay_proto::v1::agent_service_client::AgentServiceClient;
-use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
-use belay_server::approvals::{Approvals, MemoryStore};
+use belay_server::ServeOptions;
+use belay_server::approvals::MemoryStore;
 use belay_server::auth::{AuthConfig, Authenticator, ReviewerAuth};
-use belay_server::{ServeError, ServeOptions, serve};
 use issuer::{AUDIENCE, PATIENCE, TestIssuer, TestKey, now};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use support::{TestAgent, TestServer, connect_request, hex_sha256, with_bearer};
 use tonic::{Code, Status};
 
 /// The API token of `ci-bot` (its hash is in the config), and one of an expired token.
 const CI_TOKEN: &str = "belay_ci-bot-secret";
 const OLD_TOKEN: &str = "belay_expired-secret";
-
-fn hex_sha256(token: &str) -> String {
-    belay_server::auth::hash_line(token)
-        .trim_start_matches("sha256 = \"")
-        .trim_end_matches('"')
-        .to_owned()
-}
 
 fn config_text(issuer: &TestIssuer) -> String {
     format!(
@@ -63,99 +52,42 @@ expires = 2001-01-01T00:00:00Z
     )
 }
 
-struct TestServer {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServeError>>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        let _ = self.stop.take().map(|stop| stop.send(()));
-        self.task.abort();
-    }
+async fn start(auth: ReviewerAuth) -> TestServer {
+    let mut options = ServeOptions::default();
+    options.reviewer_auth = auth;
+    TestServer::start(MemoryStore::new(), options).await
 }
 
 impl TestServer {
-    async fn start(auth: ReviewerAuth) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let approvals = Arc::new(Approvals::new(MemoryStore::new()));
-        let mut options = ServeOptions::default();
-        options.reviewer_auth = auth;
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, approvals, options, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            url,
-            stop: Some(stop),
-            task,
-        }
-    }
-
     async fn with_issuer(issuer: &TestIssuer) -> Self {
         let config = AuthConfig::parse(Path::new("auth.toml"), &config_text(issuer)).unwrap();
-        Self::start(ReviewerAuth::Verified(Arc::new(
+        start(ReviewerAuth::Verified(Arc::new(
             Authenticator::new(config).unwrap(),
         )))
         .await
     }
 
-    async fn client(&self) -> ReviewerServiceClient<Channel> {
-        ReviewerServiceClient::connect(self.url.clone())
-            .await
-            .unwrap()
-    }
-
     /// An agent of `owner` on `host` that submits request `id`; kept open so the
     /// request stays pending.
-    async fn submit(&self, host: &str, owner: &str, id: &str) -> mpsc::Sender<v1::AgentMessage> {
-        let mut client = AgentServiceClient::connect(self.url.clone()).await.unwrap();
-        let (to_server, outbound) = mpsc::channel(4);
-        to_server
-            .send(v1::AgentMessage {
-                kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
-                    host: host.into(),
-                    version: "0.1.0-test".into(),
-                    owner: owner.into(),
-                })),
-            })
-            .await
-            .unwrap();
-        let from_server = client.session(ReceiverStream::new(outbound)).await.unwrap();
-        tokio::spawn(async move {
-            let mut stream = from_server.into_inner();
-            while let Ok(Some(_)) = stream.message().await {}
-        });
-        to_server
-            .send(v1::AgentMessage {
-                kind: Some(v1::agent_message::Kind::Request(v1::NewRequest {
-                    id: id.into(),
-                    agent_name: "copilot".into(),
-                    pid: 4242,
-                    uid: 1000,
-                    action: Some(v1::Action {
-                        kind: Some(v1::action::Kind::Connect(v1::Connect {
-                            address: "192.0.2.10".into(),
-                            port: 443,
-                            protocol: v1::Protocol::Tcp.into(),
-                        })),
-                    }),
-                    deadline: Some((SystemTime::now() + Duration::from_secs(300)).into()),
-                    default_verdict: v1::Verdict::Deny.into(),
-                    rule: "egress-unknown".into(),
-                    ..Default::default()
-                })),
-            })
-            .await
-            .unwrap();
+    async fn submit(
+        &self,
+        host: &str,
+        owner: &str,
+        id: &str,
+    ) -> tokio::sync::mpsc::Sender<v1::AgentMessage> {
+        let agent = self.agent(host, owner).await;
+        agent.submit(connect_request(id, 443)).await;
+        let TestAgent {
+            to_server,
+            mut from_server,
+        } = agent;
+        tokio::spawn(async move { while let Ok(Some(_)) = from_server.message().await {} });
         to_server
     }
 
     /// Waits until `id` is pending, looking as `bearer`.
-    async fn wait_pending(&self, bearer: &str, id: &str) {
-        let mut client = self.client().await;
+    async fn wait_pending_as(&self, bearer: &str, id: &str) {
+        let mut client = self.reviewer().await;
         tokio::time::timeout(PATIENCE, async {
             loop {
                 let pending = client
@@ -179,7 +111,7 @@ impl TestServer {
             Some(bearer) => with_bearer(bearer, v1::ListPendingRequest {}),
             None => tonic::Request::new(v1::ListPendingRequest {}),
         };
-        self.client()
+        self.reviewer()
             .await
             .list_pending(request)
             .await
@@ -197,17 +129,9 @@ impl TestServer {
                 ..Default::default()
             },
         );
-        let response = self.client().await.decide(request).await?.into_inner();
+        let response = self.reviewer().await.decide(request).await?.into_inner();
         Ok(response.request.unwrap())
     }
-}
-
-fn with_bearer<T>(bearer: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
-    request
 }
 
 #[track_caller]
@@ -227,7 +151,7 @@ async fn a_valid_id_token_decides_as_its_identity() {
     let server = TestServer::with_issuer(&issuer).await;
     let _agent = server.submit("host-a", "alice@example.com", "req-1").await;
     let bob = issuer.token("bob@example.com", &["sre"]);
-    server.wait_pending(&bob, "req-1").await;
+    server.wait_pending_as(&bob, "req-1").await;
 
     // Reviewer field left empty: the token says who decides.
     let decided = server.decide(&bob, "req-1", "").await.unwrap();
@@ -243,7 +167,7 @@ async fn rs256_tokens_verify_too() {
         .submit("host-a", "alice@example.com", "req-rsa")
         .await;
     let bob = issuer.token("bob@example.com", &["sre"]);
-    server.wait_pending(&bob, "req-rsa").await;
+    server.wait_pending_as(&bob, "req-rsa").await;
     let decided = server
         .decide(&bob, "req-rsa", "bob@example.com")
         .await
@@ -319,7 +243,7 @@ async fn bad_credentials_are_unauthenticated_with_their_reason() {
 
     // Refused calls changed nothing: the request is still pending.
     let bob = issuer.token("bob@example.com", &["sre"]);
-    server.wait_pending(&bob, "req-1").await;
+    server.wait_pending_as(&bob, "req-1").await;
 }
 
 #[tokio::test]
@@ -366,7 +290,7 @@ async fn roles_come_from_groups_and_are_enforced() {
     let _agent = server.submit("host-a", "alice@example.com", "req-1").await;
 
     let viewer = issuer.token("vera@example.com", &["auditors"]);
-    server.wait_pending(&viewer, "req-1").await;
+    server.wait_pending_as(&viewer, "req-1").await;
     assert_status(
         server.decide(&viewer, "req-1", "").await,
         Code::PermissionDenied,
@@ -400,7 +324,7 @@ async fn api_tokens_authenticate_automation() {
     let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
     let server = TestServer::with_issuer(&issuer).await;
     let _agent = server.submit("host-a", "alice@example.com", "req-1").await;
-    server.wait_pending(CI_TOKEN, "req-1").await;
+    server.wait_pending_as(CI_TOKEN, "req-1").await;
 
     assert_status(
         server.decide("belay_ci-bot-secreT", "req-1", "").await,
@@ -422,16 +346,16 @@ async fn an_authenticated_owner_still_cannot_approve_their_own_request() {
     let server = TestServer::with_issuer(&issuer).await;
     let _agent = server.submit("host-a", "alice@example.com", "req-1").await;
     let alice = issuer.token("alice@example.com", &["belay-admins"]);
-    server.wait_pending(&alice, "req-1").await;
+    server.wait_pending_as(&alice, "req-1").await;
     let status = server.decide(&alice, "req-1", "").await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("alice@example.com"), "{status:?}");
-    server.wait_pending(&alice, "req-1").await;
+    server.wait_pending_as(&alice, "req-1").await;
 }
 
 #[tokio::test]
 async fn a_server_without_auth_config_refuses_reviewers() {
-    let server = TestServer::start(ReviewerAuth::Unconfigured).await;
+    let server = start(ReviewerAuth::Unconfigured).await;
     assert_status(
         server.list(Some("anything")).await,
         Code::Unauthenticated,

@@ -2,130 +2,51 @@
 //! a real SQLite store: the live watch, the connected agents, pages of the audit log,
 //! the request context end to end, and the HTTP health and metrics endpoints.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use belay_proto::v1;
-use belay_proto::v1::agent_service_client::AgentServiceClient;
-use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
-use belay_proto::v1::server_message::Kind;
 use belay_proto::v1::watch_requests_response::Kind as Watched;
-use belay_server::approvals::{Approvals, SqliteStore};
-use belay_server::{ServeError, ServeOptions, serve};
+use belay_server::ServeOptions;
+use belay_server::approvals::SqliteStore;
+use support::{PATIENCE, TestServer, connect_request};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
-const PATIENCE: Duration = Duration::from_secs(10);
-
-struct TestServer {
-    addr: SocketAddr,
-    http: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServeError>>,
+/// The server on the SQLite file `db`, with its HTTP endpoints.
+async fn start(db: &Path) -> TestServer {
+    let mut options = ServeOptions::default();
+    options.http = Some(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    TestServer::start(SqliteStore::open(db).unwrap(), options).await
 }
 
 impl TestServer {
-    async fn start(db: &Path) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http_addr = http.local_addr().unwrap();
-        let store = SqliteStore::open(db).unwrap();
-        let approvals = Arc::new(Approvals::new(store));
-        let mut options = ServeOptions::default();
-        options.http = Some(http);
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, approvals, options, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            http: http_addr,
-            stop: Some(stop),
-            task,
-        }
+    /// `id` once it is pending, as `GetRequest` shows it.
+    async fn pending_request(&self, id: &str) -> v1::Request {
+        self.wait_pending(id).await;
+        self.get_request(id).await
     }
 
-    /// Stops gracefully, so that the store is closed before it is opened again.
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(PATIENCE, &mut self.task)
-            .await
-            .expect("the server did not stop in time")
-            .unwrap()
-            .unwrap();
-    }
-
-    async fn reviewer(&self) -> ReviewerServiceClient<Channel> {
-        ReviewerServiceClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-    }
-
-    async fn agent(&self, host: &str, owner: &str) -> TestAgent {
-        let mut client = AgentServiceClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap();
-        let (to_server, outbound) = mpsc::channel(16);
+    /// An agent that reports version 0.9.1-test, which the agent list shows.
+    async fn agent_0_9(&self, host: &str, owner: &str) -> support::TestAgent {
         let hello = v1::Hello {
             host: host.into(),
             version: "0.9.1-test".into(),
             owner: owner.into(),
         };
-        to_server
-            .send(v1::AgentMessage {
-                kind: Some(v1::agent_message::Kind::Hello(hello)),
-            })
-            .await
-            .unwrap();
-        let from_server = client
-            .session(ReceiverStream::new(outbound))
-            .await
-            .unwrap()
-            .into_inner();
-        TestAgent {
-            to_server,
-            from_server,
-        }
-    }
-
-    async fn wait_pending(&self, id: &str) -> v1::Request {
-        let mut reviewer = self.reviewer().await;
-        eventually(|| {
-            let mut reviewer = reviewer.clone();
-            async move {
-                reviewer
-                    .list_pending(v1::ListPendingRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .requests
-                    .into_iter()
-                    .find(|r| r.id == id)
-            }
+        self.try_agent(v1::AgentMessage {
+            kind: Some(v1::agent_message::Kind::Hello(hello)),
         })
-        .await;
-        reviewer
-            .get_request(v1::GetRequestRequest {
-                request_id: id.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .request
-            .unwrap()
+        .await
+        .unwrap()
     }
 
     /// GET `path` on the HTTP endpoints: status code and body.
     async fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.http).await.unwrap();
+        let mut stream = TcpStream::connect(self.http.unwrap()).await.unwrap();
         let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
@@ -173,12 +94,6 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Polls `probe` until it yields something, for at most [`PATIENCE`].
 async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     mut probe: impl FnMut() -> F,
@@ -193,54 +108,6 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     })
     .await
     .expect("condition not met in time")
-}
-
-struct TestAgent {
-    to_server: mpsc::Sender<v1::AgentMessage>,
-    from_server: Streaming<v1::ServerMessage>,
-}
-
-impl TestAgent {
-    async fn submit(&self, request: v1::NewRequest) {
-        self.to_server
-            .send(v1::AgentMessage {
-                kind: Some(v1::agent_message::Kind::Request(request)),
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn next_cancel(&mut self) -> v1::Cancel {
-        let message = tokio::time::timeout(PATIENCE, self.from_server.message())
-            .await
-            .expect("no message in time")
-            .unwrap()
-            .expect("stream ended");
-        match message.kind {
-            Some(Kind::Cancel(cancel)) => cancel,
-            other => panic!("expected a cancel, got {other:?}"),
-        }
-    }
-}
-
-fn new_request(id: &str, port: u32) -> v1::NewRequest {
-    v1::NewRequest {
-        id: id.into(),
-        agent_name: "copilot".into(),
-        pid: 4242,
-        uid: 1000,
-        action: Some(v1::Action {
-            kind: Some(v1::action::Kind::Connect(v1::Connect {
-                address: "192.0.2.10".into(),
-                port,
-                protocol: v1::Protocol::Tcp.into(),
-            })),
-        }),
-        deadline: Some((SystemTime::now() + Duration::from_secs(300)).into()),
-        default_verdict: v1::Verdict::Deny.into(),
-        rule: "egress-unknown".into(),
-        ..Default::default()
-    }
 }
 
 fn context() -> v1::RequestContext {
@@ -301,11 +168,11 @@ fn watched_request(kind: Watched) -> (String, v1::RequestState) {
 #[tokio::test]
 async fn watch_sends_the_pending_set_then_every_change_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&db(&dir)).await;
-    let agent = server.agent("host-a", "alice@example.com").await;
-    agent.submit(new_request("old-1", 443)).await;
-    agent.submit(new_request("old-2", 444)).await;
-    server.wait_pending("old-2").await;
+    let server = start(&db(&dir)).await;
+    let agent = server.agent_0_9("host-a", "alice@example.com").await;
+    agent.submit(connect_request("old-1", 443)).await;
+    agent.submit(connect_request("old-2", 444)).await;
+    server.pending_request("old-2").await;
 
     let mut reviewer = server.reviewer().await;
     let mut watch = reviewer
@@ -324,7 +191,7 @@ async fn watch_sends_the_pending_set_then_every_change_in_order() {
     );
     assert!(matches!(next_watched(&mut watch).await, Watched::Synced(_)));
 
-    agent.submit(new_request("new-1", 445)).await;
+    agent.submit(connect_request("new-1", 445)).await;
     assert_eq!(
         watched_request(next_watched(&mut watch).await),
         ("new-1".into(), Pending)
@@ -356,7 +223,7 @@ async fn watch_sends_the_pending_set_then_every_change_in_order() {
 #[tokio::test]
 async fn list_agents_shows_connected_agents_until_their_stream_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&db(&dir)).await;
+    let server = start(&db(&dir)).await;
     let mut reviewer = server.reviewer().await;
     assert!(
         reviewer
@@ -369,11 +236,11 @@ async fn list_agents_shows_connected_agents_until_their_stream_ends() {
     );
 
     let before = SystemTime::now() - Duration::from_secs(1);
-    let agent_b = server.agent("host-b", "bob@example.com").await;
-    let agent_a = server.agent("host-a", "alice@example.com").await;
-    agent_a.submit(new_request("a-1", 443)).await;
-    agent_a.submit(new_request("a-2", 444)).await;
-    server.wait_pending("a-2").await;
+    let agent_b = server.agent_0_9("host-b", "bob@example.com").await;
+    let agent_a = server.agent_0_9("host-a", "alice@example.com").await;
+    agent_a.submit(connect_request("a-1", 443)).await;
+    agent_a.submit(connect_request("a-2", 444)).await;
+    server.pending_request("a-2").await;
 
     let agents = reviewer
         .list_agents(v1::ListAgentsRequest {})
@@ -424,11 +291,11 @@ async fn list_agents_shows_connected_agents_until_their_stream_ends() {
 #[tokio::test]
 async fn query_audit_pages_through_the_records_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&db(&dir)).await;
-    let agent = server.agent("host-a", "alice@example.com").await;
+    let server = start(&db(&dir)).await;
+    let agent = server.agent_0_9("host-a", "alice@example.com").await;
     for (i, id) in ["r-1", "r-2", "r-3"].iter().enumerate() {
-        agent.submit(new_request(id, 443 + i as u32)).await;
-        server.wait_pending(id).await;
+        agent.submit(connect_request(id, 443 + i as u32)).await;
+        server.pending_request(id).await;
     }
     let mut reviewer = server.reviewer().await;
     reviewer
@@ -502,8 +369,8 @@ async fn query_audit_pages_through_the_records_in_order() {
 #[tokio::test]
 async fn context_goes_from_agent_to_reviewer_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&db(&dir)).await;
-    let agent = server.agent("host-a", "alice@example.com").await;
+    let server = start(&db(&dir)).await;
+    let agent = server.agent_0_9("host-a", "alice@example.com").await;
     let mut reviewer = server.reviewer().await;
     let mut watch = reviewer
         .watch_requests(v1::WatchRequestsRequest {})
@@ -515,14 +382,17 @@ async fn context_goes_from_agent_to_reviewer_and_survives_a_restart() {
     agent
         .submit(v1::NewRequest {
             context: Some(context()),
-            ..new_request("ctx-1", 443)
+            ..connect_request("ctx-1", 443)
         })
         .await;
     match next_watched(&mut watch).await {
         Watched::Request(r) => assert_eq!(r.context, Some(context())),
         other => panic!("expected ctx-1, got {other:?}"),
     }
-    assert_eq!(server.wait_pending("ctx-1").await.context, Some(context()));
+    assert_eq!(
+        server.pending_request("ctx-1").await.context,
+        Some(context())
+    );
 
     // A resubmission with another context is the same request; the first context stands.
     let mut other = context();
@@ -530,27 +400,33 @@ async fn context_goes_from_agent_to_reviewer_and_survives_a_restart() {
     agent
         .submit(v1::NewRequest {
             context: Some(other),
-            ..new_request("ctx-1", 443)
+            ..connect_request("ctx-1", 443)
         })
         .await;
     // A request without context: absent stays absent.
-    agent.submit(new_request("bare-1", 444)).await;
-    assert_eq!(server.wait_pending("bare-1").await.context, None);
-    assert_eq!(server.wait_pending("ctx-1").await.context, Some(context()));
+    agent.submit(connect_request("bare-1", 444)).await;
+    assert_eq!(server.pending_request("bare-1").await.context, None);
+    assert_eq!(
+        server.pending_request("ctx-1").await.context,
+        Some(context())
+    );
 
     drop(agent);
     drop(watch);
     server.stop().await;
-    let server = TestServer::start(&db(&dir)).await;
-    assert_eq!(server.wait_pending("ctx-1").await.context, Some(context()));
+    let server = start(&db(&dir)).await;
+    assert_eq!(
+        server.pending_request("ctx-1").await.context,
+        Some(context())
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn malformed_or_oversized_context_is_refused_and_nothing_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&db(&dir)).await;
-    let mut agent = server.agent("host-a", "alice@example.com").await;
+    let server = start(&db(&dir)).await;
+    let mut agent = server.agent_0_9("host-a", "alice@example.com").await;
     let mut reviewer = server.reviewer().await;
 
     let mut malformed = context();
@@ -580,7 +456,7 @@ async fn malformed_or_oversized_context_is_refused_and_nothing_stored() {
         agent
             .submit(v1::NewRequest {
                 context: Some(context),
-                ..new_request(id, 443)
+                ..connect_request(id, 443)
             })
             .await;
         let cancel = agent.next_cancel().await;
@@ -607,7 +483,7 @@ async fn malformed_or_oversized_context_is_refused_and_nothing_stored() {
 #[tokio::test]
 async fn health_readiness_and_metrics_follow_the_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&db(&dir)).await;
+    let server = start(&db(&dir)).await;
     assert_eq!(server.get("/healthz").await, (200, "ok\n".into()));
     assert_eq!(server.get("/readyz").await, (200, "ready\n".into()));
     assert_eq!(server.get("/nope").await.0, 404);
@@ -619,12 +495,12 @@ async fn health_readiness_and_metrics_follow_the_requests() {
         0.0
     );
 
-    let agent = server.agent("host-a", "alice@example.com").await;
+    let agent = server.agent_0_9("host-a", "alice@example.com").await;
     server.expect_metric("belay_connected_agents", 1.0).await;
     for (i, id) in ["m-1", "m-2", "m-3"].iter().enumerate() {
-        agent.submit(new_request(id, 443 + i as u32)).await;
+        agent.submit(connect_request(id, 443 + i as u32)).await;
     }
-    server.wait_pending("m-3").await;
+    server.pending_request("m-3").await;
     assert_eq!(server.metric("belay_requests_pending").await, 3.0);
     server
         .expect_metric("belay_requests_created_total", 3.0)

@@ -7,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod disk;
 mod initramfs;
 mod kernels;
 mod libtest;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::kernels::Kernel;
@@ -124,15 +125,17 @@ enum Cmd {
     },
 }
 
-/// Where the workspace is.
+/// Where the workspace is, and where it builds.
 pub struct Ctx {
     pub root: PathBuf,
+    /// The workspace's own `target/` (not $CARGO_TARGET_DIR), or a tmpfs directory when
+    /// the disk is short (see `disk`).
+    target: PathBuf,
 }
 
 impl Ctx {
-    /// The workspace's own target directory (not $CARGO_TARGET_DIR).
     pub fn target_dir(&self) -> PathBuf {
-        self.root.join("target")
+        self.target.clone()
     }
 
     /// Kernels, apt state, initramfs images.
@@ -157,7 +160,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf();
-    let ctx = Ctx { root };
+    let placement = disk::placement(&root);
+    if let Some(tmp) = &placement.tmpdir {
+        std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        // SAFETY: xtask is single-threaded here, before any child or thread starts.
+        unsafe { std::env::set_var("TMPDIR", tmp) };
+    }
+    if matches!(cli.command, Cmd::Test { .. }) && std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        // A one-shot test run gains nothing from the incremental cache, which was 3 GB of
+        // a clean build's 11 GB.
+        // SAFETY: as above, still single-threaded.
+        unsafe { std::env::set_var("CARGO_INCREMENTAL", "0") };
+    }
+    let ctx = Ctx {
+        root,
+        target: placement.target,
+    };
     setup::run()?;
     match cli.command {
         Cmd::Setup => {

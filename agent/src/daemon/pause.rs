@@ -17,6 +17,7 @@ use crate::{
 };
 
 /// What the daemon reads about a stopped task before deciding.
+#[derive(Default)]
 struct Gathered {
     context: ProcessContext,
     argv: Option<Vec<String>>,
@@ -55,12 +56,7 @@ async fn gather(ev: &PauseEvent) -> Gathered {
         }
     })
     .await
-    .unwrap_or(Gathered {
-        context: ProcessContext::default(),
-        argv: None,
-        env: None,
-        file: None,
-    })
+    .unwrap_or_default()
 }
 
 fn proto(t: Transport) -> Option<Proto> {
@@ -138,29 +134,18 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         );
         shared.metrics.policy_decided(decision.action.as_str());
         shared.resolve_now(&ev, v, Outcome::Decided(v)).await;
-        if !crate::export::enabled() {
-            return;
-        }
-        let masker = policy.masker();
-        crate::export::policy_decided(crate::export::PolicyDecided {
-            tgid: ev.tgid,
-            uid: ev.uid,
-            comm: &ev.comm,
-            subject: subject.map_or("", |s| s.name.as_str()),
-            rule,
-            policy_action: decision.action.as_str(),
-            decided_in: "daemon",
-            action: crate::requests::action_view(
-                &ev.action,
-                g.file,
-                g.argv.map(|a| masker.mask_argv(&a)),
-                g.env.map(|e| masker.mask_env(&e)),
-                hostnames
-                    .iter()
-                    .map(|h| masker.mask(h).into_owned())
-                    .collect(),
-            ),
-        });
+        export_verdict(
+            &policy,
+            &ev,
+            Settled {
+                subject: subject.map_or("", |s| s.name.as_str()),
+                rule,
+                policy_action: decision.action.as_str(),
+                decided_in: "daemon",
+            },
+            g,
+            &hostnames,
+        );
         return;
     }
     let server_id = shared
@@ -286,6 +271,49 @@ fn describe(action: &Action, hostnames: &[String]) -> String {
     }
 }
 
+/// A verdict reached without a person: by a daemon rule or in the kernel.
+struct Settled<'a> {
+    subject: &'a str,
+    rule: &'a str,
+    policy_action: &'a str,
+    /// `daemon` or `kernel`.
+    decided_in: &'a str,
+}
+
+/// Exports a settled verdict, masked like every request view (nothing is built when
+/// export is off).
+fn export_verdict(
+    policy: &policy::Policy,
+    ev: &PauseEvent,
+    settled: Settled<'_>,
+    g: Gathered,
+    hostnames: &[String],
+) {
+    if !crate::export::enabled() {
+        return;
+    }
+    let masker = policy.masker();
+    crate::export::policy_decided(crate::export::PolicyDecided {
+        tgid: ev.tgid,
+        uid: ev.uid,
+        comm: &ev.comm,
+        subject: settled.subject,
+        rule: settled.rule,
+        policy_action: settled.policy_action,
+        decided_in: settled.decided_in,
+        action: crate::requests::action_view(
+            &ev.action,
+            g.file,
+            g.argv.map(|a| masker.mask_argv(&a)),
+            g.env.map(|e| masker.mask_env(&e)),
+            hostnames
+                .iter()
+                .map(|h| masker.mask(h).into_owned())
+                .collect(),
+        ),
+    });
+}
+
 /// An action the kernel decided by itself.
 fn report(shared: &Shared, ev: &PauseEvent) {
     let subject = shared.policy.get();
@@ -298,29 +326,19 @@ fn report(shared: &Shared, ev: &PauseEvent) {
         shared.names().names(ev.tgid, ip, std::time::Instant::now())
     });
     let export = |policy_action: &str, decided_in: &str| {
-        if !crate::export::enabled() {
-            return;
-        }
-        let masker = shared.policy.get().masker();
-        crate::export::policy_decided(crate::export::PolicyDecided {
-            tgid: ev.tgid,
-            uid: ev.uid,
-            comm: &ev.comm,
+        let settled = Settled {
             subject,
             rule: "",
             policy_action,
             decided_in,
-            action: crate::requests::action_view(
-                &ev.action,
-                None,
-                None,
-                None,
-                hostnames
-                    .iter()
-                    .map(|h| masker.mask(h).into_owned())
-                    .collect(),
-            ),
-        });
+        };
+        export_verdict(
+            &shared.policy.get(),
+            ev,
+            settled,
+            Gathered::default(),
+            &hostnames,
+        );
     };
     if let Some(action) = ev.policy_action() {
         shared.metrics.kernel_policy_reported(action);

@@ -48,6 +48,7 @@ pub use store::{
     AuditOptions, EnrollToken, Grant, GrantKey, Inserted, MemoryStore, RemoteChange, Resolved,
     SqliteStore, Store, StoreError, Vote, Voted,
 };
+pub use store::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
 pub use store::{NewPolicy, StoredPolicy};
 pub use store::{PostgresStore, is_postgres_url};
 

@@ -200,6 +200,50 @@ fn checkpoint_columns(checkpoints: &[Checkpoint]) -> Option<CheckpointColumns> {
     Some(columns)
 }
 
+/// Appends one event, with its checkpoint if one is due, inside the caller's open
+/// transaction: takes [`CHAIN_LOCK`] (again, if the caller holds it already: the lock
+/// stacks), reads the head and writes. For the rare audited changes that do not go
+/// through the store's batched writer (fleet policy pushes, enrollments).
+pub(crate) async fn append_one(
+    client: &Client,
+    signer: &AuditSigner,
+    event: Event,
+) -> Result<(), StoreError> {
+    client.execute(LOCK_CHAIN, &[&CHAIN_LOCK]).await?;
+    let head = head_from(client.query_opt(HEAD, &[]).await?.as_ref())?;
+    let mut appends = Appends::new(head);
+    appends.push(signer, event)?;
+    let records = appends.record_columns();
+    client
+        .execute(
+            INSERT_RECORDS,
+            &[
+                &records.seq,
+                &records.at,
+                &records.kind,
+                &records.request_id,
+                &records.body,
+                &records.prev_hash,
+                &records.hash,
+            ],
+        )
+        .await?;
+    if let Some(columns) = appends.checkpoint_columns() {
+        client
+            .execute(
+                INSERT_CHECKPOINTS,
+                &[
+                    &columns.seq,
+                    &columns.hash,
+                    &columns.signature,
+                    &columns.key_id,
+                ],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// Signs the head of the chain unless it is signed already (at clean shutdown), in a
 /// transaction of its own; returns the seq signed.
 pub(crate) async fn checkpoint_head(

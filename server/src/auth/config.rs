@@ -22,10 +22,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use belay_config_file::Source;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -40,25 +40,7 @@ const DEFAULT_REFRESH: u64 = 3600;
 /// Clock skew tolerated on `exp` and `nbf`.
 const DEFAULT_LEEWAY: u64 = 30;
 
-/// A configuration problem, located in its file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: {err}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        err: std::io::Error,
-    },
-    #[error("{}:{line}:{column}: {message}", path.display())]
-    At {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{}: {message}", path.display())]
-    Whole { path: PathBuf, message: String },
-}
+pub use belay_config_file::ConfigError;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -223,31 +205,14 @@ impl TryFrom<String> for TokenHash {
 impl AuthConfig {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
-            path: path.to_owned(),
-            err,
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &belay_config_file::read(path)?)
     }
 
     /// Validates `text`, naming `path` in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let at = |span: Range<usize>, message: String| {
-            let (line, column) = line_column(text, span.start);
-            ConfigError::At {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            }
-        };
-        let raw: RawConfig = toml::from_str(text).map_err(|err| match err.span() {
-            Some(span) => at(span, err.message().to_owned()),
-            None => ConfigError::Whole {
-                path: path.to_owned(),
-                message: err.message().to_owned(),
-            },
-        })?;
+        let source = Source::new(path, text);
+        let at = |span, message: String| source.at(span, message);
+        let raw: RawConfig = source.parse()?;
 
         let mut issuers = Vec::with_capacity(raw.oidc.len());
         let mut seen_issuers = HashSet::new();
@@ -325,11 +290,8 @@ impl AuthConfig {
         }
 
         if issuers.is_empty() && api_tokens.is_empty() {
-            return Err(ConfigError::Whole {
-                path: path.to_owned(),
-                message: "declares no [[oidc]] issuer and no [[api_token]]: nobody could sign in"
-                    .into(),
-            });
+            return Err(source
+                .whole("declares no [[oidc]] issuer and no [[api_token]]: nobody could sign in"));
         }
         Ok(Self {
             issuers,
@@ -337,14 +299,6 @@ impl AuthConfig {
             groups: raw.groups.into_iter().collect(),
         })
     }
-}
-
-/// 1-based line and column (in characters) of byte `offset`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
 }
 
 /// A TOML offset date-time, or a bare date (midnight UTC).

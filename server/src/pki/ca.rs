@@ -18,6 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest as _, Sha256};
 
 use super::identity;
+use crate::approvals::IssuedCertificate;
 
 /// File names inside the state directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -98,6 +99,15 @@ impl std::fmt::Debug for Issued {
             .field("chain_pem", &self.chain_pem)
             .finish_non_exhaustive()
     }
+}
+
+/// An agent's client certificate: the PEM chain it is sent, and what the audit log
+/// records of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedAgent {
+    /// The agent's certificate, then this CA's.
+    pub chain_pem: String,
+    pub certificate: IssuedCertificate,
 }
 
 impl Ca {
@@ -266,7 +276,7 @@ impl Ca {
         csr: &CertificateSigningRequestParams,
         host: &HostName,
         validity: Duration,
-    ) -> Result<String, CaError> {
+    ) -> Result<IssuedAgent, CaError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params
@@ -277,9 +287,16 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         set_validity(&mut params, validity);
-        params.serial_number = Some(random_serial());
+        let serial = random_serial();
+        params.serial_number = Some(serial.clone());
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(format!("{}{}", cert.pem(), self.cert_pem))
+        Ok(IssuedAgent {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            certificate: IssuedCertificate {
+                serial: serial.to_string(),
+                sha256: fingerprint(cert.der()),
+            },
+        })
     }
 }
 

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use belay_proto::domain::{EnrollSecret, HostName};
 
 use super::{CA_CERT_FILE, IN_MEMORY_DB, PkiArgs, ca, token};
-use crate::approvals::{AuditOptions, PostgresStore, SqliteStore, Store, is_postgres_url};
+use crate::approvals::{
+    AuditOptions, PostgresStore, SqliteStore, Store, is_postgres_url, token_id,
+};
 
 const DEFAULT_DB: &str = "/var/lib/belay/server.db";
 
@@ -111,6 +113,7 @@ fn create_token(
         })
         .transpose()?;
     let (secret, stored) = token::generate(host.clone(), ttl, SystemTime::now())?;
+    let stored_hash = stored.hash;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -143,8 +146,11 @@ fn create_token(
             .block_on(store.add_enroll_token(stored))
             .context("cannot store the token")?;
     }
+    // The id (not the secret) is what the audit record of the enrollment names.
     eprintln!(
-        "belay-server: one-time enrollment token for {}, usable for {} s; it is not shown again",
+        "belay-server: one-time enrollment token {} for {}, usable for {} s; it is not shown \
+         again",
+        token_id(&stored_hash),
         host.as_ref().map_or("any host", HostName::as_str),
         ttl.as_secs()
     );

@@ -11,7 +11,8 @@ use tonic::{Request, Response, Status};
 
 use super::ca::Ca;
 use super::token;
-use crate::approvals::{Approvals, MemoryStore, Store};
+use crate::approvals::{Approvals, EnrollOutcome, Enrollment, MemoryStore, Store, token_id};
+use crate::metrics::Metrics;
 
 /// `belay.v1.EnrollService` over this server's CA and the store holding the tokens.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ pub struct EnrollApi<S = MemoryStore> {
     approvals: Arc<Approvals<S>>,
     ca: Arc<Ca>,
     validity: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S: Store> EnrollApi<S> {
@@ -28,7 +30,15 @@ impl<S: Store> EnrollApi<S> {
             approvals,
             ca,
             validity,
+            metrics: None,
         }
+    }
+
+    /// Counts every attempt that reaches the token check in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     async fn enroll(&self, request: EnrollRequest) -> Result<v1::EnrollResponse, Status> {
@@ -36,39 +46,57 @@ impl<S: Store> EnrollApi<S> {
         // a typo in the CSR must not cost the operator a new token.
         let csr =
             Ca::parse_csr(&request.csr).map_err(|err| Status::invalid_argument(err.to_string()))?;
-        let chain = self
+        let issued = self
             .ca
             .issue_agent(&csr, &request.host, self.validity)
             .map_err(|err| Status::internal(format!("cannot issue the certificate: {err}")))?;
 
         let hash = token::hash(&request.token);
-        let Some(stored) = self
+        let token_id = token_id(&hash);
+        // The token's host binding is checked in the same atomic step that uses it up: a
+        // token presented for the wrong host has leaked or been mixed up and is spent
+        // there, so its holder cannot go on guessing the host it is for.
+        let outcome = self
             .approvals
             .store()
-            .consume_enroll_token(&hash, SystemTime::now())
+            .enroll(Enrollment {
+                hash,
+                host: request.host.clone(),
+                at: SystemTime::now(),
+                certificate: issued.certificate.clone(),
+            })
             .await
-            .map_err(|err| Status::unavailable(format!("cannot check the token: {err}")))?
-        else {
-            tracing::warn!(host = %request.host, "enrollment refused: unknown, used or expired token");
-            return Err(Status::unauthenticated(
-                "the enrollment token is unknown, already used or expired; create a new one \
-                 with `belay-server token create`",
-            ));
-        };
-        // Checked after the token is used up, as the store's one atomic step requires: a
-        // token presented for another host has leaked or been mixed up, and is better gone.
-        if let Some(bound) = stored.host.as_ref().filter(|bound| **bound != request.host) {
-            tracing::warn!(host = %request.host, token_host = %bound, "enrollment refused: token bound to another host");
-            return Err(Status::unauthenticated(format!(
-                "this enrollment token is for host {bound}, not {}; it can no longer be used",
-                request.host
-            )));
+            .map_err(|err| Status::unavailable(format!("cannot check the token: {err}")))?;
+        if let Some(metrics) = &self.metrics {
+            metrics.record_enrollment(&outcome);
         }
-        tracing::info!(host = %request.host, "agent enrolled");
-        Ok(v1::EnrollResponse {
-            certificate_chain_pem: chain,
-            ca_certificate_pem: self.ca.cert_pem().to_owned(),
-        })
+        let host = &request.host;
+        match outcome {
+            EnrollOutcome::Accepted(_) => {
+                tracing::info!(%host, token_id, serial = %issued.certificate.serial, "agent enrolled");
+                Ok(v1::EnrollResponse {
+                    certificate_chain_pem: issued.chain_pem,
+                    ca_certificate_pem: self.ca.cert_pem().to_owned(),
+                })
+            }
+            EnrollOutcome::OtherHost(bound) => {
+                tracing::warn!(%host, token_id, token_host = %bound, "enrollment refused: token bound to another host, now spent");
+                // Naming the bound host gives nothing away: the token is dead.
+                Err(Status::permission_denied(format!(
+                    "this enrollment token is for host {bound}, not {host}; it is now spent: \
+                     create a new one"
+                )))
+            }
+            refused @ (EnrollOutcome::Unknown | EnrollOutcome::Used | EnrollOutcome::Expired) => {
+                tracing::warn!(%host, token_id, result = refused.label(), "enrollment refused");
+                // One answer for the three: which tokens exist is no business of a caller
+                // that does not hold a good one.
+                Err(Status::unauthenticated(
+                    "the enrollment token is unknown, already used or expired; create a new one \
+                     with `belay-server token create`",
+                ))
+            }
+        }
     }
 }
 

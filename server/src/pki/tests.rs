@@ -51,7 +51,8 @@ fn the_ca_is_created_once_with_a_private_key_and_found_again() {
     let host = HostName::new("web-1").unwrap();
     let chain = again
         .issue_agent(&Ca::parse_csr(csr(&key).der()).unwrap(), &host, YEAR)
-        .unwrap();
+        .unwrap()
+        .chain_pem;
     assert_eq!(
         authenticator(&first).authenticate(Some(&certs(&chain))),
         Ok(host)
@@ -100,8 +101,16 @@ fn agent_certificates_name_their_host_and_only_this_ca_vouches_for_them() {
     let request = csr(&key);
     for encoded in [request.pem().unwrap().into_bytes(), request.der().to_vec()] {
         let parsed = Ca::parse_csr(&encoded).unwrap();
-        let chain = certs(&ca.issue_agent(&parsed, &host, YEAR).unwrap());
+        let issued = ca.issue_agent(&parsed, &host, YEAR).unwrap();
+        let chain = certs(&issued.chain_pem);
         assert_eq!(chain.len(), 2, "agent certificate, then the CA's");
+        // What the audit log records names this very certificate.
+        assert_eq!(issued.certificate.sha256, super::fingerprint(&chain[0]));
+        let (_, parsed_cert) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        assert_eq!(
+            issued.certificate.serial,
+            parsed_cert.raw_serial_as_string()
+        );
         assert_eq!(host_of(&chain[0]), Some(host.clone()));
         assert_eq!(agents.authenticate(Some(&chain)), Ok(host.clone()));
         assert_eq!(agents.authenticate(Some(&chain[..1])), Ok(host.clone()));
@@ -118,7 +127,8 @@ fn agent_certificates_name_their_host_and_only_this_ca_vouches_for_them() {
     let foreign = certs(
         &other
             .issue_agent(&Ca::parse_csr(request.der()).unwrap(), &host, YEAR)
-            .unwrap(),
+            .unwrap()
+            .chain_pem,
     );
     assert_eq!(
         agents.authenticate(Some(&foreign)),

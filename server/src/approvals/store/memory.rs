@@ -9,8 +9,12 @@ use std::time::SystemTime;
 
 use belay_proto::domain::{Request, RequestId, Resolution};
 
+use super::enrollment;
 use super::policy::{self, NewPolicy, StoredPolicy};
-use super::{EnrollToken, Grant, GrantKey, Inserted, Resolved, Store, StoreError, Vote, Voted};
+use super::{
+    EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, Inserted, Resolved, Store, StoreError,
+    Vote, Voted,
+};
 use crate::audit::{self, AuditKey, AuditSigner, MemoryChain, Report};
 
 /// Requests in process memory; lost on restart.
@@ -230,19 +234,22 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn consume_enroll_token(
-        &self,
-        hash: &[u8; 32],
-        now: SystemTime,
-    ) -> Result<Option<EnrollToken>, StoreError> {
+    async fn enroll(&self, enrollment: Enrollment) -> Result<EnrollOutcome, StoreError> {
         let mut inner = self.lock();
-        Ok(match inner.enroll_tokens.get_mut(hash) {
-            Some((token, used)) if !*used && token.expires_at > now => {
-                *used = true;
-                Some(token.clone())
-            }
-            _ => None,
-        })
+        let Some((token, used)) = inner.enroll_tokens.get_mut(&enrollment.hash) else {
+            return Ok(EnrollOutcome::Unknown);
+        };
+        if *used || token.expires_at <= enrollment.at {
+            let row = Some((*used, token.expires_at));
+            return Ok(EnrollOutcome::refused(row, enrollment.at));
+        }
+        // Taken whatever the host: presented for the wrong one, it is spent.
+        *used = true;
+        let token = token.clone();
+        inner
+            .audit
+            .append(enrollment::audit_event(&enrollment, &token));
+        Ok(EnrollOutcome::taken(&enrollment, token))
     }
 
     async fn audit_records(

@@ -12,6 +12,7 @@
 //! store is neither.
 
 pub(crate) mod columns;
+mod enrollment;
 mod memory;
 mod policy;
 mod postgres;
@@ -22,6 +23,8 @@ mod sqlite;
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_enrollment;
 #[cfg(test)]
 mod tests_policy;
 #[cfg(test)]
@@ -37,6 +40,7 @@ use tokio::sync::mpsc;
 
 use crate::audit;
 
+pub use enrollment::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
 pub use memory::MemoryStore;
 pub use policy::{NewPolicy, StoredPolicy};
 pub use postgres::{PostgresStore, is_postgres_url};
@@ -144,13 +148,16 @@ pub trait Store: Send + Sync + 'static {
         token: EnrollToken,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Uses up the token with this hash: `Some` only if it existed, was unused and had
-    /// not expired at `now`; it can never be used again, in one atomic step.
-    fn consume_enroll_token(
+    /// Uses up the token of `enrollment` if it exists, is unused and has not expired at
+    /// `enrollment.at`, whatever host it is presented for, and appends the audit record,
+    /// in one atomic step: of concurrent enrollments with one token at most one changes
+    /// it. Unbound or bound to `enrollment.host`, the enrollment is accepted; bound to
+    /// another host, the token is spent ([`EnrollOutcome::OtherHost`]: it has leaked or
+    /// been mixed up). Unknown, used or expired tokens change nothing.
+    fn enroll(
         &self,
-        hash: &[u8; 32],
-        now: SystemTime,
-    ) -> impl Future<Output = Result<Option<EnrollToken>, StoreError>> + Send;
+        enrollment: Enrollment,
+    ) -> impl Future<Output = Result<EnrollOutcome, StoreError>> + Send;
 
     /// Audit records with `seq > after_seq`, in order, at most `limit`.
     fn audit_records(

@@ -1,5 +1,5 @@
-//! The [`Store`] contract for grants, votes, enrollment tokens and audit reading, run
-//! against every backend.
+//! The [`Store`] contract for grants, votes and audit reading, run against every
+//! backend (enrollment: `tests_enrollment`).
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use belay_proto::domain::{HostName, Identity, Name, Reason, RequestId, Scope, Ve
 
 use super::testing::{Backend, for_each_backend};
 use super::tests::{at, request};
-use super::{EnrollToken, Grant, GrantKey, Store, Vote, Voted};
+use super::{Grant, GrantKey, Store, Vote, Voted};
 
 fn key(agent: Option<&str>, action: &str) -> GrantKey {
     GrantKey {
@@ -37,15 +37,6 @@ fn vote(reviewer: &str, time: u64) -> Vote {
         reason: Reason::new("ok").unwrap(),
         scope: Scope::Host(Duration::from_secs(600)),
         at: at(time),
-    }
-}
-
-fn token(byte: u8, expires: u64) -> EnrollToken {
-    EnrollToken {
-        hash: [byte; 32],
-        host: Some(HostName::new("host-a").unwrap()),
-        created_at: at(0),
-        expires_at: at(expires),
     }
 }
 
@@ -139,36 +130,6 @@ async fn a_reviewer_is_counted_once_per_request<B: Backend>() {
     assert_eq!(store.votes(&r1).await.unwrap().len(), 2);
 }
 
-async fn an_enrollment_token_works_once_and_only_before_it_expires<B: Backend>() {
-    let store = B::open();
-    store.add_enroll_token(token(1, 100)).await.unwrap();
-    store.add_enroll_token(token(2, 100)).await.unwrap();
-    assert!(
-        store.add_enroll_token(token(1, 500)).await.is_err(),
-        "a hash is stored once"
-    );
-
-    assert_eq!(
-        store.consume_enroll_token(&[1; 32], at(50)).await.unwrap(),
-        Some(token(1, 100))
-    );
-    assert_eq!(
-        store.consume_enroll_token(&[1; 32], at(51)).await.unwrap(),
-        None,
-        "used"
-    );
-    assert_eq!(
-        store.consume_enroll_token(&[2; 32], at(100)).await.unwrap(),
-        None,
-        "expired"
-    );
-    assert_eq!(
-        store.consume_enroll_token(&[3; 32], at(1)).await.unwrap(),
-        None,
-        "unknown"
-    );
-}
-
 async fn audit_records_page_in_order_and_include_votes_and_grants<B: Backend>() {
     let store = B::open();
     store
@@ -202,6 +163,5 @@ async fn audit_records_page_in_order_and_include_votes_and_grants<B: Backend>() 
 for_each_backend!(
     grants_are_found_by_exact_key_until_they_expire_newest_first,
     a_reviewer_is_counted_once_per_request,
-    an_enrollment_token_works_once_and_only_before_it_expires,
     audit_records_page_in_order_and_include_votes_and_grants,
 );

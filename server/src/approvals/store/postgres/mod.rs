@@ -6,14 +6,16 @@
 //! - Changes that are audited go through one writer task per store, which commits them
 //!   in groups with their audit records in the same transaction (see [`writer`]). The
 //!   chain is serialised across replicas by an advisory lock held for the transaction.
-//! - Reads, enrollment tokens (not audited; each operation a single atomic statement)
-//!   and audit reads use a small pool of connections.
+//! - Reads, new enrollment tokens and audit reads use a small pool of connections;
+//!   enrollments and policy pushes (rare, audited) a transaction on a connection of
+//!   their own (see [`enroll`], [`policy`]).
 //! - Each store listens for the changes of the others (see [`listen`]) and reports them
 //!   through [`Store::remote_changes`].
 //!
 //! Connections are plaintext (`NoTls`): the database is expected on loopback or a
 //! trusted network.
 
+mod enroll;
 mod listen;
 mod policy;
 mod pool;
@@ -35,8 +37,8 @@ use tokio_postgres::Config;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AuditOptions, EnrollToken, Grant, GrantKey, Inserted, NewPolicy, RemoteChange, Resolved, Store,
-    StoreError, StoredPolicy, Vote, Voted,
+    AuditOptions, EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, Inserted, NewPolicy,
+    RemoteChange, Resolved, Store, StoreError, StoredPolicy, Vote, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner};
 use pool::Pool;
@@ -333,23 +335,15 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn consume_enroll_token(
-        &self,
-        hash: &[u8; 32],
-        now: SystemTime,
-    ) -> Result<Option<EnrollToken>, StoreError> {
-        // The compare-and-set: only an unused, unexpired token changes, in one statement
-        // (a concurrent one waits for this row and then finds it used).
-        const SQL: &str = "UPDATE enroll_tokens SET used_at = $2 \
-             WHERE hash = $1 AND used_at IS NULL AND expires_at > $2 \
-             RETURNING host, created_at, expires_at";
-        let row = self
-            .pool
-            .get()
-            .await?
-            .query_opt(SQL, &[&hash.as_slice(), &rows::nanos(now)])
-            .await?;
-        row.map(|row| rows::token_from(hash, &row)).transpose()
+    async fn enroll(&self, enrollment: Enrollment) -> Result<EnrollOutcome, StoreError> {
+        let shared = self.pool.get().await?;
+        if let Some(refused) = enroll::precheck(shared.client(), &enrollment).await? {
+            return Ok(refused);
+        }
+        // Its own connection, as for a policy push: the pool's are shared by concurrent
+        // callers, whose statements would land inside this transaction.
+        let client = pool::connect(self.pool.config()).await?;
+        enroll::take_or_refuse(&client, &self.audit, &enrollment).await
     }
 
     async fn audit_records(

@@ -68,38 +68,7 @@ async fn push_in_transaction(
             ],
         )
         .await?;
-    let head =
-        audit::postgres::head_from(client.query_opt(audit::postgres::HEAD, &[]).await?.as_ref())?;
-    let mut appends = audit::postgres::Appends::new(head);
-    appends.push(signer, super::super::policy::audit_event(&stored))?;
-    let records = appends.record_columns();
-    client
-        .execute(
-            audit::postgres::INSERT_RECORDS,
-            &[
-                &records.seq,
-                &records.at,
-                &records.kind,
-                &records.request_id,
-                &records.body,
-                &records.prev_hash,
-                &records.hash,
-            ],
-        )
-        .await?;
-    if let Some(columns) = appends.checkpoint_columns() {
-        client
-            .execute(
-                audit::postgres::INSERT_CHECKPOINTS,
-                &[
-                    &columns.seq,
-                    &columns.hash,
-                    &columns.signature,
-                    &columns.key_id,
-                ],
-            )
-            .await?;
-    }
+    audit::postgres::append_one(client, signer, super::super::policy::audit_event(&stored)).await?;
     client
         .execute(
             "SELECT pg_notify($1, $2)",

@@ -70,7 +70,7 @@ pub(super) fn damaged(id: &str, problem: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("stored request {id:?} is damaged: {problem}").into())
 }
 
-fn damaged_row(table: &str, problem: impl std::fmt::Display) -> StoreError {
+pub(super) fn damaged_row(table: &str, problem: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("a stored row of {table} is damaged: {problem}").into())
 }
 

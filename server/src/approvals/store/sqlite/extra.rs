@@ -9,7 +9,9 @@ use belay_proto::domain::{HostName, Identity, Name, Reason, RequestId};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::super::columns::{from_nanos, nanos, scope_from, scope_parts, verdict_from};
-use super::super::{EnrollToken, Grant, GrantKey, StoreError, Vote, Voted};
+use super::super::{
+    EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, StoreError, Vote, Voted,
+};
 use crate::audit;
 
 pub(super) const MIGRATION: &str = "
@@ -181,38 +183,65 @@ pub(super) fn add_enroll_token(db: &Connection, token: &EnrollToken) -> Result<(
     Ok(())
 }
 
-pub(super) fn consume_enroll_token(
+/// The compare-and-set of an enrollment: uses up the token if it exists, is unused and
+/// has not expired, whatever host it is presented for (for the wrong one it is spent).
+/// Run in one job on the database thread with the audit record the caller appends, so
+/// nothing comes between them.
+pub(super) fn take_enroll_token(
     db: &Connection,
-    hash: &[u8; 32],
-    now: SystemTime,
+    enrollment: &Enrollment,
 ) -> Result<Option<EnrollToken>, StoreError> {
-    // The compare-and-set: only an unused, unexpired token changes, in one statement.
     let row = db
         .prepare_cached(
             "UPDATE enroll_tokens SET used_at = ?2 \
              WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2 \
              RETURNING host, created_at, expires_at",
         )?
-        .query_row(params![hash.as_slice(), nanos(now)], |row| {
-            Ok((
-                row.get::<_, Option<String>>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, i64>(2)?,
-            ))
-        })
+        .query_row(
+            params![enrollment.hash.as_slice(), nanos(enrollment.at)],
+            |row| {
+                Ok((
+                    row.get::<_, Option<String>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            },
+        )
         .optional()?;
     row.map(|(host, created_at, expires_at)| {
         Ok(EnrollToken {
-            hash: *hash,
-            host: host
-                .map(HostName::new)
-                .transpose()
-                .map_err(|err| damaged("enroll_tokens", err))?,
+            hash: enrollment.hash,
+            host: token_host(host)?,
             created_at: from_nanos(created_at),
             expires_at: from_nanos(expires_at),
         })
     })
     .transpose()
+}
+
+/// Why [`take_enroll_token`] took nothing: a read that changes nothing.
+pub(super) fn enroll_refusal(
+    db: &Connection,
+    enrollment: &Enrollment,
+) -> Result<EnrollOutcome, StoreError> {
+    let stored = db
+        .prepare_cached(
+            "SELECT used_at IS NOT NULL, expires_at FROM enroll_tokens WHERE hash = ?1",
+        )?
+        .query_row(params![enrollment.hash.as_slice()], |row| {
+            Ok((row.get::<_, bool>(0)?, row.get::<_, i64>(1)?))
+        })
+        .optional()?;
+    Ok(EnrollOutcome::refused(
+        stored.map(|(used, expires_at)| (used, from_nanos(expires_at))),
+        enrollment.at,
+    ))
+}
+
+fn token_host(host: Option<String>) -> Result<Option<HostName>, StoreError> {
+    host.map(HostName::new)
+        .transpose()
+        .map_err(|err| damaged("enroll_tokens", err))
 }
 
 pub(super) fn audit_records(

@@ -1,0 +1,288 @@
+//! A hand-written matcher for the `NAME=VALUE` detectors (`detectors::PASS_NAMES`,
+//! `SECRET_NAMES` followed by `["']?\s*[=:]\s*VALUE`), the most common and the most
+//! expensive of the regexes: it has no literal prefix, so the regex engine finds a
+//! keyword, runs a reverse automaton back to the start of the name and a forward one
+//! over the value, for every `key=`, `token:` or `"private_key":` in a text.
+//!
+//! What the regex does, worked out (the `assignments_agree_with_regexes` test holds
+//! the two together on the corpus and on generated near-misses):
+//! - `[A-Za-z0-9_.-]*` is greedy and keyword letters are in its class, so the name
+//!   ends at the last keyword, in the run of name characters, that a valid rest
+//!   follows. A rest starts with a quote, a space, `=` or `:`, none of them name
+//!   characters, so an ASCII keyword must end where the run ends.
+//! - `(?i)` folds `k` with U+212A (KELVIN SIGN) and `s` with U+017F (LONG S): those
+//!   are not name characters, so the run ends where one stands in a keyword.
+//! - The match starts at the first word boundary in the run at or before the keyword.
+//! - `["']?`, both `\s*` and the value are all greedy with nothing to give back to.
+use std::ops::Range;
+
+/// `[A-Za-z0-9_.-]`.
+fn is_name(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// `(?-u:\s)`.
+fn is_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ')
+}
+
+/// `(?-u:\b)` at `at`.
+fn boundary(h: &[u8], at: usize) -> bool {
+    let before = at > 0 && is_word(h[at - 1]);
+    let after = h.get(at).is_some_and(|&b| is_word(b));
+    before != after
+}
+
+const LONG_S: &[u8] = "\u{17f}".as_bytes();
+const KELVIN: &[u8] = "\u{212a}".as_bytes();
+
+/// The end of `kw` (lowercase ASCII) matched case-insensitively at `at`, with the two
+/// non-ASCII case folds of ASCII letters.
+fn keyword_at(h: &[u8], mut at: usize, kw: &[u8]) -> Option<usize> {
+    for &c in kw {
+        let b = *h.get(at)?;
+        if b.to_ascii_lowercase() == c {
+            at += 1;
+        } else if c == b's' && h[at..].starts_with(LONG_S) {
+            at += LONG_S.len();
+        } else if c == b'k' && h[at..].starts_with(KELVIN) {
+            at += KELVIN.len();
+        } else {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+/// `["']?\s*[=:]\s*VALUE` at `at`: the end of the value.
+fn rest(h: &[u8], mut at: usize) -> Option<usize> {
+    if matches!(h.get(at), Some(b'"' | b'\'')) {
+        at += 1;
+    }
+    while h.get(at).is_some_and(|&b| is_space(b)) {
+        at += 1;
+    }
+    if !matches!(h.get(at), Some(b'=' | b':')) {
+        return None;
+    }
+    at += 1;
+    while h.get(at).is_some_and(|&b| is_space(b)) {
+        at += 1;
+    }
+    match *h.get(at)? {
+        q @ (b'"' | b'\'') => {
+            let close = h[at + 1..].iter().position(|&b| b == q)?;
+            Some(at + 1 + close + 1)
+        }
+        _ => {
+            let n = h[at..]
+                .iter()
+                .position(|&b| is_space(b) || matches!(b, b'"' | b'\'' | b',' | b';' | b'&'))
+                .unwrap_or(h.len() - at);
+            (n > 0).then_some(at + n)
+        }
+    }
+}
+
+/// The names' keywords, in the regex's order of alternatives.
+pub(crate) struct Assign {
+    keywords: &'static [&'static str],
+}
+
+pub(crate) const PASS_KEYWORDS: &[&str] = &["password", "passwd", "passphrase", "pass", "pwd"];
+/// `credentials?` is greedy: with the `s` first.
+pub(crate) const SECRET_KEYWORDS: &[&str] = &[
+    "secret",
+    "token",
+    "key",
+    "apikey",
+    "credentials",
+    "credential",
+    "auth",
+];
+
+impl Assign {
+    pub(crate) fn new(keywords: &'static [&'static str]) -> Assign {
+        Assign { keywords }
+    }
+
+    /// The last keyword start `q` in `rs..=re` (the run of name characters `rs..re`)
+    /// with a valid rest, and the end of that rest. At one start at most one keyword
+    /// can be followed by a rest (the others would need a name character there).
+    fn last_keyword(&self, h: &[u8], rs: usize, re: usize) -> Option<(usize, usize)> {
+        // What ends the run is where a rest or a folded letter begins, or nothing can.
+        let folded = matches!(h.get(re), Some(0xC5 | 0xE2));
+        if !folded
+            && !h
+                .get(re)
+                .is_some_and(|&b| is_space(b) || b"\"'=:".contains(&b))
+        {
+            return None;
+        }
+        let mut best: Option<(usize, usize)> = None;
+        for kw in self.keywords {
+            let kw = kw.as_bytes();
+            // The first `j` letters in the run, the rest from its end on: plain ASCII
+            // (j == len) or from a folded letter on.
+            let lo = if folded { 0 } else { kw.len() };
+            for j in (lo..=kw.len()).rev() {
+                if re - rs < j {
+                    continue;
+                }
+                let q = re - j;
+                if best.is_some_and(|(b, _)| b >= q) {
+                    continue;
+                }
+                if let Some(end) = keyword_at(h, q, kw)
+                    && let Some(stop) = rest(h, end)
+                {
+                    best = Some((q, stop));
+                }
+            }
+        }
+        best
+    }
+
+    /// The matches `Regex::find_iter` gives for the pattern.
+    pub(crate) fn find_iter(&self, text: &str, found: impl FnMut(Range<usize>)) {
+        let h = text.as_bytes();
+        if h.contains(&0xC5) || h.contains(&0xE2) {
+            self.find_iter_folded(h, found);
+        } else {
+            self.find_iter_ascii(h, found);
+        }
+    }
+
+    /// Without folded letters every keyword ends a run of name characters that an
+    /// optional quote and spaces separate from `=` or `:`: start from those, which
+    /// are rare, and look back. A run ends before the next `=`/`:` begins (neither is
+    /// a name character, space or quote), so taking them in order takes the matches
+    /// in order.
+    fn find_iter_ascii(&self, h: &[u8], mut found: impl FnMut(Range<usize>)) {
+        let mut at = 0;
+        while let Some(i) = h[at..].iter().position(|&b| b == b'=' || b == b':') {
+            let c = at + i;
+            let mut e = c;
+            while e > at && is_space(h[e - 1]) {
+                e -= 1;
+            }
+            if e > at && matches!(h[e - 1], b'"' | b'\'') {
+                e -= 1;
+            }
+            let mut rs = e;
+            while rs > at && is_name(h[rs - 1]) {
+                rs -= 1;
+            }
+            if rs < e
+                && let Some((q, stop)) = self.last_keyword(h, rs, e)
+                && let Some(p) = (rs..=q).find(|&p| boundary(h, p))
+            {
+                found(p..stop);
+                at = stop;
+                continue;
+            }
+            at = c + 1;
+        }
+    }
+
+    /// Every run of name characters in turn, and where a folded letter may start a
+    /// keyword.
+    fn find_iter_folded(&self, h: &[u8], mut found: impl FnMut(Range<usize>)) {
+        let mut at = 0;
+        while at < h.len() {
+            let rs = at;
+            let mut re = at;
+            while re < h.len() && is_name(h[re]) {
+                re += 1;
+            }
+            if re == rs && !matches!(h[at], 0xC5 | 0xE2) {
+                at += 1;
+                continue;
+            }
+            if let Some((q, stop)) = self.last_keyword(h, rs, re)
+                && let Some(p) = (rs..=q).find(|&p| boundary(h, p))
+            {
+                found(p..stop);
+                at = stop;
+                continue;
+            }
+            at = re.max(rs + 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{MaskConfig, Masker, corpus};
+
+    fn near_misses(rng: &mut corpus::Rng, keywords: &[&str]) -> Vec<String> {
+        const PIECES: &[&str] = &[
+            "a", "Z", "7", "_", "-", ".", " ", "  ", "\t", "=", ":", "\"", "'", ",", ";", "&", "/",
+            "x-", "my_", "ſ", "\u{212a}", "é", "İ", "ı", "Å", "…", "$", "=\"", "='", ": ",
+        ];
+        let mut out = Vec::new();
+        for _ in 0..6000 {
+            let mut t = String::new();
+            for _ in 0..rng.range(1, 6) {
+                match rng.below(4) {
+                    0 => t.push_str(rng.pick(PIECES)),
+                    1 => {
+                        let kw = rng.pick(keywords);
+                        // Random case and, now and then, a folded letter.
+                        for c in kw.chars() {
+                            match (c, rng.below(8)) {
+                                ('s', 0) => t.push('ſ'),
+                                ('k', 0) => t.push('\u{212a}'),
+                                (c, 1 | 2) => t.push(c.to_ascii_uppercase()),
+                                (c, _) => t.push(c),
+                            }
+                        }
+                    }
+                    2 => t.push_str(&rng.chars_n("abcXYZ019_.-", 1, 6)),
+                    _ => t.push_str(&rng.chars_n("abcdef012345!@#%*()", 1, 20)),
+                }
+            }
+            out.push(t);
+        }
+        out
+    }
+
+    #[test]
+    fn assignments_agree_with_regexes() {
+        let m = Masker::new(&MaskConfig::default(), [1; 32]).unwrap();
+        let mut texts: Vec<String> = Vec::new();
+        for s in corpus::secret_samples(corpus::SEED, 20) {
+            texts.push(s.argv.join(" "));
+            texts.push(s.env.join(" "));
+            texts.extend(s.argv);
+            texts.extend(s.env);
+        }
+        for l in corpus::ordinary_argv(corpus::SEED, 2000) {
+            texts.push(l.join(" "));
+            texts.extend(l);
+        }
+        texts.extend(corpus::ordinary_env(corpus::SEED, 500));
+        let mut rng = corpus::Rng::new(corpus::SEED);
+        let mut assigns = 0;
+        for d in m.detectors() {
+            let Some(crate::tokens::Hand::Assign(a)) = &d.hand else {
+                continue;
+            };
+            assigns += 1;
+            let mut matched = 0;
+            for t in texts.iter().chain(&near_misses(&mut rng, a.keywords)) {
+                let want: Vec<_> = d.regex.find_iter(t).map(|m| m.range()).collect();
+                let mut got = Vec::new();
+                a.find_iter(t, |r| got.push(r));
+                assert_eq!(got, want, "{} on {t:?}", d.kind);
+                matched += want.len();
+            }
+            assert!(matched > 100, "{}: only {matched} matches compared", d.kind);
+        }
+        assert_eq!(assigns, 2, "password and secret assignments");
+    }
+}
