@@ -12,7 +12,9 @@
 //! `--lines N` (ordinary command lines, default 5000) size the corpus. `--rounds N`
 //! instead masks the ordinary lines and then the secret lines exactly N times each and
 //! prints nothing else: a fixed amount of work, for instruction counts under
-//! `valgrind --tool=callgrind`, which stay comparable on a busy machine.
+//! `valgrind --tool=callgrind`, which stay comparable on a busy machine. `--by-kind`
+//! prints, per secret kind, the throughput on its sample lines and its share of the
+//! time all secret lines take.
 use std::time::{Duration, Instant};
 
 use belay_mask::{MaskConfig, Masker, corpus};
@@ -47,9 +49,14 @@ fn main() {
             corpus::argv_bytes(&ordinary),
             corpus::argv_bytes(&secret_lines)
         );
+        belay_mask::prof::dump(&masker);
         return;
     }
 
+    if std::env::args().any(|a| a == "--by-kind") {
+        by_kind(&masker, &samples);
+        return;
+    }
     let (recall, _) = corpus::recall(&masker, &samples);
     let (fp, _) = corpus::false_positive_rate(&masker, &ordinary);
 
@@ -68,6 +75,37 @@ fn main() {
     println!("bench: mask_throughput_mb_s {mb_s:.1}");
 }
 
+/// Per secret kind: bytes of its sample lines, MB/s, and its share of the time all
+/// secret lines take, largest first. Where to look when throughput drops.
+fn by_kind(masker: &Masker, samples: &[corpus::Sample]) {
+    let mut kinds: Vec<&str> = samples.iter().map(|s| s.kind).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let mut rows: Vec<(&str, usize, f64)> = kinds
+        .iter()
+        .map(|&k| {
+            let lines: Vec<Vec<String>> = samples
+                .iter()
+                .filter(|s| s.kind == k)
+                .map(|s| s.argv.clone())
+                .collect();
+            let bytes = corpus::argv_bytes(&lines);
+            let rate = throughput_for(masker, &lines, 0.2);
+            (k, bytes, bytes as f64 / 1e6 / rate)
+        })
+        .collect();
+    let total: f64 = rows.iter().map(|r| r.2).sum();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("{:<20} {:>8} {:>8} {:>6}", "kind", "bytes", "MB/s", "time%");
+    for (k, bytes, secs) in rows {
+        println!(
+            "{k:<20} {bytes:>8} {:>8.1} {:>5.1}%",
+            bytes as f64 / 1e6 / secs,
+            100.0 * secs / total
+        );
+    }
+}
+
 /// CPU seconds this process has used (user + system), from /proc: throughput per CPU
 /// second stays meaningful on a machine other jobs share.
 fn cpu_seconds() -> f64 {
@@ -82,11 +120,15 @@ fn cpu_seconds() -> f64 {
 
 /// MB (10^6 bytes) of argv text masked per CPU second, over at least 2 CPU seconds.
 fn throughput(masker: &Masker, lines: &[Vec<String>]) -> f64 {
+    throughput_for(masker, lines, 2.0)
+}
+
+fn throughput_for(masker: &Masker, lines: &[Vec<String>], seconds: f64) -> f64 {
     let bytes = corpus::argv_bytes(lines);
     let mut total = 0usize;
     let start = cpu_seconds();
     let wall = Instant::now();
-    while cpu_seconds() - start < 2.0 && wall.elapsed() < Duration::from_secs(30) {
+    while cpu_seconds() - start < seconds && wall.elapsed() < Duration::from_secs(30) {
         for argv in lines {
             std::hint::black_box(masker.mask_argv(std::hint::black_box(argv)));
         }
