@@ -49,7 +49,6 @@ fn main() {
             corpus::argv_bytes(&ordinary),
             corpus::argv_bytes(&secret_lines)
         );
-        belay_mask::prof::dump(&masker);
         return;
     }
 
