@@ -162,8 +162,14 @@ impl RequestBook {
             server_id,
             masker,
         } = info;
-        let argv = argv.map(|a| masker.mask_argv(&a));
-        let env = env.map(|e| masker.mask_env(&e));
+        let argv = argv.map(|mut a| {
+            masker.mask_argv_in_place(&mut a);
+            a
+        });
+        let env = env.map(|mut e| {
+            masker.mask_env_in_place(&mut e);
+            e
+        });
         let hostnames: Vec<String> = hostnames
             .iter()
             .map(|h| masker.mask(h).into_owned())

@@ -90,109 +90,141 @@ enum Next {
     AwsSecret,
 }
 
-/// `report`: also say what was found where (the plain variants skip building it).
-pub(crate) fn mask_argv(m: &Masker, argv: &[String], report: bool) -> (Vec<String>, Vec<Finding>) {
-    let cmd = argv.first().map_or("", |a| basename(a));
+/// What the command (argv[0]) says about its arguments, worked out before any of them
+/// is replaced.
+#[derive(Clone, Copy)]
+struct Command {
+    ssh_like: bool,
+    mysql: bool,
+    sshpass: bool,
+    curl: bool,
+}
+
+impl Command {
+    fn of(argv: &[String]) -> Command {
+        let cmd = argv.first().map_or("", |a| basename(a));
+        Command {
+            ssh_like: SSH_LIKE.contains(&cmd),
+            mysql: is_mysql(cmd),
+            sshpass: cmd == "sshpass",
+            curl: cmd == "curl",
+        }
+    }
+}
+
+/// Masks `argv` in place: an argument with nothing to mask is left as it is, neither
+/// copied nor reallocated. `report`: also say what was found where.
+pub(crate) fn mask_argv(m: &Masker, argv: &mut [String], report: bool) -> Vec<Finding> {
+    let cmd = Command::of(argv);
     let ctx = Ctx {
-        no_email: SSH_LIKE.contains(&cmd),
+        no_email: cmd.ssh_like,
     };
-    let (password, secret, aws_secret) = (m.password, m.secret, m.aws_secret);
-    let mut out = Vec::with_capacity(argv.len());
     let mut findings = Vec::new();
     let mut next = Next::Plain;
-    for (i, arg) in argv.iter().enumerate() {
+    for i in 0..argv.len() {
+        let arg = argv[i].as_str();
         let this = std::mem::replace(&mut next, Next::Plain);
-        let whole = match this {
-            Next::Password if checks::is_literal_password(arg) => Some(Hit {
-                range: 0..arg.len(),
-                kind: password,
-            }),
-            Next::Secret
-                if checks::is_literal_password(arg) && !arg.starts_with(['/', '~', '.', '@']) =>
-            {
-                Some(Hit {
-                    range: 0..arg.len(),
-                    kind: secret,
-                })
-            }
-            Next::AwsSecret
-                if arg.len() == 40
-                    && arg
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+') =>
-            {
-                Some(Hit {
-                    range: 0..arg.len(),
-                    kind: aws_secret,
-                })
-            }
-            Next::UserColonPassword => arg.find(':').and_then(|c| {
-                let pw = &arg[c + 1..];
-                (!pw.is_empty() && !pw.bytes().all(|b| b.is_ascii_digit())).then(|| Hit {
-                    range: c + 1..arg.len(),
-                    kind: password,
-                })
-            }),
-            _ => None,
-        };
-        let hits = match whole {
-            Some(h) if m.markers(arg).is_empty() && !m.allowed(&arg[h.range.clone()], arg) => {
-                // A value a detector recognises keeps its own kind (`--token ghp_…`).
-                let found = m.find(arg, ctx);
-                if found
-                    .iter()
-                    .any(|f| f.range.start <= h.range.start && f.range.end >= h.range.end)
-                {
-                    found
-                } else {
-                    vec![h]
-                }
-            }
-            Some(_) => Vec::new(),
-            None if i > 0
-                && arg.len() > 2
-                && arg.starts_with("-p")
-                && !arg.starts_with("--")
-                && is_mysql(cmd) =>
-            {
-                if m.markers(arg).is_empty() && !m.allowed(&arg[2..], arg) {
-                    vec![Hit {
-                        range: 2..arg.len(),
-                        kind: password,
-                    }]
-                } else {
-                    Vec::new()
-                }
-            }
-            None => m.find(arg, ctx),
-        };
+        let hits = hits(m, arg, i, this, cmd, ctx);
         // Only flags can announce a secret in the next argument: skip the regexes for
         // the common case.
         if i > 0 && arg.starts_with('-') {
             let named = may_name_a_secret(arg);
-            if (named && m.argv.password_flag.is_match(arg)) || (cmd == "sshpass" && arg == "-p") {
+            if (named && m.argv.password_flag.is_match(arg)) || (cmd.sshpass && arg == "-p") {
                 next = Next::Password;
             } else if named && m.argv.secret_flag.is_match(arg) {
                 next = Next::Secret;
-            } else if cmd == "curl" && (arg == "-u" || arg == "--user") {
+            } else if cmd.curl && (arg == "-u" || arg == "--user") {
                 next = Next::UserColonPassword;
             }
         } else if i > 0 && arg.eq_ignore_ascii_case("aws_secret_access_key") {
             next = Next::AwsSecret;
         }
+        if hits.is_empty() {
+            continue;
+        }
         if report {
             findings.extend(m.findings(&hits, Some(i)));
         }
-        out.push(m.render(arg, &hits).into_owned());
+        let masked = m.render(arg, &hits).into_owned();
+        argv[i] = masked;
     }
-    (out, findings)
+    findings
 }
 
-pub(crate) fn mask_env(m: &Masker, env: &[String], report: bool) -> (Vec<String>, Vec<Finding>) {
+/// The values to mask in one argument, given what the previous one announced.
+fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> Vec<Hit> {
+    let whole = match this {
+        Next::Password if checks::is_literal_password(arg) => Some(Hit {
+            range: 0..arg.len(),
+            kind: m.password,
+        }),
+        Next::Secret
+            if checks::is_literal_password(arg) && !arg.starts_with(['/', '~', '.', '@']) =>
+        {
+            Some(Hit {
+                range: 0..arg.len(),
+                kind: m.secret,
+            })
+        }
+        Next::AwsSecret
+            if arg.len() == 40
+                && arg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+') =>
+        {
+            Some(Hit {
+                range: 0..arg.len(),
+                kind: m.aws_secret,
+            })
+        }
+        Next::UserColonPassword => arg.find(':').and_then(|c| {
+            let pw = &arg[c + 1..];
+            (!pw.is_empty() && !pw.bytes().all(|b| b.is_ascii_digit())).then(|| Hit {
+                range: c + 1..arg.len(),
+                kind: m.password,
+            })
+        }),
+        _ => None,
+    };
+    match whole {
+        Some(h) if m.markers(arg).is_empty() && !m.allowed(&arg[h.range.clone()], arg) => {
+            // A value a detector recognises keeps its own kind (`--token ghp_…`).
+            let found = m.find(arg, ctx);
+            if found
+                .iter()
+                .any(|f| f.range.start <= h.range.start && f.range.end >= h.range.end)
+            {
+                found
+            } else {
+                vec![h]
+            }
+        }
+        Some(_) => Vec::new(),
+        None if i > 0
+            && arg.len() > 2
+            && arg.starts_with("-p")
+            && !arg.starts_with("--")
+            && cmd.mysql =>
+        {
+            if m.markers(arg).is_empty() && !m.allowed(&arg[2..], arg) {
+                vec![Hit {
+                    range: 2..arg.len(),
+                    kind: m.password,
+                }]
+            } else {
+                Vec::new()
+            }
+        }
+        None => m.find(arg, ctx),
+    }
+}
+
+/// Masks `env` (`NAME=VALUE` each) in place, as [`mask_argv`] does argv.
+pub(crate) fn mask_env(m: &Masker, env: &mut [String], report: bool) -> Vec<Finding> {
     let (password, secret) = (m.password, m.secret);
-    let mut out = Vec::with_capacity(env.len());
     let mut findings = Vec::new();
-    for (i, var) in env.iter().enumerate() {
+    for (i, slot) in env.iter_mut().enumerate() {
+        let var = slot.as_str();
         let mut hits = m.find(var, Ctx::default());
         if let Some(eq) = var.find('=') {
             let (name, value) = (&var[..eq], &var[eq + 1..]);
@@ -220,12 +252,16 @@ pub(crate) fn mask_env(m: &Masker, env: &[String], report: bool) -> (Vec<String>
                 }];
             }
         }
+        if hits.is_empty() {
+            continue;
+        }
         if report {
             findings.extend(m.findings(&hits, Some(i)));
         }
-        out.push(m.render(var, &hits).into_owned());
+        let masked = m.render(var, &hits).into_owned();
+        *slot = masked;
     }
-    (out, findings)
+    findings
 }
 
 fn secret_name(name: &str) -> bool {

@@ -370,21 +370,41 @@ impl Masker {
     /// (`--password SECRET`, `sshpass -p SECRET`, `curl -u user:SECRET`, no emails in
     /// `ssh user@host`).
     pub fn mask_argv(&self, argv: &[String]) -> Vec<String> {
-        argv::mask_argv(self, argv, false).0
+        let mut out = argv.to_vec();
+        argv::mask_argv(self, &mut out, false);
+        out
+    }
+
+    /// [`Masker::mask_argv`] in place, for a caller that owns the command line (the
+    /// agent): only arguments with something to mask are replaced, the rest are not
+    /// copied.
+    pub fn mask_argv_in_place(&self, argv: &mut [String]) {
+        argv::mask_argv(self, argv, false);
     }
 
     pub fn mask_argv_report(&self, argv: &[String]) -> (Vec<String>, Vec<Finding>) {
-        argv::mask_argv(self, argv, true)
+        let mut out = argv.to_vec();
+        let findings = argv::mask_argv(self, &mut out, true);
+        (out, findings)
     }
 
     /// An environment, `NAME=VALUE` each: the whole value of a password-ish name, and
     /// of a secret-ish name (`*_TOKEN`, `*_KEY`, `*_SECRET`) when it looks generated.
     pub fn mask_env(&self, env: &[String]) -> Vec<String> {
-        argv::mask_env(self, env, false).0
+        let mut out = env.to_vec();
+        argv::mask_env(self, &mut out, false);
+        out
+    }
+
+    /// [`Masker::mask_env`] in place.
+    pub fn mask_env_in_place(&self, env: &mut [String]) {
+        argv::mask_env(self, env, false);
     }
 
     pub fn mask_env_report(&self, env: &[String]) -> (Vec<String>, Vec<Finding>) {
-        argv::mask_env(self, env, true)
+        let mut out = env.to_vec();
+        let findings = argv::mask_env(self, &mut out, true);
+        (out, findings)
     }
 
     /// The kinds of the built-in and configured detectors.

@@ -14,6 +14,11 @@ use aho_corasick::{
 /// trigger is compared where its prefix occurs, which is rare.
 const PREFIX: usize = 3;
 
+/// Walks of one text run side by side (see [`Triggers::triggered`]).
+const LANES: usize = 4;
+/// Texts shorter than `LANES` parts of this are walked in one piece.
+const LANE_MIN: usize = 16;
+
 /// The detectors' literal triggers (ASCII case-insensitive).
 pub(crate) struct Triggers {
     dfa: DFA,
@@ -52,13 +57,68 @@ impl Triggers {
 
     /// The detectors (bit i: detector i) one of whose triggers occurs in `text`.
     pub(crate) fn triggered(&self, text: &[u8]) -> u128 {
+        if text.len() < LANES * LANE_MIN {
+            return self.walk(text, 0, text.len(), 0);
+        }
+        // Each byte's step is a load that depends on the previous one, so a single
+        // walk waits on memory at every byte. Walking LANES parts of the text at once
+        // keeps that many loads in flight. A part starts PREFIX - 1 bytes before the
+        // previous one ends, so every prefix lies wholly inside one part: one ending
+        // before part k starts at or after part k-1's start, one ending later starts
+        // at or after part k's.
+        let part = text.len() / LANES;
+        let start = |k: usize| (k * part).saturating_sub(if k > 0 { PREFIX - 1 } else { 0 });
+        let end = |k: usize| {
+            if k + 1 == LANES {
+                text.len()
+            } else {
+                (k + 1) * part
+            }
+        };
         let dfa = &self.dfa;
-        let mut sid = dfa
+        let s0 = dfa
             .start_state(Anchored::No)
             .expect("built with an unanchored start");
+        let mut sid = [s0; LANES];
+        let mut at: [usize; LANES] = std::array::from_fn(start);
+        // Every part is at least `part` bytes long: walk that many in lock step.
         let mut run = 0;
-        for (at, &b) in text.iter().enumerate() {
-            sid = dfa.next_state(Anchored::No, sid, b);
+        for _ in 0..part {
+            for k in 0..LANES {
+                sid[k] = dfa.next_state(Anchored::No, sid[k], text[at[k]]);
+                at[k] += 1;
+                if dfa.is_special(sid[k]) {
+                    run = self.matched(sid[k], &text[at[k]..], run);
+                }
+            }
+        }
+        for k in 0..LANES {
+            run = self.walk_from(text, at[k], end(k), sid[k], run);
+        }
+        run
+    }
+
+    /// One walk over `text[from..to]` from the start state.
+    fn walk(&self, text: &[u8], from: usize, to: usize, run: u128) -> u128 {
+        let s0 = self
+            .dfa
+            .start_state(Anchored::No)
+            .expect("built with an unanchored start");
+        self.walk_from(text, from, to, s0, run)
+    }
+
+    /// The walk over `text[from..to]` from state `sid`.
+    fn walk_from(
+        &self,
+        text: &[u8],
+        from: usize,
+        to: usize,
+        mut sid: StateID,
+        mut run: u128,
+    ) -> u128 {
+        let dfa = &self.dfa;
+        for at in from..to {
+            sid = dfa.next_state(Anchored::No, sid, text[at]);
             // Walked by hand rather than through `find_overlapping_iter`: no per-call
             // setup, which short arguments would pay for, and a loop small enough to
             // keep in registers (matches are handled out of line).

@@ -531,6 +531,17 @@ fn triggered_detectors_are_those_whose_literals_occur() {
     for l in crate::corpus::ordinary_argv(crate::corpus::SEED, 300) {
         texts.push(l.join(" "));
     }
+    // Long texts are walked in parts (`prefilter::LANES`): a trigger at every offset
+    // around where the parts meet, in texts of lengths around the smallest split one.
+    for len in [63, 64, 65, 66, 67, 100, 131] {
+        for lit in ["ghp_", "aws", "@", "-----BEGIN", "xox", "sig="] {
+            for at in 0..=len - lit.len() {
+                let mut t = "z".repeat(len);
+                t.replace_range(at..at + lit.len(), lit);
+                texts.push(t);
+            }
+        }
+    }
     for t in &texts {
         let lower = t.to_ascii_lowercase();
         let mut want = 0u128;

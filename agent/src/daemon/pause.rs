@@ -304,8 +304,14 @@ fn export_verdict(
         action: crate::requests::action_view(
             &ev.action,
             g.file,
-            g.argv.map(|a| masker.mask_argv(&a)),
-            g.env.map(|e| masker.mask_env(&e)),
+            g.argv.map(|mut a| {
+                masker.mask_argv_in_place(&mut a);
+                a
+            }),
+            g.env.map(|mut e| {
+                masker.mask_env_in_place(&mut e);
+                e
+            }),
             hostnames
                 .iter()
                 .map(|h| masker.mask(h).into_owned())

@@ -90,8 +90,8 @@ pub fn mask_request(masker: &Masker, mut request: v1::NewRequest) -> v1::NewRequ
     if let Some(v1::action::Kind::Exec(exec)) =
         request.action.as_mut().and_then(|a| a.kind.as_mut())
     {
-        exec.argv = masker.mask_argv(&exec.argv);
-        exec.env = masker.mask_env(&exec.env);
+        masker.mask_argv_in_place(&mut exec.argv);
+        masker.mask_env_in_place(&mut exec.env);
         exec.cwd = masker.mask(&exec.cwd).into_owned();
     }
     if let Some(ctx) = request.context.as_mut() {
