@@ -121,8 +121,8 @@ pub(crate) fn mask_argv(m: &Masker, argv: &mut [String], report: bool) -> Vec<Fi
     };
     let mut findings = Vec::new();
     let mut next = Next::Plain;
-    for i in 0..argv.len() {
-        let arg = argv[i].as_str();
+    for (i, slot) in argv.iter_mut().enumerate() {
+        let arg = slot.as_str();
         let this = std::mem::replace(&mut next, Next::Plain);
         let hits = hits(m, arg, i, this, cmd, ctx);
         // Only flags can announce a secret in the next argument: skip the regexes for
@@ -146,7 +146,7 @@ pub(crate) fn mask_argv(m: &Masker, argv: &mut [String], report: bool) -> Vec<Fi
             findings.extend(m.findings(&hits, Some(i)));
         }
         let masked = m.render(arg, &hits).into_owned();
-        argv[i] = masked;
+        *slot = masked;
     }
     findings
 }
