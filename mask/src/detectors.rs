@@ -703,6 +703,21 @@ fn shape(kind: &str, pattern: &str) -> Shape {
             sep: Some(b'='),
             class: |b| !is_space(b) && b != b';',
         },
+        "gcp-key-id" => Shape::Nth {
+            sep: b'"',
+            nth: 3,
+            trim: 1,
+        },
+        "slack-webhook" => Shape::Nth {
+            sep: b'/',
+            nth: 2,
+            trim: 0,
+        },
+        "password" if pattern.contains("://") => Shape::Nth {
+            sep: b':',
+            nth: 2,
+            trim: 1,
+        },
         _ => Shape::Captures,
     }
 }

@@ -64,6 +64,10 @@ pub(crate) enum Shape {
         sep: Option<u8>,
         class: fn(u8) -> bool,
     },
+    /// The secret runs from just after the `nth` `sep` in the match to `trim` bytes
+    /// before its end. Holds when what comes before the secret holds `nth` of `sep`
+    /// whatever the text (`"private_key_id"\s*:\s*"HEX"`, `scheme://user:PASS@`).
+    Nth { sep: u8, nth: usize, trim: usize },
     /// Anything else: the regex's capture groups.
     Captures,
 }
@@ -135,6 +139,16 @@ impl Shape {
                     _ => at.min(b)..b,
                 };
                 (Some(s), n)
+            }
+            Shape::Nth { sep, nth, trim } => {
+                let end = b - trim;
+                let s = h[a..end]
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &x)| x == sep)
+                    .nth(nth - 1)
+                    .map(|(i, _)| a + i + 1..end);
+                (s, None)
             }
             Shape::Captures => return None,
         };

@@ -39,6 +39,7 @@ mod detectors;
 mod groups;
 mod headers;
 mod key;
+mod literal;
 mod prefilter;
 mod tokens;
 
