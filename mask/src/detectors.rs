@@ -504,7 +504,7 @@ pub(crate) fn builtins() -> Vec<Builtin> {
         ),
         b(
             "azure-sas",
-            r"(?i:SharedAccessSignature)=(?P<s>[^;\s]+)",
+            r"(?i:SharedAccessSignature)=(?P<s>[^\s;]+)",
             &["SharedAccessSignature"],
             plain,
             none,
@@ -650,6 +650,9 @@ pub(crate) fn builtins() -> Vec<Builtin> {
         d.shape = shape(d.kind, &d.pattern);
         // Unicode `\s` splits "anything but space" classes into many ranges, and the
         // automata with them; ASCII whitespace is what separates arguments anyway.
+        // Inside a class `\s` must come first (`[^\s;]`, not `[^;\s]`): the last
+        // rewrite would put `(?-u:\s)` in the class, a range from `?` to `u`
+        // (`builtin_patterns_rewrite_whitespace_whole` checks).
         d.pattern = d
             .pattern
             .replace(r"[^\s", r"[^\t\n\x0B\x0C\r ")

@@ -113,6 +113,33 @@ fn azure() {
         "abcDEF123ghiJKL456mno",
     );
     clean("https://a.blob.core.windows.net/c?sv=2022-11-02&sig=short");
+    // A SAS in a connection string: the whole token, up to the next `;`.
+    let conn = "BlobEndpoint=https://a.blob.core.windows.net/;SharedAccessSignature=sv=2021-06-08&ss=b&srt=sco&sp=rl&se=2026-01-01T00:00:00Z&spr=https&sig=abcDEF123ghiJKL456mno%2B;QueueEndpoint=x";
+    found(conn, "azure-sas", "sv=2021-06-08&ss=b");
+    let out = masker().mask(conn);
+    assert!(out.ends_with(";QueueEndpoint=x"), "{out}");
+}
+
+/// The rewrite of `\s` in `detectors::builtins` leaves no `(?-u:\s)` inside a class,
+/// where it would be a character range.
+#[test]
+fn builtin_patterns_rewrite_whitespace_whole() {
+    for b in detectors::builtins() {
+        let mut class = false;
+        let mut escaped = false;
+        for (i, c) in b.pattern.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '[' => class = true,
+                ']' => class = false,
+                '(' if class && b.pattern[i..].starts_with("(?-u:") => {
+                    panic!("{}: a group inside a class at {i}: {}", b.kind, b.pattern)
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 #[test]
