@@ -64,6 +64,9 @@ pub(crate) enum Shape {
         sep: Option<u8>,
         class: fn(u8) -> bool,
     },
+    /// `(?:^|[SEP])(?P<s>...)`: the secret is the match without its first byte when
+    /// that byte is in `sep`, which holds no byte the secret can start with.
+    Lead { sep: fn(u8) -> bool },
     /// Anything else: the regex's capture groups.
     Captures,
 }
@@ -136,6 +139,7 @@ impl Shape {
                 };
                 (Some(s), n)
             }
+            Shape::Lead { sep } => (Some(a + usize::from(a < b && sep(h[a]))..b), None),
             Shape::Captures => return None,
         };
         Some(Groups { whole, s, n })

@@ -39,6 +39,7 @@ mod detectors;
 mod groups;
 mod headers;
 mod key;
+mod pii;
 mod prefilter;
 mod tokens;
 

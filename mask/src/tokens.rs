@@ -14,6 +14,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use crate::{
     assign::{Assign, PASS_KEYWORDS, SECRET_KEYWORDS},
     headers::Header,
+    pii::Pii,
 };
 
 /// ASCII word characters, as `(?-u:\b)` sees them.
@@ -134,6 +135,8 @@ pub(crate) enum Hand {
     Assign(Assign),
     /// `Authorization:`, API key headers, `Bearer` (`headers`).
     Header(Header),
+    /// Cards, SSNs, IBANs, phone numbers (`pii`).
+    Pii(Pii),
 }
 
 impl Hand {
@@ -144,6 +147,7 @@ impl Hand {
             Hand::Prefixed(p) => p.find_iter(text, found),
             Hand::Assign(a) => a.find_iter(text, found),
             Hand::Header(h) => h.find_iter(text, found),
+            Hand::Pii(p) => p.find_iter(text, found),
         }
     }
 
@@ -151,6 +155,7 @@ impl Hand {
     pub(crate) fn handles(&self, text: &str) -> bool {
         match self {
             Hand::Header(h) => h.handles(text),
+            Hand::Pii(p) => p.handles(text),
             Hand::Prefixed(_) | Hand::Assign(_) => true,
         }
     }
@@ -212,6 +217,7 @@ pub(crate) fn hand_matcher(kind: &str, pattern: &str) -> Option<Hand> {
         "authorization" => return Some(Hand::Header(Header::Authorization)),
         "api-key-header" => return Some(Hand::Header(Header::ApiKey)),
         "bearer-token" => return Some(Hand::Header(Header::Bearer)),
+        "card" | "ssn" | "iban" | "phone" => return Pii::new(kind, pattern).map(Hand::Pii),
         _ => {}
     }
     let token = |class, min, max, end_boundary| {
