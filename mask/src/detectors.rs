@@ -12,6 +12,7 @@ use std::ops::Range;
 use crate::{
     Scan, checks,
     groups::{Groups, Shape, is_space},
+    pii::{e164_sep, nanp_sep},
 };
 
 pub(crate) type Check = fn(&Groups, &str) -> Option<Range<usize>>;
@@ -721,6 +722,8 @@ fn shape(kind: &str, pattern: &str) -> Shape {
             nth: 2,
             trim: 1,
         },
+        "phone" if pattern.starts_with(r"(?:^|[\s:=,;\x22'(])") => Shape::Lead { sep: e164_sep },
+        "phone" if pattern.starts_with(r"(?:^|[\s:=,;\x22'])") => Shape::Lead { sep: nanp_sep },
         _ => Shape::Captures,
     }
 }

@@ -68,6 +68,9 @@ pub(crate) enum Shape {
     /// before its end. Holds when what comes before the secret holds `nth` of `sep`
     /// whatever the text (`"private_key_id"\s*:\s*"HEX"`, `scheme://user:PASS@`).
     Nth { sep: u8, nth: usize, trim: usize },
+    /// `(?:^|[SEP])(?P<s>...)`: the secret is the match without its first byte when
+    /// that byte is in `sep`, which holds no byte the secret can start with.
+    Lead { sep: fn(u8) -> bool },
     /// Anything else: the regex's capture groups.
     Captures,
 }
@@ -150,6 +153,7 @@ impl Shape {
                     .map(|(i, _)| a + i + 1..end);
                 (s, None)
             }
+            Shape::Lead { sep } => (Some(a + usize::from(a < b && sep(h[a]))..b), None),
             Shape::Captures => return None,
         };
         Some(Groups { whole, s, n })

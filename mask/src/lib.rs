@@ -40,6 +40,7 @@ mod groups;
 mod headers;
 mod key;
 mod literal;
+mod pii;
 mod prefilter;
 mod tokens;
 

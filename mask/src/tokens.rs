@@ -15,6 +15,7 @@ use crate::{
     assign::{Assign, PASS_KEYWORDS, SECRET_KEYWORDS},
     headers::Header,
     literal::Literal,
+    pii::Pii,
 };
 
 /// ASCII word characters, as `(?-u:\b)` sees them.
@@ -137,6 +138,8 @@ pub(crate) enum Hand {
     Header(Header),
     /// Detectors anchored on a literal (`literal`).
     Literal(Literal),
+    /// Cards, SSNs, IBANs, phone numbers (`pii`).
+    Pii(Pii),
 }
 
 impl Hand {
@@ -148,6 +151,7 @@ impl Hand {
             Hand::Assign(a) => a.find_iter(text, found),
             Hand::Header(h) => h.find_iter(text, found),
             Hand::Literal(l) => l.find_iter(text, found),
+            Hand::Pii(p) => p.find_iter(text, found),
         }
     }
 
@@ -156,6 +160,7 @@ impl Hand {
         match self {
             Hand::Header(h) => h.handles(text),
             Hand::Literal(l) => l.handles(text),
+            Hand::Pii(p) => p.handles(text),
             Hand::Prefixed(_) | Hand::Assign(_) => true,
         }
     }
@@ -217,6 +222,7 @@ pub(crate) fn hand_matcher(kind: &str, pattern: &str) -> Option<Hand> {
         "authorization" => return Some(Hand::Header(Header::Authorization)),
         "api-key-header" => return Some(Hand::Header(Header::ApiKey)),
         "bearer-token" => return Some(Hand::Header(Header::Bearer)),
+        "card" | "ssn" | "iban" | "phone" => return Pii::new(kind, pattern).map(Hand::Pii),
         _ => {}
     }
     if let Some(l) = Literal::new(pattern) {
