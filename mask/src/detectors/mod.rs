@@ -7,13 +7,19 @@
 //! (or `s2`, `s3` for alternatives) is the secret, a check on the candidate, and how
 //! much of the secret may stay visible (`keep`: a vendor prefix, an email's domain, a
 //! card's last four digits; never enough to be useful).
+mod candidates;
+mod shapes;
+
 use std::ops::Range;
 
 use crate::{
-    Scan, checks,
-    groups::{Groups, Shape, is_space},
-    pii::{e164_sep, nanp_sep},
+    Scan,
+    groups::{Groups, Shape},
 };
+
+use candidates::*;
+pub(crate) use candidates::{password_name, public_name};
+use shapes::shape;
 
 pub(crate) type Check = fn(&Groups, &str) -> Option<Range<usize>>;
 
@@ -32,232 +38,6 @@ pub(crate) struct Builtin {
     pub keep: fn(&str) -> (usize, usize),
     /// Where the secret is in a match (`Captures` unless set below).
     pub shape: Shape,
-}
-
-/// The secret of a match, with the text it spans.
-struct Secret<'h> {
-    range: Range<usize>,
-    text: &'h str,
-}
-
-impl Secret<'_> {
-    fn as_str(&self) -> &str {
-        self.text
-    }
-
-    fn range(&self) -> Range<usize> {
-        self.range.clone()
-    }
-
-    fn start(&self) -> usize {
-        self.range.start
-    }
-
-    fn end(&self) -> usize {
-        self.range.end
-    }
-
-    fn len(&self) -> usize {
-        self.range.len()
-    }
-}
-
-fn secret<'h>(g: &Groups, h: &'h str) -> Option<Secret<'h>> {
-    let range = g.s.clone()?;
-    let text = h.get(range.clone())?;
-    Some(Secret { range, text })
-}
-
-fn plain(g: &Groups, _: &str) -> Option<Range<usize>> {
-    g.s.clone().filter(|r| !r.is_empty())
-}
-
-fn none(_: &str) -> (usize, usize) {
-    (0, 0)
-}
-
-fn keep_to_underscore_or_dash(s: &str) -> (usize, usize) {
-    // Vendor prefixes end at their last `_` or `-` within the first 12 bytes
-    // (`ghp_`, `github_pat_`, `sk-proj-`, `xoxb-`, `glpat-`).
-    let head = &s[..s.len().min(12)];
-    (head.rfind(['_', '-']).map_or(0, |i| i + 1), 0)
-}
-
-fn keep4(_: &str) -> (usize, usize) {
-    (4, 0)
-}
-
-fn keep3(_: &str) -> (usize, usize) {
-    (3, 0)
-}
-
-fn keep2(_: &str) -> (usize, usize) {
-    (2, 0)
-}
-
-fn keep_domain(s: &str) -> (usize, usize) {
-    (0, s.len() - s.rfind('@').unwrap_or(s.len()))
-}
-
-fn keep_last4(_: &str) -> (usize, usize) {
-    (0, 4)
-}
-
-/// From the end of a `BEGIN ... PRIVATE KEY` line to its `END` line, or to the end of
-/// the text when it was cut off (argv is capped).
-fn pem_body(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let start = g.whole.end;
-    let end = h[start..].find("-----END ").map_or(h.len(), |i| start + i);
-    (end - start >= 8).then_some(start..end)
-}
-
-fn openai(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    let tail = &h[m.start() + 3..m.end()];
-    let mixed = tail.bytes().any(|b| b.is_ascii_digit())
-        && tail.bytes().any(|b| b.is_ascii_uppercase())
-        && tail.bytes().any(|b| b.is_ascii_lowercase());
-    mixed.then(|| m.range())
-}
-
-fn jwt(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    checks::jwt(m.as_str()).then(|| m.range())
-}
-
-fn has_digit_or_case_mix(v: &str) -> bool {
-    v.bytes().any(|b| b.is_ascii_digit())
-        || (v.bytes().any(|b| b.is_ascii_uppercase()) && v.bytes().any(|b| b.is_ascii_lowercase()))
-        || v.len() >= 20
-}
-
-fn token_value(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    (has_digit_or_case_mix(m.as_str()) && checks::is_literal_password(m.as_str()))
-        .then(|| m.range())
-}
-
-fn password_value(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    checks::is_literal_password(m.as_str()).then(|| m.range())
-}
-
-fn secret_flag_value(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    let v = m.as_str();
-    (checks::is_literal_password(v) && !v.starts_with(['/', '~', '.', '@'])).then(|| m.range())
-}
-
-/// `needle` (lowercase ASCII) in `hay`, ASCII case-insensitively: the name checks run
-/// on every `NAME=VALUE` candidate, and lowercasing a copy first costs an allocation.
-fn contains_ci(hay: &str, needle: &str) -> bool {
-    hay.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
-
-fn ends_with_ci(hay: &str, suffix: &str) -> bool {
-    hay.len() >= suffix.len()
-        && hay.as_bytes()[hay.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
-}
-
-pub(crate) fn password_name(name: &str) -> bool {
-    if name.eq_ignore_ascii_case("pwd") || name.eq_ignore_ascii_case("oldpwd") {
-        return false;
-    }
-    contains_ci(name, "password")
-        || contains_ci(name, "passwd")
-        || contains_ci(name, "passphrase")
-        || ["pass", "pwd"].iter().any(|w| {
-            name.eq_ignore_ascii_case(w)
-                || (ends_with_ci(name, w)
-                    && name[..name.len() - w.len()].ends_with(['_', '-', '.']))
-        })
-}
-
-fn password_assign(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let name = h.get(g.n.clone()?)?;
-    if !password_name(name) {
-        return None;
-    }
-    password_value(g, h)
-}
-
-/// Names of public key material and key ids: identifiers, not secrets (`GPG_KEY` holds a
-/// fingerprint in the official language images).
-pub(crate) fn public_name(name: &str) -> bool {
-    ["gpg", "public", "pub_key", "pubkey"]
-        .iter()
-        .any(|w| contains_ci(name, w))
-}
-
-fn secret_assign(g: &Groups, h: &str) -> Option<Range<usize>> {
-    if public_name(h.get(g.n.clone()?)?) {
-        return None;
-    }
-    let m = secret(g, h)?;
-    checks::looks_random(m.as_str()).then(|| m.range())
-}
-
-fn email(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    // `git@github.com:org/repo` is a remote, `ssh://git@host` a URL's user. Lengths
-    // are checked here rather than counted in the regex, which would blow up its
-    // automaton (RFC 5321: local part 64, domain 255).
-    let at = m.as_str().rfind('@')?;
-    if h[m.end()..].starts_with(':')
-        || h[..m.start()].ends_with("//")
-        || at > 64
-        || m.len() - at - 1 > 255
-    {
-        return None;
-    }
-    Some(m.range())
-}
-
-fn card(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    checks::card(m.as_str()).then(|| m.range())
-}
-
-fn ssn(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    checks::ssn(m.as_str()).then(|| m.range())
-}
-
-fn iban(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    let len = checks::iban_prefix(m.as_str())?;
-    Some(m.start()..m.start() + len)
-}
-
-fn nanp(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    checks::nanp(m.as_str()).then(|| m.range())
-}
-
-fn e164(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    checks::e164(m.as_str()).then(|| m.range())
-}
-
-fn not_numeric(g: &Groups, h: &str) -> Option<Range<usize>> {
-    let m = secret(g, h)?;
-    (!m.as_str().bytes().all(|b| b.is_ascii_digit())).then(|| m.range())
-}
-
-fn has_assign(h: &str, _: &Scan) -> bool {
-    h.contains(['=', ':'])
-}
-
-fn has_colon(h: &str, _: &Scan) -> bool {
-    h.contains(':')
-}
-
-/// Two capitals and two digits after a word boundary, the start of every IBAN
-/// candidate (and every IBAN has 8 digits or more).
-fn iban_gate(_: &str, s: &Scan) -> bool {
-    s.digits >= 8 && s.iban_head
 }
 
 // Triggers are the name followed by what separates it from its value, so that the
@@ -330,7 +110,7 @@ const PASS_NAMES: &str = r"[A-Za-z0-9_.-]*(?i:password|passwd|passphrase|pass|pw
 /// Suffixes of names whose values are masked when they look generated.
 const SECRET_NAMES: &str = r"[A-Za-z0-9_.-]*(?i:secret|token|key|apikey|credentials?|auth)";
 /// A value: double-quoted, single-quoted or bare.
-const VALUE: &str = r#"(?:"(?P<s>[^"]*)"|'(?P<s2>[^']*)'|(?P<s3>[^\s"',;&]+))"#;
+pub(crate) const VALUE: &str = r#"(?:"(?P<s>[^"]*)"|'(?P<s2>[^']*)'|(?P<s3>[^\s"',;&]+))"#;
 
 pub(crate) fn builtins() -> Vec<Builtin> {
     let b = |kind, pattern: &str, triggers, check, keep| Builtin {
@@ -672,88 +452,4 @@ pub(crate) fn builtins() -> Vec<Builtin> {
         };
     }
     all
-}
-
-/// Where the secret is in a match of a built-in pattern, so that most run `find`
-/// rather than `captures` (see `groups`).
-fn shape(kind: &str, pattern: &str) -> Shape {
-    // A private key's check looks at the end of the whole match only.
-    if whole_group(pattern) || kind == "private-key" {
-        return Shape::Whole;
-    }
-    if pattern.ends_with(VALUE) {
-        return Shape::Value {
-            named: pattern.contains("(?P<n>"),
-        };
-    }
-    match kind {
-        "bearer-token" => Shape::Tail {
-            sep: None,
-            class: |b| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b),
-        },
-        "authorization" | "api-key-header" => Shape::Tail {
-            sep: Some(b':'),
-            class: |b| !is_space(b) && !b"\"',".contains(&b),
-        },
-        "azure-account-key" => Shape::Tail {
-            sep: Some(b'='),
-            class: |b| b.is_ascii_alphanumeric() || b"+/=".contains(&b),
-        },
-        "azure-sas" if pattern.contains("sig=") => Shape::Tail {
-            sep: Some(b'='),
-            class: |b| b.is_ascii_alphanumeric() || b"%+/=".contains(&b),
-        },
-        "azure-sas" => Shape::Tail {
-            sep: Some(b'='),
-            class: |b| !is_space(b) && b != b';',
-        },
-        "gcp-key-id" => Shape::Nth {
-            sep: b'"',
-            nth: 3,
-            trim: 1,
-        },
-        "slack-webhook" => Shape::Nth {
-            sep: b'/',
-            nth: 2,
-            trim: 0,
-        },
-        "password" if pattern.contains("://") => Shape::Nth {
-            sep: b':',
-            nth: 2,
-            trim: 1,
-        },
-        "phone" if pattern.starts_with(r"(?:^|[\s:=,;\x22'(])") => Shape::Lead { sep: e164_sep },
-        "phone" if pattern.starts_with(r"(?:^|[\s:=,;\x22'])") => Shape::Lead { sep: nanp_sep },
-        _ => Shape::Captures,
-    }
-}
-
-/// `\b(?P<s>...)` or `\b(?P<s>...)\b`: group `s` is the whole match.
-fn whole_group(pattern: &str) -> bool {
-    let Some(inner) = pattern.strip_prefix(r"\b(?P<s>") else {
-        return false;
-    };
-    let inner = inner.strip_suffix(r"\b").unwrap_or(inner);
-    let Some(inner) = inner.strip_suffix(')') else {
-        return false;
-    };
-    // The group closes at the end only if the parentheses inside it balance.
-    let (mut depth, mut class, mut escaped) = (0i32, false, false);
-    for c in inner.chars() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '[' => class = true,
-            ']' => class = false,
-            '(' if !class => depth += 1,
-            ')' if !class => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => {}
-        }
-    }
-    depth == 0
 }
