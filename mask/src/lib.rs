@@ -29,17 +29,24 @@
 //! that overlaps a marker is never masked), so masking twice, or on two hosts, is safe.
 //!
 //! Speed: the detectors' literal triggers are searched in one Aho-Corasick pass and
-//! their digit requirements in one count; only detectors whose triggers occur run their
-//! regex. Ordinary arguments cost that one pass.
+//! their digit requirements in one count; only detectors whose triggers occur run.
+//! Most detectors then run a hand-written matcher (`tokens`, `assign`, `headers`,
+//! `literal`, `pii`) that finds exactly what its regex finds, which drift tests hold
+//! them to; the regexes stay the definition, and run for the policy's own patterns and
+//! for text a matcher does not handle. A caller that owns its command line masks it in
+//! place ([`Masker::mask_argv_in_place`]), and arguments with nothing to mask are not
+//! copied. Ordinary arguments cost the one pass.
 mod argv;
 mod assign;
 mod checks;
 pub mod corpus;
 mod detectors;
+mod find;
 mod groups;
 mod headers;
 mod key;
 mod literal;
+mod marker;
 mod pii;
 mod prefilter;
 mod tokens;
@@ -51,8 +58,8 @@ use regex::{Regex, RegexBuilder, RegexSet};
 use sha2::Sha256;
 
 use crate::{
-    groups::{Groups, Shape},
-    prefilter::{Scan, Summary, Triggers, scan_digits, summary},
+    groups::Shape,
+    prefilter::{Scan, Triggers},
 };
 
 pub use key::{KeyError, load_or_create_key, parse_key};
@@ -440,191 +447,9 @@ impl Masker {
         self.marker.find_iter(text).map(|m| m.range()).collect()
     }
 
-    /// The non-overlapping values to mask in `text`, in order.
-    pub(crate) fn find(&self, text: &str, ctx: Ctx) -> Vec<Hit> {
-        if text.len() < self.min_len {
-            return Vec::new();
-        }
-        // Most arguments are short words, flags and paths. Without separators a short
-        // text can hold no built-in candidate: every vendor token is 15 bytes or more,
-        // emails need `@`, assignments and headers `=` or `:`, flag values a space, and
-        // the digit-gated kinds 8 digits.
-        // Counting, and looking for 8 bytes in a row a run could be made of, is a
-        // vectorised pass; the run itself needs a byte-by-byte one, and only matters
-        // when there is such a row and digits enough for any digit-gated detector.
-        // Short arguments with few digits (most of them) need no more than a count.
-        let quick = (text.len() < 32)
-            .then(|| text.bytes().filter(u8::is_ascii_digit).count())
-            .filter(|&d| d < MIN_GATED_RUN);
-        let Summary {
-            digits,
-            row,
-            iban_head,
-        } = match quick {
-            // Every digit gate and the IBAN gate want 8 digits or more.
-            Some(digits) => Summary {
-                digits,
-                row: false,
-                iban_head: false,
-            },
-            None => summary(text.as_bytes()),
-        };
-        if self.builtin_only
-            && text.len() < 15
-            && digits < MIN_GATED_RUN
-            && !text.bytes().any(|b| matches!(b, b'@' | b'=' | b':' | b' '))
-        {
-            return Vec::new();
-        }
-        let digit_run = if digits >= MIN_GATED_RUN && row {
-            scan_digits(text.as_bytes(), digits).digit_run
-        } else {
-            // No run can reach the smallest gate.
-            digits.min(MIN_GATED_RUN - 1)
-        };
-        let scan = Scan {
-            digits,
-            digit_run,
-            iban_head,
-        };
-        let mut run = self.triggers.triggered(text.as_bytes());
-        for &d in &self.always {
-            if digit_run >= self.detectors[d].min_run {
-                run |= 1 << d;
-            }
-        }
-        if ctx.no_email
-            && let Some(e) = self.email
-        {
-            run &= !(1 << e);
-        }
-        if run == 0 {
-            return Vec::new();
-        }
-        let mut cands: Vec<Hit> = Vec::new();
-        // Set bits in ascending order keep candidates in priority order.
-        let mut bits = run;
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            let d = &self.detectors[i];
-            if digit_run < d.min_run || !(d.gate)(text, &scan) {
-                continue;
-            }
-            let mut consider = |g: Groups| {
-                let range = match d.check {
-                    CheckFn::Builtin(check) => check(&g, text),
-                    CheckFn::Custom => g.s.filter(|r| !r.is_empty()),
-                };
-                let Some(range) = range else { return };
-                if !self.allowed(&text[range.clone()], &text[g.whole]) {
-                    cands.push(Hit { range, kind: i });
-                }
-            };
-            if let Some(hand) = &d.hand
-                && hand.handles(text)
-            {
-                // Hand matchers stand in for patterns with a shape (`Whole`, `Value`).
-                hand.find_iter(text, |r| {
-                    consider(d.shape.groups(text, r).expect("not Captures"));
-                });
-                continue;
-            }
-            match d.shape {
-                Shape::Captures => {
-                    for caps in d.regex.captures_iter(text) {
-                        consider(match d.check {
-                            CheckFn::Builtin(_) => Groups::builtin(&caps),
-                            CheckFn::Custom => Groups::custom(&caps),
-                        });
-                    }
-                }
-                shape => {
-                    for m in d.regex.find_iter(text) {
-                        consider(shape.groups(text, m.range()).expect("not Captures"));
-                    }
-                }
-            }
-        }
-        if cands.is_empty() {
-            return cands;
-        }
-        let markers = self.markers(text);
-        let overlaps = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
-        // Candidates come in detector priority order already. The chosen ones are
-        // gathered at the front of `cands`, which spares a second vector.
-        let mut kept = 0;
-        for i in 0..cands.len() {
-            let c = &cands[i].range;
-            if markers.iter().any(|m| overlaps(m, c))
-                || cands[..kept].iter().any(|h| overlaps(&h.range, c))
-            {
-                continue;
-            }
-            cands.swap(kept, i);
-            kept += 1;
-        }
-        cands.truncate(kept);
-        cands.sort_by_key(|h| h.range.start);
-        cands
-    }
-
     #[cfg(test)]
     pub(crate) fn detectors(&self) -> &[Detector] {
         &self.detectors
-    }
-
-    /// Appends the marker for `secret` (of detector `kind`) to `out`, without the formatting machinery: a
-    /// masked argument costs a hash and one copy.
-    fn push_marker(&self, out: &mut String, secret: &str, kind: usize) {
-        let d = &self.detectors[kind];
-        let (mut pre, mut suf) = (d.keep)(secret);
-        if pre + suf >= secret.len()
-            || !secret.is_char_boundary(pre)
-            || !secret.is_char_boundary(secret.len() - suf)
-        {
-            (pre, suf) = (0, 0);
-        }
-        out.push_str(&secret[..pre]);
-        out.push_str("…[");
-        out.push_str(&d.kind);
-        out.push(':');
-        out.push_str(std::str::from_utf8(&self.hash_hex(secret)).expect("hex digits"));
-        out.push(']');
-        out.push_str(&secret[secret.len() - suf..]);
-    }
-
-    /// The keyed hash shown in markers: 8 hex digits of HMAC-SHA256(key, value).
-    pub fn hash(&self, value: &str) -> String {
-        String::from_utf8(self.hash_hex(value).to_vec()).expect("hex digits")
-    }
-
-    fn hash_hex(&self, value: &str) -> [u8; 8] {
-        // The keyed state is set up once in `new`: two of HMAC's four compressions.
-        let mut mac = self.mac.clone();
-        mac.update(value.as_bytes());
-        let out = mac.finalize().into_bytes();
-        let mut hex = [0u8; 8];
-        for (i, b) in out[..4].iter().enumerate() {
-            hex[2 * i] = HEX[usize::from(b >> 4)];
-            hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
-        }
-        hex
-    }
-
-    pub(crate) fn render<'t>(&self, text: &'t str, hits: &[Hit]) -> Cow<'t, str> {
-        if hits.is_empty() {
-            return Cow::Borrowed(text);
-        }
-        let mut out = String::with_capacity(text.len() + 32 * hits.len());
-        let mut at = 0;
-        for h in hits {
-            out.push_str(&text[at..h.range.start]);
-            self.push_marker(&mut out, &text[h.range.clone()], h.kind);
-            at = h.range.end;
-        }
-        out.push_str(&text[at..]);
-        Cow::Owned(out)
     }
 }
 
