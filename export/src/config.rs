@@ -34,12 +34,21 @@
 //! acks = true
 //! sourcetype = "belay"
 //! # index = "security"
+//!
+//! [[sink]]
+//! type = "otlp"                    # OpenTelemetry logs, OTLP/HTTP with JSON
+//! url = "https://otel-collector.example.com:4318"   # logs go to <url>/v1/logs
+//! # headers = { "Authorization" = "Bearer ..." }    # e.g. a vendor's API key
+//! # ca_file = "/etc/belay/otel-ca.pem"
+//! format = "ocsf"
 //! ```
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+mod otlp;
 
 use belay_config_file::Source;
 use serde::Deserialize;
@@ -129,6 +138,14 @@ pub enum SinkKind {
         /// An unconfirmed batch is sent again after this.
         ack_timeout: std::time::Duration,
     },
+    Otlp {
+        /// The full logs URL (`.../v1/logs`).
+        endpoint: String,
+        /// Sent with every request, in the order given (header names are validated).
+        headers: Vec<(String, String)>,
+        ca_file: Option<PathBuf>,
+        batch_max: usize,
+    },
 }
 
 const DEFAULT_MAX_BYTES: u64 = 256 << 20;
@@ -184,6 +201,7 @@ struct RawSink {
     batch_max: Option<Spanned<usize>>,
     ack_timeout_seconds: Option<Spanned<u64>>,
     confirm_after_ms: Option<Spanned<u64>>,
+    headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
 }
 
 impl RawSink {
@@ -215,6 +233,7 @@ impl RawSink {
             span("batch_max", &self.batch_max),
             span("ack_timeout_seconds", &self.ack_timeout_seconds),
             span("confirm_after_ms", &self.confirm_after_ms),
+            span("headers", &self.headers),
         ]
         .into_iter()
         .flatten()
@@ -244,6 +263,8 @@ const HEC_KEYS: &[&str] = &[
     "ca_file",
     "ack_timeout_seconds",
 ];
+
+const OTLP_KEYS: &[&str] = &["url", "headers", "ca_file", "batch_max"];
 
 /// RFC 5424 facility names, by code.
 const FACILITIES: &[&str] = &[
@@ -297,13 +318,14 @@ impl ExportConfig {
                 "jsonl" => JSONL_KEYS,
                 "syslog" => SYSLOG_KEYS,
                 "splunk_hec" => HEC_KEYS,
+                "otlp" => OTLP_KEYS,
                 other => {
                     return Err(at(
                         sink.kind.span(),
                         "type",
                         format!(
-                            "unknown sink type {other:?}; expected \"jsonl\", \"syslog\" or \
-                             \"splunk_hec\""
+                            "unknown sink type {other:?}; expected \"jsonl\", \"syslog\", \
+                             \"splunk_hec\" or \"otlp\""
                         ),
                     ));
                 }
@@ -342,6 +364,7 @@ impl ExportConfig {
                 return Err(at(span, "name", format!("sink {name:?} is declared twice")));
             }
             let required = |key: &str| at(sink_span.clone(), key, "missing".into());
+            let format = sink.format.unwrap_or(Format::Native);
             let kind = match kind_name.as_str() {
                 "jsonl" => {
                     let path = sink.path.ok_or_else(|| required("path"))?.into_inner();
@@ -441,6 +464,7 @@ impl ExportConfig {
                         ),
                     }
                 }
+                "otlp" => otlp::kind(&source, sink_span.clone(), sink)?,
                 _ => {
                     let url = sink.url.ok_or_else(|| required("url"))?;
                     let base = url.get_ref().trim_end_matches('/').to_owned();
@@ -490,11 +514,7 @@ impl ExportConfig {
                     }
                 }
             };
-            sinks.push(SinkConfig {
-                name,
-                format: sink.format.unwrap_or(Format::Native),
-                kind,
-            });
+            sinks.push(SinkConfig { name, format, kind });
         }
         if sinks.is_empty() {
             return Err(source.whole("no [[sink]]: nothing to export to"));

@@ -292,6 +292,16 @@ async fn run_sink(
                     confirm(&spool, &metrics, &name, &mut pending, usize::MAX);
                     delay = BACKOFF_MIN;
                 }
+                Ok(Delivery::Rejected(rejected)) => {
+                    // Passed like a confirmed batch: the receiver asked not to get its
+                    // rejected records again. Counted, and the sink logged its reason.
+                    confirm(&spool, &metrics, &name, &mut pending, usize::MAX);
+                    let rejected = rejected.min(batch.events);
+                    metrics.add(metrics::DELIVERED, &name, "", batch.events - rejected);
+                    metrics.add(metrics::DROPPED, &name, "rejected", rejected);
+                    commit(&spool, &name, batch.end);
+                    delay = BACKOFF_MIN;
+                }
                 Ok(Delivery::Unconfirmed) => {
                     // Best effort (UDP): passed, counted as sent, not as delivered.
                     metrics.add(crate::sink::SENT_UNCONFIRMED, &name, "", batch.events);

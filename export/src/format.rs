@@ -296,7 +296,7 @@ pub fn ocsf(event: &Event) -> Value {
 }
 
 /// 1 Informational; 2 Low for expiries; 3 Medium for denials and kills.
-fn severity(kind: &str, body: &Value) -> u8 {
+pub(crate) fn severity(kind: &str, body: &Value) -> u8 {
     let verdict = str_field(body, "policy_action").or_else(|| str_field(body, "verdict"));
     match (kind, verdict) {
         (_, Some("deny" | "kill")) => 3,

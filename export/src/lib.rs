@@ -11,7 +11,9 @@
 //! its connection has stayed up `confirm_after_ms` after it and is still open; a
 //! connection that fails takes every unconfirmed batch with it, and they are sent again
 //! (see [`sink::syslog`]). Syslog over UDP is best effort, with no delivery guarantee:
-//! counted as sent ([`sink::SENT_UNCONFIRMED`]), never as delivered.
+//! counted as sent ([`sink::SENT_UNCONFIRMED`]), never as delivered. OTLP receivers may
+//! accept a batch yet reject some of its records; those must not be sent again and are
+//! counted as dropped (see [`sink::otlp`]).
 
 pub mod config;
 pub mod event;

@@ -9,7 +9,7 @@ pub const DELIVERED: &str = "belay_export_delivered_total";
 /// Failed delivery attempts that will be retried, per sink and reason.
 pub const RETRIED: &str = "belay_export_retried_total";
 /// Events that will never be delivered, per sink and reason (`spool_full`, `corrupt`,
-/// `queue_full`).
+/// `queue_full`, `rejected`: an OTLP receiver took them and refused them).
 pub const DROPPED: &str = "belay_export_dropped_total";
 /// Bytes on disk in the spool.
 pub const SPOOL_BYTES: &str = "belay_export_spool_bytes";

@@ -9,6 +9,7 @@
 
 pub mod hec;
 pub mod jsonl;
+pub mod otlp;
 pub mod syslog;
 
 use serde_json::Value;
@@ -50,6 +51,10 @@ pub enum Delivery {
     Pending,
     /// Sent best effort, with no delivery guarantee: the cursor passes it.
     Unconfirmed,
+    /// The receiver took the batch but says it rejected this many events, which must not
+    /// be sent again (OTLP partial success): the cursor passes it, the rejected events
+    /// are counted as dropped.
+    Rejected(u64),
 }
 
 #[derive(Debug)]
@@ -57,6 +62,7 @@ pub enum Sink {
     Jsonl(jsonl::JsonlSink),
     Syslog(syslog::SyslogSink),
     Hec(hec::HecSink),
+    Otlp(otlp::OtlpSink),
 }
 
 impl Sink {
@@ -65,6 +71,7 @@ impl Sink {
             SinkKind::Jsonl { .. } => Sink::Jsonl(jsonl::JsonlSink::new(config)?),
             SinkKind::Syslog { .. } => Sink::Syslog(syslog::SyslogSink::new(config)?),
             SinkKind::SplunkHec { .. } => Sink::Hec(hec::HecSink::new(config)?),
+            SinkKind::Otlp { .. } => Sink::Otlp(otlp::OtlpSink::new(config)?),
         })
     }
 
@@ -74,6 +81,7 @@ impl Sink {
             Sink::Jsonl(_) => 512,
             Sink::Syslog(_) => 256,
             Sink::Hec(h) => h.batch_max(),
+            Sink::Otlp(o) => o.batch_max(),
         }
     }
 
@@ -91,6 +99,7 @@ impl Sink {
                 .deliver(events, rendered)
                 .await
                 .map(|()| Delivery::Confirmed),
+            Sink::Otlp(s) => s.deliver(events, rendered).await,
         }
     }
 
@@ -99,7 +108,7 @@ impl Sink {
     pub fn poll_confirmed(&mut self) -> Result<usize, SinkError> {
         match self {
             Sink::Syslog(s) => s.poll_confirmed(),
-            Sink::Jsonl(_) | Sink::Hec(_) => Ok(0),
+            Sink::Jsonl(_) | Sink::Hec(_) | Sink::Otlp(_) => Ok(0),
         }
     }
 
@@ -107,7 +116,7 @@ impl Sink {
     pub fn next_check(&self) -> Option<tokio::time::Instant> {
         match self {
             Sink::Syslog(s) => s.next_check(),
-            Sink::Jsonl(_) | Sink::Hec(_) => None,
+            Sink::Jsonl(_) | Sink::Hec(_) | Sink::Otlp(_) => None,
         }
     }
 
@@ -116,7 +125,7 @@ impl Sink {
     pub async fn close(&mut self) -> bool {
         match self {
             Sink::Syslog(s) => s.close().await,
-            Sink::Jsonl(_) | Sink::Hec(_) => false,
+            Sink::Jsonl(_) | Sink::Hec(_) | Sink::Otlp(_) => false,
         }
     }
 }

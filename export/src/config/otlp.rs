@@ -1,0 +1,63 @@
+//! The `otlp` sink's keys.
+
+use std::ops::Range;
+
+use belay_config_file::Source;
+use toml::Spanned;
+
+use super::{ConfigError, RawSink, SinkKind};
+
+/// OTLP/HTTP's path for logs, appended to a base URL (as `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// is); a URL that already ends in it is used as it is.
+const LOGS_PATH: &str = "/v1/logs";
+
+pub(super) fn kind(
+    source: &Source<'_>,
+    sink_span: Range<usize>,
+    sink: RawSink,
+) -> Result<SinkKind, ConfigError> {
+    let url = sink
+        .url
+        .ok_or_else(|| source.at(sink_span.clone(), "url: missing"))?;
+    let base = url.get_ref().trim_end_matches('/');
+    if !(base.starts_with("https://") || base.starts_with("http://")) {
+        return Err(source.at(url.span(), "url: must be an http(s):// URL"));
+    }
+    let endpoint = if base.ends_with(LOGS_PATH) {
+        base.to_owned()
+    } else {
+        format!("{base}{LOGS_PATH}")
+    };
+    let mut headers = Vec::new();
+    if let Some(given) = sink.headers {
+        let span = given.span();
+        for (name, value) in given.into_inner() {
+            if let Err(err) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) {
+                return Err(source.at(span, format!("headers: {name:?}: {err}")));
+            }
+            if name.eq_ignore_ascii_case("content-type") {
+                return Err(source.at(
+                    span,
+                    "headers: content-type is set by belay (application/json)",
+                ));
+            }
+            if reqwest::header::HeaderValue::from_str(&value).is_err() {
+                // The value is likely a credential: name the header, never show it.
+                return Err(source.at(
+                    span,
+                    format!("headers: the value of {name:?} is not a valid HTTP header value"),
+                ));
+            }
+            headers.push((name, value));
+        }
+    }
+    Ok(SinkKind::Otlp {
+        endpoint,
+        headers,
+        ca_file: sink.ca_file.map(Spanned::into_inner),
+        batch_max: sink
+            .batch_max
+            .map_or(100, |b| b.into_inner())
+            .clamp(1, 10_000),
+    })
+}
