@@ -212,6 +212,7 @@ async fn run_sink(
     let mut head = spool.head();
     let mut reader = spool.reader(&name);
     let mut sink: Option<Sink> = None;
+    let batch_max = Sink::batch_max(&config);
     let mut delay = BACKOFF_MIN;
     // Oldest first. The cursor never passes the first: it only moves to a confirmed end.
     let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -237,8 +238,7 @@ async fn run_sink(
                 }
                 break 'attempt None;
             }
-            let max = sink.as_ref().map_or(256, Sink::batch_max);
-            let batch = match reader.read(max) {
+            let batch = match reader.read(batch_max) {
                 Ok(batch) => batch,
                 Err(err) => {
                     tracing::error!(sink = %name, error = %err, "export: cannot read the spool");

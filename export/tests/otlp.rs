@@ -19,7 +19,7 @@ use belay_export::{Event, ExportConfig, Exporter, format};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde_json::{Value, json};
-use support::{config, event, wait_until};
+use support::{config, event, test_pki, wait_until};
 
 const KEY: &str = "Bearer otlp-test-key";
 
@@ -30,6 +30,8 @@ struct Receiver {
     /// Requests received, and how many records they held in all.
     requests: AtomicU64,
     received: AtomicU64,
+    /// The most records one request held.
+    largest: AtomicU64,
     /// Answer this many requests with 503 first.
     busy: AtomicU64,
     /// Answer every request with 400 while set.
@@ -177,6 +179,7 @@ async fn logs_endpoint(
         }
     };
     r.received.fetch_add(count, Ordering::SeqCst);
+    r.largest.fetch_max(count, Ordering::SeqCst);
     let rejected = r.reject.swap(0, Ordering::SeqCst).min(count);
     r.rejected.fetch_add(rejected, Ordering::SeqCst);
     let answer = if rejected > 0 {
@@ -204,6 +207,56 @@ fn sink(port: u16, format: &str) -> String {
         "[[sink]]\nname = \"otel\"\ntype = \"otlp\"\nurl = \"http://127.0.0.1:{port}/\"\n\
          headers = {{ \"Authorization\" = \"{KEY}\" }}\nbatch_max = 50\nformat = \"{format}\"\n"
     )
+}
+
+/// Serves HTTPS: axum on a TLS listener with the certificate and key in `cert`, `key`.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsListener {
+    async fn bind(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Self {
+            tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that does not trust us fails its handshake: wait for the next.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 struct Setup {
@@ -279,8 +332,8 @@ async fn every_event_arrives_as_a_log_record_the_otlp_types_decode() {
             e.id
         );
     }
-    // Batches of at most 50: 200 events take at least 4 requests.
-    assert!(s.receiver.requests.load(Ordering::SeqCst) >= 4);
+    // batch_max = 50 holds for every request, the first included.
+    assert_eq!(s.receiver.largest.load(Ordering::SeqCst), 50);
     assert!(
         wait_until(Duration::from_secs(5), || s.exporter.spool().cursor("otel")
             == 200)
@@ -434,4 +487,58 @@ fn otlp_config_errors_name_file_line_column_and_key() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_the_configured_ca_delivers_and_without_it_nothing_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(dir.path());
+    let receiver = Arc::new(Receiver::default());
+    let listener = TlsListener::bind(&cert, &key).await;
+    let port = axum::serve::Listener::local_addr(&listener).unwrap().port();
+    let app = axum::Router::new()
+        .route("/v1/logs", post(logs_endpoint))
+        .with_state(Arc::clone(&receiver));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let sink = |name: &str, ca: Option<&std::path::Path>| {
+        let ca = ca.map_or(String::new(), |ca| {
+            format!("ca_file = {:?}\n", ca.display().to_string())
+        });
+        format!(
+            "[[sink]]\nname = \"{name}\"\ntype = \"otlp\"\nurl = \"https://localhost:{port}\"\n\
+             headers = {{ \"Authorization\" = \"{KEY}\" }}\n{ca}"
+        )
+    };
+
+    // Without the CA the certificate is not trusted: retried, kept, never dropped.
+    let untrusted_dir = tempfile::tempdir().unwrap();
+    let untrusted =
+        Exporter::start(config(untrusted_dir.path(), "", &sink("untrusted", None))).unwrap();
+    untrusted.handle().offer(event(1000));
+    let metrics = untrusted.metrics().clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || metrics.counter(
+            RETRIED,
+            "untrusted",
+            None
+        ) >= 1)
+        .await
+    );
+    assert_eq!(untrusted.spool().cursor("untrusted"), 0);
+    assert_eq!(metrics.counter(DROPPED, "untrusted", None), 0);
+    untrusted.shutdown().await;
+
+    let spool = tempfile::tempdir().unwrap();
+    let exporter = Exporter::start(config(spool.path(), "", &sink("otel", Some(&ca)))).unwrap();
+    for n in 0..50 {
+        exporter.handle().offer(event(n));
+    }
+    let all = receives_all(&receiver, 50, Duration::from_secs(30)).await;
+    assert_no_problems(&receiver);
+    assert!(
+        all,
+        "{} of 50 over HTTPS",
+        receiver.records.lock().unwrap().len()
+    );
+    exporter.shutdown().await;
 }

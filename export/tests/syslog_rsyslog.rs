@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use belay_export::Exporter;
-use support::{config, event, wait_until};
+use support::{config, event, test_pki, wait_until};
 
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 
@@ -498,26 +498,4 @@ async fn stop_after_the_receiver_died_keeps_pending_events_for_the_next_start() 
         assert_eq!(ids[100 + n as usize], event(n).id, "sent again, in order");
     }
     exporter.shutdown().await;
-}
-
-/// A CA and a server certificate for localhost / 127.0.0.1, as PEM files.
-fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_ca_cert_der(ca_cert.der(), ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    (paths.0, paths.1, paths.2)
 }

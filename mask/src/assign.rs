@@ -254,18 +254,7 @@ mod tests {
     #[test]
     fn assignments_agree_with_regexes() {
         let m = Masker::new(&MaskConfig::default(), [1; 32]).unwrap();
-        let mut texts: Vec<String> = Vec::new();
-        for s in corpus::secret_samples(corpus::SEED, 20) {
-            texts.push(s.argv.join(" "));
-            texts.push(s.env.join(" "));
-            texts.extend(s.argv);
-            texts.extend(s.env);
-        }
-        for l in corpus::ordinary_argv(corpus::SEED, 2000) {
-            texts.push(l.join(" "));
-            texts.extend(l);
-        }
-        texts.extend(corpus::ordinary_env(corpus::SEED, 500));
+        let texts = corpus::texts();
         let mut rng = corpus::Rng::new(corpus::SEED);
         let mut assigns = 0;
         for d in m.detectors() {

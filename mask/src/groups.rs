@@ -169,18 +169,7 @@ mod tests {
     #[test]
     fn shapes_agree_with_captures() {
         let m = Masker::new(&MaskConfig::default(), [1; 32]).unwrap();
-        let mut texts: Vec<String> = Vec::new();
-        for s in corpus::secret_samples(corpus::SEED, 20) {
-            texts.push(s.argv.join(" "));
-            texts.push(s.env.join(" "));
-            texts.extend(s.argv);
-            texts.extend(s.env);
-        }
-        for l in corpus::ordinary_argv(corpus::SEED, 2000) {
-            texts.push(l.join(" "));
-            texts.extend(l);
-        }
-        texts.extend(corpus::ordinary_env(corpus::SEED, 500));
+        let texts = corpus::texts();
         let mut checked = 0;
         for d in m.detectors() {
             if matches!(d.shape, super::Shape::Captures) {

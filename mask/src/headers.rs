@@ -227,17 +227,7 @@ mod tests {
     #[test]
     fn header_matchers_agree_with_regexes() {
         let m = Masker::new(&MaskConfig::default(), [1; 32]).unwrap();
-        let mut texts: Vec<String> = Vec::new();
-        for s in corpus::secret_samples(corpus::SEED, 20) {
-            texts.push(s.argv.join(" "));
-            texts.push(s.env.join(" "));
-            texts.extend(s.argv);
-            texts.extend(s.env);
-        }
-        for l in corpus::ordinary_argv(corpus::SEED, 2000) {
-            texts.push(l.join(" "));
-            texts.extend(l);
-        }
+        let mut texts = corpus::texts();
         let mut rng = corpus::Rng::new(corpus::SEED);
         texts.extend(near_misses(&mut rng));
         let mut headers = 0;

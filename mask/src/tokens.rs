@@ -310,25 +310,8 @@ pub(crate) fn hand_matcher(kind: &str, pattern: &str) -> Option<Hand> {
 mod tests {
     use crate::{MaskConfig, Masker, corpus};
 
-    /// Texts from the corpus (argv elements, env entries, joined lines) and, per
-    /// detector, generated near-misses around its own prefixes: every count one short,
-    /// exact and one over, word and non-word neighbours, prefixes inside prefixes.
-    fn texts() -> Vec<String> {
-        let mut texts: Vec<String> = Vec::new();
-        for s in corpus::secret_samples(corpus::SEED, 20) {
-            texts.push(s.argv.join(" "));
-            texts.push(s.env.join(" "));
-            texts.extend(s.argv);
-            texts.extend(s.env);
-        }
-        for l in corpus::ordinary_argv(corpus::SEED, 2000) {
-            texts.push(l.join(" "));
-            texts.extend(l);
-        }
-        texts.extend(corpus::ordinary_env(corpus::SEED, 500));
-        texts
-    }
-
+    /// Per detector, generated near-misses around its own prefixes: every count one
+    /// short, exact and one over, word and non-word neighbours, prefixes inside prefixes.
     fn near_misses(rng: &mut corpus::Rng, literals: &[&str]) -> Vec<String> {
         const PIECES: &[&str] = &[
             "a", "Z", "7", "2", "_", "-", ".", " ", "/", "=", "é", "ab", "-x-", "..", "AA",
@@ -369,7 +352,7 @@ mod tests {
     #[test]
     fn hand_matchers_agree_with_regexes() {
         let m = Masker::new(&MaskConfig::default(), [1; 32]).unwrap();
-        let texts = texts();
+        let texts = corpus::texts();
         let mut rng = corpus::Rng::new(corpus::SEED);
         let mut hands = 0;
         for d in m.detectors() {

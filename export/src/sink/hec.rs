@@ -27,7 +27,6 @@ pub struct HecSink {
     channel: String,
     sourcetype: String,
     index: Option<String>,
-    batch_max: usize,
     ack_timeout: Duration,
 }
 
@@ -39,26 +38,14 @@ impl HecSink {
             acks,
             sourcetype,
             index,
-            batch_max,
             ca_file,
             ack_timeout,
+            ..
         } = &config.kind
         else {
             unreachable!("a splunk_hec sink config");
         };
-        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
-        if let Some(ca_file) = ca_file {
-            let pem = std::fs::read(ca_file).map_err(|err| {
-                SinkError::Config(format!("ca_file {}: {err}", ca_file.display()))
-            })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|err| {
-                SinkError::Config(format!("ca_file {}: {err}", ca_file.display()))
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let client = builder
-            .build()
-            .map_err(|err| SinkError::Config(format!("HTTP client: {err}")))?;
+        let client = super::http_client(ca_file.as_deref(), &[], REQUEST_TIMEOUT)?;
         Ok(Self {
             client,
             url: url.clone(),
@@ -67,13 +54,8 @@ impl HecSink {
             channel: random_id(),
             sourcetype: sourcetype.clone(),
             index: index.clone(),
-            batch_max: *batch_max,
             ack_timeout: *ack_timeout,
         })
-    }
-
-    pub fn batch_max(&self) -> usize {
-        self.batch_max
     }
 
     /// The HEC envelope of one event.

@@ -41,6 +41,39 @@ impl SinkError {
 /// counted here, not as delivered.
 pub const SENT_UNCONFIRMED: &str = "belay_export_sent_unconfirmed_total";
 
+/// An HTTPS client for a sink: `ca_file` (PEM) trusted besides the system roots,
+/// `headers` sent with every request (marked sensitive: they carry credentials).
+fn http_client(
+    ca_file: Option<&std::path::Path>,
+    headers: &[(String, String)],
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, SinkError> {
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+    let mut default_headers = HeaderMap::new();
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|err| SinkError::Config(format!("header {name:?}: {err}")))?;
+        let mut value = HeaderValue::from_str(value)
+            .map_err(|err| SinkError::Config(format!("header {name}: {err}")))?;
+        value.set_sensitive(true);
+        default_headers.insert(name, value);
+    }
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .default_headers(default_headers);
+    if let Some(ca_file) = ca_file {
+        let problem = |err: &dyn std::fmt::Display| {
+            SinkError::Config(format!("ca_file {}: {err}", ca_file.display()))
+        };
+        let pem = std::fs::read(ca_file).map_err(|err| problem(&err))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|err| problem(&err))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build()
+        .map_err(|err| SinkError::Config(format!("HTTP client: {err}")))
+}
+
 /// What became of a batch a sink accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -75,13 +108,13 @@ impl Sink {
         })
     }
 
-    /// How many events one delivery carries at most.
-    pub fn batch_max(&self) -> usize {
-        match self {
-            Sink::Jsonl(_) => 512,
-            Sink::Syslog(_) => 256,
-            Sink::Hec(h) => h.batch_max(),
-            Sink::Otlp(o) => o.batch_max(),
+    /// How many events one delivery to the sink `config` describes carries at most.
+    /// Known before the sink exists, so the first batch obeys it too.
+    pub fn batch_max(config: &SinkConfig) -> usize {
+        match &config.kind {
+            SinkKind::Jsonl { .. } => 512,
+            SinkKind::Syslog { .. } => 256,
+            SinkKind::SplunkHec { batch_max, .. } | SinkKind::Otlp { batch_max, .. } => *batch_max,
         }
     }
 

@@ -31,7 +31,6 @@ pub struct OtlpSink {
     client: reqwest::Client,
     /// The full logs endpoint, `.../v1/logs`.
     endpoint: String,
-    batch_max: usize,
 }
 
 impl OtlpSink {
@@ -40,45 +39,16 @@ impl OtlpSink {
             endpoint,
             headers,
             ca_file,
-            batch_max,
+            ..
         } = &config.kind
         else {
             unreachable!("an otlp sink config");
         };
-        let mut default_headers = reqwest::header::HeaderMap::new();
-        for (name, value) in headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|err| SinkError::Config(format!("header {name:?}: {err}")))?;
-            let mut value = reqwest::header::HeaderValue::from_str(value)
-                .map_err(|err| SinkError::Config(format!("header {name}: {err}")))?;
-            // Headers carry API keys: keep them out of debug output.
-            value.set_sensitive(true);
-            default_headers.insert(name, value);
-        }
-        let mut builder = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .default_headers(default_headers);
-        if let Some(ca_file) = ca_file {
-            let pem = std::fs::read(ca_file).map_err(|err| {
-                SinkError::Config(format!("ca_file {}: {err}", ca_file.display()))
-            })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|err| {
-                SinkError::Config(format!("ca_file {}: {err}", ca_file.display()))
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let client = builder
-            .build()
-            .map_err(|err| SinkError::Config(format!("HTTP client: {err}")))?;
+        let client = super::http_client(ca_file.as_deref(), headers, REQUEST_TIMEOUT)?;
         Ok(Self {
             client,
             endpoint: endpoint.clone(),
-            batch_max: *batch_max,
         })
-    }
-
-    pub fn batch_max(&self) -> usize {
-        self.batch_max
     }
 
     pub async fn deliver(

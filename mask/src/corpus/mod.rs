@@ -10,6 +10,25 @@ mod secrets;
 pub use ordinary::{ordinary_argv, ordinary_env};
 pub use secrets::secret_samples;
 
+/// What the drift tests run a hand matcher and its regex on: every argv element, env
+/// entry and whole line (joined with spaces) of the secret samples and ordinary lines.
+#[cfg(test)]
+pub(crate) fn texts() -> Vec<String> {
+    let mut texts: Vec<String> = Vec::new();
+    for s in secret_samples(SEED, 20) {
+        texts.push(s.argv.join(" "));
+        texts.push(s.env.join(" "));
+        texts.extend(s.argv);
+        texts.extend(s.env);
+    }
+    for l in ordinary_argv(SEED, 2000) {
+        texts.push(l.join(" "));
+        texts.extend(l);
+    }
+    texts.extend(ordinary_env(SEED, 500));
+    texts
+}
+
 /// A small deterministic generator (SplitMix64): the corpus is the same on every run
 /// and machine, without a dependency.
 #[derive(Debug, Clone)]

@@ -1,23 +1,6 @@
 use super::Kind;
 use crate::{MaskConfig, Masker, corpus, groups::Groups, tokens::Hand};
 
-/// Texts from the corpus: argv elements, env entries, joined lines.
-fn corpus_texts() -> Vec<String> {
-    let mut texts: Vec<String> = Vec::new();
-    for s in corpus::secret_samples(corpus::SEED, 20) {
-        texts.push(s.argv.join(" "));
-        texts.push(s.env.join(" "));
-        texts.extend(s.argv);
-        texts.extend(s.env);
-    }
-    for l in corpus::ordinary_argv(corpus::SEED, 2000) {
-        texts.push(l.join(" "));
-        texts.extend(l);
-    }
-    texts.extend(corpus::ordinary_env(corpus::SEED, 500));
-    texts
-}
-
 /// Pieces near-misses are made of: each matcher's anchors, its classes' edges, counts
 /// one short, exact and one over, neighbours that are and are not word bytes.
 fn pieces(l: Kind, rng: &mut corpus::Rng) -> Vec<String> {
@@ -256,7 +239,7 @@ fn near_misses(l: Kind, rng: &mut corpus::Rng) -> Vec<String> {
 #[test]
 fn literal_matchers_agree_with_regexes() {
     let m = Masker::new(&MaskConfig::default(), [1; 32]).unwrap();
-    let texts = corpus_texts();
+    let texts = corpus::texts();
     let mut rng = corpus::Rng::new(corpus::SEED);
     let mut seen = Vec::new();
     for d in m.detectors() {

@@ -1,22 +1,5 @@
 use crate::{MaskConfig, Masker, corpus, corpus::Rng, groups::Groups, tokens::Hand};
 
-/// Texts from the corpus: argv elements, env entries and joined lines.
-fn corpus_texts() -> Vec<String> {
-    let mut texts: Vec<String> = Vec::new();
-    for s in corpus::secret_samples(corpus::SEED, 20) {
-        texts.push(s.argv.join(" "));
-        texts.push(s.env.join(" "));
-        texts.extend(s.argv);
-        texts.extend(s.env);
-    }
-    for l in corpus::ordinary_argv(corpus::SEED, 2000) {
-        texts.push(l.join(" "));
-        texts.extend(l);
-    }
-    texts.extend(corpus::ordinary_env(corpus::SEED, 500));
-    texts
-}
-
 /// Cases the backtracking decides: too many digits for a card, a card that ends early
 /// at a separator, `)` given back for the `\b`, Unicode digits.
 const FIXED: &[&str] = &[
@@ -219,7 +202,7 @@ fn near_misses() -> Vec<String> {
 #[test]
 fn pii_matchers_agree_with_regexes() {
     let m = Masker::new(&MaskConfig::default(), [1; 32]).unwrap();
-    let texts: Vec<String> = corpus_texts().into_iter().chain(near_misses()).collect();
+    let texts: Vec<String> = corpus::texts().into_iter().chain(near_misses()).collect();
     let mut hands = Vec::new();
     for d in m.detectors() {
         let Some(Hand::Pii(pii)) = &d.hand else {
