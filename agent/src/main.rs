@@ -120,8 +120,10 @@ struct Args {
     /// decides a request of a process running under their own uid.
     #[arg(long, env = "BELAY_DECIDER_GID", value_name = "GID")]
     decider_gid: Option<u32>,
-    /// Export requests and their outcomes to SIEMs: spool and sinks (TOML, see
-    /// belay-export's config module).
+    /// Export requests and their outcomes to SIEMs. TOML: a `[spool]` on disk and any
+    /// number of `[[sink]]`s, each of type jsonl, syslog (udp, tcp or tls), splunk_hec
+    /// or otlp, in native or ocsf format; README "Export to a SIEM" has an example.
+    /// Errors name FILE:LINE:COL and stop the start.
     #[arg(long, env = "BELAY_EXPORT_CONFIG", value_name = "FILE")]
     export_config: Option<PathBuf>,
     /// Key of the hashes in masked values (`…[KIND:HASH]`): 64 hex digits, mode 0600,

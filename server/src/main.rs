@@ -58,7 +58,10 @@ struct Args {
     #[arg(long, env = "BELAY_QUORUM", default_value = "1", value_name = "N")]
     quorum: std::num::NonZeroU32,
 
-    /// Audit export to SIEMs: spool and sinks (TOML, see belay-export's config module).
+    /// Export the audit log to SIEMs. TOML: a `[spool]` on disk and any number of
+    /// `[[sink]]`s, each of type jsonl, syslog (udp, tcp or tls), splunk_hec or otlp, in
+    /// native or ocsf format; README "Export to a SIEM" has an example. Errors name
+    /// FILE:LINE:COL and stop the start.
     #[arg(long, env = "BELAY_EXPORT_CONFIG", value_name = "FILE")]
     export_config: Option<PathBuf>,
 
