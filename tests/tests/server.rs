@@ -41,6 +41,21 @@ impl Server {
     }
 
     fn start_with(addr: std::net::SocketAddr, state: &Path, extra: &[&str]) -> Self {
+        Self::spawn(addr, state, extra, Stdio::inherit())
+    }
+
+    /// A server whose log (stderr) goes to the file `log`, for a test to read.
+    fn start_logging_to(
+        addr: std::net::SocketAddr,
+        state: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("the server's log file");
+        Self::spawn(addr, state, extra, Stdio::from(file))
+    }
+
+    fn spawn(addr: std::net::SocketAddr, state: &Path, extra: &[&str], stderr: Stdio) -> Self {
         let auth = state.join("auth.toml");
         if !auth.exists() {
             let mut config = String::new();
@@ -68,6 +83,7 @@ impl Server {
             .arg(&auth)
             .args(extra)
             .stdin(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("belay-server starts");
         assert!(
@@ -338,10 +354,18 @@ fn secrets_in_argv_and_env_reach_no_reviewer_database_audit_log_or_export() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let server = Server::start_with(
+    // Logs are one more way out (journald, then a log shipper): both daemons' logs go to
+    // files this test reads.
+    let logs = tempfile::tempdir().unwrap();
+    let (server_log, agent_log) = (
+        logs.path().join("server.log"),
+        logs.path().join("agent.log"),
+    );
+    let server = Server::start_logging_to(
         addr,
         state.path(),
         &["--export-config", server_config.to_str().unwrap()],
+        &server_log,
     );
     let certs = server.enroll();
     let dir = tempfile::tempdir().unwrap();
@@ -353,18 +377,21 @@ fn secrets_in_argv_and_env_reach_no_reviewer_database_audit_log_or_export() {
     .unwrap();
     let agent_export = tempfile::tempdir().unwrap();
     let agent_config = jsonl_export(agent_export.path());
-    let agent = Agent::start(&[
-        "--policy",
-        policy.to_str().unwrap(),
-        "--server",
-        &server.url,
-        "--cert-dir",
-        certs.path().to_str().unwrap(),
-        "--export-config",
-        agent_config.to_str().unwrap(),
-        "--mask-key-file",
-        dir.path().join("mask.key").to_str().unwrap(),
-    ]);
+    let agent = Agent::start_logging_to(
+        &agent_log,
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--server",
+            &server.url,
+            "--cert-dir",
+            certs.path().to_str().unwrap(),
+            "--export-config",
+            agent_config.to_str().unwrap(),
+            "--mask-key-file",
+            dir.path().join("mask.key").to_str().unwrap(),
+        ],
+    );
     let password_flag = format!("--password={PASSWORD}");
     let url = format!("https://bob:{URL_PASSWORD}@db.example.com/prod");
     let mut actor = agent.run_env(
@@ -434,6 +461,17 @@ fn secrets_in_argv_and_env_reach_no_reviewer_database_audit_log_or_export() {
     // Every byte the server and the agent's exporter keep on disk: databases with
     // their WAL, spools, exports.
     drop(agent);
+    drop(server);
+    for (log, shows) in [
+        (&server_log, id.as_str()),
+        (&agent_log, "paused; waiting for a decision"),
+    ] {
+        let text = std::fs::read_to_string(log).unwrap();
+        // Shown with the test's output when it fails.
+        eprint!("{text}");
+        assert!(text.contains(shows), "{} logged {shows:?}", log.display());
+        assert_absent(&secrets, &log.display().to_string(), text.as_bytes());
+    }
     for dir in [state.path(), server_export.path(), agent_export.path()] {
         for (path, bytes) in all_bytes(dir) {
             assert_absent(&secrets, &path.display().to_string(), &bytes);

@@ -32,6 +32,16 @@ impl Agent {
 
     /// Starts a daemon on `pins`, which an earlier daemon may have left behind.
     pub fn start_with(pins: PinDir, extra: &[&str]) -> Self {
+        Self::spawn(pins, extra, Stdio::inherit())
+    }
+
+    /// Starts a daemon whose log (stderr) goes to the file `log`, for a test to read.
+    pub fn start_logging_to(log: &std::path::Path, extra: &[&str]) -> Self {
+        let file = std::fs::File::create(log).expect("the agent's log file");
+        Self::spawn(PinDir::new(), extra, Stdio::from(file))
+    }
+
+    fn spawn(pins: PinDir, extra: &[&str], stderr: Stdio) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // The agents run as AGENT_UID and must reach the socket.
         std::fs::set_permissions(
@@ -54,6 +64,7 @@ impl Agent {
             .arg(&pins.0)
             .args(extra)
             .stdin(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("belay-agent starts");
         let mut exited = None;
