@@ -105,27 +105,40 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// What a kernel action looks like to people. Callers pass argv, env and hostnames
-/// already masked.
+/// What a kernel action looks like to people, with argv, the environment and hostnames
+/// masked by `masker`: every view is built here, so none leaves the daemon unmasked.
 pub fn action_view(
+    masker: &Masker,
     action: &Action,
     file: Option<String>,
     argv: Option<Vec<String>>,
     env: Option<Vec<String>>,
-    hostnames: Vec<String>,
+    hostnames: &[String],
 ) -> ActionView {
+    let masked_hostnames = || {
+        hostnames
+            .iter()
+            .map(|h| masker.mask(h).into_owned())
+            .collect()
+    };
     match action {
         Action::Exec { path, .. } => ActionView::Exec {
             path: path.clone(),
             file,
-            argv,
-            env,
+            argv: argv.map(|mut a| {
+                masker.mask_argv_in_place(&mut a);
+                a
+            }),
+            env: env.map(|mut e| {
+                masker.mask_env_in_place(&mut e);
+                e
+            }),
         },
         Action::Connect { addr, transport } => ActionView::Connect {
             address: addr.ip().to_string(),
             port: addr.port(),
             protocol: protocol(*transport),
-            hostnames,
+            hostnames: masked_hostnames(),
         },
         Action::ConnectUnix { path, transport } => ActionView::ConnectUnix {
             path: path.clone(),
@@ -139,7 +152,7 @@ pub fn action_view(
             address: addr.ip().to_string(),
             port: addr.port(),
             protocol: protocol(*transport),
-            hostnames,
+            hostnames: masked_hostnames(),
         },
     }
 }
@@ -162,22 +175,10 @@ impl RequestBook {
             server_id,
             masker,
         } = info;
-        let argv = argv.map(|mut a| {
-            masker.mask_argv_in_place(&mut a);
-            a
-        });
-        let env = env.map(|mut e| {
-            masker.mask_env_in_place(&mut e);
-            e
-        });
-        let hostnames: Vec<String> = hostnames
-            .iter()
-            .map(|h| masker.mask(h).into_owned())
-            .collect();
         self.next_id += 1;
         let id = self.next_id;
         let now = SystemTime::now();
-        let action = action_view(&ev.action, file, argv, env, hostnames);
+        let action = action_view(&masker, &ev.action, file, argv, env, &hostnames);
         let view = RequestView {
             id,
             tgid: ev.tgid,

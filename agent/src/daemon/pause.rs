@@ -292,7 +292,6 @@ fn export_verdict(
     if !crate::export::enabled() {
         return;
     }
-    let masker = policy.masker();
     crate::export::policy_decided(crate::export::PolicyDecided {
         tgid: ev.tgid,
         uid: ev.uid,
@@ -302,20 +301,12 @@ fn export_verdict(
         policy_action: settled.policy_action,
         decided_in: settled.decided_in,
         action: crate::requests::action_view(
+            &policy.masker(),
             &ev.action,
             g.file,
-            g.argv.map(|mut a| {
-                masker.mask_argv_in_place(&mut a);
-                a
-            }),
-            g.env.map(|mut e| {
-                masker.mask_env_in_place(&mut e);
-                e
-            }),
-            hostnames
-                .iter()
-                .map(|h| masker.mask(h).into_owned())
-                .collect(),
+            g.argv,
+            g.env,
+            hostnames,
         ),
     });
 }
