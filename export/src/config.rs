@@ -141,8 +141,9 @@ pub enum SinkKind {
     Otlp {
         /// The full logs URL (`.../v1/logs`).
         endpoint: String,
-        /// Sent with every request, in the order given (header names are validated).
-        headers: Vec<(String, String)>,
+        /// Sent with every request; validated, and marked sensitive (they carry
+        /// credentials), so debug output does not show them.
+        headers: reqwest::header::HeaderMap,
         ca_file: Option<PathBuf>,
         batch_max: usize,
     },

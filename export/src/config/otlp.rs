@@ -3,6 +3,7 @@
 use std::ops::Range;
 
 use belay_config_file::Source;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use toml::Spanned;
 
 use super::{ConfigError, RawSink, SinkKind};
@@ -28,27 +29,29 @@ pub(super) fn kind(
     } else {
         format!("{base}{LOGS_PATH}")
     };
-    let mut headers = Vec::new();
+    let mut headers = HeaderMap::new();
     if let Some(given) = sink.headers {
         let span = given.span();
         for (name, value) in given.into_inner() {
-            if let Err(err) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) {
-                return Err(source.at(span, format!("headers: {name:?}: {err}")));
-            }
-            if name.eq_ignore_ascii_case("content-type") {
+            let header = match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(header) => header,
+                Err(err) => return Err(source.at(span, format!("headers: {name:?}: {err}"))),
+            };
+            if header == reqwest::header::CONTENT_TYPE {
                 return Err(source.at(
                     span,
                     "headers: content-type is set by belay (application/json)",
                 ));
             }
-            if reqwest::header::HeaderValue::from_str(&value).is_err() {
+            let Ok(mut value) = HeaderValue::from_str(&value) else {
                 // The value is likely a credential: name the header, never show it.
                 return Err(source.at(
                     span,
                     format!("headers: the value of {name:?} is not a valid HTTP header value"),
                 ));
-            }
-            headers.push((name, value));
+            };
+            value.set_sensitive(true);
+            headers.insert(header, value);
         }
     }
     Ok(SinkKind::Otlp {

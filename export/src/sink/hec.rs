@@ -45,7 +45,7 @@ impl HecSink {
         else {
             unreachable!("a splunk_hec sink config");
         };
-        let client = super::http_client(ca_file.as_deref(), &[], REQUEST_TIMEOUT)?;
+        let client = super::http_client(ca_file.as_deref(), Default::default(), REQUEST_TIMEOUT)?;
         Ok(Self {
             client,
             url: url.clone(),

@@ -42,25 +42,15 @@ impl SinkError {
 pub const SENT_UNCONFIRMED: &str = "belay_export_sent_unconfirmed_total";
 
 /// An HTTPS client for a sink: `ca_file` (PEM) trusted besides the system roots,
-/// `headers` sent with every request (marked sensitive: they carry credentials).
+/// `headers` (validated by the config) sent with every request.
 fn http_client(
     ca_file: Option<&std::path::Path>,
-    headers: &[(String, String)],
+    headers: reqwest::header::HeaderMap,
     timeout: std::time::Duration,
 ) -> Result<reqwest::Client, SinkError> {
-    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-    let mut default_headers = HeaderMap::new();
-    for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|err| SinkError::Config(format!("header {name:?}: {err}")))?;
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|err| SinkError::Config(format!("header {name}: {err}")))?;
-        value.set_sensitive(true);
-        default_headers.insert(name, value);
-    }
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
-        .default_headers(default_headers);
+        .default_headers(headers);
     if let Some(ca_file) = ca_file {
         let problem = |err: &dyn std::fmt::Display| {
             SinkError::Config(format!("ca_file {}: {err}", ca_file.display()))

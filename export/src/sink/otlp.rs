@@ -44,7 +44,7 @@ impl OtlpSink {
         else {
             unreachable!("an otlp sink config");
         };
-        let client = super::http_client(ca_file.as_deref(), headers, REQUEST_TIMEOUT)?;
+        let client = super::http_client(ca_file.as_deref(), headers.clone(), REQUEST_TIMEOUT)?;
         Ok(Self {
             client,
             endpoint: endpoint.clone(),
