@@ -57,8 +57,12 @@ impl Triggers {
 
     /// The detectors (bit i: detector i) one of whose triggers occurs in `text`.
     pub(crate) fn triggered(&self, text: &[u8]) -> u128 {
+        let dfa = &self.dfa;
+        let s0 = dfa
+            .start_state(Anchored::No)
+            .expect("built with an unanchored start");
         if text.len() < LANES * LANE_MIN {
-            return self.walk(text, 0, text.len(), 0);
+            return self.walk_from(text, 0, text.len(), s0, 0);
         }
         // Each byte's step is a load that depends on the previous one, so a single
         // walk waits on memory at every byte. Walking LANES parts of the text at once
@@ -75,10 +79,6 @@ impl Triggers {
                 (k + 1) * part
             }
         };
-        let dfa = &self.dfa;
-        let s0 = dfa
-            .start_state(Anchored::No)
-            .expect("built with an unanchored start");
         let mut sid = [s0; LANES];
         let mut at: [usize; LANES] = std::array::from_fn(start);
         // Every part is at least `part` bytes long: walk that many in lock step.
@@ -96,15 +96,6 @@ impl Triggers {
             run = self.walk_from(text, at[k], end(k), sid[k], run);
         }
         run
-    }
-
-    /// One walk over `text[from..to]` from the start state.
-    fn walk(&self, text: &[u8], from: usize, to: usize, run: u128) -> u128 {
-        let s0 = self
-            .dfa
-            .start_state(Anchored::No)
-            .expect("built with an unanchored start");
-        self.walk_from(text, from, to, s0, run)
     }
 
     /// The walk over `text[from..to]` from state `sid`.
