@@ -16,25 +16,11 @@
 //! - `["']?`, both `\s*` and the value are all greedy with nothing to give back to.
 use std::ops::Range;
 
+use crate::groups::{boundary, is_space};
+
 /// `[A-Za-z0-9_.-]`.
 fn is_name(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
-}
-
-fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// `(?-u:\s)`.
-fn is_space(b: u8) -> bool {
-    matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ')
-}
-
-/// `(?-u:\b)` at `at`.
-fn boundary(h: &[u8], at: usize) -> bool {
-    let before = at > 0 && is_word(h[at - 1]);
-    let after = h.get(at).is_some_and(|&b| is_word(b));
-    before != after
 }
 
 const LONG_S: &[u8] = "\u{17f}".as_bytes();

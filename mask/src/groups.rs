@@ -80,6 +80,18 @@ pub(crate) fn is_space(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ')
 }
 
+/// `(?-u:\w)`: ASCII word characters, as `(?-u:\b)` sees them.
+pub(crate) fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// `(?-u:\b)` at `at`.
+pub(crate) fn boundary(h: &[u8], at: usize) -> bool {
+    let before = at > 0 && is_word(h[at - 1]);
+    let after = h.get(at).is_some_and(|&b| is_word(b));
+    before != after
+}
+
 fn skip(h: &[u8], mut at: usize, end: usize, f: impl Fn(u8) -> bool) -> usize {
     while at < end && f(h[at]) {
         at += 1;

@@ -16,18 +16,7 @@
 //!   holds: such texts go to the regex ([`Header::handles`]).
 use std::ops::Range;
 
-use crate::groups::is_space;
-
-fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// `(?-u:\b)` at `at`.
-fn boundary(h: &[u8], at: usize) -> bool {
-    let before = at > 0 && is_word(h[at - 1]);
-    let after = h.get(at).is_some_and(|&b| is_word(b));
-    before != after
-}
+use crate::groups::{boundary, is_space};
 
 /// `[^\s"',]`: a header value.
 fn header_value(b: u8) -> bool {

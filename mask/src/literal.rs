@@ -27,11 +27,7 @@ use std::ops::Range;
 
 use memchr::memmem::Finder;
 
-use crate::groups::is_space;
-
-fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
+use crate::groups::{is_space, is_word};
 
 /// The end of the run of `class` bytes from `at`.
 fn run(h: &[u8], mut at: usize, class: impl Fn(u8) -> bool) -> usize {

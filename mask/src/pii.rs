@@ -21,6 +21,8 @@
 //! 0xD8) holds none and the byte tests here are exact; other text goes to the regex.
 use std::ops::Range;
 
+use crate::groups::{boundary, is_word};
+
 /// The patterns as `builtins` hands them over (`\s` already rewritten).
 const CARD: &str = r"\b(?P<s>[2-6]\d{3}(?:[ -]?\d){9,15})\b";
 const SSN: &str = r"\b(?P<s>\d{3}-\d{2}-\d{4})\b";
@@ -36,11 +38,6 @@ pub(crate) fn e164_sep(b: u8) -> bool {
 /// What may precede a NANP number; the number starts with `+`, `1`, `(` or `[2-9]`.
 pub(crate) fn nanp_sep(b: u8) -> bool {
     CLASS[usize::from(b)] & NANP_SEP != 0
-}
-
-/// ASCII word characters, as `(?-u:\b)` sees them.
-fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 // Byte classes, looked up once per byte in the scans for where a match can start.
@@ -98,11 +95,6 @@ fn one_of(h: &[u8], i: usize, set: &[u8]) -> bool {
 /// `\b` at `i` after a word byte.
 fn ends_word(h: &[u8], i: usize) -> bool {
     h.get(i).is_none_or(|&b| !is_word(b))
-}
-
-/// `\b` at `i` (`i > 0`).
-fn boundary(h: &[u8], i: usize) -> bool {
-    is_word(h[i - 1]) != h.get(i).is_some_and(|&b| is_word(b))
 }
 
 /// `[2-9]\d{2}` at `i`.

@@ -13,15 +13,11 @@ use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::{
     assign::{Assign, PASS_KEYWORDS, SECRET_KEYWORDS},
+    groups::is_word,
     headers::Header,
     literal::Literal,
     pii::Pii,
 };
-
-/// ASCII word characters, as `(?-u:\b)` sees them.
-fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
 
 fn alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
