@@ -30,9 +30,9 @@ pub mod kind {
 pub const DNS_CAPTURE: usize = 512;
 
 /// A DNS answer (UDP from port 53) received by a watched process, so the daemon can tell
-/// reviewers which hostname an address was looked up as. Shares the `EVENTS` ring buffer
-/// with [`RawEvent`] (`kind` first in both): the answer is read before any connect that
-/// follows it.
+/// reviewers which hostname an address was looked up as. It has a ring buffer of its own
+/// (`DNS_EVENTS`), which the daemon drains before it handles each pause, so the answer
+/// is read before any connect that follows it.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DnsEvent {
@@ -184,11 +184,20 @@ pub mod syscall {
     pub const EXECVEAT: u64 = 322;
 }
 
+/// `WATCHED` keys at and above this are never thread-group ids (pid_max is at most
+/// 2^22): `WATCHED_RESERVED | tid` holds the slot of a child that watched thread `tid`
+/// is forking, from `task_alloc` (which can still refuse the fork) to the fork
+/// tracepoint (which cannot).
+pub const WATCHED_RESERVED: u32 = 0x8000_0000;
+
 /// `task_struct::flags` bit of io_uring worker threads.
 pub const PF_IO_WORKER: u32 = 0x10;
 
 /// Address families the connect hook understands (values of `sa_family_t`).
 pub mod family {
+    /// On an IPv4 socket, UDP and raw `sendmsg` treat it as `AF_INET`; `connect` with it
+    /// disconnects.
+    pub const UNSPEC: u16 = 0;
     pub const UNIX: u16 = 1;
     pub const INET: u16 = 2;
     pub const INET6: u16 = 10;
@@ -314,6 +323,10 @@ pub struct KernelOffsets {
     pub task_group_leader: u32,
     /// `task_struct::start_time`
     pub task_start_time: u32,
+    /// `socket::sk`
+    pub socket_sk: u32,
+    /// `sock_common::skc_family` (`struct sock` begins with its `sock_common`)
+    pub sk_family: u32,
     pub _pad: u32,
 }
 
@@ -341,6 +354,8 @@ impl KernelOffsets {
             skb_transport_header: 0,
             task_group_leader: 0,
             task_start_time: 0,
+            socket_sk: 0,
+            sk_family: 0,
             _pad: 0,
         }
     }
@@ -373,12 +388,22 @@ pub mod counter {
     pub const WATCH_FAILED: u32 = 8;
     /// DNS answers to watched processes not passed on (ring buffer full).
     pub const DNS_DROPPED: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// Sends and connects of watched processes on IPv4/IPv6 sockets with an address
+    /// belay cannot classify (a family other than the socket's own that the kernel may
+    /// still act on): denied in the kernel.
+    pub const UNCLASSIFIED_DENIED: u32 = 10;
+    /// ptrace-class access (attach, `/proc/PID/mem`, `process_vm_writev`,
+    /// `pidfd_getfd`) from a watched process to a process outside its subject: denied.
+    pub const PTRACE_DENIED: u32 = 11;
+    /// Processes that exec'd into a watched subject but did not fit `WATCHED`: killed
+    /// before their first instruction rather than left to run unwatched.
+    pub const WATCH_KILLED: u32 = 12;
+    pub const COUNT: u32 = 13;
 }
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
 const _: () = assert!(core::mem::size_of::<DnsEvent>() == 528);
 const _: () = assert!(core::mem::size_of::<DaemonState>() == 24);
 const _: () = assert!(core::mem::size_of::<SubjectConf>() == 24);

@@ -1,13 +1,15 @@
 //! Egress: `socket_connect`, and `socket_sendmsg` when the call names a destination
 //! (UDP `sendto`/`sendmsg`/`sendmmsg`, TCP Fast Open with `MSG_FASTOPEN`).
-use agent_common::{FNV_OFFSET, FNV_PRIME, RawEvent, family, fnv1a, kind};
+use agent_common::{FNV_OFFSET, FNV_PRIME, RawEvent, counter, family, fnv1a, kind};
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
     macros::lsm,
     programs::LsmContext,
 };
 
-use crate::{gate, offsets, pause, policy};
+use crate::{count, gate, offsets, pause, policy};
+
+const EPERM: i32 = 1;
 
 /// `SS_CONNECTED` of `enum socket_state`.
 const SS_CONNECTED: u32 = 3;
@@ -66,6 +68,58 @@ fn try_sendmsg(subject: u32, sock: *const u8, msg: *const u8) -> Option<i32> {
     hold_destination(kind::SEND, subject, sock, name, len)
 }
 
+/// The address family of the socket itself (`sk->sk_family`), which decides how the
+/// protocol reads an address whatever family the caller wrote into it.
+#[inline(always)]
+fn socket_family(sock: *const u8) -> Option<u16> {
+    let off = offsets();
+    // SAFETY: reading kernel memory through the helper.
+    let sk: *const u8 =
+        unsafe { bpf_probe_read_kernel(sock.add(off.socket_sk as usize).cast::<*const u8>()) }
+            .ok()?;
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel(sk.add(off.sk_family as usize).cast::<u16>()) }.ok()
+}
+
+/// How the kernel will read the address of a connect or send, as the family whose
+/// layout it uses; `None` when it reaches no destination at all.
+enum Reading {
+    /// Judge the address as this family (`family::INET`, `INET6` or `UNIX`).
+    As(u16),
+    /// Nothing is sent anywhere by this address (a disconnect, or a protocol error).
+    Nowhere,
+    /// An IP socket with an address belay cannot classify: deny.
+    Unclassified,
+}
+
+/// The caller chooses `sa_family`, the kernel chooses what to do with it: UDP and raw
+/// IPv4 `sendmsg` send an `AF_UNSPEC` address as IPv4, IPv6 raw sockets read it as
+/// IPv6. So an address is judged by the layout the socket's protocol will use, and an
+/// IP socket's address of any family belay does not know is denied, never let through.
+#[inline(always)]
+fn reading(kind: u32, fam: u16, len: i32, sock_family: Option<u16>) -> Reading {
+    // A socket whose family cannot be read counts as an IP socket: deny, not pass.
+    let ip_socket = !matches!(sock_family, Some(f) if f != family::INET && f != family::INET6);
+    match fam {
+        family::UNIX => Reading::As(family::UNIX),
+        // A short address fails in the protocol with EINVAL; nothing to hold.
+        family::INET if len >= 16 => Reading::As(family::INET),
+        family::INET6 if len >= 24 => Reading::As(family::INET6),
+        family::INET | family::INET6 => Reading::Nowhere,
+        // connect(AF_UNSPEC) on an IP socket dissolves its association.
+        family::UNSPEC if kind == kind::CONNECT => Reading::Nowhere,
+        family::UNSPEC if sock_family == Some(family::INET) && len >= 16 => {
+            Reading::As(family::INET)
+        }
+        _ if ip_socket => Reading::Unclassified,
+        // Other families (netlink, packet, vsock, ...) on their own sockets are not held.
+        _ => Reading::Nowhere,
+    }
+}
+
 #[inline(always)]
 fn hold_destination(
     kind: u32,
@@ -80,23 +134,28 @@ fn hold_destination(
     let fam: u16 = unsafe { bpf_probe_read_kernel(sa.cast::<u16>()) }.ok()?;
     // SAFETY: as above; sin_port / sin6_port sit at offset 2 in both families.
     let port_be: u16 = unsafe { bpf_probe_read_kernel(sa.add(2).cast::<u16>()) }.ok()?;
+    let fam = match reading(kind, fam, len, socket_family(sock)) {
+        Reading::As(fam) => fam,
+        Reading::Nowhere => return None,
+        Reading::Unclassified => {
+            count(counter::UNCLASSIFIED_DENIED);
+            return Some(-EPERM);
+        }
+    };
     let ev = pause::scratch_event(kind, subject)?;
     if fam == family::UNIX {
         return hold_unix(ev, sock, sa, len);
     }
-    match fam {
-        // A short address fails in the protocol with EINVAL; nothing to hold.
-        family::INET if len >= 16 => {
-            // SAFETY: sin_addr at offset 4.
-            let a: [u8; 4] = unsafe { bpf_probe_read_kernel(sa.add(4).cast::<[u8; 4]>()) }.ok()?;
-            ev.addr[..4].copy_from_slice(&a);
-        }
-        family::INET6 if len >= 24 => {
-            // SAFETY: sin6_addr at offset 8.
-            ev.addr = unsafe { bpf_probe_read_kernel(sa.add(8).cast::<[u8; 16]>()) }.ok()?;
-        }
-        // Other families (netlink, packet, vsock, ...) are not held.
-        _ => return None,
+    if fam == family::INET {
+        // SAFETY: sin_addr at offset 4.
+        let a: [u8; 4] = unsafe { bpf_probe_read_kernel(sa.add(4).cast::<[u8; 4]>()) }.ok()?;
+        // The unspecified address reaches this host: routing sends it to loopback.
+        let a = if a == [0; 4] { [127, 0, 0, 1] } else { a };
+        ev.addr[..4].copy_from_slice(&a);
+    } else {
+        // SAFETY: sin6_addr at offset 8.
+        ev.addr = unsafe { bpf_probe_read_kernel(sa.add(8).cast::<[u8; 16]>()) }.ok()?;
+        unspecified_is_loopback(&mut ev.addr);
     }
     let off = offsets();
     // SAFETY: as above.
@@ -113,6 +172,33 @@ fn hold_destination(
     ev.action_hash = h;
     let action = policy::egress_action(subject, fam, &ev.addr, ev.port, ev.sock_type);
     Some(pause::hold(ev, action))
+}
+
+/// `::` and `::ffff:0.0.0.0` are connected to as `::1` and `127.0.0.1` by the kernel
+/// (tcp_v6_connect, ip_route_connect): judge them as the loopback they reach.
+#[inline(always)]
+fn unspecified_is_loopback(addr: &mut [u8; 16]) {
+    let mut head_zero = true;
+    let mut i = 0;
+    while i < 10 {
+        if addr[i] != 0 {
+            head_zero = false;
+        }
+        i += 1;
+    }
+    if !head_zero {
+        return;
+    }
+    let tail_zero = addr[12] == 0 && addr[13] == 0 && addr[14] == 0 && addr[15] == 0;
+    if !tail_zero {
+        return;
+    }
+    if addr[10] == 0 && addr[11] == 0 {
+        addr[15] = 1;
+    } else if addr[10] == 0xff && addr[11] == 0xff {
+        addr[12] = 127;
+        addr[15] = 1;
+    }
 }
 
 /// `sizeof(sockaddr_un::sun_path)`.

@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 
-use crate::{EVENTS, count, is_watched, offsets};
+use crate::{DNS_EVENTS, count, is_watched, offsets};
 
 const DNS_PORT: u16 = 53;
 
@@ -58,7 +58,7 @@ fn try_capture(tgid: u32, skb: *const u8) -> Option<()> {
     if take == 0 {
         return None;
     }
-    let Some(mut entry) = EVENTS.reserve::<DnsEvent>(0) else {
+    let Some(mut entry) = DNS_EVENTS.reserve::<DnsEvent>(0) else {
         count(counter::DNS_DROPPED);
         return None;
     };

@@ -1,9 +1,9 @@
 //! Watched status follows processes: children inherit it, and it ends with the process.
-use agent_common::{ExeKey, counter};
+use agent_common::{ExeKey, WATCHED_RESERVED, counter};
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
-        generated::bpf_get_current_ancestor_cgroup_id,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_send_signal},
     },
     macros::{lsm, raw_tracepoint},
     programs::{LsmContext, RawTracePointContext},
@@ -18,30 +18,21 @@ const MAX_CGROUP_DEPTH: i32 = 12;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const EAGAIN: i32 = 11;
-/// Keys that are never thread-group ids (pid_max is at most 2^22), used to probe for
-/// free room in `WATCHED`.
-const PROBES: [u32; 4] = [u32::MAX, u32::MAX - 1, u32::MAX - 2, u32::MAX - 3];
+const SIGKILL: u32 = 9;
 
-/// True when `WATCHED` has room for a few more entries. Inserting a new key into a full
-/// hash map fails, so try the probe keys and take them out again; a margin of four
-/// covers forks racing on other CPUs between this check and the fork tracepoint.
+/// The slot key of the fork the current thread is making. A thread forks one child at
+/// a time, so its id names the fork; a fork that failed after `task_alloc` leaves its
+/// slot to the thread's next fork (updating an existing key takes no new slot) and it
+/// goes when the thread exits.
 #[inline(always)]
-fn watched_has_room() -> bool {
-    let mut room = true;
-    for k in PROBES {
-        if WATCHED.insert(k, 0, 0).is_err() {
-            room = false;
-        }
-    }
-    for k in PROBES {
-        let _ = WATCHED.remove(k);
-    }
-    room
+fn reservation() -> u32 {
+    WATCHED_RESERVED | (bpf_get_current_pid_tgid() as u32)
 }
 
 // int task_alloc(struct task_struct *task, unsigned long clone_flags), then the previous
 // return value. A watched process may only fork while its child can be watched too: the
-// fork tracepoint cannot refuse a fork, so a full map would let children escape.
+// fork tracepoint cannot refuse a fork, so the child's slot in `WATCHED` is taken here,
+// where the fork can still fail, and handed to the child in `on_fork`.
 #[lsm(hook = "task_alloc")]
 pub fn task_alloc(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(2);
@@ -54,7 +45,11 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
         return 0;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_watched(tgid) || watched_has_room() {
+    // SAFETY: the value is copied out at once.
+    let Some(&subject) = (unsafe { WATCHED.get(tgid) }) else {
+        return 0;
+    };
+    if WATCHED.insert(reservation(), subject, 0).is_ok() {
         return 0;
     }
     count(counter::FORK_REFUSED);
@@ -85,11 +80,19 @@ pub fn on_fork(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     // SAFETY: the value is copied out at once.
-    if let Some(&subject) = unsafe { WATCHED.get(ptgid) }
-        && WATCHED.insert(ctgid, subject, 0).is_err()
-    {
-        count(counter::WATCH_FAILED);
+    let Some(&subject) = (unsafe { WATCHED.get(ptgid) }) else {
+        return 0;
+    };
+    // The child takes the slot its fork reserved in `task_alloc`: when the map is full
+    // the child's own key goes in once the reservation is out of the way.
+    let slot = reservation();
+    if WATCHED.insert(ctgid, subject, 0).is_err() {
+        let _ = WATCHED.remove(slot);
+        if WATCHED.insert(ctgid, subject, 0).is_err() {
+            count(counter::WATCH_FAILED);
+        }
     }
+    let _ = WATCHED.remove(slot);
     0
 }
 
@@ -147,7 +150,12 @@ pub fn on_exec(ctx: RawTracePointContext) -> i32 {
     if let Some(subject) = watch_match(bprm)
         && WATCHED.insert(tgid, subject, 0).is_err()
     {
+        // It must not run unwatched: kill it before its first instruction (the signal
+        // is acted on before the exec returns to user space).
         count(counter::WATCH_FAILED);
+        count(counter::WATCH_KILLED);
+        // SAFETY: plain helper call; it signals the current (exec'ing) process.
+        unsafe { bpf_send_signal(SIGKILL) };
     }
     0
 }
@@ -168,6 +176,8 @@ pub fn on_exit(ctx: RawTracePointContext) -> i32 {
     }
     // A thread killed while stopped is no longer paused.
     let _ = PAUSED.remove(pid);
+    // A fork of this thread that failed after task_alloc left its slot reserved.
+    let _ = WATCHED.remove(WATCHED_RESERVED | pid);
     // SAFETY: reading kernel memory through the helper.
     let Ok(signal) =
         (unsafe { bpf_probe_read_kernel(task.add(off.task_signal as usize).cast::<*const u8>()) })

@@ -14,6 +14,7 @@ mod exec;
 mod lifecycle;
 mod pause;
 mod policy;
+mod ptrace;
 
 use agent_common::{
     DaemonState, EGRESS_RULES_MAX, EgressRule, ExeKey, ExecRuleKey, KernelOffsets, RawEvent,
@@ -84,9 +85,14 @@ static PAUSED: HashMap<u32, RawEvent> = HashMap::pinned(4_096, 0);
 #[map]
 static DAEMON: Array<DaemonState> = Array::pinned(1, 0);
 
-/// Pause events for the daemon.
+/// Pause events for the daemon, and reports of actions decided in the kernel.
 #[map]
 static EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
+
+/// DNS answers watched processes received. Apart from `EVENTS`: a process can make
+/// itself receive any number of them, and they must never take the room a pause needs.
+#[map]
+static DNS_EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
 
 /// Scratch space for building an event: it does not fit the 512-byte BPF stack with
 /// everything else.

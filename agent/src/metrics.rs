@@ -163,6 +163,21 @@ impl Metrics {
             kernel.dns_dropped,
         );
         counter(
+            "belay_kernel_unclassified_denied_total",
+            "Sends and connects on IP sockets with an address family belay cannot classify, denied.",
+            kernel.unclassified_denied,
+        );
+        counter(
+            "belay_kernel_ptrace_denied_total",
+            "ptrace, /proc/PID/mem, process_vm_writev or pidfd_getfd from a watched process to one outside its subject, denied.",
+            kernel.ptrace_denied,
+        );
+        counter(
+            "belay_kernel_watch_killed_total",
+            "Processes that exec'd into a subject but did not fit the watch list, killed.",
+            kernel.watch_killed,
+        );
+        counter(
             "belay_undecodable_events_total",
             "Kernel events the daemon could not decode (their tasks were denied).",
             kernel.undecodable_events,

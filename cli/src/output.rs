@@ -195,6 +195,9 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
             println!("kernel decisions   {}", status.kernel.policy_decided);
             println!("watch failures     {}", status.kernel.watch_failed);
             println!("dns answers lost   {}", status.kernel.dns_dropped);
+            println!("unclassified addrs {}", status.kernel.unclassified_denied);
+            println!("ptrace denied      {}", status.kernel.ptrace_denied);
+            println!("killed unwatchable {}", status.kernel.watch_killed);
             println!("dropped events     {}", status.kernel.dropped_events);
             println!("signal failures    {}", status.kernel.signal_failed);
             println!("undecodable events {}", status.kernel.undecodable_events);

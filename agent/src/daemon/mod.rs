@@ -346,7 +346,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         })
     };
-    let backend = LsmBackend::new(loaded, config.stale_after, config.fail_mode);
+    let backend = LsmBackend::new(loaded, config.stale_after, config.fail_mode)
+        .context("starting the heartbeat")?;
     let (enforcer, mut events) =
         Enforcer::start_backend(backend, sink).context("starting the enforcer")?;
     let (down_tx, mut down) = tokio::sync::mpsc::unbounded_channel();

@@ -64,6 +64,8 @@ pub enum EnforcerError {
     Stopped,
     #[error("watching the event ring buffer: {0}")]
     Poll(#[source] std::io::Error),
+    #[error("starting the heartbeat thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("policy does not fit the kernel maps: {0}")]
     Policy(String),
 }
@@ -91,6 +93,16 @@ pub struct Counters {
     /// DNS answers to watched processes that could not be passed on.
     #[serde(default)]
     pub dns_dropped: u64,
+    /// Sends and connects on IP sockets with an address family belay cannot classify:
+    /// denied.
+    #[serde(default)]
+    pub unclassified_denied: u64,
+    /// ptrace-class access from a watched process to one outside its subject: denied.
+    #[serde(default)]
+    pub ptrace_denied: u64,
+    /// Processes that exec'd into a subject but did not fit the watch list: killed.
+    #[serde(default)]
+    pub watch_killed: u64,
     /// Events the daemon could not decode (their tasks were denied).
     pub undecodable_events: u64,
 }
@@ -109,12 +121,17 @@ pub enum KernelEvent<'a> {
 /// task (see [`super::Enforcer`]), so methods take `&mut self` and never run
 /// concurrently.
 pub trait Backend: Send + 'static {
-    /// Becomes readable when [`Backend::drain`] has something.
+    /// Becomes readable when [`Backend::drain`] has actions.
     fn event_fd(&self) -> RawFd;
-    /// Hands every waiting record to `sink`, in the order the kernel wrote them.
+    /// Becomes readable when DNS answers wait: they have a buffer of their own, so a
+    /// flood of them cannot crowd out the actions.
+    fn dns_fd(&self) -> RawFd;
+    /// Hands every waiting action to `sink`. Before each, the DNS answers the kernel
+    /// wrote until then are handed over (a batch of them under a flood), so a name is
+    /// known before a connect to it is.
     fn drain(&mut self, sink: &mut dyn FnMut(KernelEvent<'_>));
-    /// Tells the hooks the daemon is alive.
-    fn heartbeat(&mut self) -> Result<(), EnforcerError>;
+    /// Hands a batch of the waiting DNS answers to `sink`; true when more may wait.
+    fn drain_dns(&mut self, sink: &mut dyn FnMut(KernelEvent<'_>)) -> bool;
     /// Changes what the hooks do once the heartbeat is stale.
     fn set_fail_mode(&mut self, fail_mode: FailMode) -> Result<(), EnforcerError>;
     /// Watches a process as `subject` (its children inherit it).

@@ -20,8 +20,6 @@ use super::{
 };
 use crate::policy::KernelTables;
 
-/// How often the owner task writes the heartbeat.
-const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
 /// How often verdicts of processes that are gone are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -62,9 +60,9 @@ impl AsRawFd for EventFd {
 }
 
 impl Enforcer {
-    /// Starts the owner task over belay's BPF LSM programs. It writes the heartbeat the
-    /// hooks check (a daemon silent for `stale_after` gets `fail_mode` applied instead
-    /// of pauses). Kernel events arrive on the returned receiver, first those of tasks
+    /// Starts the owner task over belay's BPF LSM programs, and the heartbeat the hooks
+    /// check (a daemon silent for `stale_after` gets `fail_mode` applied instead of
+    /// pauses). Kernel events arrive on the returned receiver, first those of tasks
     /// an earlier daemon left stopped: each pause ([`PauseEvent::is_pause`]) must get
     /// exactly one [`Enforcer::resolve`]; the others report actions the kernel decided
     /// itself.
@@ -74,7 +72,7 @@ impl Enforcer {
         fail_mode: FailMode,
     ) -> Result<(Self, mpsc::UnboundedReceiver<PauseEvent>), EnforcerError> {
         Self::start_backend(
-            LsmBackend::new(loaded, stale_after, fail_mode),
+            LsmBackend::new(loaded, stale_after, fail_mode)?,
             Box::new(|_, _| {}),
         )
     }
@@ -90,18 +88,18 @@ impl Enforcer {
             AsyncFd::register_with_interest(EventFd(backend.event_fd()), Interest::READABLE)
         }
         .map_err(|e| EnforcerError::Poll(e.into()))?;
+        // SAFETY: as above.
+        let answers = unsafe {
+            AsyncFd::register_with_interest(EventFd(backend.dns_fd()), Interest::READABLE)
+        }
+        .map_err(|e| EnforcerError::Poll(e.into()))?;
         let (tx, rx) = mpsc::channel(256);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        backend.heartbeat()?;
         for ev in backend.recover() {
             let _ = ev_tx.send(ev);
         }
-        let owner = Owner {
-            backend,
-            dns,
-            beating: true,
-        };
-        tokio::spawn(owner.run(events, rx, ev_tx));
+        let owner = Owner { backend, dns };
+        tokio::spawn(owner.run(events, answers, rx, ev_tx));
         Ok((Self { tx }, ev_rx))
     }
 
@@ -176,30 +174,45 @@ impl Enforcer {
 struct Owner<B> {
     backend: B,
     dns: DnsSink,
-    beating: bool,
 }
 
 impl<B: Backend> Owner<B> {
     async fn run(
         mut self,
         events: AsyncFd<EventFd>,
+        answers: AsyncFd<EventFd>,
         mut commands: mpsc::Receiver<Command>,
         out: mpsc::UnboundedSender<PauseEvent>,
     ) {
-        // A local of the body drops before the parameters: the registration ends before
-        // the backend closes the fd.
+        // Locals of the body drop before the parameters: the registrations end before
+        // the backend closes the fds.
         let mut events = events;
+        let mut answers = answers;
         debug!(fd = events.get_ref().0, "enforcer started");
-        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
-                _ = beat.tick(), if self.beating => {
-                    if let Err(e) = self.backend.heartbeat() {
-                        error!(error = %e, "writing the heartbeat failed");
+                _ = sweep.tick() => self.backend.sweep(),
+                ready = answers.readable_mut() => {
+                    let mut guard = match ready {
+                        Ok(g) => g,
+                        Err(e) => {
+                            error!(error = %e, "polling the DNS answers failed; enforcer stops");
+                            return;
+                        }
+                    };
+                    let dns = &mut self.dns;
+                    let more = self.backend.drain_dns(&mut |ev| {
+                        if let KernelEvent::Dns { tgid, message } = ev {
+                            dns(tgid, message);
+                        }
+                    });
+                    // Left ready when more wait: the next turn of the loop (after the
+                    // pauses and commands, if any) reads on.
+                    if !more {
+                        guard.clear_ready();
                     }
                 }
-                _ = sweep.tick() => self.backend.sweep(),
                 ready = events.readable_mut() => {
                     let mut guard = match ready {
                         Ok(g) => g,
@@ -264,7 +277,6 @@ impl<B: Backend> Owner<B> {
                 let _ = r.send(Ok(b.pending_verdicts()));
             }
             Command::Detach(r) => {
-                self.beating = false;
                 b.detach();
                 let _ = r.send(Ok(()));
             }

@@ -96,8 +96,10 @@ pub struct Loaded {
     pub(super) watched: HashMap<MapData, u32, u32>,
     pub(super) verdicts: HashMap<MapData, VerdictKey, u32>,
     pub(super) paused: HashMap<MapData, u32, RawEvent>,
-    pub(super) daemon: Array<MapData, DaemonState>,
+    /// Taken by the heartbeat thread, its only writer.
+    pub(super) daemon: Option<Array<MapData, DaemonState>>,
     pub(super) events: RingBuf<MapData>,
+    pub(super) dns_events: RingBuf<MapData>,
     pub(super) counters: PerCpuArray<MapData, u64>,
     pub(super) subjects: HashMap<MapData, u32, SubjectConf>,
     pub(super) exec_rules: HashMap<MapData, ExecRuleKey, u32>,
@@ -220,6 +222,7 @@ impl Loaded {
             "socket_connect",
             "socket_sendmsg",
             "task_alloc",
+            "ptrace_access_check",
         ] {
             let err = |source| LoadError::Program { name, source };
             let prog: &mut Lsm = program(&mut ebpf, name)?;
@@ -260,8 +263,9 @@ impl Loaded {
             watched: take(&mut ebpf, "WATCHED")?,
             verdicts: take(&mut ebpf, "VERDICTS")?,
             paused: take(&mut ebpf, "PAUSED")?,
-            daemon: take(&mut ebpf, "DAEMON")?,
+            daemon: Some(take(&mut ebpf, "DAEMON")?),
             events: take(&mut ebpf, "EVENTS")?,
+            dns_events: take(&mut ebpf, "DNS_EVENTS")?,
             counters: take(&mut ebpf, "COUNTERS")?,
             subjects: take(&mut ebpf, "SUBJECTS")?,
             exec_rules: take(&mut ebpf, "EXEC_RULES")?,

@@ -11,7 +11,7 @@ use agent_common::{
     decode::{DecodeError, PauseEvent},
     kind, verdict,
 };
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{HashMap, MapData, MapError, RingBuf};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -21,15 +21,9 @@ use tracing::{debug, error, info, warn};
 use super::{
     Loaded,
     backend::{Backend, Counters, EnforcerError, FailMode, KernelEvent, Verdict},
+    heartbeat::Heartbeat,
 };
 use crate::policy::KernelTables;
-
-fn monotonic_ns() -> u64 {
-    // CLOCK_MONOTONIC is the clock of bpf_ktime_get_ns.
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-    })
-}
 
 fn fail_verdict(mode: FailMode) -> u32 {
     match mode {
@@ -85,21 +79,32 @@ pub struct LsmBackend {
     /// the backend goes).
     k: Loaded,
     undecodable: u64,
-    liveness: DaemonState,
+    heartbeat: Heartbeat,
 }
 
 impl LsmBackend {
-    pub fn new(loaded: Loaded, stale_after: std::time::Duration, fail_mode: FailMode) -> Self {
-        Self {
-            k: loaded,
-            undecodable: 0,
-            liveness: DaemonState {
+    /// Takes over the loaded programs and starts writing the heartbeat (the hooks pause
+    /// again from the first write on).
+    pub fn new(
+        mut loaded: Loaded,
+        stale_after: std::time::Duration,
+        fail_mode: FailMode,
+    ) -> Result<Self, EnforcerError> {
+        let daemon = loaded.daemon.take().ok_or(EnforcerError::Stopped)?;
+        let heartbeat = Heartbeat::start(
+            daemon,
+            DaemonState {
                 heartbeat_ns: 0,
                 stale_after_ns: stale_after.as_nanos() as u64,
                 fail_verdict: fail_verdict(fail_mode),
                 _pad: 0,
             },
-        }
+        )?;
+        Ok(Self {
+            k: loaded,
+            undecodable: 0,
+            heartbeat,
+        })
     }
 
     /// A record the daemon cannot read may stand for a stopped task: deny it.
@@ -148,20 +153,45 @@ fn dns_message(bytes: &[u8]) -> Option<(u32, &[u8])> {
     Some((u32_at(4), &bytes[HEADER..HEADER + len]))
 }
 
+/// Most DNS answers handed over in one go: a process that floods itself with answers
+/// refills the buffer as fast as it is read, and the owner task has pauses to pass on.
+const DNS_BATCH: usize = 256;
+
+/// Hands up to [`DNS_BATCH`] DNS answers waiting in `ring` to `sink`; true when more
+/// may wait. A record of another shape is logged and skipped (no task waits on it).
+fn drain_dns(ring: &mut RingBuf<MapData>, sink: &mut dyn FnMut(KernelEvent<'_>)) -> bool {
+    for _ in 0..DNS_BATCH {
+        let Some(item) = ring.next() else {
+            return false;
+        };
+        match dns_message(&item) {
+            Some((tgid, message)) => sink(KernelEvent::Dns { tgid, message }),
+            None => warn!(
+                len = item.len(),
+                "a DNS record of an unknown shape was skipped"
+            ),
+        }
+    }
+    true
+}
+
 impl Backend for LsmBackend {
     fn event_fd(&self) -> RawFd {
         self.k.events.as_raw_fd()
     }
 
+    fn dns_fd(&self) -> RawFd {
+        self.k.dns_events.as_raw_fd()
+    }
+
     fn drain(&mut self, sink: &mut dyn FnMut(KernelEvent<'_>)) {
         let mut bad = Vec::new();
         while let Some(item) = self.k.events.next() {
-            if let Some((tgid, message)) = dns_message(&item) {
-                sink(KernelEvent::Dns { tgid, message });
-                continue;
-            }
             match PauseEvent::try_from(&*item) {
-                Ok(ev) => sink(KernelEvent::Action(ev)),
+                Ok(ev) => {
+                    let _ = drain_dns(&mut self.k.dns_events, sink);
+                    sink(KernelEvent::Action(ev));
+                }
                 Err(e) => bad.push((item.to_vec(), e)),
             }
         }
@@ -170,17 +200,12 @@ impl Backend for LsmBackend {
         }
     }
 
-    fn heartbeat(&mut self) -> Result<(), EnforcerError> {
-        self.liveness.heartbeat_ns = monotonic_ns();
-        self.k
-            .daemon
-            .set(0, self.liveness, 0)
-            .map_err(map_err("DAEMON"))
+    fn drain_dns(&mut self, sink: &mut dyn FnMut(KernelEvent<'_>)) -> bool {
+        drain_dns(&mut self.k.dns_events, sink)
     }
 
     fn set_fail_mode(&mut self, fail_mode: FailMode) -> Result<(), EnforcerError> {
-        self.liveness.fail_verdict = fail_verdict(fail_mode);
-        self.heartbeat()
+        self.heartbeat.set_fail_verdict(fail_verdict(fail_mode))
     }
 
     fn watch(&mut self, tgid: u32, subject: u32) -> Result<(), EnforcerError> {
@@ -202,7 +227,13 @@ impl Backend for LsmBackend {
     }
 
     fn watched(&self) -> Vec<(u32, u32)> {
-        self.k.watched.iter().filter_map(Result::ok).collect()
+        // Slots reserved for children being forked are not processes.
+        self.k
+            .watched
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|&(tgid, _)| tgid < agent_common::WATCHED_RESERVED)
+            .collect()
     }
 
     fn resolve(&mut self, key: VerdictKey, v: Verdict) -> Result<(), EnforcerError> {
@@ -340,6 +371,9 @@ impl Backend for LsmBackend {
             policy_decided: sum(counter::POLICY_DECIDED)?,
             watch_failed: sum(counter::WATCH_FAILED)?,
             dns_dropped: sum(counter::DNS_DROPPED)?,
+            unclassified_denied: sum(counter::UNCLASSIFIED_DENIED)?,
+            ptrace_denied: sum(counter::PTRACE_DENIED)?,
+            watch_killed: sum(counter::WATCH_KILLED)?,
             undecodable_events: self.undecodable,
         })
     }
@@ -349,6 +383,7 @@ impl Backend for LsmBackend {
     }
 
     fn detach(&mut self) {
+        self.heartbeat.stop();
         super::unpin_links(std::mem::take(&mut self.k.links));
     }
 }

@@ -3,6 +3,7 @@
 //! the backend.
 mod backend;
 mod enforcer;
+mod heartbeat;
 mod loader;
 mod lsm;
 mod offsets;

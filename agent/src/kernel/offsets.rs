@@ -26,6 +26,9 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
         task_group_leader: btf.member_offset("task_struct", "group_leader")?,
         task_start_time: btf.member_offset("task_struct", "start_time")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+        sk_family: btf.member_offset("sock", "__sk_common")?
+            + btf.member_offset("sock_common", "skc_family")?,
         _pad: 0,
     })
 }

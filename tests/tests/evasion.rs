@@ -1,0 +1,329 @@
+//! Ways around the hold, tried by a watched unprivileged process (`belay-evade`), each
+//! asserting that the kernel refused and that the forbidden effect did not happen (run
+//! in QEMU by `cargo xtask vm-test`). Each case names the class of issue 13 it closes.
+#![cfg(feature = "vm")]
+
+mod common;
+
+use std::{
+    io::{ErrorKind, Read as _},
+    net::{TcpListener, TcpStream, UdpSocket},
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use agent_common::SubjectConf;
+use belay_agent::{
+    kernel::{Enforcer, FailMode, Loaded, LsmBackend, Verdict},
+    policy::KernelTables,
+};
+use belay_tests::{Actor, PinDir, binary};
+use common::{AGENT_UID, Agent, LONG};
+
+fn evade_path() -> String {
+    binary("belay-evade").unwrap().display().to_string()
+}
+
+/// A policy file kept for the test's lifetime.
+struct PolicyFile {
+    _dir: tempfile::TempDir,
+    path: String,
+}
+
+impl PolicyFile {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, text).unwrap();
+        Self {
+            path: path.display().to_string(),
+            _dir: dir,
+        }
+    }
+}
+
+/// Subject `t`: may run anything and reach anywhere but this host's loopback.
+const NO_LOOPBACK: &str = "version: 1
+subjects:
+  - name: t
+    owner: alice@example.com
+    match: {enrolled: true}
+    default: {exec: allow, egress: allow}
+    egress:
+      - {name: no-loopback, to: [127.0.0.0/8, \"::1\"], action: deny}
+";
+
+fn agent_no_loopback() -> (Agent, PolicyFile) {
+    let policy = PolicyFile::new(NO_LOOPBACK);
+    let agent = Agent::start(&["--policy", &policy.path]);
+    (agent, policy)
+}
+
+/// Runs `belay-evade ARGS` watched as subject `t` (as the agents' uid) and returns its
+/// result line.
+fn evade(agent: &Agent, args: &[&str]) -> String {
+    let evade = evade_path();
+    let mut cmd = vec![evade.as_str()];
+    cmd.extend_from_slice(args);
+    let mut a = agent.run_as("t", &cmd);
+    a.ready().unwrap();
+    a.go().unwrap();
+    let (out, _) = a.finish(LONG).unwrap();
+    out.trim().to_owned()
+}
+
+fn nothing_arrives(sock: &UdpSocket) {
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match sock.recv(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("a datagram arrived: {other:?}"),
+    }
+}
+
+fn no_connection(l: &TcpListener) {
+    l.set_nonblocking(true).unwrap();
+    assert!(
+        matches!(l.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "a connection arrived"
+    );
+}
+
+// Class 1: an address on an IP socket is judged as the kernel will use it.
+
+#[test]
+fn class1_an_unspec_family_datagram_is_judged_as_the_ipv4_it_reaches() {
+    let (agent, _policy) = agent_no_loopback();
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = rx.local_addr().unwrap().to_string();
+    assert_eq!(
+        evade(&agent, &["udp-unspec", &addr]),
+        format!("udp-unspec err {}", libc::EPERM)
+    );
+    nothing_arrives(&rx);
+
+    // A family belay cannot classify on an IPv4 socket: denied and counted, not passed
+    // to the protocol.
+    let appletalk = libc::AF_APPLETALK.to_string();
+    assert_eq!(
+        evade(&agent, &["udp-family", &appletalk, &addr]),
+        format!("udp-family err {}", libc::EPERM)
+    );
+    nothing_arrives(&rx);
+    let k = agent.status()["kernel"].clone();
+    assert_eq!(k["unclassified_denied"], 1, "{k}");
+}
+
+#[test]
+fn class1_the_unspecified_address_is_judged_as_the_loopback_it_reaches() {
+    let (agent, _policy) = agent_no_loopback();
+    let l4 = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port4 = l4.local_addr().unwrap().port();
+    assert_eq!(
+        evade(&agent, &["connect", &format!("0.0.0.0:{port4}")]),
+        format!("connect err {}", libc::EPERM)
+    );
+    no_connection(&l4);
+    let l6 = TcpListener::bind("[::1]:0").unwrap();
+    let port6 = l6.local_addr().unwrap().port();
+    assert_eq!(
+        evade(&agent, &["connect", &format!("[::]:{port6}")]),
+        format!("connect err {}", libc::EPERM)
+    );
+    no_connection(&l6);
+}
+
+// Class 6: acting through another process of the same user.
+
+/// An unwatched process of the agents' uid holding a connection to `l`, and the
+/// server side of that connection.
+struct Victim {
+    actor: Actor,
+    fd: String,
+    conn: TcpStream,
+}
+
+fn victim(l: &TcpListener) -> Victim {
+    let addr = l.local_addr().unwrap().to_string();
+    let mut c = Command::new(evade_path());
+    c.args(["hold-socket", &addr]).uid(AGENT_UID).gid(AGENT_UID);
+    let mut actor = Actor::start(&mut c).unwrap();
+    let line = actor.read_line().unwrap();
+    let fd = line
+        .strip_prefix("holding fd ")
+        .unwrap_or_else(|| panic!("victim said {line:?}"))
+        .to_owned();
+    let (conn, _) = l.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    Victim { actor, fd, conn }
+}
+
+#[test]
+fn class6_a_watched_process_cannot_reach_into_an_unwatched_process_of_its_user() {
+    let (agent, _policy) = agent_no_loopback();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut v = victim(&l);
+    let pid = v.actor.pid.to_string();
+
+    // Its connected socket, taken with pidfd_getfd and written to.
+    assert_eq!(
+        evade(&agent, &["pidfd-getfd", &pid, &v.fd, "stolen"]),
+        format!("pidfd-getfd err {}", libc::EPERM)
+    );
+    let mut buf = [0u8; 16];
+    match v.conn.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("the victim's connection carried the attacker's data: {other:?}"),
+    }
+    // Taking it over with ptrace, or writing its memory.
+    assert_eq!(
+        evade(&agent, &["ptrace-attach", &pid]),
+        format!("ptrace-attach err {}", libc::EPERM)
+    );
+    // (mm_access answers a refusal with EACCES.)
+    assert_eq!(
+        evade(&agent, &["proc-mem", &pid]),
+        format!("proc-mem err {}", libc::EACCES)
+    );
+    let k = agent.status()["kernel"].clone();
+    assert_eq!(k["ptrace_denied"], 3, "each refusal was belay's: {k}");
+
+    // The same calls from an unwatched process of that user are the kernel's business.
+    for case in ["proc-mem", "ptrace-attach"] {
+        let out = Command::new(evade_path())
+            .args([case, &pid])
+            .uid(AGENT_UID)
+            .gid(AGENT_UID)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("{case} ok")),
+            "{out:?}"
+        );
+    }
+    drop(v.actor);
+}
+
+// Class 7: fail-open spots.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn class7_a_process_that_matches_a_subject_when_the_watch_list_is_full_is_killed() {
+    const CAPACITY: u32 = 4;
+    let pins = PinDir::new();
+    let loaded = Loaded::load_with(&pins.0, Some(CAPACITY)).expect("load with a small map");
+    let (enforcer, _events) =
+        Enforcer::start(loaded, Duration::from_secs(30), FailMode::Deny).unwrap();
+    // Fill the list with processes that do not exist.
+    for i in 0..CAPACITY {
+        enforcer.watch(4_100_000 + i).await.unwrap();
+    }
+    let subject = 77;
+    let tables = KernelTables {
+        subjects: vec![(subject, SubjectConf::default())],
+        watch_uid: vec![(AGENT_UID, subject)],
+        ..KernelTables::default()
+    };
+    enforcer.apply_policy(tables).await.unwrap();
+
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new(evade_path())
+            .arg("hello")
+            .uid(AGENT_UID)
+            .gid(AGENT_UID)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "killed before it ran: {out:?}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hello ok"));
+    let c = enforcer.counters().await.unwrap();
+    assert_eq!(c.watch_killed, 1, "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn class7_a_flood_of_dns_answers_crowds_out_neither_a_pause_nor_the_heartbeat() {
+    let pins = PinDir::new();
+    let loaded = Loaded::load(&pins.0).unwrap();
+    // A short staleness, and a daemon slow to digest each answer: the flood below keeps
+    // the answers' buffer full for far longer than `stale_after`.
+    let backend = LsmBackend::new(loaded, Duration::from_secs(2), FailMode::Deny).unwrap();
+    let (enforcer, mut events) = Enforcer::start_backend(
+        backend,
+        Box::new(|_, _| std::thread::sleep(Duration::from_millis(5))),
+    )
+    .unwrap();
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = l.local_addr().unwrap().to_string();
+    let mut c = Command::new(evade_path());
+    c.args(["recv-then-connect", "3000", &target]);
+    let mut actor = Actor::start(&mut c).unwrap();
+    let line = actor.read_line().unwrap();
+    let port: u16 = line
+        .strip_prefix("udp ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("actor said {line:?}"));
+    actor.ready().unwrap();
+    enforcer.watch(actor.pid).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let dns = UdpSocket::bind("127.0.0.1:53").expect("port 53 (root)");
+            // A DNS response header: id 1, QR set, nothing in it.
+            let answer = [0u8, 1, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0];
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if dns.send_to(&answer, ("127.0.0.1", port)).is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    actor.go().unwrap();
+
+    // The connect after the flood pauses: its event reaches the daemon.
+    let ev = tokio::time::timeout(LONG, async {
+        loop {
+            let ev = events.recv().await.expect("events open");
+            if ev.is_pause() {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("the connect paused despite the flood");
+    assert_eq!(ev.tgid, actor.pid);
+    // The daemon digests the answers' backlog for longer than the heartbeat may be
+    // stale.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = enforcer.counters().await.unwrap();
+    assert_eq!(c.dropped_events, 0, "no pause was lost: {c:?}");
+    assert_eq!(c.fail_mode, 0, "the heartbeat never went stale: {c:?}");
+    assert!(
+        c.dns_dropped > 0,
+        "the flood did overflow the answers: {c:?}"
+    );
+    enforcer.resolve(ev.key, Verdict::Allow).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    let (out, _) = actor.finish(LONG).unwrap();
+    assert_eq!(out.trim(), "recv-then-connect ok", "after {sent} answers");
+    l.accept().expect("the allowed connection arrived");
+}
