@@ -139,6 +139,99 @@ fn class1_the_unspecified_address_is_judged_as_the_loopback_it_reaches() {
     no_connection(&l6);
 }
 
+// Class 3: what is executed is judged by the file, not by the string the caller passed.
+
+/// A directory for the agents' uid: `tools/ok` (what a glob allows) and `evil/prog`
+/// (anything else), both copies of `belay-evade`.
+fn tool_tree() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["tools", "evil"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    std::fs::copy(evade_path(), dir.path().join("tools/ok")).unwrap();
+    std::fs::copy(evade_path(), dir.path().join("evil/prog")).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn class3_an_exec_is_judged_by_the_file_it_runs_not_the_path_string() {
+    let tree = tool_tree();
+    let base = tree.path().display().to_string();
+    let policy = PolicyFile::new(&format!(
+        "version: 1
+subjects:
+  - name: t
+    owner: alice@example.com
+    match: {{enrolled: true}}
+    default: {{exec: deny, egress: allow}}
+    exec:
+      - {{name: evade, path: {evade}, action: allow}}
+      - {{name: tools, path: \"{base}/tools/**\", action: allow}}
+",
+        evade = evade_path()
+    ));
+    let agent = Agent::start(&["--policy", &policy.path]);
+    // What the glob allows runs.
+    let ok = format!("{base}/tools/ok");
+    assert_eq!(evade(&agent, &["exec-hello", &ok]), "hello ok");
+    // `..` makes the string match the glob; the file is elsewhere.
+    let dotdot = format!("{base}/tools/../evil/prog");
+    assert_eq!(
+        evade(&agent, &["exec-hello", &dotdot]),
+        format!("exec-hello err {}", libc::EPERM)
+    );
+    // In a user + mount namespace of its own, a bind mount puts any file at an allowed
+    // path.
+    let evil = format!("{base}/evil/prog");
+    assert_eq!(
+        evade(&agent, &["userns-bind-exec", &evil, &ok]),
+        format!("userns-bind-exec err {}", libc::EPERM)
+    );
+}
+
+// Class 4: a Unix socket is judged as the socket the kernel will reach.
+
+#[test]
+fn class4_other_spellings_of_a_denied_unix_socket_are_denied() {
+    use std::os::unix::{fs::PermissionsExt as _, net::UnixListener};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = dir.path().display().to_string();
+    let real = format!("{base}/real.sock");
+    let l = UnixListener::bind(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    std::os::unix::fs::symlink(&real, format!("{base}/link.sock")).unwrap();
+    let policy = PolicyFile::new(&format!(
+        "version: 1
+subjects:
+  - name: t
+    owner: alice@example.com
+    match: {{enrolled: true}}
+    default: {{exec: allow, egress: allow}}
+    egress:
+      - {{name: no-real, to: [\"unix:{real}\"], action: deny}}
+"
+    ));
+    let agent = Agent::start(&["--policy", &policy.path]);
+    let slashes = format!("{}//real.sock", base);
+    let dot = format!("{base}/./real.sock");
+    let link = format!("{base}/link.sock");
+    for path in [real.as_str(), &slashes, &dot, &link] {
+        assert_eq!(
+            evade(&agent, &["unix-connect", path]),
+            format!("unix-connect err {}", libc::EPERM),
+            "{path}"
+        );
+        assert!(
+            matches!(l.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock),
+            "a connection through {path} arrived"
+        );
+    }
+}
+
 // Class 6: acting through another process of the same user.
 
 /// An unwatched process of the agents' uid holding a connection to `l`, and the

@@ -10,7 +10,7 @@ use crate::{
     api::{ActionView, RequestView},
     context::{self, ProcessContext},
     kernel::{Action, PauseEvent, Transport, Verdict},
-    policy::{self, Decision, Proto},
+    policy::{self, Decision, FilePaths, Proto},
     requests::{Outcome, RequestInfo},
     task,
     upstream::Up,
@@ -23,12 +23,21 @@ struct Gathered {
     argv: Option<Vec<String>>,
     env: Option<Vec<String>>,
     file: Option<String>,
+    /// The exec'd file's or the Unix socket's confirmed paths (see
+    /// `task::exec_trusted_paths`, `task::unix_socket_trusted_paths`).
+    trusted_file: Vec<String>,
+    /// No mount the process sees was made by an unprivileged process.
+    mounts_trusted: bool,
 }
 
 async fn gather(ev: &PauseEvent) -> Gathered {
     let (tgid, pid, uid) = (ev.tgid, ev.pid, ev.uid);
     let exec = match &ev.action {
         Action::Exec { path, ino, dev } => Some((path.clone(), *ino, *dev)),
+        _ => None,
+    };
+    let socket = match &ev.action {
+        Action::ConnectUnix { path, .. } | Action::SendUnix { path, .. } => Some(path.clone()),
         _ => None,
     };
     tokio::task::spawn_blocking(move || {
@@ -40,23 +49,48 @@ async fn gather(ev: &PauseEvent) -> Gathered {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        let (argv, env, file) = match exec {
+        let (argv, env, file, mut trusted_file) = match exec {
             Some((path, ino, dev)) => (
                 task::exec_argv(tgid, pid),
                 task::exec_env(tgid, pid),
                 task::exec_file(tgid, &path, ino, dev),
+                task::exec_trusted_paths(tgid, &path, ino, dev),
             ),
-            None => (None, None, None),
+            None => (None, None, None, Vec::new()),
         };
+        if let Some(path) = socket {
+            trusted_file = task::unix_socket_trusted_paths(tgid, &path);
+        }
         Gathered {
             context: context::collect(tgid, uid),
             argv,
             env,
             file,
+            trusted_file,
+            mounts_trusted: task::mounts_trusted(tgid),
         }
     })
     .await
     .unwrap_or_default()
+}
+
+/// A process that made its own mounts can make any file or socket look like any other,
+/// so that no rule names it: the subject's default does not let such a process run a
+/// program or reach a Unix socket by itself; a person decides.
+fn unvouched_default_asks(decision: Decision, action: &Action, mounts_trusted: bool) -> Decision {
+    let by_path = matches!(
+        action,
+        Action::Exec { .. } | Action::ConnectUnix { .. } | Action::SendUnix { .. }
+    );
+    let grants = matches!(decision.action, policy::Action::Allow | policy::Action::Audit);
+    if by_path && !mounts_trusted && decision.rule.is_none() && grants {
+        Decision {
+            action: policy::Action::Ask,
+            ..decision
+        }
+    } else {
+        decision
+    }
 }
 
 fn proto(t: Transport) -> Option<Proto> {
@@ -92,16 +126,21 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
             on_timeout: shared.config.default_verdict,
         },
         (Action::Exec { path, .. }, Some(s)) => {
-            // The path as given, made absolute, and the file it resolved to.
+            // What the process claims: the path as given, made absolute, and the file it
+            // resolved to in its own view. Only the confirmed path can grant.
             let given = match (&g.context.cwd, path.starts_with('/')) {
                 (Some(cwd), false) => format!("{}/{path}", cwd.trim_end_matches('/')),
                 _ => path.clone(),
             };
-            let mut paths = vec![given.as_str()];
+            let mut claimed = vec![given.as_str()];
             if let Some(f) = &g.file {
-                paths.push(f);
+                claimed.push(f);
             }
-            s.decide_exec(&paths, g.argv.as_deref())
+            let file = FilePaths {
+                trusted: g.trusted_file.iter().map(String::as_str).collect(),
+                claimed,
+            };
+            s.decide_exec(&file, g.argv.as_deref())
         }
         (Action::Connect { addr, transport } | Action::Send { addr, transport }, Some(s)) => {
             hostnames = shared.names().names_for_lineage(
@@ -112,9 +151,17 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
             s.decide_egress(addr.ip(), addr.port(), proto(*transport), &hostnames)
         }
         (Action::ConnectUnix { path, .. } | Action::SendUnix { path, .. }, Some(s)) => {
-            s.decide_unix(path)
+            let given = match (&g.context.cwd, path.starts_with(['/', '@'])) {
+                (Some(cwd), false) => format!("{}/{path}", cwd.trim_end_matches('/')),
+                _ => path.clone(),
+            };
+            s.decide_unix_file(&FilePaths {
+                trusted: g.trusted_file.iter().map(String::as_str).collect(),
+                claimed: vec![path.as_str(), given.as_str()],
+            })
         }
     };
+    let decision = unvouched_default_asks(decision, &ev.action, g.mounts_trusted);
     let verdict = match decision.action {
         policy::Action::Allow | policy::Action::Audit => Some(Verdict::Allow),
         policy::Action::Deny => Some(Verdict::Deny),

@@ -2,7 +2,7 @@
 //! action).
 use std::net::IpAddr;
 
-use super::{Action, Decision, Destination, EgressRule, ExecRule, Proto, Subject};
+use super::{Action, Decision, Destination, EgressRule, FilePaths, ExecRule, Proto, Subject};
 
 /// What a matching rule says: its name, action, and its own deadline and verdict.
 struct Matched<'a> {
@@ -49,26 +49,38 @@ fn decision(subject: &Subject, default: Action, matched: Option<Matched<'_>>) ->
     }
 }
 
-/// Whether `rule` matches an exec of a file known by `paths`, with the command line
-/// `argv` (its arguments joined by single spaces; `None`: unknown).
-pub(crate) fn exec_rule_matches(rule: &ExecRule, paths: &[&str], argv: Option<&str>) -> bool {
-    if !paths.iter().any(|p| rule.path.matches(p)) {
+/// A rule that can only hold a process back (deny, kill, ask): it may match on what the
+/// process claims; one that lets it through may not.
+fn restricts(action: Action) -> bool {
+    matches!(action, Action::Deny | Action::Kill | Action::Ask)
+}
+
+/// Whether `rule` matches an exec of `file`, with the command line `argv` (its
+/// arguments joined by single spaces; `None`: unknown).
+pub(crate) fn exec_rule_matches(rule: &ExecRule, file: &FilePaths<'_>, argv: Option<&str>) -> bool {
+    let by_trusted = file.trusted.iter().any(|p| rule.path.matches(p));
+    let by_claim = restricts(rule.action) && file.claimed.iter().any(|p| rule.path.matches(p));
+    if !(by_trusted || by_claim) {
         return false;
     }
     match (&rule.argv, argv) {
         (None, _) => true,
         (Some(pattern), Some(line)) => pattern.matches(line),
         // Never grant on a command line that could not be read.
-        (Some(_), None) => matches!(rule.action, Action::Deny | Action::Kill | Action::Ask),
+        (Some(_), None) => restricts(rule.action),
     }
 }
 
-pub(crate) fn decide_exec(subject: &Subject, paths: &[&str], argv: Option<&[String]>) -> Decision {
+pub(crate) fn decide_exec(
+    subject: &Subject,
+    file: &FilePaths<'_>,
+    argv: Option<&[String]>,
+) -> Decision {
     let line = argv.map(|a| a.join(" "));
     let matched = subject
         .exec
         .iter()
-        .find(|rule| exec_rule_matches(rule, paths, line.as_deref()));
+        .find(|rule| exec_rule_matches(rule, file, line.as_deref()));
     decision(subject, subject.exec_default, matched.map(Matched::from))
 }
 
@@ -95,11 +107,15 @@ pub(crate) fn egress_rule_matches(
         })
 }
 
-/// Whether `rule` matches the Unix socket `path`. A rule without `to` does not: it is
-/// about IP destinations.
-pub(crate) fn unix_rule_matches(rule: &EgressRule, path: &str) -> bool {
+/// Whether `rule` matches the Unix socket `socket` (only its confirmed paths, unless
+/// the rule restricts). A rule without `to` does not: it is about IP destinations.
+pub(crate) fn unix_rule_matches(rule: &EgressRule, socket: &FilePaths<'_>) -> bool {
+    let claims = restricts(rule.action);
     rule.to.iter().any(|d| match d {
-        Destination::Unix(glob) => glob.matches(path),
+        Destination::Unix(glob) => {
+            socket.trusted.iter().any(|p| glob.matches(p))
+                || (claims && socket.claimed.iter().any(|p| glob.matches(p)))
+        }
         Destination::Net(_) | Destination::Host(_) => false,
     })
 }
@@ -118,10 +134,10 @@ pub(crate) fn decide_egress(
     decision(subject, subject.egress_default, matched.map(Matched::from))
 }
 
-pub(crate) fn decide_unix(subject: &Subject, path: &str) -> Decision {
+pub(crate) fn decide_unix(subject: &Subject, socket: &FilePaths<'_>) -> Decision {
     let matched = subject
         .egress
         .iter()
-        .find(|rule| unix_rule_matches(rule, path));
+        .find(|rule| unix_rule_matches(rule, socket));
     decision(subject, subject.egress_default, matched.map(Matched::from))
 }

@@ -506,13 +506,38 @@ impl Policy {
     }
 }
 
+/// The paths of a file about to be executed, or of a Unix socket about to be reached,
+/// as rules see them.
+///
+/// Only paths the daemon confirmed (they lead to the kernel's device and inode, in a
+/// mount namespace the process could not have built itself, without `.` or `..`) can
+/// grant: a rule that allows or audits matches `trusted` alone. The paths the process
+/// claimed (the string it passed, made absolute; what it resolved to in its own view)
+/// can still make a deny, kill or ask rule match: naming a file oddly never escapes a
+/// restriction.
+#[derive(Debug, Clone, Default)]
+pub struct FilePaths<'a> {
+    pub trusted: Vec<&'a str>,
+    pub claimed: Vec<&'a str>,
+}
+
+impl<'a> FilePaths<'a> {
+    /// A file whose path the daemon confirmed, claimed as nothing else.
+    pub fn confirmed(path: &'a str) -> Self {
+        Self {
+            trusted: vec![path],
+            claimed: Vec::new(),
+        }
+    }
+}
+
 impl Subject {
-    /// What the policy says about running an executable. `paths`: the candidate paths
-    /// of the executable (as given, and as resolved); a path glob matches if any
-    /// candidate matches. `argv`: `None` when it could not be read: then a rule with an
-    /// argv pattern counts as matching only if its action is deny, kill or ask.
-    pub fn decide_exec(&self, paths: &[&str], argv: Option<&[String]>) -> Decision {
-        evaluate::decide_exec(self, paths, argv)
+    /// What the policy says about running an executable. `file`: its canonical path,
+    /// when the daemon could confirm it, and the paths it was claimed to be. `argv`:
+    /// `None` when it could not be read: then a rule with an argv pattern counts as
+    /// matching only if its action is deny, kill or ask.
+    pub fn decide_exec(&self, file: &FilePaths<'_>, argv: Option<&[String]>) -> Decision {
+        evaluate::decide_exec(self, file, argv)
     }
 
     /// What the policy says about sending to `ip:port`. `proto`: `None` for a socket
@@ -533,6 +558,12 @@ impl Subject {
     /// with its NUL bytes shown as `@`. The first rule with a `unix:` destination whose
     /// glob matches decides; else the subject's egress default.
     pub fn decide_unix(&self, path: &str) -> Decision {
-        evaluate::decide_unix(self, path)
+        evaluate::decide_unix(self, &FilePaths::confirmed(path))
+    }
+
+    /// [`Subject::decide_unix`] for a socket known by confirmed and claimed paths (see
+    /// [`FilePaths`]): only a confirmed path can grant.
+    pub fn decide_unix_file(&self, socket: &FilePaths<'_>) -> Decision {
+        evaluate::decide_unix(self, socket)
     }
 }

@@ -166,7 +166,7 @@ fn a_glob_or_argv_rule_makes_the_miss_ask() {
         ]
     );
     // The glob's miss is the daemon's; what the kernel allows, the daemon allows.
-    let d = p.subjects[0].decide_exec(&["/usr/bin/git"], None);
+    let d = p.subjects[0].decide_exec(&FilePaths::confirmed("/usr/bin/git"), None);
     assert_eq!(d.action.kernel_code(), kernel_exec_eval(&t, a, (10, DEV)));
 }
 
@@ -776,7 +776,13 @@ fn kernel_exec_agrees_with_the_daemon() {
                     _ => given.iter().map(|g| g.to_string()).collect(),
                 };
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                let d = s.decide_exec(&names, argv.as_deref());
+                let d = s.decide_exec(
+                    &FilePaths {
+                        trusted: names.clone(),
+                        claimed: Vec::new(),
+                    },
+                    argv.as_deref(),
+                );
                 assert_eq!(
                     k,
                     d.action.kernel_code(),

@@ -53,8 +53,7 @@ fn first_matching_exec_rule_decides() {
     let p = policy(EXEC);
     let s = p.subject_by_name("a").unwrap();
 
-    let d = s.decide_exec(
-        &["/usr/bin/git"],
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/git"),
         Some(&argv("git push origin main --force")),
     );
     assert_eq!(d.action, Action::Ask);
@@ -62,47 +61,88 @@ fn first_matching_exec_rule_decides() {
     assert_eq!(d.deadline, Duration::from_secs(30));
     assert_eq!(d.on_timeout, Verdict::Allow);
 
-    let d = s.decide_exec(&["/usr/bin/git"], Some(&argv("git status")));
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/git"), Some(&argv("git status")));
     assert_eq!(d.action, Action::Allow);
     assert_eq!(d.rule.as_deref(), Some("git"));
     // Rule without overrides: the subject's.
     assert_eq!(d.deadline, Duration::from_secs(60));
     assert_eq!(d.on_timeout, Verdict::Deny);
 
-    let d = s.decide_exec(&["/usr/bin/rm"], Some(&argv("rm -rf /")));
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/rm"), Some(&argv("rm -rf /")));
     assert_eq!((d.action, d.rule.as_deref()), (Action::Kill, Some("rm-rf")));
     // `/usr/**/bin/*` needs something between /usr/ and /bin/.
-    let d = s.decide_exec(&["/usr/bin/rm"], Some(&argv("rm -r /")));
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/rm"), Some(&argv("rm -r /")));
     assert_eq!((d.action, d.rule.as_deref()), (Action::Deny, None));
-    let d = s.decide_exec(&["/usr/local/bin/x"], Some(&argv("x")));
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/local/bin/x"), Some(&argv("x")));
     assert_eq!(
         (d.action, d.rule.as_deref()),
         (Action::Audit, Some("tools"))
     );
-    let d = s.decide_exec(&["/usr/a/b/bin/x"], Some(&argv("x")));
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/a/b/bin/x"), Some(&argv("x")));
     assert_eq!(
         (d.action, d.rule.as_deref()),
         (Action::Audit, Some("tools"))
     );
 
     // Nothing matches: the subject's default, no rule.
-    let d = s.decide_exec(&["/opt/x"], Some(&argv("x")));
+    let d = s.decide_exec(&FilePaths::confirmed("/opt/x"), Some(&argv("x")));
     assert_eq!(d.action, Action::Deny);
     assert_eq!(d.rule, None);
     assert_eq!(d.deadline, Duration::from_secs(60));
 }
 
+fn paths<'a>(trusted: &[&'a str], claimed: &[&'a str]) -> FilePaths<'a> {
+    FilePaths {
+        trusted: trusted.to_vec(),
+        claimed: claimed.to_vec(),
+    }
+}
+
 #[test]
-fn any_candidate_path_matches() {
+fn any_confirmed_path_matches() {
     let p = policy(EXEC);
     let s = p.subject_by_name("a").unwrap();
     // Run through a symlink: the resolved path matches.
-    let d = s.decide_exec(&["/home/u/g", "/usr/bin/git"], Some(&argv("g log")));
+    let d = s.decide_exec(
+        &paths(&["/home/u/g", "/usr/bin/git"], &[]),
+        Some(&argv("g log")),
+    );
     assert_eq!(d.rule.as_deref(), Some("git"));
-    let d = s.decide_exec(&["/usr/bin/git", "/opt/other"], Some(&argv("git log")));
+    let d = s.decide_exec(
+        &paths(&["/usr/bin/git", "/opt/other"], &[]),
+        Some(&argv("git log")),
+    );
     assert_eq!(d.rule.as_deref(), Some("git"));
-    let d = s.decide_exec(&[], Some(&argv("git log")));
+    let d = s.decide_exec(&paths(&[], &[]), Some(&argv("git log")));
     assert_eq!(d.rule, None);
+}
+
+#[test]
+fn a_claimed_path_restricts_but_never_grants() {
+    let p = policy(EXEC);
+    let s = p.subject_by_name("a").unwrap();
+    // `/usr/bin/../../tmp/evil` passes `/usr/bin/*`-style globs as a string; the file
+    // it names is no such thing: the allow rule `git` and the audit rule `tools` do not
+    // match what is only claimed.
+    let d = s.decide_exec(
+        &paths(&["/tmp/evil"], &["/usr/bin/git", "/usr/local/bin/x"]),
+        Some(&argv("git status")),
+    );
+    assert_eq!((d.action, d.rule.as_deref()), (Action::Deny, None));
+    // Nothing confirmed at all (a file under a mount the process made): the default.
+    let d = s.decide_exec(&paths(&[], &["/usr/bin/git"]), Some(&argv("git status")));
+    assert_eq!((d.action, d.rule.as_deref()), (Action::Deny, None));
+    // But a restriction matches a claim: the ask rule on force pushes and the kill rule.
+    let d = s.decide_exec(
+        &paths(&["/tmp/evil"], &["/usr/bin/git"]),
+        Some(&argv("git push origin main --force")),
+    );
+    assert_eq!(
+        (d.action, d.rule.as_deref()),
+        (Action::Ask, Some("no-force-push"))
+    );
+    let d = s.decide_exec(&paths(&[], &["/usr/bin/rm"]), Some(&argv("rm -rf /")));
+    assert_eq!((d.action, d.rule.as_deref()), (Action::Kill, Some("rm-rf")));
 }
 
 #[test]
@@ -110,24 +150,24 @@ fn unknown_argv_never_grants() {
     let p = policy(EXEC);
     let s = p.subject_by_name("a").unwrap();
     // The ask rule with an argv pattern counts as matching.
-    let d = s.decide_exec(&["/usr/bin/git"], None);
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/git"), None);
     assert_eq!(
         (d.action, d.rule.as_deref()),
         (Action::Ask, Some("no-force-push"))
     );
     // The kill rule too; the audit rule (a grant) never does.
-    let d = s.decide_exec(&["/usr/bin/curl"], None);
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/curl"), None);
     assert_eq!((d.action, d.rule.as_deref()), (Action::Kill, Some("rm-rf")));
 
     let p = policy(
         "subjects:\n  - name: a\n    owner: o\n    default: deny\n    exec:\n      - {path: /bin/x, argv: \"x safe\", action: allow}\n      - {path: /bin/x, argv: \"x *\", action: audit}\n      - {path: /bin/y, argv: \"y *\", action: deny}\n",
     );
     let s = &p.subjects[0];
-    let d = s.decide_exec(&["/bin/x"], None);
+    let d = s.decide_exec(&FilePaths::confirmed("/bin/x"), None);
     assert_eq!((d.action, d.rule), (Action::Deny, None));
-    let d = s.decide_exec(&["/bin/x"], Some(&argv("x safe")));
+    let d = s.decide_exec(&FilePaths::confirmed("/bin/x"), Some(&argv("x safe")));
     assert_eq!(d.action, Action::Allow);
-    let d = s.decide_exec(&["/bin/y"], None);
+    let d = s.decide_exec(&FilePaths::confirmed("/bin/y"), None);
     assert_eq!(
         (d.action, d.rule.as_deref()),
         (Action::Deny, Some("exec[2]"))
@@ -138,7 +178,7 @@ fn unknown_argv_never_grants() {
 fn defaults_are_per_subject() {
     let p = policy(EXEC);
     let b = p.subject_by_name("b").unwrap();
-    let d = b.decide_exec(&["/usr/bin/git"], Some(&argv("git status")));
+    let d = b.decide_exec(&FilePaths::confirmed("/usr/bin/git"), Some(&argv("git status")));
     assert_eq!(d.action, Action::Ask);
     assert_eq!(d.rule, None);
     assert_eq!(d.deadline, Duration::from_secs(10));

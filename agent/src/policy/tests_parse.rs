@@ -170,19 +170,19 @@ fn example_file_parses() {
     assert_eq!(p.default_enroll_subject().unwrap().name, "coding-agent");
 
     // And it decides as its comments say.
-    let d = s.decide_exec(&["/usr/bin/git"], Some(&["git".into(), "status".into()]));
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/git"), Some(&["git".into(), "status".into()]));
     assert_eq!((d.action, d.rule.as_deref()), (Action::Allow, Some("git")));
     let argv: Vec<String> = ["rm", "-rf", "/home"].map(String::from).to_vec();
-    let d = s.decide_exec(&["/usr/bin/rm"], Some(&argv));
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/rm"), Some(&argv));
     assert_eq!(
         (d.action, d.rule.as_deref()),
         (Action::Deny, Some("no-rm-rf"))
     );
     // Unknown argv: the deny rule with an argv pattern counts as matching.
-    let d = s.decide_exec(&["/usr/bin/apt-get"], None);
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/apt-get"), None);
     assert_eq!(d.action, Action::Deny);
     let install: Vec<String> = ["apt-get", "install", "x"].map(String::from).to_vec();
-    let d = s.decide_exec(&["/usr/bin/apt-get"], Some(&install));
+    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/apt-get"), Some(&install));
     assert_eq!(
         (d.action, d.rule.as_deref()),
         (Action::Ask, Some("package-installs"))
@@ -224,7 +224,7 @@ fn standalone_default_policy() {
     assert_eq!(s.id, agent_common::subject_id(b"enrolled"));
     assert!(s.enrolled);
     assert_eq!(p.default_enroll_subject().unwrap().id, s.id);
-    let d = s.decide_exec(&["/bin/true"], None);
+    let d = s.decide_exec(&FilePaths::confirmed("/bin/true"), None);
     assert_eq!(d.action, Action::Ask);
     assert_eq!(d.rule, None);
     assert_eq!(d.deadline, Duration::from_secs(42));

@@ -81,6 +81,12 @@ fn tcp_connect(addr: &str) -> Result<(), i32> {
         .map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
 
+fn unix_connect(path: &str) -> Result<(), i32> {
+    std::os::unix::net::UnixStream::connect(path)
+        .map(drop)
+        .map_err(|e| e.raw_os_error().unwrap_or(-1))
+}
+
 fn pid_arg(pid: &str) -> Result<libc::pid_t, i32> {
     pid.parse().map_err(|_| libc::EINVAL)
 }
@@ -157,13 +163,65 @@ fn recv_then_connect(n: &str, addr: &str, sock: &std::net::UdpSocket) -> ExitCod
     report("recv-then-connect", tcp_connect(addr))
 }
 
+/// Runs `path` as `belay-evade hello` (which then needs no go line).
+fn exec_hello(path: &str) -> Result<(), i32> {
+    use std::os::unix::process::CommandExt as _;
+    let e = std::process::Command::new(path)
+        .arg("hello")
+        .env(NO_WAIT, "1")
+        .exec();
+    Err(e.raw_os_error().unwrap_or(-1))
+}
+
+fn write_file(path: &str, text: &str) -> Result<(), i32> {
+    std::fs::write(path, text).map_err(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+/// In a user and mount namespace of its own (where it may mount), binds `src` over
+/// `target`; the caller then runs `target`.
+fn userns_bind(src: &str, target: &str) -> Result<(), i32> {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    // SAFETY: plain syscall; single-threaded here.
+    check(unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } as libc::c_long)?;
+    write_file("/proc/self/setgroups", "deny")?;
+    write_file("/proc/self/uid_map", &format!("0 {uid} 1"))?;
+    write_file("/proc/self/gid_map", &format!("0 {gid} 1"))?;
+    let cstr = |s: &str| CString::new(s).map_err(|_| libc::EINVAL);
+    let (root, src_c, target_c) = (cstr("/")?, cstr(src)?, cstr(target)?);
+    // SAFETY: valid C strings; null fs type and data are allowed for these flags.
+    check(unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    } as libc::c_long)?;
+    // SAFETY: as above.
+    check(unsafe {
+        libc::mount(
+            src_c.as_ptr(),
+            target_c.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    } as libc::c_long)
+    .map(drop)
+}
+
+/// Set in the environment of a `belay-evade hello` that another case execs.
+const NO_WAIT: &str = "BELAY_EVADE_NO_WAIT";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         eprintln!(
-            "usage: belay-evade udp-unspec ADDR | udp-family FAMILY ADDR | connect ADDR | \
+            "usage: belay-evade udp-unspec ADDR | udp-family FAMILY ADDR | connect ADDR | unix-connect PATH | \
              pidfd-getfd PID FD MSG | ptrace-attach PID | proc-mem PID | hold-socket ADDR | \
-             recv-then-connect N ADDR | hello"
+             recv-then-connect N ADDR | exec-hello PATH | userns-bind-exec SRC TARGET | hello"
         );
         return ExitCode::from(2);
     }
@@ -178,10 +236,12 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    println!("ready {}", std::process::id());
-    let _ = std::io::stdout().flush();
-    let mut go = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut go);
+    if std::env::var_os(NO_WAIT).is_none() {
+        println!("ready {}", std::process::id());
+        let _ = std::io::stdout().flush();
+        let mut go = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut go);
+    }
     let case = args[0].as_str();
     match (case, &args[1..]) {
         ("hello", []) => report(case, Ok(())),
@@ -191,9 +251,16 @@ fn main() -> ExitCode {
             report(case, udp_family(addr, fam))
         }
         ("connect", [addr]) => report(case, tcp_connect(addr)),
+        ("unix-connect", [path]) => report(case, unix_connect(path)),
         ("pidfd-getfd", [pid, fd, msg]) => report(case, pidfd_getfd(pid, fd, msg)),
         ("ptrace-attach", [pid]) => report(case, ptrace_attach(pid)),
         ("proc-mem", [pid]) => report(case, proc_mem(pid)),
+        ("exec-hello", [path]) => report(case, exec_hello(path)),
+        // A failure to set up says so: it must not pass for belay's refusal.
+        ("userns-bind-exec", [src, target]) => match userns_bind(src, target) {
+            Ok(()) => report(case, exec_hello(target)),
+            Err(errno) => report("userns-setup", Err(errno)),
+        },
         ("recv-then-connect", [n, addr]) => match &udp {
             Some(s) => recv_then_connect(n, addr, s),
             None => ExitCode::from(2),
