@@ -132,9 +132,8 @@ fn is_clean(path: &str) -> bool {
 /// `/proc/self/fd` or a memfd get nothing.
 pub fn exec_trusted_paths(tgid: u32, path: &str, ino: u64, dev: u32) -> Vec<String> {
     use std::os::unix::fs::MetadataExt as _;
-    let is_it = |md: &fs::Metadata| {
-        md.ino() == ino && md.dev() == kernel_dev_to_user(dev) && md.is_file()
-    };
+    let is_it =
+        |md: &fs::Metadata| md.ino() == ino && md.dev() == kernel_dev_to_user(dev) && md.is_file();
     vouched_paths(tgid, path, &is_it)
 }
 

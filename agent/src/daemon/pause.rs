@@ -82,7 +82,10 @@ fn unvouched_default_asks(decision: Decision, action: &Action, mounts_trusted: b
         action,
         Action::Exec { .. } | Action::ConnectUnix { .. } | Action::SendUnix { .. }
     );
-    let grants = matches!(decision.action, policy::Action::Allow | policy::Action::Audit);
+    let grants = matches!(
+        decision.action,
+        policy::Action::Allow | policy::Action::Audit
+    );
     if by_path && !mounts_trusted && decision.rule.is_none() && grants {
         Decision {
             action: policy::Action::Ask,

@@ -2,7 +2,7 @@
 //! action).
 use std::net::IpAddr;
 
-use super::{Action, Decision, Destination, EgressRule, FilePaths, ExecRule, Proto, Subject};
+use super::{Action, Decision, Destination, EgressRule, ExecRule, FilePaths, Proto, Subject};
 
 /// What a matching rule says: its name, action, and its own deadline and verdict.
 struct Matched<'a> {

@@ -53,7 +53,8 @@ fn first_matching_exec_rule_decides() {
     let p = policy(EXEC);
     let s = p.subject_by_name("a").unwrap();
 
-    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/git"),
+    let d = s.decide_exec(
+        &FilePaths::confirmed("/usr/bin/git"),
         Some(&argv("git push origin main --force")),
     );
     assert_eq!(d.action, Action::Ask);
@@ -61,14 +62,20 @@ fn first_matching_exec_rule_decides() {
     assert_eq!(d.deadline, Duration::from_secs(30));
     assert_eq!(d.on_timeout, Verdict::Allow);
 
-    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/git"), Some(&argv("git status")));
+    let d = s.decide_exec(
+        &FilePaths::confirmed("/usr/bin/git"),
+        Some(&argv("git status")),
+    );
     assert_eq!(d.action, Action::Allow);
     assert_eq!(d.rule.as_deref(), Some("git"));
     // Rule without overrides: the subject's.
     assert_eq!(d.deadline, Duration::from_secs(60));
     assert_eq!(d.on_timeout, Verdict::Deny);
 
-    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/rm"), Some(&argv("rm -rf /")));
+    let d = s.decide_exec(
+        &FilePaths::confirmed("/usr/bin/rm"),
+        Some(&argv("rm -rf /")),
+    );
     assert_eq!((d.action, d.rule.as_deref()), (Action::Kill, Some("rm-rf")));
     // `/usr/**/bin/*` needs something between /usr/ and /bin/.
     let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/rm"), Some(&argv("rm -r /")));
@@ -178,7 +185,10 @@ fn unknown_argv_never_grants() {
 fn defaults_are_per_subject() {
     let p = policy(EXEC);
     let b = p.subject_by_name("b").unwrap();
-    let d = b.decide_exec(&FilePaths::confirmed("/usr/bin/git"), Some(&argv("git status")));
+    let d = b.decide_exec(
+        &FilePaths::confirmed("/usr/bin/git"),
+        Some(&argv("git status")),
+    );
     assert_eq!(d.action, Action::Ask);
     assert_eq!(d.rule, None);
     assert_eq!(d.deadline, Duration::from_secs(10));

@@ -170,7 +170,10 @@ fn example_file_parses() {
     assert_eq!(p.default_enroll_subject().unwrap().name, "coding-agent");
 
     // And it decides as its comments say.
-    let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/git"), Some(&["git".into(), "status".into()]));
+    let d = s.decide_exec(
+        &FilePaths::confirmed("/usr/bin/git"),
+        Some(&["git".into(), "status".into()]),
+    );
     assert_eq!((d.action, d.rule.as_deref()), (Action::Allow, Some("git")));
     let argv: Vec<String> = ["rm", "-rf", "/home"].map(String::from).to_vec();
     let d = s.decide_exec(&FilePaths::confirmed("/usr/bin/rm"), Some(&argv));
