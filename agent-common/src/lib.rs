@@ -43,6 +43,16 @@ pub struct DnsEvent {
     pub len: u32,
     /// Length of the whole message (more than `len` when it was cut).
     pub wire_len: u32,
+    /// Who sent it, from the datagram's IP header: [`family`] `INET` (address in the
+    /// first 4 bytes) or `INET6`; 0 when the header could not be read.
+    pub from_family: u16,
+    /// Source port, host order.
+    pub from_port: u16,
+    /// Level of the user namespace that owns the receiving socket's network namespace:
+    /// 0 for the host's; more for one an unprivileged process may have made (in which
+    /// any address can be anyone). `u32::MAX` when it could not be read.
+    pub userns_level: u32,
+    pub from_addr: [u8; 16],
     pub data: [u8; DNS_CAPTURE],
 }
 
@@ -327,7 +337,14 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
     /// `sock_common::skc_family` (`struct sock` begins with its `sock_common`)
     pub sk_family: u32,
-    pub _pad: u32,
+    /// `sock_common::skc_net` (a `possible_net_t`: the `struct net *` itself)
+    pub sk_net: u32,
+    /// `net::user_ns`
+    pub net_user_ns: u32,
+    /// `user_namespace::level`
+    pub userns_level: u32,
+    /// `sk_buff::network_header`
+    pub skb_network_header: u32,
 }
 
 impl KernelOffsets {
@@ -356,7 +373,10 @@ impl KernelOffsets {
             task_start_time: 0,
             socket_sk: 0,
             sk_family: 0,
-            _pad: 0,
+            sk_net: 0,
+            net_user_ns: 0,
+            userns_level: 0,
+            skb_network_header: 0,
         }
     }
 }
@@ -403,8 +423,8 @@ pub mod counter {
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
-const _: () = assert!(core::mem::size_of::<DnsEvent>() == 528);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 108);
+const _: () = assert!(core::mem::size_of::<DnsEvent>() == 552);
 const _: () = assert!(core::mem::size_of::<DaemonState>() == 24);
 const _: () = assert!(core::mem::size_of::<SubjectConf>() == 24);
 const _: () = assert!(core::mem::size_of::<ExecRuleKey>() == 16);

@@ -130,6 +130,16 @@ struct Args {
     /// created on first use. Copy one file to every host to match values fleet-wide.
     #[arg(long, env = "BELAY_MASK_KEY_FILE", value_name = "FILE", default_value = belay_agent::policy::mask::DEFAULT_KEY_FILE)]
     mask_key_file: PathBuf,
+    /// Also trust DNS answers from this resolver (port 53) for hostname rules, besides
+    /// the nameservers in /etc/resolv.conf. Answers from anywhere else, or received in a
+    /// network namespace a process made in a user namespace of its own, teach no name.
+    #[arg(
+        long = "dns-resolver",
+        env = "BELAY_DNS_RESOLVERS",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    dns_resolvers: Vec<std::net::IpAddr>,
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9464.
     #[arg(long, env = "BELAY_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -230,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
         server_owner: args.server_owner,
         server_cert_dir: args.cert_dir,
         policy_from_server: args.policy_from_server,
+        dns_resolvers: args.dns_resolvers,
         stale_after: Duration::from_secs(args.stale_after),
         fail_mode: match args.fail_mode {
             FailModeArg::Deny => FailMode::Deny,

@@ -68,9 +68,16 @@ pub struct Metrics {
     kernel_policy: [AtomicU64; 5],
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// DNS answers that taught no name, by [`crate::dns::Untrusted`] reason.
+    dns_ignored: [AtomicU64; 3],
 }
 
 impl Metrics {
+    /// Records a DNS answer a watched process received that taught belay nothing.
+    pub fn dns_ignored(&self, why: crate::dns::Untrusted) {
+        self.dns_ignored[why as usize].fetch_add(1, Relaxed);
+    }
+
     /// Records a request that ended after being paused for `paused`.
     pub fn ended(&self, how: Ended, paused: Duration) {
         let i = Ended::ALL.iter().position(|(e, _)| *e == how).unwrap_or(0);
@@ -224,6 +231,24 @@ impl Metrics {
             self.reloads_ok.load(Relaxed),
             self.reloads_failed.load(Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP belay_dns_answers_ignored_total DNS answers to watched processes that taught \
+             no hostname (not from a trusted resolver, or in a namespace a process may have made).\n\
+             # TYPE belay_dns_answers_ignored_total counter"
+        );
+        for why in [
+            crate::dns::Untrusted::Resolver,
+            crate::dns::Untrusted::Namespace,
+            crate::dns::Untrusted::UnknownSender,
+        ] {
+            let _ = writeln!(
+                out,
+                "belay_dns_answers_ignored_total{{reason=\"{}\"}} {}",
+                why.as_str(),
+                self.dns_ignored[why as usize].load(Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP belay_pause_seconds How long requests kept their process paused.\n\

@@ -23,7 +23,7 @@ use belay_agent::{
     policy::KernelTables,
 };
 use belay_tests::{Actor, PinDir, binary};
-use common::{AGENT_UID, Agent, LONG};
+use common::{AGENT_UID, Agent, LONG, dns_server};
 
 fn evade_path() -> String {
     binary("belay-evade").unwrap().display().to_string()
@@ -137,6 +137,53 @@ fn class1_the_unspecified_address_is_judged_as_the_loopback_it_reaches() {
         format!("connect err {}", libc::EPERM)
     );
     no_connection(&l6);
+}
+
+// Class 2: names are learned only from resolvers the host trusts.
+
+#[test]
+fn class2_a_resolver_of_the_agents_choosing_teaches_no_hostname() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let policy = PolicyFile::new(&format!(
+        "version: 1
+subjects:
+  - name: t
+    owner: alice@example.com
+    match: {{enrolled: true}}
+    default: {{exec: allow, egress: deny}}
+    egress:
+      - {{name: dns, to: [127.0.0.0/8], ports: [53], protocol: udp, action: allow}}
+      - {{name: api, to: [\"*.allowed.test\"], ports: [{port}], action: allow}}
+"
+    ));
+    // The host trusts 127.0.0.1; the agent asks a server of its own at 127.0.0.2.
+    let agent = Agent::start(&["--policy", &policy.path, "--dns-resolver", "127.0.0.1"]);
+    let rogue = dns_server("127.0.0.2:53", [127, 0, 0, 1], 1);
+    let actor = common::actor_path();
+    let mut a = agent.run_as(
+        "t",
+        &[
+            &actor,
+            "resolve-connect",
+            "127.0.0.2:53",
+            "api.allowed.test",
+            &port.to_string(),
+        ],
+    );
+    a.ready().unwrap();
+    a.go().unwrap();
+    let (out, _) = a.finish(LONG).unwrap();
+    assert_eq!(
+        out,
+        format!("resolve 127.0.0.1\nconnect err {}\n", libc::EPERM),
+        "the rogue answer did not make 127.0.0.1 api.allowed.test"
+    );
+    no_connection(&l);
+    rogue.join().unwrap();
+    let metrics = common::scrape(agent.metrics);
+    let line = "belay_dns_answers_ignored_total{reason=\"resolver\"} 1";
+    assert!(metrics.lines().any(|m| m == line), "{line} in\n{metrics}");
 }
 
 // Class 3: what is executed is judged by the file, not by the string the caller passed.
@@ -356,7 +403,7 @@ async fn class7_a_flood_of_dns_answers_crowds_out_neither_a_pause_nor_the_heartb
     let backend = LsmBackend::new(loaded, Duration::from_secs(2), FailMode::Deny).unwrap();
     let (enforcer, mut events) = Enforcer::start_backend(
         backend,
-        Box::new(|_, _| std::thread::sleep(Duration::from_millis(5))),
+        Box::new(|_| std::thread::sleep(Duration::from_millis(5))),
     )
     .unwrap();
 

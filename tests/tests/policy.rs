@@ -6,14 +6,14 @@
 mod common;
 
 use std::{
-    net::{TcpListener, UdpSocket},
+    net::TcpListener,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
 
 use belay_tests::{Actor, binary, wait_until};
-use common::{AGENT_UID, Agent, LONG, actor_path, ok, scrape};
+use common::{AGENT_UID, Agent, LONG, actor_path, dns_server, ok, scrape};
 use serde_json::Value;
 
 /// A policy file in its own directory, kept for the test's lifetime.
@@ -303,27 +303,6 @@ subjects:
     assert_eq!(killed["event"]["action"]["address"], "10.1.2.3", "{killed}");
 }
 
-/// A one-shot DNS server on 127.0.0.1:53 answering every A query with `ip`.
-fn dns_server(ip: [u8; 4], answers: usize) -> std::thread::JoinHandle<()> {
-    let sock = UdpSocket::bind("127.0.0.1:53").expect("port 53 free in the VM");
-    std::thread::spawn(move || {
-        for _ in 0..answers {
-            let mut buf = [0u8; 512];
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                return;
-            };
-            let mut r = buf[..n].to_vec();
-            r[2] = 0x81; // QR, RD
-            r[3] = 0x80; // RA, NOERROR
-            r[6..8].copy_from_slice(&1u16.to_be_bytes()); // one answer
-            // Name pointer to the question, type A, class IN, TTL 60, 4 bytes.
-            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-            r.extend_from_slice(&ip);
-            let _ = sock.send_to(&r, from);
-        }
-    })
-}
-
 #[test]
 fn hostname_rules_use_the_names_the_agent_itself_resolved() {
     let (_l, port) = listener();
@@ -342,8 +321,9 @@ subjects:
 ",
         actor = actor_path()
     ));
-    let agent = agent_with(&policy);
-    let server = dns_server([127, 0, 0, 1], 2);
+    // The test's resolver is the one the host trusts.
+    let agent = Agent::start(&["--policy", &policy.arg(), "--dns-resolver", "127.0.0.1"]);
+    let server = dns_server("127.0.0.1:53", [127, 0, 0, 1], 2);
     let dst = port.to_string();
 
     let mut a = agent.run_as(

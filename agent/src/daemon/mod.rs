@@ -5,7 +5,7 @@ mod pause;
 
 use std::{
     future::Future,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -13,11 +13,13 @@ use std::{
 use anyhow::Context as _;
 use belay_proto::domain::{PolicyOutcome, PolicyReport};
 use tokio::{net::UnixListener, signal::unix::SignalKind};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
-    dns::{NameCache, parse_response},
-    kernel::{Enforcer, EnforcerError, FailMode, Loaded, LsmBackend, PauseEvent, Verdict},
+    dns::{NameCache, TrustedResolvers, parse_response},
+    kernel::{
+        DnsReceived, Enforcer, EnforcerError, FailMode, Loaded, LsmBackend, PauseEvent, Verdict,
+    },
     metrics::{Ended, Metrics},
     policy::{self, HostResolver, Policy},
     reload::{Installed, LivePolicy, ServerPolicyError},
@@ -64,6 +66,8 @@ pub struct Config {
     /// Enforce the fleet policy belay-server sends (saved in `server_cert_dir`) instead
     /// of `policy`; without it, the agent tells the server it keeps its own.
     pub policy_from_server: bool,
+    /// Resolvers trusted for hostnames besides those in /etc/resolv.conf.
+    pub dns_resolvers: Vec<std::net::IpAddr>,
 }
 
 /// How often the policy file is checked for edits, cgroups for new members, and the
@@ -336,13 +340,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let loaded = Loaded::load(&config.pin_dir).context("loading belay's kernel programs")?;
     let names = Arc::new(Mutex::new(NameCache::new(MAX_NAMES)));
+    let metrics = Arc::new(Metrics::default());
+    let resolvers =
+        TrustedResolvers::from_host(Path::new("/etc/resolv.conf"), &config.dns_resolvers);
+    info!(
+        resolvers = ?resolvers.addrs().collect::<Vec<_>>(),
+        "hostnames are learned from these resolvers' answers only"
+    );
     let sink = {
-        let names = names.clone();
-        Box::new(move |tgid: u32, message: &[u8]| {
-            if let Ok(answers) = parse_response(message)
+        let (names, metrics) = (names.clone(), metrics.clone());
+        Box::new(move |answer: &DnsReceived<'_>| {
+            if let Err(why) = resolvers.check(answer) {
+                debug!(tgid = answer.tgid, from = ?answer.from, reason = why.as_str(), "DNS answer ignored");
+                metrics.dns_ignored(why);
+                return;
+            }
+            if let Ok(answers) = parse_response(answer.message)
                 && !answers.is_empty()
             {
-                lock(&names).learn(tgid, &answers, Instant::now());
+                lock(&names).learn(answer.tgid, &answers, Instant::now());
             }
         })
     };
@@ -371,7 +387,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         server_policy: Arc::default(),
         enforcer,
         book: Arc::new(Mutex::new(RequestBook::default())),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         config: Arc::new(config),
         policy: Arc::new(live),
         names,

@@ -345,6 +345,8 @@ struct Entry {
 mod cache;
 
 pub use cache::NameCache;
+mod trust;
+pub use trust::{TrustedResolvers, Untrusted, resolv_conf_nameservers};
 
 #[cfg(test)]
 mod tests;

@@ -107,6 +107,19 @@ pub struct Counters {
     pub undecodable_events: u64,
 }
 
+/// A DNS message a watched process received, with who sent it as the kernel saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct DnsReceived<'a> {
+    pub tgid: u32,
+    /// The sender, from the datagram's IP header; `None` when it could not be read.
+    pub from: Option<std::net::SocketAddr>,
+    /// Received in a network namespace of the host's own user namespace: addresses there
+    /// are as the host assigned them (in one an unprivileged process made, it can be
+    /// any address it likes).
+    pub host_netns: bool,
+    pub message: &'a [u8],
+}
+
 /// One record from the kernel.
 #[derive(Debug)]
 pub enum KernelEvent<'a> {
@@ -114,7 +127,7 @@ pub enum KernelEvent<'a> {
     /// the kernel took itself ([`PauseEvent::is_pause`]).
     Action(PauseEvent),
     /// A DNS message a watched process received.
-    Dns { tgid: u32, message: &'a [u8] },
+    Dns(DnsReceived<'a>),
 }
 
 /// A mechanism that holds watched processes' actions. Implementations are owned by one

@@ -15,7 +15,7 @@ use tracing::{debug, error};
 
 use super::{
     Loaded,
-    backend::{Backend, Counters, EnforcerError, FailMode, KernelEvent, Verdict},
+    backend::{Backend, Counters, DnsReceived, EnforcerError, FailMode, KernelEvent, Verdict},
     lsm::LsmBackend,
 };
 use crate::policy::KernelTables;
@@ -25,7 +25,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Called by the owner task with each DNS message a watched process received, before
 /// any later event is passed on (so a name is known by the time a connect to it pauses).
-pub type DnsSink = Box<dyn FnMut(u32, &[u8]) + Send>;
+pub type DnsSink = Box<dyn FnMut(&DnsReceived<'_>) + Send>;
 
 type Reply<T> = oneshot::Sender<Result<T, EnforcerError>>;
 
@@ -73,7 +73,7 @@ impl Enforcer {
     ) -> Result<(Self, mpsc::UnboundedReceiver<PauseEvent>), EnforcerError> {
         Self::start_backend(
             LsmBackend::new(loaded, stale_after, fail_mode)?,
-            Box::new(|_, _| {}),
+            Box::new(|_| {}),
         )
     }
 
@@ -203,8 +203,8 @@ impl<B: Backend> Owner<B> {
                     };
                     let dns = &mut self.dns;
                     let more = self.backend.drain_dns(&mut |ev| {
-                        if let KernelEvent::Dns { tgid, message } = ev {
-                            dns(tgid, message);
+                        if let KernelEvent::Dns(answer) = ev {
+                            dns(&answer);
                         }
                     });
                     // Left ready when more wait: the next turn of the loop (after the
@@ -224,7 +224,7 @@ impl<B: Backend> Owner<B> {
                     let mut unheard = Vec::new();
                     let dns = &mut self.dns;
                     self.backend.drain(&mut |ev| match ev {
-                        KernelEvent::Dns { tgid, message } => dns(tgid, message),
+                        KernelEvent::Dns(answer) => dns(&answer),
                         KernelEvent::Action(ev) => {
                             let is_pause = ev.is_pause();
                             if out.send(ev.clone()).is_err() && is_pause {

@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     Loaded,
-    backend::{Backend, Counters, EnforcerError, FailMode, KernelEvent, Verdict},
+    backend::{Backend, Counters, DnsReceived, EnforcerError, FailMode, KernelEvent, Verdict},
     heartbeat::Heartbeat,
 };
 use crate::policy::KernelTables;
@@ -140,17 +140,31 @@ impl LsmBackend {
 }
 
 /// A DNS record from the ring buffer, if `bytes` is one.
-fn dns_message(bytes: &[u8]) -> Option<(u32, &[u8])> {
-    const HEADER: usize = 16;
+fn dns_message(bytes: &[u8]) -> Option<DnsReceived<'_>> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
     if bytes.len() != size_of::<DnsEvent>() {
         return None;
     }
-    let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap_or_default());
-    if u32_at(0) != kind::DNS {
+    // SAFETY: the length was checked, DnsEvent is repr(C) plain data for which any bit
+    // pattern is valid, and read_unaligned has no alignment requirement.
+    let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DnsEvent>()) };
+    if ev.kind != kind::DNS {
         return None;
     }
-    let len = (u32_at(8) as usize).min(DNS_CAPTURE);
-    Some((u32_at(4), &bytes[HEADER..HEADER + len]))
+    let a = ev.from_addr;
+    let ip = match ev.from_family {
+        agent_common::family::INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+        agent_common::family::INET6 => Some(IpAddr::V6(Ipv6Addr::from(a))),
+        _ => None,
+    };
+    let start = std::mem::offset_of!(DnsEvent, data);
+    let len = (ev.len as usize).min(DNS_CAPTURE);
+    Some(DnsReceived {
+        tgid: ev.tgid,
+        from: ip.map(|ip| SocketAddr::new(ip, ev.from_port)),
+        host_netns: ev.userns_level == 0,
+        message: &bytes[start..start + len],
+    })
 }
 
 /// Most DNS answers handed over in one go: a process that floods itself with answers
@@ -165,7 +179,7 @@ fn drain_dns(ring: &mut RingBuf<MapData>, sink: &mut dyn FnMut(KernelEvent<'_>))
             return false;
         };
         match dns_message(&item) {
-            Some((tgid, message)) => sink(KernelEvent::Dns { tgid, message }),
+            Some(answer) => sink(KernelEvent::Dns(answer)),
             None => warn!(
                 len = item.len(),
                 "a DNS record of an unknown shape was skipped"

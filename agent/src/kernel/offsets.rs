@@ -29,7 +29,11 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         socket_sk: btf.member_offset("socket", "sk")?,
         sk_family: btf.member_offset("sock", "__sk_common")?
             + btf.member_offset("sock_common", "skc_family")?,
-        _pad: 0,
+        sk_net: btf.member_offset("sock", "__sk_common")?
+            + btf.member_offset("sock_common", "skc_net")?,
+        net_user_ns: btf.member_offset("net", "user_ns")?,
+        userns_level: btf.member_offset("user_namespace", "level")?,
+        skb_network_header: btf.member_offset("sk_buff", "network_header")?,
     })
 }
 

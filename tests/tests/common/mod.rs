@@ -209,3 +209,24 @@ pub fn scrape(addr: std::net::SocketAddr) -> String {
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
     out
 }
+
+/// A DNS server on `bind` answering `answers` A queries, each with `ip`.
+pub fn dns_server(bind: &str, ip: [u8; 4], answers: usize) -> std::thread::JoinHandle<()> {
+    let sock = std::net::UdpSocket::bind(bind).expect("port 53 free in the VM");
+    std::thread::spawn(move || {
+        for _ in 0..answers {
+            let mut buf = [0u8; 512];
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                return;
+            };
+            let mut r = buf[..n].to_vec();
+            r[2] = 0x81; // QR, RD
+            r[3] = 0x80; // RA, NOERROR
+            r[6..8].copy_from_slice(&1u16.to_be_bytes()); // one answer
+            // Name pointer to the question, type A, class IN, TTL 60, 4 bytes.
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            r.extend_from_slice(&ip);
+            let _ = sock.send_to(&r, from);
+        }
+    })
+}
