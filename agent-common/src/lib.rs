@@ -194,6 +194,51 @@ pub mod syscall {
     pub const EXECVEAT: u64 = 322;
 }
 
+/// Most bytes of an exec's argument area, and of its environment area, the kernel checks
+/// against what was reviewed ([`ExecExpect`]); an exec with more is never granted.
+pub const EXEC_IMAGE_MAX: u32 = 128 * 1024;
+
+/// What an exec allowed by a verdict must run with, in the `EXEC_EXPECT` map by tgid:
+/// written by the daemon with the verdict, from the argv and environment it read (and
+/// showed) while the task was stopped. Once the new image is in place, before its first
+/// instruction, the kernel hashes its own final copy of both; a process whose copy
+/// differs (rewritten by another thread or process after the review) is killed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecExpect {
+    /// [`image_hash`] of the last `args_len` bytes of the argument area (NUL-terminated
+    /// strings): all of argv, or for a script the arguments after the script's path,
+    /// which follow the interpreter's own.
+    pub args_hash: u64,
+    /// [`image_hash`] of the whole environment area.
+    pub env_hash: u64,
+    pub args_len: u32,
+    pub env_len: u32,
+    /// The `linux_binprm` of the exec that consumed the verdict, set by the kernel (0:
+    /// not yet consumed). An expectation armed by another exec is stale.
+    pub bprm: u64,
+}
+
+/// The hash [`ExecExpect`] holds: FNV-1a over 8-byte little-endian words, then the
+/// remaining bytes one by one (so the kernel can hash whole words at a time).
+pub fn image_hash(bytes: &[u8]) -> u64 {
+    let mut h = FNV_OFFSET;
+    let words = bytes.len() / 8;
+    let mut i = 0;
+    while i < words {
+        let w = &bytes[i * 8..i * 8 + 8];
+        let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        h = (h ^ w).wrapping_mul(FNV_PRIME);
+        i += 1;
+    }
+    let mut j = words * 8;
+    while j < bytes.len() {
+        h = (h ^ bytes[j] as u64).wrapping_mul(FNV_PRIME);
+        j += 1;
+    }
+    h
+}
+
 /// `WATCHED` keys at and above this are never thread-group ids (pid_max is at most
 /// 2^22): `WATCHED_RESERVED | tid` holds the slot of a child that watched thread `tid`
 /// is forking, from `task_alloc` (which can still refuse the fork) to the fork
@@ -345,6 +390,11 @@ pub struct KernelOffsets {
     pub userns_level: u32,
     /// `sk_buff::network_header`
     pub skb_network_header: u32,
+    /// `task_struct::mm`
+    pub task_mm: u32,
+    /// `mm_struct::arg_start`; `arg_end`, `env_start` and `env_end` follow it.
+    pub mm_arg_start: u32,
+    pub _pad: u32,
 }
 
 impl KernelOffsets {
@@ -377,6 +427,9 @@ impl KernelOffsets {
             net_user_ns: 0,
             userns_level: 0,
             skb_network_header: 0,
+            task_mm: 0,
+            mm_arg_start: 0,
+            _pad: 0,
         }
     }
 }
@@ -418,18 +471,22 @@ pub mod counter {
     /// Processes that exec'd into a watched subject but did not fit `WATCHED`: killed
     /// before their first instruction rather than left to run unwatched.
     pub const WATCH_KILLED: u32 = 12;
-    pub const COUNT: u32 = 13;
+    /// Execs whose new image's argv or environment differ from what was reviewed (or
+    /// could not be read): killed before their first instruction.
+    pub const EXEC_MISMATCH_KILLED: u32 = 13;
+    pub const COUNT: u32 = 14;
 }
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 108);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 const _: () = assert!(core::mem::size_of::<DnsEvent>() == 552);
 const _: () = assert!(core::mem::size_of::<DaemonState>() == 24);
 const _: () = assert!(core::mem::size_of::<SubjectConf>() == 24);
 const _: () = assert!(core::mem::size_of::<ExecRuleKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ExeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<EgressRule>() == 28);
+const _: () = assert!(core::mem::size_of::<ExecExpect>() == 32);
 
 /// FNV-1a, 32 bit, of a subject's name: its id in the kernel's maps. Stable across
 /// reloads and daemon restarts, so pinned `WATCHED` entries keep meaning the same
@@ -484,4 +541,6 @@ mod pod {
     unsafe impl aya::Pod for super::EgressRule {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DnsEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecExpect {}
 }

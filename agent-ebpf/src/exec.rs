@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 
-use crate::{gate, offsets, pause, policy};
+use crate::{gate, image, offsets, pause, policy};
 
 // int bprm_check_security(struct linux_binprm *bprm), then the previous return value.
 #[lsm(hook = "bprm_check_security")]
@@ -58,8 +58,9 @@ fn try_exec(ctx: &LsmContext, subject: u32) -> Option<i32> {
     h = fnv1a(h, &ev.ino.to_ne_bytes());
     h = fnv1a(h, &ev.dev.to_ne_bytes());
     ev.action_hash = h;
-    Some(pause::hold(
-        ev,
-        policy::exec_action(subject, ev.dev, ev.ino),
-    ))
+    let tgid = ev.tgid;
+    let (ret, consumed_allow) =
+        pause::hold_verdict(ev, policy::exec_action(subject, ev.dev, ev.ino));
+    image::after_check(tgid, bprm as u64, consumed_allow);
+    Some(ret)
 }

@@ -144,6 +144,7 @@ fn watch_match(bprm: *const u8) -> Option<u32> {
 pub fn on_exec(ctx: RawTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if is_watched(tgid) {
+        crate::image::check(tgid);
         return 0;
     }
     let bprm: *const u8 = ctx.arg(2);

@@ -11,14 +11,15 @@
 mod connect;
 mod dns;
 mod exec;
+mod image;
 mod lifecycle;
 mod pause;
 mod policy;
 mod ptrace;
 
 use agent_common::{
-    DaemonState, EGRESS_RULES_MAX, EgressRule, ExeKey, ExecRuleKey, KernelOffsets, RawEvent,
-    SubjectConf, VerdictKey, counter,
+    DaemonState, EGRESS_RULES_MAX, EgressRule, ExeKey, ExecExpect, ExecRuleKey, KernelOffsets,
+    RawEvent, SubjectConf, VerdictKey, counter,
 };
 use aya_ebpf::{
     macros::map,
@@ -75,6 +76,14 @@ static WATCH_CGROUP: HashMap<u64, u32> = HashMap::pinned(4_096, 0);
 /// One-shot verdicts written by the daemon, consumed by the restarted hook.
 #[map]
 static VERDICTS: HashMap<VerdictKey, u32> = HashMap::pinned(16_384, 0);
+
+/// What execs allowed by a verdict must run with (argv, environment), by tgid.
+#[map]
+static EXEC_EXPECT: HashMap<u32, ExecExpect> = HashMap::pinned(4_096, 0);
+
+/// Scratch space for hashing a new image's argument and environment areas.
+#[map]
+static IMAGE_CHUNK: PerCpuArray<[u8; image::CHUNK]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Tasks stopped right now, by thread id, with the event that stopped them: a daemon
 /// that restarts finds them here and resolves them.

@@ -60,6 +60,13 @@ fn identify(ev: &mut RawEvent) {
 /// tell the daemon. Returns the LSM return value.
 #[inline(always)]
 pub fn hold(ev: &mut RawEvent, action: u32) -> i32 {
+    hold_verdict(ev, action).0
+}
+
+/// [`hold`], and whether an allow verdict (a decision on exactly this action) was
+/// consumed.
+#[inline(always)]
+pub fn hold_verdict(ev: &mut RawEvent, action: u32) -> (i32, bool) {
     // Bind the action to this very process: a pid reused after it exits starts later.
     ev.action_hash = fnv1a(ev.action_hash, &process_start().to_ne_bytes());
     let key = VerdictKey {
@@ -73,8 +80,17 @@ pub fn hold(ev: &mut RawEvent, action: u32) -> i32 {
         let _ = VERDICTS.remove(key);
         let _ = PAUSED.remove(ev.pid);
         count(counter::VERDICTS_APPLIED);
-        return if v == verdict::ALLOW { 0 } else { -EPERM };
+        return if v == verdict::ALLOW {
+            (0, true)
+        } else {
+            (-EPERM, false)
+        };
     }
+    (hold_policy(ev, action), false)
+}
+
+#[inline(always)]
+fn hold_policy(ev: &mut RawEvent, action: u32) -> i32 {
     // The rest of the policy the kernel knows; a verdict above came first: a person's
     // decision on exactly this action stands even if a reload changed the rules since.
     match action {

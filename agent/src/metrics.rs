@@ -180,6 +180,11 @@ impl Metrics {
             kernel.ptrace_denied,
         );
         counter(
+            "belay_kernel_exec_mismatch_killed_total",
+            "Execs killed because the new image's argv or environment was not what was reviewed.",
+            kernel.exec_mismatch_killed,
+        );
+        counter(
             "belay_kernel_watch_killed_total",
             "Processes that exec'd into a subject but did not fit the watch list, killed.",
             kernel.watch_killed,

@@ -36,6 +36,9 @@ pub struct RequestInfo {
     pub server_id: Option<String>,
     /// The masker of the policy in force.
     pub masker: Arc<Masker>,
+    /// Exec: what the new image must carry for an allow to stand; `None` when argv or
+    /// the environment could not be read whole (then no allow is given).
+    pub expect: Option<agent_common::ExecExpect>,
 }
 
 impl RequestInfo {
@@ -53,6 +56,7 @@ impl RequestInfo {
             default_verdict,
             server_id: None,
             masker: crate::policy::mask::current(),
+            expect: None,
         }
     }
 }
@@ -65,6 +69,8 @@ pub struct Pending {
     pub deadline: Instant,
     /// When the request was opened (for the pause-duration metric).
     pub opened: Instant,
+    /// See [`RequestInfo::expect`].
+    pub expect: Option<agent_common::ExecExpect>,
 }
 
 /// How a request ended.
@@ -174,6 +180,7 @@ impl RequestBook {
             default_verdict,
             server_id,
             masker,
+            expect,
         } = info;
         self.next_id += 1;
         let id = self.next_id;
@@ -202,6 +209,7 @@ impl RequestBook {
             key: ev.key,
             deadline: Instant::now() + timeout,
             opened: Instant::now(),
+            expect,
         })
     }
 

@@ -1,6 +1,8 @@
 //! What the daemon learns about a paused task from /proc, for the reviewer.
 use std::{fs, io::IoSliceMut};
 
+use agent_common::{EXEC_IMAGE_MAX, ExecExpect, image_hash};
+
 use nix::{
     sys::uio::{RemoteIoVec, process_vm_readv},
     unistd::Pid,
@@ -212,8 +214,7 @@ pub fn state(pid: u32) -> Option<char> {
 /// The argv of an execve/execveat that thread `pid` of `tgid` is stopped in, read from
 /// its memory. `None` when the thread is not in such a call or its memory is unreadable.
 pub fn exec_argv(tgid: u32, pid: u32) -> Option<Vec<String>> {
-    let (argv_ptr, _) = exec_pointers(tgid, pid)?;
-    read_vector(Pid::from_raw(pid as i32), argv_ptr, MAX_ARGS, usize::MAX)
+    exec_image(tgid, pid, false).argv
 }
 
 /// The environment (`NAME=VALUE` each) of the execve/execveat that thread `pid` of
@@ -221,16 +222,94 @@ pub fn exec_argv(tgid: u32, pid: u32) -> Option<Vec<String>> {
 /// 512 entries and 64 KiB (a last entry `…` says there was more). Unmasked: mask before
 /// showing it to anyone.
 pub fn exec_env(tgid: u32, pid: u32) -> Option<Vec<String>> {
-    let (_, envp) = exec_pointers(tgid, pid)?;
-    read_vector(
-        Pid::from_raw(pid as i32),
-        envp,
-        MAX_ENV,
-        MAX_ENV_TOTAL_BYTES,
-    )
+    exec_image(tgid, pid, false).env
 }
 
-/// argv and envp of the exec call the thread is stopped in, from /proc/PID/syscall.
+/// What a stopped exec will run with, read once: what a reviewer is shown and what the
+/// kernel will check the new image against are the same bytes.
+#[derive(Debug, Clone, Default)]
+pub struct ExecImage {
+    /// argv, for display (a last `…` marks a cut).
+    pub argv: Option<Vec<String>>,
+    /// The environment, unmasked, for display (a last `…` marks a cut).
+    pub env: Option<Vec<String>>,
+    /// What the new image must carry, when all of argv and the environment were read
+    /// and fit the kernel's check; `None` otherwise, and then no allow may be given.
+    pub expect: Option<ExecExpect>,
+}
+
+/// Reads argv and the environment of the exec thread `pid` of `tgid` is stopped in.
+/// `script`: the file starts with `#!`, so the kernel will put the interpreter's
+/// arguments before argv[1..] and the check covers only those.
+pub fn exec_image(tgid: u32, pid: u32, script: bool) -> ExecImage {
+    let Some((argv_ptr, envp)) = exec_pointers(tgid, pid) else {
+        return ExecImage::default();
+    };
+    let pid = Pid::from_raw(pid as i32);
+    let argv = read_vector(pid, argv_ptr, MAX_ARGS, usize::MAX);
+    let env = read_vector(pid, envp, MAX_ENV, MAX_ENV_TOTAL_BYTES);
+    let expect = match (&argv, &env) {
+        (Some(a), Some(e)) => expect_for(a, e, script),
+        _ => None,
+    };
+    ExecImage {
+        argv: argv.map(|v| v.display()),
+        env: env.map(|v| v.display()),
+        expect,
+    }
+}
+
+/// The area of NUL-terminated strings the kernel builds from `items`.
+fn area<'a>(items: impl IntoIterator<Item = &'a Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for item in items {
+        out.extend_from_slice(item);
+        out.push(0);
+    }
+    out
+}
+
+fn expect_for(argv: &RawVector, env: &RawVector, script: bool) -> Option<ExecExpect> {
+    if argv.cut || env.cut {
+        return None;
+    }
+    let args = if script {
+        area(argv.items.iter().skip(1))
+    } else if argv.items.is_empty() {
+        // The kernel gives an empty argv an empty argv[0].
+        vec![0]
+    } else {
+        area(&argv.items)
+    };
+    let env = area(&env.items);
+    let max = EXEC_IMAGE_MAX as usize;
+    if args.len() > max || env.len() > max {
+        return None;
+    }
+    Some(ExecExpect {
+        args_hash: image_hash(&args),
+        env_hash: image_hash(&env),
+        args_len: args.len() as u32,
+        env_len: env.len() as u32,
+        bprm: 0,
+    })
+}
+
+/// Whether the file an exec of `path` by `tgid` runs starts with `#!`.
+pub fn is_script(tgid: u32, path: &str) -> bool {
+    use std::io::Read as _;
+    let probe = if path.starts_with('/') {
+        format!("/proc/{tgid}/root{path}")
+    } else {
+        format!("/proc/{tgid}/cwd/{path}")
+    };
+    let mut head = [0u8; 2];
+    fs::File::open(probe)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head == b"#!"
+}
+
 fn exec_pointers(tgid: u32, pid: u32) -> Option<(u64, u64)> {
     let line = fs::read_to_string(format!("/proc/{tgid}/task/{pid}/syscall")).ok()?;
     let mut fields = line.split_whitespace();
@@ -246,11 +325,34 @@ fn exec_pointers(tgid: u32, pid: u32) -> Option<(u64, u64)> {
     }
 }
 
+/// Strings read from another process, raw.
+struct RawVector {
+    items: Vec<Vec<u8>>,
+    /// More entries or bytes than were read (or a string longer than [`MAX_ARG_BYTES`]).
+    cut: bool,
+}
+
+impl RawVector {
+    fn display(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .items
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        if self.cut {
+            out.push("…".into());
+        }
+        out
+    }
+}
+
 /// A NULL-terminated array of C strings in another process: at most `max` entries and
-/// `max_total` bytes; a last entry `…` marks a cut. A NULL array is empty (Linux
-/// accepts `envp == NULL`).
-fn read_vector(pid: Pid, at: u64, max: usize, max_total: usize) -> Option<Vec<String>> {
-    let mut out = Vec::new();
+/// `max_total` bytes. A NULL array is empty (Linux accepts `envp == NULL`).
+fn read_vector(pid: Pid, at: u64, max: usize, max_total: usize) -> Option<RawVector> {
+    let mut out = RawVector {
+        items: Vec::new(),
+        cut: false,
+    };
     if at == 0 {
         return Some(out);
     }
@@ -262,14 +364,18 @@ fn read_vector(pid: Pid, at: u64, max: usize, max_total: usize) -> Option<Vec<St
         if ptr == 0 {
             return Some(out);
         }
-        let s = read_c_string(pid, ptr)?;
+        let (s, whole) = read_c_string(pid, ptr)?;
         total += s.len();
         if total > max_total {
             break;
         }
-        out.push(s);
+        out.items.push(s);
+        if !whole {
+            out.cut = true;
+            return Some(out);
+        }
     }
-    out.push("…".into());
+    out.cut = true;
     Some(out)
 }
 
@@ -283,8 +389,9 @@ fn read_remote(pid: Pid, addr: u64, buf: &mut [u8]) -> Option<usize> {
 }
 
 /// Reads a NUL-terminated string page by page: a string near the end of a mapping must
-/// not fail because a fixed-size read crossed into an unmapped page.
-fn read_c_string(pid: Pid, addr: u64) -> Option<String> {
+/// not fail because a fixed-size read crossed into an unmapped page. The bool is false
+/// when the string was longer than [`MAX_ARG_BYTES`] and was cut (shown with `…`).
+fn read_c_string(pid: Pid, addr: u64) -> Option<(Vec<u8>, bool)> {
     let mut out = Vec::new();
     let mut at = addr;
     while out.len() < MAX_ARG_BYTES {
@@ -293,13 +400,13 @@ fn read_c_string(pid: Pid, addr: u64) -> Option<String> {
         let n = read_remote(pid, at, &mut chunk)?;
         if let Some(end) = chunk[..n].iter().position(|&b| b == 0) {
             out.extend_from_slice(&chunk[..end]);
-            return Some(String::from_utf8_lossy(&out).into_owned());
+            return Some((out, true));
         }
         out.extend_from_slice(&chunk[..n]);
         at += n as u64;
     }
     out.extend_from_slice("…".as_bytes());
-    Some(String::from_utf8_lossy(&out).into_owned())
+    Some((out, false))
 }
 
 #[cfg(test)]
@@ -398,16 +505,36 @@ mod tests {
         ptrs.push(0);
         let me = Pid::this();
         let at = ptrs.as_ptr() as u64;
-        assert_eq!(
-            read_vector(me, at, 16, usize::MAX).unwrap(),
-            ["A=1", "B=22", "C=333"]
-        );
-        assert_eq!(
-            read_vector(me, at, 2, usize::MAX).unwrap(),
-            ["A=1", "B=22", "…"]
-        );
-        assert_eq!(read_vector(me, at, 16, 7).unwrap(), ["A=1", "B=22", "…"]);
-        assert_eq!(read_vector(me, 0, 16, 100).unwrap(), Vec::<String>::new());
+        let read = |at, max, total| read_vector(me, at, max, total).unwrap();
+        let all = read(at, 16, usize::MAX);
+        assert_eq!(all.display(), ["A=1", "B=22", "C=333"]);
+        assert!(!all.cut);
+        assert_eq!(read(at, 2, usize::MAX).display(), ["A=1", "B=22", "…"]);
+        assert_eq!(read(at, 16, 7).display(), ["A=1", "B=22", "…"]);
+        assert!(read(at, 16, 7).cut);
+        assert_eq!(read(0, 16, 100).display(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_expected_image_is_the_kernels_string_areas() {
+        let v = |items: &[&str], cut| RawVector {
+            items: items.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            cut,
+        };
+        let e = expect_for(&v(&["echo", "x"], false), &v(&["A=1"], false), false).unwrap();
+        assert_eq!(e.args_len, 7);
+        assert_eq!(e.args_hash, image_hash(b"echo\0x\0"));
+        assert_eq!((e.env_len, e.env_hash), (4, image_hash(b"A=1\0")));
+        // A script: the interpreter's arguments come first; only argv[1..] is checked.
+        let s = expect_for(&v(&["./s.sh", "x"], false), &v(&[], false), true).unwrap();
+        assert_eq!((s.args_len, s.args_hash), (2, image_hash(b"x\0")));
+        assert_eq!((s.env_len, s.env_hash), (0, image_hash(b"")));
+        // An empty argv gets an empty argv[0] from the kernel.
+        let z = expect_for(&v(&[], false), &v(&[], false), false).unwrap();
+        assert_eq!((z.args_len, z.args_hash), (1, image_hash(b"\0")));
+        // What was cut was not all seen: nothing to grant on.
+        assert!(expect_for(&v(&["a"], true), &v(&[], false), false).is_none());
+        assert!(expect_for(&v(&["a"], false), &v(&[], true), false).is_none());
     }
 
     #[test]
@@ -417,7 +544,8 @@ mod tests {
         let base = buf.as_ptr() as u64;
         let start = 4096 - (base % 4096) - 3;
         buf[start as usize + 10] = 0;
-        let s = read_c_string(Pid::this(), base + start).unwrap();
-        assert_eq!(s, "xxxxxxxxxx");
+        let (s, whole) = read_c_string(Pid::this(), base + start).unwrap();
+        assert_eq!(s, b"xxxxxxxxxx");
+        assert!(whole);
     }
 }

@@ -279,6 +279,54 @@ subjects:
     }
 }
 
+// Class 5: what was reviewed is what runs.
+
+#[test]
+fn class5_argv_rewritten_after_review_does_not_run() {
+    let agent = Agent::start(&[]);
+    let evade = evade_path();
+    let approve_next = |what: &str| {
+        let req = agent.one_pending();
+        common::ok(&agent.belay(&["approve", &req["id"].to_string()]));
+        assert_eq!(req["action"]["kind"], "exec", "{what}: {req}");
+        req
+    };
+
+    // Unchanged, an approved exec runs: the check passes what was shown.
+    let mut a = agent.run(&[&evade, "exec-hello", &evade]);
+    approve_next("belay-evade itself");
+    a.ready().unwrap();
+    a.go().unwrap();
+    let req = approve_next("exec-hello");
+    assert_eq!(req["action"]["argv"][1], "hello", "{req}");
+    let (out, status) = a.finish(LONG).unwrap();
+    assert_eq!(out.trim(), "hello ok");
+    assert!(status.success());
+
+    // Shared memory rewritten by another process while a person looks at `hello`.
+    let mut b = agent.run(&[&evade, "exec-swap", &evade]);
+    approve_next("belay-evade itself");
+    b.ready().unwrap();
+    b.go().unwrap();
+    let req = agent.one_pending();
+    assert_eq!(
+        req["action"]["argv"][1], "hello",
+        "the reviewer sees hello: {req}"
+    );
+    // The rewrite happens half a second into the pause.
+    std::thread::sleep(Duration::from_millis(1500));
+    common::ok(&agent.belay(&["approve", &req["id"].to_string()]));
+    let (out, status) = b.finish(LONG).unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "killed before it ran `evil!`: out {out:?}, err {}",
+        b.stderr()
+    );
+    let k = agent.status()["kernel"].clone();
+    assert_eq!(k["exec_mismatch_killed"], 1, "{k}");
+}
+
 // Class 6: acting through another process of the same user.
 
 /// An unwatched process of the agents' uid holding a connection to `l`, and the

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use agent_common::{ExecExpect, VerdictKey};
 use anyhow::Context as _;
 use belay_proto::domain::{PolicyOutcome, PolicyReport};
 use tokio::{net::UnixListener, signal::unix::SignalKind};
@@ -150,7 +151,7 @@ impl Shared {
             }
         };
         self.withdraw(&p, || format!("ended on the host ({verdict})"));
-        match self.enforcer.resolve(p.key, verdict).await {
+        match self.apply_verdict(p.key, verdict, p.expect).await {
             Ok(()) => {
                 self.metrics.ended(ended, p.opened.elapsed());
                 info!(request = id, tgid = p.view.tgid, %verdict, ?outcome, "request ended");
@@ -164,9 +165,39 @@ impl Shared {
         }
     }
 
+    /// Writes a verdict. An exec is allowed only together with what its new image must
+    /// carry (what was read and shown): without that (argv or the environment could not
+    /// be read whole), nobody saw all of it, and the allow becomes a deny.
+    async fn apply_verdict(
+        &self,
+        key: VerdictKey,
+        verdict: Verdict,
+        expect: Option<ExecExpect>,
+    ) -> Result<(), EnforcerError> {
+        if key.kind != agent_common::kind::EXEC || verdict != Verdict::Allow {
+            return self.enforcer.resolve(key, verdict).await;
+        }
+        match expect {
+            Some(e) => self.enforcer.resolve_exec(key, verdict, e).await,
+            None => {
+                warn!(
+                    tgid = key.tgid,
+                    "exec denied instead of allowed: its argv or environment was not read whole"
+                );
+                self.enforcer.resolve(key, Verdict::Deny).await
+            }
+        }
+    }
+
     /// Applies a verdict the policy settled, without opening a request.
-    async fn resolve_now(&self, ev: &PauseEvent, verdict: Verdict, outcome: Outcome) {
-        if let Err(e) = self.enforcer.resolve(ev.key, verdict).await
+    async fn resolve_now(
+        &self,
+        ev: &PauseEvent,
+        verdict: Verdict,
+        expect: Option<ExecExpect>,
+        outcome: Outcome,
+    ) {
+        if let Err(e) = self.apply_verdict(ev.key, verdict, expect).await
             && !matches!(e, EnforcerError::Gone(_))
         {
             error!(tgid = ev.tgid, error = %e, ?outcome, "applying the policy's verdict failed");

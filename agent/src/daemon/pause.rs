@@ -2,6 +2,7 @@
 //! for a person.
 use std::{net::IpAddr, time::Duration};
 
+use agent_common::ExecExpect;
 use belay_proto::v1;
 use tracing::{info, warn};
 
@@ -28,6 +29,8 @@ struct Gathered {
     trusted_file: Vec<String>,
     /// No mount the process sees was made by an unprivileged process.
     mounts_trusted: bool,
+    /// Exec: what the new image must carry for an allow to stand.
+    expect: Option<ExecExpect>,
 }
 
 async fn gather(ev: &PauseEvent) -> Gathered {
@@ -49,22 +52,22 @@ async fn gather(ev: &PauseEvent) -> Gathered {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        let (argv, env, file, mut trusted_file) = match exec {
+        let (image, file, mut trusted_file) = match exec {
             Some((path, ino, dev)) => (
-                task::exec_argv(tgid, pid),
-                task::exec_env(tgid, pid),
+                task::exec_image(tgid, pid, task::is_script(tgid, &path)),
                 task::exec_file(tgid, &path, ino, dev),
                 task::exec_trusted_paths(tgid, &path, ino, dev),
             ),
-            None => (None, None, None, Vec::new()),
+            None => (task::ExecImage::default(), None, Vec::new()),
         };
         if let Some(path) = socket {
             trusted_file = task::unix_socket_trusted_paths(tgid, &path);
         }
         Gathered {
             context: context::collect(tgid, uid),
-            argv,
-            env,
+            argv: image.argv,
+            env: image.env,
+            expect: image.expect,
             file,
             trusted_file,
             mounts_trusted: task::mounts_trusted(tgid),
@@ -183,7 +186,9 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
             "decided by policy"
         );
         shared.metrics.policy_decided(decision.action.as_str());
-        shared.resolve_now(&ev, v, Outcome::Decided(v)).await;
+        shared
+            .resolve_now(&ev, v, g.expect, Outcome::Decided(v))
+            .await;
         export_verdict(
             &policy,
             &ev,
@@ -204,6 +209,7 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         .filter(|_| goes_upstream(&ev.action))
         .map(|_| shared.server_ids.next());
     let info = RequestInfo {
+        expect: g.expect,
         server_id: server_id.clone(),
         context: g.context,
         argv: g.argv,

@@ -7,7 +7,7 @@
 //! changes.
 use std::os::fd::RawFd;
 
-use agent_common::{VerdictKey, decode::PauseEvent};
+use agent_common::{ExecExpect, VerdictKey, decode::PauseEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::KernelTables;
@@ -93,6 +93,10 @@ pub struct Counters {
     /// DNS answers to watched processes that could not be passed on.
     #[serde(default)]
     pub dns_dropped: u64,
+    /// Execs killed because the new image's argv or environment was not what was
+    /// reviewed.
+    #[serde(default)]
+    pub exec_mismatch_killed: u64,
     /// Sends and connects on IP sockets with an address family belay cannot classify:
     /// denied.
     #[serde(default)]
@@ -156,6 +160,9 @@ pub trait Backend: Send + 'static {
     fn watched(&self) -> Vec<(u32, u32)>;
     /// Ends a pause with a verdict for exactly the action `key` names.
     fn resolve(&mut self, key: VerdictKey, verdict: Verdict) -> Result<(), EnforcerError>;
+    /// Before an exec's allow verdict: what its new image must carry (see
+    /// [`agent_common::ExecExpect`]).
+    fn expect_exec(&mut self, tgid: u32, expect: ExecExpect) -> Result<(), EnforcerError>;
     /// Replaces what the kernel decides by itself and who becomes watched.
     fn apply_policy(&mut self, tables: &KernelTables) -> Result<(), EnforcerError>;
     /// Periodic cleanup (verdicts of processes that are gone).

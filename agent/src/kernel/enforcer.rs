@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use agent_common::{VerdictKey, decode::PauseEvent};
+use agent_common::{ExecExpect, VerdictKey, decode::PauseEvent};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::{mpsc, oneshot},
@@ -34,7 +34,7 @@ enum Command {
     Unwatch(u32, Reply<()>),
     WatchedSubject(u32, Reply<Option<u32>>),
     Watched(Reply<Vec<(u32, u32)>>),
-    Resolve(VerdictKey, Verdict, Reply<()>),
+    Resolve(VerdictKey, Verdict, Option<ExecExpect>, Reply<()>),
     ApplyPolicy(Box<KernelTables>, Reply<()>),
     SetFailMode(FailMode, Reply<()>),
     Counters(Reply<Counters>),
@@ -149,7 +149,19 @@ impl Enforcer {
     /// Ends a pause: writes the verdict for exactly this action and resumes the task, or
     /// kills it.
     pub async fn resolve(&self, key: VerdictKey, verdict: Verdict) -> Result<(), EnforcerError> {
-        self.call(|r| Command::Resolve(key, verdict, r)).await
+        self.call(|r| Command::Resolve(key, verdict, None, r)).await
+    }
+
+    /// [`Enforcer::resolve`] for an exec: an allow also tells the kernel what the new
+    /// image must carry (`expect`), and the process is killed if it carries anything else.
+    pub async fn resolve_exec(
+        &self,
+        key: VerdictKey,
+        verdict: Verdict,
+        expect: ExecExpect,
+    ) -> Result<(), EnforcerError> {
+        self.call(|r| Command::Resolve(key, verdict, Some(expect), r))
+            .await
     }
 
     /// Replaces the policy the kernel applies by itself.
@@ -261,8 +273,14 @@ impl<B: Backend> Owner<B> {
             Command::Watched(r) => {
                 let _ = r.send(Ok(b.watched()));
             }
-            Command::Resolve(key, v, r) => {
-                let _ = r.send(b.resolve(key, v));
+            Command::Resolve(key, v, expect, r) => {
+                let result = match expect {
+                    Some(e) if v == Verdict::Allow => {
+                        b.expect_exec(key.tgid, e).and_then(|()| b.resolve(key, v))
+                    }
+                    _ => b.resolve(key, v),
+                };
+                let _ = r.send(result);
             }
             Command::ApplyPolicy(t, r) => {
                 let _ = r.send(b.apply_policy(&t));

@@ -11,7 +11,8 @@ use aya::{
 };
 
 use agent_common::{
-    DaemonState, EgressRule, ExeKey, ExecRuleKey, KernelOffsets, RawEvent, SubjectConf, VerdictKey,
+    DaemonState, EgressRule, ExeKey, ExecExpect, ExecRuleKey, KernelOffsets, RawEvent, SubjectConf,
+    VerdictKey,
 };
 
 use crate::btf::{Btf, BtfError};
@@ -96,6 +97,7 @@ pub struct Loaded {
     pub(super) watched: HashMap<MapData, u32, u32>,
     pub(super) verdicts: HashMap<MapData, VerdictKey, u32>,
     pub(super) paused: HashMap<MapData, u32, RawEvent>,
+    pub(super) exec_expect: HashMap<MapData, u32, ExecExpect>,
     /// Taken by the heartbeat thread, its only writer.
     pub(super) daemon: Option<Array<MapData, DaemonState>>,
     pub(super) events: RingBuf<MapData>,
@@ -263,6 +265,7 @@ impl Loaded {
             watched: take(&mut ebpf, "WATCHED")?,
             verdicts: take(&mut ebpf, "VERDICTS")?,
             paused: take(&mut ebpf, "PAUSED")?,
+            exec_expect: take(&mut ebpf, "EXEC_EXPECT")?,
             daemon: Some(take(&mut ebpf, "DAEMON")?),
             events: take(&mut ebpf, "EVENTS")?,
             dns_events: take(&mut ebpf, "DNS_EVENTS")?,

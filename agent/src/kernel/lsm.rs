@@ -6,8 +6,8 @@ use std::{
 };
 
 use agent_common::{
-    DNS_CAPTURE, DaemonState, DnsEvent, EGRESS_RULES_MAX, RawEvent, SubjectConf, VerdictKey,
-    counter,
+    DNS_CAPTURE, DaemonState, DnsEvent, EGRESS_RULES_MAX, ExecExpect, RawEvent, SubjectConf,
+    VerdictKey, counter,
     decode::{DecodeError, PauseEvent},
     kind, verdict,
 };
@@ -270,6 +270,15 @@ impl Backend for LsmBackend {
         })
     }
 
+    fn expect_exec(&mut self, tgid: u32, expect: ExecExpect) -> Result<(), EnforcerError> {
+        // Not yet armed: the restarted exec that consumes the verdict arms it.
+        let expect = ExecExpect { bprm: 0, ..expect };
+        self.k
+            .exec_expect
+            .insert(tgid, expect, 0)
+            .map_err(map_err("EXEC_EXPECT"))
+    }
+
     fn apply_policy(&mut self, t: &KernelTables) -> Result<(), EnforcerError> {
         let half = EGRESS_RULES_MAX / 2;
         if t.egress.len() > half as usize {
@@ -388,6 +397,7 @@ impl Backend for LsmBackend {
             unclassified_denied: sum(counter::UNCLASSIFIED_DENIED)?,
             ptrace_denied: sum(counter::PTRACE_DENIED)?,
             watch_killed: sum(counter::WATCH_KILLED)?,
+            exec_mismatch_killed: sum(counter::EXEC_MISMATCH_KILLED)?,
             undecodable_events: self.undecodable,
         })
     }

@@ -212,6 +212,79 @@ fn userns_bind(src: &str, target: &str) -> Result<(), i32> {
     .map(drop)
 }
 
+/// Runs `path hello`, with argv in memory shared with a child that rewrites `hello` to
+/// `evil!` once this process has been stopped for review (a reviewer saw `hello`).
+fn exec_swap(path: &str) -> Result<(), i32> {
+    // SAFETY: a fresh anonymous shared mapping of one page.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        return Err(last_errno());
+    }
+    let buf = page.cast::<u8>();
+    let mut at = 0usize;
+    let mut put = |s: &[u8]| {
+        // SAFETY: within the page (the strings are short), NUL-terminated below.
+        unsafe {
+            std::ptr::copy_nonoverlapping(s.as_ptr(), buf.add(at), s.len());
+            *buf.add(at + s.len()) = 0;
+        }
+        let p = at;
+        at += s.len() + 1;
+        p
+    };
+    let (p_path, p_arg, p_env) = (
+        put(path.as_bytes()),
+        put(b"hello"),
+        put(format!("{NO_WAIT}=1").as_bytes()),
+    );
+    // SAFETY: offsets inside the page.
+    let ptr = |off: usize| unsafe { buf.add(off) }.cast::<libc::c_char>().cast_const();
+    let argv = [ptr(p_path), ptr(p_arg), std::ptr::null()];
+    let envp = [ptr(p_env), std::ptr::null()];
+    let parent = std::process::id();
+    // SAFETY: single-threaded; the child only polls /proc, writes the shared page and
+    // exits.
+    match unsafe { libc::fork() } {
+        -1 => return Err(last_errno()),
+        0 => {
+            let stat = format!("/proc/{parent}/stat");
+            for _ in 0..2000 {
+                let state = std::fs::read_to_string(&stat).unwrap_or_default();
+                if state
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('T'))
+                {
+                    // Give the daemon time to read (and show) `hello`.
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    // SAFETY: the shared page, same length as before.
+                    unsafe { std::ptr::copy_nonoverlapping(b"evil!".as_ptr(), buf.add(p_arg), 5) };
+                    eprintln!("swapped");
+                    // SAFETY: leaving the forked child without running destructors.
+                    unsafe { libc::_exit(0) };
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            // SAFETY: as above.
+            unsafe { libc::_exit(1) };
+        }
+        _ => {}
+    }
+    let c_path = CString::new(path).map_err(|_| libc::EINVAL)?;
+    // SAFETY: NULL-terminated arrays of NUL-terminated strings in the mapping.
+    unsafe { libc::execve(c_path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Err(last_errno())
+}
+
 /// Set in the environment of a `belay-evade hello` that another case execs.
 const NO_WAIT: &str = "BELAY_EVADE_NO_WAIT";
 
@@ -221,7 +294,7 @@ fn main() -> ExitCode {
         eprintln!(
             "usage: belay-evade udp-unspec ADDR | udp-family FAMILY ADDR | connect ADDR | unix-connect PATH | \
              pidfd-getfd PID FD MSG | ptrace-attach PID | proc-mem PID | hold-socket ADDR | \
-             recv-then-connect N ADDR | exec-hello PATH | userns-bind-exec SRC TARGET | hello"
+             recv-then-connect N ADDR | exec-hello PATH | exec-swap PATH | userns-bind-exec SRC TARGET | hello"
         );
         return ExitCode::from(2);
     }
@@ -256,6 +329,7 @@ fn main() -> ExitCode {
         ("ptrace-attach", [pid]) => report(case, ptrace_attach(pid)),
         ("proc-mem", [pid]) => report(case, proc_mem(pid)),
         ("exec-hello", [path]) => report(case, exec_hello(path)),
+        ("exec-swap", [path]) => report(case, exec_swap(path)),
         // A failure to set up says so: it must not pass for belay's refusal.
         ("userns-bind-exec", [src, target]) => match userns_bind(src, target) {
             Ok(()) => report(case, exec_hello(target)),
