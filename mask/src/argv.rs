@@ -157,6 +157,7 @@ fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> 
         Next::Password if checks::is_literal_password(arg) => Some(Hit {
             range: 0..arg.len(),
             kind: m.password,
+            sub: None,
         }),
         Next::Secret
             if checks::is_literal_password(arg) && !arg.starts_with(['/', '~', '.', '@']) =>
@@ -164,6 +165,7 @@ fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> 
             Some(Hit {
                 range: 0..arg.len(),
                 kind: m.secret,
+                sub: None,
             })
         }
         Next::AwsSecret
@@ -175,6 +177,7 @@ fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> 
             Some(Hit {
                 range: 0..arg.len(),
                 kind: m.aws_secret,
+                sub: None,
             })
         }
         Next::UserColonPassword => arg.find(':').and_then(|c| {
@@ -182,6 +185,7 @@ fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> 
             (!pw.is_empty() && !pw.bytes().all(|b| b.is_ascii_digit())).then(|| Hit {
                 range: c + 1..arg.len(),
                 kind: m.password,
+                sub: None,
             })
         }),
         _ => None,
@@ -210,6 +214,7 @@ fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> 
                 vec![Hit {
                     range: 2..arg.len(),
                     kind: m.password,
+                    sub: None,
                 }]
             } else {
                 Vec::new()
@@ -249,6 +254,7 @@ pub(crate) fn mask_env(m: &Masker, env: &mut [String], report: bool) -> Vec<Find
                 hits = vec![Hit {
                     range: vrange,
                     kind,
+                    sub: None,
                 }];
             }
         }
