@@ -408,38 +408,41 @@ pub fn placeholder(v: &str) -> bool {
     if b.len() >= 16 && distinct < 6 {
         return true;
     }
-    const WORDS: &[&str] = &[
-        "your_",
-        "your-",
-        "yourtoken",
-        "yourkey",
-        "yourpass",
-        "here",
-        "example",
-        "placeholder",
-        "dummy",
-        "changeme",
-        "change_me",
-        "redacted",
-        "replace",
-        "insert",
-        "secret_key_",
-        "password",
-        "passw0rd",
-        "qwerty",
-    ];
     // A word as people write it (`here`, `HERE`, `Here`), not letters that happen to
     // spell one in a random token (`heRE`).
-    let lower = v.to_ascii_lowercase();
-    WORDS.iter().any(|w| {
-        lower.match_indices(w).any(|(i, _)| {
-            let s = &b[i..i + w.len()];
-            let rest = &s[1..];
-            rest.iter().all(|c| !c.is_ascii_uppercase())
-                || s.iter().all(|c| !c.is_ascii_lowercase())
-        })
+    PLACEHOLDER_WORDS.find_overlapping_iter(v).any(|m| {
+        let s = &b[m.range()];
+        s[1..].iter().all(|c| !c.is_ascii_uppercase()) || s.iter().all(|c| !c.is_ascii_lowercase())
     })
 }
+
+/// The words of [`placeholder`], searched in one pass, in any case.
+static PLACEHOLDER_WORDS: std::sync::LazyLock<aho_corasick::AhoCorasick> =
+    std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build([
+                "your_",
+                "your-",
+                "yourtoken",
+                "yourkey",
+                "yourpass",
+                "here",
+                "example",
+                "placeholder",
+                "dummy",
+                "changeme",
+                "change_me",
+                "redacted",
+                "replace",
+                "insert",
+                "secret_key_",
+                "password",
+                "passw0rd",
+                "qwerty",
+            ])
+            .expect("placeholder words build")
+    });
 
 /// CRC-32 (IEEE 802.3, as zlib computes it).
 pub fn crc32(data: &[u8]) -> u32 {

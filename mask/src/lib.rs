@@ -50,6 +50,7 @@ mod marker;
 mod pii;
 mod prefilter;
 mod tokens;
+mod tools;
 mod vendors;
 
 use std::{borrow::Cow, collections::BTreeMap, ops::Range};

@@ -139,6 +139,8 @@ pub(crate) enum Hand {
     Pii(Pii),
     /// The vendor-token table (`vendors`); `find` runs it itself, for the entry.
     Vendor(Vendors),
+    /// Credential options of well-known tools (`tools`).
+    Tools,
 }
 
 impl Hand {
@@ -151,6 +153,7 @@ impl Hand {
             Hand::Header(h) => h.find_iter(text, found),
             Hand::Literal(l) => l.find_iter(text, found),
             Hand::Pii(p) => p.find_iter(text, found),
+            Hand::Tools => crate::tools::find_iter(text, found),
             Hand::Vendor(v) => {
                 let mut found = found;
                 v.find_iter(text, |r, _| found(r));
@@ -164,7 +167,7 @@ impl Hand {
             Hand::Header(h) => h.handles(text),
             Hand::Literal(l) => l.handles(text),
             Hand::Pii(p) => p.handles(text),
-            Hand::Prefixed(_) | Hand::Assign(_) | Hand::Vendor(_) => true,
+            Hand::Prefixed(_) | Hand::Assign(_) | Hand::Vendor(_) | Hand::Tools => true,
         }
     }
 }
@@ -220,6 +223,9 @@ pub(crate) fn hand_matcher(kind: &str, pattern: &str) -> Option<Hand> {
             "secret" => Some(Hand::Assign(Assign::new(SECRET_KEYWORDS))),
             _ => None,
         };
+    }
+    if kind == "password" && pattern.starts_with(crate::detectors::TOOLS_HEAD) {
+        return Some(Hand::Tools);
     }
     match kind {
         "vendor-token" => return Some(Hand::Vendor(Vendors::new())),

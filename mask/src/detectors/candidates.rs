@@ -118,6 +118,17 @@ pub(super) fn password_value(g: &Groups, h: &str) -> Option<Range<usize>> {
         .then(|| m.range())
 }
 
+/// A header's credential: a literal that is no placeholder (`Bearer XXXXXXXX`) and
+/// not a scheme left without its credential (`Authorization: Basic ...`).
+pub(super) fn header_value(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    let v = m.as_str();
+    let scheme_alone = ["basic", "bearer", "digest", "negotiate", "token"]
+        .iter()
+        .any(|s| v.eq_ignore_ascii_case(s));
+    (checks::is_literal_password(v) && !checks::placeholder(v) && !scheme_alone).then(|| m.range())
+}
+
 /// A vendor token that is no placeholder (`ghp_xxxx…`, `glptt-000000…`).
 pub(super) fn vendor(g: &Groups, h: &str) -> Option<Range<usize>> {
     let m = secret(g, h)?;

@@ -146,6 +146,25 @@ fn assign_rest() -> String {
 /// A value: double-quoted, single-quoted or bare.
 pub(crate) const VALUE: &str = r#"(?:"(?P<s>[^"]*)"|'(?P<s2>[^']*)'|(?P<s3>[^\s"',;&]+))"#;
 
+/// Tool names followed by a space, as a command's name is: the tool table's triggers.
+static TOOL_TRIGGERS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    crate::tools::names()
+        .into_iter()
+        .map(|n| &*Box::leak(format!("{n} ").into_boxed_str()))
+        .collect()
+});
+
+/// The start of the tool table's pattern, which only names the tools (`tools`).
+pub(crate) const TOOLS_HEAD: &str = r"\b(?:redis\-cli|";
+
+fn tool_names() -> String {
+    let names: Vec<String> = crate::tools::names()
+        .into_iter()
+        .map(regex::escape)
+        .collect();
+    format!(r"\b(?:{})\s", names.join("|"))
+}
+
 static VENDOR_TRIGGERS: std::sync::LazyLock<Vec<&'static str>> =
     std::sync::LazyLock::new(crate::vendors::Vendors::triggers);
 
@@ -360,14 +379,14 @@ pub(crate) fn builtins() -> Vec<Builtin> {
         ),
         b(
             "authorization",
-            r#"(?i:\b(?:proxy-)?authorization\s*:\s*(?:(?:bearer|basic|token|digest|negotiate|apikey|sso-key)\s+)?)(?P<s>[^\s"',]{4,})"#,
+            r#"(?i:\b(?:proxy-)?authorization\s*:\s*(?:[a-z][a-z0-9_-]*\s+)?)(?P<s>[^\s"',]{4,})"#,
             &["authorization"],
-            password_value,
+            header_value,
             none,
         ),
         b(
             "api-key-header",
-            r#"(?i:\b(?:x-api-key|api-key|x-auth-token|private-token|x-vault-token|x-goog-api-key|x-api-token|job-token)\s*:\s*)(?P<s>[^\s"',]{4,})"#,
+            r#"(?i:\b(?:x-api-key|api-key|x-auth-token|private-token|x-vault-token|x-goog-api-key|x-api-token|job-token|api-token|auth-token)\s*:\s*)(?P<s>[^\s"',]{4,})"#,
             &[
                 "api-key",
                 "auth-token",
@@ -376,7 +395,7 @@ pub(crate) fn builtins() -> Vec<Builtin> {
                 "api-token",
                 "job-token",
             ],
-            password_value,
+            header_value,
             none,
         ),
         b(
@@ -420,9 +439,34 @@ pub(crate) fn builtins() -> Vec<Builtin> {
         ),
         b(
             "password",
-            r#"\bcurl\s(?:[^\n]*?\s)?(?:-u|--user)\s+["']?[^\s:'"]+:(?P<s>[^\s'"]+)"#,
+            r#"\bcurl\s(?:[^\n]*?\s)?(?:-u|--user)\s+["']?[^\s:'"]*:["']?(?P<s>[^\s'"]+)"#,
             &["curl"],
             not_numeric,
+            none,
+        ),
+        // .NET and NuGet configuration: `<add key="…Password" value="…" />`.
+        b(
+            "password",
+            r#"(?i:\bkey\s*=\s*"[^"]*(?:password|passwd|pwd)"\s+value\s*=\s*)"(?P<s>[^"]*)""#,
+            &["value=\"", "value =", "value= "],
+            password_value,
+            none,
+        ),
+        // Bundler's credentials for a gem server, `BUNDLE_<HOST>` with `__` for the
+        // host's dots: `user:password` (or a license key) for that server.
+        b(
+            "password",
+            &format!(r#"\bBUNDLE_[A-Z0-9_]*[A-Z0-9]__[A-Z0-9_]+["']?\s*[=:]\s*(?:{VALUE})"#),
+            &["BUNDLE_"],
+            password_value,
+            none,
+        ),
+        // Options of well-known tools that take a credential (`tools`).
+        b(
+            "password",
+            &tool_names(),
+            &TOOL_TRIGGERS,
+            password_value,
             none,
         ),
         b(
@@ -504,6 +548,11 @@ pub(crate) fn builtins() -> Vec<Builtin> {
             "aws-secret-key" => |h: &str, _: &Scan| h.len() >= 43,
             _ => d.gate,
         };
+        if d.pattern.starts_with(TOOLS_HEAD) {
+            // The table finds the secrets themselves.
+            d.shape = Shape::Whole;
+            d.gate = |_, _| true;
+        }
     }
     all
 }
