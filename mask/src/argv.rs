@@ -227,7 +227,8 @@ fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> 
         }
         Next::UserColonPassword => arg.find(':').and_then(|c| {
             let pw = &arg[c + 1..];
-            (!pw.is_empty() && !pw.bytes().all(|b| b.is_ascii_digit())).then(|| Hit {
+            let literal = checks::is_literal_password(pw) && !checks::not_a_password(pw);
+            (literal && !pw.bytes().all(|b| b.is_ascii_digit())).then(|| Hit {
                 range: c + 1..arg.len(),
                 kind: m.password,
                 sub: None,

@@ -243,8 +243,53 @@ mod tests {
 
     fn near_misses(rng: &mut corpus::Rng, keywords: &[&str]) -> Vec<String> {
         const PIECES: &[&str] = &[
-            "a", "Z", "7", "_", "-", ".", " ", "  ", "\t", "=", ":", "\"", "'", ",", ";", "&", "/",
-            "x-", "my_", "ſ", "\u{212a}", "é", "İ", "ı", "Å", "…", "$", "=\"", "='", ": ",
+            "a",
+            "Z",
+            "7",
+            "_",
+            "-",
+            ".",
+            " ",
+            "  ",
+            "\t",
+            "=",
+            ":",
+            "\"",
+            "'",
+            ",",
+            ";",
+            "&",
+            "/",
+            "x-",
+            "my_",
+            "ſ",
+            "\u{212a}",
+            "é",
+            "İ",
+            "ı",
+            "Å",
+            "…",
+            "$",
+            "=\"",
+            "='",
+            ": ",
+            ":=",
+            "::=",
+            ":::=",
+            "::::=",
+            "?=",
+            "+=",
+            "=>",
+            " .=",
+            ".=",
+            " string = ",
+            ": String =",
+            " str=",
+            "&str",
+            "\", \"",
+            "', '",
+            "`",
+            "string",
         ];
         let mut out = Vec::new();
         for _ in 0..6000 {
@@ -271,6 +316,49 @@ mod tests {
             out.push(t);
         }
         out
+    }
+
+    /// Each assignment style with a generated value masks it; placeholders and
+    /// references in the same places do not.
+    #[test]
+    fn assignment_styles_of_many_languages() {
+        let m = Masker::new(&MaskConfig::default(), [2; 32]).unwrap();
+        let v = "Qw7eR4tY9uI2oP5aS8dF";
+        for text in [
+            format!("apiToken := \"{v}\""),
+            format!("API_TOKEN ::= {v}"),
+            format!("API_TOKEN :::= {v}"),
+            format!("API_TOKEN ?= {v}"),
+            format!("API_TOKEN?={v}"),
+            format!("API_TOKEN += {v}"),
+            format!("  \"api_token\" => \"{v}\","),
+            format!(":auth_token => '{v}'"),
+            format!("$apiToken .= \"{v}\";"),
+            format!("var apiToken string = \"{v}\""),
+            format!("val apiToken: String = \"{v}\""),
+            format!("let api_token: &str = \"{v}\";"),
+            format!("System.setProperty(\"API_TOKEN\", \"{v}\")"),
+            format!("os.getenv('API_TOKEN', '{v}')"),
+            format!("apiToken := `{v}`"),
+            format!("dbPassword := \"hunter2-{v}\""),
+        ] {
+            let out = m.mask(&text);
+            assert!(!out.contains(v), "{text} -> {out}");
+        }
+        for text in [
+            "apiToken := os.Getenv(\"API_TOKEN\")",
+            "API_TOKEN ?= ${CI_TOKEN}",
+            "\"api_token\" => \"<your token>\"",
+            "var apiToken string = \"\"",
+            "System.setProperty(\"API_TOKEN\", \"xxxxxxxxxxxxxxxxxxxx\")",
+            "dbPassword := \"$DB_PASSWORD\"",
+            "PuttyPassword=0",
+            "token, then the secret",
+            "release_token = release-2024",
+            "CACHE_KEY := 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        ] {
+            assert_eq!(m.mask(text), text, "changed");
+        }
     }
 
     #[test]

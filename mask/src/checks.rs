@@ -300,11 +300,29 @@ pub fn looks_random(v: &str) -> bool {
     let switches = v
         .as_bytes()
         .windows(2)
-        .filter(|w| w[0].is_ascii_digit() != w[1].is_ascii_digit())
+        .filter(|w| {
+            w[0].is_ascii_alphanumeric()
+                && w[1].is_ascii_alphanumeric()
+                && w[0].is_ascii_digit() != w[1].is_ascii_digit()
+        })
+        .count();
+    // Letters alone: random ones switch case often, camelCase words rarely.
+    let case_switches = v
+        .as_bytes()
+        .windows(2)
+        .filter(|w| {
+            w[0].is_ascii_alphabetic()
+                && w[1].is_ascii_alphabetic()
+                && w[0].is_ascii_uppercase() != w[1].is_ascii_uppercase()
+        })
         .count();
     let strong = classes == 3
         || (classes == 2 && digits >= 2 && letters >= 2 && switches >= 3)
-        || (digits == v.len() && v.len() >= 16);
+        || (digits == 0 && lower && upper && v.len() >= 16 && 3 * case_switches >= v.len())
+        || (digits == v.len() && v.len() >= 16)
+        // Some vendors' keys are UUIDs (Snyk, Heroku); next to an id's name they are
+        // references, which `secret_assign` leaves.
+        || uuid_like(v);
     if !strong || placeholder(v) || version_like(v) {
         return false;
     }
@@ -591,6 +609,89 @@ mod tests {
         assert!(!looks_random("${API_TOKEN}"));
         assert!(!looks_random("short1A"));
         assert!(!looks_random("aaaaaaaaaaaaaaaaaaaaaaaa1"), "low entropy");
+    }
+
+    #[test]
+    fn github_checksums() {
+        const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let random = "zQWBuTSOoRi4A9spHcVY5ncnsDkxkJ";
+        let mut crc = u64::from(crc32(random.as_bytes()));
+        let mut sum = [b'0'; 6];
+        for d in sum.iter_mut().rev() {
+            *d = DIGITS[(crc % 62) as usize];
+            crc /= 62;
+        }
+        let token = format!("ghp_{random}{}", std::str::from_utf8(&sum).unwrap());
+        assert!(github_checksum(&token));
+        let mut bad = token.clone().into_bytes();
+        bad[39] = if bad[39] == b'a' { b'b' } else { b'a' };
+        assert!(
+            !github_checksum(std::str::from_utf8(&bad).unwrap()),
+            "bad checksum"
+        );
+        assert!(!github_checksum(&token[..39]), "too short");
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926, "the CRC-32 check value");
+    }
+
+    #[test]
+    fn placeholders_and_non_passwords() {
+        for p in [
+            "xxxxxxxxxxxxxxxxxxxx",
+            "XXXX_PUT_YOUR_TOKEN_HERE_XXXX",
+            "your_api_key",
+            "AAAAAAAAAAAAAAAAAAAA1",
+            "abababababababababab",
+            "changeme",
+        ] {
+            assert!(placeholder(p), "{p}");
+        }
+        for t in [
+            "PoLKtz8JSheREdqB2Kff2lzk",
+            "Zx9Qw2Lm8Rt5Yp3K",
+            "hvb.AAAAAQJgxDgqsGNorpoOR7h",
+        ] {
+            assert!(!placeholder(t), "{t}");
+        }
+        for v in [
+            "0",
+            "no",
+            "false",
+            "$2",
+            "${pass}",
+            "<password>",
+            "[PASSWORD]",
+            "password",
+        ] {
+            assert!(not_a_password(v), "{v}");
+        }
+        for v in ["hunter2!", "CleartextPassword1", "Sw0rdfish"] {
+            assert!(!not_a_password(v), "{v}");
+        }
+        assert!(version_like("1.2.3") && version_like("v2.0.1-rc1") && !version_like("a1.b2"));
+        assert!(uuid_like("3f2b8c1e-7d4a-4e2b-9c1d-5a6b7c8d9e0f"));
+        assert!(!uuid_like("3f2b8c1e-7d4a-4e2b-9c1d"));
+    }
+
+    #[test]
+    fn randomness_of_lower_case_and_numeric_keys() {
+        assert!(looks_random("9joqhbu0csiiwqoq"), "base36");
+        assert!(looks_random("4b33ab16140ce9b94efc3b2b3cd54ee8"), "hex");
+        assert!(looks_random("55429238428480917454743080151464"), "digits");
+        assert!(
+            looks_random("KtxrVQcaToXkLsxNBoGyjsEfsIxO"),
+            "letters, random case"
+        );
+        assert!(
+            looks_random("lin_api_7wx8cc5lq8pofg3asaoc5kr7x59vhv3p3x"),
+            "words and a key"
+        );
+        assert!(
+            !looks_random("SalesResultsQuarterlyReport"),
+            "camelCase words"
+        );
+        assert!(!looks_random("1234567890"), "short number");
+        assert!(!looks_random("v1.22.3-alpha"), "version");
+        assert!(!looks_random("build-2024-04-01"), "words and a date");
     }
 
     #[test]

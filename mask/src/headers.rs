@@ -187,6 +187,11 @@ mod tests {
             "negotiate",
             "apikey",
             "sso-key",
+            "Api-Token",
+            "api-token",
+            "SSWS",
+            "x_y",
+            "A-",
         ];
         const PIECES: &[&str] = &[
             ":", ": ", " :", "  :\t", "\n", " ", "  ", "\"", "'", ",", "-", "_", "=", "a", "é",
@@ -208,6 +213,28 @@ mod tests {
             out.push(t);
         }
         out
+    }
+
+    /// Any scheme's credential is masked, not the scheme word; a scheme without one
+    /// is left.
+    #[test]
+    fn any_authorization_scheme() {
+        let m = Masker::new(&MaskConfig::default(), [2; 32]).unwrap();
+        for scheme in ["Api-Token", "SSWS", "Bearer", "Basic", "Splunk", "GenieKey"] {
+            let text = format!("curl -H \"Authorization: {scheme} 9f3Kx2Lm8Qw4Rt6Yp1Zs\" x");
+            let out = m.mask(&text);
+            assert!(out.contains(&format!("{scheme} …[")), "{out}");
+            assert!(!out.contains("9f3Kx2Lm8Qw4Rt6Yp1Zs"), "{out}");
+        }
+        for text in [
+            "Authorization: Basic ...",
+            "Authorization: Bearer XXXXXXXXXXXX",
+            "Authorization: Bearer $TOKEN",
+        ] {
+            assert_eq!(m.mask(text), text);
+        }
+        let out = m.mask("curl -H 'Api-Token: Sk94HG7f6KBq' x");
+        assert!(!out.contains("Sk94HG7f6KBq"), "{out}");
     }
 
     #[test]

@@ -636,3 +636,35 @@ fn name_checks_match_their_lowercasing_definitions() {
     }
     assert!(yes_pw > 1000 && yes_pub > 1000, "{yes_pw} {yes_pub}");
 }
+
+/// A PEM block in an environment variable spans lines: all of its body is masked, with
+/// Unix or Windows line ends, and whatever the key's label.
+#[test]
+fn multi_line_pem_values_are_masked_whole() {
+    let m = masker();
+    let body: Vec<String> = (0..6)
+        .map(|i| format!("MIIEv{i}QIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7{i}x9Z"))
+        .collect();
+    for label in [
+        "PRIVATE KEY",
+        "RSA PRIVATE KEY",
+        "EC PRIVATE KEY",
+        "OPENSSH PRIVATE KEY",
+        "ENCRYPTED PRIVATE KEY",
+        "PGP PRIVATE KEY BLOCK",
+    ] {
+        for nl in ["\n", "\r\n"] {
+            let pem = format!(
+                "-----BEGIN {label}-----{nl}{}{nl}-----END {label}-----{nl}",
+                body.join(nl)
+            );
+            let env = m.mask_env(&[format!("DEPLOY_KEY={pem}")]);
+            for line in &body {
+                assert!(!env[0].contains(line.as_str()), "{label}: {}", env[0]);
+            }
+            let line = format!("printf '%s' '{pem}' | ssh-add -");
+            let text = m.mask(&line);
+            assert!(!text.contains(&body[3]), "{label}: {text}");
+        }
+    }
+}

@@ -247,6 +247,11 @@ const WRAPPERS: &[&str] = &[
     "then",
     "do",
     "else",
+    "sh",
+    "bash",
+    "zsh",
+    "dash",
+    "ksh",
 ];
 
 /// Whether a word keeps the next one in command position: a wrapper, an option, an
