@@ -199,9 +199,14 @@ pub(crate) const TOOLS: &[Tool] = &[
     },
 ];
 
-/// Every tool name, for the triggers.
+/// Every tool name, for the detector's pattern.
 pub(crate) fn names() -> Vec<&'static str> {
     TOOLS.iter().flat_map(|t| t.names.iter().copied()).collect()
+}
+
+/// Every option, for the triggers.
+pub(crate) fn options() -> impl Iterator<Item = &'static str> {
+    TOOLS.iter().flat_map(|t| t.options.iter().map(|(o, _)| *o))
 }
 
 /// Every tool name with the tools (indices in `TOOLS`) it names, sorted by name:

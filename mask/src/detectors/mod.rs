@@ -146,12 +146,20 @@ fn assign_rest() -> String {
 /// A value: double-quoted, single-quoted or bare.
 pub(crate) const VALUE: &str = r#"(?:"(?P<s>[^"]*)"|'(?P<s2>[^']*)'|(?P<s3>[^\s"',;&]+))"#;
 
-/// Tool names followed by a space, as a command's name is: the tool table's triggers.
+/// The tool table's triggers: its options after a space, as they stand in a line. The
+/// tool names would do too, but ninety of them would double the trigger table, and
+/// the options share a few prefixes (` -`, ` --`). Arguments of a command line the
+/// agent owns are masked one by one and never hold an option after a space: there
+/// `argv` reads the table itself.
 static TOOL_TRIGGERS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-    crate::tools::names()
-        .into_iter()
-        .map(|n| &*Box::leak(format!("{n} ").into_boxed_str()))
-        .collect()
+    let mut triggers: Vec<&'static str> = Vec::new();
+    for option in crate::tools::options() {
+        let t = format!(" {}", option.to_ascii_lowercase());
+        if !triggers.contains(&t.as_str()) {
+            triggers.push(Box::leak(t.into_boxed_str()));
+        }
+    }
+    triggers
 });
 
 /// The start of the tool table's pattern, which only names the tools (`tools`).
