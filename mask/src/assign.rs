@@ -345,6 +345,17 @@ mod tests {
             let out = m.mask(&text);
             assert!(!out.contains(v), "{text} -> {out}");
         }
+        // In backquotes: ids of digits and UUID keys, which only unquoted pass.
+        for (text, v) in [
+            ("discordToken := `782316847738814426`", "782316847738814426"),
+            (
+                "snykToken := `3f2b8c1e-7d4a-4e2b-9c1d-5a6b7c8d9e0f`",
+                "3f2b8c1e-7d4a-4e2b-9c1d-5a6b7c8d9e0f",
+            ),
+        ] {
+            let out = m.mask(text);
+            assert!(!out.contains(v), "{text} -> {out}");
+        }
         for text in [
             "apiToken := os.Getenv(\"API_TOKEN\")",
             "API_TOKEN ?= ${CI_TOKEN}",

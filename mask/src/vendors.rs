@@ -515,6 +515,13 @@ fn flutterwave(h: &[u8], at: usize, after: usize) -> Option<Range<usize>> {
     if !word_start(h, at) {
         return None;
     }
+    // Encryption keys: 12 hex digits.
+    if let Some(e) = exactly(h, after, 12, hex_any)
+        && word_end(h, e)
+        && h[at..after].starts_with(b"FLWSECK")
+    {
+        return Some(at..e);
+    }
     let e = exactly(h, after, 32, hex_any)?;
     (h[e..].starts_with(b"-X") && word_end(h, e + 2)).then_some(at..e + 2)
 }

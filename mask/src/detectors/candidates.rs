@@ -39,6 +39,21 @@ fn secret<'h>(g: &Groups, h: &'h str) -> Option<Secret<'h>> {
     Some(Secret { range, text })
 }
 
+/// An assignment's value, inside Go's and shell's backquotes when it has them (the
+/// pattern's bare value takes them along).
+fn unquoted<'h>(g: &Groups, h: &'h str) -> Option<Secret<'h>> {
+    let m = secret(g, h)?;
+    let t = m.as_str();
+    if t.len() >= 3 && t.starts_with('`') && t.ends_with('`') {
+        let range = m.start() + 1..m.end() - 1;
+        return Some(Secret {
+            text: &h[range.clone()],
+            range,
+        });
+    }
+    Some(m)
+}
+
 pub(super) fn plain(g: &Groups, _: &str) -> Option<Range<usize>> {
     g.s.clone().filter(|r| !r.is_empty())
 }
@@ -209,7 +224,9 @@ pub(super) fn password_assign(g: &Groups, h: &str) -> Option<Range<usize>> {
     if !password_name(name) {
         return None;
     }
-    password_value(g, h)
+    let m = unquoted(g, h)?;
+    (checks::is_literal_password(m.as_str()) && !checks::not_a_password(m.as_str()))
+        .then(|| m.range())
 }
 
 /// Names of public key material and key ids: identifiers, not secrets (`GPG_KEY` holds a
@@ -254,7 +271,7 @@ pub(super) fn secret_assign(g: &Groups, h: &str) -> Option<Range<usize>> {
     if public_name(name) {
         return None;
     }
-    let m = secret(g, h)?;
+    let m = unquoted(g, h)?;
     // An id named as one (`ACCESS_ID`) holding a UUID is a reference, not a key.
     let id_name = ends_with_ci(name, "id");
     (checks::looks_random(m.as_str()) && !(id_name && checks::uuid_like(m.as_str())))

@@ -194,6 +194,27 @@ fn structured_tokens() {
     );
     let nojson = base64::engine::general_purpose::STANDARD.encode(r#"{"url":"x","org":"acme"}"#);
     left(&m, &format!("sntrys_{nojson}_{secret}"), "sentry-token");
+    // Flutterwave: secret keys end `-X`; encryption keys are 12 hex digits.
+    masked(
+        &m,
+        &format!("FLWSECK_TEST-{}-X", hex(r, 32)),
+        "flutterwave-key",
+    );
+    masked(
+        &m,
+        &format!("FLWSECK_TEST-{}", hex(r, 12)),
+        "flutterwave-key",
+    );
+    left(
+        &m,
+        &format!("FLWSECK_TEST-{}", hex(r, 11)),
+        "flutterwave-key",
+    );
+    left(
+        &m,
+        &format!("FLWPUBK_TEST-{}", hex(r, 12)),
+        "flutterwave-key",
+    );
     // Telegram bot tokens.
     let bot = format!(
         "{}:AA{}",
