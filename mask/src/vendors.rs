@@ -276,9 +276,10 @@ pub(crate) const VENDORS: &[Vendor] = &[
     ),
 ];
 
-/// Bytes of a token kept in its marker: the prefix, when it is the token's start.
+/// Bytes of a token kept in its marker: the prefix (a webhook's host and path), when
+/// it is the token's start.
 pub(crate) fn keep(vendor: &Vendor, token: &str) -> (usize, usize) {
-    if token.starts_with(vendor.prefix) && !vendor.prefix.ends_with('/') {
+    if token.starts_with(vendor.prefix) {
         (vendor.prefix.len(), 0)
     } else {
         (0, 0)
