@@ -33,7 +33,10 @@
 //! Most detectors then run a hand-written matcher (`tokens`, `assign`, `headers`,
 //! `literal`, `pii`) that finds exactly what its regex finds, which drift tests hold
 //! them to; the regexes stay the definition, and run for the policy's own patterns and
-//! for text a matcher does not handle. A caller that owns its command line masks it in
+//! for text a matcher does not handle. Two detectors are tables instead, whose regex
+//! only lists their literals: vendor tokens by published prefix (`vendors`, one
+//! detector whose hits name the vendor) and the credential options of well-known
+//! command-line tools (`tools`, which `argv` also reads per argument). A caller that owns its command line masks it in
 //! place ([`Masker::mask_argv_in_place`]), and arguments with nothing to mask are not
 //! copied. Ordinary arguments cost the one pass.
 mod argv;
