@@ -146,6 +146,9 @@ fn rest(h: &[u8], at: usize) -> Option<usize> {
 /// The names' keywords, in the regex's order of alternatives.
 pub(crate) struct Assign {
     keywords: &'static [&'static str],
+    /// The keywords' last letters, lower case: a run of name characters that ends in
+    /// none of them needs no closer look (most words before a space).
+    last: [bool; 128],
 }
 
 pub(crate) const PASS_KEYWORDS: &[&str] = &["password", "passwd", "passphrase", "pass", "pwd"];
@@ -164,7 +167,11 @@ pub(crate) const SECRET_KEYWORDS: &[&str] = &[
 
 impl Assign {
     pub(crate) fn new(keywords: &'static [&'static str]) -> Assign {
-        Assign { keywords }
+        let mut last = [false; 128];
+        for kw in keywords {
+            last[usize::from(*kw.as_bytes().last().expect("a keyword"))] = true;
+        }
+        Assign { keywords, last }
     }
 
     /// The last keyword start `q` in `rs..=re` (the run of name characters `rs..re`)
@@ -178,6 +185,10 @@ impl Assign {
                 .get(re)
                 .is_some_and(|&b| is_space(b) || b"\"'=:?+".contains(&b))
         {
+            return None;
+        }
+        // Without a fold after it, an ASCII keyword ends the run itself.
+        if !folded && (re == rs || !self.last[usize::from(h[re - 1].to_ascii_lowercase() & 0x7F)]) {
             return None;
         }
         let mut best: Option<(usize, usize)> = None;
