@@ -1,7 +1,7 @@
 //! Command lines and environments: context that crosses element boundaries.
 use regex::Regex;
 
-use crate::{Ctx, Finding, Hit, Masker, checks};
+use crate::{Ctx, Finding, Hit, Masker, checks, tools};
 
 /// Programs whose `user@host` arguments are logins, not email addresses.
 const SSH_LIKE: &[&str] = &[
@@ -88,6 +88,10 @@ enum Next {
     UserColonPassword,
     /// `aws configure set aws_secret_access_key SECRET`.
     AwsSecret,
+    /// An option of a well-known tool (`tools`): `redis-cli -a SECRET`.
+    Tool(tools::How),
+    /// The secret is in this argument, at this range (`7z -pSECRET`).
+    Here(usize),
 }
 
 /// What the command (argv[0]) says about its arguments, worked out before any of them
@@ -121,13 +125,36 @@ pub(crate) fn mask_argv(m: &Masker, argv: &mut [String], report: bool) -> Vec<Fi
     };
     let mut findings = Vec::new();
     let mut next = Next::Plain;
+    let mut tool = argv.first().and_then(|a| tools::Cmd::start(a));
+    let mut command_position = argv
+        .first()
+        .is_some_and(|a| tools::keeps_command_position(basename(a)));
     for (i, slot) in argv.iter_mut().enumerate() {
         let arg = slot.as_str();
-        let this = std::mem::replace(&mut next, Next::Plain);
+        let mut this = std::mem::replace(&mut next, Next::Plain);
+        // A tool's option: the secret is attached to it, or comes next.
+        let says = match &mut tool {
+            Some(t) if i > 0 && this == Next::Plain => t.word(arg),
+            _ => None,
+        };
+        match says {
+            Some(tools::Says::Here(r)) => this = Next::Here(r.start),
+            Some(tools::Says::Next(how)) => next = Next::Tool(how),
+            // A tool after a wrapper (`sudo`, `env`, `timeout 5`) starts its command.
+            None if i > 0 && command_position => {
+                if let Some(t) = tools::Cmd::start(arg) {
+                    tool = Some(t);
+                }
+                command_position = tools::keeps_command_position(arg);
+            }
+            None => {}
+        }
         let hits = hits(m, arg, i, this, cmd, ctx);
         // Only flags can announce a secret in the next argument: skip the regexes for
         // the common case.
-        if i > 0 && arg.starts_with('-') {
+        if next != Next::Plain {
+            // Announced by the tool table.
+        } else if i > 0 && arg.starts_with('-') {
             let named = may_name_a_secret(arg);
             if (named && m.argv.password_flag.is_match(arg)) || (cmd.sshpass && arg == "-p") {
                 next = Next::Password;
@@ -157,6 +184,7 @@ fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> 
         Next::Password if checks::is_literal_password(arg) => Some(Hit {
             range: 0..arg.len(),
             kind: m.password,
+            sub: None,
         }),
         Next::Secret
             if checks::is_literal_password(arg) && !arg.starts_with(['/', '~', '.', '@']) =>
@@ -164,6 +192,7 @@ fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> 
             Some(Hit {
                 range: 0..arg.len(),
                 kind: m.secret,
+                sub: None,
             })
         }
         Next::AwsSecret
@@ -175,13 +204,34 @@ fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> 
             Some(Hit {
                 range: 0..arg.len(),
                 kind: m.aws_secret,
+                sub: None,
+            })
+        }
+        Next::Tool(how) => tools::value(how, arg)
+            .filter(|r| {
+                let v = &arg[r.clone()];
+                checks::is_literal_password(v) && !checks::not_a_password(v)
+            })
+            .map(|range| Hit {
+                range,
+                kind: m.password,
+                sub: None,
+            }),
+        Next::Here(at) => {
+            let v = &arg[at..];
+            (checks::is_literal_password(v) && !checks::not_a_password(v)).then_some(Hit {
+                range: at..arg.len(),
+                kind: m.password,
+                sub: None,
             })
         }
         Next::UserColonPassword => arg.find(':').and_then(|c| {
             let pw = &arg[c + 1..];
-            (!pw.is_empty() && !pw.bytes().all(|b| b.is_ascii_digit())).then(|| Hit {
+            let literal = checks::is_literal_password(pw) && !checks::not_a_password(pw);
+            (literal && !pw.bytes().all(|b| b.is_ascii_digit())).then(|| Hit {
                 range: c + 1..arg.len(),
                 kind: m.password,
+                sub: None,
             })
         }),
         _ => None,
@@ -210,6 +260,7 @@ fn hits(m: &Masker, arg: &str, i: usize, this: Next, cmd: Command, ctx: Ctx) -> 
                 vec![Hit {
                     range: 2..arg.len(),
                     kind: m.password,
+                    sub: None,
                 }]
             } else {
                 Vec::new()
@@ -249,6 +300,7 @@ pub(crate) fn mask_env(m: &Masker, env: &mut [String], report: bool) -> Vec<Find
                 hits = vec![Hit {
                     range: vrange,
                     kind,
+                    sub: None,
                 }];
             }
         }

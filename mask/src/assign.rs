@@ -44,39 +44,111 @@ fn keyword_at(h: &[u8], mut at: usize, kw: &[u8]) -> Option<usize> {
     Some(at)
 }
 
-/// `["']?\s*[=:]\s*VALUE` at `at`: the end of the value.
-fn rest(h: &[u8], mut at: usize) -> Option<usize> {
-    if matches!(h.get(at), Some(b'"' | b'\'')) {
-        at += 1;
-    }
+/// The type names a declaration may put between a name and its `=`
+/// (`var token string = …`, `val token: String = …`), in the regex's order.
+const TYPES: &[&[u8]] = &[b"string", b"String", b"str", b"&str"];
+
+fn spaces(h: &[u8], mut at: usize) -> usize {
     while h.get(at).is_some_and(|&b| is_space(b)) {
         at += 1;
     }
-    if !matches!(h.get(at), Some(b'=' | b':')) {
-        return None;
-    }
-    at += 1;
-    while h.get(at).is_some_and(|&b| is_space(b)) {
-        at += 1;
-    }
+    at
+}
+
+/// `TYPE \s* =` at `at`: its end, for the first type name that fits.
+fn typed(h: &[u8], at: usize) -> Option<usize> {
+    TYPES.iter().find_map(|t| {
+        if !h[at.min(h.len())..].starts_with(t) {
+            return None;
+        }
+        let p = spaces(h, at + t.len());
+        (h.get(p) == Some(&b'=')).then_some(p + 1)
+    })
+}
+
+/// The ends of the operator alternatives that parse at `at`, in the regex's order
+/// (`detectors::ASSIGN_OPS`):
+/// `\s*:\s*TYPE\s*=`, `\s+TYPE\s*=`, `\s*(?::{1,3}=|[?+]=|=>|[=:])`, `\s+\.=`.
+fn operators(h: &[u8], at: usize) -> [Option<usize>; 7] {
+    let p = spaces(h, at);
+    let byte = |i: usize| h.get(i).copied();
+    let colon_typed = (byte(p) == Some(b':'))
+        .then(|| typed(h, spaces(h, p + 1)))
+        .flatten();
+    let spaced_typed = (p > at).then(|| typed(h, p)).flatten();
+    let colons = h[p.min(h.len())..]
+        .iter()
+        .take_while(|&&b| b == b':')
+        .count();
+    let walrus =
+        ((1..=3).contains(&colons) && byte(p + colons) == Some(b'=')).then_some(p + colons + 1);
+    let compound =
+        (matches!(byte(p), Some(b'?' | b'+')) && byte(p + 1) == Some(b'=')).then_some(p + 2);
+    let arrow = (byte(p) == Some(b'=') && byte(p + 1) == Some(b'>')).then_some(p + 2);
+    let plain = matches!(byte(p), Some(b'=' | b':')).then_some(p + 1);
+    let append = (p > at && byte(p) == Some(b'.') && byte(p + 1) == Some(b'=')).then_some(p + 2);
+    [
+        colon_typed,
+        spaced_typed,
+        walrus,
+        compound,
+        arrow,
+        plain,
+        append,
+    ]
+}
+
+/// `VALUE` at `at`: the value (inside its quotes) and where the match ends.
+fn value(h: &[u8], at: usize, quoted_only: bool) -> Option<(Range<usize>, usize)> {
     match *h.get(at)? {
         q @ (b'"' | b'\'') => {
-            let close = h[at + 1..].iter().position(|&b| b == q)?;
-            Some(at + 1 + close + 1)
+            let close = at + 1 + h[at + 1..].iter().position(|&b| b == q)?;
+            Some((at + 1..close, close + 1))
         }
+        _ if quoted_only => None,
         _ => {
             let n = h[at..]
                 .iter()
                 .position(|&b| is_space(b) || matches!(b, b'"' | b'\'' | b',' | b';' | b'&'))
                 .unwrap_or(h.len() - at);
-            (n > 0).then_some(at + n)
+            (n > 0).then_some((at..at + n, at + n))
         }
     }
+}
+
+/// What follows a name (`detectors::ASSIGN_REST`) at `at`: the value and the end of
+/// the match, taking the alternatives in the regex's order. A call argument
+/// (`("NAME", "value")`) wants both quoted; otherwise an optional closing quote of the
+/// name, an operator, spaces and a value.
+pub(crate) fn rest_at(h: &[u8], at: usize) -> Option<(Range<usize>, usize)> {
+    let quote = matches!(h.get(at), Some(b'"' | b'\''));
+    if quote {
+        let p = spaces(h, at + 1);
+        if h.get(p) == Some(&b',')
+            && let Some(v) = value(h, spaces(h, p + 1), true)
+        {
+            return Some(v);
+        }
+    }
+    // With a quote there, no operator can start at it: only the quoted form counts.
+    let at = at + usize::from(quote);
+    operators(h, at)
+        .into_iter()
+        .flatten()
+        .find_map(|op| value(h, spaces(h, op), false))
+}
+
+/// The end of the match when a valid rest follows at `at`.
+fn rest(h: &[u8], at: usize) -> Option<usize> {
+    rest_at(h, at).map(|(_, end)| end)
 }
 
 /// The names' keywords, in the regex's order of alternatives.
 pub(crate) struct Assign {
     keywords: &'static [&'static str],
+    /// The keywords' last letters, lower case: a run of name characters that ends in
+    /// none of them needs no closer look (most words before a space).
+    last: [bool; 128],
 }
 
 pub(crate) const PASS_KEYWORDS: &[&str] = &["password", "passwd", "passphrase", "pass", "pwd"];
@@ -89,11 +161,17 @@ pub(crate) const SECRET_KEYWORDS: &[&str] = &[
     "credentials",
     "credential",
     "auth",
+    "access_id",
+    "accessid",
 ];
 
 impl Assign {
     pub(crate) fn new(keywords: &'static [&'static str]) -> Assign {
-        Assign { keywords }
+        let mut last = [false; 128];
+        for kw in keywords {
+            last[usize::from(*kw.as_bytes().last().expect("a keyword"))] = true;
+        }
+        Assign { keywords, last }
     }
 
     /// The last keyword start `q` in `rs..=re` (the run of name characters `rs..re`)
@@ -105,8 +183,12 @@ impl Assign {
         if !folded
             && !h
                 .get(re)
-                .is_some_and(|&b| is_space(b) || b"\"'=:".contains(&b))
+                .is_some_and(|&b| is_space(b) || b"\"'=:?+".contains(&b))
         {
+            return None;
+        }
+        // Without a fold after it, an ASCII keyword ends the run itself.
+        if !folded && (re == rs || !self.last[usize::from(h[re - 1].to_ascii_lowercase() & 0x7F)]) {
             return None;
         }
         let mut best: Option<(usize, usize)> = None;
@@ -135,49 +217,14 @@ impl Assign {
 
     /// The matches `Regex::find_iter` gives for the pattern.
     pub(crate) fn find_iter(&self, text: &str, found: impl FnMut(Range<usize>)) {
-        let h = text.as_bytes();
-        if h.contains(&0xC5) || h.contains(&0xE2) {
-            self.find_iter_folded(h, found);
-        } else {
-            self.find_iter_ascii(h, found);
-        }
-    }
-
-    /// Without folded letters every keyword ends a run of name characters that an
-    /// optional quote and spaces separate from `=` or `:`: start from those, which
-    /// are rare, and look back. A run ends before the next `=`/`:` begins (neither is
-    /// a name character, space or quote), so taking them in order takes the matches
-    /// in order.
-    fn find_iter_ascii(&self, h: &[u8], mut found: impl FnMut(Range<usize>)) {
-        let mut at = 0;
-        while let Some(i) = h[at..].iter().position(|&b| b == b'=' || b == b':') {
-            let c = at + i;
-            let mut e = c;
-            while e > at && is_space(h[e - 1]) {
-                e -= 1;
-            }
-            if e > at && matches!(h[e - 1], b'"' | b'\'') {
-                e -= 1;
-            }
-            let mut rs = e;
-            while rs > at && is_name(h[rs - 1]) {
-                rs -= 1;
-            }
-            if rs < e
-                && let Some((q, stop)) = self.last_keyword(h, rs, e)
-                && let Some(p) = (rs..=q).find(|&p| boundary(h, p))
-            {
-                found(p..stop);
-                at = stop;
-                continue;
-            }
-            at = c + 1;
-        }
+        self.find_iter_runs(text.as_bytes(), found);
     }
 
     /// Every run of name characters in turn, and where a folded letter may start a
-    /// keyword.
-    fn find_iter_folded(&self, h: &[u8], mut found: impl FnMut(Range<usize>)) {
+    /// keyword. A keyword must end its run: what may follow a name (a quote, a space,
+    /// `=`, `:`, `?`, `+`) is no name character. Operators after a space (`.=`, a
+    /// type name) rule out anchoring on `=` and looking back.
+    fn find_iter_runs(&self, h: &[u8], mut found: impl FnMut(Range<usize>)) {
         let mut at = 0;
         while at < h.len() {
             let rs = at;
@@ -207,8 +254,53 @@ mod tests {
 
     fn near_misses(rng: &mut corpus::Rng, keywords: &[&str]) -> Vec<String> {
         const PIECES: &[&str] = &[
-            "a", "Z", "7", "_", "-", ".", " ", "  ", "\t", "=", ":", "\"", "'", ",", ";", "&", "/",
-            "x-", "my_", "ſ", "\u{212a}", "é", "İ", "ı", "Å", "…", "$", "=\"", "='", ": ",
+            "a",
+            "Z",
+            "7",
+            "_",
+            "-",
+            ".",
+            " ",
+            "  ",
+            "\t",
+            "=",
+            ":",
+            "\"",
+            "'",
+            ",",
+            ";",
+            "&",
+            "/",
+            "x-",
+            "my_",
+            "ſ",
+            "\u{212a}",
+            "é",
+            "İ",
+            "ı",
+            "Å",
+            "…",
+            "$",
+            "=\"",
+            "='",
+            ": ",
+            ":=",
+            "::=",
+            ":::=",
+            "::::=",
+            "?=",
+            "+=",
+            "=>",
+            " .=",
+            ".=",
+            " string = ",
+            ": String =",
+            " str=",
+            "&str",
+            "\", \"",
+            "', '",
+            "`",
+            "string",
         ];
         let mut out = Vec::new();
         for _ in 0..6000 {
@@ -235,6 +327,60 @@ mod tests {
             out.push(t);
         }
         out
+    }
+
+    /// Each assignment style with a generated value masks it; placeholders and
+    /// references in the same places do not.
+    #[test]
+    fn assignment_styles_of_many_languages() {
+        let m = Masker::new(&MaskConfig::default(), [2; 32]).unwrap();
+        let v = "Qw7eR4tY9uI2oP5aS8dF";
+        for text in [
+            format!("apiToken := \"{v}\""),
+            format!("API_TOKEN ::= {v}"),
+            format!("API_TOKEN :::= {v}"),
+            format!("API_TOKEN ?= {v}"),
+            format!("API_TOKEN?={v}"),
+            format!("API_TOKEN += {v}"),
+            format!("  \"api_token\" => \"{v}\","),
+            format!(":auth_token => '{v}'"),
+            format!("$apiToken .= \"{v}\";"),
+            format!("var apiToken string = \"{v}\""),
+            format!("val apiToken: String = \"{v}\""),
+            format!("let api_token: &str = \"{v}\";"),
+            format!("System.setProperty(\"API_TOKEN\", \"{v}\")"),
+            format!("os.getenv('API_TOKEN', '{v}')"),
+            format!("apiToken := `{v}`"),
+            format!("dbPassword := \"hunter2-{v}\""),
+        ] {
+            let out = m.mask(&text);
+            assert!(!out.contains(v), "{text} -> {out}");
+        }
+        // In backquotes: ids of digits and UUID keys, which only unquoted pass.
+        for (text, v) in [
+            ("discordToken := `782316847738814426`", "782316847738814426"),
+            (
+                "snykToken := `3f2b8c1e-7d4a-4e2b-9c1d-5a6b7c8d9e0f`",
+                "3f2b8c1e-7d4a-4e2b-9c1d-5a6b7c8d9e0f",
+            ),
+        ] {
+            let out = m.mask(text);
+            assert!(!out.contains(v), "{text} -> {out}");
+        }
+        for text in [
+            "apiToken := os.Getenv(\"API_TOKEN\")",
+            "API_TOKEN ?= ${CI_TOKEN}",
+            "\"api_token\" => \"<your token>\"",
+            "var apiToken string = \"\"",
+            "System.setProperty(\"API_TOKEN\", \"xxxxxxxxxxxxxxxxxxxx\")",
+            "dbPassword := \"$DB_PASSWORD\"",
+            "PuttyPassword=0",
+            "token, then the secret",
+            "release_token = release-2024",
+            "CACHE_KEY := 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        ] {
+            assert_eq!(m.mask(text), text, "changed");
+        }
     }
 
     #[test]

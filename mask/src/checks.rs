@@ -289,19 +289,72 @@ pub fn looks_random(v: &str) -> bool {
     }
     let lower = v.bytes().any(|b| b.is_ascii_lowercase());
     let upper = v.bytes().any(|b| b.is_ascii_uppercase());
-    let digit = v.bytes().any(|b| b.is_ascii_digit());
-    let classes = usize::from(lower) + usize::from(upper) + usize::from(digit);
-    // The cheap test first: most values that fail, fail it.
-    let strong = classes == 3 || (classes == 2 && digit && v.len() >= 20);
-    if !strong {
+    let digits = v.bytes().filter(u8::is_ascii_digit).count();
+    let letters = v.bytes().filter(u8::is_ascii_alphabetic).count();
+    let classes = usize::from(lower) + usize::from(upper) + usize::from(digits > 0);
+    // The cheap test first: most values that fail, fail it. Generated values mix
+    // letters and digits (lower-case hex and base36 keys too); long runs of digits
+    // alone are ids and keys as well, shorter ones counts, ports and dates.
+    // Two classes must be mixed through the value, not a word and a number
+    // (`release-2024`).
+    let switches = v
+        .as_bytes()
+        .windows(2)
+        .filter(|w| {
+            w[0].is_ascii_alphanumeric()
+                && w[1].is_ascii_alphanumeric()
+                && w[0].is_ascii_digit() != w[1].is_ascii_digit()
+        })
+        .count();
+    // Letters alone: random ones switch case often, camelCase words rarely.
+    let case_switches = v
+        .as_bytes()
+        .windows(2)
+        .filter(|w| {
+            w[0].is_ascii_alphabetic()
+                && w[1].is_ascii_alphabetic()
+                && w[0].is_ascii_uppercase() != w[1].is_ascii_uppercase()
+        })
+        .count();
+    let strong = classes == 3
+        || (classes == 2 && digits >= 2 && letters >= 2 && switches >= 3)
+        || (digits == 0 && lower && upper && v.len() >= 16 && 3 * case_switches >= v.len())
+        || (digits == v.len() && v.len() >= 16)
+        // Some vendors' keys are UUIDs (Snyk, Heroku); next to an id's name they are
+        // references, which `secret_assign` leaves.
+        || uuid_like(v);
+    if !strong || placeholder(v) || version_like(v) {
         return false;
     }
-    // Two or more plain lowercase words: a name like `linux-cargo-build`, not a key.
-    let words = v
-        .split(['-', '_', '.', ':'])
+    // Two or more plain lowercase words and no long random part: a name like
+    // `linux-cargo-build` or `release-2024-04-01`, not a key (`lin_api_<40 random>`
+    // has words and a key).
+    let parts = || v.split(['-', '_', '.', ':']);
+    let words = parts()
         .filter(|w| w.len() >= 3 && w.bytes().all(|b| b.is_ascii_lowercase()))
         .count();
-    words < 2 && entropy(v) >= 3.0
+    let longest = parts().map(str::len).max().unwrap_or(0);
+    (words < 2 || longest >= 16) && entropy(v) >= if digits == v.len() { 2.5 } else { 3.0 }
+}
+
+/// `1.2.3`, `v2.0.1-rc1`, `2024.04.01`: dotted numbers, maybe a `v` and a suffix.
+pub fn version_like(v: &str) -> bool {
+    let v = v.strip_prefix(['v', 'V']).unwrap_or(v);
+    let head = v.split(['-', '+', '_']).next().unwrap_or("");
+    head.contains('.')
+        && head
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `8-4-4-4-12` hex digits.
+pub fn uuid_like(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Whether a value given for a password-ish name is a real value rather than a
@@ -312,6 +365,175 @@ pub fn is_literal_password(v: &str) -> bool {
         && !v.starts_with("env:")
         && !v.starts_with("file:")
         && !v.starts_with("fd:")
+}
+
+/// Values that stand for no password: a switch (`PuttyPassword=0`, `=false`), a name
+/// put where the value goes (`user:password`), or a template slot (`<password>`,
+/// `[PASSWORD]`, `${pass}`, `{{ .Values.password }}`).
+pub fn not_a_password(v: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "true",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "null",
+        "nil",
+        "none",
+        "empty",
+        "undefined",
+        "password",
+        "passwd",
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "changeme",
+        "xxx",
+        "yyy",
+        "***",
+    ];
+    v.len() < 3
+        || v.starts_with(['$', '<', '{', '[', '%', '('])
+        || v.ends_with(['>', ']', '}', ')'])
+        || WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
+}
+
+/// Whether a value is a stand-in rather than a credential: a run of one character
+/// (`xxxx`, `000000`), very few distinct characters for its length, or the words
+/// documentation and templates use (`your_token_here`, `example`, `changeme`).
+pub fn placeholder(v: &str) -> bool {
+    let b = v.as_bytes();
+    let mut run = 1;
+    for w in b.windows(2) {
+        run = if w[0] == w[1] { run + 1 } else { 1 };
+        // A third of the value one byte (some formats pad with `AAAA…`, but never
+        // most of the token), or the fillers people type.
+        if (run >= 6 && 3 * run >= b.len())
+            || (run >= 4 && matches!(w[0], b'x' | b'X' | b'*' | b'#' | b'.'))
+        {
+            return true;
+        }
+    }
+    let mut seen = [false; 256];
+    let distinct = b
+        .iter()
+        .filter(|&&c| !std::mem::replace(&mut seen[usize::from(c)], true))
+        .count();
+    if b.len() >= 16 && distinct < 6 {
+        return true;
+    }
+    // A word as people write it (`here`, `HERE`, `Here`), not letters that happen to
+    // spell one in a random token (`heRE`).
+    PLACEHOLDER_WORDS.find_overlapping_iter(v).any(|m| {
+        let s = &b[m.range()];
+        s[1..].iter().all(|c| !c.is_ascii_uppercase()) || s.iter().all(|c| !c.is_ascii_lowercase())
+    })
+}
+
+/// The words of [`placeholder`], searched in one pass, in any case.
+static PLACEHOLDER_WORDS: std::sync::LazyLock<aho_corasick::AhoCorasick> =
+    std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build([
+                "your_",
+                "your-",
+                "yourtoken",
+                "yourkey",
+                "yourpass",
+                "here",
+                "example",
+                "placeholder",
+                "dummy",
+                "changeme",
+                "change_me",
+                "redacted",
+                "replace",
+                "insert",
+                "secret_key_",
+                "password",
+                "passw0rd",
+                "qwerty",
+            ])
+            .expect("placeholder words build")
+    });
+
+/// CRC-32 (IEEE 802.3, as zlib computes it).
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// GitHub's token checksum: the last 6 characters are the CRC-32 of the 30 random
+/// ones before them, in base62 (`0-9A-Za-z`), padded with leading zeros
+/// (`ghp_` + 30 + 6).
+pub fn github_checksum(token: &str) -> bool {
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let b = token.as_bytes();
+    if b.len() != 40 || b[3] != b'_' {
+        return false;
+    }
+    let mut want = u64::from(crc32(&b[4..34]));
+    for &c in b[34..].iter().rev() {
+        if DIGITS[(want % 62) as usize] != c {
+            return false;
+        }
+        want /= 62;
+    }
+    want == 0
+}
+
+/// A Bech32 string (BIP 173) with a valid checksum: `hrp` `1` data, lower case.
+pub fn bech32_valid(s: &str) -> bool {
+    const CHARSET: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    const GEN: [u32; 5] = [
+        0x3b6a_57b2,
+        0x2650_8e6d,
+        0x1ea1_19fa,
+        0x3d42_33dd,
+        0x2a14_62b3,
+    ];
+    let Some(sep) = s.rfind('1') else {
+        return false;
+    };
+    let (hrp, data) = (&s.as_bytes()[..sep], &s.as_bytes()[sep + 1..]);
+    if hrp.is_empty() || data.len() < 6 {
+        return false;
+    }
+    let mut values: Vec<u8> = hrp.iter().map(|c| c >> 5).collect();
+    values.push(0);
+    values.extend(hrp.iter().map(|c| c & 31));
+    for c in data {
+        match CHARSET.iter().position(|x| x == c) {
+            Some(v) => values.push(v as u8),
+            None => return false,
+        }
+    }
+    let mut chk = 1u32;
+    for v in values {
+        let top = chk >> 25;
+        chk = ((chk & 0x1ff_ffff) << 5) ^ u32::from(v);
+        for (i, g) in GEN.iter().enumerate() {
+            if (top >> i) & 1 != 0 {
+                chk ^= g;
+            }
+        }
+    }
+    chk == 1
 }
 
 #[cfg(test)]
@@ -387,6 +609,89 @@ mod tests {
         assert!(!looks_random("${API_TOKEN}"));
         assert!(!looks_random("short1A"));
         assert!(!looks_random("aaaaaaaaaaaaaaaaaaaaaaaa1"), "low entropy");
+    }
+
+    #[test]
+    fn github_checksums() {
+        const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let random = "zQWBuTSOoRi4A9spHcVY5ncnsDkxkJ";
+        let mut crc = u64::from(crc32(random.as_bytes()));
+        let mut sum = [b'0'; 6];
+        for d in sum.iter_mut().rev() {
+            *d = DIGITS[(crc % 62) as usize];
+            crc /= 62;
+        }
+        let token = format!("ghp_{random}{}", std::str::from_utf8(&sum).unwrap());
+        assert!(github_checksum(&token));
+        let mut bad = token.clone().into_bytes();
+        bad[39] = if bad[39] == b'a' { b'b' } else { b'a' };
+        assert!(
+            !github_checksum(std::str::from_utf8(&bad).unwrap()),
+            "bad checksum"
+        );
+        assert!(!github_checksum(&token[..39]), "too short");
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926, "the CRC-32 check value");
+    }
+
+    #[test]
+    fn placeholders_and_non_passwords() {
+        for p in [
+            "xxxxxxxxxxxxxxxxxxxx",
+            "XXXX_PUT_YOUR_TOKEN_HERE_XXXX",
+            "your_api_key",
+            "AAAAAAAAAAAAAAAAAAAA1",
+            "abababababababababab",
+            "changeme",
+        ] {
+            assert!(placeholder(p), "{p}");
+        }
+        for t in [
+            "PoLKtz8JSheREdqB2Kff2lzk",
+            "Zx9Qw2Lm8Rt5Yp3K",
+            "hvb.AAAAAQJgxDgqsGNorpoOR7h",
+        ] {
+            assert!(!placeholder(t), "{t}");
+        }
+        for v in [
+            "0",
+            "no",
+            "false",
+            "$2",
+            "${pass}",
+            "<password>",
+            "[PASSWORD]",
+            "password",
+        ] {
+            assert!(not_a_password(v), "{v}");
+        }
+        for v in ["hunter2!", "CleartextPassword1", "Sw0rdfish"] {
+            assert!(!not_a_password(v), "{v}");
+        }
+        assert!(version_like("1.2.3") && version_like("v2.0.1-rc1") && !version_like("a1.b2"));
+        assert!(uuid_like("3f2b8c1e-7d4a-4e2b-9c1d-5a6b7c8d9e0f"));
+        assert!(!uuid_like("3f2b8c1e-7d4a-4e2b-9c1d"));
+    }
+
+    #[test]
+    fn randomness_of_lower_case_and_numeric_keys() {
+        assert!(looks_random("9joqhbu0csiiwqoq"), "base36");
+        assert!(looks_random("4b33ab16140ce9b94efc3b2b3cd54ee8"), "hex");
+        assert!(looks_random("55429238428480917454743080151464"), "digits");
+        assert!(
+            looks_random("KtxrVQcaToXkLsxNBoGyjsEfsIxO"),
+            "letters, random case"
+        );
+        assert!(
+            looks_random("lin_api_7wx8cc5lq8pofg3asaoc5kr7x59vhv3p3x"),
+            "words and a key"
+        );
+        assert!(
+            !looks_random("SalesResultsQuarterlyReport"),
+            "camelCase words"
+        );
+        assert!(!looks_random("1234567890"), "short number");
+        assert!(!looks_random("v1.22.3-alpha"), "version");
+        assert!(!looks_random("build-2024-04-01"), "words and a date");
     }
 
     #[test]

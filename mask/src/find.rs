@@ -6,6 +6,7 @@ use crate::{
     CheckFn, Ctx, Hit, MIN_GATED_RUN, Masker,
     groups::{Groups, Shape},
     prefilter::{Scan, Summary, scan_digits, summary},
+    tokens::Hand,
 };
 
 impl Masker {
@@ -87,9 +88,25 @@ impl Masker {
                 };
                 let Some(range) = range else { return };
                 if !self.allowed(&text[range.clone()], &text[g.whole]) {
-                    cands.push(Hit { range, kind: i });
+                    cands.push(Hit {
+                        range,
+                        kind: i,
+                        sub: None,
+                    });
                 }
             };
+            if let Some(Hand::Vendor(v)) = &d.hand {
+                v.find_iter(text, |range, entry| {
+                    if !self.allowed(&text[range.clone()], &text[range.clone()]) {
+                        cands.push(Hit {
+                            range,
+                            kind: i,
+                            sub: Some(entry as u16),
+                        });
+                    }
+                });
+                continue;
+            }
             if let Some(hand) = &d.hand
                 && hand.handles(text)
             {

@@ -29,6 +29,8 @@ impl Groups {
             .name("s")
             .or_else(|| c.name("s2"))
             .or_else(|| c.name("s3"))
+            .or_else(|| c.name("s4"))
+            .or_else(|| c.name("s5"))
             .map(|m| m.range());
         Groups {
             whole,
@@ -119,20 +121,20 @@ impl Shape {
                 (Some(start..b), None)
             }
             Shape::Value { named } => {
-                let (at, n) = if named {
-                    // NAME ["']? \s* [=:] \s* VALUE: the name is the whole run of name
-                    // characters, since what follows it is none of them.
+                if named {
+                    // NAME then what `assign::rest_at` parses: the name is the whole
+                    // run of name characters, since what follows it is none of them.
                     let end = skip(h, a, b, |c| {
                         c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')
                     });
-                    let mut at = end;
-                    if at < b && matches!(h[at], b'"' | b'\'') {
-                        at += 1;
-                    }
-                    at = skip(h, at, b, is_space);
-                    at = skip(h, at + 1, b, is_space);
-                    (at, Some(a..end))
-                } else {
+                    let s = crate::assign::rest_at(&h[..b], end).map(|(v, _)| v);
+                    return Some(Groups {
+                        whole,
+                        s,
+                        n: Some(a..end),
+                    });
+                }
+                let (at, n) = {
                     // (^|[\s"']) --? NAME (= | \s+) VALUE
                     let mut at = a;
                     if at < b && h[at] != b'-' {

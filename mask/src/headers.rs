@@ -10,8 +10,9 @@
 //!   looking back finds the matches in order.
 //! - Of the names that end there, the leftmost that starts at a word boundary wins
 //!   (`x-goog-api-key` over the `api-key` inside it); all share the value.
-//! - `authorization`'s optional scheme (`Bearer `, `Basic `, ...) is taken when a value
-//!   of 4 or more follows it, else the value starts at the scheme word itself.
+//! - `authorization`'s optional scheme (any word: `Bearer `, `Basic `, `Api-Token `)
+//!   is taken when a value of 4 or more follows it, else the value starts at the
+//!   scheme word itself.
 //! - Under `(?i)`, `k` and `s` also match U+212A and U+017F, which only non-ASCII text
 //!   holds: such texts go to the regex ([`Header::handles`]).
 use std::ops::Range;
@@ -47,15 +48,11 @@ fn starts_with_ci(h: &[u8], at: usize, word: &[u8]) -> bool {
 }
 
 const AUTHORIZATION: &[&str] = &["proxy-authorization", "authorization"];
-const SCHEMES: &[&str] = &[
-    "bearer",
-    "basic",
-    "token",
-    "digest",
-    "negotiate",
-    "apikey",
-    "sso-key",
-];
+/// `[a-z][a-z0-9_-]*` under `(?i)`: an authentication scheme (`Bearer`, `Basic`,
+/// `Api-Token`, `SSWS`, any other), which comes before the credential.
+fn scheme(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
 const API_KEY_NAMES: &[&str] = &[
     "x-api-key",
     "api-key",
@@ -65,11 +62,13 @@ const API_KEY_NAMES: &[&str] = &[
     "x-goog-api-key",
     "x-api-token",
     "job-token",
+    "api-token",
+    "auth-token",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Header {
-    /// `(?i:\b(?:proxy-)?authorization\s*:\s*(?:(?:SCHEME)\s+)?)[^\s"',]{4,}`
+    /// `(?i:\b(?:proxy-)?authorization\s*:\s*(?:[a-z][a-z0-9_-]*\s+)?)[^\s"',]{4,}`
     Authorization,
     /// `(?i:\b(?:NAMES)\s*:\s*)[^\s"',]{4,}`
     ApiKey,
@@ -138,15 +137,13 @@ impl Header {
             })
             .min()?;
         let v = skip_spaces(h, c + 1);
-        if *self == Header::Authorization {
-            for scheme in SCHEMES {
-                if starts_with_ci(h, v, scheme.as_bytes()) {
-                    let w = skip_spaces(h, v + scheme.len());
-                    let n = run(h, w, header_value);
-                    if w > v + scheme.len() && n >= 4 {
-                        return Some(start..w + n);
-                    }
-                }
+        if *self == Header::Authorization && h.get(v).is_some_and(u8::is_ascii_alphabetic) {
+            // The scheme runs to its end, as only spaces may follow it.
+            let e = v + run(h, v, scheme);
+            let w = skip_spaces(h, e);
+            let n = run(h, w, header_value);
+            if w > e && n >= 4 {
+                return Some(start..w + n);
             }
         }
         let n = run(h, v, header_value);
@@ -190,6 +187,11 @@ mod tests {
             "negotiate",
             "apikey",
             "sso-key",
+            "Api-Token",
+            "api-token",
+            "SSWS",
+            "x_y",
+            "A-",
         ];
         const PIECES: &[&str] = &[
             ":", ": ", " :", "  :\t", "\n", " ", "  ", "\"", "'", ",", "-", "_", "=", "a", "é",
@@ -211,6 +213,28 @@ mod tests {
             out.push(t);
         }
         out
+    }
+
+    /// Any scheme's credential is masked, not the scheme word; a scheme without one
+    /// is left.
+    #[test]
+    fn any_authorization_scheme() {
+        let m = Masker::new(&MaskConfig::default(), [2; 32]).unwrap();
+        for scheme in ["Api-Token", "SSWS", "Bearer", "Basic", "Splunk", "GenieKey"] {
+            let text = format!("curl -H \"Authorization: {scheme} 9f3Kx2Lm8Qw4Rt6Yp1Zs\" x");
+            let out = m.mask(&text);
+            assert!(out.contains(&format!("{scheme} …[")), "{out}");
+            assert!(!out.contains("9f3Kx2Lm8Qw4Rt6Yp1Zs"), "{out}");
+        }
+        for text in [
+            "Authorization: Basic ...",
+            "Authorization: Bearer XXXXXXXXXXXX",
+            "Authorization: Bearer $TOKEN",
+        ] {
+            assert_eq!(m.mask(text), text);
+        }
+        let out = m.mask("curl -H 'Api-Token: Sk94HG7f6KBq' x");
+        assert!(!out.contains("Sk94HG7f6KBq"), "{out}");
     }
 
     #[test]

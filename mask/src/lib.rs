@@ -33,7 +33,10 @@
 //! Most detectors then run a hand-written matcher (`tokens`, `assign`, `headers`,
 //! `literal`, `pii`) that finds exactly what its regex finds, which drift tests hold
 //! them to; the regexes stay the definition, and run for the policy's own patterns and
-//! for text a matcher does not handle. A caller that owns its command line masks it in
+//! for text a matcher does not handle. Two detectors are tables instead, whose regex
+//! only lists their literals: vendor tokens by published prefix (`vendors`, one
+//! detector whose hits name the vendor) and the credential options of well-known
+//! command-line tools (`tools`, which `argv` also reads per argument). A caller that owns its command line masks it in
 //! place ([`Masker::mask_argv_in_place`]), and arguments with nothing to mask are not
 //! copied. Ordinary arguments cost the one pass.
 mod argv;
@@ -50,6 +53,8 @@ mod marker;
 mod pii;
 mod prefilter;
 mod tokens;
+mod tools;
+mod vendors;
 
 use std::{borrow::Cow, collections::BTreeMap, ops::Range};
 
@@ -164,6 +169,9 @@ pub(crate) struct Ctx {
 pub(crate) struct Hit {
     pub range: Range<usize>,
     pub kind: usize,
+    /// For the vendor-token detector: the entry of `vendors::VENDORS` whose kind the
+    /// marker shows.
+    pub sub: Option<u16>,
 }
 
 pub struct Masker {
@@ -418,7 +426,14 @@ impl Masker {
 
     /// The kinds of the built-in and configured detectors.
     pub fn kinds(&self) -> Vec<&str> {
-        let mut k: Vec<&str> = self.detectors.iter().map(|d| d.kind.as_str()).collect();
+        let mut k: Vec<&str> = self
+            .detectors
+            .iter()
+            .map(|d| d.kind.as_str())
+            .filter(|&k| k != "vendor-token")
+            .chain(vendors::VENDORS.iter().map(|v| v.kind))
+            .collect();
+        k.sort_unstable();
         k.dedup();
         k
     }
@@ -426,12 +441,20 @@ impl Masker {
     pub(crate) fn findings(&self, hits: &[Hit], field: Option<usize>) -> Vec<Finding> {
         hits.iter()
             .map(|h| Finding {
-                kind: self.detectors[h.kind].kind.clone(),
+                kind: self.kind_of(h).to_owned(),
                 field,
                 start: h.range.start,
                 end: h.range.end,
             })
             .collect()
+    }
+
+    /// The kind a hit's marker shows.
+    pub(crate) fn kind_of(&self, h: &Hit) -> &str {
+        match h.sub {
+            Some(i) => vendors::VENDORS[usize::from(i)].kind,
+            None => &self.detectors[h.kind].kind,
+        }
     }
 
     pub(crate) fn allowed(&self, value: &str, whole: &str) -> bool {

@@ -8,9 +8,15 @@ use crate::{HEX, Hit, Masker};
 impl Masker {
     /// Appends the marker for `secret` (of detector `kind`) to `out`, without the formatting machinery: a
     /// masked argument costs a hash and one copy.
-    fn push_marker(&self, out: &mut String, secret: &str, kind: usize) {
-        let d = &self.detectors[kind];
-        let (mut pre, mut suf) = (d.keep)(secret);
+    fn push_marker(&self, out: &mut String, secret: &str, hit: &Hit) {
+        let d = &self.detectors[hit.kind];
+        let (kind, (mut pre, mut suf)) = match hit.sub {
+            Some(i) => {
+                let v = &crate::vendors::VENDORS[usize::from(i)];
+                (v.kind, crate::vendors::keep(v, secret))
+            }
+            None => (d.kind.as_str(), (d.keep)(secret)),
+        };
         if pre + suf >= secret.len()
             || !secret.is_char_boundary(pre)
             || !secret.is_char_boundary(secret.len() - suf)
@@ -19,7 +25,7 @@ impl Masker {
         }
         out.push_str(&secret[..pre]);
         out.push_str("…[");
-        out.push_str(&d.kind);
+        out.push_str(kind);
         out.push(':');
         out.push_str(std::str::from_utf8(&self.hash_hex(secret)).expect("hex digits"));
         out.push(']');
@@ -52,7 +58,7 @@ impl Masker {
         let mut at = 0;
         for h in hits {
             out.push_str(&text[at..h.range.start]);
-            self.push_marker(&mut out, &text[h.range.clone()], h.kind);
+            self.push_marker(&mut out, &text[h.range.clone()], h);
             at = h.range.end;
         }
         out.push_str(&text[at..]);

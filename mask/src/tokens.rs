@@ -17,6 +17,7 @@ use crate::{
     headers::Header,
     literal::Literal,
     pii::Pii,
+    vendors::Vendors,
 };
 
 fn alnum(b: u8) -> bool {
@@ -136,6 +137,10 @@ pub(crate) enum Hand {
     Literal(Literal),
     /// Cards, SSNs, IBANs, phone numbers (`pii`).
     Pii(Pii),
+    /// The vendor-token table (`vendors`); `find` runs it itself, for the entry.
+    Vendor(Vendors),
+    /// Credential options of well-known tools (`tools`).
+    Tools,
 }
 
 impl Hand {
@@ -148,6 +153,11 @@ impl Hand {
             Hand::Header(h) => h.find_iter(text, found),
             Hand::Literal(l) => l.find_iter(text, found),
             Hand::Pii(p) => p.find_iter(text, found),
+            Hand::Tools => crate::tools::find_iter(text, found),
+            Hand::Vendor(v) => {
+                let mut found = found;
+                v.find_iter(text, |r, _| found(r));
+            }
         }
     }
 
@@ -157,7 +167,7 @@ impl Hand {
             Hand::Header(h) => h.handles(text),
             Hand::Literal(l) => l.handles(text),
             Hand::Pii(p) => p.handles(text),
-            Hand::Prefixed(_) | Hand::Assign(_) => true,
+            Hand::Prefixed(_) | Hand::Assign(_) | Hand::Vendor(_) | Hand::Tools => true,
         }
     }
 }
@@ -214,7 +224,11 @@ pub(crate) fn hand_matcher(kind: &str, pattern: &str) -> Option<Hand> {
             _ => None,
         };
     }
+    if kind == "password" && pattern.starts_with(crate::detectors::TOOLS_HEAD) {
+        return Some(Hand::Tools);
+    }
     match kind {
+        "vendor-token" => return Some(Hand::Vendor(Vendors::new())),
         "authorization" => return Some(Hand::Header(Header::Authorization)),
         "api-key-header" => return Some(Hand::Header(Header::ApiKey)),
         "bearer-token" => return Some(Hand::Header(Header::Bearer)),
@@ -286,8 +300,10 @@ pub(crate) fn hand_matcher(kind: &str, pattern: &str) -> Option<Hand> {
         }
         r"\b(?P<s>AIza[0-9A-Za-z_-]{35})" => (&["AIza"], token(base64url, 35, 35, false)),
         r"\b(?P<s>hf_[A-Za-z0-9]{30,40})\b" => (&["hf_"], token(alnum, 30, 40, true)),
-        r"\b(?P<s>[sr]k_(?:live|test)_[A-Za-z0-9]{16,})" => (
-            &["sk_live_", "sk_test_", "rk_live_", "rk_test_"],
+        r"\b(?P<s>[sr]k_(?:live|test|prod)_[A-Za-z0-9]{16,})" => (
+            &[
+                "sk_live_", "sk_test_", "sk_prod_", "rk_live_", "rk_test_", "rk_prod_",
+            ],
             token(alnum, 16, usize::MAX, false),
         ),
         r"\b(?P<s>npm_[A-Za-z0-9]{36})\b" => (&["npm_"], token(alnum, 36, 36, true)),

@@ -1,7 +1,9 @@
-//! `xtask bench`, release build: `belay-mask-bench` (mask/) on its generated corpus;
-//! `belay-server-bench` (bench/) against belay-server on this host, once on SQLite and
-//! once on PostgreSQL; then `belay-bench` (tests/src/bin/belay-bench.rs) in a VM with BPF
-//! LSM. Repeats every `bench:` line at the end so they read as one table.
+//! `xtask bench`, release build: `belay-mask-bench` (mask/) on its generated corpus,
+//! then `belay mask` on the gitleaks corpus (`../shared/benchmarks/gitleaks`, test
+//! cases other people wrote); `belay-server-bench` (bench/) against belay-server on
+//! this host, once on SQLite and once on PostgreSQL; then `belay-bench`
+//! (tests/src/bin/belay-bench.rs) in a VM with BPF LSM. Repeats every `bench:` line at
+//! the end so they read as one table.
 use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -34,6 +36,7 @@ pub fn run(ctx: &Ctx, kernel: Kernel, timeout: Duration, only: Option<Part>) -> 
     if runs(Part::Mask) {
         say!("masking benchmark");
         ok &= local(&find(&bins, "belay-mask-bench")?, &[], &mut figures)?;
+        external_mask(ctx, &find(&bins, "belay")?, &mut figures)?;
     }
     if runs(Part::Server) {
         ok &= server(&bins, &mut figures)?;
@@ -50,6 +53,88 @@ pub fn run(ctx: &Ctx, kernel: Kernel, timeout: Duration, only: Option<Part>) -> 
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Where the gitleaks corpus and its runner are, next to the repository.
+const GITLEAKS: &str = "../shared/benchmarks/gitleaks";
+
+/// The contexts the runner reports that a command line or shell variable puts a secret
+/// in: after `=` or `:`, as a call argument, alone, or in a URL, header or prose.
+const SHELL_CONTEXTS: &[&str] = &[
+    "= assignment",
+    ": (YAML, JSON)",
+    ", (call argument)",
+    "bare (secret alone)",
+    "other (prose, URL, header, XML...)",
+];
+
+/// `belay mask` on the gitleaks corpus (`GITLEAKS`, read-only, not part of the
+/// repository): recall over all rows, recall where the secret sits as it would in a
+/// shell line, and the false-positive rate on the rows no gitleaks pattern matches.
+/// A missing corpus or runner is said loudly and shows in the figures as `n/a`.
+fn external_mask(ctx: &Ctx, belay: &Path, figures: &mut Vec<String>) -> Result<()> {
+    const NAMES: [&str; 3] = [
+        "mask_external_recall",
+        "mask_external_shell_recall",
+        "mask_external_fp_rate",
+    ];
+    let dir = ctx.root.join(GITLEAKS);
+    let runner = dir.join("run-gitleaks-corpus.py");
+    if !runner.is_file() {
+        say!(
+            "gitleaks masking benchmark MISSING: no {} (expected at {GITLEAKS} next to the \
+             repository); the mask_external_* figures are not measured",
+            runner.display()
+        );
+        for name in NAMES {
+            figures.push(format!("bench: {name} n/a (runner missing)"));
+        }
+        return Ok(());
+    }
+    say!(
+        "masking benchmark on the gitleaks corpus ({})",
+        dir.display()
+    );
+    let json = std::env::temp_dir().join(format!("belay-gitleaks-{}.json", std::process::id()));
+    let status = util::cmd("python3")
+        .arg(&runner)
+        .arg(belay)
+        .arg("--json")
+        .arg(&json)
+        .current_dir(&ctx.root)
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", runner.display()))?;
+    if !status.success() {
+        anyhow::bail!("{} failed: {status}", runner.display());
+    }
+    let text =
+        std::fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()));
+    let _ = std::fs::remove_file(&json);
+    let summary: serde_json::Value = serde_json::from_str(&text?).context("the runner's JSON")?;
+    let summary = &summary["summary"];
+    let number = |key: &str| {
+        summary[key]
+            .as_f64()
+            .with_context(|| format!("the runner's JSON has no summary.{key}"))
+    };
+    let (mut tp, mut caught) = (0.0, 0.0);
+    for c in SHELL_CONTEXTS {
+        let row = &summary["recall_by_context"][c];
+        tp += row["tp"].as_f64().unwrap_or(0.0);
+        caught += row["caught"].as_f64().unwrap_or(0.0);
+    }
+    let values = [
+        number("recall")?,
+        if tp > 0.0 { caught / tp } else { 0.0 },
+        number("fp_rate_no_gitleaks_match")?,
+    ];
+    for (name, value) in NAMES.into_iter().zip(values) {
+        let line = format!("bench: {name} {value:.4}");
+        println!("{line}");
+        figures.push(line);
+    }
+    Ok(())
 }
 
 fn in_vm(

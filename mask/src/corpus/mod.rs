@@ -4,6 +4,7 @@
 //! base64url JSON, card numbers Luhn-valid, IBANs mod-97-valid, ...) placed in the
 //! command lines and environments they turn up in, and ordinary command lines that
 //! must come out unchanged.
+mod formats;
 mod ordinary;
 mod secrets;
 

@@ -111,6 +111,11 @@ pub fn ordinary_argv(seed: u64, n: usize) -> Vec<Vec<String>> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let sha = r.chars(HEX, 40);
+        // One line in ten near the vendor, tool and assignment detectors.
+        if r.below(10) == 0 {
+            out.push(super::formats::ordinary(r));
+            continue;
+        }
         let line = match r.below(60) {
             0 => a!["git", "commit", "-m", r.pick(MSGS)],
             1 => a![

@@ -615,6 +615,7 @@ pub fn secret_samples(seed: u64, per_kind: usize) -> Vec<Sample> {
             vec![],
             vec![phone],
         );
+        super::formats::samples(r, &mut out);
     }
     // N11 areas (411-555-...) are no phone numbers; regenerate the few that hit one.
     out.retain(|s| {

@@ -39,6 +39,21 @@ fn secret<'h>(g: &Groups, h: &'h str) -> Option<Secret<'h>> {
     Some(Secret { range, text })
 }
 
+/// An assignment's value, inside Go's and shell's backquotes when it has them (the
+/// pattern's bare value takes them along).
+fn unquoted<'h>(g: &Groups, h: &'h str) -> Option<Secret<'h>> {
+    let m = secret(g, h)?;
+    let t = m.as_str();
+    if t.len() >= 3 && t.starts_with('`') && t.ends_with('`') {
+        let range = m.start() + 1..m.end() - 1;
+        return Some(Secret {
+            text: &h[range.clone()],
+            range,
+        });
+    }
+    Some(m)
+}
+
 pub(super) fn plain(g: &Groups, _: &str) -> Option<Range<usize>> {
     g.s.clone().filter(|r| !r.is_empty())
 }
@@ -84,6 +99,10 @@ pub(super) fn pem_body(g: &Groups, h: &str) -> Option<Range<usize>> {
 
 pub(super) fn openai(g: &Groups, h: &str) -> Option<Range<usize>> {
     let m = secret(g, h)?;
+    // Anthropic's `sk-ant-` keys are checked by their own detector.
+    if m.as_str().starts_with("sk-ant-") {
+        return None;
+    }
     let tail = &h[m.start() + 3..m.end()];
     let mixed = tail.bytes().any(|b| b.is_ascii_digit())
         && tail.bytes().any(|b| b.is_ascii_uppercase())
@@ -110,7 +129,61 @@ pub(super) fn token_value(g: &Groups, h: &str) -> Option<Range<usize>> {
 
 pub(super) fn password_value(g: &Groups, h: &str) -> Option<Range<usize>> {
     let m = secret(g, h)?;
-    checks::is_literal_password(m.as_str()).then(|| m.range())
+    (checks::is_literal_password(m.as_str()) && !checks::not_a_password(m.as_str()))
+        .then(|| m.range())
+}
+
+/// A header's credential: a literal that is no placeholder (`Bearer XXXXXXXX`) and
+/// not a scheme left without its credential (`Authorization: Basic ...`).
+pub(super) fn header_value(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    let v = m.as_str();
+    let scheme_alone = ["basic", "bearer", "digest", "negotiate", "token"]
+        .iter()
+        .any(|s| v.eq_ignore_ascii_case(s));
+    (checks::is_literal_password(v) && !checks::placeholder(v) && !scheme_alone).then(|| m.range())
+}
+
+/// A vendor token that is no placeholder (`ghp_xxxx…`, `glptt-000000…`).
+pub(super) fn vendor(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    (!checks::placeholder(m.as_str())).then(|| m.range())
+}
+
+/// GitHub tokens: a valid CRC-32 checksum proves one, whatever it looks like; without
+/// one (older or fine-grained tokens) it must be no placeholder.
+pub(super) fn github(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    (checks::github_checksum(m.as_str()) || !checks::placeholder(m.as_str())).then(|| m.range())
+}
+
+/// Slack tokens: after the type prefix, numeric ids and a random part, at least 20
+/// characters with digits, not ending in a dash (a template with the secret cut off).
+pub(super) fn slack(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    let rest = m.as_str().split_once('-').map_or("", |(_, r)| r);
+    // Ids may repeat digits; the random part is the last segment.
+    let random = rest.rsplit('-').next().unwrap_or("");
+    let ok = rest.len() >= 20
+        && rest.bytes().any(|b| b.is_ascii_digit())
+        && !rest.ends_with('-')
+        && !checks::placeholder(random);
+    ok.then(|| m.range())
+}
+
+/// Anthropic keys: `sk-ant-<type>-`, then 93 base64url characters and `AA`.
+pub(super) fn anthropic(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    let body = m.as_str()[7..].split_once('-').map_or("", |(_, b)| b);
+    (body.len() >= 80 && body.ends_with("AA") && !checks::placeholder(body)).then(|| m.range())
+}
+
+/// Google API keys are exactly 39 characters: one that runs on is something else.
+pub(super) fn google(g: &Groups, h: &str) -> Option<Range<usize>> {
+    let m = secret(g, h)?;
+    let next = h.as_bytes().get(m.end()).copied();
+    let runs_on = next.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    (!runs_on && !checks::placeholder(m.as_str())).then(|| m.range())
 }
 
 pub(super) fn secret_flag_value(g: &Groups, h: &str) -> Option<Range<usize>> {
@@ -151,23 +224,58 @@ pub(super) fn password_assign(g: &Groups, h: &str) -> Option<Range<usize>> {
     if !password_name(name) {
         return None;
     }
-    password_value(g, h)
+    let m = unquoted(g, h)?;
+    (checks::is_literal_password(m.as_str()) && !checks::not_a_password(m.as_str()))
+        .then(|| m.range())
 }
 
 /// Names of public key material and key ids: identifiers, not secrets (`GPG_KEY` holds a
 /// fingerprint in the official language images).
 pub(crate) fn public_name(name: &str) -> bool {
-    ["gpg", "public", "pub_key", "pubkey"]
-        .iter()
-        .any(|w| contains_ci(name, w))
+    [
+        "gpg",
+        "public",
+        "pub_key",
+        "pubkey",
+        // Keys that index, sort or cache things, and keyboard keys.
+        "cache_key",
+        "cachekey",
+        "cache-key",
+        "sort_key",
+        "sortkey",
+        "partition_key",
+        "partitionkey",
+        "primary_key",
+        "primarykey",
+        "foreign_key",
+        "foreignkey",
+        "idempotency",
+        "hash_key",
+        "hashkey",
+        "schema_key",
+        "schemakey",
+        "bucket_key",
+        "bucketkey",
+        "object_key",
+        "objectkey",
+        "hotkey",
+        "monkey",
+        "turkey",
+    ]
+    .iter()
+    .any(|w| contains_ci(name, w))
 }
 
 pub(super) fn secret_assign(g: &Groups, h: &str) -> Option<Range<usize>> {
-    if public_name(h.get(g.n.clone()?)?) {
+    let name = h.get(g.n.clone()?)?;
+    if public_name(name) {
         return None;
     }
-    let m = secret(g, h)?;
-    checks::looks_random(m.as_str()).then(|| m.range())
+    let m = unquoted(g, h)?;
+    // An id named as one (`ACCESS_ID`) holding a UUID is a reference, not a key.
+    let id_name = ends_with_ci(name, "id");
+    (checks::looks_random(m.as_str()) && !(id_name && checks::uuid_like(m.as_str())))
+        .then(|| m.range())
 }
 
 pub(super) fn email(g: &Groups, h: &str) -> Option<Range<usize>> {
@@ -214,11 +322,16 @@ pub(super) fn e164(g: &Groups, h: &str) -> Option<Range<usize>> {
 
 pub(super) fn not_numeric(g: &Groups, h: &str) -> Option<Range<usize>> {
     let m = secret(g, h)?;
-    (!m.as_str().bytes().all(|b| b.is_ascii_digit())).then(|| m.range())
+    let v = m.as_str();
+    (!v.bytes().all(|b| b.is_ascii_digit())
+        && checks::is_literal_password(v)
+        && !checks::not_a_password(v))
+    .then(|| m.range())
 }
 
+/// Every assignment has an `=` or `:`, every call argument a `,`.
 pub(super) fn has_assign(h: &str, _: &Scan) -> bool {
-    h.contains(['=', ':'])
+    h.contains(['=', ':', ','])
 }
 
 pub(super) fn has_colon(h: &str, _: &Scan) -> bool {

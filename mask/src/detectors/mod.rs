@@ -78,6 +78,15 @@ const PASS_ASSIGN_TRIGGERS: &[&str] = &[
     "pwd=",
     "pwd:",
     "pwd\"",
+    "pwd ",
+    "pass ",
+    "pass'",
+    "passwd'",
+    "passphrase ",
+    "passphrase'",
+    "pwd'",
+    "password?",
+    "password+",
 ];
 const SECRET_ASSIGN_TRIGGERS: &[&str] = &[
     "secret=",
@@ -103,14 +112,77 @@ const SECRET_ASSIGN_TRIGGERS: &[&str] = &[
     "auth=",
     "auth:",
     "auth\"",
+    "auth'",
+    "auth ",
+    "credentials'",
+    "credentials ",
+    "credential'",
+    "credential ",
+    "token?",
+    "token+",
+    "key?",
+    "key+",
+    "secret?",
+    "secret+",
+    "access_id",
+    "accessid",
 ];
 
 /// Suffixes of names whose values are passwords (masked whatever they look like).
 const PASS_NAMES: &str = r"[A-Za-z0-9_.-]*(?i:password|passwd|passphrase|pass|pwd)";
 /// Suffixes of names whose values are masked when they look generated.
-const SECRET_NAMES: &str = r"[A-Za-z0-9_.-]*(?i:secret|token|key|apikey|credentials?|auth)";
+const SECRET_NAMES: &str =
+    r"[A-Za-z0-9_.-]*(?i:secret|token|key|apikey|credentials?|auth|access_id|accessid)";
+/// What may stand between a name and its value: `=` and `:`, Go's and Make's `:=`,
+/// `::=`, `:::=`, `?=`, `+=`, Ruby's and PHP's `=>`, PHP's ` .=`, and a typed
+/// declaration (`var token string =`, `val token: String =`). `assign` parses the
+/// same, in the same order.
+pub(crate) const ASSIGN_OPS: &str = r"(?:\s*:\s*(?:string|String|str|&str)\s*=|\s+(?:string|String|str|&str)\s*=|\s*(?::{1,3}=|[?+]=|=>|[=:])|\s+\.=)";
+/// After a name: a call's next argument (`setProperty("X_TOKEN", "value")`, both
+/// quoted), or an optional closing quote, an operator and a value.
+fn assign_rest() -> String {
+    format!(r#"(?:["']\s*,\s*(?:"(?P<s4>[^"]*)"|'(?P<s5>[^']*)')|["']?{ASSIGN_OPS}\s*{VALUE})"#)
+}
 /// A value: double-quoted, single-quoted or bare.
 pub(crate) const VALUE: &str = r#"(?:"(?P<s>[^"]*)"|'(?P<s2>[^']*)'|(?P<s3>[^\s"',;&]+))"#;
+
+/// The tool table's triggers: its options after a space, as they stand in a line. The
+/// tool names would do too, but ninety of them would double the trigger table, and
+/// the options share a few prefixes (` -`, ` --`). Arguments of a command line the
+/// agent owns are masked one by one and never hold an option after a space: there
+/// `argv` reads the table itself.
+static TOOL_TRIGGERS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut triggers: Vec<&'static str> = Vec::new();
+    for option in crate::tools::options() {
+        let t = format!(" {}", option.to_ascii_lowercase());
+        if !triggers.contains(&t.as_str()) {
+            triggers.push(Box::leak(t.into_boxed_str()));
+        }
+    }
+    triggers
+});
+
+/// The start of the tool table's pattern, which only names the tools (`tools`).
+pub(crate) const TOOLS_HEAD: &str = r"\b(?:redis\-cli|";
+
+fn tool_names() -> String {
+    let names: Vec<String> = crate::tools::names()
+        .into_iter()
+        .map(regex::escape)
+        .collect();
+    format!(r"\b(?:{})\s", names.join("|"))
+}
+
+static VENDOR_TRIGGERS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(crate::vendors::Vendors::triggers);
+
+fn vendor_prefixes() -> String {
+    let alternatives: Vec<String> = crate::vendors::VENDORS
+        .iter()
+        .map(|v| regex::escape(v.prefix))
+        .collect();
+    format!("(?:{})", alternatives.join("|"))
+}
 
 pub(crate) fn builtins() -> Vec<Builtin> {
     let b = |kind, pattern: &str, triggers, check, keep| Builtin {
@@ -168,35 +240,35 @@ pub(crate) fn builtins() -> Vec<Builtin> {
             "github-token",
             r"\b(?P<s>gh[pousr]_[A-Za-z0-9]{36,251})\b",
             &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
-            plain,
+            github,
             keep_to_underscore_or_dash,
         ),
         b(
             "github-token",
             r"\b(?P<s>github_pat_[A-Za-z0-9_]{22,247})\b",
             &["github_pat_"],
-            plain,
+            github,
             keep_to_underscore_or_dash,
         ),
         b(
             "gitlab-token",
             r"\b(?P<s>gl(?:pat|dt|rt|ptt|cbt)-[A-Za-z0-9_-]{20,})",
             &["glpat-", "gldt-", "glrt-", "glptt-", "glcbt-"],
-            plain,
+            vendor,
             keep_to_underscore_or_dash,
         ),
         b(
             "slack-token",
             r"\b(?P<s>xox[abposre]-[A-Za-z0-9-]{10,})",
             &["xox"],
-            plain,
+            slack,
             keep_to_underscore_or_dash,
         ),
         b(
             "slack-token",
             r"\b(?P<s>xapp-\d-[A-Za-z0-9-]{10,})",
             &["xapp-"],
-            plain,
+            slack,
             |_| (5, 0),
         ),
         b(
@@ -210,7 +282,7 @@ pub(crate) fn builtins() -> Vec<Builtin> {
             "anthropic-key",
             r"\b(?P<s>sk-ant-[a-z0-9]{2,10}-[A-Za-z0-9_-]{20,})",
             &["sk-ant-"],
-            plain,
+            anthropic,
             |_| (7, 0),
         ),
         b(
@@ -224,50 +296,59 @@ pub(crate) fn builtins() -> Vec<Builtin> {
             "google-api-key",
             r"\b(?P<s>AIza[0-9A-Za-z_-]{35})",
             &["AIza"],
-            plain,
+            google,
             keep4,
         ),
         b(
             "huggingface-token",
             r"\b(?P<s>hf_[A-Za-z0-9]{30,40})\b",
             &["hf_"],
-            plain,
+            vendor,
             keep3,
         ),
         b(
             "stripe-key",
-            r"\b(?P<s>[sr]k_(?:live|test)_[A-Za-z0-9]{16,})",
-            &["k_live_", "k_test_"],
-            plain,
+            r"\b(?P<s>[sr]k_(?:live|test|prod)_[A-Za-z0-9]{16,})",
+            &["k_live_", "k_test_", "k_prod_"],
+            vendor,
             |_| (8, 0),
         ),
         b(
             "npm-token",
             r"\b(?P<s>npm_[A-Za-z0-9]{36})\b",
             &["npm_"],
-            plain,
+            vendor,
             keep4,
         ),
         b(
             "groq-key",
             r"\b(?P<s>gsk_[A-Za-z0-9]{40,})",
             &["gsk_"],
-            plain,
+            vendor,
             keep4,
         ),
         b(
             "xai-key",
             r"\b(?P<s>xai-[A-Za-z0-9]{40,})",
             &["xai-"],
-            plain,
+            vendor,
             keep4,
         ),
         b(
             "replicate-token",
             r"\b(?P<s>r8_[A-Za-z0-9]{37})\b",
             &["r8_"],
-            plain,
+            vendor,
             keep3,
+        ),
+        // Vendor tokens with published prefixes, one table (`vendors`); the pattern only
+        // lists the prefixes.
+        b(
+            "vendor-token",
+            &vendor_prefixes(),
+            &VENDOR_TRIGGERS,
+            plain,
+            none,
         ),
         b(
             "jwt",
@@ -306,14 +387,14 @@ pub(crate) fn builtins() -> Vec<Builtin> {
         ),
         b(
             "authorization",
-            r#"(?i:\b(?:proxy-)?authorization\s*:\s*(?:(?:bearer|basic|token|digest|negotiate|apikey|sso-key)\s+)?)(?P<s>[^\s"',]{4,})"#,
+            r#"(?i:\b(?:proxy-)?authorization\s*:\s*(?:[a-z][a-z0-9_-]*\s+)?)(?P<s>[^\s"',]{4,})"#,
             &["authorization"],
-            password_value,
+            header_value,
             none,
         ),
         b(
             "api-key-header",
-            r#"(?i:\b(?:x-api-key|api-key|x-auth-token|private-token|x-vault-token|x-goog-api-key|x-api-token|job-token)\s*:\s*)(?P<s>[^\s"',]{4,})"#,
+            r#"(?i:\b(?:x-api-key|api-key|x-auth-token|private-token|x-vault-token|x-goog-api-key|x-api-token|job-token|api-token|auth-token)\s*:\s*)(?P<s>[^\s"',]{4,})"#,
             &[
                 "api-key",
                 "auth-token",
@@ -322,7 +403,7 @@ pub(crate) fn builtins() -> Vec<Builtin> {
                 "api-token",
                 "job-token",
             ],
-            password_value,
+            header_value,
             none,
         ),
         b(
@@ -366,21 +447,46 @@ pub(crate) fn builtins() -> Vec<Builtin> {
         ),
         b(
             "password",
-            r#"\bcurl\s(?:[^\n]*?\s)?(?:-u|--user)\s+["']?[^\s:'"]+:(?P<s>[^\s'"]+)"#,
+            r#"\bcurl\s(?:[^\n]*?\s)?(?:-u|--user)\s+["']?[^\s:'"]*:["']?(?P<s>[^\s'"]+)"#,
             &["curl"],
             not_numeric,
             none,
         ),
+        // .NET and NuGet configuration: `<add key="…Password" value="…" />`.
         b(
             "password",
-            &format!(r#"\b(?P<n>{PASS_NAMES})["']?\s*[=:]\s*{VALUE}"#),
+            r#"(?i:\bkey\s*=\s*"[^"]*(?:password|passwd|pwd)"\s+value\s*=\s*)"(?P<s>[^"]*)""#,
+            &["value=\"", "value =", "value= "],
+            password_value,
+            none,
+        ),
+        // Bundler's credentials for a gem server, `BUNDLE_<HOST>` with `__` for the
+        // host's dots: `user:password` (or a license key) for that server.
+        b(
+            "password",
+            &format!(r#"\bBUNDLE_[A-Z0-9_]*[A-Z0-9]__[A-Z0-9_]+["']?\s*[=:]\s*(?:{VALUE})"#),
+            &["BUNDLE_"],
+            password_value,
+            none,
+        ),
+        // Options of well-known tools that take a credential (`tools`).
+        b(
+            "password",
+            &tool_names(),
+            &TOOL_TRIGGERS,
+            password_value,
+            none,
+        ),
+        b(
+            "password",
+            &format!(r#"\b(?P<n>{PASS_NAMES}){}"#, assign_rest()),
             PASS_ASSIGN_TRIGGERS,
             password_assign,
             none,
         ),
         b(
             "secret",
-            &format!(r#"\b(?P<n>{SECRET_NAMES})["']?\s*[=:]\s*{VALUE}"#),
+            &format!(r#"\b(?P<n>{SECRET_NAMES}){}"#, assign_rest()),
             SECRET_ASSIGN_TRIGGERS,
             secret_assign,
             none,
@@ -450,6 +556,11 @@ pub(crate) fn builtins() -> Vec<Builtin> {
             "aws-secret-key" => |h: &str, _: &Scan| h.len() >= 43,
             _ => d.gate,
         };
+        if d.pattern.starts_with(TOOLS_HEAD) {
+            // The table finds the secrets themselves.
+            d.shape = Shape::Whole;
+            d.gate = |_, _| true;
+        }
     }
     all
 }

@@ -13,6 +13,9 @@ pub(super) fn shape(kind: &str, pattern: &str) -> Shape {
     if whole_group(pattern) || kind == "private-key" {
         return Shape::Whole;
     }
+    if pattern.contains("(?P<n>") {
+        return Shape::Value { named: true };
+    }
     if pattern.ends_with(VALUE) {
         return Shape::Value {
             named: pattern.contains("(?P<n>"),
