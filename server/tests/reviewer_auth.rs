@@ -21,6 +21,8 @@ use tonic::{Code, Status};
 /// The API token of `ci-bot` (its hash is in the config), and one of an expired token.
 const CI_TOKEN: &str = "belay_ci-bot-secret";
 const OLD_TOKEN: &str = "belay_expired-secret";
+/// alice's own automation token: linked to her in the config (spelled differently).
+const ALICE_TOKEN: &str = "belay_alice-ci-secret";
 
 fn config_text(issuer: &TestIssuer) -> String {
     format!(
@@ -36,6 +38,12 @@ sha256 = "{ci}"
 roles = ["reviewer"]
 
 [[api_token]]
+name = "alice-ci"
+sha256 = "{alice}"
+roles = ["reviewer"]
+owner = "Alice@Example.com"
+
+[[api_token]]
 name = "old-bot"
 sha256 = "{old}"
 roles = ["admin"]
@@ -49,6 +57,7 @@ expires = 2001-01-01T00:00:00Z
         url = issuer.url(),
         ci = hex_sha256(CI_TOKEN),
         old = hex_sha256(OLD_TOKEN),
+        alice = hex_sha256(ALICE_TOKEN),
     )
 }
 
@@ -351,6 +360,58 @@ async fn an_authenticated_owner_still_cannot_approve_their_own_request() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("alice@example.com"), "{status:?}");
     server.wait_pending_as(&alice, "req-1").await;
+}
+
+#[tokio::test]
+async fn no_other_spelling_of_the_owners_email_approves() {
+    let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
+    let server = TestServer::with_issuer(&issuer).await;
+    let _a = server.submit("host-a", "alice@example.com", "req-1").await;
+    // The host may spell the owner differently too.
+    let _b = server.submit("host-b", "ALICE@example.COM", "req-2").await;
+    let alice = issuer.token("Alice@Example.com", &["sre"]);
+    server.wait_pending_as(&alice, "req-1").await;
+    server.wait_pending_as(&alice, "req-2").await;
+    for id in ["req-1", "req-2"] {
+        assert_status(
+            server.decide(&alice, id, "").await,
+            Code::PermissionDenied,
+            "may not approve",
+        );
+        server.wait_pending_as(&alice, id).await;
+    }
+    let plain = issuer.token("alice@example.com", &["sre"]);
+    assert_status(
+        server.decide(&plain, "req-2", "").await,
+        Code::PermissionDenied,
+        "may not approve",
+    );
+}
+
+#[tokio::test]
+async fn an_api_token_linked_to_the_owner_decides_as_the_owner() {
+    let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
+    let server = TestServer::with_issuer(&issuer).await;
+    let _alices = server.submit("host-a", "alice@example.com", "req-1").await;
+    let _bobs = server.submit("host-b", "bob@example.com", "req-2").await;
+    server.wait_pending_as(ALICE_TOKEN, "req-1").await;
+    server.wait_pending_as(ALICE_TOKEN, "req-2").await;
+    // Her token is alice: it cannot approve her agent's request...
+    assert_status(
+        server.decide(ALICE_TOKEN, "req-1", "").await,
+        Code::PermissionDenied,
+        "alice@example.com owns the agent",
+    );
+    server.wait_pending_as(ALICE_TOKEN, "req-1").await;
+    // ...and what it approves is recorded as hers, naming the token.
+    let decided = server.decide(ALICE_TOKEN, "req-2", "").await.unwrap();
+    let resolution = decided.resolution.unwrap();
+    assert_eq!(resolution.reviewer, "alice@example.com");
+    assert!(
+        resolution.reason.contains("[API token alice-ci]"),
+        "{}",
+        resolution.reason
+    );
 }
 
 #[tokio::test]

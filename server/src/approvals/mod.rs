@@ -30,6 +30,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_identity;
+#[cfg(test)]
 mod tests_scopes;
 
 use std::num::NonZeroU32;
@@ -220,11 +222,15 @@ impl<S: Store> Approvals<S> {
         submitted: NewRequest,
         now: SystemTime,
     ) -> Result<Submitted, ApprovalError> {
+        let mut submitted = submitted;
+        // Owners are kept in the form identities are compared in, so that no other
+        // spelling of the owner's name can approve (see `Identity::canonical`).
+        submitted.owner = submitted.owner.as_ref().map(Identity::canonical);
         // The host names each watched agent's owner; without one, the session's owner.
         let owner = submitted
             .owner
             .clone()
-            .unwrap_or_else(|| agent.owner.clone());
+            .unwrap_or_else(|| agent.owner.canonical());
         let request = Request::new(submitted.clone(), agent.host.clone(), owner, now);
         match self.store.insert_if_absent(request).await? {
             Inserted::Existing(existing) => {
@@ -297,8 +303,13 @@ impl<S: Store> Approvals<S> {
         if decision.verdict == Verdict::Kill && decision.scope != Scope::Once {
             return Err(ApprovalError::ScopedKill);
         }
+        let mut decision = decision;
+        // Recorded, counted towards a quorum and compared with the owner in one form:
+        // `Alice@Example.com` is alice, and cannot approve alice's request nor count as
+        // a second reviewer beside her.
+        decision.reviewer = decision.reviewer.canonical();
         let request = self.get(&decision.request_id).await?;
-        if decision.verdict == Verdict::Allow && decision.reviewer == request.owner {
+        if decision.verdict == Verdict::Allow && decision.reviewer.same_as(&request.owner) {
             return Err(ApprovalError::SelfApproval {
                 id: request.id,
                 reviewer: decision.reviewer,
