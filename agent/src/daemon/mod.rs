@@ -2,6 +2,7 @@
 //! decided on this host through the local socket or by their deadline.
 mod api;
 mod pause;
+pub mod socket;
 
 use std::{
     future::Future,
@@ -12,7 +13,7 @@ use std::{
 
 use anyhow::Context as _;
 use belay_proto::domain::{PolicyOutcome, PolicyReport};
-use tokio::{net::UnixListener, signal::unix::SignalKind};
+use tokio::signal::unix::SignalKind;
 use tracing::{error, info, warn};
 
 use crate::{
@@ -30,6 +31,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Config {
     pub socket: PathBuf,
+    /// Who may connect to `socket` (mode and group).
+    pub socket_access: socket::SocketAccess,
     /// The policy file; None runs the built-in standalone policy (one subject,
     /// "enrolled", where every action asks a person).
     pub policy: Option<PathBuf>,
@@ -140,6 +143,7 @@ impl Shared {
         let (verdict, ended) = match outcome {
             Outcome::Decided(v) => (v, Ended::from(v)),
             Outcome::Expired(v) => (v, Ended::Expired),
+            Outcome::Refused(v) => (v, Ended::Refused),
             Outcome::Cancelled => {
                 self.cancelled(&p);
                 return;
@@ -410,7 +414,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut hangup = tokio::signal::unix::signal(SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     // Ready only once every listener is up.
-    let listener = bind(&shared.config.socket)?;
+    let listener = socket::bind(&shared.config.socket, shared.config.socket_access)?;
     info!(
         socket = %shared.config.socket.display(),
         policy = shared.policy.status().source.as_deref().unwrap_or("built-in"),
@@ -471,24 +475,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-fn bind(path: &PathBuf) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
-    }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    // Anyone may enroll themselves; deciding is checked per caller (see `authorize`).
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .with_context(|| format!("setting permissions of {}", path.display()))?;
-    Ok(listener)
-}
-
 /// A decision (or a refusal) from belay-server for one of this host's requests.
 async fn from_server(shared: Shared, d: Down) {
     match d {
@@ -523,12 +509,17 @@ async fn from_server(shared: Shared, d: Down) {
             }
         }
         Down::Refused { id, message } => {
-            // The request stays pending here: the local socket and its deadline decide.
-            let local = shared.book().by_server_id(&id);
-            warn!(server_id = %id, ?local, %message, "belay-server refused the request; it is decided on this host");
-            if let Some(local) = local {
-                shared.book().forget_server_id(local);
-            }
+            // Never handed to the local socket: one local root could then approve alone
+            // what was meant for belay-server's reviewers (and its quorum). It ends now.
+            let Some(mut p) = shared.book().refused(&id) else {
+                // Already ended here (deadline, process gone): nothing to apply.
+                return;
+            };
+            // The server holds nothing to withdraw.
+            p.view.server_id = None;
+            let verdict = crate::requests::refused_verdict(p.view.default_verdict);
+            error!(request = p.view.id, server_id = %id, %verdict, %message, "belay-server refused the request; it ends without a decision");
+            shared.end(p, Outcome::Refused(verdict)).await;
         }
     }
 }
