@@ -31,6 +31,8 @@ struct MemoryInner {
     grants: Vec<Grant>,
     votes: HashMap<RequestId, Vec<Vote>>,
     enroll_tokens: HashMap<[u8; 32], (EnrollToken, bool)>,
+    /// Every host that ever enrolled.
+    enrolled_hosts: std::collections::HashSet<belay_proto::domain::HostName>,
     /// Only the newest version of the fleet policy is ever read.
     policy: Option<StoredPolicy>,
     audit: MemoryChain,
@@ -61,6 +63,7 @@ impl MemoryStore {
                 grants: Vec::new(),
                 votes: HashMap::new(),
                 enroll_tokens: HashMap::new(),
+                enrolled_hosts: std::collections::HashSet::new(),
                 policy: None,
                 audit: MemoryChain::new(signer),
             }),
@@ -246,10 +249,13 @@ impl Store for MemoryStore {
         // Taken whatever the host: presented for the wrong one, it is spent.
         *used = true;
         let token = token.clone();
+        let new_host = enrollment::may_claim_host(&enrollment, &token)
+            && inner.enrolled_hosts.insert(enrollment.host.clone());
+        let outcome = EnrollOutcome::taken(&enrollment, token.clone(), new_host);
         inner
             .audit
-            .append(enrollment::audit_event(&enrollment, &token));
-        Ok(EnrollOutcome::taken(&enrollment, token))
+            .append(enrollment::audit_event(&enrollment, &token, &outcome));
+        Ok(outcome)
     }
 
     async fn audit_records(

@@ -283,9 +283,12 @@ impl Store for SqliteStore {
             let Some(token) = extra::take_enroll_token(db, &enrollment)? else {
                 return extra::enroll_refusal(db, &enrollment);
             };
-            let event = super::enrollment::audit_event(&enrollment, &token);
+            let new_host = super::enrollment::may_claim_host(&enrollment, &token)
+                && extra::claim_host(db, &enrollment)?;
+            let outcome = EnrollOutcome::taken(&enrollment, token.clone(), new_host);
+            let event = super::enrollment::audit_event(&enrollment, &token, &outcome);
             audit::sqlite::append(db, &signer, event)?;
-            Ok(EnrollOutcome::taken(&enrollment, token))
+            Ok(outcome)
         })
         .await
     }

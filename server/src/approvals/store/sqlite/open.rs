@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     audit::sqlite::MIGRATION,
     extra::MIGRATION,
     policy::MIGRATION,
+    extra::MIGRATION_ENROLLED_HOSTS,
 ];
 
 const MIGRATION_1: &str = "

@@ -363,6 +363,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
             "audit",
             "audit_checkpoints",
             "enroll_tokens",
+            "enrolled_hosts",
             "grants",
             "policies",
             "requests",
@@ -429,4 +430,47 @@ fn schema_versions(path: &Path) -> Vec<i64> {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+}
+
+/// A database from before `enrolled_hosts` knows its enrolled hosts from the audit log:
+/// after the migration, a token bound to no host cannot enroll any of them.
+#[tokio::test]
+async fn hosts_enrolled_before_the_migration_are_known_after_it() {
+    use super::super::{EnrollOutcome, EnrollToken, Enrollment, IssuedCertificate};
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let token = |byte: u8| EnrollToken {
+        hash: [byte; 32],
+        host: None,
+        created_at: at(0),
+        expires_at: at(100),
+    };
+    let enrollment = |byte: u8, host: &str| Enrollment {
+        hash: [byte; 32],
+        host: belay_proto::domain::HostName::new(host).unwrap(),
+        at: at(10),
+        certificate: IssuedCertificate {
+            serial: "01".into(),
+            sha256: "ab".repeat(32),
+        },
+    };
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.add_enroll_token(token(1)).await.unwrap();
+        store.add_enroll_token(token(2)).await.unwrap();
+        assert!(matches!(
+            store.enroll(enrollment(1, "host-old")).await.unwrap(),
+            EnrollOutcome::Accepted(_)
+        ));
+    }
+    // Back to schema version 4, as an older belay-server left it.
+    let db = Connection::open(&path).unwrap();
+    db.execute_batch("DROP TABLE enrolled_hosts; DELETE FROM schema_version WHERE version = 5;")
+        .unwrap();
+    drop(db);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.enroll(enrollment(2, "host-old")).await.unwrap(),
+        EnrollOutcome::ExistingHost(belay_proto::domain::HostName::new("host-old").unwrap())
+    );
 }
