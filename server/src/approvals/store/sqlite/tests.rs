@@ -287,7 +287,7 @@ fn a_schema_from_the_future_is_refused() {
     Connection::open(&path)
         .unwrap()
         .execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (5, 0)",
+            "INSERT INTO schema_version (version, applied_at) VALUES (6, 0)",
             [],
         )
         .unwrap();
@@ -297,20 +297,20 @@ fn a_schema_from_the_future_is_refused() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 5,
-                known: 4,
+                found: 6,
+                known: 5,
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(
-        message.contains("schema version 5, newer than the 4 this belay-server knows"),
+        message.contains("schema version 6, newer than the 5 this belay-server knows"),
         "{message}"
     );
     assert_eq!(
         schema_versions(&path),
-        [1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5, 6],
         "nothing was changed"
     );
 }
@@ -343,7 +343,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
     let path = db_in(&dir);
     drop(SqliteStore::open(&path).unwrap());
     drop(SqliteStore::open(&path).unwrap());
-    assert_eq!(schema_versions(&path), [1, 2, 3, 4]);
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5]);
 
     let db = Connection::open(&path).unwrap();
     let mode: String = db
