@@ -193,14 +193,14 @@ async fn an_enrolled_agent_streams_requests_and_decisions_over_mtls() {
     assert_eq!(pki::host_of(&leaf), Some(HostName::new("web-1").unwrap()));
 
     let mut agent = server.session(Some(&agent_cert), "web-1").await.unwrap();
-    agent.submit(connect_request("web-1.1.1", 443)).await;
+    agent.submit(connect_request("web-1:1:1", 443)).await;
     // Reviewers connect over the same TLS port without a client certificate.
     let mut reviewer = server.reviewer().await;
-    let pending = wait_pending(&mut reviewer, "web-1.1.1").await;
+    let pending = wait_pending(&mut reviewer, "web-1:1:1").await;
     assert_eq!(pending.host, "web-1", "the host the certificate names");
     reviewer
         .decide(v1::DecideRequest {
-            request_id: "web-1.1.1".into(),
+            request_id: "web-1:1:1".into(),
             verdict: v1::Verdict::Allow.into(),
             reason: "fine".into(),
             reviewer: "bob@example.com".into(),
@@ -209,7 +209,7 @@ async fn an_enrolled_agent_streams_requests_and_decisions_over_mtls() {
         .await
         .unwrap();
     let decision = agent.next_decision().await;
-    assert_eq!(decision.request_id, "web-1.1.1");
+    assert_eq!(decision.request_id, "web-1:1:1");
     assert_eq!(decision.verdict, v1::Verdict::Allow as i32);
 }
 
@@ -352,9 +352,9 @@ async fn a_restarted_server_keeps_its_ca_and_its_agents() {
     let server = TestServer::start_on(dir.path(), addr).await;
     assert_eq!(server.ca_pem, ca_before);
     let agent = server.session(Some(&enrolled), "web-1").await.unwrap();
-    agent.submit(connect_request("web-1.2.1", 443)).await;
+    agent.submit(connect_request("web-1:2:1", 443)).await;
     let mut reviewer = server.reviewer().await;
-    wait_pending(&mut reviewer, "web-1.2.1").await;
+    wait_pending(&mut reviewer, "web-1:2:1").await;
     // Tokens survive too: used stays used.
     assert_status(
         server.enroll(&token, "web-1").await,

@@ -94,8 +94,9 @@ struct Shared {
     server_policy: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Request ids for belay-server: unique across hosts (the host name) and restarts (the
-/// daemon's start time), in the server's id alphabet.
+/// Request ids for belay-server: `HOST:START:N`, unique across hosts (the host name, as
+/// the hello names it: belay-server takes from a host only ids in its namespace) and
+/// restarts (the daemon's start time), in the server's id alphabet.
 struct ServerIds {
     prefix: String,
     next: std::sync::atomic::AtomicU64,
@@ -103,7 +104,8 @@ struct ServerIds {
 
 impl ServerIds {
     fn new() -> Self {
-        let host: String = crate::context::hostname()
+        let hostname = crate::context::hostname();
+        let host: String = hostname
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -113,6 +115,13 @@ impl ServerIds {
                 }
             })
             .collect();
+        if host != hostname {
+            // The server takes only ids that start with the hello's host name.
+            error!(
+                hostname,
+                "this host name cannot start a belay-server request id ([A-Za-z0-9._-] only): belay-server will refuse every request, and each ends with its default verdict (never allow)"
+            );
+        }
         let start = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());

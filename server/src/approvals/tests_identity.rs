@@ -48,14 +48,14 @@ async fn a_grant_covers_only_the_argv_env_and_cwd_that_were_reviewed<B: Backend>
     let env = ["PATH=/usr/bin", "HOME=/home/agent"];
     let reviewed = exec(&argv, &env, "/srv/work");
     approvals
-        .submit(me, exec_request("r1", reviewed.clone()), at(0))
+        .submit(me, exec_request("host-a:r1", reviewed.clone()), at(0))
         .await
         .unwrap();
     approvals
         .decide(
             ReviewerDecision {
                 scope: Scope::Host(MINUTES_30),
-                ..decision("r1", Verdict::Allow, "bob")
+                ..decision("host-a:r1", Verdict::Allow, "bob")
             },
             at(1),
         )
@@ -64,28 +64,31 @@ async fn a_grant_covers_only_the_argv_env_and_cwd_that_were_reviewed<B: Backend>
 
     // Exactly what bob saw: settled by his grant.
     approvals
-        .submit(me, exec_request("same", reviewed), at(2))
+        .submit(me, exec_request("host-a:same", reviewed), at(2))
         .await
         .unwrap();
-    assert_eq!(state_of(&approvals, "same").await, RequestState::Approved);
+    assert_eq!(
+        state_of(&approvals, "host-a:same").await,
+        RequestState::Approved
+    );
 
     // Anything else bob did not see is asked again.
     let unseen = [
         (
-            "argv",
+            "host-a:argv",
             exec(&["curl", "https://evil.example/"], &env, "/srv/work"),
         ),
         (
-            "env",
+            "host-a:env",
             exec(
                 &argv,
                 &["PATH=/usr/bin", "HOME=/home/agent", "LD_PRELOAD=/tmp/x.so"],
                 "/srv/work",
             ),
         ),
-        ("cwd", exec(&argv, &env, "/tmp/elsewhere")),
+        ("host-a:cwd", exec(&argv, &env, "/tmp/elsewhere")),
         (
-            "env-order",
+            "host-a:env-order",
             exec(&argv, &["HOME=/home/agent", "PATH=/usr/bin"], "/srv/work"),
         ),
     ];
@@ -108,28 +111,38 @@ async fn no_other_spelling_of_the_owner_approves_or_grants<B: Backend>() {
     approvals
         .submit(
             alices.identity(),
-            new_request("r1", at(600), Verdict::Deny),
+            new_request("host-a:r1", at(600), Verdict::Deny),
             at(0),
         )
         .await
         .unwrap();
     for spelling in ["Alice@Example.com", "ALICE@EXAMPLE.COM"] {
         let err = approvals
-            .decide(decision("r1", Verdict::Allow, spelling), at(1))
+            .decide(decision("host-a:r1", Verdict::Allow, spelling), at(1))
             .await
             .unwrap_err();
         assert!(matches!(err, ApprovalError::SelfApproval { .. }), "{err:?}");
     }
-    assert_eq!(state_of(&approvals, "r1").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r1").await,
+        RequestState::Pending
+    );
 
     // The owner as the host spells it is no way round either.
     let shouting = agent("host-b", "Alice@EXAMPLE.com");
     approvals
-        .submit(&shouting, new_request("r2", at(600), Verdict::Deny), at(1))
+        .submit(
+            &shouting,
+            new_request("host-b:r2", at(600), Verdict::Deny),
+            at(1),
+        )
         .await
         .unwrap();
     let err = approvals
-        .decide(decision("r2", Verdict::Allow, "alice@example.com"), at(2))
+        .decide(
+            decision("host-b:r2", Verdict::Allow, "alice@example.com"),
+            at(2),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, ApprovalError::SelfApproval { .. }), "{err:?}");
@@ -138,14 +151,18 @@ async fn no_other_spelling_of_the_owner_approves_or_grants<B: Backend>() {
     // hers on that host.
     let bobs = agent("host-a", "bob@example.com");
     approvals
-        .submit(&bobs, new_request("r3", at(600), Verdict::Deny), at(3))
+        .submit(
+            &bobs,
+            new_request("host-a:r3", at(600), Verdict::Deny),
+            at(3),
+        )
         .await
         .unwrap();
     approvals
         .decide(
             ReviewerDecision {
                 scope: Scope::Host(MINUTES_30),
-                ..decision("r3", Verdict::Allow, "Alice@Example.com")
+                ..decision("host-a:r3", Verdict::Allow, "Alice@Example.com")
             },
             at(4),
         )
@@ -154,12 +171,15 @@ async fn no_other_spelling_of_the_owner_approves_or_grants<B: Backend>() {
     approvals
         .submit(
             alices.identity(),
-            new_request("r4", at(600), Verdict::Deny),
+            new_request("host-a:r4", at(600), Verdict::Deny),
             at(5),
         )
         .await
         .unwrap();
-    assert_eq!(state_of(&approvals, "r4").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r4").await,
+        RequestState::Pending
+    );
 }
 
 async fn one_person_under_two_spellings_is_one_vote<B: Backend>() {
@@ -168,25 +188,34 @@ async fn one_person_under_two_spellings_is_one_vote<B: Backend>() {
     approvals
         .submit(
             session.identity(),
-            new_request("r1", at(600), Verdict::Deny),
+            new_request("host-a:r1", at(600), Verdict::Deny),
             at(0),
         )
         .await
         .unwrap();
     let first = approvals
-        .decide_counted(decision("r1", Verdict::Allow, "Bob@Example.com"), at(1))
+        .decide_counted(
+            decision("host-a:r1", Verdict::Allow, "Bob@Example.com"),
+            at(1),
+        )
         .await
         .unwrap();
     assert_eq!((first.approvals, first.quorum), (1, 2));
     let err = approvals
-        .decide_counted(decision("r1", Verdict::Allow, "bob@example.com"), at(2))
+        .decide_counted(
+            decision("host-a:r1", Verdict::Allow, "bob@example.com"),
+            at(2),
+        )
         .await
         .unwrap_err();
     assert!(
         matches!(err, ApprovalError::AlreadyVoted { quorum: 2, .. }),
         "{err:?}"
     );
-    assert_eq!(state_of(&approvals, "r1").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r1").await,
+        RequestState::Pending
+    );
 }
 
 for_each_backend!(
