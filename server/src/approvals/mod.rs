@@ -54,7 +54,7 @@ pub use store::{
     SqliteStore, Store, StoreError, Vote, Voted,
 };
 pub use store::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
-pub use store::{NewPolicy, StoredPolicy};
+pub use store::{NewPolicy, PolicyVote, StoredPolicy};
 pub use store::{PostgresStore, is_postgres_url};
 
 use outbox::Outbox;

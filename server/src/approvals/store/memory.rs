@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use belay_proto::domain::{Request, RequestId, Resolution};
 
 use super::enrollment;
-use super::policy::{self, NewPolicy, StoredPolicy};
+use super::policy::{self, NewPolicy, PolicyVote, StoredPolicy};
 use super::{
     EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, Inserted, Resolved, Store, StoreError,
     Vote, Voted,
@@ -35,6 +35,7 @@ struct MemoryInner {
     enrolled_hosts: std::collections::HashSet<belay_proto::domain::HostName>,
     /// Only the newest version of the fleet policy is ever read.
     policy: Option<StoredPolicy>,
+    policy_votes: Vec<PolicyVote>,
     audit: MemoryChain,
 }
 
@@ -65,6 +66,7 @@ impl MemoryStore {
                 enroll_tokens: HashMap::new(),
                 enrolled_hosts: std::collections::HashSet::new(),
                 policy: None,
+                policy_votes: Vec::new(),
                 audit: MemoryChain::new(signer),
             }),
         }
@@ -279,8 +281,33 @@ impl Store for MemoryStore {
         let version = inner.policy.as_ref().map_or(0, |p| p.version) + 1;
         let stored = StoredPolicy::numbered(version, new);
         inner.audit.append(policy::audit_event(&stored));
+        inner
+            .policy_votes
+            .retain(|vote| vote.sha256 != stored.sha256);
         inner.policy = Some(stored.clone());
         Ok(stored)
+    }
+
+    async fn add_policy_vote(
+        &self,
+        vote: PolicyVote,
+        since: SystemTime,
+    ) -> Result<Vec<PolicyVote>, StoreError> {
+        let mut inner = self.lock();
+        inner.audit.append(policy::vote_audit_event(&vote));
+        inner
+            .policy_votes
+            .retain(|v| !(v.sha256 == vote.sha256 && v.admin == vote.admin));
+        let sha256 = vote.sha256.clone();
+        inner.policy_votes.push(vote);
+        let mut votes: Vec<PolicyVote> = inner
+            .policy_votes
+            .iter()
+            .filter(|v| v.sha256 == sha256 && v.at >= since)
+            .cloned()
+            .collect();
+        votes.sort_by(|a, b| (a.at, &a.admin).cmp(&(b.at, &b.admin)));
+        Ok(votes)
     }
 
     async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {

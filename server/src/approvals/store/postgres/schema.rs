@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     super::policy::MIGRATION,
     MIGRATION_5,
+    super::policy::MIGRATION_VOTES,
 ];
 
 /// Every host that ever enrolled (see `store::enrollment`), filled from the audit log's

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     extra::MIGRATION,
     policy::MIGRATION,
     extra::MIGRATION_ENROLLED_HOSTS,
+    policy::MIGRATION_VOTES,
 ];
 
 const MIGRATION_1: &str = "

@@ -287,7 +287,7 @@ fn a_schema_from_the_future_is_refused() {
     Connection::open(&path)
         .unwrap()
         .execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (6, 0)",
+            "INSERT INTO schema_version (version, applied_at) VALUES (7, 0)",
             [],
         )
         .unwrap();
@@ -297,20 +297,20 @@ fn a_schema_from_the_future_is_refused() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 6,
-                known: 5,
+                found: 7,
+                known: 6,
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(
-        message.contains("schema version 6, newer than the 5 this belay-server knows"),
+        message.contains("schema version 7, newer than the 6 this belay-server knows"),
         "{message}"
     );
     assert_eq!(
         schema_versions(&path),
-        [1, 2, 3, 4, 5, 6],
+        [1, 2, 3, 4, 5, 6, 7],
         "nothing was changed"
     );
 }
@@ -343,7 +343,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
     let path = db_in(&dir);
     drop(SqliteStore::open(&path).unwrap());
     drop(SqliteStore::open(&path).unwrap());
-    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5]);
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6]);
 
     let db = Connection::open(&path).unwrap();
     let mode: String = db
@@ -366,6 +366,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
             "enrolled_hosts",
             "grants",
             "policies",
+            "policy_votes",
             "requests",
             "schema_version",
             "votes"
@@ -465,7 +466,7 @@ async fn hosts_enrolled_before_the_migration_are_known_after_it() {
     }
     // Back to schema version 4, as an older belay-server left it.
     let db = Connection::open(&path).unwrap();
-    db.execute_batch("DROP TABLE enrolled_hosts; DELETE FROM schema_version WHERE version = 5;")
+    db.execute_batch("DROP TABLE enrolled_hosts; DROP TABLE policy_votes; DELETE FROM schema_version WHERE version >= 5;")
         .unwrap();
     drop(db);
     let store = SqliteStore::open(&path).unwrap();
