@@ -17,20 +17,18 @@
 //! # owner = "alice@example.com"      # the person this token acts for: it decides as
 //! #                                  # alice, so it never approves alice's agents and
 //! #                                  # never counts as a reviewer beside her
-//! ```
-//!
-//! Identities are compared in lower case (`Identity::canonical`). An OIDC identity
-//! taken from the `email` claim is the (verified) address; one taken from any other
-//! claim (`sub`, `preferred_username`) means something only to its issuer, so it is
-//! scoped: recorded as `ISSUER#VALUE`, e.g. `https://sso.example#248289761001`, and an
-//! agent's owner must be written that way to be recognised.
-//!
-//! ```toml
 //!
 //! [groups]
 //! "belay-admins" = "admin"
 //! "sre" = "reviewer"
 //! ```
+//!
+//! Identities are compared in lower case (`Identity::canonical`); two token names that
+//! differ only in case are refused. An OIDC identity taken from the `email` claim is the
+//! (verified) address; one taken from any other claim (`sub`, `preferred_username`)
+//! means something only to its issuer, so it is scoped: recorded as `ISSUER#VALUE`, e.g.
+//! `https://sso.example#248289761001`, and an agent's owner must be written that way to
+//! be recognised.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
