@@ -308,6 +308,30 @@ async fn a_token_bound_to_a_host_enrolls_no_other_and_is_then_spent() {
 }
 
 #[tokio::test]
+async fn a_token_for_no_host_cannot_take_over_an_enrolled_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let first = server.token(None, hour(), SystemTime::now()).await;
+    server.enroll(&first, "web-1").await.unwrap();
+    // Anyone holding another token created without --host tries to become web-1.
+    let stolen = server.token(None, hour(), SystemTime::now()).await;
+    assert_status(
+        server.enroll(&stolen, "web-1").await,
+        Code::PermissionDenied,
+        "host web-1 is enrolled already, and this enrollment token was created for no \
+         particular host; it is now spent",
+    );
+    assert_status(
+        server.enroll(&stolen, "web-9").await,
+        Code::Unauthenticated,
+        "already used",
+    );
+    // Enrolling web-1 again takes a token created for it.
+    let again = server.token(Some("web-1"), hour(), SystemTime::now()).await;
+    server.enroll(&again, "web-1").await.unwrap();
+}
+
+#[tokio::test]
 async fn agent_service_needs_a_certificate_from_this_ca_naming_the_hello_host() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
