@@ -253,6 +253,31 @@ async fn malformed_submissions_are_cancelled_with_invalid_argument_and_the_strea
 }
 
 #[tokio::test]
+async fn a_host_cannot_squat_the_ids_of_another() {
+    let server = start().await;
+    let mut mallory = server.agent("host-b", "mallory@example.com").await;
+    // host-a's next id, taken ahead of it: refused, and nothing is stored.
+    mallory.submit(request("host-a:1700000000000:1")).await;
+    let cancel = mallory.next_cancel().await;
+    assert_eq!(cancel.code, Code::PermissionDenied as i32);
+    assert_eq!(cancel.request_id, "host-a:1700000000000:1");
+    assert!(
+        cancel.message.contains("not one of host host-b"),
+        "{}",
+        cancel.message
+    );
+    // So host-a's own request with that id is its own.
+    let _alice = {
+        let agent = server.agent("host-a", "alice@example.com").await;
+        agent.submit(request("host-a:1700000000000:1")).await;
+        agent
+    };
+    let pending = server.wait_pending("host-a:1700000000000:1").await;
+    assert_eq!(pending.host, "host-a");
+    assert_eq!(pending.owner, "alice@example.com");
+}
+
+#[tokio::test]
 async fn malformed_reviewer_calls_are_invalid_argument() {
     let server = start().await;
     let mut reviewer = server.reviewer().await;
