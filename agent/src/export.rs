@@ -146,12 +146,14 @@ fn ended_event(view: &RequestView, outcome: &Outcome, time_ns: i64) -> Event {
         Outcome::Decided(v) => ("decided", Some(v.to_string())),
         Outcome::Expired(v) => ("expired", Some(v.to_string())),
         Outcome::Cancelled => ("cancelled", None),
+        Outcome::Refused(v) => ("refused", Some(v.to_string())),
     };
     let decided_by = match (outcome, &view.server_id) {
         (Outcome::Decided(_), Some(_)) => "belay-server",
         (Outcome::Decided(_), None) => "local",
         (Outcome::Expired(_), _) => "deadline",
         (Outcome::Cancelled, _) => "process-gone",
+        (Outcome::Refused(_), _) => "belay-server-refused",
     };
     let mut body = view_body(view);
     if let Some(map) = body.as_object_mut() {

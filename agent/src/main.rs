@@ -84,6 +84,16 @@ struct Args {
     /// Unix socket of the local API (used by `belay`).
     #[arg(long, env = "BELAY_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Permissions of the local API socket (octal). Whoever may connect sees every
+    /// pending request and may enroll itself (`belay run`); deciding is checked per
+    /// caller. The default lets root and --socket-group in; 0666 opens it to every
+    /// local user (so unprivileged users can `belay run` themselves).
+    #[arg(long, env = "BELAY_SOCKET_MODE", value_name = "MODE", default_value = "0660", value_parser = daemon::socket::parse_mode)]
+    socket_mode: u32,
+    /// Group (numeric gid) that owns the local API socket. Default: --decider-gid if
+    /// given, else the daemon's own group (root).
+    #[arg(long, env = "BELAY_SOCKET_GROUP", value_name = "GID")]
+    socket_group: Option<u32>,
     /// Seconds a request waits for a decision before its default verdict applies (the
     /// policy's `deadline` settings take precedence).
     #[arg(long, env = "BELAY_DECIDE_TIMEOUT", default_value_t = 300)]
@@ -228,6 +238,10 @@ async fn main() -> anyhow::Result<()> {
     belay_agent::policy::mask::init_key_file(&args.mask_key_file)?;
     let config = daemon::Config {
         socket: args.socket,
+        socket_access: daemon::socket::SocketAccess {
+            mode: args.socket_mode,
+            group: args.socket_group.or(args.decider_gid),
+        },
         policy: args.policy,
         decide_timeout: Duration::from_secs(args.decide_timeout),
         default_verdict: args.default_verdict.into(),

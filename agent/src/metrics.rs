@@ -27,6 +27,8 @@ pub enum Ended {
     Expired,
     /// The process went away while paused.
     Cancelled,
+    /// belay-server refused it (or it could not be sent there): ended without a person.
+    Refused,
 }
 
 impl From<Verdict> for Ended {
@@ -47,18 +49,19 @@ fn action_index(action: &str) -> usize {
 }
 
 impl Ended {
-    const ALL: [(Self, &'static str); 5] = [
+    const ALL: [(Self, &'static str); 6] = [
         (Self::Allowed, "allowed"),
         (Self::Denied, "denied"),
         (Self::Killed, "killed"),
         (Self::Expired, "expired"),
         (Self::Cancelled, "cancelled"),
+        (Self::Refused, "refused"),
     ];
 }
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    ended: [AtomicU64; 5],
+    ended: [AtomicU64; Ended::ALL.len()],
     pause_buckets: [AtomicU64; PAUSE_BUCKETS.len()],
     pause_count: AtomicU64,
     pause_sum_micros: AtomicU64,

@@ -81,6 +81,21 @@ pub enum Outcome {
     Expired(Verdict),
     /// The process went away while paused.
     Cancelled,
+    /// belay-server refused the request, or it could not be sent there at all (over the
+    /// server's size limits): nobody who may decide it has seen it, so it ends with
+    /// [`refused_verdict`], never on this host's local socket.
+    Refused(Verdict),
+}
+
+/// The verdict of a request belay-server refused: its default verdict, but never an
+/// allow. A default of allow means "let it through if nobody answers in time"; a
+/// refused request was never shown to anyone who could answer (argv over the limits,
+/// an id the server would not take), so letting it through would grant what nobody saw.
+pub fn refused_verdict(default_verdict: Verdict) -> Verdict {
+    match default_verdict {
+        Verdict::Allow => Verdict::Deny,
+        other => other,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -225,11 +240,13 @@ impl RequestBook {
             .map(|(id, _)| *id)
     }
 
-    /// The request is decided on this host after all.
-    pub fn forget_server_id(&mut self, id: u64) {
-        if let Some(p) = self.pending.get_mut(&id) {
-            p.view.server_id = None;
-        }
+    /// Ends the request sent to belay-server as `server_id`, which the server refused.
+    /// A request that went to the server is decided there or by its deadline, never on
+    /// the local socket (where one local root could approve it alone), so a refusal
+    /// ends it here and now: the caller applies [`Outcome::Refused`].
+    pub fn refused(&mut self, server_id: &str) -> Option<Pending> {
+        let local = self.by_server_id(server_id)?;
+        self.close(local)
     }
 
     pub fn list(&self) -> Vec<RequestView> {
@@ -432,5 +449,33 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].view.tgid, 7);
         assert_eq!(book.len(), 1);
+    }
+
+    #[test]
+    fn a_request_the_server_refused_ends_and_is_not_left_for_the_local_socket() {
+        let mut book = RequestBook::default();
+        let mut info = RequestInfo::bare(Duration::from_secs(60), Verdict::Allow);
+        info.server_id = Some("build-7:1:1".into());
+        book.open(&event(3), info);
+        let other = book
+            .open(
+                &event(4),
+                RequestInfo::bare(Duration::from_secs(60), Verdict::Deny),
+            )
+            .view
+            .id;
+        let ended = book
+            .refused("build-7:1:1")
+            .expect("the refused request ends");
+        assert_eq!(ended.view.tgid, 3);
+        // Nothing left that a local decider could approve, and the rest is untouched.
+        assert_eq!(
+            book.list().iter().map(|v| v.id).collect::<Vec<_>>(),
+            [other]
+        );
+        assert!(book.refused("build-7:1:1").is_none(), "ends once");
+        // Its default was allow: a refusal still never lets it through.
+        assert_eq!(refused_verdict(ended.view.default_verdict), Verdict::Deny);
+        assert_eq!(refused_verdict(Verdict::Kill), Verdict::Kill);
     }
 }

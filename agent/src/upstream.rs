@@ -48,7 +48,8 @@ pub enum Down {
         /// Nobody decided before the deadline; `verdict` is the default.
         expired: bool,
     },
-    /// The server refused the request; the daemon decides it locally.
+    /// The server refused the request, or it was never sent because the server would
+    /// refuse it: the daemon ends it with `requests::refused_verdict`, never locally.
     Refused { id: String, message: String },
     /// The fleet policy, its digest already checked: install it (`--policy-from-server`)
     /// or answer that this agent keeps its own.
@@ -65,6 +66,10 @@ pub struct LinkStatus {
     pub awaiting: usize,
     pub submitted: u64,
     pub decided: u64,
+    /// Refused by belay-server, or not sendable to it (over its limits): each ended
+    /// without a decision.
+    #[serde(default)]
+    pub refused: u64,
     /// Sessions opened, the first included.
     pub connects: u64,
     /// Why the last attempt or session failed.
@@ -75,6 +80,8 @@ pub struct LinkStatus {
 #[derive(Clone)]
 pub struct Upstream {
     tx: mpsc::UnboundedSender<Up>,
+    /// For requests that cannot go up: their refusal goes straight back down.
+    down: mpsc::UnboundedSender<Down>,
     pub url: String,
     status: Arc<Mutex<LinkStatus>>,
 }
@@ -94,8 +101,20 @@ impl Upstream {
             url: url.clone(),
             ..LinkStatus::default()
         }));
-        tokio::spawn(run(url.clone(), endpoint, hello, rx, down, status.clone()));
-        Ok(Self { tx, url, status })
+        tokio::spawn(run(
+            url.clone(),
+            endpoint,
+            hello,
+            rx,
+            down.clone(),
+            status.clone(),
+        ));
+        Ok(Self {
+            tx,
+            down,
+            url,
+            status,
+        })
     }
 
     pub fn status(&self) -> LinkStatus {
@@ -104,7 +123,22 @@ impl Upstream {
 
     pub fn send(&self, up: Up) {
         let up = match up {
-            Up::Submit(request) => Up::Submit(Box::new(leaving_host(*request))),
+            Up::Submit(request) => {
+                let request = leaving_host(*request);
+                // Checked with the server's own validation (`domain::limits` and the
+                // rest): what it would refuse is refused here, explicitly, instead of
+                // being sent, refused and then held by no one.
+                if let Err(e) = domain::NewRequest::try_from(request.clone()) {
+                    warn!(server_id = %request.id, error = %e, "request not sendable to belay-server (over its limits or malformed)");
+                    lock(&self.status).refused += 1;
+                    let _ = self.down.send(Down::Refused {
+                        id: request.id,
+                        message: format!("not sent to belay-server, which would refuse it: {e}"),
+                    });
+                    return;
+                }
+                Up::Submit(Box::new(request))
+            }
             other @ (Up::Withdraw { .. } | Up::PolicyReport(_)) => other,
         };
         // The link task only ends with the daemon.
@@ -359,6 +393,11 @@ async fn run(
                     }
                     Ok(Some(v1::ServerMessage { kind: Some(server_message::Kind::Cancel(c)) })) => {
                         pending.remove(&c.request_id);
+                        {
+                            let mut st = lock(&status);
+                            st.refused += 1;
+                            st.awaiting = pending.len();
+                        }
                         let _ = down.send(Down::Refused { id: c.request_id, message: c.message });
                     }
                     Ok(Some(v1::ServerMessage { kind: Some(server_message::Kind::Policy(p)) })) => {
@@ -527,5 +566,89 @@ mod context_tests {
         assert!(wire.ancestry.len() < 30);
         assert_eq!(wire.ancestry[0].pid, 1);
         domain::RequestContext::try_from(wire).expect("server accepts it");
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn exec_request(argv: Vec<String>) -> v1::NewRequest {
+        v1::NewRequest {
+            id: "build-7:1:1".into(),
+            agent_name: "copilot".into(),
+            pid: 10,
+            uid: 1000,
+            action: Some(v1::Action {
+                kind: Some(v1::action::Kind::Exec(v1::Exec {
+                    path: "/usr/bin/echo".into(),
+                    argv,
+                    cwd: "/tmp".into(),
+                    env: vec![],
+                })),
+            }),
+            deadline: Some(prost_types::Timestamp {
+                seconds: 2_000_000_000,
+                nanos: 0,
+            }),
+            default_verdict: v1::Verdict::Allow as i32,
+            rule: "default".into(),
+            owner: String::new(),
+            context: None,
+        }
+    }
+
+    /// A link to a server that is never reached: only what the daemon is told matters.
+    fn link() -> (Upstream, mpsc::UnboundedReceiver<Down>) {
+        let (down_tx, down) = mpsc::unbounded_channel();
+        let hello = v1::Hello {
+            host: "build-7".into(),
+            version: "test".into(),
+            owner: "alice@example.com".into(),
+        };
+        let up = Upstream::start("http://127.0.0.1:9".into(), None, hello, down_tx).unwrap();
+        (up, down)
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_servers_limits_is_refused_on_the_host_not_sent() {
+        let (up, mut down) = link();
+        // One more argument than belay-server takes: what the agent reads (256 entries
+        // and the "…" that marks a cut) is exactly such a list.
+        let mut argv: Vec<String> = (0..domain::limits::MAX_ARGV_ENTRIES)
+            .map(|i| format!("a{i}"))
+            .collect();
+        argv.push("…".into());
+        up.send(Up::Submit(Box::new(exec_request(argv))));
+        let refused = tokio::time::timeout(Duration::from_secs(5), down.recv())
+            .await
+            .expect("the daemon is told at once")
+            .expect("link alive");
+        let Down::Refused { id, message } = refused else {
+            panic!("expected a refusal, got {refused:?}");
+        };
+        assert_eq!(id, "build-7:1:1");
+        assert!(message.contains("argv"), "{message}");
+        let status = up.status();
+        assert_eq!(
+            (status.refused, status.awaiting, status.submitted),
+            (1, 0, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_within_the_limits_goes_up() {
+        let (up, mut down) = link();
+        up.send(Up::Submit(Box::new(exec_request(vec![
+            "echo".into(),
+            "hi".into(),
+        ]))));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(down.try_recv().is_err(), "nothing refused");
+        let status = up.status();
+        assert_eq!(
+            (status.refused, status.awaiting, status.submitted),
+            (0, 1, 1)
+        );
     }
 }

@@ -162,7 +162,7 @@ impl Fleet {
             while owed >= 1.0 {
                 owed -= 1.0;
                 let agent = &self.agents[sent % self.agents.len()];
-                let id = format!("{}-{sent}", agent.host);
+                let id = format!("{}:{sent}", agent.host);
                 agent
                     .sent
                     .lock()

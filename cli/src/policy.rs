@@ -85,13 +85,30 @@ fn policy_json(p: &v1::FleetPolicy) -> Value {
 pub async fn run(client: &mut Client, output: Output, prepared: Prepared) -> anyhow::Result<()> {
     match prepared {
         Prepared::Push { text, reason } => {
-            let pushed = client
+            let sha256 = belay_proto::domain::sha256_hex(&text);
+            let response = client
                 .push_policy(v1::PushPolicyRequest { text, reason })
                 .await
                 .map_err(status)?
-                .into_inner()
-                .policy
-                .context("belay-server sent no policy")?;
+                .into_inner();
+            let Some(pushed) = response.policy else {
+                // The server needs more admins (--quorum): this push counted as one.
+                if output == Output::Json {
+                    let waiting = serde_json::json!({
+                        "pushed": false,
+                        "sha256": sha256,
+                        "approvals": response.approvals,
+                        "quorum": response.quorum,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&waiting)?);
+                } else {
+                    println!(
+                        "counted: {} of {} admins have pushed this policy (sha256 {sha256}); it is sent to the fleet once {} different admins push the same file within an hour",
+                        response.approvals, response.quorum, response.quorum
+                    );
+                }
+                return Ok(());
+            };
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&policy_json(&pushed))?);
             } else {

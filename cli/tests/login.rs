@@ -69,7 +69,7 @@ async fn device_flow_login_then_server_calls_with_the_stored_credential() {
     let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
     issuer.slow_down_once();
     let url = start_server(&issuer).await;
-    let _agent = submit(&url, "req-1").await;
+    let _agent = submit(&url, "host-a:req-1").await;
     let home = tempfile::tempdir().unwrap();
 
     // Not signed in: the server says what is missing.
@@ -132,10 +132,17 @@ async fn device_flow_login_then_server_calls_with_the_stored_credential() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("req-1"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("host-a:req-1"));
 
     let mut approve = belay(home.path());
-    approve.args(["--server", &url, "--output", "json", "approve", "req-1"]);
+    approve.args([
+        "--server",
+        &url,
+        "--output",
+        "json",
+        "approve",
+        "host-a:req-1",
+    ]);
     approve.env("USER", "someone-else");
     let out = run(approve).await;
     assert!(
@@ -163,7 +170,7 @@ async fn device_flow_login_then_server_calls_with_the_stored_credential() {
 async fn token_login_reads_stdin_and_is_sent() {
     let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
     let url = start_server(&issuer).await;
-    let _agent = submit(&url, "req-2").await;
+    let _agent = submit(&url, "host-a:req-2").await;
     let home = tempfile::tempdir().unwrap();
 
     let mut login = belay(home.path())
@@ -182,11 +189,11 @@ async fn token_login_reads_stdin_and_is_sent() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("req-2"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("host-a:req-2"));
 
     // A viewer token cannot decide; BELAY_TOKEN overrides the stored one.
     let mut approve = belay(home.path());
-    approve.args(["--server", &url, "approve", "req-2"]);
+    approve.args(["--server", &url, "approve", "host-a:req-2"]);
     let out = run(approve).await;
     assert!(!out.status.success());
     assert!(

@@ -71,7 +71,7 @@ async fn wait_pending(url: &str, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_lists_the_connected_agent_as_table_and_json() {
     let setup = start().await;
-    setup.agent.send(request("req-1")).await.unwrap();
+    setup.agent.send(request("build-7:req-1")).await.unwrap();
     wait_pending(&setup.url, 1).await;
 
     let json: Value =
@@ -95,7 +95,7 @@ async fn agents_lists_the_connected_agent_as_table_and_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_pending_then_live_requests_and_decisions() {
     let setup = start().await;
-    setup.agent.send(request("req-1")).await.unwrap();
+    setup.agent.send(request("build-7:req-1")).await.unwrap();
     wait_pending(&setup.url, 1).await;
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_belay"))
@@ -122,14 +122,14 @@ async fn watch_prints_pending_then_live_requests_and_decisions() {
 
     let first = next();
     assert_eq!(first["kind"], "request");
-    assert_eq!(first["request"]["id"], "req-1");
+    assert_eq!(first["request"]["id"], "build-7:req-1");
     assert_eq!(first["request"]["state"], "pending");
     assert_eq!(first["request"]["context"]["cwd"], "/work/repo");
     assert_eq!(next()["kind"], "synced");
 
-    setup.agent.send(request("req-2")).await.unwrap();
+    setup.agent.send(request("build-7:req-2")).await.unwrap();
     let created = next();
-    assert_eq!(created["request"]["id"], "req-2");
+    assert_eq!(created["request"]["id"], "build-7:req-2");
     assert_eq!(created["request"]["state"], "pending");
     assert_eq!(
         created["request"]["context"]["hostnames"][0],
@@ -142,15 +142,15 @@ async fn watch_prints_pending_then_live_requests_and_decisions() {
             "--reviewer",
             "bob@example.com",
             "approve",
-            "req-2",
+            "build-7:req-2",
             "--reason",
             "fine",
         ],
     )
     .await;
-    assert!(decided.contains("req-2"), "{decided}");
+    assert!(decided.contains("build-7:req-2"), "{decided}");
     let approved = next();
-    assert_eq!(approved["request"]["id"], "req-2");
+    assert_eq!(approved["request"]["id"], "build-7:req-2");
     assert_eq!(approved["request"]["state"], "approved");
     assert_eq!(
         approved["request"]["resolution"]["reviewer"],
@@ -180,9 +180,9 @@ async fn watch_prints_pending_then_live_requests_and_decisions() {
     assert_eq!(
         kinds,
         [
-            (1, "submitted", "req-1"),
-            (2, "submitted", "req-2"),
-            (3, "decided", "req-2")
+            (1, "submitted", "build-7:req-1"),
+            (2, "submitted", "build-7:req-2"),
+            (3, "decided", "build-7:req-2")
         ]
     );
     assert_eq!(log["next_after_seq"], 3);

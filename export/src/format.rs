@@ -127,6 +127,24 @@ fn api_call(event: &Event, action: &Value) -> ApiCall {
                 src_host: event.host.clone(),
             }
         }
+        // An admin's push counted towards a quorum of admins: nothing is in force yet.
+        "policy_vote" => {
+            let sha256 = str_field(body, "sha256").unwrap_or("");
+            ApiCall {
+                operation: "PushPolicy".into(),
+                service: "belay.v1.ReviewerService",
+                activity: (3, "Update"),
+                status_id: 1,
+                resource: json!({
+                    "uid": sha256,
+                    "name": "fleet policy",
+                    "type": "belay policy",
+                }),
+                message: format!("policy_vote: push of sha256 {sha256} counted"),
+                user: str_field(body, "admin").map(str::to_owned),
+                src_host: event.host.clone(),
+            }
+        }
         // A decision (or expiry, cancellation) changes a request through belay's
         // reviewer API.
         kind => {

@@ -193,6 +193,14 @@ fn every_event_kind_is_valid_ocsf_1_3_0() {
         "enrollment",
         enrollment("wrong_host_token_spent", None),
     ));
+    events.push(server_event(
+        "enrollment",
+        enrollment("existing_host_token_spent", None),
+    ));
+    events.push(server_event(
+        "policy_vote",
+        json!({"sha256": "ab", "admin": "alice@example.com", "reason": "tighten"}),
+    ));
     let mut classes = std::collections::BTreeSet::new();
     for event in &events {
         let value = ocsf(event);

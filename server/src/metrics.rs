@@ -37,12 +37,13 @@ const ENDS: [RequestState; 4] = [
 
 /// The `result` labels of `belay_enrollments_total`, as [`EnrollOutcome::label`] names
 /// them.
-const ENROLL_RESULTS: [&str; 5] = [
+const ENROLL_RESULTS: [&str; 6] = [
     "enrolled",
     "unknown_token",
     "used_token",
     "expired_token",
     "wrong_host",
+    "existing_host",
 ];
 
 #[derive(Debug, Default)]

@@ -18,7 +18,24 @@ use belay_proto::v1;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::approvals::{NewPolicy, Store, StoreError, StoredPolicy};
+use crate::approvals::{NewPolicy, PolicyVote, Store, StoreError, StoredPolicy};
+
+/// With a quorum, the admins' pushes of one text count together only within this
+/// window: an approval given long ago, for a fleet that has moved on, is not a vote for
+/// a push today.
+pub const VOTE_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Outcome of [`FleetPolicy::propose`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proposed {
+    /// Stored as a new version and sent to the agents.
+    Pushed {
+        policy: StoredPolicy,
+        approvals: u32,
+    },
+    /// Counted; the text needs more distinct admins to push it.
+    Waiting { approvals: u32, quorum: u32 },
+}
 
 /// How often a replica reads the stored fleet policy besides the notices of the others.
 const RECHECK: Duration = Duration::from_secs(60);
@@ -94,6 +111,52 @@ impl FleetPolicy {
 
     /// Stores a new version and sends it to the agents connected here (the store tells
     /// the other replicas).
+    /// A push under a quorum of `quorum` admins (`--quorum`, the same as for requests):
+    /// with 1, [`FleetPolicy::push`]; above, the push counts as `new.pushed_by`'s vote
+    /// for that text, and the text is stored and sent once `quorum` distinct admins
+    /// (compared as identities are, see `Identity::canonical`) pushed it within
+    /// [`VOTE_WINDOW`]. The stored version names them all; its votes are used up.
+    pub async fn propose<S: Store>(
+        &self,
+        store: &S,
+        mut new: NewPolicy,
+        quorum: u32,
+    ) -> Result<Proposed, StoreError> {
+        if quorum <= 1 {
+            let policy = self.push(store, new).await?;
+            return Ok(Proposed::Pushed {
+                policy,
+                approvals: 1,
+            });
+        }
+        new.pushed_by = new.pushed_by.canonical();
+        let vote = PolicyVote {
+            sha256: new.text.sha256(),
+            admin: new.pushed_by.clone(),
+            reason: new.reason.clone(),
+            at: new.pushed_at,
+        };
+        let since = new
+            .pushed_at
+            .checked_sub(VOTE_WINDOW)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let votes = store.add_policy_vote(vote, since).await?;
+        let approvals = u32::try_from(votes.len()).unwrap_or(u32::MAX);
+        if approvals < quorum {
+            tracing::info!(sha256 = %new.text.sha256(), admin = %new.pushed_by, approvals, quorum, "fleet policy push counted, waiting for more admins");
+            return Ok(Proposed::Waiting { approvals, quorum });
+        }
+        let admins: Vec<&str> = votes.iter().map(|v| v.admin.as_str()).collect();
+        new.reason = belay_proto::domain::Reason::new(format!(
+            "{} (pushed by {})",
+            new.reason,
+            admins.join(", ")
+        ))
+        .unwrap_or(new.reason);
+        let policy = self.push(store, new).await?;
+        Ok(Proposed::Pushed { policy, approvals })
+    }
+
     pub async fn push<S: Store>(
         &self,
         store: &S,

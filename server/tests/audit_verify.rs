@@ -24,7 +24,7 @@ async fn verify_reports_an_intact_log_then_the_edited_record() {
         owner: Identity::new("alice").unwrap(),
     };
     let request = NewRequest {
-        id: RequestId::new("r1").unwrap(),
+        id: RequestId::new("host-a:r1").unwrap(),
         agent_name: Name::new("copilot").unwrap(),
         pid: 7,
         uid: 1000,
@@ -37,7 +37,7 @@ async fn verify_reports_an_intact_log_then_the_edited_record() {
     };
     approvals.submit(&agent, request, now).await.unwrap();
     let decision = ReviewerDecision {
-        request_id: RequestId::new("r1").unwrap(),
+        request_id: RequestId::new("host-a:r1").unwrap(),
         verdict: Verdict::Allow,
         reason: Reason::new("fine").unwrap(),
         reviewer: Identity::new("bob").unwrap(),

@@ -68,7 +68,7 @@ async fn stop(running: Running, approvals: Arc<Approvals<SqliteStore>>) {
 async fn submit_and_decide(approvals: &Approvals<SqliteStore>, from: u32, to: u32) {
     let now = SystemTime::now();
     for n in from..to {
-        let id = format!("req-{n}");
+        let id = format!("host-a:req-{n}");
         let request = domain_request(&id, now + Duration::from_secs(600));
         approvals
             .submit(&agent_identity("host-a"), request, now)

@@ -66,7 +66,7 @@ async fn a_server_killed_mid_export_resumes_and_loses_nothing() {
     let agent = agent_identity("host-a");
     let now = SystemTime::now();
     for n in 0..RECORDS {
-        let request = domain_request(&format!("req-{n}"), now + Duration::from_secs(3600));
+        let request = domain_request(&format!("host-a:req-{n}"), now + Duration::from_secs(3600));
         approvals.submit(&agent, request, now).await.unwrap();
     }
     let host = belay_export::event::local_hostname();

@@ -46,16 +46,16 @@ async fn a_reviewer_decision_reaches_the_agent_that_asked() {
     let server = start().await;
     let mut alice_agent = server.agent("host-a", "alice@example.com").await;
     let mut carol_agent = server.agent("host-c", "carol@example.com").await;
-    alice_agent.submit(request("req-a")).await;
+    alice_agent.submit(request("host-a:req-a")).await;
 
-    let pending = server.wait_pending("req-a").await;
+    let pending = server.wait_pending("host-a:req-a").await;
     assert_eq!(pending.host, "host-a");
     assert_eq!(pending.owner, "alice@example.com");
     assert_eq!(pending.state, v1::RequestState::Pending as i32);
     let mut reviewer = server.reviewer().await;
     let fetched = reviewer
         .get_request(v1::GetRequestRequest {
-            request_id: "req-a".into(),
+            request_id: "host-a:req-a".into(),
         })
         .await
         .unwrap()
@@ -65,7 +65,11 @@ async fn a_reviewer_decision_reaches_the_agent_that_asked() {
     assert_eq!(fetched, pending);
 
     let decided = reviewer
-        .decide(decide("req-a", v1::Verdict::Allow, "bob@example.com"))
+        .decide(decide(
+            "host-a:req-a",
+            v1::Verdict::Allow,
+            "bob@example.com",
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -77,7 +81,7 @@ async fn a_reviewer_decision_reaches_the_agent_that_asked() {
     assert_eq!(
         alice_agent.next_decision().await,
         v1::Decision {
-            request_id: "req-a".into(),
+            request_id: "host-a:req-a".into(),
             verdict: v1::Verdict::Allow.into(),
             reason: "bob@example.com looked at it".into(),
             state: v1::RequestState::Approved.into(),
@@ -85,14 +89,14 @@ async fn a_reviewer_decision_reaches_the_agent_that_asked() {
     );
 
     // Carol's agent was not sent alice's decision: the first thing it gets is its own.
-    carol_agent.submit(request("req-c")).await;
-    server.wait_pending("req-c").await;
+    carol_agent.submit(request("host-c:req-c")).await;
+    server.wait_pending("host-c:req-c").await;
     reviewer
-        .decide(decide("req-c", v1::Verdict::Kill, "bob@example.com"))
+        .decide(decide("host-c:req-c", v1::Verdict::Kill, "bob@example.com"))
         .await
         .unwrap();
     let decision = carol_agent.next_decision().await;
-    assert_eq!(decision.request_id, "req-c");
+    assert_eq!(decision.request_id, "host-c:req-c");
     assert_eq!(decision.verdict, v1::Verdict::Kill as i32);
     assert_eq!(decision.state, v1::RequestState::Denied as i32);
 }
@@ -105,19 +109,27 @@ async fn the_owner_a_host_names_for_one_agent_may_not_approve_its_requests() {
     agent
         .submit(v1::NewRequest {
             owner: "carol@example.com".into(),
-            ..request("req-c")
+            ..request("host-a:req-c")
         })
         .await;
-    server.wait_pending("req-c").await;
+    server.wait_pending("host-a:req-c").await;
     let mut reviewer = server.reviewer().await;
     let status = reviewer
-        .decide(decide("req-c", v1::Verdict::Allow, "carol@example.com"))
+        .decide(decide(
+            "host-a:req-c",
+            v1::Verdict::Allow,
+            "carol@example.com",
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     // The host's owner is not this agent's owner: it may decide.
     reviewer
-        .decide(decide("req-c", v1::Verdict::Allow, "alice@example.com"))
+        .decide(decide(
+            "host-a:req-c",
+            v1::Verdict::Allow,
+            "alice@example.com",
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -130,22 +142,26 @@ async fn the_owner_a_host_names_for_one_agent_may_not_approve_its_requests() {
 async fn self_approval_and_a_second_decision_are_refused() {
     let server = start().await;
     let mut agent = server.agent("host-a", "alice@example.com").await;
-    agent.submit(request("req-1")).await;
-    server.wait_pending("req-1").await;
+    agent.submit(request("host-a:req-1")).await;
+    server.wait_pending("host-a:req-1").await;
     let mut reviewer = server.reviewer().await;
 
     let status = reviewer
-        .decide(decide("req-1", v1::Verdict::Allow, "alice@example.com"))
+        .decide(decide(
+            "host-a:req-1",
+            v1::Verdict::Allow,
+            "alice@example.com",
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(
         status.message(),
-        "alice@example.com owns the agent that made request req-1 and may not approve it"
+        "alice@example.com owns the agent that made request host-a:req-1 and may not approve it"
     );
 
     reviewer
-        .decide(decide("req-1", v1::Verdict::Deny, "bob@example.com"))
+        .decide(decide("host-a:req-1", v1::Verdict::Deny, "bob@example.com"))
         .await
         .unwrap();
     assert_eq!(
@@ -154,18 +170,26 @@ async fn self_approval_and_a_second_decision_are_refused() {
     );
 
     let status = reviewer
-        .decide(decide("req-1", v1::Verdict::Allow, "dave@example.com"))
+        .decide(decide(
+            "host-a:req-1",
+            v1::Verdict::Allow,
+            "dave@example.com",
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(status.message(), "request req-1 is already denied");
+    assert_eq!(status.message(), "request host-a:req-1 is already denied");
 
     let status = reviewer
-        .decide(decide("req-404", v1::Verdict::Deny, "bob@example.com"))
+        .decide(decide(
+            "host-a:req-404",
+            v1::Verdict::Deny,
+            "bob@example.com",
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(status.message(), "no request with id req-404");
+    assert_eq!(status.message(), "no request with id host-a:req-404");
 }
 
 #[tokio::test]
@@ -174,12 +198,16 @@ async fn malformed_submissions_are_cancelled_with_invalid_argument_and_the_strea
     let mut agent = server.agent("host-a", "alice@example.com").await;
 
     agent
-        .submit(connect_request("port-zero", 0, Duration::from_secs(60)))
+        .submit(connect_request(
+            "host-a:port-zero",
+            0,
+            Duration::from_secs(60),
+        ))
         .await;
     assert_eq!(
         agent.next_cancel().await,
         v1::Cancel {
-            request_id: "port-zero".into(),
+            request_id: "host-a:port-zero".into(),
             code: Code::InvalidArgument as i32,
             message: "invalid request.action.connect.port: must be in 1..=65535, got 0".into(),
         }
@@ -188,15 +216,15 @@ async fn malformed_submissions_are_cancelled_with_invalid_argument_and_the_strea
     agent
         .submit(v1::NewRequest {
             action: None,
-            ..request("no-action")
+            ..request("host-a:no-action")
         })
         .await;
     let cancel = agent.next_cancel().await;
     assert_eq!(cancel.code, Code::InvalidArgument as i32);
     assert_eq!(cancel.message, "invalid request.action: missing");
 
-    agent.submit(request("fine")).await;
-    server.wait_pending("fine").await;
+    agent.submit(request("host-a:fine")).await;
+    server.wait_pending("host-a:fine").await;
     let pending = server
         .reviewer()
         .await
@@ -206,18 +234,47 @@ async fn malformed_submissions_are_cancelled_with_invalid_argument_and_the_strea
         .into_inner()
         .requests;
     let ids: Vec<&str> = pending.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["fine"]);
+    assert_eq!(ids, ["host-a:fine"]);
 
     // Same id, different content: refused, and the stored request is untouched.
     agent
-        .submit(connect_request("fine", 8443, Duration::from_secs(300)))
+        .submit(connect_request(
+            "host-a:fine",
+            8443,
+            Duration::from_secs(300),
+        ))
         .await;
     let cancel = agent.next_cancel().await;
     assert_eq!(cancel.code, Code::AlreadyExists as i32);
     assert_eq!(
         cancel.message,
-        "request id fine was already submitted with different content"
+        "request id host-a:fine was already submitted with different content"
     );
+}
+
+#[tokio::test]
+async fn a_host_cannot_squat_the_ids_of_another() {
+    let server = start().await;
+    let mut mallory = server.agent("host-b", "mallory@example.com").await;
+    // host-a's next id, taken ahead of it: refused, and nothing is stored.
+    mallory.submit(request("host-a:1700000000000:1")).await;
+    let cancel = mallory.next_cancel().await;
+    assert_eq!(cancel.code, Code::PermissionDenied as i32);
+    assert_eq!(cancel.request_id, "host-a:1700000000000:1");
+    assert!(
+        cancel.message.contains("not one of host host-b"),
+        "{}",
+        cancel.message
+    );
+    // So host-a's own request with that id is its own.
+    let _alice = {
+        let agent = server.agent("host-a", "alice@example.com").await;
+        agent.submit(request("host-a:1700000000000:1")).await;
+        agent
+    };
+    let pending = server.wait_pending("host-a:1700000000000:1").await;
+    assert_eq!(pending.host, "host-a");
+    assert_eq!(pending.owner, "alice@example.com");
 }
 
 #[tokio::test]
@@ -226,14 +283,14 @@ async fn malformed_reviewer_calls_are_invalid_argument() {
     let mut reviewer = server.reviewer().await;
 
     let status = reviewer
-        .decide(decide("req-1", v1::Verdict::Unspecified, "bob"))
+        .decide(decide("host-a:req-1", v1::Verdict::Unspecified, "bob"))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(status.message(), "invalid verdict: must not be unspecified");
 
     let status = reviewer
-        .decide(decide("req-1", v1::Verdict::Deny, ""))
+        .decide(decide("host-a:req-1", v1::Verdict::Deny, ""))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -254,7 +311,7 @@ async fn a_session_must_open_with_a_valid_hello() {
     let server = start().await;
 
     let not_hello = v1::AgentMessage {
-        kind: Some(v1::agent_message::Kind::Request(request("early"))),
+        kind: Some(v1::agent_message::Kind::Request(request("host-a:early"))),
     };
     let status = server.try_agent(not_hello).await.err().unwrap();
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -275,12 +332,12 @@ async fn an_unanswered_request_ends_with_its_default_verdict() {
     agent
         .submit(v1::NewRequest {
             default_verdict: v1::Verdict::Kill.into(),
-            ..connect_request("slow", 443, Duration::from_millis(300))
+            ..connect_request("host-a:slow", 443, Duration::from_millis(300))
         })
         .await;
 
     let decision = agent.next_decision().await;
-    assert_eq!(decision.request_id, "slow");
+    assert_eq!(decision.request_id, "host-a:slow");
     assert_eq!(decision.verdict, v1::Verdict::Kill as i32);
     assert_eq!(decision.state, v1::RequestState::Expired as i32);
 }
@@ -289,22 +346,26 @@ async fn an_unanswered_request_ends_with_its_default_verdict() {
 async fn a_reconnecting_agent_learns_decisions_made_while_it_was_away() {
     let server = start().await;
     let agent = server.agent("host-a", "alice@example.com").await;
-    let submitted = request("req-away");
+    let submitted = request("host-a:req-away");
     agent.submit(submitted.clone()).await;
-    server.wait_pending("req-away").await;
+    server.wait_pending("host-a:req-away").await;
     drop(agent);
 
     server
         .reviewer()
         .await
-        .decide(decide("req-away", v1::Verdict::Allow, "bob@example.com"))
+        .decide(decide(
+            "host-a:req-away",
+            v1::Verdict::Allow,
+            "bob@example.com",
+        ))
         .await
         .unwrap();
 
     let mut agent = server.agent("host-a", "alice@example.com").await;
     agent.submit(submitted).await;
     let decision = agent.next_decision().await;
-    assert_eq!(decision.request_id, "req-away");
+    assert_eq!(decision.request_id, "host-a:req-away");
     assert_eq!(decision.verdict, v1::Verdict::Allow as i32);
 }
 
@@ -335,15 +396,15 @@ fn scope(kind: v1::ScopeKind, seconds: i64) -> Option<v1::Scope> {
 async fn a_scoped_approval_settles_the_next_identical_request_without_a_reviewer() {
     let server = start().await;
     let mut agent = server.agent("host-a", "alice@example.com").await;
-    agent.submit(request("req-1")).await;
-    server.wait_pending("req-1").await;
+    agent.submit(request("host-a:req-1")).await;
+    server.wait_pending("host-a:req-1").await;
     let mut reviewer = server.reviewer().await;
 
     // Longer than a day: refused, and nothing decided.
     let status = reviewer
         .decide(v1::DecideRequest {
             scope: scope(v1::ScopeKind::Agent, 25 * 3600),
-            ..decide("req-1", v1::Verdict::Allow, "bob@example.com")
+            ..decide("host-a:req-1", v1::Verdict::Allow, "bob@example.com")
         })
         .await
         .unwrap_err();
@@ -353,21 +414,21 @@ async fn a_scoped_approval_settles_the_next_identical_request_without_a_reviewer
     reviewer
         .decide(v1::DecideRequest {
             scope: scope(v1::ScopeKind::Agent, 600),
-            ..decide("req-1", v1::Verdict::Allow, "bob@example.com")
+            ..decide("host-a:req-1", v1::Verdict::Allow, "bob@example.com")
         })
         .await
         .unwrap();
-    assert_eq!(agent.next_decision().await.request_id, "req-1");
+    assert_eq!(agent.next_decision().await.request_id, "host-a:req-1");
 
     // The same connect again: decided at once by the grant, never pending.
-    agent.submit(request("req-2")).await;
+    agent.submit(request("host-a:req-2")).await;
     let decision = agent.next_decision().await;
-    assert_eq!(decision.request_id, "req-2");
+    assert_eq!(decision.request_id, "host-a:req-2");
     assert_eq!(decision.verdict, v1::Verdict::Allow as i32);
     assert!(
         decision
             .reason
-            .contains("grant of bob@example.com on request req-1"),
+            .contains("grant of bob@example.com on request host-a:req-1"),
         "{decision:?}"
     );
     let pending = reviewer
@@ -383,12 +444,16 @@ async fn a_scoped_approval_settles_the_next_identical_request_without_a_reviewer
 async fn with_a_quorum_of_two_the_first_approval_is_counted_and_the_second_decides() {
     let server = start_with_quorum(2).await;
     let mut agent = server.agent("host-a", "alice@example.com").await;
-    agent.submit(request("req-q")).await;
-    server.wait_pending("req-q").await;
+    agent.submit(request("host-a:req-q")).await;
+    server.wait_pending("host-a:req-q").await;
     let mut reviewer = server.reviewer().await;
 
     let first = reviewer
-        .decide(decide("req-q", v1::Verdict::Allow, "bob@example.com"))
+        .decide(decide(
+            "host-a:req-q",
+            v1::Verdict::Allow,
+            "bob@example.com",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -399,13 +464,21 @@ async fn with_a_quorum_of_two_the_first_approval_is_counted_and_the_second_decid
     );
 
     let status = reviewer
-        .decide(decide("req-q", v1::Verdict::Allow, "bob@example.com"))
+        .decide(decide(
+            "host-a:req-q",
+            v1::Verdict::Allow,
+            "bob@example.com",
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
 
     let second = reviewer
-        .decide(decide("req-q", v1::Verdict::Allow, "carol@example.com"))
+        .decide(decide(
+            "host-a:req-q",
+            v1::Verdict::Allow,
+            "carol@example.com",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -417,6 +490,6 @@ async fn with_a_quorum_of_two_the_first_approval_is_counted_and_the_second_decid
     let decision = agent.next_decision().await;
     assert_eq!(
         (decision.request_id.as_str(), decision.verdict),
-        ("req-q", v1::Verdict::Allow as i32)
+        ("host-a:req-q", v1::Verdict::Allow as i32)
     );
 }

@@ -193,14 +193,14 @@ async fn an_enrolled_agent_streams_requests_and_decisions_over_mtls() {
     assert_eq!(pki::host_of(&leaf), Some(HostName::new("web-1").unwrap()));
 
     let mut agent = server.session(Some(&agent_cert), "web-1").await.unwrap();
-    agent.submit(connect_request("web-1.1.1", 443)).await;
+    agent.submit(connect_request("web-1:1:1", 443)).await;
     // Reviewers connect over the same TLS port without a client certificate.
     let mut reviewer = server.reviewer().await;
-    let pending = wait_pending(&mut reviewer, "web-1.1.1").await;
+    let pending = wait_pending(&mut reviewer, "web-1:1:1").await;
     assert_eq!(pending.host, "web-1", "the host the certificate names");
     reviewer
         .decide(v1::DecideRequest {
-            request_id: "web-1.1.1".into(),
+            request_id: "web-1:1:1".into(),
             verdict: v1::Verdict::Allow.into(),
             reason: "fine".into(),
             reviewer: "bob@example.com".into(),
@@ -209,7 +209,7 @@ async fn an_enrolled_agent_streams_requests_and_decisions_over_mtls() {
         .await
         .unwrap();
     let decision = agent.next_decision().await;
-    assert_eq!(decision.request_id, "web-1.1.1");
+    assert_eq!(decision.request_id, "web-1:1:1");
     assert_eq!(decision.verdict, v1::Verdict::Allow as i32);
 }
 
@@ -308,6 +308,30 @@ async fn a_token_bound_to_a_host_enrolls_no_other_and_is_then_spent() {
 }
 
 #[tokio::test]
+async fn a_token_for_no_host_cannot_take_over_an_enrolled_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let first = server.token(None, hour(), SystemTime::now()).await;
+    server.enroll(&first, "web-1").await.unwrap();
+    // Anyone holding another token created without --host tries to become web-1.
+    let stolen = server.token(None, hour(), SystemTime::now()).await;
+    assert_status(
+        server.enroll(&stolen, "web-1").await,
+        Code::PermissionDenied,
+        "host web-1 is enrolled already, and this enrollment token was created for no \
+         particular host; it is now spent",
+    );
+    assert_status(
+        server.enroll(&stolen, "web-9").await,
+        Code::Unauthenticated,
+        "already used",
+    );
+    // Enrolling web-1 again takes a token created for it.
+    let again = server.token(Some("web-1"), hour(), SystemTime::now()).await;
+    server.enroll(&again, "web-1").await.unwrap();
+}
+
+#[tokio::test]
 async fn agent_service_needs_a_certificate_from_this_ca_naming_the_hello_host() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
@@ -352,9 +376,9 @@ async fn a_restarted_server_keeps_its_ca_and_its_agents() {
     let server = TestServer::start_on(dir.path(), addr).await;
     assert_eq!(server.ca_pem, ca_before);
     let agent = server.session(Some(&enrolled), "web-1").await.unwrap();
-    agent.submit(connect_request("web-1.2.1", 443)).await;
+    agent.submit(connect_request("web-1:2:1", 443)).await;
     let mut reviewer = server.reviewer().await;
-    wait_pending(&mut reviewer, "web-1.2.1").await;
+    wait_pending(&mut reviewer, "web-1:2:1").await;
     // Tokens survive too: used stays used.
     assert_status(
         server.enroll(&token, "web-1").await,

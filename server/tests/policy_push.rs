@@ -21,6 +21,9 @@ use tonic::transport::Channel;
 const ADMIN_TOKEN: &str = "belay_admin-secret";
 const REVIEWER_TOKEN: &str = "belay_reviewer-secret";
 const VIEWER_TOKEN: &str = "belay_viewer-secret";
+/// A second admin, and another token of the first one (linked to `root`).
+const ADMIN2_TOKEN: &str = "belay_admin2-secret";
+const ROOT_CI_TOKEN: &str = "belay_root-ci-secret";
 
 const POLICY_1: &str = "version: 1\nsubjects:\n  - name: ci\n    owner: o\n    default: ask\n";
 const POLICY_2: &str = "version: 1\nsubjects:\n  - name: ci\n    owner: o\n    default: deny\n";
@@ -39,6 +42,17 @@ sha256 = "{reviewer}"
 roles = ["reviewer"]
 
 [[api_token]]
+name = "carol"
+sha256 = "{admin2}"
+roles = ["admin"]
+
+[[api_token]]
+name = "root-ci"
+sha256 = "{root_ci}"
+roles = ["admin"]
+owner = "ROOT"
+
+[[api_token]]
 name = "auditor"
 sha256 = "{viewer}"
 roles = ["viewer"]
@@ -46,6 +60,8 @@ roles = ["viewer"]
         admin = hex_sha256(ADMIN_TOKEN),
         reviewer = hex_sha256(REVIEWER_TOKEN),
         viewer = hex_sha256(VIEWER_TOKEN),
+        admin2 = hex_sha256(ADMIN2_TOKEN),
+        root_ci = hex_sha256(ROOT_CI_TOKEN),
     );
     let config = AuthConfig::parse(Path::new("auth.toml"), &text).unwrap();
     ReviewerAuth::Verified(Arc::new(Authenticator::new(config).unwrap()))
@@ -308,4 +324,59 @@ async fn a_push_on_one_postgres_replica_reaches_an_agent_on_another() {
     on_b.report(2, v1::PolicyOutcome::Applied, "").await;
     let status = wait_status(&mut reviewer_b, "b.example", 2).await;
     assert_eq!(status.outcome, v1::PolicyOutcome::Applied as i32);
+}
+
+async fn push_counted(
+    client: &mut ReviewerServiceClient<Channel>,
+    token: &str,
+    text: &str,
+) -> v1::PushPolicyResponse {
+    client
+        .push_policy(with_bearer(token, push_request(text.as_bytes(), "rollout")))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn with_a_quorum_a_push_takes_that_many_distinct_admins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = belay_server::approvals::SqliteStore::open(dir.path().join("server.db")).unwrap();
+    let approvals = belay_server::approvals::Approvals::new(store)
+        .with_quorum(std::num::NonZeroU32::new(2).unwrap());
+    let mut options = ServeOptions::default();
+    options.reviewer_auth = auth();
+    let server = TestServer::start_approvals(approvals, options).await;
+    let mut reviewer = server.reviewer().await;
+
+    // One admin: counted, nothing stored or sent.
+    let first = push_counted(&mut reviewer, ADMIN_TOKEN, POLICY_1).await;
+    assert_eq!((first.policy, first.approvals, first.quorum), (None, 1, 2));
+    assert_eq!(get_policy(&mut reviewer).await.policy, None);
+    // The same admin again, or under another of their credentials: still one.
+    let again = push_counted(&mut reviewer, ADMIN_TOKEN, POLICY_1).await;
+    assert_eq!((again.policy, again.approvals), (None, 1));
+    let alias = push_counted(&mut reviewer, ROOT_CI_TOKEN, POLICY_1).await;
+    assert_eq!((alias.policy, alias.approvals), (None, 1));
+    // Another admin's push of another text is no vote for this one.
+    let other = push_counted(&mut reviewer, ADMIN2_TOKEN, POLICY_2).await;
+    assert_eq!((other.policy, other.approvals), (None, 1));
+    assert_eq!(get_policy(&mut reviewer).await.policy, None);
+
+    // A second admin pushes the same text: stored, naming both.
+    let done = push_counted(&mut reviewer, ADMIN2_TOKEN, POLICY_1).await;
+    assert_eq!((done.approvals, done.quorum), (2, 2));
+    let pushed = done.policy.expect("stored once two admins agreed");
+    assert_eq!(pushed.version, 1);
+    assert!(
+        pushed.reason.contains("pushed by root, carol"),
+        "{}",
+        pushed.reason
+    );
+    assert_eq!(get_policy(&mut reviewer).await.policy.unwrap().version, 1);
+
+    // The votes are used up: pushing that text again takes two admins again.
+    let later = push_counted(&mut reviewer, ADMIN_TOKEN, POLICY_1).await;
+    assert_eq!((later.policy, later.approvals), (None, 1));
+    assert_eq!(get_policy(&mut reviewer).await.policy.unwrap().version, 1);
 }

@@ -53,7 +53,7 @@ async fn make_changes<S: Store>(approvals: &Approvals<S>, now: SystemTime) {
     for n in 0..5 {
         let at = now + Duration::from_millis(n);
         approvals
-            .submit(&host, new_request(&format!("r{n}"), at), at)
+            .submit(&host, new_request(&format!("host-a:r{n}"), at), at)
             .await
             .unwrap();
     }
@@ -64,7 +64,7 @@ async fn make_changes<S: Store>(approvals: &Approvals<S>, now: SystemTime) {
     ] {
         approvals
             .decide(
-                decision(&format!("r{n}"), verdict, "bob"),
+                decision(&format!("host-a:r{n}"), verdict, "bob"),
                 now + Duration::from_secs(1),
             )
             .await
@@ -176,7 +176,7 @@ async fn two_replicas_appending_at_once_keep_one_intact_chain() {
         for n in 0..60 {
             let approvals = Arc::clone(approvals);
             tasks.push(tokio::spawn(async move {
-                let id = format!("{name}-{n}");
+                let id = format!("host-a:{name}-{n}");
                 approvals
                     .submit(&agent_identity("host-a"), new_request(&id, now), now)
                     .await

@@ -72,35 +72,35 @@ async fn a_request_goes_from_pending_to_decided_on_postgres() {
     let mut agent = server.agent("host-a", "alice@example.com").await;
     agent
         .submit(connect_request(
-            "req-1",
+            "host-a:req-1",
             in_five_minutes(),
             v1::Verdict::Deny,
         ))
         .await;
-    let pending = server.wait_pending("req-1").await;
+    let pending = server.wait_pending("host-a:req-1").await;
     assert_eq!(pending.state, v1::RequestState::Pending as i32);
     assert_eq!(pending.host, "host-a");
 
     let own = server
-        .decide("req-1", v1::Verdict::Allow, "alice@example.com")
+        .decide("host-a:req-1", v1::Verdict::Allow, "alice@example.com")
         .await
         .unwrap_err();
     assert_eq!(own.code(), Code::PermissionDenied, "{own:?}");
     let decided = server
-        .decide("req-1", v1::Verdict::Allow, "bob@example.com")
+        .decide("host-a:req-1", v1::Verdict::Allow, "bob@example.com")
         .await
         .unwrap();
     assert_eq!(decided.state, v1::RequestState::Approved as i32);
     let decision = agent.skip_to_decision().await;
-    assert_eq!(decision.request_id, "req-1");
+    assert_eq!(decision.request_id, "host-a:req-1");
     assert_eq!(decision.verdict, v1::Verdict::Allow as i32);
 
     let again = server
-        .decide("req-1", v1::Verdict::Deny, "carol@example.com")
+        .decide("host-a:req-1", v1::Verdict::Deny, "carol@example.com")
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
-    assert_eq!(server.get_request("req-1").await, decided);
+    assert_eq!(server.get_request("host-a:req-1").await, decided);
     drop(agent);
     server.stop().await;
 }
@@ -114,24 +114,24 @@ async fn an_agent_on_one_replica_gets_the_decision_taken_on_the_other() {
     let mut agent = a.agent("host-a", "alice@example.com").await;
     agent
         .submit(connect_request(
-            "req-ab",
+            "host-a:req-ab",
             in_five_minutes(),
             v1::Verdict::Deny,
         ))
         .await;
     // Submitted on A, listed by B: one database.
-    b.wait_pending("req-ab").await;
+    b.wait_pending("host-a:req-ab").await;
     let decided = b
-        .decide("req-ab", v1::Verdict::Kill, "bob@example.com")
+        .decide("host-a:req-ab", v1::Verdict::Kill, "bob@example.com")
         .await
         .unwrap();
     assert_eq!(decided.state, v1::RequestState::Denied as i32);
     let decision = agent.skip_to_decision().await;
     assert_eq!(
         (decision.request_id.as_str(), decision.verdict),
-        ("req-ab", v1::Verdict::Kill as i32)
+        ("host-a:req-ab", v1::Verdict::Kill as i32)
     );
-    assert_eq!(a.get_request("req-ab").await, decided);
+    assert_eq!(a.get_request("host-a:req-ab").await, decided);
     drop(agent);
     a.stop().await;
     b.stop().await;
@@ -144,7 +144,7 @@ async fn two_replicas_deciding_the_same_request_make_exactly_one_winner() {
     let a = start(&db, &key).await;
     let b = start(&db, &key).await;
     let mut agent = a.agent("host-a", "alice@example.com").await;
-    let ids: Vec<String> = (0..20).map(|n| format!("race-{n}")).collect();
+    let ids: Vec<String> = (0..20).map(|n| format!("host-a:race-{n}")).collect();
     for id in &ids {
         agent
             .submit(connect_request(id, in_five_minutes(), v1::Verdict::Deny))
@@ -182,7 +182,7 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it_on_postgres() 
     let db = database().await;
     let (_dir, key) = key_file();
     let deadline = in_five_minutes();
-    let submitted = connect_request("req-restart", deadline, v1::Verdict::Deny);
+    let submitted = connect_request("host-a:req-restart", deadline, v1::Verdict::Deny);
     let server = start(&db, &key).await;
     let agent = server.agent("host-a", "alice@example.com").await;
     agent.submit(submitted.clone()).await;
@@ -192,13 +192,13 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it_on_postgres() 
     let short_deadline = SystemTime::now() + Duration::from_secs(4);
     agent
         .submit(connect_request(
-            "req-short",
+            "host-a:req-short",
             short_deadline,
             v1::Verdict::Kill,
         ))
         .await;
-    let before = server.wait_pending("req-restart").await;
-    server.wait_pending("req-short").await;
+    let before = server.wait_pending("host-a:req-restart").await;
+    server.wait_pending("host-a:req-short").await;
     assert_eq!(before.deadline, Some(deadline.into()));
     drop(agent);
     server.stop().await;
@@ -208,11 +208,11 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it_on_postgres() 
     tokio::time::sleep(due_in + Duration::from_millis(200)).await;
 
     let server = start(&db, &key).await;
-    let after = server.wait_pending("req-restart").await;
+    let after = server.wait_pending("host-a:req-restart").await;
     assert_eq!(after, before, "the request and its deadline survived");
     let expired = tokio::time::timeout(PATIENCE, async {
         loop {
-            let request = server.get_request("req-short").await;
+            let request = server.get_request("host-a:req-short").await;
             if request.state != v1::RequestState::Pending as i32 {
                 return request;
             }
@@ -231,19 +231,19 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it_on_postgres() 
     let mut agent = server.agent("host-a", "alice@example.com").await;
     agent.submit(submitted).await;
     let decided = server
-        .decide("req-restart", v1::Verdict::Allow, "bob@example.com")
+        .decide("host-a:req-restart", v1::Verdict::Allow, "bob@example.com")
         .await
         .unwrap();
     assert_eq!(decided.state, v1::RequestState::Approved as i32);
     let decision = agent.skip_to_decision().await;
     assert_eq!(
         (decision.request_id.as_str(), decision.verdict),
-        ("req-restart", v1::Verdict::Allow as i32)
+        ("host-a:req-restart", v1::Verdict::Allow as i32)
     );
     drop(agent);
     server.stop().await;
 
     let server = start(&db, &key).await;
-    assert_eq!(server.get_request("req-restart").await, decided);
+    assert_eq!(server.get_request("host-a:req-restart").await, decided);
     server.stop().await;
 }

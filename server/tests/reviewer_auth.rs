@@ -21,6 +21,8 @@ use tonic::{Code, Status};
 /// The API token of `ci-bot` (its hash is in the config), and one of an expired token.
 const CI_TOKEN: &str = "belay_ci-bot-secret";
 const OLD_TOKEN: &str = "belay_expired-secret";
+/// alice's own automation token: linked to her in the config (spelled differently).
+const ALICE_TOKEN: &str = "belay_alice-ci-secret";
 
 fn config_text(issuer: &TestIssuer) -> String {
     format!(
@@ -36,6 +38,12 @@ sha256 = "{ci}"
 roles = ["reviewer"]
 
 [[api_token]]
+name = "alice-ci"
+sha256 = "{alice}"
+roles = ["reviewer"]
+owner = "Alice@Example.com"
+
+[[api_token]]
 name = "old-bot"
 sha256 = "{old}"
 roles = ["admin"]
@@ -49,6 +57,7 @@ expires = 2001-01-01T00:00:00Z
         url = issuer.url(),
         ci = hex_sha256(CI_TOKEN),
         old = hex_sha256(OLD_TOKEN),
+        alice = hex_sha256(ALICE_TOKEN),
     )
 }
 
@@ -149,12 +158,14 @@ fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, messa
 async fn a_valid_id_token_decides_as_its_identity() {
     let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
     let server = TestServer::with_issuer(&issuer).await;
-    let _agent = server.submit("host-a", "alice@example.com", "req-1").await;
+    let _agent = server
+        .submit("host-a", "alice@example.com", "host-a:req-1")
+        .await;
     let bob = issuer.token("bob@example.com", &["sre"]);
-    server.wait_pending_as(&bob, "req-1").await;
+    server.wait_pending_as(&bob, "host-a:req-1").await;
 
     // Reviewer field left empty: the token says who decides.
-    let decided = server.decide(&bob, "req-1", "").await.unwrap();
+    let decided = server.decide(&bob, "host-a:req-1", "").await.unwrap();
     assert_eq!(decided.state, v1::RequestState::Approved as i32);
     assert_eq!(decided.resolution.unwrap().reviewer, "bob@example.com");
 }
@@ -164,12 +175,12 @@ async fn rs256_tokens_verify_too() {
     let issuer = TestIssuer::start(TestKey::rs256("rsa-1")).await;
     let server = TestServer::with_issuer(&issuer).await;
     let _agent = server
-        .submit("host-a", "alice@example.com", "req-rsa")
+        .submit("host-a", "alice@example.com", "host-a:req-rsa")
         .await;
     let bob = issuer.token("bob@example.com", &["sre"]);
-    server.wait_pending_as(&bob, "req-rsa").await;
+    server.wait_pending_as(&bob, "host-a:req-rsa").await;
     let decided = server
-        .decide(&bob, "req-rsa", "bob@example.com")
+        .decide(&bob, "host-a:req-rsa", "bob@example.com")
         .await
         .unwrap();
     assert_eq!(decided.resolution.unwrap().reviewer, "bob@example.com");
@@ -179,7 +190,9 @@ async fn rs256_tokens_verify_too() {
 async fn bad_credentials_are_unauthenticated_with_their_reason() {
     let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
     let server = TestServer::with_issuer(&issuer).await;
-    let _agent = server.submit("host-a", "alice@example.com", "req-1").await;
+    let _agent = server
+        .submit("host-a", "alice@example.com", "host-a:req-1")
+        .await;
     let u = Code::Unauthenticated;
 
     assert_status(server.list(None).await, u, "missing credential");
@@ -243,7 +256,7 @@ async fn bad_credentials_are_unauthenticated_with_their_reason() {
 
     // Refused calls changed nothing: the request is still pending.
     let bob = issuer.token("bob@example.com", &["sre"]);
-    server.wait_pending_as(&bob, "req-1").await;
+    server.wait_pending_as(&bob, "host-a:req-1").await;
 }
 
 #[tokio::test]
@@ -287,12 +300,14 @@ async fn a_rotated_key_is_fetched_and_forged_kids_are_rate_limited() {
 async fn roles_come_from_groups_and_are_enforced() {
     let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
     let server = TestServer::with_issuer(&issuer).await;
-    let _agent = server.submit("host-a", "alice@example.com", "req-1").await;
+    let _agent = server
+        .submit("host-a", "alice@example.com", "host-a:req-1")
+        .await;
 
     let viewer = issuer.token("vera@example.com", &["auditors"]);
-    server.wait_pending_as(&viewer, "req-1").await;
+    server.wait_pending_as(&viewer, "host-a:req-1").await;
     assert_status(
-        server.decide(&viewer, "req-1", "").await,
+        server.decide(&viewer, "host-a:req-1", "").await,
         Code::PermissionDenied,
         "vera@example.com has role viewer; this needs reviewer",
     );
@@ -308,12 +323,14 @@ async fn roles_come_from_groups_and_are_enforced() {
     let admin = issuer.token("ada@example.com", &["auditors", "belay-admins"]);
     // Claiming to be someone else is refused even for an admin.
     assert_status(
-        server.decide(&admin, "req-1", "bob@example.com").await,
+        server
+            .decide(&admin, "host-a:req-1", "bob@example.com")
+            .await,
         Code::PermissionDenied,
         "does not match the authenticated identity",
     );
     let decided = server
-        .decide(&admin, "req-1", "ada@example.com")
+        .decide(&admin, "host-a:req-1", "ada@example.com")
         .await
         .unwrap();
     assert_eq!(decided.resolution.unwrap().reviewer, "ada@example.com");
@@ -323,20 +340,24 @@ async fn roles_come_from_groups_and_are_enforced() {
 async fn api_tokens_authenticate_automation() {
     let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
     let server = TestServer::with_issuer(&issuer).await;
-    let _agent = server.submit("host-a", "alice@example.com", "req-1").await;
-    server.wait_pending_as(CI_TOKEN, "req-1").await;
+    let _agent = server
+        .submit("host-a", "alice@example.com", "host-a:req-1")
+        .await;
+    server.wait_pending_as(CI_TOKEN, "host-a:req-1").await;
 
     assert_status(
-        server.decide("belay_ci-bot-secreT", "req-1", "").await,
+        server
+            .decide("belay_ci-bot-secreT", "host-a:req-1", "")
+            .await,
         Code::Unauthenticated,
         "unknown API token",
     );
     assert_status(
-        server.decide(OLD_TOKEN, "req-1", "").await,
+        server.decide(OLD_TOKEN, "host-a:req-1", "").await,
         Code::Unauthenticated,
         "API token \"old-bot\" expired",
     );
-    let decided = server.decide(CI_TOKEN, "req-1", "").await.unwrap();
+    let decided = server.decide(CI_TOKEN, "host-a:req-1", "").await.unwrap();
     assert_eq!(decided.resolution.unwrap().reviewer, "ci-bot");
 }
 
@@ -344,13 +365,78 @@ async fn api_tokens_authenticate_automation() {
 async fn an_authenticated_owner_still_cannot_approve_their_own_request() {
     let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
     let server = TestServer::with_issuer(&issuer).await;
-    let _agent = server.submit("host-a", "alice@example.com", "req-1").await;
+    let _agent = server
+        .submit("host-a", "alice@example.com", "host-a:req-1")
+        .await;
     let alice = issuer.token("alice@example.com", &["belay-admins"]);
-    server.wait_pending_as(&alice, "req-1").await;
-    let status = server.decide(&alice, "req-1", "").await.unwrap_err();
+    server.wait_pending_as(&alice, "host-a:req-1").await;
+    let status = server.decide(&alice, "host-a:req-1", "").await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("alice@example.com"), "{status:?}");
-    server.wait_pending_as(&alice, "req-1").await;
+    server.wait_pending_as(&alice, "host-a:req-1").await;
+}
+
+#[tokio::test]
+async fn no_other_spelling_of_the_owners_email_approves() {
+    let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
+    let server = TestServer::with_issuer(&issuer).await;
+    let _a = server
+        .submit("host-a", "alice@example.com", "host-a:req-1")
+        .await;
+    // The host may spell the owner differently too.
+    let _b = server
+        .submit("host-b", "ALICE@example.COM", "host-b:req-2")
+        .await;
+    let alice = issuer.token("Alice@Example.com", &["sre"]);
+    server.wait_pending_as(&alice, "host-a:req-1").await;
+    server.wait_pending_as(&alice, "host-b:req-2").await;
+    for id in ["host-a:req-1", "host-b:req-2"] {
+        assert_status(
+            server.decide(&alice, id, "").await,
+            Code::PermissionDenied,
+            "may not approve",
+        );
+        server.wait_pending_as(&alice, id).await;
+    }
+    let plain = issuer.token("alice@example.com", &["sre"]);
+    assert_status(
+        server.decide(&plain, "host-b:req-2", "").await,
+        Code::PermissionDenied,
+        "may not approve",
+    );
+}
+
+#[tokio::test]
+async fn an_api_token_linked_to_the_owner_decides_as_the_owner() {
+    let issuer = TestIssuer::start(TestKey::es256("ec-1")).await;
+    let server = TestServer::with_issuer(&issuer).await;
+    let _alices = server
+        .submit("host-a", "alice@example.com", "host-a:req-1")
+        .await;
+    let _bobs = server
+        .submit("host-b", "bob@example.com", "host-b:req-2")
+        .await;
+    server.wait_pending_as(ALICE_TOKEN, "host-a:req-1").await;
+    server.wait_pending_as(ALICE_TOKEN, "host-b:req-2").await;
+    // Her token is alice: it cannot approve her agent's request...
+    assert_status(
+        server.decide(ALICE_TOKEN, "host-a:req-1", "").await,
+        Code::PermissionDenied,
+        "alice@example.com owns the agent",
+    );
+    server.wait_pending_as(ALICE_TOKEN, "host-a:req-1").await;
+    // ...and what it approves is recorded as hers, naming the token.
+    let decided = server
+        .decide(ALICE_TOKEN, "host-b:req-2", "")
+        .await
+        .unwrap();
+    let resolution = decided.resolution.unwrap();
+    assert_eq!(resolution.reviewer, "alice@example.com");
+    assert!(
+        resolution.reason.contains("[API token alice-ci]"),
+        "{}",
+        resolution.reason
+    );
 }
 
 #[tokio::test]

@@ -170,9 +170,9 @@ async fn watch_sends_the_pending_set_then_every_change_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(&db(&dir)).await;
     let agent = server.agent_0_9("host-a", "alice@example.com").await;
-    agent.submit(connect_request("old-1", 443)).await;
-    agent.submit(connect_request("old-2", 444)).await;
-    server.pending_request("old-2").await;
+    agent.submit(connect_request("host-a:old-1", 443)).await;
+    agent.submit(connect_request("host-a:old-2", 444)).await;
+    server.pending_request("host-a:old-2").await;
 
     let mut reviewer = server.reviewer().await;
     let mut watch = reviewer
@@ -183,34 +183,38 @@ async fn watch_sends_the_pending_set_then_every_change_in_order() {
     use v1::RequestState::{Approved, Denied, Pending};
     assert_eq!(
         watched_request(next_watched(&mut watch).await),
-        ("old-1".into(), Pending)
+        ("host-a:old-1".into(), Pending)
     );
     assert_eq!(
         watched_request(next_watched(&mut watch).await),
-        ("old-2".into(), Pending)
+        ("host-a:old-2".into(), Pending)
     );
     assert!(matches!(next_watched(&mut watch).await, Watched::Synced(_)));
 
-    agent.submit(connect_request("new-1", 445)).await;
+    agent.submit(connect_request("host-a:new-1", 445)).await;
     assert_eq!(
         watched_request(next_watched(&mut watch).await),
-        ("new-1".into(), Pending)
+        ("host-a:new-1".into(), Pending)
     );
     reviewer
-        .decide(decide("new-1", v1::Verdict::Allow, "bob@example.com"))
+        .decide(decide(
+            "host-a:new-1",
+            v1::Verdict::Allow,
+            "bob@example.com",
+        ))
         .await
         .unwrap();
     assert_eq!(
         watched_request(next_watched(&mut watch).await),
-        ("new-1".into(), Approved)
+        ("host-a:new-1".into(), Approved)
     );
     reviewer
-        .decide(decide("old-1", v1::Verdict::Deny, "bob@example.com"))
+        .decide(decide("host-a:old-1", v1::Verdict::Deny, "bob@example.com"))
         .await
         .unwrap();
     match next_watched(&mut watch).await {
         Watched::Request(r) => {
-            assert_eq!((r.id.as_str(), r.state()), ("old-1", Denied));
+            assert_eq!((r.id.as_str(), r.state()), ("host-a:old-1", Denied));
             let resolution = r.resolution.unwrap();
             assert_eq!(resolution.reviewer, "bob@example.com");
             assert_eq!(resolution.reason, "looked at it");
@@ -238,9 +242,9 @@ async fn list_agents_shows_connected_agents_until_their_stream_ends() {
     let before = SystemTime::now() - Duration::from_secs(1);
     let agent_b = server.agent_0_9("host-b", "bob@example.com").await;
     let agent_a = server.agent_0_9("host-a", "alice@example.com").await;
-    agent_a.submit(connect_request("a-1", 443)).await;
-    agent_a.submit(connect_request("a-2", 444)).await;
-    server.pending_request("a-2").await;
+    agent_a.submit(connect_request("host-a:a-1", 443)).await;
+    agent_a.submit(connect_request("host-a:a-2", 444)).await;
+    server.pending_request("host-a:a-2").await;
 
     let agents = reviewer
         .list_agents(v1::ListAgentsRequest {})
@@ -293,13 +297,16 @@ async fn query_audit_pages_through_the_records_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(&db(&dir)).await;
     let agent = server.agent_0_9("host-a", "alice@example.com").await;
-    for (i, id) in ["r-1", "r-2", "r-3"].iter().enumerate() {
+    for (i, id) in ["host-a:r-1", "host-a:r-2", "host-a:r-3"]
+        .iter()
+        .enumerate()
+    {
         agent.submit(connect_request(id, 443 + i as u32)).await;
         server.pending_request(id).await;
     }
     let mut reviewer = server.reviewer().await;
     reviewer
-        .decide(decide("r-2", v1::Verdict::Deny, "bob@example.com"))
+        .decide(decide("host-a:r-2", v1::Verdict::Deny, "bob@example.com"))
         .await
         .unwrap();
 
@@ -332,10 +339,10 @@ async fn query_audit_pages_through_the_records_in_order() {
     assert_eq!(
         seen,
         [
-            (1, "submitted".into(), "r-1".into()),
-            (2, "submitted".into(), "r-2".into()),
-            (3, "submitted".into(), "r-3".into()),
-            (4, "decided".into(), "r-2".into()),
+            (1, "submitted".into(), "host-a:r-1".into()),
+            (2, "submitted".into(), "host-a:r-2".into()),
+            (3, "submitted".into(), "host-a:r-3".into()),
+            (4, "decided".into(), "host-a:r-2".into()),
         ]
     );
 
@@ -382,7 +389,7 @@ async fn context_goes_from_agent_to_reviewer_and_survives_a_restart() {
     agent
         .submit(v1::NewRequest {
             context: Some(context()),
-            ..connect_request("ctx-1", 443)
+            ..connect_request("host-a:ctx-1", 443)
         })
         .await;
     match next_watched(&mut watch).await {
@@ -390,7 +397,7 @@ async fn context_goes_from_agent_to_reviewer_and_survives_a_restart() {
         other => panic!("expected ctx-1, got {other:?}"),
     }
     assert_eq!(
-        server.pending_request("ctx-1").await.context,
+        server.pending_request("host-a:ctx-1").await.context,
         Some(context())
     );
 
@@ -400,14 +407,14 @@ async fn context_goes_from_agent_to_reviewer_and_survives_a_restart() {
     agent
         .submit(v1::NewRequest {
             context: Some(other),
-            ..connect_request("ctx-1", 443)
+            ..connect_request("host-a:ctx-1", 443)
         })
         .await;
     // A request without context: absent stays absent.
-    agent.submit(connect_request("bare-1", 444)).await;
-    assert_eq!(server.pending_request("bare-1").await.context, None);
+    agent.submit(connect_request("host-a:bare-1", 444)).await;
+    assert_eq!(server.pending_request("host-a:bare-1").await.context, None);
     assert_eq!(
-        server.pending_request("ctx-1").await.context,
+        server.pending_request("host-a:ctx-1").await.context,
         Some(context())
     );
 
@@ -416,7 +423,7 @@ async fn context_goes_from_agent_to_reviewer_and_survives_a_restart() {
     server.stop().await;
     let server = start(&db(&dir)).await;
     assert_eq!(
-        server.pending_request("ctx-1").await.context,
+        server.pending_request("host-a:ctx-1").await.context,
         Some(context())
     );
     server.stop().await;
@@ -497,10 +504,13 @@ async fn health_readiness_and_metrics_follow_the_requests() {
 
     let agent = server.agent_0_9("host-a", "alice@example.com").await;
     server.expect_metric("belay_connected_agents", 1.0).await;
-    for (i, id) in ["m-1", "m-2", "m-3"].iter().enumerate() {
+    for (i, id) in ["host-a:m-1", "host-a:m-2", "host-a:m-3"]
+        .iter()
+        .enumerate()
+    {
         agent.submit(connect_request(id, 443 + i as u32)).await;
     }
-    server.pending_request("m-3").await;
+    server.pending_request("host-a:m-3").await;
     assert_eq!(server.metric("belay_requests_pending").await, 3.0);
     server
         .expect_metric("belay_requests_created_total", 3.0)
@@ -508,18 +518,18 @@ async fn health_readiness_and_metrics_follow_the_requests() {
 
     let mut reviewer = server.reviewer().await;
     reviewer
-        .decide(decide("m-1", v1::Verdict::Allow, "bob@example.com"))
+        .decide(decide("host-a:m-1", v1::Verdict::Allow, "bob@example.com"))
         .await
         .unwrap();
     reviewer
-        .decide(decide("m-2", v1::Verdict::Kill, "bob@example.com"))
+        .decide(decide("host-a:m-2", v1::Verdict::Kill, "bob@example.com"))
         .await
         .unwrap();
     agent
         .to_server
         .send(v1::AgentMessage {
             kind: Some(v1::agent_message::Kind::Withdraw(v1::Withdraw {
-                request_id: "m-3".into(),
+                request_id: "host-a:m-3".into(),
                 reason: "process exited".into(),
             })),
         })

@@ -29,7 +29,7 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("server.db");
     let deadline = SystemTime::now() + Duration::from_secs(300);
-    let submitted = connect_request("req-restart", deadline, v1::Verdict::Deny);
+    let submitted = connect_request("host-a:req-restart", deadline, v1::Verdict::Deny);
     let server = start(&db).await;
     let agent = server.agent("host-a", "alice@example.com").await;
     agent.submit(submitted.clone()).await;
@@ -39,13 +39,13 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it() {
     let short_deadline = SystemTime::now() + Duration::from_secs(4);
     agent
         .submit(connect_request(
-            "req-short",
+            "host-a:req-short",
             short_deadline,
             v1::Verdict::Kill,
         ))
         .await;
-    let before = server.wait_pending("req-restart").await;
-    server.wait_pending("req-short").await;
+    let before = server.wait_pending("host-a:req-restart").await;
+    server.wait_pending("host-a:req-short").await;
     assert_eq!(before.deadline, Some(deadline.into()));
     drop(agent);
     server.stop().await;
@@ -55,11 +55,11 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it() {
     tokio::time::sleep(due_in + Duration::from_millis(200)).await;
 
     let server = start(&db).await;
-    let after = server.wait_pending("req-restart").await;
+    let after = server.wait_pending("host-a:req-restart").await;
     assert_eq!(after, before, "the request and its deadline survived");
     let expired = tokio::time::timeout(PATIENCE, async {
         loop {
-            let request = server.get_request("req-short").await;
+            let request = server.get_request("host-a:req-short").await;
             if request.state != v1::RequestState::Pending as i32 {
                 return request;
             }
@@ -80,7 +80,7 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it() {
     let mut reviewer = server.reviewer().await;
     let status = reviewer
         .decide(v1::DecideRequest {
-            request_id: "req-restart".into(),
+            request_id: "host-a:req-restart".into(),
             verdict: v1::Verdict::Allow.into(),
             reason: "alice's owner is not me".into(),
             reviewer: "alice@example.com".into(),
@@ -91,7 +91,7 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     let decided = reviewer
         .decide(v1::DecideRequest {
-            request_id: "req-restart".into(),
+            request_id: "host-a:req-restart".into(),
             verdict: v1::Verdict::Allow.into(),
             reason: "expected traffic".into(),
             reviewer: "bob@example.com".into(),
@@ -106,7 +106,7 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it() {
     assert_eq!(
         agent.next_decision().await,
         v1::Decision {
-            request_id: "req-restart".into(),
+            request_id: "host-a:req-restart".into(),
             verdict: v1::Verdict::Allow.into(),
             reason: "expected traffic".into(),
             state: v1::RequestState::Approved.into(),
@@ -117,7 +117,7 @@ async fn a_request_submitted_before_a_restart_is_decided_after_it() {
 
     // And the decision itself survives the next restart.
     let server = start(&db).await;
-    assert_eq!(server.get_request("req-restart").await, decided);
+    assert_eq!(server.get_request("host-a:req-restart").await, decided);
     let pending = server
         .reviewer()
         .await

@@ -1,11 +1,11 @@
 //! The local API on the daemon's Unix socket: enrollment, requests, decisions, status.
-use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
-    net::UnixStream,
-};
+use tokio::{io::AsyncWriteExt as _, net::UnixStream};
 use tracing::{Instrument as _, info, info_span, warn};
 
-use super::Shared;
+use super::{
+    Shared,
+    socket::{READ_TIMEOUT, ReadError, WRITE_TIMEOUT, read_request},
+};
 use crate::{
     api::{ApiRequest, ApiResponse, MAX_REQUEST_BYTES, StatusView},
     authz,
@@ -23,16 +23,16 @@ pub(super) async fn serve(shared: Shared, stream: UnixStream) {
     let span = info_span!("api", peer_uid = cred.uid(), peer_pid = cred.pid());
     async move {
         let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        let mut limited = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
-        let response = match limited.read_line(&mut line).await {
+        let response = match read_request(read, MAX_REQUEST_BYTES, READ_TIMEOUT).await {
+            Err(e @ ReadError::TimedOut(_)) => {
+                // Nobody to answer: whatever held the connection open gets nothing.
+                warn!(error = %e, "dropping a client that sent no request");
+                return;
+            }
             Err(e) => ApiResponse::Error {
-                message: format!("reading the request: {e}"),
+                message: e.to_string(),
             },
-            Ok(_) if line.len() > MAX_REQUEST_BYTES => ApiResponse::Error {
-                message: format!("request longer than {MAX_REQUEST_BYTES} bytes"),
-            },
-            Ok(_) => match serde_json::from_str::<ApiRequest>(&line) {
+            Ok(line) => match serde_json::from_str::<ApiRequest>(&line) {
                 Err(e) => ApiResponse::Error {
                     message: format!("malformed request: {e}"),
                 },
@@ -41,8 +41,10 @@ pub(super) async fn serve(shared: Shared, stream: UnixStream) {
         };
         let mut out = serde_json::to_vec(&response).unwrap_or_default();
         out.push(b'\n');
-        if let Err(e) = write.write_all(&out).await {
-            warn!(error = %e, "writing the answer failed");
+        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "writing the answer failed"),
+            Err(_) => warn!("dropping a client that does not read its answer"),
         }
     }
     .instrument(span)

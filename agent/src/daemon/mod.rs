@@ -2,6 +2,7 @@
 //! decided on this host through the local socket or by their deadline.
 mod api;
 mod pause;
+pub mod socket;
 
 use std::{
     future::Future,
@@ -13,7 +14,7 @@ use std::{
 use agent_common::{ExecExpect, VerdictKey};
 use anyhow::Context as _;
 use belay_proto::domain::{PolicyOutcome, PolicyReport};
-use tokio::{net::UnixListener, signal::unix::SignalKind};
+use tokio::signal::unix::SignalKind;
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -33,6 +34,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Config {
     pub socket: PathBuf,
+    /// Who may connect to `socket` (mode and group).
+    pub socket_access: socket::SocketAccess,
     /// The policy file; None runs the built-in standalone policy (one subject,
     /// "enrolled", where every action asks a person).
     pub policy: Option<PathBuf>,
@@ -96,8 +99,9 @@ struct Shared {
     server_policy: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Request ids for belay-server: unique across hosts (the host name) and restarts (the
-/// daemon's start time), in the server's id alphabet.
+/// Request ids for belay-server: `HOST:START:N`, unique across hosts (the host name, as
+/// the hello names it: belay-server takes from a host only ids in its namespace) and
+/// restarts (the daemon's start time), in the server's id alphabet.
 struct ServerIds {
     prefix: String,
     next: std::sync::atomic::AtomicU64,
@@ -105,7 +109,8 @@ struct ServerIds {
 
 impl ServerIds {
     fn new() -> Self {
-        let host: String = crate::context::hostname()
+        let hostname = crate::context::hostname();
+        let host: String = hostname
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -115,6 +120,13 @@ impl ServerIds {
                 }
             })
             .collect();
+        if host != hostname {
+            // The server takes only ids that start with the hello's host name.
+            error!(
+                hostname,
+                "this host name cannot start a belay-server request id ([A-Za-z0-9._-] only): belay-server will refuse every request, and each ends with its default verdict (never allow)"
+            );
+        }
         let start = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -145,6 +157,7 @@ impl Shared {
         let (verdict, ended) = match outcome {
             Outcome::Decided(v) => (v, Ended::from(v)),
             Outcome::Expired(v) => (v, Ended::Expired),
+            Outcome::Refused(v) => (v, Ended::Refused),
             Outcome::Cancelled => {
                 self.cancelled(&p);
                 return;
@@ -458,7 +471,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut hangup = tokio::signal::unix::signal(SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     // Ready only once every listener is up.
-    let listener = bind(&shared.config.socket)?;
+    let listener = socket::bind(&shared.config.socket, shared.config.socket_access)?;
     info!(
         socket = %shared.config.socket.display(),
         policy = shared.policy.status().source.as_deref().unwrap_or("built-in"),
@@ -519,24 +532,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-fn bind(path: &PathBuf) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
-    }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    // Anyone may enroll themselves; deciding is checked per caller (see `authorize`).
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .with_context(|| format!("setting permissions of {}", path.display()))?;
-    Ok(listener)
-}
-
 /// A decision (or a refusal) from belay-server for one of this host's requests.
 async fn from_server(shared: Shared, d: Down) {
     match d {
@@ -571,12 +566,17 @@ async fn from_server(shared: Shared, d: Down) {
             }
         }
         Down::Refused { id, message } => {
-            // The request stays pending here: the local socket and its deadline decide.
-            let local = shared.book().by_server_id(&id);
-            warn!(server_id = %id, ?local, %message, "belay-server refused the request; it is decided on this host");
-            if let Some(local) = local {
-                shared.book().forget_server_id(local);
-            }
+            // Never handed to the local socket: one local root could then approve alone
+            // what was meant for belay-server's reviewers (and its quorum). It ends now.
+            let Some(mut p) = shared.book().refused(&id) else {
+                // Already ended here (deadline, process gone): nothing to apply.
+                return;
+            };
+            // The server holds nothing to withdraw.
+            p.view.server_id = None;
+            let verdict = crate::requests::refused_verdict(p.view.default_verdict);
+            error!(request = p.view.id, server_id = %id, %verdict, %message, "belay-server refused the request; it ends without a decision");
+            shared.end(p, Outcome::Refused(verdict)).await;
         }
     }
 }

@@ -258,7 +258,10 @@ impl Request {
             && self.deadline == submitted.deadline
             && self.default_verdict == submitted.default_verdict
             && self.rule == submitted.rule
-            && submitted.owner.as_ref().is_none_or(|o| *o == self.owner)
+            && submitted
+                .owner
+                .as_ref()
+                .is_none_or(|o| o.same_as(&self.owner))
     }
 }
 

@@ -147,6 +147,29 @@ text_newtype!(
     chars = is_reason_char
 );
 
+impl Identity {
+    /// The form identities are compared in: lower case. Emails are case-insensitive in
+    /// practice (`Alice@Example.com` reaches alice), and folding every identity errs on
+    /// the safe side: two names that differ only in case are treated as one person, so
+    /// at worst someone is kept from approving, never let through as someone else.
+    /// Non-ASCII letters fold too unless folding would pass the length limit (a few
+    /// characters grow); those then fold in their ASCII letters only.
+    #[must_use]
+    pub fn canonical(&self) -> Self {
+        let folded = self.0.to_lowercase();
+        if folded.len() <= limits::MAX_IDENTITY_LEN && folded.chars().all(is_token_char) {
+            Self(folded)
+        } else {
+            Self(self.0.to_ascii_lowercase())
+        }
+    }
+
+    /// Whether `self` and `other` name the same person (see [`Identity::canonical`]).
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.canonical() == other.canonical()
+    }
+}
+
 impl Reason {
     pub fn empty() -> Self {
         Self(String::new())

@@ -1,9 +1,13 @@
 //! Scoped grants: a decision that also settles the same action for a while.
 //!
-//! "The same action" is what the kernel held, not how it was described: for an exec the
-//! program path and the exact arguments (not the working directory, which changes
-//! nothing about what runs); for a connect the address, port and protocol. The key is a
-//! SHA-256 of a canonical JSON form, so stores compare fixed-size strings.
+//! "The same action" is everything the reviewer saw of what runs: for an exec the
+//! program path, the exact arguments, the working directory (relative paths in argv,
+//! and which `.git` or config file a program picks up, depend on it) and the
+//! environment (`LD_PRELOAD`, `PATH`, `GIT_*` change what a program does); for a
+//! connect the address, port and protocol. A grant given on one argv, environment or
+//! directory settles nothing else. The key is a SHA-256 of a canonical JSON form, so
+//! stores compare fixed-size strings. Grants recorded under an older, narrower key
+//! simply stop matching, which only means people are asked again.
 
 use std::time::SystemTime;
 
@@ -16,10 +20,15 @@ use super::store::{Grant, GrantKey};
 /// Hex SHA-256 of the canonical form of `action`.
 pub fn action_digest(action: &Action) -> String {
     let canonical = match action {
+        // Version 2 of the form: version 1 left out cwd and env.
         Action::Exec(exec) => json!({
             "type": "exec",
+            "form": 2,
             "path": exec.path(),
             "argv": exec.argv(),
+            // `None` (unknown) and every known directory are different actions.
+            "cwd": exec.cwd(),
+            "env": exec.env(),
         }),
         Action::Connect(connect) => json!({
             "type": "connect",
@@ -89,9 +98,9 @@ pub fn applicable<'g>(request: &Request, grants: &'g [Grant]) -> Option<&'g Gran
         .iter()
         .find(|grant| grant.verdict != Verdict::Allow)
         .or_else(|| {
-            grants
-                .iter()
-                .find(|grant| grant.verdict == Verdict::Allow && grant.reviewer != request.owner)
+            grants.iter().find(|grant| {
+                grant.verdict == Verdict::Allow && !grant.reviewer.same_as(&request.owner)
+            })
         })
 }
 

@@ -7,6 +7,9 @@
 //!   (denying it is allowed: it only makes things safer);
 //! - a request still pending at its deadline ends as expired with its default verdict,
 //!   either through [`Approvals::expire_due`] or when someone tries to decide it late;
+//! - request ids are namespaced by host: an agent's ids start with its host name and a
+//!   colon (`web-1:...`), so no host can take, or squat ahead of time, an id of another
+//!   (host names with a colon cannot own ids at all);
 //! - the same request id submitted again by the same agent with the same content is the
 //!   same request; an id cannot be reused by another agent or for another action;
 //! - with a quorum of N, an approval takes N distinct reviewers (none of them the
@@ -30,6 +33,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_identity;
+#[cfg(test)]
 mod tests_scopes;
 
 use std::num::NonZeroU32;
@@ -37,8 +42,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use belay_proto::domain::{
-    Decision, Hello, Identity, NewRequest, Outcome, Reason, Request, RequestId, RequestState,
-    Resolution, ReviewerDecision, Scope, Verdict, Withdraw,
+    Decision, Hello, HostName, Identity, NewRequest, Outcome, Reason, Request, RequestId,
+    RequestState, Resolution, ReviewerDecision, Scope, Verdict, Withdraw,
 };
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -49,7 +54,7 @@ pub use store::{
     SqliteStore, Store, StoreError, Vote, Voted,
 };
 pub use store::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
-pub use store::{NewPolicy, StoredPolicy};
+pub use store::{NewPolicy, PolicyVote, StoredPolicy};
 pub use store::{PostgresStore, is_postgres_url};
 
 use outbox::Outbox;
@@ -69,6 +74,11 @@ pub enum ApprovalError {
     SelfApproval { id: RequestId, reviewer: Identity },
     #[error("request id {0} belongs to another agent")]
     IdOfAnotherAgent(RequestId),
+    #[error(
+        "request id {id} is not one of host {host}: a host's request ids start with its \
+         name and a colon ({host}:...)"
+    )]
+    IdNotOfHost { id: RequestId, host: HostName },
     #[error("request id {0} was already submitted with different content")]
     IdReused(RequestId),
     #[error("{reviewer} has already approved request {id}; it needs {quorum} different reviewers")]
@@ -220,11 +230,21 @@ impl<S: Store> Approvals<S> {
         submitted: NewRequest,
         now: SystemTime,
     ) -> Result<Submitted, ApprovalError> {
+        if !id_of_host(&submitted.id, &agent.host) {
+            return Err(ApprovalError::IdNotOfHost {
+                id: submitted.id,
+                host: agent.host.clone(),
+            });
+        }
+        let mut submitted = submitted;
+        // Owners are kept in the form identities are compared in, so that no other
+        // spelling of the owner's name can approve (see `Identity::canonical`).
+        submitted.owner = submitted.owner.as_ref().map(Identity::canonical);
         // The host names each watched agent's owner; without one, the session's owner.
         let owner = submitted
             .owner
             .clone()
-            .unwrap_or_else(|| agent.owner.clone());
+            .unwrap_or_else(|| agent.owner.canonical());
         let request = Request::new(submitted.clone(), agent.host.clone(), owner, now);
         match self.store.insert_if_absent(request).await? {
             Inserted::Existing(existing) => {
@@ -297,8 +317,13 @@ impl<S: Store> Approvals<S> {
         if decision.verdict == Verdict::Kill && decision.scope != Scope::Once {
             return Err(ApprovalError::ScopedKill);
         }
+        let mut decision = decision;
+        // Recorded, counted towards a quorum and compared with the owner in one form:
+        // `Alice@Example.com` is alice, and cannot approve alice's request nor count as
+        // a second reviewer beside her.
+        decision.reviewer = decision.reviewer.canonical();
         let request = self.get(&decision.request_id).await?;
-        if decision.verdict == Verdict::Allow && decision.reviewer == request.owner {
+        if decision.verdict == Verdict::Allow && decision.reviewer.same_as(&request.owner) {
             return Err(ApprovalError::SelfApproval {
                 id: request.id,
                 reviewer: decision.reviewer,
@@ -500,4 +525,13 @@ impl<S: Store> Approvals<S> {
             Resolved::NotFound => Err(ApprovalError::NotFound(id.clone())),
         }
     }
+}
+
+/// Whether `id` is in the namespace of `host`: `HOST:` and at least one more character.
+/// Ids are global in the store (reviewers name requests by id alone), so the namespace
+/// is what keeps one host from taking another's ids, even ones not yet used.
+pub fn id_of_host(id: &RequestId, host: &HostName) -> bool {
+    id.as_str()
+        .split_once(':')
+        .is_some_and(|(prefix, rest)| prefix == host.as_str() && !rest.is_empty())
 }

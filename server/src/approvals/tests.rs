@@ -87,7 +87,7 @@ async fn with_pending_request<B: Backend>() -> (
     approvals
         .submit(
             session.identity(),
-            new_request("r1", at(60), Verdict::Deny),
+            new_request("host-a:r1", at(60), Verdict::Deny),
             at(0),
         )
         .await
@@ -97,7 +97,7 @@ async fn with_pending_request<B: Backend>() -> (
 
 async fn submitted_request_is_pending_and_owned_by_the_session_identity<B: Backend>() {
     let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
-    let request = approvals.get(&id("r1")).await.unwrap();
+    let request = approvals.get(&id("host-a:r1")).await.unwrap();
     assert_eq!(request.state(), RequestState::Pending);
     assert_eq!(request.host.as_str(), "host-a");
     assert_eq!(request.owner.as_str(), "alice");
@@ -111,7 +111,7 @@ async fn approval_is_recorded_and_pushed_to_the_agent_that_asked<B: Backend>() {
     let (_other_session, mut other_decisions) = approvals.attach_agent(&hello("host-b", "carol"));
 
     let decided = approvals
-        .decide(decision("r1", Verdict::Allow, "bob"), at(5))
+        .decide(decision("host-a:r1", Verdict::Allow, "bob"), at(5))
         .await
         .unwrap();
 
@@ -122,7 +122,7 @@ async fn approval_is_recorded_and_pushed_to_the_agent_that_asked<B: Backend>() {
     assert_eq!(
         received(&mut decisions),
         vec![Decision {
-            request_id: id("r1"),
+            request_id: id("host-a:r1"),
             verdict: Verdict::Allow,
             reason: Reason::new("checked").unwrap(),
             state: RequestState::Approved,
@@ -139,7 +139,7 @@ async fn deny_and_kill_end_as_denied_with_that_verdict<B: Backend>() {
     for verdict in [Verdict::Deny, Verdict::Kill] {
         let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
         let decided = approvals
-            .decide(decision("r1", verdict, "bob"), at(5))
+            .decide(decision("host-a:r1", verdict, "bob"), at(5))
             .await
             .unwrap();
         assert_eq!(decided.state(), RequestState::Denied);
@@ -150,12 +150,12 @@ async fn deny_and_kill_end_as_denied_with_that_verdict<B: Backend>() {
 async fn a_decided_request_cannot_be_decided_again<B: Backend>() {
     let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
     approvals
-        .decide(decision("r1", Verdict::Deny, "bob"), at(5))
+        .decide(decision("host-a:r1", Verdict::Deny, "bob"), at(5))
         .await
         .unwrap();
 
     let err = approvals
-        .decide(decision("r1", Verdict::Allow, "dave"), at(6))
+        .decide(decision("host-a:r1", Verdict::Allow, "dave"), at(6))
         .await
         .unwrap_err();
 
@@ -169,8 +169,8 @@ async fn a_decided_request_cannot_be_decided_again<B: Backend>() {
         ),
         "{err:?}"
     );
-    assert_eq!(err.to_string(), "request r1 is already denied");
-    let request = approvals.get(&id("r1")).await.unwrap();
+    assert_eq!(err.to_string(), "request host-a:r1 is already denied");
+    let request = approvals.get(&id("host-a:r1")).await.unwrap();
     assert_eq!(
         request.resolution.unwrap().outcome.verdict(),
         Some(Verdict::Deny)
@@ -186,17 +186,17 @@ async fn the_owner_cannot_approve_their_own_agents_request<B: Backend>() {
     let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
 
     let err = approvals
-        .decide(decision("r1", Verdict::Allow, "alice"), at(5))
+        .decide(decision("host-a:r1", Verdict::Allow, "alice"), at(5))
         .await
         .unwrap_err();
 
     assert!(matches!(err, ApprovalError::SelfApproval { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "alice owns the agent that made request r1 and may not approve it"
+        "alice owns the agent that made request host-a:r1 and may not approve it"
     );
     assert_eq!(
-        approvals.get(&id("r1")).await.unwrap().state(),
+        approvals.get(&id("host-a:r1")).await.unwrap().state(),
         RequestState::Pending
     );
     assert!(received(&mut decisions).is_empty());
@@ -205,7 +205,7 @@ async fn the_owner_cannot_approve_their_own_agents_request<B: Backend>() {
 async fn the_owner_may_still_deny_their_own_agents_request<B: Backend>() {
     let (approvals, _session, _decisions) = with_pending_request::<B>().await;
     let decided = approvals
-        .decide(decision("r1", Verdict::Kill, "alice"), at(5))
+        .decide(decision("host-a:r1", Verdict::Kill, "alice"), at(5))
         .await
         .unwrap();
     assert_eq!(decided.state(), RequestState::Denied);
@@ -216,7 +216,7 @@ async fn expiry_applies_the_default_verdict_at_the_deadline<B: Backend>() {
     approvals
         .submit(
             session.identity(),
-            new_request("r2", at(120), Verdict::Allow),
+            new_request("host-a:r2", at(120), Verdict::Allow),
             at(0),
         )
         .await
@@ -226,12 +226,12 @@ async fn expiry_applies_the_default_verdict_at_the_deadline<B: Backend>() {
     let expired = approvals.expire_due(at(60)).await.unwrap();
 
     assert_eq!(expired.len(), 1);
-    assert_eq!(expired[0].id, id("r1"));
+    assert_eq!(expired[0].id, id("host-a:r1"));
     assert_eq!(expired[0].state(), RequestState::Expired);
     assert_eq!(
         received(&mut decisions),
         vec![Decision {
-            request_id: id("r1"),
+            request_id: id("host-a:r1"),
             verdict: Verdict::Deny,
             reason: Reason::new(EXPIRED_REASON).unwrap(),
             state: RequestState::Expired,
@@ -239,7 +239,7 @@ async fn expiry_applies_the_default_verdict_at_the_deadline<B: Backend>() {
     );
     let pending = approvals.list_pending().await.unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].id, id("r2"));
+    assert_eq!(pending[0].id, id("host-a:r2"));
     assert_eq!(approvals.next_deadline().await.unwrap(), Some(at(120)));
 
     let expired = approvals.expire_due(at(500)).await.unwrap();
@@ -254,11 +254,11 @@ async fn a_decision_after_the_deadline_is_refused_and_the_request_expires<B: Bac
     let (approvals, _session, mut decisions) = with_pending_request::<B>().await;
 
     let err = approvals
-        .decide(decision("r1", Verdict::Allow, "bob"), at(61))
+        .decide(decision("host-a:r1", Verdict::Allow, "bob"), at(61))
         .await
         .unwrap_err();
 
-    assert_eq!(err.to_string(), "request r1 is already expired");
+    assert_eq!(err.to_string(), "request host-a:r1 is already expired");
     assert_eq!(received(&mut decisions)[0].state, RequestState::Expired);
 }
 
@@ -268,7 +268,7 @@ async fn a_request_arriving_past_its_deadline_expires_at_once<B: Backend>() {
     let submitted = approvals
         .submit(
             session.identity(),
-            new_request("late", at(10), Verdict::Kill),
+            new_request("host-a:late", at(10), Verdict::Kill),
             at(11),
         )
         .await
@@ -280,12 +280,12 @@ async fn a_request_arriving_past_its_deadline_expires_at_once<B: Backend>() {
 
 async fn resubmitting_the_same_id_returns_the_same_request<B: Backend>() {
     let (approvals, session, _decisions) = with_pending_request::<B>().await;
-    let original = approvals.get(&id("r1")).await.unwrap();
+    let original = approvals.get(&id("host-a:r1")).await.unwrap();
 
     let again = approvals
         .submit(
             session.identity(),
-            new_request("r1", at(60), Verdict::Deny),
+            new_request("host-a:r1", at(60), Verdict::Deny),
             at(30),
         )
         .await
@@ -295,13 +295,13 @@ async fn resubmitting_the_same_id_returns_the_same_request<B: Backend>() {
     assert_eq!(approvals.list_pending().await.unwrap(), vec![original]);
 
     approvals
-        .decide(decision("r1", Verdict::Allow, "bob"), at(31))
+        .decide(decision("host-a:r1", Verdict::Allow, "bob"), at(31))
         .await
         .unwrap();
     let after_decision = approvals
         .submit(
             session.identity(),
-            new_request("r1", at(60), Verdict::Deny),
+            new_request("host-a:r1", at(60), Verdict::Deny),
             at(32),
         )
         .await
@@ -315,24 +315,24 @@ async fn an_id_cannot_be_reused_by_another_agent_or_for_another_action<B: Backen
     let err = approvals
         .submit(
             &agent("host-b", "mallory"),
-            new_request("r1", at(60), Verdict::Deny),
+            new_request("host-a:r1", at(60), Verdict::Deny),
             at(1),
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, ApprovalError::IdOfAnotherAgent(_)), "{err:?}");
+    assert!(matches!(err, ApprovalError::IdNotOfHost { .. }), "{err:?}");
 
     let err = approvals
         .submit(
             session.identity(),
-            new_request("r1", at(60), Verdict::Allow),
+            new_request("host-a:r1", at(60), Verdict::Allow),
             at(1),
         )
         .await
         .unwrap_err();
     assert!(matches!(err, ApprovalError::IdReused(_)), "{err:?}");
 
-    let stored = approvals.get(&id("r1")).await.unwrap();
+    let stored = approvals.get(&id("host-a:r1")).await.unwrap();
     assert_eq!(
         (stored.host.as_str(), stored.default_verdict),
         ("host-a", Verdict::Deny)
@@ -342,7 +342,7 @@ async fn an_id_cannot_be_reused_by_another_agent_or_for_another_action<B: Backen
 async fn withdrawing_cancels_without_a_verdict_and_only_for_the_submitting_agent<B: Backend>() {
     let (approvals, session, mut decisions) = with_pending_request::<B>().await;
     let withdraw = Withdraw {
-        request_id: id("r1"),
+        request_id: id("host-a:r1"),
         reason: Reason::new("process exited").unwrap(),
     };
 
@@ -360,10 +360,10 @@ async fn withdrawing_cancels_without_a_verdict_and_only_for_the_submitting_agent
     assert!(received(&mut decisions).is_empty(), "nothing to apply");
 
     let err = approvals
-        .decide(decision("r1", Verdict::Allow, "bob"), at(3))
+        .decide(decision("host-a:r1", Verdict::Allow, "bob"), at(3))
         .await
         .unwrap_err();
-    assert_eq!(err.to_string(), "request r1 is already cancelled");
+    assert_eq!(err.to_string(), "request host-a:r1 is already cancelled");
     assert!(approvals.expire_due(at(100)).await.unwrap().is_empty());
 }
 
@@ -387,7 +387,7 @@ async fn a_reconnecting_agent_replaces_its_old_session<B: Backend>() {
     drop(old_session);
 
     approvals
-        .decide(decision("r1", Verdict::Allow, "bob"), at(5))
+        .decide(decision("host-a:r1", Verdict::Allow, "bob"), at(5))
         .await
         .unwrap();
 
@@ -398,7 +398,7 @@ async fn a_reconnecting_agent_replaces_its_old_session<B: Backend>() {
 async fn pending_requests_are_listed_oldest_first<B: Backend>() {
     let approvals = approvals::<B>();
     let agent = agent("host-a", "alice");
-    for (name, created) in [("b", 2), ("a", 1), ("c", 3)] {
+    for (name, created) in [("host-a:b", 2), ("host-a:a", 1), ("host-a:c", 3)] {
         approvals
             .submit(
                 &agent,
@@ -409,7 +409,7 @@ async fn pending_requests_are_listed_oldest_first<B: Backend>() {
             .unwrap();
     }
     approvals
-        .decide(decision("c", Verdict::Deny, "bob"), at(4))
+        .decide(decision("host-a:c", Verdict::Deny, "bob"), at(4))
         .await
         .unwrap();
     let ids: Vec<String> = approvals
@@ -419,10 +419,57 @@ async fn pending_requests_are_listed_oldest_first<B: Backend>() {
         .into_iter()
         .map(|request| request.id.into_string())
         .collect();
-    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(ids, ["host-a:a", "host-a:b"]);
+}
+
+async fn a_host_can_neither_claim_nor_squat_another_hosts_ids<B: Backend>() {
+    let approvals = approvals::<B>();
+    let mallory = agent("host-b", "mallory");
+    // Ahead of host-a, with the id host-a will use next: refused, nothing stored.
+    for stolen in [
+        "host-a:1700000000000:7",
+        "host-a:x",
+        "host-ab:1",
+        "host-a",
+        "plain",
+    ] {
+        let err = approvals
+            .submit(&mallory, new_request(stolen, at(60), Verdict::Deny), at(0))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ApprovalError::IdNotOfHost { .. }),
+            "{stolen}: {err:?}"
+        );
+    }
+    assert!(approvals.list_pending().await.unwrap().is_empty());
+    // So host-a's request with that id is its own.
+    let (session, _decisions) = approvals.attach_agent(&hello("host-a", "alice"));
+    let submitted = approvals
+        .submit(
+            session.identity(),
+            new_request("host-a:1700000000000:7", at(60), Verdict::Deny),
+            at(1),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(submitted, Submitted::New(_)), "{submitted:?}");
+    assert_eq!(submitted.request().host.as_str(), "host-a");
+    // A host whose name has a colon cannot own ids: refused, not mistaken for another.
+    let colon = agent("host-a:1700000000000", "mallory");
+    let err = approvals
+        .submit(
+            &colon,
+            new_request("host-a:1700000000000:8", at(60), Verdict::Deny),
+            at(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApprovalError::IdNotOfHost { .. }), "{err:?}");
 }
 
 for_each_backend!(
+    a_host_can_neither_claim_nor_squat_another_hosts_ids,
     submitted_request_is_pending_and_owned_by_the_session_identity,
     approval_is_recorded_and_pushed_to_the_agent_that_asked,
     deny_and_kill_end_as_denied_with_that_verdict,

@@ -31,12 +31,12 @@ async fn an_agent_scoped_approval_settles_the_same_action_until_it_expires<B: Ba
     let (session, mut decisions) = approvals.attach_agent(&hello("host-a", "alice"));
     let me = session.identity();
     approvals
-        .submit(me, new_request("r1", at(600), Verdict::Deny), at(0))
+        .submit(me, new_request("host-a:r1", at(600), Verdict::Deny), at(0))
         .await
         .unwrap();
     approvals
         .decide(
-            scoped("r1", Verdict::Allow, "bob", Scope::Agent(MINUTES_30)),
+            scoped("host-a:r1", Verdict::Allow, "bob", Scope::Agent(MINUTES_30)),
             at(10),
         )
         .await
@@ -45,7 +45,11 @@ async fn an_agent_scoped_approval_settles_the_same_action_until_it_expires<B: Ba
 
     // The same connect from the same agent, 20 minutes later: settled, nobody asked.
     let again = approvals
-        .submit(me, new_request("r2", at(1800), Verdict::Deny), at(1200))
+        .submit(
+            me,
+            new_request("host-a:r2", at(1800), Verdict::Deny),
+            at(1200),
+        )
         .await
         .unwrap();
     let settled = again.request();
@@ -56,7 +60,7 @@ async fn an_agent_scoped_approval_settles_the_same_action_until_it_expires<B: Ba
         resolution
             .reason
             .as_str()
-            .contains("grant of bob on request r1"),
+            .contains("grant of bob on request host-a:r1"),
         "{}",
         resolution.reason
     );
@@ -64,25 +68,31 @@ async fn an_agent_scoped_approval_settles_the_same_action_until_it_expires<B: Ba
     assert_eq!(pushed.len(), 1);
     assert_eq!(
         (pushed[0].request_id.as_str(), pushed[0].verdict),
-        ("r2", Verdict::Allow)
+        ("host-a:r2", Verdict::Allow)
     );
 
     // A different action is not covered.
-    let mut other = new_request("r3", at(1800), Verdict::Deny);
+    let mut other = new_request("host-a:r3", at(1800), Verdict::Deny);
     other.action = Action::Exec(ExecAction::new("/usr/bin/curl", vec![], None).unwrap());
     approvals.submit(me, other, at(1200)).await.unwrap();
-    assert_eq!(state_of(&approvals, "r3").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r3").await,
+        RequestState::Pending
+    );
 
     // After 30 minutes from the decision (at 10 s), the grant is gone.
     approvals
         .submit(
             me,
-            new_request("r4", at(3600), Verdict::Deny),
+            new_request("host-a:r4", at(3600), Verdict::Deny),
             at(10 + 1800),
         )
         .await
         .unwrap();
-    assert_eq!(state_of(&approvals, "r4").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r4").await,
+        RequestState::Pending
+    );
 }
 
 async fn an_agent_scope_does_not_cover_another_agent_but_a_host_scope_does<B: Backend>() {
@@ -90,47 +100,56 @@ async fn an_agent_scope_does_not_cover_another_agent_but_a_host_scope_does<B: Ba
     let (session, _decisions) = approvals.attach_agent(&hello("host-a", "alice"));
     let me = session.identity();
     approvals
-        .submit(me, new_request("r1", at(600), Verdict::Deny), at(0))
+        .submit(me, new_request("host-a:r1", at(600), Verdict::Deny), at(0))
         .await
         .unwrap();
     approvals
         .decide(
-            scoped("r1", Verdict::Allow, "bob", Scope::Agent(MINUTES_30)),
+            scoped("host-a:r1", Verdict::Allow, "bob", Scope::Agent(MINUTES_30)),
             at(1),
         )
         .await
         .unwrap();
-    let mut from_other_agent = new_request("r2", at(600), Verdict::Deny);
+    let mut from_other_agent = new_request("host-a:r2", at(600), Verdict::Deny);
     from_other_agent.agent_name = Name::new("another-bot").unwrap();
     approvals
         .submit(me, from_other_agent.clone(), at(2))
         .await
         .unwrap();
-    assert_eq!(state_of(&approvals, "r2").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r2").await,
+        RequestState::Pending
+    );
 
     approvals
         .decide(
-            scoped("r2", Verdict::Allow, "bob", Scope::Host(MINUTES_30)),
+            scoped("host-a:r2", Verdict::Allow, "bob", Scope::Host(MINUTES_30)),
             at(3),
         )
         .await
         .unwrap();
-    from_other_agent.id = id("r3");
+    from_other_agent.id = id("host-a:r3");
     from_other_agent.agent_name = Name::new("third-bot").unwrap();
     approvals.submit(me, from_other_agent, at(4)).await.unwrap();
-    assert_eq!(state_of(&approvals, "r3").await, RequestState::Approved);
+    assert_eq!(
+        state_of(&approvals, "host-a:r3").await,
+        RequestState::Approved
+    );
 
     // Another host is never covered.
     let (other_host, _d) = approvals.attach_agent(&hello("host-b", "alice"));
     approvals
         .submit(
             other_host.identity(),
-            new_request("r4", at(600), Verdict::Deny),
+            new_request("host-b:r4", at(600), Verdict::Deny),
             at(5),
         )
         .await
         .unwrap();
-    assert_eq!(state_of(&approvals, "r4").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-b:r4").await,
+        RequestState::Pending
+    );
 }
 
 async fn a_grant_never_approves_a_request_owned_by_its_reviewer<B: Backend>() {
@@ -139,7 +158,7 @@ async fn a_grant_never_approves_a_request_owned_by_its_reviewer<B: Backend>() {
     approvals
         .submit(
             alice_host.identity(),
-            new_request("r1", at(600), Verdict::Deny),
+            new_request("host-a:r1", at(600), Verdict::Deny),
             at(0),
         )
         .await
@@ -147,7 +166,7 @@ async fn a_grant_never_approves_a_request_owned_by_its_reviewer<B: Backend>() {
     // bob approves alice's agent for the whole host...
     approvals
         .decide(
-            scoped("r1", Verdict::Allow, "bob", Scope::Host(MINUTES_30)),
+            scoped("host-a:r1", Verdict::Allow, "bob", Scope::Host(MINUTES_30)),
             at(1),
         )
         .await
@@ -156,10 +175,17 @@ async fn a_grant_never_approves_a_request_owned_by_its_reviewer<B: Backend>() {
     // not even through a grant he made before.
     let bobs = agent("host-a", "bob");
     approvals
-        .submit(&bobs, new_request("r2", at(600), Verdict::Deny), at(2))
+        .submit(
+            &bobs,
+            new_request("host-a:r2", at(600), Verdict::Deny),
+            at(2),
+        )
         .await
         .unwrap();
-    assert_eq!(state_of(&approvals, "r2").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r2").await,
+        RequestState::Pending
+    );
 }
 
 async fn a_standing_denial_wins_over_a_standing_approval<B: Backend>() {
@@ -167,13 +193,13 @@ async fn a_standing_denial_wins_over_a_standing_approval<B: Backend>() {
     let (session, _d) = approvals.attach_agent(&hello("host-a", "alice"));
     let me = session.identity();
     // Both pending before either is decided, so neither is settled by the other's grant.
-    for request in ["r1", "r2"] {
+    for request in ["host-a:r1", "host-a:r2"] {
         approvals
             .submit(me, new_request(request, at(600), Verdict::Deny), at(0))
             .await
             .unwrap();
     }
-    for (request, verdict) in [("r1", Verdict::Allow), ("r2", Verdict::Deny)] {
+    for (request, verdict) in [("host-a:r1", Verdict::Allow), ("host-a:r2", Verdict::Deny)] {
         approvals
             .decide(
                 scoped(request, verdict, "bob", Scope::Agent(MINUTES_30)),
@@ -183,7 +209,11 @@ async fn a_standing_denial_wins_over_a_standing_approval<B: Backend>() {
             .unwrap();
     }
     let settled = approvals
-        .submit(me, new_request("r3", at(600), Verdict::Allow), at(20))
+        .submit(
+            me,
+            new_request("host-a:r3", at(600), Verdict::Allow),
+            at(20),
+        )
         .await
         .unwrap();
     assert_eq!(settled.request().state(), RequestState::Denied);
@@ -195,20 +225,23 @@ async fn a_kill_cannot_carry_a_scope<B: Backend>() {
     approvals
         .submit(
             session.identity(),
-            new_request("r1", at(600), Verdict::Deny),
+            new_request("host-a:r1", at(600), Verdict::Deny),
             at(0),
         )
         .await
         .unwrap();
     let err = approvals
         .decide(
-            scoped("r1", Verdict::Kill, "bob", Scope::Host(MINUTES_30)),
+            scoped("host-a:r1", Verdict::Kill, "bob", Scope::Host(MINUTES_30)),
             at(1),
         )
         .await
         .unwrap_err();
     assert!(matches!(err, ApprovalError::ScopedKill), "{err:?}");
-    assert_eq!(state_of(&approvals, "r1").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r1").await,
+        RequestState::Pending
+    );
 }
 
 async fn a_quorum_of_two_needs_two_distinct_reviewers_none_of_them_the_owner<B: Backend>() {
@@ -217,14 +250,14 @@ async fn a_quorum_of_two_needs_two_distinct_reviewers_none_of_them_the_owner<B: 
     approvals
         .submit(
             session.identity(),
-            new_request("r1", at(600), Verdict::Deny),
+            new_request("host-a:r1", at(600), Verdict::Deny),
             at(0),
         )
         .await
         .unwrap();
 
     let first = approvals
-        .decide_counted(decision("r1", Verdict::Allow, "bob"), at(1))
+        .decide_counted(decision("host-a:r1", Verdict::Allow, "bob"), at(1))
         .await
         .unwrap();
     assert_eq!((first.approvals, first.quorum), (1, 2));
@@ -235,7 +268,7 @@ async fn a_quorum_of_two_needs_two_distinct_reviewers_none_of_them_the_owner<B: 
     );
 
     let err = approvals
-        .decide_counted(decision("r1", Verdict::Allow, "bob"), at(2))
+        .decide_counted(decision("host-a:r1", Verdict::Allow, "bob"), at(2))
         .await
         .unwrap_err();
     assert!(
@@ -243,14 +276,17 @@ async fn a_quorum_of_two_needs_two_distinct_reviewers_none_of_them_the_owner<B: 
         "{err:?}"
     );
     let err = approvals
-        .decide_counted(decision("r1", Verdict::Allow, "alice"), at(2))
+        .decide_counted(decision("host-a:r1", Verdict::Allow, "alice"), at(2))
         .await
         .unwrap_err();
     assert!(matches!(err, ApprovalError::SelfApproval { .. }), "{err:?}");
-    assert_eq!(state_of(&approvals, "r1").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r1").await,
+        RequestState::Pending
+    );
 
     let second = approvals
-        .decide_counted(decision("r1", Verdict::Allow, "carol"), at(3))
+        .decide_counted(decision("host-a:r1", Verdict::Allow, "carol"), at(3))
         .await
         .unwrap();
     assert_eq!((second.approvals, second.quorum), (2, 2));
@@ -275,17 +311,17 @@ async fn under_a_quorum_one_denial_ends_the_request<B: Backend>() {
     approvals
         .submit(
             session.identity(),
-            new_request("r1", at(600), Verdict::Allow),
+            new_request("host-a:r1", at(600), Verdict::Allow),
             at(0),
         )
         .await
         .unwrap();
     approvals
-        .decide_counted(decision("r1", Verdict::Allow, "bob"), at(1))
+        .decide_counted(decision("host-a:r1", Verdict::Allow, "bob"), at(1))
         .await
         .unwrap();
     let denied = approvals
-        .decide_counted(decision("r1", Verdict::Deny, "carol"), at(2))
+        .decide_counted(decision("host-a:r1", Verdict::Deny, "carol"), at(2))
         .await
         .unwrap();
     assert_eq!(denied.request.state(), RequestState::Denied);
@@ -297,12 +333,12 @@ async fn a_quorum_grant_covers_no_more_than_every_approver_agreed_to<B: Backend>
     let (session, _d) = approvals.attach_agent(&hello("host-a", "alice"));
     let me = session.identity();
     approvals
-        .submit(me, new_request("r1", at(600), Verdict::Deny), at(0))
+        .submit(me, new_request("host-a:r1", at(600), Verdict::Deny), at(0))
         .await
         .unwrap();
     approvals
         .decide(
-            scoped("r1", Verdict::Allow, "bob", Scope::Host(MINUTES_30)),
+            scoped("host-a:r1", Verdict::Allow, "bob", Scope::Host(MINUTES_30)),
             at(1),
         )
         .await
@@ -310,7 +346,7 @@ async fn a_quorum_grant_covers_no_more_than_every_approver_agreed_to<B: Backend>
     approvals
         .decide(
             scoped(
-                "r1",
+                "host-a:r1",
                 Verdict::Allow,
                 "carol",
                 Scope::Agent(Duration::from_secs(60)),
@@ -320,20 +356,29 @@ async fn a_quorum_grant_covers_no_more_than_every_approver_agreed_to<B: Backend>
         .await
         .unwrap();
     // Narrowed to this agent, for one minute from the decision at 2 s.
-    let mut other_agent = new_request("r2", at(600), Verdict::Deny);
+    let mut other_agent = new_request("host-a:r2", at(600), Verdict::Deny);
     other_agent.agent_name = Name::new("another-bot").unwrap();
     approvals.submit(me, other_agent, at(10)).await.unwrap();
-    assert_eq!(state_of(&approvals, "r2").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r2").await,
+        RequestState::Pending
+    );
     approvals
-        .submit(me, new_request("r3", at(600), Verdict::Deny), at(30))
+        .submit(me, new_request("host-a:r3", at(600), Verdict::Deny), at(30))
         .await
         .unwrap();
-    assert_eq!(state_of(&approvals, "r3").await, RequestState::Approved);
+    assert_eq!(
+        state_of(&approvals, "host-a:r3").await,
+        RequestState::Approved
+    );
     approvals
-        .submit(me, new_request("r4", at(600), Verdict::Deny), at(62))
+        .submit(me, new_request("host-a:r4", at(600), Verdict::Deny), at(62))
         .await
         .unwrap();
-    assert_eq!(state_of(&approvals, "r4").await, RequestState::Pending);
+    assert_eq!(
+        state_of(&approvals, "host-a:r4").await,
+        RequestState::Pending
+    );
 }
 
 async fn watchers_see_each_new_request_and_each_resolution_in_order<B: Backend>() {
@@ -343,13 +388,13 @@ async fn watchers_see_each_new_request_and_each_resolution_in_order<B: Backend>(
     approvals
         .submit(
             session.identity(),
-            new_request("r1", at(600), Verdict::Deny),
+            new_request("host-a:r1", at(600), Verdict::Deny),
             at(0),
         )
         .await
         .unwrap();
     approvals
-        .decide(decision("r1", Verdict::Deny, "bob"), at(1))
+        .decide(decision("host-a:r1", Verdict::Deny, "bob"), at(1))
         .await
         .unwrap();
     let seen: Vec<(String, RequestState)> = std::iter::from_fn(|| changes.try_recv().ok())
@@ -358,8 +403,8 @@ async fn watchers_see_each_new_request_and_each_resolution_in_order<B: Backend>(
     assert_eq!(
         seen,
         vec![
-            ("r1".to_owned(), RequestState::Pending),
-            ("r1".to_owned(), RequestState::Denied)
+            ("host-a:r1".to_owned(), RequestState::Pending),
+            ("host-a:r1".to_owned(), RequestState::Denied)
         ]
     );
 }

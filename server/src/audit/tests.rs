@@ -73,28 +73,33 @@ async fn lifecycle(dir: &TempDir) -> (PathBuf, VerifyingKey) {
     let store = SqliteStore::open_with(&path, options(4)).unwrap();
     let key = store.audit_public_key();
     let approvals = Approvals::new(store);
-    for (name, deadline) in [("r1", 60), ("r2", 60), ("r3", 60), ("r4", 5)] {
+    for (name, deadline) in [
+        ("host-a:r1", 60),
+        ("host-a:r2", 60),
+        ("host-a:r3", 60),
+        ("host-a:r4", 5),
+    ] {
         approvals
             .submit(&agent(), new_request(name, at(deadline)), at(0))
             .await
             .unwrap();
     }
     approvals
-        .decide(decision("r1", Verdict::Allow), at(1))
+        .decide(decision("host-a:r1", Verdict::Allow), at(1))
         .await
         .unwrap();
     approvals
-        .decide(decision("r2", Verdict::Kill), at(2))
+        .decide(decision("host-a:r2", Verdict::Kill), at(2))
         .await
         .unwrap();
     let withdraw = Withdraw {
-        request_id: RequestId::new("r3").unwrap(),
+        request_id: RequestId::new("host-a:r3").unwrap(),
         reason: Reason::new("process exited").unwrap(),
     };
     approvals.withdraw(&agent(), withdraw, at(3)).await.unwrap();
     assert_eq!(approvals.expire_due(at(10)).await.unwrap().len(), 1);
     approvals
-        .submit(&agent(), new_request("r5", at(60)), at(11))
+        .submit(&agent(), new_request("host-a:r5", at(60)), at(11))
         .await
         .unwrap();
     drop(approvals);
@@ -155,15 +160,15 @@ async fn a_lifecycle_is_recorded_in_order_with_a_valid_chain_and_checkpoints() {
     assert_eq!(
         kinds,
         [
-            ("submitted", "r1"),
-            ("submitted", "r2"),
-            ("submitted", "r3"),
-            ("submitted", "r4"),
-            ("decided", "r1"),
-            ("decided", "r2"),
-            ("cancelled", "r3"),
-            ("expired", "r4"),
-            ("submitted", "r5"),
+            ("submitted", "host-a:r1"),
+            ("submitted", "host-a:r2"),
+            ("submitted", "host-a:r3"),
+            ("submitted", "host-a:r4"),
+            ("decided", "host-a:r1"),
+            ("decided", "host-a:r2"),
+            ("cancelled", "host-a:r3"),
+            ("expired", "host-a:r4"),
+            ("submitted", "host-a:r5"),
         ]
     );
     assert_eq!(
@@ -368,7 +373,7 @@ async fn checkpoints_signed_by_another_key_are_caught() {
     let store = SqliteStore::open_with(&db2, options(4)).unwrap();
     assert_ne!(store.audit_public_key(), key2, "a new key was created");
     let approvals = Approvals::new(store);
-    for name in ["r6", "r7", "r8"] {
+    for name in ["host-a:r6", "host-a:r7", "host-a:r8"] {
         approvals
             .submit(&agent(), new_request(name, at(60)), at(12))
             .await
@@ -406,7 +411,7 @@ async fn a_state_change_and_its_audit_record_commit_together_or_not_at_all() {
     let store = SqliteStore::open_with(&path, options(100)).unwrap();
     let approvals = Approvals::new(store);
     approvals
-        .submit(&agent(), new_request("r1", at(60)), at(0))
+        .submit(&agent(), new_request("host-a:r1", at(60)), at(0))
         .await
         .unwrap();
     drop(approvals);
@@ -420,19 +425,19 @@ async fn a_state_change_and_its_audit_record_commit_together_or_not_at_all() {
 
     let approvals = Approvals::new(SqliteStore::open_with(&path, options(100)).unwrap());
     let err = approvals
-        .decide(decision("r1", Verdict::Allow), at(1))
+        .decide(decision("host-a:r1", Verdict::Allow), at(1))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("audit refused"), "{err}");
     assert!(
         approvals
-            .submit(&agent(), new_request("r2", at(60)), at(1))
+            .submit(&agent(), new_request("host-a:r2", at(60)), at(1))
             .await
             .is_err()
     );
     assert_eq!(
         approvals
-            .get(&RequestId::new("r1").unwrap())
+            .get(&RequestId::new("host-a:r1").unwrap())
             .await
             .unwrap()
             .state(),
@@ -444,8 +449,8 @@ async fn a_state_change_and_its_audit_record_commit_together_or_not_at_all() {
     let db = Connection::open(&path).unwrap();
     let (state, missing): (String, i64) = db
         .query_row(
-            "SELECT (SELECT state FROM requests WHERE id = 'r1'), \
-             (SELECT count(*) FROM requests WHERE id = 'r2')",
+            "SELECT (SELECT state FROM requests WHERE id = 'host-a:r1'), \
+             (SELECT count(*) FROM requests WHERE id = 'host-a:r2')",
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
@@ -465,7 +470,7 @@ async fn the_memory_store_keeps_a_chain_with_the_same_rules() {
     use belay_proto::domain::{Outcome, Request, Resolution};
 
     let store = MemoryStore::with_audit(AuditSigner::new(AuditKey::generate().unwrap(), 2));
-    for name in ["r1", "r2", "r3"] {
+    for name in ["host-a:r1", "host-a:r2", "host-a:r3"] {
         let request = Request::new(
             new_request(name, at(60)),
             agent().host,
@@ -484,7 +489,7 @@ async fn the_memory_store_keeps_a_chain_with_the_same_rules() {
         reason: Reason::new("checked").unwrap(),
         resolved_at: at(1),
     };
-    let id = RequestId::new("r1").unwrap();
+    let id = RequestId::new("host-a:r1").unwrap();
     assert!(matches!(
         store
             .resolve_pending(&id, resolution.clone())
@@ -510,7 +515,7 @@ async fn the_memory_store_keeps_a_chain_with_the_same_rules() {
 
     // The same verifier catches an edit of the in-memory records.
     let mut edited = records.clone();
-    edited[1].body = edited[1].body.replace("r2", "r9");
+    edited[1].body = edited[1].body.replace("host-a:r2", "host-a:r9");
     let report = verify_records(&edited, [], &store.audit_public_key());
     assert_eq!(report.first_problem.unwrap().seq, 2);
 }

@@ -43,10 +43,15 @@ impl ApiTokens {
                     .map_or(0, |d| d.as_secs()),
             });
         }
+        // A token linked to a person decides as that person: the approval rules then
+        // see alice, whichever of her credentials she uses.
+        let identity = entry.owner.clone().unwrap_or_else(|| entry.name.clone());
         Ok(Reviewer {
-            identity: entry.name.clone(),
+            identity,
             role: Some(entry.role),
-            via: Via::ApiToken,
+            via: Via::ApiToken {
+                name: entry.name.clone(),
+            },
         })
     }
 }

@@ -14,11 +14,21 @@
 //! sha256 = "9f86d0…"                 # `belay-server api-token hash` prints it
 //! roles = ["reviewer"]
 //! # expires = 2027-01-01T00:00:00Z
+//! # owner = "alice@example.com"      # the person this token acts for: it decides as
+//! #                                  # alice, so it never approves alice's agents and
+//! #                                  # never counts as a reviewer beside her
 //!
 //! [groups]
 //! "belay-admins" = "admin"
 //! "sre" = "reviewer"
 //! ```
+//!
+//! Identities are compared in lower case (`Identity::canonical`); two token names that
+//! differ only in case are refused. An OIDC identity taken from the `email` claim is the
+//! (verified) address; one taken from any other claim (`sub`, `preferred_username`)
+//! means something only to its issuer, so it is scoped: recorded as `ISSUER#VALUE`, e.g.
+//! `https://sso.example#248289761001`, and an agent's owner must be written that way to
+//! be recognised.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -70,6 +80,8 @@ pub struct ApiTokenConfig {
     pub sha256: [u8; 32],
     pub role: Role,
     pub expires: Option<SystemTime>,
+    /// The person the token acts for: its decisions are that person's.
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +120,7 @@ struct RawApiToken {
     sha256: Spanned<TokenHash>,
     roles: Spanned<Vec<Role>>,
     expires: Option<Spanned<toml::value::Datetime>>,
+    owner: Option<Spanned<String>>,
 }
 
 fn default_identity_claim() -> Spanned<String> {
@@ -256,12 +269,24 @@ impl AuthConfig {
             if let Err(err) = belay_proto::domain::Identity::new(name.clone()) {
                 return Err(at(token.name.span(), format!("name: {err}")));
             }
-            if !seen_names.insert(name.clone()) {
+            // Compared as identities are: two names that differ only in case would be
+            // one reviewer to the approval rules.
+            let canonical = canonical_identity(name);
+            if !seen_names.insert(canonical) {
                 return Err(at(
                     token.name.span(),
-                    format!("API token {name:?} is declared twice"),
+                    format!(
+                        "API token {name:?} is declared twice (names are compared in lower case)"
+                    ),
                 ));
             }
+            let owner = match &token.owner {
+                None => None,
+                Some(owner) => match belay_proto::domain::Identity::new(owner.get_ref().clone()) {
+                    Ok(identity) => Some(identity.canonical().into_string()),
+                    Err(err) => return Err(at(owner.span(), format!("owner: {err}"))),
+                },
+            };
             if !seen_hashes.insert(token.sha256.get_ref().0) {
                 return Err(at(
                     token.sha256.span(),
@@ -286,6 +311,7 @@ impl AuthConfig {
                 sha256: token.sha256.get_ref().0,
                 role,
                 expires,
+                owner,
             });
         }
 
@@ -299,6 +325,13 @@ impl AuthConfig {
             groups: raw.groups.into_iter().collect(),
         })
     }
+}
+
+/// `name` as identities are compared (it is a valid identity: checked just before).
+fn canonical_identity(name: &str) -> String {
+    belay_proto::domain::Identity::new(name)
+        .map(|identity| identity.canonical().into_string())
+        .unwrap_or_else(|_| name.to_owned())
 }
 
 /// A TOML offset date-time, or a bare date (midnight UTC).

@@ -66,8 +66,13 @@ pub fn required_role(path: &str) -> Role {
 /// How a reviewer proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
-    Oidc { issuer: String },
-    ApiToken,
+    Oidc {
+        issuer: String,
+    },
+    /// The token's name; the identity is its owner's when the config links one.
+    ApiToken {
+        name: String,
+    },
 }
 
 /// A caller whose credential verified.
@@ -111,7 +116,16 @@ impl Caller {
         match self {
             Caller::Insecure => Ok(asserted.to_owned()),
             Caller::Authenticated(reviewer) => {
-                if !asserted.is_empty() && asserted != reviewer.identity {
+                let same = || {
+                    let (Ok(asserted), Ok(identity)) = (
+                        Identity::new(asserted),
+                        Identity::new(reviewer.identity.clone()),
+                    ) else {
+                        return false;
+                    };
+                    asserted.same_as(&identity)
+                };
+                if !asserted.is_empty() && !same() {
                     return Err(Status::permission_denied(format!(
                         "reviewer {asserted:?} does not match the authenticated identity {:?}; leave reviewer empty",
                         reviewer.identity
@@ -246,7 +260,7 @@ impl Authenticator {
             .find(|i| i.issuer() == iss)
             .ok_or(AuthError::UntrustedIssuer(iss))?;
         let claims = issuer.verify(token, &header).await?;
-        Identity::new(claims.identity.clone())
+        let identity = scoped_identity(issuer.issuer(), issuer.identity_claim(), &claims.identity)
             .map_err(|err| AuthError::Identity(format!("ID token identity is unusable: {err}")))?;
         let role = claims
             .groups
@@ -254,13 +268,31 @@ impl Authenticator {
             .filter_map(|group| self.groups.get(group).copied())
             .max();
         Ok(Reviewer {
-            identity: claims.identity,
+            identity: identity.into_string(),
             role,
             via: Via::Oidc {
                 issuer: issuer.issuer().to_owned(),
             },
         })
     }
+}
+
+/// The identity an ID token stands for, in the form identities are compared in. A
+/// verified email names one mailbox whoever vouches for it; any other claim (`sub`,
+/// `preferred_username`) is only unique within its issuer, so it is qualified with it:
+/// `ISSUER#VALUE`. Otherwise a `sub` of one issuer could pass for an owner or another
+/// reviewer known to a different one.
+pub(crate) fn scoped_identity(
+    issuer: &str,
+    claim: &str,
+    value: &str,
+) -> Result<Identity, belay_proto::domain::ValidationError> {
+    let identity = if claim == "email" {
+        Identity::new(value)?
+    } else {
+        Identity::new(format!("{issuer}#{value}"))?
+    };
+    Ok(identity.canonical())
 }
 
 /// How the reviewer service checks its callers.

@@ -88,6 +88,11 @@ impl OidcIssuer {
         &self.config.issuer
     }
 
+    /// The claim that names the signed-in person.
+    pub fn identity_claim(&self) -> &str {
+        &self.config.identity_claim
+    }
+
     /// Verifies `token`, whose header is `header`, as an ID token of this issuer.
     pub async fn verify(&self, token: &str, header: &Header) -> Result<VerifiedClaims, AuthError> {
         let key = self.key_for(header.kid.as_deref()).await?;

@@ -121,7 +121,7 @@ fn the_decider_is_the_credential_not_the_message() {
     let bob = Caller::Authenticated(Reviewer {
         identity: "bob@example.com".into(),
         role: Some(Role::Reviewer),
-        via: Via::ApiToken,
+        via: Via::ApiToken { name: "ci".into() },
     });
     assert_eq!(bob.decider("").unwrap(), "bob@example.com");
     assert_eq!(bob.decider("bob@example.com").unwrap(), "bob@example.com");
@@ -130,4 +130,45 @@ fn the_decider_is_the_credential_not_the_message() {
         tonic::Code::PermissionDenied
     );
     assert_eq!(Caller::Insecure.decider("alice").unwrap(), "alice");
+}
+
+#[test]
+fn identities_from_claims_other_than_email_are_scoped_to_their_issuer() {
+    use super::scoped_identity;
+    let email = scoped_identity("https://a.example", "email", "Alice@Example.com").unwrap();
+    assert_eq!(email.as_str(), "alice@example.com");
+    // A `sub` means something only to its issuer: the same value from two issuers is
+    // two people, and neither passes for an owner written without the issuer.
+    let a = scoped_identity("https://a.example", "sub", "248289761001").unwrap();
+    let b = scoped_identity("https://b.example", "sub", "248289761001").unwrap();
+    assert_eq!(a.as_str(), "https://a.example#248289761001");
+    assert!(!a.same_as(&b));
+    let owner = belay_proto::domain::Identity::new("248289761001").unwrap();
+    assert!(!a.same_as(&owner));
+}
+
+#[test]
+fn api_tokens_may_act_for_an_owner_and_names_differ_beyond_case() {
+    use std::time::UNIX_EPOCH;
+
+    use super::api_token::{ApiTokens, hash_line};
+    let line = hash_line("belay_alice");
+    let config = parse(&format!(
+        "[[api_token]]\nname = \"alice-ci\"\n{line}\nroles = [\"reviewer\"]\nowner = \"Alice@Example.com\"\n"
+    ))
+    .unwrap();
+    let tokens = ApiTokens::new(&config.api_tokens);
+    let reviewer = tokens.verify("belay_alice", UNIX_EPOCH).unwrap();
+    assert_eq!(reviewer.identity, "alice@example.com");
+    let err = parse(&format!(
+        "[[api_token]]\nname = \"x\"\n{line}\nroles = [\"reviewer\"]\nowner = \"has space\"\n"
+    ))
+    .unwrap_err();
+    assert!(err.starts_with("auth.toml:5:9: owner:"), "{err}");
+    let other = hash_line("belay_other");
+    let err = parse(&format!(
+        "[[api_token]]\nname = \"bot\"\n{line}\nroles = [\"reviewer\"]\n\n[[api_token]]\nname = \"BOT\"\n{other}\nroles = [\"reviewer\"]\n"
+    ))
+    .unwrap_err();
+    assert!(err.contains("declared twice"), "{err}");
 }

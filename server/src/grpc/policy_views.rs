@@ -10,7 +10,7 @@ use tonic::Status;
 
 use crate::approvals::{ApprovalError, Approvals, NewPolicy, Store};
 use crate::auth::Caller;
-use crate::policy_push::{FleetPolicy, fleet_policy_message};
+use crate::policy_push::{FleetPolicy, Proposed, fleet_policy_message};
 
 /// Recorded as the pusher on a server run with `--insecure`, where nobody is signed in.
 const ANONYMOUS: &str = "anonymous";
@@ -32,17 +32,30 @@ pub(crate) async fn push<S: Store>(
         reason: push.reason,
         pushed_at: SystemTime::now(),
     };
+    // The same quorum as approvals: a new fleet policy can allow anything on every
+    // host, so it takes as many admins as one approval takes reviewers.
+    let quorum = approvals.quorum();
     // On a task of its own: a stored push must also be published, even if the caller
     // hangs up meanwhile.
-    let stored = tokio::spawn(async move { policy.push(approvals.store(), new).await })
-        .await
-        .map_err(|err| {
-            tracing::error!(error = %err, "pushing the fleet policy failed");
-            Status::internal("pushing the fleet policy failed")
-        })?
-        .map_err(ApprovalError::from)?;
-    Ok(v1::PushPolicyResponse {
-        policy: Some(fleet_policy_message(&stored, false)),
+    let proposed =
+        tokio::spawn(async move { policy.propose(approvals.store(), new, quorum).await })
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "pushing the fleet policy failed");
+                Status::internal("pushing the fleet policy failed")
+            })?
+            .map_err(ApprovalError::from)?;
+    Ok(match proposed {
+        Proposed::Pushed { policy, approvals } => v1::PushPolicyResponse {
+            policy: Some(fleet_policy_message(&policy, false)),
+            approvals,
+            quorum,
+        },
+        Proposed::Waiting { approvals, quorum } => v1::PushPolicyResponse {
+            policy: None,
+            approvals,
+            quorum,
+        },
     })
 }
 

@@ -13,6 +13,7 @@ impl From<ApprovalError> for Status {
             | ApprovalError::IdReused(_)
             | ApprovalError::AlreadyVoted { .. } => Status::already_exists(message),
             ApprovalError::ScopedKill => Status::invalid_argument(message),
+            ApprovalError::IdNotOfHost { .. } => Status::permission_denied(message),
             ApprovalError::Store(err) => {
                 // Backend details stay in the server log, not in answers to clients.
                 tracing::error!(error = %err, "storage failed");

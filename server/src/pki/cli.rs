@@ -37,7 +37,8 @@ pub enum TokenCommand {
         /// The audit key of that database (default: `<db>.audit-key`).
         #[arg(long, env = "BELAY_AUDIT_KEY", value_name = "PATH")]
         audit_key: Option<PathBuf>,
-        /// Only the agent of this host may enroll with the token.
+        /// Only the agent of this host may enroll with the token. Needed to enroll a host
+        /// again: without it, the token enrolls only a host that never enrolled before.
         #[arg(long, value_name = "NAME")]
         host: Option<String>,
         /// How long the token stays usable: s, m, h or d, at most 30d.
@@ -151,7 +152,8 @@ fn create_token(
         "belay-server: one-time enrollment token {} for {}, usable for {} s; it is not shown \
          again",
         token_id(&stored_hash),
-        host.as_ref().map_or("any host", HostName::as_str),
+        host.as_ref()
+            .map_or("any new host (not one enrolled before)", HostName::as_str),
         ttl.as_secs()
     );
     Ok(secret)

@@ -87,6 +87,14 @@ impl<S: Store> EnrollApi<S> {
                      create a new one"
                 )))
             }
+            EnrollOutcome::ExistingHost(existing) => {
+                tracing::warn!(%host, token_id, "enrollment refused: a token for no particular host presented for an existing host, now spent");
+                Err(Status::permission_denied(format!(
+                    "host {existing} is enrolled already, and this enrollment token was created \
+                     for no particular host; it is now spent. To enroll {existing} again, \
+                     create a token for it: `belay-server token create --host {existing}`"
+                )))
+            }
             refused @ (EnrollOutcome::Unknown | EnrollOutcome::Used | EnrollOutcome::Expired) => {
                 tracing::warn!(%host, token_id, result = refused.label(), "enrollment refused");
                 // One answer for the three: which tokens exist is no business of a caller

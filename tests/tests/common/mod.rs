@@ -58,6 +58,8 @@ impl Agent {
         let mut child = Command::new(binary("belay-agent").unwrap())
             .arg("--socket")
             .arg(&socket)
+            // Not world-writable by default; these agents run `belay run` as AGENT_UID.
+            .args(["--socket-mode", "0666"])
             .arg("--metrics-listen")
             .arg(metrics.to_string())
             .arg("--pin-dir")

@@ -3,11 +3,19 @@
 //! `enrollment`), in one atomic step of every backend.
 //!
 //! A usable token is taken whatever host it is presented for. Presented for the host it
-//! is bound to (or unbound), the enrollment is accepted (`result: "enrolled"`). Presented
-//! for another host, the token counts as leaked or mixed up and is spent without an
-//! enrollment (`result: "wrong_host_token_spent"`, no certificate): leaving it usable
-//! would let whoever holds it try host names until one fits, and a refusal may then name
-//! the bound host, since the token is dead.
+//! is bound to, the enrollment is accepted (`result: "enrolled"`), a host enrolling
+//! again included. Presented for another host, the token counts as leaked or mixed up
+//! and is spent without an enrollment (`result: "wrong_host_token_spent"`, no
+//! certificate): leaving it usable would let whoever holds it try host names until one
+//! fits, and a refusal may then name the bound host, since the token is dead.
+//!
+//! A token created without a host (`token create` without `--host`) enrolls only a host
+//! that never enrolled before: the store keeps every host that did (`enrolled_hosts`,
+//! claimed in the same atomic step, so two such tokens cannot both take one new name).
+//! Presented for a host that exists, it is spent the same way (`result:
+//! "existing_host_token_spent"`): otherwise whoever holds any unbound token could get a
+//! certificate for an existing host and speak for it (withdraw its requests, answer in
+//! its name). Enrolling an existing host again takes a token created for it.
 //!
 //! The record names the token by [`token_id`], a prefix of the hash the store keeps,
 //! never by its secret, and the certificate issued by its serial and SHA-256. Attempts
@@ -64,6 +72,9 @@ pub enum EnrollOutcome {
     /// The token was usable but is bound to another host (this one): it is now spent,
     /// usable by no host, and the attempt audited. Nobody enrolled.
     OtherHost(HostName),
+    /// The token was usable but bound to no host, and this host has enrolled before: it
+    /// is now spent and the attempt audited. Nobody enrolled.
+    ExistingHost(HostName),
 }
 
 impl EnrollOutcome {
@@ -75,14 +86,20 @@ impl EnrollOutcome {
             Self::Used => "used_token",
             Self::Expired => "expired_token",
             Self::OtherHost(_) => "wrong_host",
+            Self::ExistingHost(_) => "existing_host",
         }
     }
 
     /// What taking `token` (just used up) for `enrollment` amounts to: an accepted
-    /// enrollment, or a token spent by the wrong host.
-    pub(crate) fn taken(enrollment: &Enrollment, token: EnrollToken) -> Self {
+    /// enrollment, or a token spent by the wrong host or on an existing one.
+    /// `new_host`: whether the store just recorded `enrollment.host` as enrolled for the
+    /// first time (see [`may_claim_host`]).
+    pub(crate) fn taken(enrollment: &Enrollment, token: EnrollToken, new_host: bool) -> Self {
         match wrong_host(enrollment, &token) {
             Some(bound) => Self::OtherHost(bound.clone()),
+            None if token.host.is_none() && !new_host => {
+                Self::ExistingHost(enrollment.host.clone())
+            }
             None => Self::Accepted(token),
         }
     }
@@ -109,6 +126,13 @@ impl EnrollOutcome {
     }
 }
 
+/// Whether taking `token` for `enrollment` may record its host as enrolled (in the same
+/// atomic step, as an insert that does nothing when the host is there already): not
+/// when the token is bound to another host.
+pub(crate) fn may_claim_host(enrollment: &Enrollment, token: &EnrollToken) -> bool {
+    wrong_host(enrollment, token).is_none()
+}
+
 /// The host `token` is bound to, if that is not the host of `enrollment`.
 fn wrong_host<'t>(enrollment: &Enrollment, token: &'t EnrollToken) -> Option<&'t HostName> {
     token
@@ -124,12 +148,22 @@ pub fn token_id(hash: &[u8; 32]) -> String {
     hash[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The audit record of taking `token` for `enrollment`: an accepted enrollment with the
-/// certificate it hands out, or a token spent by the wrong host (certificate fields
-/// null: none was handed out). Not tied to a request: its request id is empty.
-pub(crate) fn audit_event(enrollment: &Enrollment, token: &EnrollToken) -> audit::Event {
+/// The audit record of taking `token` for `enrollment` with `outcome`: an accepted
+/// enrollment with the certificate it hands out, or a token spent by the wrong host or
+/// on an existing host (certificate fields null: none was handed out). Not tied to a
+/// request: its request id is empty.
+pub(crate) fn audit_event(
+    enrollment: &Enrollment,
+    token: &EnrollToken,
+    outcome: &EnrollOutcome,
+) -> audit::Event {
     let at = nanos(enrollment.at);
-    let spent = wrong_host(enrollment, token).is_some();
+    let result = match outcome {
+        EnrollOutcome::OtherHost(_) => "wrong_host_token_spent",
+        EnrollOutcome::ExistingHost(_) => "existing_host_token_spent",
+        _ => "enrolled",
+    };
+    let spent = result != "enrolled";
     let certificate = (!spent).then_some(&enrollment.certificate);
     let body = serde_json::json!({
         "kind": AUDIT_KIND,
@@ -141,7 +175,7 @@ pub(crate) fn audit_event(enrollment: &Enrollment, token: &EnrollToken) -> audit
         "token_expires_at": nanos(token.expires_at),
         "certificate_serial": certificate.map(|c| c.serial.as_str()),
         "certificate_sha256": certificate.map(|c| c.sha256.as_str()),
-        "result": if spent { "wrong_host_token_spent" } else { "enrolled" },
+        "result": result,
     });
     audit::Event {
         at,

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use belay_proto::domain::{Request, RequestId, Resolution};
 
 use super::enrollment;
-use super::policy::{self, NewPolicy, StoredPolicy};
+use super::policy::{self, NewPolicy, PolicyVote, StoredPolicy};
 use super::{
     EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, Inserted, Resolved, Store, StoreError,
     Vote, Voted,
@@ -31,8 +31,11 @@ struct MemoryInner {
     grants: Vec<Grant>,
     votes: HashMap<RequestId, Vec<Vote>>,
     enroll_tokens: HashMap<[u8; 32], (EnrollToken, bool)>,
+    /// Every host that ever enrolled.
+    enrolled_hosts: std::collections::HashSet<belay_proto::domain::HostName>,
     /// Only the newest version of the fleet policy is ever read.
     policy: Option<StoredPolicy>,
+    policy_votes: Vec<PolicyVote>,
     audit: MemoryChain,
 }
 
@@ -61,7 +64,9 @@ impl MemoryStore {
                 grants: Vec::new(),
                 votes: HashMap::new(),
                 enroll_tokens: HashMap::new(),
+                enrolled_hosts: std::collections::HashSet::new(),
                 policy: None,
+                policy_votes: Vec::new(),
                 audit: MemoryChain::new(signer),
             }),
         }
@@ -246,10 +251,13 @@ impl Store for MemoryStore {
         // Taken whatever the host: presented for the wrong one, it is spent.
         *used = true;
         let token = token.clone();
+        let new_host = enrollment::may_claim_host(&enrollment, &token)
+            && inner.enrolled_hosts.insert(enrollment.host.clone());
+        let outcome = EnrollOutcome::taken(&enrollment, token.clone(), new_host);
         inner
             .audit
-            .append(enrollment::audit_event(&enrollment, &token));
-        Ok(EnrollOutcome::taken(&enrollment, token))
+            .append(enrollment::audit_event(&enrollment, &token, &outcome));
+        Ok(outcome)
     }
 
     async fn audit_records(
@@ -273,8 +281,33 @@ impl Store for MemoryStore {
         let version = inner.policy.as_ref().map_or(0, |p| p.version) + 1;
         let stored = StoredPolicy::numbered(version, new);
         inner.audit.append(policy::audit_event(&stored));
+        inner
+            .policy_votes
+            .retain(|vote| vote.sha256 != stored.sha256);
         inner.policy = Some(stored.clone());
         Ok(stored)
+    }
+
+    async fn add_policy_vote(
+        &self,
+        vote: PolicyVote,
+        since: SystemTime,
+    ) -> Result<Vec<PolicyVote>, StoreError> {
+        let mut inner = self.lock();
+        inner.audit.append(policy::vote_audit_event(&vote));
+        inner
+            .policy_votes
+            .retain(|v| !(v.sha256 == vote.sha256 && v.admin == vote.admin));
+        let sha256 = vote.sha256.clone();
+        inner.policy_votes.push(vote);
+        let mut votes: Vec<PolicyVote> = inner
+            .policy_votes
+            .iter()
+            .filter(|v| v.sha256 == sha256 && v.at >= since)
+            .cloned()
+            .collect();
+        votes.sort_by(|a, b| (a.at, &a.admin).cmp(&(b.at, &b.admin)));
+        Ok(votes)
     }
 
     async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {

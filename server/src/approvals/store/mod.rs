@@ -42,7 +42,7 @@ use crate::audit;
 
 pub use enrollment::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
 pub use memory::MemoryStore;
-pub use policy::{NewPolicy, StoredPolicy};
+pub use policy::{NewPolicy, PolicyVote, StoredPolicy};
 pub use postgres::{PostgresStore, is_postgres_url};
 pub use records::{EnrollToken, Grant, GrantKey, RemoteChange, Vote, Voted};
 pub use sqlite::{AuditOptions, SqliteStore};
@@ -174,9 +174,20 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Counts `vote` (an admin pushing a text while pushes need a quorum) with its audit
+    /// record, in one atomic step; a later vote of the same admin for the same text
+    /// replaces the earlier one. Returns the votes for that text cast at or after
+    /// `since`, oldest first: one per admin.
+    fn add_policy_vote(
+        &self,
+        vote: PolicyVote,
+        since: SystemTime,
+    ) -> impl Future<Output = Result<Vec<PolicyVote>, StoreError>> + Send;
+
     /// Stores `policy` as the next version of the fleet policy (the current version plus
     /// one, 1 for the first), with its audit record, in one atomic step: two replicas
-    /// pushing at once get two different versions.
+    /// pushing at once get two different versions. The votes for its text are used up
+    /// in the same step: pushing it again takes a quorum again.
     fn push_policy(
         &self,
         policy: NewPolicy,

@@ -94,3 +94,52 @@ pub(super) fn decode(
         pushed_at: from_nanos(pushed_at),
     })
 }
+
+/// One admin's push of a policy text while pushes need a quorum (`--quorum` above 1):
+/// it counts towards that text (by digest) being stored and sent to the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVote {
+    /// SHA-256 (hex) of the text pushed.
+    pub sha256: String,
+    /// In the form identities are compared in (one vote per person).
+    pub admin: Identity,
+    pub reason: Reason,
+    pub at: SystemTime,
+}
+
+/// The audit record of an admin's vote for a policy text.
+pub(crate) fn vote_audit_event(vote: &PolicyVote) -> audit::Event {
+    let at = nanos(vote.at);
+    let body = serde_json::json!({
+        "kind": "policy_vote",
+        "at": at,
+        "request_id": "",
+        "sha256": vote.sha256,
+        "admin": vote.admin.as_str(),
+        "reason": vote.reason.as_str(),
+    });
+    audit::Event {
+        at,
+        kind: "policy_vote",
+        request_id: String::new(),
+        body: body.to_string(),
+    }
+}
+
+/// A stored vote row back into a vote.
+pub(super) fn decode_vote(
+    sha256: String,
+    admin: String,
+    reason: String,
+    at: i64,
+) -> Result<PolicyVote, StoreError> {
+    let bad = |problem: &dyn std::fmt::Display| {
+        StoreError::Backend(format!("a stored policy vote is damaged: {problem}").into())
+    };
+    Ok(PolicyVote {
+        sha256,
+        admin: Identity::new(admin).map_err(|err| bad(&err))?,
+        reason: Reason::new(reason).map_err(|err| bad(&err))?,
+        at: from_nanos(at),
+    })
+}

@@ -49,8 +49,8 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, Inserted, NewPolicy, Resolved, Store,
-    StoreError, StoredPolicy, Vote, Voted,
+    EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, Inserted, NewPolicy, PolicyVote,
+    Resolved, Store, StoreError, StoredPolicy, Vote, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner};
 use open::{open_connection, stable_plans};
@@ -283,9 +283,12 @@ impl Store for SqliteStore {
             let Some(token) = extra::take_enroll_token(db, &enrollment)? else {
                 return extra::enroll_refusal(db, &enrollment);
             };
-            let event = super::enrollment::audit_event(&enrollment, &token);
+            let new_host = super::enrollment::may_claim_host(&enrollment, &token)
+                && extra::claim_host(db, &enrollment)?;
+            let outcome = EnrollOutcome::taken(&enrollment, token.clone(), new_host);
+            let event = super::enrollment::audit_event(&enrollment, &token, &outcome);
             audit::sqlite::append(db, &signer, event)?;
-            Ok(EnrollOutcome::taken(&enrollment, token))
+            Ok(outcome)
         })
         .await
     }
@@ -311,6 +314,20 @@ impl Store for SqliteStore {
 
     async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
         self.readers.read(policy::current).await
+    }
+
+    async fn add_policy_vote(
+        &self,
+        vote: PolicyVote,
+        since: SystemTime,
+    ) -> Result<Vec<PolicyVote>, StoreError> {
+        let signer = Arc::clone(&self.audit);
+        self.run(move |db| {
+            let votes = policy::add_vote(db, &vote, since)?;
+            audit::sqlite::append(db, &signer, super::policy::vote_audit_event(&vote))?;
+            Ok(votes)
+        })
+        .await
     }
 }
 

@@ -1,7 +1,8 @@
 //! The enrollment part of the [`Store`] contract, run against every backend: a token
 //! is used once, only before it expires, only by its own host (presented for another
-//! it is spent), and both an accepted enrollment and a spent token are audited with the
-//! token's id, never its secret or full hash.
+//! it is spent), a token bound to no host enrolls only a new host, and both an accepted
+//! enrollment and a spent token are audited with the token's id, never its secret or
+//! full hash.
 
 use belay_proto::domain::HostName;
 
@@ -225,7 +226,85 @@ async fn an_enrollment_is_audited_with_the_token_id_and_the_certificate<B: Backe
     );
 }
 
+async fn a_token_for_no_host_never_enrolls_an_existing_host<B: Backend>() {
+    let store = B::open();
+    store
+        .add_enroll_token(token(1, Some("host-a"), 100))
+        .await
+        .unwrap();
+    for byte in 2..=5 {
+        store
+            .add_enroll_token(token(byte, None, 100))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store.enroll(enrollment(1, "host-a", 10)).await.unwrap(),
+        EnrollOutcome::Accepted(_)
+    ));
+    // host-a exists: a token created without --host is spent on it, and audited.
+    assert_eq!(
+        store.enroll(enrollment(2, "host-a", 11)).await.unwrap(),
+        EnrollOutcome::ExistingHost(HostName::new("host-a").unwrap()),
+    );
+    let records = store.audit_records(0, 10).await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&records[1].body).unwrap();
+    assert_eq!(body["result"], "existing_host_token_spent");
+    assert_eq!(body["host"], "host-a");
+    assert!(body["token_host"].is_null(), "{body}");
+    assert!(body["certificate_serial"].is_null(), "{body}");
+    assert_eq!(
+        store.enroll(enrollment(2, "host-new", 12)).await.unwrap(),
+        EnrollOutcome::Used,
+        "spent"
+    );
+    // A new name is fine, once: the next unbound token finds it taken.
+    assert!(matches!(
+        store.enroll(enrollment(3, "host-b", 13)).await.unwrap(),
+        EnrollOutcome::Accepted(_)
+    ));
+    assert_eq!(
+        store.enroll(enrollment(4, "host-b", 14)).await.unwrap(),
+        EnrollOutcome::ExistingHost(HostName::new("host-b").unwrap()),
+    );
+    // Enrolling an existing host again takes a token created for it.
+    store
+        .add_enroll_token(token(6, Some("host-b"), 100))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.enroll(enrollment(6, "host-b", 15)).await.unwrap(),
+        EnrollOutcome::Accepted(_)
+    ));
+}
+
+async fn of_unbound_tokens_presented_at_once_for_one_new_host_exactly_one_enrolls<B: Backend>() {
+    let store = B::open();
+    for byte in 1..=8 {
+        store
+            .add_enroll_token(token(byte, None, 100))
+            .await
+            .unwrap();
+    }
+    let attempts = (1..=8).map(|byte| store.enroll(enrollment(byte, "host-new", 10)));
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let accepted = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Ok(EnrollOutcome::Accepted(_))))
+        .count();
+    assert_eq!(accepted, 1, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            Ok(EnrollOutcome::Accepted(_) | EnrollOutcome::ExistingHost(_))
+        )),
+        "{outcomes:?}"
+    );
+}
+
 for_each_backend!(
+    a_token_for_no_host_never_enrolls_an_existing_host,
+    of_unbound_tokens_presented_at_once_for_one_new_host_exactly_one_enrolls,
     an_enrollment_token_works_once_and_only_before_it_expires,
     a_token_presented_by_another_host_is_spent_and_audited,
     a_dead_token_presented_by_another_host_is_refused_and_not_audited,

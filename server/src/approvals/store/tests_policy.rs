@@ -4,7 +4,7 @@ use belay_proto::domain::{Identity, PolicyText, Reason};
 
 use super::testing::{Backend, for_each_backend};
 use super::tests::at;
-use super::{NewPolicy, Store};
+use super::{NewPolicy, PolicyVote, Store};
 
 fn new_policy(text: &str, by: &str, offset: u64) -> NewPolicy {
     NewPolicy {
@@ -79,7 +79,73 @@ async fn a_push_is_audited_with_its_digest_not_its_text<B: Backend>() {
     );
 }
 
+fn vote(text: &str, admin: &str, offset: u64) -> PolicyVote {
+    PolicyVote {
+        sha256: PolicyText::new(text).unwrap().sha256(),
+        admin: Identity::new(admin).unwrap(),
+        reason: Reason::new("rollout").unwrap(),
+        at: at(offset),
+    }
+}
+
+fn admins(votes: &[PolicyVote]) -> Vec<&str> {
+    votes.iter().map(|v| v.admin.as_str()).collect()
+}
+
+async fn policy_votes_count_once_per_admin_within_the_window_and_a_push_uses_them_up<B: Backend>() {
+    let store = B::open();
+    let votes = store
+        .add_policy_vote(vote(FIRST, "a", 10), at(0))
+        .await
+        .unwrap();
+    assert_eq!(admins(&votes), ["a"]);
+    // The same admin again: replaced, not added.
+    let votes = store
+        .add_policy_vote(vote(FIRST, "a", 11), at(0))
+        .await
+        .unwrap();
+    assert_eq!(admins(&votes), ["a"]);
+    // Another text is counted apart.
+    let votes = store
+        .add_policy_vote(vote(SECOND, "b", 12), at(0))
+        .await
+        .unwrap();
+    assert_eq!(admins(&votes), ["b"]);
+    let votes = store
+        .add_policy_vote(vote(FIRST, "b", 13), at(0))
+        .await
+        .unwrap();
+    assert_eq!(admins(&votes), ["a", "b"]);
+    // Votes before the window do not count.
+    let votes = store
+        .add_policy_vote(vote(FIRST, "c", 14), at(12))
+        .await
+        .unwrap();
+    assert_eq!(admins(&votes), ["b", "c"]);
+    // Pushing the text uses its votes up, and only its.
+    store.push_policy(new_policy(FIRST, "c", 15)).await.unwrap();
+    let votes = store
+        .add_policy_vote(vote(FIRST, "d", 16), at(0))
+        .await
+        .unwrap();
+    assert_eq!(admins(&votes), ["d"]);
+    let votes = store
+        .add_policy_vote(vote(SECOND, "e", 17), at(0))
+        .await
+        .unwrap();
+    assert_eq!(admins(&votes), ["b", "e"]);
+    // Each vote is in the audit log.
+    let records = store.audit_records(0, 100).await.unwrap();
+    let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "policy_vote").count(),
+        7,
+        "{kinds:?}"
+    );
+}
+
 for_each_backend!(
+    policy_votes_count_once_per_admin_within_the_window_and_a_push_uses_them_up,
     policies_are_numbered_from_one_and_the_newest_is_current,
     concurrent_pushes_get_different_versions,
     a_push_is_audited_with_its_digest_not_its_text,

@@ -21,6 +21,9 @@ const TAKE_SQL: &str = "UPDATE enroll_tokens SET used_at = $2 \
      WHERE hash = $1 AND used_at IS NULL AND expires_at > $2 \
      RETURNING host, created_at, expires_at";
 
+const CLAIM_HOST_SQL: &str = "INSERT INTO enrolled_hosts (host, first_enrolled_at) \
+     VALUES ($1, $2) ON CONFLICT (host) DO NOTHING";
+
 const CLASSIFY_SQL: &str =
     "SELECT used_at IS NOT NULL, expires_at FROM enroll_tokens WHERE hash = $1";
 
@@ -88,7 +91,22 @@ async fn take(
         return Ok(None);
     };
     let token = rows::token_from(&enrollment.hash, &row)?;
-    audit::postgres::append_one(client, signer, enrollment::audit_event(enrollment, &token))
-        .await?;
-    Ok(Some(EnrollOutcome::taken(enrollment, token)))
+    // A concurrent claim of the same new host waits for this transaction, then finds
+    // the row: of two unbound tokens for one new name, one enrolls.
+    let new_host = enrollment::may_claim_host(enrollment, &token)
+        && client
+            .execute(
+                CLAIM_HOST_SQL,
+                &[&enrollment.host.as_str(), &nanos(enrollment.at)],
+            )
+            .await?
+            == 1;
+    let outcome = EnrollOutcome::taken(enrollment, token.clone(), new_host);
+    audit::postgres::append_one(
+        client,
+        signer,
+        enrollment::audit_event(enrollment, &token, &outcome),
+    )
+    .await?;
+    Ok(Some(outcome))
 }

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     AuditOptions, EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, Inserted, NewPolicy,
-    RemoteChange, Resolved, Store, StoreError, StoredPolicy, Vote, Voted,
+    PolicyVote, RemoteChange, Resolved, Store, StoreError, StoredPolicy, Vote, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner};
 use pool::Pool;
@@ -372,6 +372,16 @@ impl Store for PostgresStore {
         // statements would land inside this transaction.
         let client = pool::connect(self.pool.config()).await?;
         policy::push(&client, &self.audit, &self.origin, new).await
+    }
+
+    async fn add_policy_vote(
+        &self,
+        vote: PolicyVote,
+        since: SystemTime,
+    ) -> Result<Vec<PolicyVote>, StoreError> {
+        // Its own connection, like a push: the statements form one transaction.
+        let client = pool::connect(self.pool.config()).await?;
+        policy::vote(&client, &self.audit, &vote, since).await
     }
 
     async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {

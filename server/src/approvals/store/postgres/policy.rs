@@ -7,7 +7,7 @@
 use tokio_postgres::Client;
 
 use super::super::columns::nanos;
-use super::super::{NewPolicy, StoreError, StoredPolicy};
+use super::super::{NewPolicy, PolicyVote, StoreError, StoredPolicy};
 use super::listen;
 use crate::audit::{self, AuditSigner};
 
@@ -71,6 +71,12 @@ async fn push_in_transaction(
     audit::postgres::append_one(client, signer, super::super::policy::audit_event(&stored)).await?;
     client
         .execute(
+            "DELETE FROM policy_votes WHERE sha256 = $1",
+            &[&stored.sha256],
+        )
+        .await?;
+    client
+        .execute(
             "SELECT pg_notify($1, $2)",
             &[
                 &listen::CHANNEL,
@@ -90,4 +96,74 @@ pub(super) fn from_row(row: &tokio_postgres::Row) -> Result<StoredPolicy, StoreE
         row.try_get(4)?,
         row.try_get(5)?,
     )
+}
+
+/// Migration 6: admins' votes for policy texts while pushes need a quorum.
+pub(super) const MIGRATION_VOTES: &str = r#"
+CREATE TABLE policy_votes (
+    sha256 TEXT COLLATE "C" NOT NULL,
+    admin TEXT COLLATE "C" NOT NULL,
+    reason TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (sha256, admin)
+);
+"#;
+
+/// Counts `vote` with its audit record in a transaction of its own (on the caller's own
+/// connection), under the audit chain's lock like a push; the votes at or after `since`.
+pub(super) async fn vote(
+    client: &Client,
+    signer: &AuditSigner,
+    vote: &PolicyVote,
+    since: std::time::SystemTime,
+) -> Result<Vec<PolicyVote>, StoreError> {
+    client.batch_execute("BEGIN").await?;
+    let result = vote_in_transaction(client, signer, vote, since).await;
+    match &result {
+        Ok(_) => client.batch_execute("COMMIT").await?,
+        Err(_) => client.batch_execute("ROLLBACK").await?,
+    }
+    result
+}
+
+async fn vote_in_transaction(
+    client: &Client,
+    signer: &AuditSigner,
+    vote: &PolicyVote,
+    since: std::time::SystemTime,
+) -> Result<Vec<PolicyVote>, StoreError> {
+    client
+        .execute(audit::postgres::LOCK_CHAIN, &[&audit::postgres::CHAIN_LOCK])
+        .await?;
+    client
+        .execute(
+            "INSERT INTO policy_votes (sha256, admin, reason, at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sha256, admin) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+            &[
+                &vote.sha256,
+                &vote.admin.as_str(),
+                &vote.reason.as_str(),
+                &nanos(vote.at),
+            ],
+        )
+        .await?;
+    audit::postgres::append_one(client, signer, super::super::policy::vote_audit_event(vote))
+        .await?;
+    let rows = client
+        .query(
+            "SELECT sha256, admin, reason, at FROM policy_votes \
+             WHERE sha256 = $1 AND at >= $2 ORDER BY at, admin",
+            &[&vote.sha256, &nanos(since)],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            super::super::policy::decode_vote(
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            )
+        })
+        .collect()
 }

@@ -16,7 +16,24 @@ const MIGRATIONS: &[&str] = &[
     audit::postgres::MIGRATION,
     MIGRATION_3,
     super::policy::MIGRATION,
+    MIGRATION_5,
+    super::policy::MIGRATION_VOTES,
 ];
+
+/// Every host that ever enrolled (see `store::enrollment`), filled from the audit log's
+/// accepted enrollments.
+const MIGRATION_5: &str = r#"
+CREATE TABLE enrolled_hosts (
+    host TEXT COLLATE "C" PRIMARY KEY,
+    first_enrolled_at BIGINT NOT NULL
+);
+INSERT INTO enrolled_hosts (host, first_enrolled_at)
+    SELECT body::jsonb ->> 'host', MIN(at) FROM audit
+    WHERE kind = 'enrollment' AND body::jsonb ->> 'result' = 'enrolled'
+        AND body::jsonb ->> 'host' IS NOT NULL
+    GROUP BY 1
+    ON CONFLICT DO NOTHING;
+"#;
 
 /// Requests: protobuf blobs plus the columns that are queried, as in SQLite. Ids compare
 /// bytewise (`COLLATE "C"`) so that ties list in the same order whatever the database's

@@ -219,6 +219,31 @@ pub(super) fn take_enroll_token(
     .transpose()
 }
 
+/// Migration 5: every host that ever enrolled, so that a token bound to no host cannot
+/// enroll an existing one. Filled from the audit log's accepted enrollments, which
+/// every enrollment before this migration left.
+pub(super) const MIGRATION_ENROLLED_HOSTS: &str = "
+CREATE TABLE enrolled_hosts (
+    host TEXT PRIMARY KEY NOT NULL,
+    first_enrolled_at INTEGER NOT NULL
+) STRICT;
+INSERT OR IGNORE INTO enrolled_hosts (host, first_enrolled_at)
+    SELECT json_extract(body, '$.host'), MIN(at) FROM audit
+    WHERE kind = 'enrollment' AND json_extract(body, '$.result') = 'enrolled'
+        AND json_extract(body, '$.host') IS NOT NULL
+    GROUP BY 1;
+";
+
+/// Records the host of `enrollment` as enrolled; false if it was already.
+pub(super) fn claim_host(db: &Connection, enrollment: &Enrollment) -> Result<bool, StoreError> {
+    let inserted = db
+        .prepare_cached(
+            "INSERT INTO enrolled_hosts (host, first_enrolled_at) VALUES (?1, ?2)              ON CONFLICT (host) DO NOTHING",
+        )?
+        .execute(params![enrollment.host.as_str(), nanos(enrollment.at)])?;
+    Ok(inserted == 1)
+}
+
 /// Why [`take_enroll_token`] took nothing: a read that changes nothing.
 pub(super) fn enroll_refusal(
     db: &Connection,

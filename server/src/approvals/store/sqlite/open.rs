@@ -20,6 +20,8 @@ const MIGRATIONS: &[&str] = &[
     audit::sqlite::MIGRATION,
     extra::MIGRATION,
     policy::MIGRATION,
+    extra::MIGRATION_ENROLLED_HOSTS,
+    policy::MIGRATION_VOTES,
 ];
 
 const MIGRATION_1: &str = "

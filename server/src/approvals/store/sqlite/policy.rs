@@ -2,11 +2,13 @@
 //! newest being the one in force. Pushes run on the database thread like every audited
 //! change, so numbering and audit record are one step.
 
+use std::time::SystemTime;
+
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::super::columns::nanos;
 use super::super::policy;
-use super::super::{NewPolicy, StoreError, StoredPolicy};
+use super::super::{NewPolicy, PolicyVote, StoreError, StoredPolicy};
 
 pub(super) const MIGRATION: &str = "
 CREATE TABLE policies (
@@ -37,7 +39,57 @@ pub(super) fn push(db: &Connection, new: NewPolicy) -> Result<StoredPolicy, Stor
         stored.reason.as_str(),
         nanos(stored.pushed_at),
     ])?;
+    db.prepare_cached("DELETE FROM policy_votes WHERE sha256 = ?1")?
+        .execute([&stored.sha256])?;
     Ok(stored)
+}
+
+/// Migration 6: admins' votes for policy texts while pushes need a quorum.
+pub(super) const MIGRATION_VOTES: &str = "
+CREATE TABLE policy_votes (
+    sha256 TEXT NOT NULL,
+    admin TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (sha256, admin)
+) STRICT;
+";
+
+/// Counts `vote`, replacing an earlier one of the same admin for the same text; the
+/// caller appends the audit record in the same job. The votes at or after `since`.
+pub(super) fn add_vote(
+    db: &Connection,
+    vote: &PolicyVote,
+    since: SystemTime,
+) -> Result<Vec<PolicyVote>, StoreError> {
+    db.prepare_cached(
+        "INSERT INTO policy_votes (sha256, admin, reason, at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (sha256, admin) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+    )?
+    .execute(params![
+        vote.sha256,
+        vote.admin.as_str(),
+        vote.reason.as_str(),
+        nanos(vote.at),
+    ])?;
+    let mut statement = db.prepare_cached(
+        "SELECT sha256, admin, reason, at FROM policy_votes \
+         WHERE sha256 = ?1 AND at >= ?2 ORDER BY at, admin",
+    )?;
+    let rows = statement.query_map(params![vote.sha256, nanos(since)], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut votes = Vec::new();
+    for row in rows {
+        let (sha256, admin, reason, at) = row?;
+        votes.push(policy::decode_vote(sha256, admin, reason, at)?);
+    }
+    Ok(votes)
 }
 
 pub(super) fn current(db: &Connection) -> Result<Option<StoredPolicy>, StoreError> {

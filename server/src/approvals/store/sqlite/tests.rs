@@ -287,7 +287,7 @@ fn a_schema_from_the_future_is_refused() {
     Connection::open(&path)
         .unwrap()
         .execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (5, 0)",
+            "INSERT INTO schema_version (version, applied_at) VALUES (7, 0)",
             [],
         )
         .unwrap();
@@ -297,20 +297,20 @@ fn a_schema_from_the_future_is_refused() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 5,
-                known: 4,
+                found: 7,
+                known: 6,
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(
-        message.contains("schema version 5, newer than the 4 this belay-server knows"),
+        message.contains("schema version 7, newer than the 6 this belay-server knows"),
         "{message}"
     );
     assert_eq!(
         schema_versions(&path),
-        [1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5, 6, 7],
         "nothing was changed"
     );
 }
@@ -343,7 +343,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
     let path = db_in(&dir);
     drop(SqliteStore::open(&path).unwrap());
     drop(SqliteStore::open(&path).unwrap());
-    assert_eq!(schema_versions(&path), [1, 2, 3, 4]);
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6]);
 
     let db = Connection::open(&path).unwrap();
     let mode: String = db
@@ -363,8 +363,10 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
             "audit",
             "audit_checkpoints",
             "enroll_tokens",
+            "enrolled_hosts",
             "grants",
             "policies",
+            "policy_votes",
             "requests",
             "schema_version",
             "votes"
@@ -429,4 +431,47 @@ fn schema_versions(path: &Path) -> Vec<i64> {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+}
+
+/// A database from before `enrolled_hosts` knows its enrolled hosts from the audit log:
+/// after the migration, a token bound to no host cannot enroll any of them.
+#[tokio::test]
+async fn hosts_enrolled_before_the_migration_are_known_after_it() {
+    use super::super::{EnrollOutcome, EnrollToken, Enrollment, IssuedCertificate};
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let token = |byte: u8| EnrollToken {
+        hash: [byte; 32],
+        host: None,
+        created_at: at(0),
+        expires_at: at(100),
+    };
+    let enrollment = |byte: u8, host: &str| Enrollment {
+        hash: [byte; 32],
+        host: belay_proto::domain::HostName::new(host).unwrap(),
+        at: at(10),
+        certificate: IssuedCertificate {
+            serial: "01".into(),
+            sha256: "ab".repeat(32),
+        },
+    };
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.add_enroll_token(token(1)).await.unwrap();
+        store.add_enroll_token(token(2)).await.unwrap();
+        assert!(matches!(
+            store.enroll(enrollment(1, "host-old")).await.unwrap(),
+            EnrollOutcome::Accepted(_)
+        ));
+    }
+    // Back to schema version 4, as an older belay-server left it.
+    let db = Connection::open(&path).unwrap();
+    db.execute_batch("DROP TABLE enrolled_hosts; DROP TABLE policy_votes; DELETE FROM schema_version WHERE version >= 5;")
+        .unwrap();
+    drop(db);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.enroll(enrollment(2, "host-old")).await.unwrap(),
+        EnrollOutcome::ExistingHost(belay_proto::domain::HostName::new("host-old").unwrap())
+    );
 }
