@@ -1,6 +1,7 @@
 //! What the daemon learns about a paused task from /proc, for the reviewer.
 use std::{fs, io::IoSliceMut};
 
+use belay_proto::{display::env, domain::limits};
 use nix::{
     sys::uio::{RemoteIoVec, process_vm_readv},
     unistd::Pid,
@@ -10,10 +11,28 @@ const SYS_EXECVE: u64 = 59;
 const SYS_EXECVEAT: u64 = 322;
 const MAX_ARGS: usize = 256;
 const MAX_ARG_BYTES: usize = 4096;
-/// The environment is only for the reviewer's eyes: read this much of it at most (the
-/// limits belay-server accepts, `domain::limits::MAX_ENV_*`).
-const MAX_ENV: usize = 512;
-const MAX_ENV_TOTAL_BYTES: usize = 64 * 1024;
+/// The last entry of a vector that was cut.
+const CUT: &str = "…";
+
+/// How much of an environment is kept for the reviewer, and how far it is searched.
+struct EnvLimits {
+    /// Entries and bytes kept, the cut marker included.
+    entries: usize,
+    bytes: usize,
+    /// Bytes of one entry.
+    each: usize,
+    /// Entries looked at in all: past what is kept, the variables that change what a
+    /// program does are still looked for (each entry costs a read or two).
+    scan: usize,
+}
+
+/// What belay-server accepts (`domain::limits::MAX_ENV_*`), searched 16 Ki entries deep.
+const ENV_LIMITS: EnvLimits = EnvLimits {
+    entries: limits::MAX_ENV_ENTRIES,
+    bytes: limits::MAX_ENV_TOTAL_LEN,
+    each: limits::MAX_ARG_LEN,
+    scan: 16 * 1024,
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskContext {
@@ -84,17 +103,91 @@ pub fn exec_argv(tgid: u32, pid: u32) -> Option<Vec<String>> {
 }
 
 /// The environment (`NAME=VALUE` each) of the execve/execveat that thread `pid` of
-/// `tgid` is stopped in: envp, execve's third argument and execveat's fourth. At most
-/// 512 entries and 64 KiB (a last entry `…` says there was more). Unmasked: mask before
+/// `tgid` is stopped in: envp, execve's third argument and execveat's fourth. Within
+/// what belay-server accepts (a last entry `…` says entries were left out); the
+/// variables that change what the program does (`display::env`: `LD_PRELOAD`, `PATH`,
+/// `GIT_*`, ...) are kept before any other, wherever they are, so that padding the
+/// environment cannot push them out of the reviewer's sight. Unmasked: mask before
 /// showing it to anyone.
 pub fn exec_env(tgid: u32, pid: u32) -> Option<Vec<String>> {
     let (_, envp) = exec_pointers(tgid, pid)?;
-    read_vector(
-        Pid::from_raw(pid as i32),
-        envp,
-        MAX_ENV,
-        MAX_ENV_TOTAL_BYTES,
-    )
+    read_env(Pid::from_raw(pid as i32), envp, &ENV_LIMITS)
+}
+
+/// See [`exec_env`]. Kept entries stay in their order; a variable that changes the
+/// program takes the room of the last ordinary entries kept before it.
+fn read_env(pid: Pid, at: u64, limits: &EnvLimits) -> Option<Vec<String>> {
+    if at == 0 {
+        return Some(Vec::new());
+    }
+    let (max_entries, max_bytes) = (limits.entries - 1, limits.bytes - CUT.len());
+    // (entry, changes the program)
+    let mut kept: Vec<(String, bool)> = Vec::new();
+    let mut bytes = 0usize;
+    // Whether an entry was left out, or the end never reached.
+    let mut cut = true;
+    let mut left_out = false;
+    for i in 0..limits.scan {
+        let mut ptr = [0u8; 8];
+        if read_remote(pid, at + 8 * i as u64, &mut ptr).is_none() {
+            // Unreadable from the start: unknown, rather than empty.
+            if i == 0 {
+                return None;
+            }
+            break;
+        }
+        let ptr = u64::from_ne_bytes(ptr);
+        if ptr == 0 {
+            cut = false;
+            break;
+        }
+        let Some(entry) = read_c_string(pid, ptr) else {
+            break;
+        };
+        let entry = clip(entry, limits.each);
+        let program = env::entry_changes_program(&entry);
+        let fits =
+            |count: usize, bytes: usize| count < max_entries && bytes + entry.len() <= max_bytes;
+        // Ordinary entries make room only if enough of it can be made.
+        let (others, others_bytes) = kept
+            .iter()
+            .filter(|(_, program)| !program)
+            .fold((0, 0), |(n, b), (e, _)| (n + 1, b + e.len()));
+        if program && fits(kept.len() - others, bytes - others_bytes) {
+            while !fits(kept.len(), bytes) {
+                let Some(last) = kept.iter().rposition(|(_, program)| !program) else {
+                    break;
+                };
+                bytes -= kept.remove(last).0.len();
+                left_out = true;
+            }
+        }
+        if fits(kept.len(), bytes) {
+            bytes += entry.len();
+            kept.push((entry, program));
+        } else {
+            left_out = true;
+        }
+    }
+    let mut out: Vec<String> = kept.into_iter().map(|(entry, _)| entry).collect();
+    if cut || left_out {
+        out.push(CUT.into());
+    }
+    Some(out)
+}
+
+/// At most `max` bytes, the cut marked with [`CUT`].
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max - CUT.len();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(CUT);
+    s
 }
 
 /// argv and envp of the exec call the thread is stopped in, from /proc/PID/syscall.
@@ -275,6 +368,110 @@ mod tests {
         );
         assert_eq!(read_vector(me, at, 16, 7).unwrap(), ["A=1", "B=22", "…"]);
         assert_eq!(read_vector(me, 0, 16, 100).unwrap(), Vec::<String>::new());
+    }
+
+    /// A NULL-terminated array of C strings in this process, like an envp.
+    struct Vector {
+        _strings: Vec<std::ffi::CString>,
+        ptrs: Vec<u64>,
+    }
+
+    impl Vector {
+        fn new(entries: &[String]) -> Self {
+            let strings: Vec<std::ffi::CString> = entries
+                .iter()
+                .map(|s| std::ffi::CString::new(s.as_str()).unwrap())
+                .collect();
+            let mut ptrs: Vec<u64> = strings.iter().map(|s| s.as_ptr() as u64).collect();
+            ptrs.push(0);
+            Self {
+                _strings: strings,
+                ptrs,
+            }
+        }
+
+        fn at(&self) -> u64 {
+            self.ptrs.as_ptr() as u64
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn variables_that_change_the_program_take_the_room_of_others() {
+        let env = Vector::new(&strings(&[
+            "A=1",
+            "B=2",
+            "C=3",
+            "D=4",
+            "E=5",
+            "LD_PRELOAD=/tmp/x.so",
+            "F=6",
+            "PATH=/tmp/bin",
+        ]));
+        let limits = EnvLimits {
+            entries: 5,
+            bytes: 1024,
+            each: 64,
+            scan: 100,
+        };
+        assert_eq!(
+            read_env(Pid::this(), env.at(), &limits).unwrap(),
+            ["A=1", "B=2", "LD_PRELOAD=/tmp/x.so", "PATH=/tmp/bin", CUT]
+        );
+        // Bytes count as entries do.
+        let limits = EnvLimits {
+            entries: 100,
+            bytes: 3 * 3 + "LD_PRELOAD=/tmp/x.so".len() + CUT.len(),
+            ..limits
+        };
+        assert_eq!(
+            read_env(Pid::this(), env.at(), &limits).unwrap(),
+            ["A=1", "B=2", "C=3", "LD_PRELOAD=/tmp/x.so", CUT]
+        );
+        // All of it fits: no marker.
+        let all = EnvLimits {
+            entries: 100,
+            bytes: 1024,
+            ..limits
+        };
+        assert_eq!(read_env(Pid::this(), env.at(), &all).unwrap().len(), 8);
+        assert_eq!(
+            read_env(Pid::this(), 0, &all).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn padding_cannot_hide_ld_preload_path_or_git_ssh_command() {
+        // 128 KiB of padding in front of them, twice what belay-server accepts.
+        let mut entries: Vec<String> = (0..1024)
+            .map(|i| format!("PAD{i}={}", "x".repeat(120)))
+            .collect();
+        entries.push("LD_PRELOAD=/tmp/evil.so".into());
+        entries.push("GIT_SSH_COMMAND=ssh -o ProxyCommand=/tmp/x".into());
+        entries.push(format!("PATH=/tmp/{}", "b".repeat(5000)));
+        let env = Vector::new(&entries);
+        let got = read_env(Pid::this(), env.at(), &ENV_LIMITS).unwrap();
+        for wanted in [
+            "LD_PRELOAD=/tmp/evil.so",
+            "GIT_SSH_COMMAND=ssh -o ProxyCommand=/tmp/x",
+        ] {
+            assert!(got.iter().any(|e| e == wanted), "{wanted} left out");
+        }
+        let path = got
+            .iter()
+            .find(|e| e.starts_with("PATH="))
+            .expect("PATH left out");
+        assert!(path.ends_with(CUT) && path.len() <= limits::MAX_ARG_LEN);
+        assert_eq!(got.last().map(String::as_str), Some(CUT));
+        // What belay-server accepts.
+        belay_proto::domain::ExecAction::new("/bin/sh", vec![], None)
+            .unwrap()
+            .with_env(got)
+            .expect("within the server's limits");
     }
 
     #[test]
