@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use belay_proto::{
+    display::escape,
     domain,
     v1::{self, agent_message, agent_service_client::AgentServiceClient, server_message},
 };
@@ -121,7 +122,7 @@ fn leaving_host(request: v1::NewRequest) -> v1::NewRequest {
 }
 
 /// The context a reviewer sees on belay-server, from what the daemon gathered: clipped
-/// to the server's limits (`domain::limits`) and with control characters escaped, so
+/// to the server's limits (`domain::limits`) and escaped (`display::escape`), so
 /// that a long or odd value costs that value, never the whole request.
 pub fn request_context(view: &RequestView) -> v1::RequestContext {
     use domain::limits;
@@ -140,7 +141,7 @@ pub fn request_context(view: &RequestView) -> v1::RequestContext {
             .take(limits::MAX_ANCESTRY)
             .map(|a| v1::Ancestor {
                 pid: a.pid,
-                comm: clip(&escape_control(&a.comm), limits::MAX_COMM_LEN),
+                comm: clip(&escape(&a.comm), limits::MAX_COMM_LEN),
                 exe: absolute(a.exe.as_deref(), limits::MAX_PATH_LEN),
             })
             .collect(),
@@ -167,18 +168,6 @@ pub fn request_context(view: &RequestView) -> v1::RequestContext {
     wire
 }
 
-fn escape_control(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// At most `max` bytes, cut at a character boundary.
 fn clip(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
@@ -190,8 +179,12 @@ fn clip(s: &str, max: usize) -> String {
 
 /// Escaped; empty (unknown) when too long, since a cut value would mislead.
 fn text(s: Option<&str>, max: usize) -> String {
-    let s = escape_control(s.unwrap_or_default());
-    if s.len() > max { String::new() } else { s }
+    let s = escape(s.unwrap_or_default());
+    if s.len() > max {
+        String::new()
+    } else {
+        s.into_owned()
+    }
 }
 
 fn absolute(path: Option<&str>, max: usize) -> String {
