@@ -11,7 +11,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use belay_proto::domain::{PolicyOutcome, PolicyReport};
+use belay_proto::{
+    display::Escaped,
+    domain::{PolicyOutcome, PolicyReport},
+};
 use tokio::{net::UnixListener, signal::unix::SignalKind};
 use tracing::{error, info, warn};
 
@@ -508,7 +511,7 @@ async fn from_server(shared: Shared, d: Down) {
             };
             // The server has it resolved already: nothing to withdraw there.
             p.view.server_id = None;
-            info!(request = p.view.id, server_id = %id, %verdict, reason = %reason, "decided on belay-server");
+            info!(request = p.view.id, server_id = %id, %verdict, reason = %Escaped(&reason), "decided on belay-server");
             let outcome = if expired {
                 Outcome::Expired(verdict)
             } else {
