@@ -495,3 +495,61 @@ async fn show_lists_the_program_environment_first_and_masked() {
     assert!(ok, "{stderr}");
     assert_clean_env_shown(&shown);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_views_escape_the_document_reasons_and_agent_answers() {
+    let url = start().await;
+    let (agent, inbound) = agent_session(&url, support::hello("build-7", "1.2.3")).await;
+    drain(inbound);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.yaml");
+    // YAML allows format characters; a comment is where nobody looks twice.
+    let text = format!(
+        "# owner: \u{202e}moc.elpmaxe@eve\u{200b}\n{}",
+        support::GOOD
+    );
+    std::fs::write(&file, &text).unwrap();
+    let reason = "roll\u{202e}out";
+    belay_ok(
+        &url,
+        &["policy", "push", file.to_str().unwrap(), "--reason", reason],
+    )
+    .await;
+    agent
+        .send(message(v1::agent_message::Kind::PolicyReport(
+            v1::PolicyReport {
+                version: 1,
+                outcome: v1::PolicyOutcome::Failed as i32,
+                message: "bad\u{202e} rule".into(),
+            },
+        )))
+        .await
+        .unwrap();
+    let table = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let table = belay_ok(&url, &["policy", "show"]).await;
+            if table.contains("failed") {
+                return table;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the agent's answer never showed");
+    assert_no_raw("policy show", &table);
+    assert!(table.contains(r"reason     roll\u{202e}out"), "{table}");
+    assert!(table.contains(r"bad\u{202e} rule"), "{table}");
+
+    let shown = belay_ok(&url, &["policy", "show", "--text"]).await;
+    assert_no_raw("policy show --text", &shown);
+    assert!(
+        shown.starts_with("# owner: \\u{202e}moc.elpmaxe@eve\\u{200b}\n"),
+        "{shown}"
+    );
+
+    let json = belay_ok(&url, &["policy", "show", "--output", "json"]).await;
+    assert_no_raw("policy show json", &json);
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["policy"]["reason"], reason);
+    assert_eq!(json["agents"][0]["message"], "bad\u{202e} rule");
+}
