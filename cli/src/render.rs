@@ -42,7 +42,7 @@ const CUT: &str = "…";
 /// what the program does first (`runs with`), always, then the others (`env`).
 pub fn env_lines(env: Option<&[String]>) -> Vec<String> {
     let Some(entries) = env else {
-        return vec!["env       unknown (not readable)".into()];
+        return vec!["env       none known (not read, or empty)".into()];
     };
     let (cut, entries) = match entries.split_last() {
         Some((last, rest)) if last == CUT => (true, rest),
@@ -130,7 +130,10 @@ mod tests {
     fn an_environment_without_them_says_so() {
         let shown = env_lines(Some(&strings(&["TERM=xterm"])));
         assert!(shown[0].starts_with("runs with nothing"), "{shown:?}");
-        assert_eq!(env_lines(None), ["env       unknown (not readable)"]);
+        assert_eq!(
+            env_lines(None),
+            ["env       none known (not read, or empty)"]
+        );
     }
 
     #[test]

@@ -97,3 +97,41 @@ fn json_keeps_its_values_and_loses_what_rewrites_a_screen() {
     assert_eq!(escape_json("\"\u{e0041}\""), "\"\\udb40\\udc41\"");
     assert!(matches!(escape_json("{\"a\": \"é\"}"), Cow::Borrowed(_)));
 }
+
+/// Unicode's format characters (general category Cf, Unicode 15): each changes how text
+/// around it is shown, or is itself invisible.
+const FORMAT: &[(char, char)] = &[
+    ('\u{ad}', '\u{ad}'),
+    ('\u{600}', '\u{605}'),
+    ('\u{61c}', '\u{61c}'),
+    ('\u{6dd}', '\u{6dd}'),
+    ('\u{70f}', '\u{70f}'),
+    ('\u{890}', '\u{891}'),
+    ('\u{8e2}', '\u{8e2}'),
+    ('\u{180e}', '\u{180e}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{202a}', '\u{202e}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206f}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{fff9}', '\u{fffb}'),
+    ('\u{110bd}', '\u{110bd}'),
+    ('\u{110cd}', '\u{110cd}'),
+    ('\u{13430}', '\u{1343f}'),
+    ('\u{1bca0}', '\u{1bca3}'),
+    ('\u{1d173}', '\u{1d17a}'),
+    ('\u{e0001}', '\u{e0001}'),
+    ('\u{e0020}', '\u{e007f}'),
+];
+
+#[test]
+fn every_format_and_control_character_is_escaped() {
+    let format = FORMAT.iter().flat_map(|&(lo, hi)| lo..=hi);
+    let control = ('\0'..='\u{1f}').chain('\u{7f}'..='\u{9f}');
+    for c in format.chain(control) {
+        let text = format!("a{c}b");
+        let shown = escape(&text);
+        assert!(!shown.contains(c), "U+{:04X} shown raw", c as u32);
+        assert_eq!(shown, format!("a{}b", c.escape_default()));
+    }
+}
