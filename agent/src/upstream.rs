@@ -474,7 +474,7 @@ mod context_tests {
             ancestry: vec![
                 Ancestor {
                     pid: 9,
-                    comm: "ba\u{1b}sh".into(),
+                    comm: "ba\u{1b}s\u{202e}h".into(),
                     exe: Some("/usr/bin/bash".into()),
                 },
                 Ancestor {
@@ -493,7 +493,7 @@ mod context_tests {
         let wire = request_context(&view(context, names));
         let parsed = domain::RequestContext::try_from(wire.clone()).expect("server accepts it");
         assert_eq!(parsed.ancestry().len(), 2);
-        assert_eq!(parsed.ancestry()[0].comm(), "ba\\u{1b}sh");
+        assert_eq!(parsed.ancestry()[0].comm(), "ba\\u{1b}s\\u{202e}h");
         assert_eq!(parsed.ancestry()[1].exe(), None);
         assert_eq!(parsed.user(), Some("dev"));
         assert_eq!(parsed.subject(), Some("copilot"));
