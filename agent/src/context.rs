@@ -4,6 +4,7 @@
 //! basis: a process may exit while we look, and nothing here may fail or panic.
 use std::{fs, sync::OnceLock};
 
+use belay_proto::display::escape;
 use serde::{Deserialize, Serialize};
 
 /// How many ancestors [`collect`] walks up at most.
@@ -12,7 +13,7 @@ pub const MAX_ANCESTRY: usize = 16;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ancestor {
     pub pid: u32,
-    /// The task's `comm`, control characters escaped.
+    /// The task's `comm`, escaped (`belay_proto::display::escape`).
     pub comm: String,
     /// What `/proc/PID/exe` links to; `None` when not readable (another user's process
     /// without privilege, a kernel thread).
@@ -97,7 +98,9 @@ fn ancestry(ppid: Option<u32>, mut child_start: Option<u64>) -> Vec<Ancestor> {
             .map(|p| p.display().to_string());
         out.push(Ancestor {
             pid,
-            comm: escape_control(&stat.comm),
+            // A process names itself (`prctl(PR_SET_NAME)`): its name reaches belay-server,
+            // which refuses control characters in a context, escaped.
+            comm: escape(&stat.comm).into_owned(),
             exe,
         });
         if pid == 1 || stat.ppid == pid {
@@ -162,20 +165,6 @@ fn read_lossy(path: &str) -> Option<String> {
     fs::read(path)
         .ok()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
-}
-
-/// A process names itself (`prctl(PR_SET_NAME)`): keep terminal escapes and newlines
-/// from reaching a reviewer's screen as such.
-fn escape_control(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// The unified hierarchy's path from the contents of `/proc/PID/cgroup`.
@@ -431,12 +420,6 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_in_comm_are_escaped() {
-        assert_eq!(escape_control("a\x1b[2Jb\n"), "a\\u{1b}[2Jb\\n");
-        assert_eq!(escape_control("python3 é"), "python3 é");
-    }
-
-    #[test]
     fn own_context() {
         let me = std::process::id();
         let uid = nix::unistd::getuid();
@@ -446,7 +429,7 @@ mod tests {
         let first = ctx.ancestry.first().expect("the test runner has a parent");
         assert_eq!(first.pid, parent);
         let comm = fs::read_to_string(format!("/proc/{parent}/comm")).unwrap();
-        assert_eq!(first.comm, escape_control(comm.trim_end_matches('\n')));
+        assert_eq!(first.comm, escape(comm.trim_end_matches('\n')));
         assert!(ctx.ancestry.len() <= MAX_ANCESTRY);
         let last = ctx.ancestry.last().unwrap();
         assert!(

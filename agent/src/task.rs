@@ -2,7 +2,7 @@
 use std::{fs, io::IoSliceMut};
 
 use agent_common::{EXEC_IMAGE_MAX, ExecExpect, image_hash};
-
+use belay_proto::{display::env, domain::limits};
 use nix::{
     sys::uio::{RemoteIoVec, process_vm_readv},
     unistd::Pid,
@@ -12,10 +12,28 @@ const SYS_EXECVE: u64 = 59;
 const SYS_EXECVEAT: u64 = 322;
 const MAX_ARGS: usize = 256;
 const MAX_ARG_BYTES: usize = 4096;
-/// The environment is only for the reviewer's eyes: read this much of it at most (the
-/// limits belay-server accepts, `domain::limits::MAX_ENV_*`).
-const MAX_ENV: usize = 512;
-const MAX_ENV_TOTAL_BYTES: usize = 64 * 1024;
+/// The last entry of a vector that was cut.
+const CUT: &str = "…";
+
+/// How much of an environment is kept for the reviewer, and how far it is searched.
+struct EnvLimits {
+    /// Entries and bytes kept, the cut marker included.
+    entries: usize,
+    bytes: usize,
+    /// Bytes of one entry.
+    each: usize,
+    /// Entries looked at in all: past what is kept, the variables that change what a
+    /// program does are still looked for (each entry costs a read or two).
+    scan: usize,
+}
+
+/// What belay-server accepts (`domain::limits::MAX_ENV_*`), searched 16 Ki entries deep.
+const ENV_LIMITS: EnvLimits = EnvLimits {
+    entries: limits::MAX_ENV_ENTRIES,
+    bytes: limits::MAX_ENV_TOTAL_LEN,
+    each: limits::MAX_ARG_LEN,
+    scan: 16 * 1024,
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskContext {
@@ -218,8 +236,11 @@ pub fn exec_argv(tgid: u32, pid: u32) -> Option<Vec<String>> {
 }
 
 /// The environment (`NAME=VALUE` each) of the execve/execveat that thread `pid` of
-/// `tgid` is stopped in: envp, execve's third argument and execveat's fourth. At most
-/// 512 entries and 64 KiB (a last entry `…` says there was more). Unmasked: mask before
+/// `tgid` is stopped in: envp, execve's third argument and execveat's fourth. Within
+/// what belay-server accepts (a last entry `…` says entries were left out); the
+/// variables that change what the program does (`display::env`: `LD_PRELOAD`, `PATH`,
+/// `GIT_*`, ...) are kept before any other, wherever they are, so that padding the
+/// environment cannot push them out of the reviewer's sight. Unmasked: mask before
 /// showing it to anyone.
 pub fn exec_env(tgid: u32, pid: u32) -> Option<Vec<String>> {
     exec_image(tgid, pid, false).env
@@ -246,15 +267,17 @@ pub fn exec_image(tgid: u32, pid: u32, script: bool) -> ExecImage {
         return ExecImage::default();
     };
     let pid = Pid::from_raw(pid as i32);
-    let argv = read_vector(pid, argv_ptr, MAX_ARGS, usize::MAX);
-    let env = read_vector(pid, envp, MAX_ENV, MAX_ENV_TOTAL_BYTES);
+    let argv = read_vector(pid, argv_ptr, MAX_ARGS, usize::MAX, MAX_ARG_BYTES);
+    // Searched deep for what changes the program (shown within what belay-server
+    // accepts); an entry longer than MAX_ARG_BYTES is cut, and then nothing is granted.
+    let env = read_vector(pid, envp, ENV_LIMITS.scan, usize::MAX, MAX_ARG_BYTES);
     let expect = match (&argv, &env) {
         (Some(a), Some(e)) => expect_for(a, e, script),
         _ => None,
     };
     ExecImage {
         argv: argv.map(|v| v.display()),
-        env: env.map(|v| v.display()),
+        env: env.map(|v| select_env(&v, &ENV_LIMITS)),
         expect,
     }
 }
@@ -310,6 +333,69 @@ pub fn is_script(tgid: u32, path: &str) -> bool {
         && &head == b"#!"
 }
 
+/// See [`exec_env`]: the environment, with a search `limits.scan` entries deep (what
+/// [`exec_image`] reads, as the tests see it).
+#[cfg(test)]
+fn read_env(pid: Pid, at: u64, limits: &EnvLimits) -> Option<Vec<String>> {
+    read_vector(pid, at, limits.scan, usize::MAX, MAX_ARG_BYTES).map(|raw| select_env(&raw, limits))
+}
+
+/// What of an environment a reviewer is shown, within `limits`. Kept entries stay in
+/// their order; a variable that changes the program takes the room of the last
+/// ordinary entries kept before it.
+fn select_env(raw: &RawVector, limits: &EnvLimits) -> Vec<String> {
+    let (max_entries, max_bytes) = (limits.entries - 1, limits.bytes - CUT.len());
+    // (entry, changes the program)
+    let mut kept: Vec<(String, bool)> = Vec::new();
+    let mut bytes = 0usize;
+    let mut left_out = false;
+    for item in &raw.items {
+        let entry = clip(String::from_utf8_lossy(item).into_owned(), limits.each);
+        let program = env::entry_changes_program(&entry);
+        let fits =
+            |count: usize, bytes: usize| count < max_entries && bytes + entry.len() <= max_bytes;
+        // Ordinary entries make room only if enough of it can be made.
+        let (others, others_bytes) = kept
+            .iter()
+            .filter(|(_, program)| !program)
+            .fold((0, 0), |(n, b), (e, _)| (n + 1, b + e.len()));
+        if program && fits(kept.len() - others, bytes - others_bytes) {
+            while !fits(kept.len(), bytes) {
+                let Some(last) = kept.iter().rposition(|(_, program)| !program) else {
+                    break;
+                };
+                bytes -= kept.remove(last).0.len();
+                left_out = true;
+            }
+        }
+        if fits(kept.len(), bytes) {
+            bytes += entry.len();
+            kept.push((entry, program));
+        } else {
+            left_out = true;
+        }
+    }
+    let mut out: Vec<String> = kept.into_iter().map(|(entry, _)| entry).collect();
+    if raw.cut || left_out {
+        out.push(CUT.into());
+    }
+    out
+}
+
+/// At most `max` bytes, the cut marked with [`CUT`].
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max - CUT.len();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(CUT);
+    s
+}
+
 fn exec_pointers(tgid: u32, pid: u32) -> Option<(u64, u64)> {
     let line = fs::read_to_string(format!("/proc/{tgid}/task/{pid}/syscall")).ok()?;
     let mut fields = line.split_whitespace();
@@ -347,8 +433,15 @@ impl RawVector {
 }
 
 /// A NULL-terminated array of C strings in another process: at most `max` entries and
-/// `max_total` bytes. A NULL array is empty (Linux accepts `envp == NULL`).
-fn read_vector(pid: Pid, at: u64, max: usize, max_total: usize) -> Option<RawVector> {
+/// `max_total` bytes, each string at most `max_each`. A NULL array is empty (Linux
+/// accepts `envp == NULL`).
+fn read_vector(
+    pid: Pid,
+    at: u64,
+    max: usize,
+    max_total: usize,
+    max_each: usize,
+) -> Option<RawVector> {
     let mut out = RawVector {
         items: Vec::new(),
         cut: false,
@@ -364,7 +457,7 @@ fn read_vector(pid: Pid, at: u64, max: usize, max_total: usize) -> Option<RawVec
         if ptr == 0 {
             return Some(out);
         }
-        let (s, whole) = read_c_string(pid, ptr)?;
+        let (s, whole) = read_c_string(pid, ptr, max_each)?;
         total += s.len();
         if total > max_total {
             break;
@@ -390,13 +483,13 @@ fn read_remote(pid: Pid, addr: u64, buf: &mut [u8]) -> Option<usize> {
 
 /// Reads a NUL-terminated string page by page: a string near the end of a mapping must
 /// not fail because a fixed-size read crossed into an unmapped page. The bool is false
-/// when the string was longer than [`MAX_ARG_BYTES`] and was cut (shown with `…`).
-fn read_c_string(pid: Pid, addr: u64) -> Option<(Vec<u8>, bool)> {
+/// when the string was longer than `max` bytes and was cut (shown with `…`).
+fn read_c_string(pid: Pid, addr: u64, max: usize) -> Option<(Vec<u8>, bool)> {
     let mut out = Vec::new();
     let mut at = addr;
-    while out.len() < MAX_ARG_BYTES {
+    while out.len() < max {
         let to_page_end = 4096 - (at % 4096) as usize;
-        let mut chunk = vec![0u8; to_page_end.min(MAX_ARG_BYTES - out.len())];
+        let mut chunk = vec![0u8; to_page_end.min(max - out.len())];
         let n = read_remote(pid, at, &mut chunk)?;
         if let Some(end) = chunk[..n].iter().position(|&b| b == 0) {
             out.extend_from_slice(&chunk[..end]);
@@ -505,7 +598,7 @@ mod tests {
         ptrs.push(0);
         let me = Pid::this();
         let at = ptrs.as_ptr() as u64;
-        let read = |at, max, total| read_vector(me, at, max, total).unwrap();
+        let read = |at, max, total| read_vector(me, at, max, total, MAX_ARG_BYTES).unwrap();
         let all = read(at, 16, usize::MAX);
         assert_eq!(all.display(), ["A=1", "B=22", "C=333"]);
         assert!(!all.cut);
@@ -537,6 +630,110 @@ mod tests {
         assert!(expect_for(&v(&["a"], false), &v(&[], true), false).is_none());
     }
 
+    /// A NULL-terminated array of C strings in this process, like an envp.
+    struct Vector {
+        _strings: Vec<std::ffi::CString>,
+        ptrs: Vec<u64>,
+    }
+
+    impl Vector {
+        fn new(entries: &[String]) -> Self {
+            let strings: Vec<std::ffi::CString> = entries
+                .iter()
+                .map(|s| std::ffi::CString::new(s.as_str()).unwrap())
+                .collect();
+            let mut ptrs: Vec<u64> = strings.iter().map(|s| s.as_ptr() as u64).collect();
+            ptrs.push(0);
+            Self {
+                _strings: strings,
+                ptrs,
+            }
+        }
+
+        fn at(&self) -> u64 {
+            self.ptrs.as_ptr() as u64
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn variables_that_change_the_program_take_the_room_of_others() {
+        let env = Vector::new(&strings(&[
+            "A=1",
+            "B=2",
+            "C=3",
+            "D=4",
+            "E=5",
+            "LD_PRELOAD=/tmp/x.so",
+            "F=6",
+            "PATH=/tmp/bin",
+        ]));
+        let limits = EnvLimits {
+            entries: 5,
+            bytes: 1024,
+            each: 64,
+            scan: 100,
+        };
+        assert_eq!(
+            read_env(Pid::this(), env.at(), &limits).unwrap(),
+            ["A=1", "B=2", "LD_PRELOAD=/tmp/x.so", "PATH=/tmp/bin", CUT]
+        );
+        // Bytes count as entries do.
+        let limits = EnvLimits {
+            entries: 100,
+            bytes: 3 * 3 + "LD_PRELOAD=/tmp/x.so".len() + CUT.len(),
+            ..limits
+        };
+        assert_eq!(
+            read_env(Pid::this(), env.at(), &limits).unwrap(),
+            ["A=1", "B=2", "C=3", "LD_PRELOAD=/tmp/x.so", CUT]
+        );
+        // All of it fits: no marker.
+        let all = EnvLimits {
+            entries: 100,
+            bytes: 1024,
+            ..limits
+        };
+        assert_eq!(read_env(Pid::this(), env.at(), &all).unwrap().len(), 8);
+        assert_eq!(
+            read_env(Pid::this(), 0, &all).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn padding_cannot_hide_ld_preload_path_or_git_ssh_command() {
+        // 128 KiB of padding in front of them, twice what belay-server accepts.
+        let mut entries: Vec<String> = (0..1024)
+            .map(|i| format!("PAD{i}={}", "x".repeat(120)))
+            .collect();
+        entries.push("LD_PRELOAD=/tmp/evil.so".into());
+        entries.push("GIT_SSH_COMMAND=ssh -o ProxyCommand=/tmp/x".into());
+        entries.push(format!("PATH=/tmp/{}", "b".repeat(5000)));
+        let env = Vector::new(&entries);
+        let got = read_env(Pid::this(), env.at(), &ENV_LIMITS).unwrap();
+        for wanted in [
+            "LD_PRELOAD=/tmp/evil.so",
+            "GIT_SSH_COMMAND=ssh -o ProxyCommand=/tmp/x",
+        ] {
+            assert!(got.iter().any(|e| e == wanted), "{wanted} left out");
+        }
+        let path = got
+            .iter()
+            .find(|e| e.starts_with("PATH="))
+            .expect("PATH left out");
+        assert!(path.ends_with(CUT) && path.len() <= limits::MAX_ARG_LEN);
+        assert_eq!(got.last().map(String::as_str), Some(CUT));
+        // What belay-server accepts.
+        belay_proto::domain::ExecAction::new("/bin/sh", vec![], None)
+            .unwrap()
+            .with_env(got)
+            .expect("within the server's limits");
+    }
+
     #[test]
     fn reads_c_strings_across_a_page_boundary() {
         // A string whose bytes straddle two pages of this very process.
@@ -544,7 +741,7 @@ mod tests {
         let base = buf.as_ptr() as u64;
         let start = 4096 - (base % 4096) - 3;
         buf[start as usize + 10] = 0;
-        let (s, whole) = read_c_string(Pid::this(), base + start).unwrap();
+        let (s, whole) = read_c_string(Pid::this(), base + start, MAX_ARG_BYTES).unwrap();
         assert_eq!(s, b"xxxxxxxxxx");
         assert!(whole);
     }

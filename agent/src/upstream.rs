@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use belay_proto::{
+    display::escape,
     domain,
     v1::{self, agent_message, agent_service_client::AgentServiceClient, server_message},
 };
@@ -155,7 +156,7 @@ fn leaving_host(request: v1::NewRequest) -> v1::NewRequest {
 }
 
 /// The context a reviewer sees on belay-server, from what the daemon gathered: clipped
-/// to the server's limits (`domain::limits`) and with control characters escaped, so
+/// to the server's limits (`domain::limits`) and escaped (`display::escape`), so
 /// that a long or odd value costs that value, never the whole request.
 pub fn request_context(view: &RequestView) -> v1::RequestContext {
     use domain::limits;
@@ -174,7 +175,7 @@ pub fn request_context(view: &RequestView) -> v1::RequestContext {
             .take(limits::MAX_ANCESTRY)
             .map(|a| v1::Ancestor {
                 pid: a.pid,
-                comm: clip(&escape_control(&a.comm), limits::MAX_COMM_LEN),
+                comm: clip(&escape(&a.comm), limits::MAX_COMM_LEN),
                 exe: absolute(a.exe.as_deref(), limits::MAX_PATH_LEN),
             })
             .collect(),
@@ -201,18 +202,6 @@ pub fn request_context(view: &RequestView) -> v1::RequestContext {
     wire
 }
 
-fn escape_control(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// At most `max` bytes, cut at a character boundary.
 fn clip(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
@@ -224,8 +213,12 @@ fn clip(s: &str, max: usize) -> String {
 
 /// Escaped; empty (unknown) when too long, since a cut value would mislead.
 fn text(s: Option<&str>, max: usize) -> String {
-    let s = escape_control(s.unwrap_or_default());
-    if s.len() > max { String::new() } else { s }
+    let s = escape(s.unwrap_or_default());
+    if s.len() > max {
+        String::new()
+    } else {
+        s.into_owned()
+    }
 }
 
 fn absolute(path: Option<&str>, max: usize) -> String {
@@ -520,7 +513,7 @@ mod context_tests {
             ancestry: vec![
                 Ancestor {
                     pid: 9,
-                    comm: "ba\u{1b}sh".into(),
+                    comm: "ba\u{1b}s\u{202e}h".into(),
                     exe: Some("/usr/bin/bash".into()),
                 },
                 Ancestor {
@@ -539,7 +532,7 @@ mod context_tests {
         let wire = request_context(&view(context, names));
         let parsed = domain::RequestContext::try_from(wire.clone()).expect("server accepts it");
         assert_eq!(parsed.ancestry().len(), 2);
-        assert_eq!(parsed.ancestry()[0].comm(), "ba\\u{1b}sh");
+        assert_eq!(parsed.ancestry()[0].comm(), "ba\\u{1b}s\\u{202e}h");
         assert_eq!(parsed.ancestry()[1].exe(), None);
         assert_eq!(parsed.user(), Some("dev"));
         assert_eq!(parsed.subject(), Some("copilot"));

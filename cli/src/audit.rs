@@ -50,7 +50,7 @@ pub fn run(command: &AuditCommand, output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&to_json(&report, &audit::public_key_hex(&key)))?
+            crate::render::json_pretty(&to_json(&report, &audit::public_key_hex(&key)))?
         ),
         Output::Table => {
             if report.is_intact() {

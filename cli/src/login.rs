@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::credentials::{self, Credential};
+use crate::render::esc;
 
 /// RFC 8628 §3.5: the default polling interval, and how much `slow_down` adds.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -173,10 +174,11 @@ async fn device_flow(issuer: &str, client_id: &str, scope: &str) -> anyhow::Resu
         .await
         .with_context(|| format!("{endpoint}: unexpected answer"))?;
 
-    eprintln!("To sign in, open {}", device.verification_uri);
-    eprintln!("and enter the code: {}", device.user_code);
+    // As the issuer sent them: escaped, like everything else a person reads.
+    eprintln!("To sign in, open {}", esc(&device.verification_uri));
+    eprintln!("and enter the code: {}", esc(&device.user_code));
     if let Some(complete) = &device.verification_uri_complete {
-        eprintln!("(or open {complete})");
+        eprintln!("(or open {})", esc(complete));
     }
 
     let deadline = Instant::now() + Duration::from_secs(device.expires_in);

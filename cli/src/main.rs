@@ -7,6 +7,7 @@ mod login;
 mod mask;
 mod output;
 mod policy;
+mod render;
 mod review;
 mod server;
 
@@ -147,7 +148,8 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("belay: {e:#}");
+            // Errors quote what the agent or the server said, and what they quote.
+            eprintln!("belay: {}", render::lines(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

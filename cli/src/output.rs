@@ -1,7 +1,10 @@
-//! Human tables and JSON for every answer.
+//! Human tables and JSON for every answer of the agent's local socket. Every value is
+//! escaped (`crate::render`): the agent sends raw paths, argv and environments, and an
+//! older agent may send anything.
 use belay_agent::api::{ActionView, ApiResponse, RequestView};
 
 use crate::Output;
+use crate::render::{self, esc, esc_or};
 
 fn action(a: &ActionView) -> String {
     match a {
@@ -9,11 +12,11 @@ fn action(a: &ActionView) -> String {
             path, file, argv, ..
         } => {
             let what = match file {
-                Some(file) if file != path => format!("{file} (as {path})"),
-                _ => path.clone(),
+                Some(file) if file != path => format!("{} (as {})", esc(file), esc(path)),
+                _ => esc(path).to_string(),
             };
             match argv {
-                Some(argv) => format!("exec {what} {argv:?}"),
+                Some(argv) => format!("exec {what} {}", render::argv(argv)),
                 None => format!("exec {what}"),
             }
         }
@@ -23,7 +26,8 @@ fn action(a: &ActionView) -> String {
             protocol,
             hostnames,
         } => format!(
-            "connect {protocol} {}{}",
+            "connect {} {}{}",
+            esc(protocol),
             host_port(address, *port),
             names(hostnames)
         ),
@@ -33,7 +37,8 @@ fn action(a: &ActionView) -> String {
             protocol,
             hostnames,
         } => format!(
-            "send {protocol} {}{}",
+            "send {} {}{}",
+            esc(protocol),
             host_port(address, *port),
             names(hostnames)
         ),
@@ -43,22 +48,22 @@ fn action(a: &ActionView) -> String {
 }
 
 fn unix(verb: &str, path: &str, protocol: &str) -> String {
-    format!("{verb} {protocol} {path}")
+    format!("{verb} {} {}", esc(protocol), esc(path))
 }
 
 fn names(hostnames: &[String]) -> String {
     if hostnames.is_empty() {
         String::new()
     } else {
-        format!(" ({})", hostnames.join(", "))
+        format!(" ({})", render::list(hostnames))
     }
 }
 
 fn host_port(address: &str, port: u16) -> String {
     if address.contains(':') {
-        format!("[{address}]:{port}")
+        format!("[{}]:{port}", esc(address))
     } else {
-        format!("{address}:{port}")
+        format!("{}:{port}", esc(address))
     }
 }
 
@@ -85,8 +90,8 @@ fn table(requests: &[RequestView]) {
             r.id,
             r.tgid,
             r.uid,
-            r.subject.as_deref().unwrap_or("-"),
-            r.comm,
+            esc_or(r.subject.as_deref(), "-"),
+            esc(&r.comm),
             format!("{left}s"),
             action(&r.action)
         );
@@ -95,7 +100,7 @@ fn table(requests: &[RequestView]) {
 
 pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(response)?);
+        println!("{}", render::json_pretty(response)?);
         return Ok(());
     }
     match response {
@@ -103,30 +108,40 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
         ApiResponse::Request { request: r } => {
             println!("request   {}", r.id);
             println!("action    {}", action(&r.action));
+            if let ActionView::Exec { env, .. } = &r.action {
+                for line in render::env_lines(env.as_deref()) {
+                    println!("{line}");
+                }
+            }
             if let Some(subject) = &r.subject {
-                let owner = r.owner.as_deref().unwrap_or("?");
-                println!("agent     {subject} (owner {owner})");
+                let owner = esc_or(r.owner.as_deref(), "?");
+                println!("agent     {} (owner {owner})", esc(subject));
             }
             println!(
                 "rule      {}",
-                r.rule.as_deref().unwrap_or("(the subject's default)")
+                esc_or(r.rule.as_deref(), "(the subject's default)")
             );
             let c = &r.context;
             if !c.host.is_empty() {
-                println!("host      {}", c.host);
+                println!("host      {}", esc(&c.host));
             }
-            println!("process   {} (thread {}), comm {}", r.tgid, r.pid, r.comm);
+            println!(
+                "process   {} (thread {}), comm {}",
+                r.tgid,
+                r.pid,
+                esc(&r.comm)
+            );
             match &c.user {
-                Some(user) => println!("user      {user} (uid {})", r.uid),
+                Some(user) => println!("user      {} (uid {})", esc(user), r.uid),
                 None => println!("uid       {}", r.uid),
             }
             if let Some(cwd) = &r.cwd {
-                println!("cwd       {cwd}");
+                println!("cwd       {}", esc(cwd));
             }
             for (i, a) in c.ancestry.iter().enumerate() {
                 let label = if i == 0 { "ancestry" } else { "" };
-                let exe = a.exe.as_deref().unwrap_or("?");
-                println!("{label:<9} {} {} ({exe})", a.pid, a.comm);
+                let exe = esc_or(a.exe.as_deref(), "?");
+                println!("{label:<9} {} {} ({exe})", a.pid, esc(&a.comm));
             }
             if c.ancestry.is_empty()
                 && let Some(ppid) = r.ppid
@@ -134,26 +149,26 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
                 println!("parent    {ppid}");
             }
             if let Some(cg) = &c.cgroup {
-                println!("cgroup    {cg}");
+                println!("cgroup    {}", esc(cg));
             }
             if let Some(id) = &c.container_id {
-                println!("container {id}");
+                println!("container {}", esc(id));
             }
             if let Some(pod) = &c.pod_uid {
-                println!("pod       {pod}");
+                println!("pod       {}", esc(pod));
             }
             let left = r.deadline_unix_ms.saturating_sub(now_ms()) / 1000;
             println!("deadline  in {left}s, then {}", r.default_verdict);
         }
         ApiResponse::Decided { id, verdict } => println!("request {id}: {verdict}"),
         ApiResponse::Status { status } => {
-            println!("belay-agent {}", status.version);
+            println!("belay-agent {}", esc(&status.version));
             let p = &status.policy;
             println!(
                 "policy             {} ({} subjects: {})",
-                p.source.as_deref().unwrap_or("built-in"),
+                esc_or(p.source.as_deref(), "built-in"),
                 p.subjects.len(),
-                p.subjects.join(", ")
+                render::list(&p.subjects)
             );
             println!(
                 "policy reloads     {} ok, {} failed",
@@ -161,14 +176,18 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
             );
             if let (Some(version), Some(sha256)) = (p.server_version, &p.server_sha256) {
                 println!(
-                    "fleet policy       version {version} from belay-server (sha256 {sha256})"
+                    "fleet policy       version {version} from belay-server (sha256 {})",
+                    esc(sha256)
                 );
             }
             if let Some(e) = &p.last_error {
-                println!("policy error       {e} (previous policy in force)");
+                println!(
+                    "policy error       {} (previous policy in force)",
+                    render::lines(e)
+                );
             }
             for w in &p.warnings {
-                println!("policy warning     {w}");
+                println!("policy warning     {}", esc(w));
             }
             if let Some(s) = &status.server {
                 let state = if s.connected {
@@ -178,10 +197,11 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
                 };
                 println!(
                     "belay-server       {} ({state}; {} awaiting a decision)",
-                    s.url, s.awaiting
+                    esc(&s.url),
+                    s.awaiting
                 );
                 if let (false, Some(e)) = (s.connected, &s.last_error) {
-                    println!("server error       {e}");
+                    println!("server error       {}", esc(e));
                 }
             }
             println!("pending requests   {}", status.pending);
@@ -203,7 +223,9 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
             println!("signal failures    {}", status.kernel.signal_failed);
             println!("undecodable events {}", status.kernel.undecodable_events);
         }
-        ApiResponse::Enrolled { tgid, subject } => println!("enrolled {tgid} as {subject}"),
+        ApiResponse::Enrolled { tgid, subject } => {
+            println!("enrolled {tgid} as {}", esc(subject));
+        }
         ApiResponse::Error { message } => anyhow::bail!("{message}"),
     }
     Ok(())

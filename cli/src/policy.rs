@@ -8,6 +8,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::Output;
+use crate::render::{self, esc};
 use crate::review::Client;
 use crate::server::unix_ms;
 
@@ -110,11 +111,12 @@ pub async fn run(client: &mut Client, output: Output, prepared: Prepared) -> any
                 return Ok(());
             };
             if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&policy_json(&pushed))?);
+                println!("{}", render::json_pretty(&policy_json(&pushed))?);
             } else {
                 println!(
                     "fleet policy version {} pushed (sha256 {}); agents apply it as they receive it",
-                    pushed.version, pushed.sha256
+                    pushed.version,
+                    esc(&pushed.sha256)
                 );
             }
         }
@@ -126,7 +128,8 @@ pub async fn run(client: &mut Client, output: Output, prepared: Prepared) -> any
                 .into_inner();
             if text {
                 let policy = view.policy.context("no fleet policy has been pushed")?;
-                print!("{}", String::from_utf8_lossy(&policy.text));
+                // The document as lines: a pushed file's escape sequences stay text.
+                println!("{}", render::lines(&String::from_utf8_lossy(&policy.text)));
                 return Ok(());
             }
             show(&view, output)?;
@@ -154,7 +157,7 @@ fn show(view: &v1::GetPolicyResponse, output: Output) -> anyhow::Result<()> {
         let policy = view.policy.as_ref().map_or(Value::Null, policy_json);
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"policy": policy, "agents": agents}))?
+            render::json_pretty(&json!({"policy": policy, "agents": agents}))?
         );
         return Ok(());
     }
@@ -162,15 +165,15 @@ fn show(view: &v1::GetPolicyResponse, output: Output) -> anyhow::Result<()> {
         None => println!("no fleet policy has been pushed"),
         Some(p) => {
             println!("version    {}", p.version);
-            println!("sha256     {}", p.sha256);
+            println!("sha256     {}", esc(&p.sha256));
             println!("size       {} bytes", p.size);
             println!(
                 "pushed     by {}, {} ago",
-                p.pushed_by,
+                esc(&p.pushed_by),
                 crate::review::ago(unix_ms(p.pushed_at.as_ref()))
             );
             if !p.reason.is_empty() {
-                println!("reason     {}", p.reason);
+                println!("reason     {}", esc(&p.reason));
             }
         }
     }
@@ -187,13 +190,13 @@ fn show(view: &v1::GetPolicyResponse, output: Output) -> anyhow::Result<()> {
                 let message = s.message.lines().next().unwrap_or("");
                 println!(
                     "{:<24} {:<8} {:<13} {}",
-                    a.host,
+                    esc(&a.host),
                     s.version,
                     outcome_name(s.outcome),
-                    message
+                    esc(message)
                 );
             }
-            None => println!("{:<24} {:<8} {:<13}", a.host, "-", "no-answer"),
+            None => println!("{:<24} {:<8} {:<13}", esc(&a.host), "-", "no-answer"),
         }
     }
     Ok(())

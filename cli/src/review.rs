@@ -6,6 +6,7 @@ use belay_proto::v1::{self, reviewer_service_client::ReviewerServiceClient};
 use serde_json::{Value, json};
 
 use crate::Output;
+use crate::render::{self, esc};
 use crate::server::{action, state_name, to_json, unix_ms};
 
 /// The client `server::run` connects; one name to change if its stack changes.
@@ -58,17 +59,17 @@ fn watch_line(r: &v1::Request) -> String {
         "{} {:<9} {} {} {} {}",
         clock(at),
         state_name(r.state),
-        r.id,
-        r.host,
-        r.agent_name,
+        esc(&r.id),
+        esc(&r.host),
+        esc(&r.agent_name),
         action(r.action.as_ref()).1
     );
     if let Some(res) = &r.resolution {
         if !res.reviewer.is_empty() {
-            line.push_str(&format!(" by {}", res.reviewer));
+            line.push_str(&format!(" by {}", esc(&res.reviewer)));
         }
         if !res.reason.is_empty() {
-            line.push_str(&format!(" ({})", res.reason));
+            line.push_str(&format!(" ({})", esc(&res.reason)));
         }
     }
     line
@@ -85,10 +86,10 @@ pub async fn watch(client: &mut Client, output: Output) -> anyhow::Result<()> {
     while let Some(message) = stream.message().await.map_err(status)? {
         let line = match (message.kind, output) {
             (Some(Kind::Request(r)), Output::Json) => {
-                json!({"kind": "request", "request": to_json(&r)}).to_string()
+                render::json_line(&json!({"kind": "request", "request": to_json(&r)}))?
             }
             (Some(Kind::Request(r)), Output::Table) => watch_line(&r),
-            (Some(Kind::Synced(_)), Output::Json) => json!({"kind": "synced"}).to_string(),
+            (Some(Kind::Synced(_)), Output::Json) => render::json_line(&json!({"kind": "synced"}))?,
             (Some(Kind::Synced(_)), Output::Table) => "-- pending above; live from here --".into(),
             (None, _) => continue,
         };
@@ -122,10 +123,7 @@ pub async fn agents(client: &mut Client, output: Output) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"agents": list}))?
-        );
+        println!("{}", render::json_pretty(&json!({"agents": list}))?);
     } else if agents.is_empty() {
         println!("no agents connected");
     } else {
@@ -139,9 +137,9 @@ pub async fn agents(client: &mut Client, output: Output) -> anyhow::Result<()> {
             });
             println!(
                 "{:<24} {:<24} {:<12} {:<10} {:<18} {}",
-                a.host,
-                a.owner,
-                a.version,
+                esc(&a.host),
+                esc(&a.owner),
+                esc(&a.version),
                 format!("{} ago", ago(unix_ms(a.connected_at.as_ref()))),
                 policy,
                 a.pending
@@ -197,7 +195,7 @@ pub async fn audit_log(
             })
             .collect();
         let doc = json!({"records": list, "next_after_seq": after_seq});
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", render::json_pretty(&doc)?);
     } else if records.is_empty() {
         println!("no audit records after {after}");
     } else {
@@ -210,9 +208,9 @@ pub async fn audit_log(
                 "{:<6} {:<9} {:<10} {:<28} {}",
                 r.seq,
                 clock(unix_ms(r.at.as_ref())),
-                r.kind,
-                r.request_id,
-                r.body
+                esc(&r.kind),
+                esc(&r.request_id),
+                esc(&r.body)
             );
         }
     }
@@ -252,15 +250,15 @@ pub fn print_context(c: Option<&v1::RequestContext>) {
     ];
     for (name, value) in fields {
         if !value.is_empty() {
-            println!("{name:<9} {value}");
+            println!("{name:<9} {}", esc(value));
         }
     }
     if !c.hostnames.is_empty() {
-        println!("{:<9} {}", "names", c.hostnames.join(", "));
+        println!("{:<9} {}", "names", render::list(&c.hostnames));
     }
     for (i, a) in c.ancestry.iter().enumerate() {
         let label = if i == 0 { "ancestry" } else { "" };
-        let exe = if a.exe.is_empty() { "?" } else { &a.exe };
-        println!("{label:<9} {} {} ({exe})", a.pid, a.comm);
+        let exe = esc(if a.exe.is_empty() { "?" } else { &a.exe });
+        println!("{label:<9} {} {} ({exe})", a.pid, esc(&a.comm));
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::Output;
+use crate::render::{self, esc};
 
 fn verdict_name(v: i32) -> &'static str {
     match v1::Verdict::try_from(v) {
@@ -36,12 +37,13 @@ pub(crate) fn unix_ms(t: Option<&prost_types::Timestamp>) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The action as JSON (the real values) and as one line for people (escaped).
 pub(crate) fn action(a: Option<&v1::Action>) -> (Value, String) {
     use v1::action::Kind;
     match a.and_then(|a| a.kind.as_ref()) {
         Some(Kind::Exec(e)) => (
             json!({"kind": "exec", "path": e.path, "argv": e.argv, "env": e.env, "cwd": e.cwd}),
-            format!("exec {} {:?}", e.path, e.argv),
+            format!("exec {} {}", esc(&e.path), render::argv(&e.argv)),
         ),
         Some(Kind::Connect(c)) => {
             let proto = match v1::Protocol::try_from(c.protocol) {
@@ -49,9 +51,9 @@ pub(crate) fn action(a: Option<&v1::Action>) -> (Value, String) {
                 _ => "tcp",
             };
             let hp = if c.address.contains(':') {
-                format!("[{}]:{}", c.address, c.port)
+                format!("[{}]:{}", esc(&c.address), c.port)
             } else {
-                format!("{}:{}", c.address, c.port)
+                format!("{}:{}", esc(&c.address), c.port)
             };
             (
                 json!({"kind": "connect", "address": c.address, "port": c.port, "protocol": proto}),
@@ -94,19 +96,22 @@ fn now_ms() -> u64 {
 
 fn print_one(r: &v1::Request) {
     let (_, what) = action(r.action.as_ref());
-    println!("request   {}", r.id);
+    println!("request   {}", esc(&r.id));
     println!("action    {what}");
-    if let Some(v1::action::Kind::Exec(exec)) = r.action.as_ref().and_then(|a| a.kind.as_ref())
-        && !exec.env.is_empty()
-    {
-        // Masked on the host, like argv.
-        println!("env       {}", exec.env.join("\n          "));
+    if let Some(v1::action::Kind::Exec(exec)) = r.action.as_ref().and_then(|a| a.kind.as_ref()) {
+        // Masked on the host, like argv. An agent that read none sends none.
+        let env = (!exec.env.is_empty()).then_some(exec.env.as_slice());
+        for line in render::env_lines(env) {
+            println!("{line}");
+        }
     }
     println!(
         "agent     {} (owner {}) on {}",
-        r.agent_name, r.owner, r.host
+        esc(&r.agent_name),
+        esc(&r.owner),
+        esc(&r.host)
     );
-    println!("rule      {}", r.rule);
+    println!("rule      {}", esc(&r.rule));
     println!("process   {} (uid {})", r.pid, r.uid);
     crate::review::print_context(r.context.as_ref());
     println!("state     {}", state_name(r.state));
@@ -119,12 +124,12 @@ fn print_one(r: &v1::Request) {
         println!(
             "decided   {} by {} ({})",
             verdict_name(res.verdict),
-            if res.reviewer.is_empty() {
+            esc(if res.reviewer.is_empty() {
                 "-"
             } else {
                 &res.reviewer
-            },
-            res.reason
+            }),
+            esc(&res.reason)
         );
     }
 }
@@ -210,7 +215,7 @@ pub fn run(url: &str, ca: Option<&Path>, output: Output, call: Call<'_>) -> anyh
                     .requests;
                 if output == Output::Json {
                     let v: Vec<Value> = list.iter().map(to_json).collect();
-                    println!("{}", serde_json::to_string_pretty(&json!({"requests": v}))?);
+                    println!("{}", render::json_pretty(&json!({"requests": v}))?);
                 } else if list.is_empty() {
                     println!("no pending requests");
                 } else {
@@ -222,9 +227,9 @@ pub fn run(url: &str, ca: Option<&Path>, output: Output, call: Call<'_>) -> anyh
                         let left = unix_ms(r.deadline.as_ref()).saturating_sub(now_ms()) / 1000;
                         println!(
                             "{:<28} {:<16} {:<16} {:<10} {}",
-                            r.id,
-                            r.host,
-                            r.agent_name,
+                            esc(&r.id),
+                            esc(&r.host),
+                            esc(&r.agent_name),
                             format!("{left}s"),
                             action(r.action.as_ref()).1
                         );
@@ -242,7 +247,7 @@ pub fn run(url: &str, ca: Option<&Path>, output: Output, call: Call<'_>) -> anyh
                     .request
                     .context("belay-server sent no request")?;
                 if output == Output::Json {
-                    println!("{}", serde_json::to_string_pretty(&to_json(&r))?);
+                    println!("{}", render::json_pretty(&to_json(&r))?);
                 } else {
                     print_one(&r);
                 }
@@ -277,15 +282,21 @@ pub fn run(url: &str, ca: Option<&Path>, output: Output, call: Call<'_>) -> anyh
                     let mut json = to_json(&r);
                     json["approvals"] = answer.approvals.into();
                     json["quorum"] = answer.quorum.into();
-                    println!("{}", serde_json::to_string_pretty(&json)?);
+                    println!("{}", render::json_pretty(&json)?);
                 } else if waiting {
                     println!(
                         "request {}: approval counted, {} of {} needed",
-                        r.id, answer.approvals, answer.quorum
+                        esc(&r.id),
+                        answer.approvals,
+                        answer.quorum
                     );
                 } else {
                     let grant = if scoped { " (and granted for the stated time)" } else { "" };
-                    println!("request {}: {}{grant}", r.id, verdict_name(verdict as i32));
+                    println!(
+                        "request {}: {}{grant}",
+                        esc(&r.id),
+                        verdict_name(verdict as i32)
+                    );
                 }
             }
         }

@@ -1,4 +1,5 @@
 //! The local API on the daemon's Unix socket: enrollment, requests, decisions, status.
+use belay_proto::display::Escaped;
 use tokio::{io::AsyncWriteExt as _, net::UnixStream};
 use tracing::{Instrument as _, info, info_span, warn};
 
@@ -136,7 +137,7 @@ async fn handle(
                     "no pending request {id} (unknown, or already ended)"
                 ));
             };
-            info!(request = id, %verdict, reason = reason.as_deref().unwrap_or(""), uid, "decided");
+            info!(request = id, %verdict, reason = %Escaped(reason.as_deref().unwrap_or("")), uid, "decided");
             shared.end(p, Outcome::Decided(verdict)).await;
             ApiResponse::Decided { id, verdict }
         }

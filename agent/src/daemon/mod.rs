@@ -13,7 +13,10 @@ use std::{
 
 use agent_common::{ExecExpect, VerdictKey};
 use anyhow::Context as _;
-use belay_proto::domain::{PolicyOutcome, PolicyReport};
+use belay_proto::{
+    display::Escaped,
+    domain::{PolicyOutcome, PolicyReport},
+};
 use tokio::signal::unix::SignalKind;
 use tracing::{debug, error, info, warn};
 
@@ -551,7 +554,7 @@ async fn from_server(shared: Shared, d: Down) {
             };
             // The server has it resolved already: nothing to withdraw there.
             p.view.server_id = None;
-            info!(request = p.view.id, server_id = %id, %verdict, reason = %reason, "decided on belay-server");
+            info!(request = p.view.id, server_id = %id, %verdict, reason = %Escaped(&reason), "decided on belay-server");
             let outcome = if expired {
                 Outcome::Expired(verdict)
             } else {

@@ -3,7 +3,10 @@
 use std::{net::IpAddr, time::Duration};
 
 use agent_common::ExecExpect;
-use belay_proto::v1;
+use belay_proto::{
+    display::{Escaped, escape, escape_json},
+    v1,
+};
 use tracing::{info, warn};
 
 use super::Shared;
@@ -178,7 +181,7 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
     if let Some(v) = verdict {
         info!(
             tgid = ev.tgid,
-            comm = %ev.comm,
+            comm = %Escaped(&ev.comm),
             subject = subject.map_or("", |s| s.name.as_str()),
             rule,
             action = %decision.action.as_str(),
@@ -253,10 +256,11 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         })));
     }
     let action = serde_json::to_string(&p.view.action).unwrap_or_default();
+    let action = escape_json(&action);
     info!(
         request = p.view.id,
         tgid = ev.tgid,
-        comm = %ev.comm,
+        comm = %Escaped(&ev.comm),
         subject = p.view.subject.as_deref().unwrap_or(""),
         rule,
         %action,
@@ -312,19 +316,22 @@ fn wire_action(action: &Action, view: &RequestView) -> Option<v1::Action> {
     Some(v1::Action { kind: Some(kind) })
 }
 
+/// The action for a log line, escaped: paths are the process's choice, and a log is read
+/// on a terminal too.
 fn describe(action: &Action, hostnames: &[String]) -> String {
     let names = if hostnames.is_empty() {
         String::new()
     } else {
         format!(" ({})", hostnames.join(", "))
     };
-    match action {
+    let text = match action {
         Action::Exec { path, .. } => format!("exec {path}"),
         Action::Connect { addr, .. } => format!("connect {addr}{names}"),
         Action::Send { addr, .. } => format!("send {addr}{names}"),
         Action::ConnectUnix { path, .. } => format!("connect unix {path}"),
         Action::SendUnix { path, .. } => format!("send unix {path}"),
-    }
+    };
+    escape(&text).into_owned()
 }
 
 /// A verdict reached without a person: by a daemon rule or in the kernel.
@@ -398,7 +405,7 @@ fn report(shared: &Shared, ev: &PauseEvent) {
         export(action, "kernel");
         info!(
             tgid = ev.tgid,
-            comm = %ev.comm,
+            comm = %Escaped(&ev.comm),
             subject,
             action,
             what = %describe(&ev.action, &hostnames),
@@ -408,7 +415,7 @@ fn report(shared: &Shared, ev: &PauseEvent) {
     }
     warn!(
         tgid = ev.tgid,
-        comm = %ev.comm,
+        comm = %Escaped(&ev.comm),
         subject,
         what = %describe(&ev.action, &hostnames),
         why = ?ev.unpausable_reasons(),

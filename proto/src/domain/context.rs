@@ -114,8 +114,11 @@ fn check_chars(
     }
 }
 
-/// Shown to people on a terminal: the agent escapes control characters, so one arriving
-/// here is forged or corrupt and could rewrite what the reviewer sees.
+/// Shown to people on a terminal. The agent escapes these fields (`display::escape`,
+/// which also covers bidi overrides and other invisible characters), so a control
+/// character arriving here is forged or corrupt. Refusing it is not what keeps a screen
+/// safe, though: every view escapes again when it shows a value, since an older agent
+/// may send format characters, and path, argv and env arrive raw by design.
 fn printable(c: char) -> bool {
     !c.is_control()
 }

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use belay_proto::display::Escaped;
 use belay_proto::domain::{
     AgentMessage, Decision, Hello, NewRequest, PolicyReport, RequestState, VerdictApplied,
     Withdraw, limits,
@@ -104,7 +105,8 @@ impl<S: Store> AgentService for AgentApi<S> {
         // Answers of an earlier session describe that session; this one answers anew.
         self.policy.forget(&hello.host);
         let policy_updates = self.policy.subscribe();
-        tracing::info!(host = %hello.host, owner = %hello.owner, version = %hello.version, ?peer, "agent connected");
+        // As the agent named them: escaped, like every value a person reads.
+        tracing::info!(host = %Escaped(hello.host.as_str()), owner = %Escaped(hello.owner.as_str()), version = %Escaped(hello.version.as_str()), ?peer, "agent connected");
         let (outbound, outbound_stream) = mpsc::channel(OUTBOUND_BUFFER);
         let driver = SessionDriver {
             approvals: Arc::clone(&self.approvals),
@@ -280,7 +282,7 @@ impl<S: Store> SessionDriver<S> {
                 tracing::info!(%host, version = report.version, "fleet policy applied");
             }
             outcome => {
-                tracing::warn!(%host, version = report.version, %outcome, message = %report.message, "fleet policy not in force on an agent");
+                tracing::warn!(host = %Escaped(host.as_str()), version = report.version, %outcome, message = %Escaped(&report.message), "fleet policy not in force on an agent");
             }
         }
         self.policy.report(host, report, SystemTime::now());
