@@ -24,6 +24,9 @@ pub mod kind {
     pub const SEND: u32 = 3;
     /// Not an action: a DNS answer a watched process received ([`DnsEvent`]).
     pub const DNS: u32 = 4;
+    /// Not an action: a process stopped at its first instruction after an exec allowed
+    /// by a verdict, for the daemon to check its new image ([`super::ExecExpect`]).
+    pub const IMAGE: u32 = 5;
 }
 
 /// Bytes of a DNS answer's UDP payload kept in a [`DnsEvent`] (the classic DNS size).
@@ -194,15 +197,16 @@ pub mod syscall {
     pub const EXECVEAT: u64 = 322;
 }
 
-/// Most bytes of an exec's argument area, and of its environment area, the kernel checks
-/// against what was reviewed ([`ExecExpect`]); an exec with more is never granted.
+/// Most bytes of an exec's argument area, and of its environment area, checked against
+/// what was reviewed ([`ExecExpect`]); an exec with more is never granted.
 pub const EXEC_IMAGE_MAX: u32 = 128 * 1024;
 
 /// What an exec allowed by a verdict must run with, in the `EXEC_EXPECT` map by tgid:
 /// written by the daemon with the verdict, from the argv and environment it read (and
-/// showed) while the task was stopped. Once the new image is in place, before its first
-/// instruction, the kernel hashes its own final copy of both; a process whose copy
-/// differs (rewritten by another thread or process after the review) is killed.
+/// showed) while the task was stopped. Once the new image is in place, the kernel stops
+/// the task before its first instruction ([`kind::IMAGE`]) and the daemon compares the
+/// kernel's own final copy of both; a process whose copy differs (rewritten by another
+/// thread or process after the review) is killed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExecExpect {
@@ -220,7 +224,7 @@ pub struct ExecExpect {
 }
 
 /// The hash [`ExecExpect`] holds: FNV-1a over 8-byte little-endian words, then the
-/// remaining bytes one by one (so the kernel can hash whole words at a time).
+/// remaining bytes one by one.
 pub fn image_hash(bytes: &[u8]) -> u64 {
     let mut h = FNV_OFFSET;
     let words = bytes.len() / 8;
@@ -390,11 +394,6 @@ pub struct KernelOffsets {
     pub userns_level: u32,
     /// `sk_buff::network_header`
     pub skb_network_header: u32,
-    /// `task_struct::mm`
-    pub task_mm: u32,
-    /// `mm_struct::arg_start`; `arg_end`, `env_start` and `env_end` follow it.
-    pub mm_arg_start: u32,
-    pub _pad: u32,
 }
 
 impl KernelOffsets {
@@ -427,9 +426,6 @@ impl KernelOffsets {
             net_user_ns: 0,
             userns_level: 0,
             skb_network_header: 0,
-            task_mm: 0,
-            mm_arg_start: 0,
-            _pad: 0,
         }
     }
 }
@@ -479,7 +475,7 @@ pub mod counter {
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 108);
 const _: () = assert!(core::mem::size_of::<DnsEvent>() == 552);
 const _: () = assert!(core::mem::size_of::<DaemonState>() == 24);
 const _: () = assert!(core::mem::size_of::<SubjectConf>() == 24);

@@ -143,8 +143,9 @@ fn watch_match(bprm: *const u8) -> Option<u32> {
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn on_exec(ctx: RawTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if is_watched(tgid) {
-        crate::image::check(tgid);
+    // SAFETY: the value is copied out at once.
+    if let Some(&subject) = unsafe { WATCHED.get(tgid) } {
+        crate::image::check(tgid, subject);
         return 0;
     }
     let bprm: *const u8 = ctx.arg(2);

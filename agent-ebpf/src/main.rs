@@ -81,10 +81,6 @@ static VERDICTS: HashMap<VerdictKey, u32> = HashMap::pinned(16_384, 0);
 #[map]
 static EXEC_EXPECT: HashMap<u32, ExecExpect> = HashMap::pinned(4_096, 0);
 
-/// Scratch space for hashing a new image's argument and environment areas.
-#[map]
-static IMAGE_CHUNK: PerCpuArray<[u8; image::CHUNK]> = PerCpuArray::with_max_entries(1, 0);
-
 /// Tasks stopped right now, by thread id, with the event that stopped them: a daemon
 /// that restarts finds them here and resolves them.
 #[map]

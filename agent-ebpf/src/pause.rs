@@ -196,7 +196,7 @@ fn report(ev: &mut RawEvent, why: u32) {
 
 /// The fail verdict when the daemon's heartbeat is stale or was never written.
 #[inline(always)]
-fn daemon_stale() -> Option<u32> {
+pub fn daemon_stale() -> Option<u32> {
     let Some(state) = DAEMON.get(0) else {
         return Some(verdict::DENY);
     };

@@ -80,6 +80,8 @@ pub struct LsmBackend {
     k: Loaded,
     undecodable: u64,
     heartbeat: Heartbeat,
+    /// New images killed here for not carrying what was reviewed.
+    images_killed: u64,
 }
 
 impl LsmBackend {
@@ -104,6 +106,7 @@ impl LsmBackend {
             k: loaded,
             undecodable: 0,
             heartbeat,
+            images_killed: 0,
         })
     }
 
@@ -123,6 +126,28 @@ impl LsmBackend {
                 warn!(error = %e, tgid = key.tgid, "could not deny the task of an undecodable event");
             }
         }
+    }
+
+    /// A task stopped at its first instruction after an exec allowed by a verdict
+    /// ([`kind::IMAGE`]): resumed if its new image carries the argv and environment
+    /// that were reviewed, killed if not (or if nothing was expected of it).
+    fn check_image(&mut self, tgid: u32, pid: u32) {
+        let _ = self.k.paused.remove(&pid);
+        let expect = self.k.exec_expect.get(&tgid, 0).ok();
+        let _ = self.k.exec_expect.remove(&tgid);
+        if expect.is_some_and(|e| image_matches(tgid, &e)) {
+            debug!(tgid, "the new image carries what was reviewed");
+            if let Err(e) = signal(tgid, Signal::SIGCONT) {
+                warn!(tgid, error = %e, "resuming a checked image failed");
+            }
+            return;
+        }
+        self.images_killed += 1;
+        warn!(
+            tgid,
+            "killed: the new image's argv or environment is not what was reviewed"
+        );
+        let _ = signal(tgid, Signal::SIGKILL);
     }
 
     /// The half of `EGRESS_RULES` the subjects point into now (0 or 1); a reload writes
@@ -167,6 +192,22 @@ fn dns_message(bytes: &[u8]) -> Option<DnsReceived<'_>> {
     })
 }
 
+/// Whether the new image of `tgid` (its argument and environment areas, as
+/// `/proc/PID/cmdline` and `environ` give them) is what `e` expects.
+fn image_matches(tgid: u32, e: &ExecExpect) -> bool {
+    let (Ok(args), Ok(env)) = (
+        std::fs::read(format!("/proc/{tgid}/cmdline")),
+        std::fs::read(format!("/proc/{tgid}/environ")),
+    ) else {
+        return false;
+    };
+    let n = e.args_len as usize;
+    args.len() >= n
+        && env.len() == e.env_len as usize
+        && agent_common::image_hash(&args[args.len() - n..]) == e.args_hash
+        && agent_common::image_hash(&env) == e.env_hash
+}
+
 /// Most DNS answers handed over in one go: a process that floods itself with answers
 /// refills the buffer as fast as it is read, and the owner task has pauses to pass on.
 const DNS_BATCH: usize = 256;
@@ -200,7 +241,16 @@ impl Backend for LsmBackend {
 
     fn drain(&mut self, sink: &mut dyn FnMut(KernelEvent<'_>)) {
         let mut bad = Vec::new();
+        let mut images = Vec::new();
         while let Some(item) = self.k.events.next() {
+            if let Ok(raw) = <&[u8; size_of::<RawEvent>()]>::try_from(&*item)
+                && u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]) == kind::IMAGE
+            {
+                // SAFETY: RawEvent is repr(C) plain data of exactly this size.
+                let ev = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast::<RawEvent>()) };
+                images.push((ev.tgid, ev.pid));
+                continue;
+            }
             match PauseEvent::try_from(&*item) {
                 Ok(ev) => {
                     let _ = drain_dns(&mut self.k.dns_events, sink);
@@ -211,6 +261,9 @@ impl Backend for LsmBackend {
         }
         for (bytes, e) in bad {
             self.undecodable(&bytes, e);
+        }
+        for (tgid, pid) in images {
+            self.check_image(tgid, pid);
         }
     }
 
@@ -361,6 +414,14 @@ impl Backend for LsmBackend {
         let mut out = Vec::new();
         for (tid, raw) in entries {
             let stopped = crate::task::state(tid) == Some('T');
+            if raw.kind == kind::IMAGE {
+                if stopped {
+                    self.check_image(raw.tgid, tid);
+                } else {
+                    let _ = self.k.paused.remove(&tid);
+                }
+                continue;
+            }
             match PauseEvent::try_from(&raw) {
                 Ok(ev) if stopped => {
                     info!(
@@ -397,7 +458,7 @@ impl Backend for LsmBackend {
             unclassified_denied: sum(counter::UNCLASSIFIED_DENIED)?,
             ptrace_denied: sum(counter::PTRACE_DENIED)?,
             watch_killed: sum(counter::WATCH_KILLED)?,
-            exec_mismatch_killed: sum(counter::EXEC_MISMATCH_KILLED)?,
+            exec_mismatch_killed: sum(counter::EXEC_MISMATCH_KILLED)? + self.images_killed,
             undecodable_events: self.undecodable,
         })
     }

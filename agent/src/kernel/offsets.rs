@@ -34,21 +34,6 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         net_user_ns: btf.member_offset("net", "user_ns")?,
         userns_level: btf.member_offset("user_namespace", "level")?,
         skb_network_header: btf.member_offset("sk_buff", "network_header")?,
-        task_mm: btf.member_offset("task_struct", "mm")?,
-        mm_arg_start: {
-            // The programs read the four as one array.
-            let start = btf.member_offset("mm_struct", "arg_start")?;
-            for (i, name) in ["arg_end", "env_start", "env_end"].into_iter().enumerate() {
-                if btf.member_offset("mm_struct", name)? != start + 8 * (i as u32 + 1) {
-                    return Err(BtfError::NoMember {
-                        strukt: "mm_struct".into(),
-                        member: format!("{name} right after arg_start"),
-                    });
-                }
-            }
-            start
-        },
-        _pad: 0,
     })
 }
 
