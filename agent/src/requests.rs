@@ -228,6 +228,13 @@ impl RequestBook {
         })
     }
 
+    /// Whether a request for exactly this paused action is open already: the task was
+    /// resumed by a stray SIGCONT and paused again. A second request would leave a spare
+    /// verdict once both are decided, for a later identical action nobody reviewed.
+    pub fn pending_for(&self, key: &VerdictKey) -> bool {
+        self.pending.values().any(|p| p.key == *key)
+    }
+
     pub fn get(&self, id: u64) -> Option<&Pending> {
         self.pending.get(&id)
     }

@@ -327,6 +327,29 @@ fn class5_argv_rewritten_after_review_does_not_run() {
     assert_eq!(k["exec_mismatch_killed"], 1, "{k}");
 }
 
+#[test]
+fn class5_a_stray_sigcont_makes_no_second_request() {
+    let agent = Agent::start(&[]);
+    let evade = evade_path();
+    let mut a = agent.run(&[&evade, "hello"]);
+    let req = agent.one_pending();
+    // Someone resumes the paused task: it restarts the exec and pauses again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pending = agent.pending();
+    assert_eq!(pending.len(), 1, "one request for one action: {pending:?}");
+    assert_eq!(pending[0]["id"], req["id"]);
+    common::ok(&agent.belay(&["approve", &req["id"].to_string()]));
+    a.ready().unwrap();
+    a.go().unwrap();
+    let (out, _) = a.finish(LONG).unwrap();
+    assert_eq!(out.trim(), "hello ok");
+}
+
 // Class 6: acting through another process of the same user.
 
 /// An unwatched process of the agents' uid holding a connection to `l`, and the

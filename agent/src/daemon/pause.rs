@@ -226,6 +226,13 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         masker: policy.masker(),
     };
     let mut book = shared.book();
+    if book.pending_for(&ev.key) {
+        info!(
+            tgid = ev.tgid,
+            "paused again for an action already awaiting a decision (a stray SIGCONT); no new request"
+        );
+        return;
+    }
     let p = book.open(&ev, info);
     // Built from the view, so what goes to belay-server is masked already.
     let upstream_action = server_id
