@@ -52,6 +52,11 @@ const COMM: &str = "ba\u{2066}sh";
 const AGENT: &str = "copilot\u{200b}";
 const RULE: &str = "ask\u{feff}-all";
 const HOST: &str = "build\u{202e}7";
+/// The host whose agent submits the request: belay-server takes request ids only as
+/// `HOST:...` with a host of `[A-Za-z0-9._-]`, so [`HOST`] itself can submit none.
+const REQ_HOST: &str = "build-7";
+/// The request's id.
+const REQ: &str = "build-7:req-1";
 /// A reviewer's reason may span lines; the second must not pass for a line of `show`.
 const REASON: &str = "fine\nrequest   forged";
 
@@ -150,19 +155,22 @@ async fn wait_pending(url: &str) {
     .expect("the request never became pending");
 }
 
-/// A server with one agent on host [`HOST`] that submitted [`exec_request`] `req-1`.
-async fn server_with_request() -> (String, tokio::sync::mpsc::Sender<v1::AgentMessage>) {
+/// A server with an agent on host [`HOST`], and one on [`REQ_HOST`] that submitted
+/// [`exec_request`] [`REQ`].
+async fn server_with_request() -> (String, [tokio::sync::mpsc::Sender<v1::AgentMessage>; 2]) {
     let url = start().await;
-    let hello = v1::Hello {
-        host: HOST.into(),
+    let hello = |host: &str| v1::Hello {
+        host: host.into(),
         version: "1.2\u{202e}3".into(),
         owner: "alice\u{200b}@example.com".into(),
     };
-    let (agent, inbound) = agent_session(&url, hello).await;
+    let (hostile, inbound) = agent_session(&url, hello(HOST)).await;
     drain(inbound);
-    agent.send(exec_request("req-1")).await.unwrap();
+    let (agent, inbound) = agent_session(&url, hello(REQ_HOST)).await;
+    drain(inbound);
+    agent.send(exec_request(REQ)).await.unwrap();
     wait_pending(&url).await;
-    (url, agent)
+    (url, [hostile, agent])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,14 +182,13 @@ async fn server_views_escape_every_field_and_list_the_program_environment() {
     assert!(pending.contains(PATH_SHOWN), "{pending}");
     assert!(pending.contains(ARG_SHOWN), "{pending}");
     assert!(pending.contains(r#""\u{202e}txt.exe""#), "{pending}");
-    assert!(pending.contains(r"build\u{202e}7"), "{pending}");
 
-    let shown = belay_ok(&url, &["show", "req-1"]).await;
+    let shown = belay_ok(&url, &["show", REQ]).await;
     assert_no_raw("show", &shown);
     for needle in [
         PATH_SHOWN,
         ARG_SHOWN,
-        r"copilot\u{200b} (owner alice\u{200b}@example.com) on build\u{202e}7",
+        r"copilot\u{200b} (owner alice\u{200b}@example.com) on build-7",
         r"rule      ask\u{feff}-all",
         r"cwd       /work/\u{202e}rid",
         r"user      dev\u{2066}",
@@ -195,21 +202,15 @@ async fn server_views_escape_every_field_and_list_the_program_environment() {
     let agents = belay_ok(&url, &["agents"]).await;
     assert_no_raw("agents", &agents);
     assert!(agents.contains(r"1.2\u{202e}3"), "{agents}");
+    assert!(agents.contains(r"build\u{202e}7"), "{agents}");
 
     let decided = belay_ok(
         &url,
-        &[
-            "--reviewer",
-            "bob\u{202e}",
-            "deny",
-            "req-1",
-            "--reason",
-            REASON,
-        ],
+        &["--reviewer", "bob\u{202e}", "deny", REQ, "--reason", REASON],
     )
     .await;
     assert_no_raw("deny", &decided);
-    let shown = belay_ok(&url, &["show", "req-1"]).await;
+    let shown = belay_ok(&url, &["show", REQ]).await;
     assert_no_raw("show decided", &shown);
     assert!(
         shown.contains(r"by bob\u{202e} (fine\nrequest   forged)"),
@@ -222,14 +223,14 @@ async fn server_views_escape_every_field_and_list_the_program_environment() {
 
     let log = belay_ok(&url, &["audit", "log"]).await;
     assert_no_raw("audit log", &log);
-    assert!(log.contains("req-1"), "{log}");
+    assert!(log.contains(REQ), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_json_keeps_the_real_values_and_nothing_raw() {
     let (url, _agent) = server_with_request().await;
     for args in [
-        &["show", "req-1", "--output", "json"][..],
+        &["show", REQ, "--output", "json"][..],
         &["pending", "--output", "json"],
         &["agents", "--output", "json"],
         &["audit", "log", "--output", "json"],
@@ -241,7 +242,8 @@ async fn server_json_keeps_the_real_values_and_nothing_raw() {
             "show" => &json,
             "pending" => &json["requests"][0],
             "agents" => {
-                assert_eq!(json["agents"][0]["host"], HOST);
+                let hosts = json["agents"].as_array().unwrap();
+                assert!(hosts.iter().any(|a| a["host"] == HOST), "{out}");
                 continue;
             }
             _ => &json["records"][0]["body"],
@@ -464,7 +466,7 @@ async fn show_lists_the_program_environment_first_and_masked() {
     let url = start().await;
     let (agent, inbound) = agent_session(&url, support::hello("build-7", "1.2.3")).await;
     drain(inbound);
-    let mut request = support::connect_request("req-1", 4242);
+    let mut request = support::connect_request(REQ, 4242);
     request.action = Some(v1::Action {
         kind: Some(v1::action::Kind::Exec(v1::Exec {
             path: "/usr/bin/git".into(),
@@ -478,7 +480,7 @@ async fn show_lists_the_program_environment_first_and_masked() {
         .await
         .unwrap();
     wait_pending(&url).await;
-    assert_clean_env_shown(&belay_ok(&url, &["show", "req-1"]).await);
+    assert_clean_env_shown(&belay_ok(&url, &["show", REQ]).await);
 
     // The agent's local socket.
     let dir = tempfile::tempdir().unwrap();
