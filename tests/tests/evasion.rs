@@ -23,28 +23,10 @@ use belay_agent::{
     policy::KernelTables,
 };
 use belay_tests::{Actor, PinDir, binary};
-use common::{AGENT_UID, Agent, LONG, dns_server};
+use common::{AGENT_UID, Agent, LONG, PolicyFile, dns_server};
 
 fn evade_path() -> String {
     binary("belay-evade").unwrap().display().to_string()
-}
-
-/// A policy file kept for the test's lifetime.
-struct PolicyFile {
-    _dir: tempfile::TempDir,
-    path: String,
-}
-
-impl PolicyFile {
-    fn new(text: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("policy.yaml");
-        std::fs::write(&path, text).unwrap();
-        Self {
-            path: path.display().to_string(),
-            _dir: dir,
-        }
-    }
 }
 
 /// Subject `t`: may run anything and reach anywhere but this host's loopback.
@@ -60,7 +42,7 @@ subjects:
 
 fn agent_no_loopback() -> (Agent, PolicyFile) {
     let policy = PolicyFile::new(NO_LOOPBACK);
-    let agent = Agent::start(&["--policy", &policy.path]);
+    let agent = Agent::start(&["--policy", &policy.arg()]);
     (agent, policy)
 }
 
@@ -158,7 +140,7 @@ subjects:
 "
     ));
     // The host trusts 127.0.0.1; the agent asks a server of its own at 127.0.0.2.
-    let agent = Agent::start(&["--policy", &policy.path, "--dns-resolver", "127.0.0.1"]);
+    let agent = Agent::start(&["--policy", &policy.arg(), "--dns-resolver", "127.0.0.1"]);
     let rogue = dns_server("127.0.0.2:53", [127, 0, 0, 1], 1);
     let actor = common::actor_path();
     let mut a = agent.run_as(
@@ -219,7 +201,7 @@ subjects:
 ",
         evade = evade_path()
     ));
-    let agent = Agent::start(&["--policy", &policy.path]);
+    let agent = Agent::start(&["--policy", &policy.arg()]);
     // What the glob allows runs.
     let ok = format!("{base}/tools/ok");
     assert_eq!(evade(&agent, &["exec-hello", &ok]), "hello ok");
@@ -262,7 +244,7 @@ subjects:
       - {{name: no-real, to: [\"unix:{real}\"], action: deny}}
 "
     ));
-    let agent = Agent::start(&["--policy", &policy.path]);
+    let agent = Agent::start(&["--policy", &policy.arg()]);
     let slashes = format!("{}//real.sock", base);
     let dot = format!("{base}/./real.sock");
     let link = format!("{base}/link.sock");

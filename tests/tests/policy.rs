@@ -5,42 +5,11 @@
 
 mod common;
 
-use std::{
-    net::TcpListener,
-    os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{net::TcpListener, os::unix::process::CommandExt as _, path::Path, process::Command};
 
 use belay_tests::{Actor, binary, wait_until};
-use common::{AGENT_UID, Agent, LONG, actor_path, dns_server, ok, scrape};
+use common::{AGENT_UID, Agent, LONG, PolicyFile, actor_path, dns_server, ok, scrape};
 use serde_json::Value;
-
-/// A policy file in its own directory, kept for the test's lifetime.
-struct PolicyFile {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl PolicyFile {
-    fn new(text: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("policy.yaml");
-        std::fs::write(&path, text).unwrap();
-        Self { _dir: dir, path }
-    }
-
-    fn arg(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    /// Replaces the file the way editors do (write a new file, rename it over).
-    fn replace(&self, text: &str) {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &self.path).unwrap();
-    }
-}
 
 fn agent_with(policy: &PolicyFile) -> Agent {
     Agent::start(&["--policy", &policy.arg()])

@@ -17,6 +17,32 @@ pub const LONG: Duration = Duration::from_secs(30);
 /// The uid the AI agents of these tests run as.
 pub const AGENT_UID: u32 = 1000;
 
+/// A policy file in its own directory, kept for the test's lifetime.
+pub struct PolicyFile {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl PolicyFile {
+    pub fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, text).unwrap();
+        Self { _dir: dir, path }
+    }
+
+    pub fn arg(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Replaces the file the way editors do (write a new file, rename it over).
+    pub fn replace(&self, text: &str) {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+}
+
 pub struct Agent {
     pub child: Child,
     pub socket: PathBuf,
