@@ -17,4 +17,5 @@ pub mod server_policy;
 pub mod sync;
 pub mod task;
 pub mod upstream;
+pub mod vouch;
 pub mod watch;

@@ -18,6 +18,7 @@ use crate::{
     requests::{Outcome, RequestInfo},
     task,
     upstream::Up,
+    vouch,
 };
 
 /// What the daemon reads about a stopped task before deciding.
@@ -28,7 +29,7 @@ struct Gathered {
     env: Option<Vec<String>>,
     file: Option<String>,
     /// The exec'd file's or the Unix socket's confirmed paths (see
-    /// `task::exec_trusted_paths`, `task::unix_socket_trusted_paths`).
+    /// `vouch::exec_trusted_paths`, `vouch::unix_socket_trusted_paths`).
     trusted_file: Vec<String>,
     /// No mount the process sees was made by an unprivileged process.
     mounts_trusted: bool,
@@ -59,12 +60,12 @@ async fn gather(ev: &PauseEvent) -> Gathered {
             Some((path, ino, dev)) => (
                 task::exec_image(tgid, pid, task::is_script(tgid, &path)),
                 task::exec_file(tgid, &path, ino, dev),
-                task::exec_trusted_paths(tgid, &path, ino, dev),
+                vouch::exec_trusted_paths(tgid, &path, ino, dev),
             ),
             None => (task::ExecImage::default(), None, Vec::new()),
         };
         if let Some(path) = socket {
-            trusted_file = task::unix_socket_trusted_paths(tgid, &path);
+            trusted_file = vouch::unix_socket_trusted_paths(tgid, &path);
         }
         Gathered {
             context: context::collect(tgid, uid),
@@ -73,7 +74,7 @@ async fn gather(ev: &PauseEvent) -> Gathered {
             expect: image.expect,
             file,
             trusted_file,
-            mounts_trusted: task::mounts_trusted(tgid),
+            mounts_trusted: vouch::mounts_trusted(tgid),
         }
     })
     .await
