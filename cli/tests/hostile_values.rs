@@ -18,9 +18,8 @@ use belay_agent::api::{ActionView, ApiRequest, ApiResponse, RequestView};
 use belay_agent::context::{Ancestor, ProcessContext};
 use belay_agent::kernel::Verdict;
 use belay_proto::v1;
-use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
 use serde_json::Value;
-use support::{PATIENCE, agent_session, belay_ok, drain, message, start};
+use support::{PATIENCE, agent_session, belay_ok, drain, message, start, wait_pending};
 
 /// Characters that rewrite, reorder or hide text on a terminal: none may reach one raw.
 const RAW: &[char] = &[
@@ -135,26 +134,6 @@ fn exec_request(id: &str) -> v1::AgentMessage {
     }))
 }
 
-async fn wait_pending(url: &str) {
-    let mut reviewer = ReviewerServiceClient::connect(url.to_owned())
-        .await
-        .unwrap();
-    tokio::time::timeout(PATIENCE, async {
-        while reviewer
-            .list_pending(v1::ListPendingRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .requests
-            .is_empty()
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the request never became pending");
-}
-
 /// A server with an agent on host [`HOST`], and one on [`REQ_HOST`] that submitted
 /// [`exec_request`] [`REQ`].
 async fn server_with_request() -> (String, [tokio::sync::mpsc::Sender<v1::AgentMessage>; 2]) {
@@ -169,7 +148,7 @@ async fn server_with_request() -> (String, [tokio::sync::mpsc::Sender<v1::AgentM
     let (agent, inbound) = agent_session(&url, hello(REQ_HOST)).await;
     drain(inbound);
     agent.send(exec_request(REQ)).await.unwrap();
-    wait_pending(&url).await;
+    wait_pending(&url, 1).await;
     (url, [hostile, agent])
 }
 
@@ -479,7 +458,7 @@ async fn show_lists_the_program_environment_first_and_masked() {
         .send(message(v1::agent_message::Kind::Request(request)))
         .await
         .unwrap();
-    wait_pending(&url).await;
+    wait_pending(&url, 1).await;
     assert_clean_env_shown(&belay_ok(&url, &["show", REQ]).await);
 
     // The agent's local socket.

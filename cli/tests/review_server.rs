@@ -6,14 +6,13 @@ mod support;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
 
 use belay_proto::v1;
-use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
 use belay_server::ServeOptions;
 use serde_json::Value;
 use support::{
     PATIENCE, agent_session, belay_ok, connect_request, drain, hello, message, start_with,
+    wait_pending,
 };
 use tokio::sync::mpsc;
 
@@ -45,27 +44,6 @@ fn request(id: &str) -> v1::AgentMessage {
         }),
         ..connect_request(id, 77)
     }))
-}
-
-async fn wait_pending(url: &str, count: usize) {
-    let mut reviewer = ReviewerServiceClient::connect(url.to_owned())
-        .await
-        .unwrap();
-    tokio::time::timeout(PATIENCE, async {
-        while reviewer
-            .list_pending(v1::ListPendingRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .requests
-            .len()
-            < count
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("requests never became pending");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,3 +119,25 @@ pub async fn belay_ok(url: &str, args: &[&str]) -> String {
     );
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// Waits until belay-server at `url` holds at least `count` pending requests.
+pub async fn wait_pending(url: &str, count: usize) {
+    let mut reviewer = v1::reviewer_service_client::ReviewerServiceClient::connect(url.to_owned())
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        while reviewer
+            .list_pending(v1::ListPendingRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .requests
+            .len()
+            < count
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("requests never became pending");
+}
