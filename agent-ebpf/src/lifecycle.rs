@@ -10,7 +10,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    PAUSED, WATCH_CGROUP, WATCH_EXE, WATCH_UID, WATCHED, count, exec::read_ptr, is_watched, offsets,
+    EXEC_EXPECT, PAUSED, WATCH_CGROUP, WATCH_EXE, WATCH_UID, WATCHED, count, exec::read_ptr,
+    is_watched, offsets,
 };
 
 /// Deepest cgroup level checked against `WATCH_CGROUP` (pods sit at about 4 to 6).
@@ -188,6 +189,9 @@ pub fn on_exit(ctx: RawTracePointContext) -> i32 {
     };
     if read_u32(signal, off.signal_live) == Some(0) {
         let _ = WATCHED.remove(tgid);
+        // An expectation for an exec that never came (killed, or denied after all) would
+        // otherwise stay in the map for good, and a full map refuses the next allow.
+        let _ = EXEC_EXPECT.remove(tgid);
     }
     0
 }
