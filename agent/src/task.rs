@@ -64,23 +64,30 @@ pub fn kernel_dev_to_user(dev: u32) -> u64 {
 /// would otherwise tell a reviewer little or mislead.
 pub fn exec_file(tgid: u32, path: &str, ino: u64, dev: u32) -> Option<String> {
     use std::os::unix::fs::MetadataExt as _;
-    let (probe, shown) = if let Some(rest) = path.strip_prefix("/proc/self/") {
-        let probe = format!("/proc/{tgid}/{rest}");
-        let shown =
-            fs::read_link(&probe).map_or_else(|_| path.to_owned(), |t| t.display().to_string());
-        (probe, shown)
+    let probe = probe_path(tgid, path);
+    let shown = if path.starts_with("/proc/self/") {
+        fs::read_link(&probe).map_or_else(|_| path.to_owned(), |t| t.display().to_string())
     } else if path.starts_with('/') {
-        // Through the process's root: right inside containers and chroots.
-        (format!("/proc/{tgid}/root{path}"), path.to_owned())
+        path.to_owned()
     } else {
         let cwd = fs::read_link(format!("/proc/{tgid}/cwd")).ok()?;
-        (
-            format!("/proc/{tgid}/cwd/{path}"),
-            cwd.join(path).display().to_string(),
-        )
+        cwd.join(path).display().to_string()
     };
     let md = fs::metadata(&probe).ok()?;
     (md.ino() == ino && md.dev() == kernel_dev_to_user(dev)).then_some(shown)
+}
+
+/// Where the daemon finds the file `path` names for process `tgid`: `/proc/self/...` as
+/// that process's own, an absolute path through its root (right inside containers and
+/// chroots), a relative one from its cwd.
+fn probe_path(tgid: u32, path: &str) -> String {
+    if let Some(rest) = path.strip_prefix("/proc/self/") {
+        format!("/proc/{tgid}/{rest}")
+    } else if path.starts_with('/') {
+        format!("/proc/{tgid}/root{path}")
+    } else {
+        format!("/proc/{tgid}/cwd/{path}")
+    }
 }
 
 /// `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
@@ -185,19 +192,19 @@ fn expect_for(argv: &RawVector, env: &RawVector, script: bool) -> Option<ExecExp
     })
 }
 
-/// Whether the file an exec of `path` by `tgid` runs starts with `#!`.
-pub fn is_script(tgid: u32, path: &str) -> bool {
-    use std::io::Read as _;
-    let probe = if path.starts_with('/') {
-        format!("/proc/{tgid}/root{path}")
-    } else {
-        format!("/proc/{tgid}/cwd/{path}")
+/// Whether the file an exec of `path` by `tgid` runs (`ino`, `dev`) starts with `#!`;
+/// false when that file cannot be found, so all of argv is checked.
+pub fn is_script(tgid: u32, path: &str, ino: u64, dev: u32) -> bool {
+    use std::{io::Read as _, os::unix::fs::MetadataExt as _};
+    let Ok(mut f) = fs::File::open(probe_path(tgid, path)) else {
+        return false;
     };
+    // Only the file the kernel is about to run says what it is.
+    let same = f
+        .metadata()
+        .is_ok_and(|md| md.ino() == ino && md.dev() == kernel_dev_to_user(dev));
     let mut head = [0u8; 2];
-    fs::File::open(probe)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && &head == b"#!"
+    same && f.read_exact(&mut head).is_ok() && &head == b"#!"
 }
 
 /// See [`exec_env`]: the environment, with a search `limits.scan` entries deep (what

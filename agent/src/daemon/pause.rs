@@ -58,7 +58,7 @@ async fn gather(ev: &PauseEvent) -> Gathered {
         }
         let (image, file, mut trusted_file) = match exec {
             Some((path, ino, dev)) => (
-                task::exec_image(tgid, pid, task::is_script(tgid, &path)),
+                task::exec_image(tgid, pid, task::is_script(tgid, &path, ino, dev)),
                 task::exec_file(tgid, &path, ino, dev),
                 vouch::exec_trusted_paths(tgid, &path, ino, dev),
             ),
