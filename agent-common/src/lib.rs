@@ -27,35 +27,44 @@ pub mod kind {
     /// Not an action: a process stopped at its first instruction after an exec allowed
     /// by a verdict, for the daemon to check its new image ([`super::ExecExpect`]).
     pub const IMAGE: u32 = 5;
+    /// Not an action: a DNS query a watched process sent ([`DnsEvent`]), so that only
+    /// an answer to it may teach a name.
+    pub const DNS_QUERY: u32 = 6;
 }
 
-/// Bytes of a DNS answer's UDP payload kept in a [`DnsEvent`] (the classic DNS size).
+/// Bytes of a DNS message's UDP payload kept in a [`DnsEvent`] (the classic DNS size).
 pub const DNS_CAPTURE: usize = 512;
 
-/// A DNS answer (UDP from port 53) received by a watched process, so the daemon can tell
-/// reviewers which hostname an address was looked up as. It has a ring buffer of its own
-/// (`DNS_EVENTS`), which the daemon drains before it handles each pause, so the answer
-/// is read before any connect that follows it.
+/// A DNS message of a watched process: a query it sent to port 53 ([`kind::DNS_QUERY`])
+/// or an answer it received from port 53 ([`kind::DNS`]). A name is learned only from an
+/// answer that matches a query the same process sent on the same socket to the same
+/// server. Both travel in one ring buffer of their own (`DNS_EVENTS`), so a query is
+/// always read before its answer, and the daemon drains it before it handles each
+/// pause, so the answer is read before any connect that follows it.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DnsEvent {
-    /// [`kind::DNS`].
+    /// [`kind::DNS`] or [`kind::DNS_QUERY`].
     pub kind: u32,
     pub tgid: u32,
     /// Bytes of `data` that hold the message.
     pub len: u32,
     /// Length of the whole message (more than `len` when it was cut).
     pub wire_len: u32,
-    /// Who sent it, from the datagram's IP header: [`family`] `INET` (address in the
-    /// first 4 bytes) or `INET6`; 0 when the header could not be read.
-    pub from_family: u16,
-    /// Source port, host order.
-    pub from_port: u16,
-    /// Level of the user namespace that owns the receiving socket's network namespace:
-    /// 0 for the host's; more for one an unprivileged process may have made (in which
-    /// any address can be anyone). `u32::MAX` when it could not be read.
+    /// The other end: for an answer its sender, from the datagram's IP header; for a
+    /// query its destination, as the socket will send it. [`family`] `INET` (address in
+    /// the first 4 bytes) or `INET6`; 0 when it could not be read.
+    pub peer_family: u16,
+    /// The other end's port, host order.
+    pub peer_port: u16,
+    /// Level of the user namespace that owns the socket's network namespace: 0 for the
+    /// host's; more for one an unprivileged process may have made (in which any address
+    /// can be anyone). `u32::MAX` when it could not be read.
     pub userns_level: u32,
-    pub from_addr: [u8; 16],
+    /// The socket (the kernel's `struct sock` address, only ever compared): an answer
+    /// must arrive on the socket its query left from.
+    pub sock: u64,
+    pub peer_addr: [u8; 16],
     pub data: [u8; DNS_CAPTURE],
 }
 
@@ -394,6 +403,35 @@ pub struct KernelOffsets {
     pub userns_level: u32,
     /// `sk_buff::network_header`
     pub skb_network_header: u32,
+    /// `sock_common::skc_daddr`: a connected IPv4 socket's peer
+    pub sk_daddr: u32,
+    /// `sock_common::skc_dport`: a connected socket's peer port, network order
+    pub sk_dport: u32,
+    /// `sock_common::skc_v6_daddr`: a connected IPv6 socket's peer
+    pub sk_v6_daddr: u32,
+    /// `msghdr::msg_iter`
+    pub msg_iter: u32,
+    /// `iov_iter::iter_type` (a `u8`)
+    pub iter_type: u32,
+    /// `iov_iter::iov_offset`
+    pub iter_iov_offset: u32,
+    /// `iov_iter::count`
+    pub iter_count: u32,
+    /// `iov_iter::ubuf`: the user buffer of an `ITER_UBUF`, and in the same union the
+    /// `struct iovec *` of an `ITER_IOVEC`
+    pub iter_ubuf: u32,
+    /// The value of `ITER_UBUF` in `enum iter_type` (it moved between releases)
+    pub iter_kind_ubuf: u32,
+    /// The value of `ITER_IOVEC` in `enum iter_type`
+    pub iter_kind_iovec: u32,
+    /// `sock::sk_type`
+    pub sk_type: u32,
+    /// `sock::sk_protocol`
+    pub sk_protocol: u32,
+    /// `msghdr::msg_control` (the kernel's copy by the time the LSM hook runs)
+    pub msg_control: u32,
+    /// `msghdr::msg_controllen`
+    pub msg_controllen: u32,
 }
 
 impl KernelOffsets {
@@ -426,6 +464,20 @@ impl KernelOffsets {
             net_user_ns: 0,
             userns_level: 0,
             skb_network_header: 0,
+            sk_daddr: 0,
+            sk_dport: 0,
+            sk_v6_daddr: 0,
+            msg_iter: 0,
+            iter_type: 0,
+            iter_iov_offset: 0,
+            iter_count: 0,
+            iter_ubuf: 0,
+            iter_kind_ubuf: 0,
+            iter_kind_iovec: 0,
+            sk_type: 0,
+            sk_protocol: 0,
+            msg_control: 0,
+            msg_controllen: 0,
         }
     }
 }
@@ -475,8 +527,8 @@ pub mod counter {
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 108);
-const _: () = assert!(core::mem::size_of::<DnsEvent>() == 552);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 164);
+const _: () = assert!(core::mem::size_of::<DnsEvent>() == 560);
 const _: () = assert!(core::mem::size_of::<DaemonState>() == 24);
 const _: () = assert!(core::mem::size_of::<SubjectConf>() == 24);
 const _: () = assert!(core::mem::size_of::<ExecRuleKey>() == 16);

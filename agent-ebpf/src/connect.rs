@@ -1,5 +1,7 @@
 //! Egress: `socket_connect`, and `socket_sendmsg` when the call names a destination
-//! (UDP `sendto`/`sendmsg`/`sendmmsg`, TCP Fast Open with `MSG_FASTOPEN`).
+//! (UDP `sendto`/`sendmsg`/`sendmmsg`, TCP Fast Open with `MSG_FASTOPEN`). What else a
+//! send carries is looked at by a second program on the same hook (`sendmsg.rs`), which
+//! keeps each within the verifier's stack and the 6.1 kernel's instruction budget.
 use agent_common::{FNV_OFFSET, FNV_PRIME, RawEvent, counter, family, fnv1a, kind};
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
@@ -26,7 +28,7 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     let sock: *const u8 = ctx.arg(0);
     let sa: *const u8 = ctx.arg(1);
     let len: i32 = ctx.arg(2);
-    hold_destination(kind::CONNECT, subject, sock, sa, len).unwrap_or(0)
+    hold_destination(kind::CONNECT, subject, socket_sk(sock), sa, len).unwrap_or(0)
 }
 
 // int socket_sendmsg(struct socket *sock, struct msghdr *msg, int size), then the
@@ -65,23 +67,39 @@ fn try_sendmsg(subject: u32, sock: *const u8, msg: *const u8) -> Option<i32> {
     if ty == SOCK_STREAM && state == SS_CONNECTED {
         return None;
     }
-    hold_destination(kind::SEND, subject, sock, name, len)
+    hold_destination(kind::SEND, subject, socket_sk(sock), name, len)
+}
+
+/// `sock->sk`; null when it cannot be read (judged as an IP socket, so denied).
+#[inline(always)]
+pub fn socket_sk(sock: *const u8) -> *const u8 {
+    let off = offsets();
+    // SAFETY: reading kernel memory through the helper.
+    unsafe { bpf_probe_read_kernel(sock.add(off.socket_sk as usize).cast::<*const u8>()) }
+        .unwrap_or(core::ptr::null())
 }
 
 /// The address family of the socket itself (`sk->sk_family`), which decides how the
 /// protocol reads an address whatever family the caller wrote into it.
 #[inline(always)]
-fn socket_family(sock: *const u8) -> Option<u16> {
-    let off = offsets();
-    // SAFETY: reading kernel memory through the helper.
-    let sk: *const u8 =
-        unsafe { bpf_probe_read_kernel(sock.add(off.socket_sk as usize).cast::<*const u8>()) }
-            .ok()?;
+fn socket_family(sk: *const u8) -> Option<u16> {
     if sk.is_null() {
         return None;
     }
-    // SAFETY: as above.
+    let off = offsets();
+    // SAFETY: reading kernel memory through the helper.
     unsafe { bpf_probe_read_kernel(sk.add(off.sk_family as usize).cast::<u16>()) }.ok()
+}
+
+/// `sk->sk_type` (`SOCK_STREAM`, ...); 0 when it cannot be read.
+#[inline(always)]
+pub fn socket_type(sk: *const u8) -> u16 {
+    if sk.is_null() {
+        return 0;
+    }
+    let off = offsets();
+    // SAFETY: reading kernel memory through the helper.
+    unsafe { bpf_probe_read_kernel(sk.add(off.sk_type as usize).cast::<u16>()) }.unwrap_or(0)
 }
 
 /// How the kernel will read the address of a connect or send, as the family whose
@@ -121,10 +139,10 @@ fn reading(kind: u32, fam: u16, len: i32, sock_family: Option<u16>) -> Reading {
 }
 
 #[inline(always)]
-fn hold_destination(
+pub fn hold_destination(
     kind: u32,
     subject: u32,
-    sock: *const u8,
+    sk: *const u8,
     sa: *const u8,
     len: i32,
 ) -> Option<i32> {
@@ -132,9 +150,7 @@ fn hold_destination(
     // will use.
     // SAFETY: reading kernel memory through the helper.
     let fam: u16 = unsafe { bpf_probe_read_kernel(sa.cast::<u16>()) }.ok()?;
-    // SAFETY: as above; sin_port / sin6_port sit at offset 2 in both families.
-    let port_be: u16 = unsafe { bpf_probe_read_kernel(sa.add(2).cast::<u16>()) }.ok()?;
-    let fam = match reading(kind, fam, len, socket_family(sock)) {
+    let fam = match reading(kind, fam, len, socket_family(sk)) {
         Reading::As(fam) => fam,
         Reading::Nowhere => return None,
         Reading::Unclassified => {
@@ -144,34 +160,42 @@ fn hold_destination(
     };
     let ev = pause::scratch_event(kind, subject)?;
     if fam == family::UNIX {
-        return hold_unix(ev, sock, sa, len);
+        return hold_unix(ev, sk, sa, len);
     }
-    if fam == family::INET {
-        // SAFETY: sin_addr at offset 4.
-        let a: [u8; 4] = unsafe { bpf_probe_read_kernel(sa.add(4).cast::<[u8; 4]>()) }.ok()?;
-        // The unspecified address reaches this host: routing sends it to loopback.
-        let a = if a == [0; 4] { [127, 0, 0, 1] } else { a };
-        ev.addr[..4].copy_from_slice(&a);
-    } else {
-        // SAFETY: sin6_addr at offset 8.
-        ev.addr = unsafe { bpf_probe_read_kernel(sa.add(8).cast::<[u8; 16]>()) }.ok()?;
-        unspecified_is_loopback(&mut ev.addr);
-    }
-    let off = offsets();
-    // SAFETY: as above.
-    ev.sock_type =
-        unsafe { bpf_probe_read_kernel(sock.add(off.socket_type as usize).cast::<u16>()) }
-            .unwrap_or(0);
+    let port = destination(sa, fam, &mut ev.addr)?;
+    ev.sock_type = socket_type(sk);
     ev.family = fam;
-    ev.port = u16::from_be(port_be);
+    ev.port = port;
     // With the kind and tgid, the destination is the whole action: a verdict serves only
     // the restarted call to this same place.
+    let port_be = port.to_be();
     let mut h = fnv1a(FNV_OFFSET, &fam.to_ne_bytes());
     h = fnv1a(h, &port_be.to_ne_bytes());
     h = fnv1a(h, &ev.addr);
     ev.action_hash = h;
     let action = policy::egress_action(subject, fam, &ev.addr, ev.port, ev.sock_type);
     Some(pause::hold(ev, action))
+}
+
+/// Writes to `addr` the address an IPv4 (`fam` `INET`) or IPv6 address at `sa`
+/// reaches, and returns its port (host order): the unspecified address is the loopback
+/// the kernel connects it to.
+#[inline(always)]
+fn destination(sa: *const u8, fam: u16, addr: &mut [u8; 16]) -> Option<u16> {
+    // SAFETY: reading kernel memory through the helper; sin_port / sin6_port sit at
+    // offset 2 in both families.
+    let port_be: u16 = unsafe { bpf_probe_read_kernel(sa.add(2).cast::<u16>()) }.ok()?;
+    if fam == family::INET {
+        // SAFETY: sin_addr at offset 4.
+        let a: [u8; 4] = unsafe { bpf_probe_read_kernel(sa.add(4).cast::<[u8; 4]>()) }.ok()?;
+        let a = if a == [0; 4] { [127, 0, 0, 1] } else { a };
+        addr[..4].copy_from_slice(&a);
+    } else {
+        // SAFETY: sin6_addr at offset 8.
+        *addr = unsafe { bpf_probe_read_kernel(sa.add(8).cast::<[u8; 16]>()) }.ok()?;
+        unspecified_is_loopback(addr);
+    }
+    Some(u16::from_be(port_be))
 }
 
 /// `::` and `::ffff:0.0.0.0` are connected to as `::1` and `127.0.0.1` by the kernel
@@ -207,7 +231,7 @@ const SUN_PATH: usize = 108;
 /// A Unix socket destination: pathname (`/run/x.sock`) or abstract (`\0name`) socket.
 /// The name is the kernel's copy, hashed over its length as given.
 #[inline(always)]
-fn hold_unix(ev: &mut RawEvent, sock: *const u8, sa: *const u8, len: i32) -> Option<i32> {
+fn hold_unix(ev: &mut RawEvent, sk: *const u8, sa: *const u8, len: i32) -> Option<i32> {
     // An unnamed address (just the family) is autobind or an error: nothing to hold.
     let n = (len - 2) as usize;
     if len <= 2 || n > SUN_PATH {
@@ -228,11 +252,7 @@ fn hold_unix(ev: &mut RawEvent, sock: *const u8, sa: *const u8, len: i32) -> Opt
         h = h.wrapping_mul(FNV_PRIME);
         i += 1;
     }
-    let off = offsets();
-    // SAFETY: as above.
-    ev.sock_type =
-        unsafe { bpf_probe_read_kernel(sock.add(off.socket_type as usize).cast::<u16>()) }
-            .unwrap_or(0);
+    ev.sock_type = socket_type(sk);
     ev.family = family::UNIX;
     // For Unix sockets `port` carries the length of the name in `path`.
     ev.port = n as u16;

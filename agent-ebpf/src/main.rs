@@ -16,6 +16,8 @@ mod lifecycle;
 mod pause;
 mod policy;
 mod ptrace;
+mod sctp;
+mod sendmsg;
 
 use agent_common::{
     DaemonState, EGRESS_RULES_MAX, EgressRule, ExeKey, ExecExpect, ExecRuleKey, KernelOffsets,

@@ -18,6 +18,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("struct {strukt} has no member {member}")]
     NoMember { strukt: String, member: String },
+    #[error("enumerator {0} not found in kernel BTF")]
+    NoEnumerator(String),
     #[error("{strukt}.{member} is a bitfield")]
     Bitfield { strukt: String, member: String },
 }
@@ -61,6 +63,8 @@ pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     structs_by_name: HashMap<String, u32>,
+    /// Enumerators of every (32-bit) enum: C gives them one namespace.
+    enumerators: HashMap<String, i32>,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Option<u32> {
@@ -96,6 +100,7 @@ impl Btf {
             ty: 0,
             members: Vec::new(),
         }];
+        let mut enumerators = Vec::new();
         let mut at = 0;
         while at < types_data.len() {
             let id = types.len() as u32;
@@ -128,7 +133,14 @@ impl Btf {
                     }
                     12 * vlen
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                KIND_ENUM => {
+                    for i in 0..vlen {
+                        let e = at + i * 8;
+                        enumerators.push((rd(e)?, rd(e + 4)? as i32));
+                    }
+                    8 * vlen
+                }
+                KIND_FUNC_PROTO => 8 * vlen,
                 KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
                 k if k <= KIND_MAX && k != 0 => 0,
                 k => return Err(BtfError::UnknownKind { id, kind: k }),
@@ -149,7 +161,12 @@ impl Btf {
             types,
             strings,
             structs_by_name: HashMap::new(),
+            enumerators: HashMap::new(),
         };
+        for (name, value) in enumerators {
+            let name = btf.name(name).to_owned();
+            btf.enumerators.entry(name).or_insert(value);
+        }
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 {
                 let name = btf.name(t.name).to_owned();
@@ -196,6 +213,14 @@ impl Btf {
         None
     }
 
+    /// The value of the enumerator `name` (e.g. `ITER_UBUF`).
+    pub fn enum_value(&self, name: &str) -> Result<i32, BtfError> {
+        self.enumerators
+            .get(name)
+            .copied()
+            .ok_or_else(|| BtfError::NoEnumerator(name.to_owned()))
+    }
+
     /// Byte offset of `strukt.member`.
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
         let id = *self
@@ -223,9 +248,10 @@ impl Btf {
 mod tests {
     use super::*;
 
-    /// Builds a BTF blob: `struct outer { int a; union { int b; long c; }; int d; }`.
+    /// Builds a BTF blob: `struct outer { int a; union { int b; long c; }; int d; }` and
+    /// `enum kinds { K_ONE = 1, K_NEG = -2 }`.
     fn sample() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0b\0c\0d\0long\0".to_vec();
+        let strings = b"\0int\0outer\0a\0b\0c\0d\0long\0kinds\0K_ONE\0K_NEG\0".to_vec();
         let s = |name: &str| {
             let pat = format!("\0{name}\0");
             strings
@@ -250,6 +276,9 @@ mod tests {
         // 4: struct outer { int a; <union 3> at 64 bits; int d at 128 bits }
         push(&[s("outer"), (KIND_STRUCT << 24) | 3, 24]);
         push(&[s("a"), 1, 0, 0, 3, 64, s("d"), 1, 128]);
+        // 5: enum kinds
+        push(&[s("kinds"), (KIND_ENUM << 24) | 2, 4]);
+        push(&[s("K_ONE"), 1, s("K_NEG"), (-2i32) as u32]);
 
         let mut blob = Vec::new();
         blob.extend_from_slice(&0xeb9f_u16.to_ne_bytes());
@@ -285,6 +314,19 @@ mod tests {
             btf.member_offset("inner", "a"),
             Err(BtfError::NoStruct("inner".into()))
         );
+    }
+
+    #[test]
+    fn finds_enumerators() {
+        let btf = Btf::parse(&sample()).unwrap();
+        assert_eq!(btf.enum_value("K_ONE"), Ok(1));
+        assert_eq!(btf.enum_value("K_NEG"), Ok(-2));
+        assert_eq!(
+            btf.enum_value("kinds"),
+            Err(BtfError::NoEnumerator("kinds".into()))
+        );
+        // The struct after the enum still parses where it is.
+        assert_eq!(btf.member_offset("outer", "d"), Ok(16));
     }
 
     #[test]

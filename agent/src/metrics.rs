@@ -72,7 +72,7 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     /// DNS answers that taught no name, by [`crate::dns::Untrusted`] reason.
-    dns_ignored: [AtomicU64; 3],
+    dns_ignored: [AtomicU64; crate::dns::Untrusted::ALL.len()],
 }
 
 impl Metrics {
@@ -242,14 +242,11 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP belay_dns_answers_ignored_total DNS answers to watched processes that taught \
-             no hostname (not from a trusted resolver, or in a namespace a process may have made).\n\
+             no hostname (not from a trusted resolver, in a namespace a process may have made, or \
+             answering no query the process sent).\n\
              # TYPE belay_dns_answers_ignored_total counter"
         );
-        for why in [
-            crate::dns::Untrusted::Resolver,
-            crate::dns::Untrusted::Namespace,
-            crate::dns::Untrusted::UnknownSender,
-        ] {
+        for why in crate::dns::Untrusted::ALL {
             let _ = writeln!(
                 out,
                 "belay_dns_answers_ignored_total{{reason=\"{}\"}} {}",

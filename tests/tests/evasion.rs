@@ -23,7 +23,7 @@ use belay_agent::{
     policy::KernelTables,
 };
 use belay_tests::{Actor, PinDir, binary};
-use common::{AGENT_UID, Agent, LONG, PolicyFile, dns_server};
+use common::{AGENT_UID, Agent, Forge, LONG, PolicyFile, dns_server, dns_server_forging};
 
 fn evade_path() -> String {
     binary("belay-evade").unwrap().display().to_string()
@@ -121,6 +121,107 @@ fn class1_the_unspecified_address_is_judged_as_the_loopback_it_reaches() {
     no_connection(&l6);
 }
 
+/// A one-to-many SCTP socket of this (root, unwatched) process listening on every
+/// address, nonblocking: (socket, port).
+fn sctp_listener() -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    // SAFETY: plain syscalls on a fresh fd we own.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK,
+            132,
+        );
+        assert!(
+            fd >= 0,
+            "no SCTP in the VM (the sctp module should be loaded by /init): {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        let len = size_of::<libc::sockaddr_in>() as u32;
+        assert_eq!(libc::bind(fd.as_raw_fd(), (&raw const sa).cast(), len), 0);
+        assert_eq!(libc::listen(fd.as_raw_fd(), 16), 0);
+        let mut len = len;
+        libc::getsockname(fd.as_raw_fd(), (&raw mut sa).cast(), &raw mut len);
+        (fd, u16::from_be(sa.sin_port))
+    }
+}
+
+/// The next message on `listener`, if one came within half a second.
+fn sctp_message(listener: &std::os::fd::OwnedFd) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd as _;
+    for _ in 0..10 {
+        let mut buf = [0u8; 64];
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(listener.as_raw_fd(), buf.as_mut_ptr().cast(), 64, 0) };
+        if n >= 0 {
+            return Some(buf[..n as usize].to_vec());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn class1_sctp_and_mptcp_destinations_are_held() {
+    let (agent, _policy) = agent_no_loopback();
+    // An address of this host outside the denied 127.0.0.0/8.
+    let _ = Command::new("ip")
+        .args(["addr", "add", "10.9.9.9/32", "dev", "lo"])
+        .status();
+    let (listener, port) = sctp_listener();
+    let denied = format!("127.0.0.1:{port}");
+    let allowed = format!("10.9.9.9:{port}");
+    let eperm = libc::EPERM;
+
+    // MPTCP is TCP by another protocol number: the same connect hook holds it.
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = tcp.local_addr().unwrap().to_string();
+    assert_eq!(
+        evade(&agent, &["mptcp-connect", &tcp_addr]),
+        format!("mptcp-connect err {eperm}")
+    );
+    no_connection(&tcp);
+
+    // SCTP by connect, and by connectx, which names addresses in a setsockopt.
+    assert_eq!(
+        evade(&agent, &["sctp-connect", &denied]),
+        format!("sctp-connect err {eperm}")
+    );
+    assert_eq!(
+        evade(&agent, &["sctp-connectx", &denied]),
+        format!("sctp-connectx err {eperm}")
+    );
+    // Several addresses at once cannot be held one by one: denied and counted, even
+    // when the first is allowed.
+    assert_eq!(
+        evade(&agent, &["sctp-connectx", &format!("{allowed},{denied}")]),
+        format!("sctp-connectx err {eperm}")
+    );
+    // A message to an allowed address that adds a denied one as a second peer.
+    assert_eq!(
+        evade(&agent, &["sctp-send", &allowed, "127.0.0.1"]),
+        format!("sctp-send err {eperm}")
+    );
+    assert_eq!(
+        sctp_message(&listener),
+        None,
+        "a denied SCTP message arrived"
+    );
+    let k = agent.status()["kernel"].clone();
+    assert_eq!(k["unclassified_denied"], 2, "{k}");
+
+    // What is allowed still works: the denials above were the hooks' doing.
+    assert_eq!(
+        evade(&agent, &["sctp-connectx", &allowed]),
+        "sctp-connectx ok"
+    );
+    assert_eq!(evade(&agent, &["sctp-send", &allowed, "-"]), "sctp-send ok");
+    assert_eq!(sctp_message(&listener).as_deref(), Some(&b"hello"[..]));
+}
+
 // Class 2: names are learned only from resolvers the host trusts.
 
 #[test]
@@ -166,6 +267,57 @@ subjects:
     let metrics = common::scrape(agent.metrics);
     let line = "belay_dns_answers_ignored_total{reason=\"resolver\"} 1";
     assert!(metrics.lines().any(|m| m == line), "{line} in\n{metrics}");
+}
+
+#[test]
+fn class2_an_answer_to_no_query_the_process_sent_teaches_no_hostname() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let policy = PolicyFile::new(&format!(
+        "version: 1
+subjects:
+  - name: t
+    owner: alice@example.com
+    match: {{enrolled: true}}
+    default: {{exec: allow, egress: deny}}
+    egress:
+      - {{name: dns, to: [127.0.0.1], ports: [53], protocol: udp, action: allow}}
+      - {{name: api, to: [\"*.allowed.test\"], ports: [{port}], action: allow}}
+"
+    ));
+    // The trusted resolver's address answers what the process did not ask: as an answer
+    // injected from that address would.
+    let agent = Agent::start(&["--policy", &policy.arg(), "--dns-resolver", "127.0.0.1"]);
+    let actor = common::actor_path();
+    for (forge, reason) in [
+        (Forge::Question("api.allowed.test"), "other_question"),
+        (Forge::Id, "unasked"),
+    ] {
+        let server = dns_server_forging("127.0.0.1:53", [127, 0, 0, 1], 1, forge);
+        let mut a = agent.run_as(
+            "t",
+            &[
+                &actor,
+                "resolve-connect",
+                "127.0.0.1:53",
+                "harmless.test",
+                &port.to_string(),
+            ],
+        );
+        a.ready().unwrap();
+        a.go().unwrap();
+        let (out, _) = a.finish(LONG).unwrap();
+        assert_eq!(
+            out,
+            format!("resolve 127.0.0.1\nconnect err {}\n", libc::EPERM),
+            "{forge:?}: the answer made 127.0.0.1 api.allowed.test"
+        );
+        no_connection(&l);
+        server.join().unwrap();
+        let metrics = common::scrape(agent.metrics);
+        let line = format!("belay_dns_answers_ignored_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.lines().any(|m| m == line), "{line} in\n{metrics}");
+    }
 }
 
 // Class 3: what is executed is judged by the file, not by the string the caller passed.

@@ -319,11 +319,12 @@ subjects:
     );
 
     // The same address looked up under another name asks a person, and shows the name.
+    // This lookup leaves a connected socket, as glibc's resolver's do.
     let mut b = agent.run_as(
         "t",
         &[
             &actor_path(),
-            "resolve-connect",
+            "resolve-connected",
             "127.0.0.1:53",
             "elsewhere.test",
             &dst,

@@ -51,6 +51,9 @@ pub struct KernelImage {
     /// `uname -r` of the kernel, e.g. `6.1.0-56-cloud-amd64`.
     pub release: String,
     pub vmlinuz: PathBuf,
+    /// A cpio of the modules the tests load (see [`crate::modules`]), appended to the
+    /// initramfs at boot.
+    pub modules: PathBuf,
 }
 
 const METAPACKAGE: &str = "linux-image-cloud-amd64";
@@ -107,8 +110,13 @@ fn fetch(ctx: &Ctx, apt: &PrivateApt, kernel: Kernel) -> Result<KernelImage> {
     }
     let dir = ctx.vm_dir().join("kernels").join(&release);
     let vmlinuz = dir.join("vmlinuz");
-    if vmlinuz.is_file() {
-        return Ok(KernelImage { release, vmlinuz });
+    let modules = dir.join("modules.cpio");
+    if vmlinuz.is_file() && modules.is_file() {
+        return Ok(KernelImage {
+            release,
+            vmlinuz,
+            modules,
+        });
     }
 
     say!("downloading {package} (first run only)");
@@ -140,6 +148,8 @@ fn fetch(ctx: &Ctx, apt: &PrivateApt, kernel: Kernel) -> Result<KernelImage> {
     let staged = work.join("staged");
     fs::create_dir_all(&staged)?;
     fs::rename(&src, staged.join("vmlinuz"))?;
+    crate::modules::stage(&deb, &work, &staged)
+        .with_context(|| format!("taking the SCTP modules from {}", deb.display()))?;
     let config = boot.join(format!("config-{release}"));
     if config.is_file() {
         fs::rename(&config, staged.join("config"))?;
@@ -148,7 +158,11 @@ fn fetch(ctx: &Ctx, apt: &PrivateApt, kernel: Kernel) -> Result<KernelImage> {
     fs::rename(&staged, &dir).with_context(|| format!("moving the kernel to {}", dir.display()))?;
     let _ = fs::remove_dir_all(&work);
     say!("downloaded {package} in {}", util::secs(started.elapsed()));
-    Ok(KernelImage { release, vmlinuz })
+    Ok(KernelImage {
+        release,
+        vmlinuz,
+        modules,
+    })
 }
 
 /// `dpkg-deb --fsys-tarfile DEB | tar -x ./boot`: only the kernel image and its config,

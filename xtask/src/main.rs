@@ -11,6 +11,7 @@ mod disk;
 mod initramfs;
 mod kernels;
 mod libtest;
+mod modules;
 mod qemu;
 mod setup;
 mod util;

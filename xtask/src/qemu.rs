@@ -119,7 +119,8 @@ pub fn boot(
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<Outcome> {
-    let mut c = qemu_command(&kernel.vmlinuz, initrd, smp);
+    let initrd = with_modules(initrd, kernel)?;
+    let mut c = qemu_command(&kernel.vmlinuz, &initrd, smp);
     let what = util::describe(&c);
     let started = Instant::now();
     let mut child = c
@@ -226,6 +227,23 @@ pub fn boot(
     // Unblocks once QEMU is gone; remaining lines (usually the poweroff) are dropped.
     let _ = reader.join();
     result
+}
+
+/// `initrd` with the kernel's modules appended: the kernel unpacks one newc archive
+/// after another (each is a multiple of 4 bytes long).
+fn with_modules(initrd: &Path, kernel: &KernelImage) -> Result<std::path::PathBuf> {
+    let stem = initrd
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = initrd.with_file_name(format!("{stem}-{}.cpio", kernel.release));
+    let mut bytes =
+        std::fs::read(initrd).with_context(|| format!("reading {}", initrd.display()))?;
+    let modules = std::fs::read(&kernel.modules)
+        .with_context(|| format!("reading {}", kernel.modules.display()))?;
+    bytes.extend_from_slice(&modules);
+    std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
 }
 
 fn qemu_command(vmlinuz: &Path, initrd: &Path, smp: u32) -> Command {

@@ -185,6 +185,10 @@ m debugfs debugfs /sys/kernel/debug
 m cgroup2 cgroup2 /sys/fs/cgroup
 hostname belay-vm
 ip link set lo up
+# Modules the tests need (SCTP), dependencies first; see xtask/src/modules.rs.
+for mod in $(cat /lib/modules/belay/order 2>/dev/null); do
+    insmod "/lib/modules/belay/$mod.ko" || echo "belay-vm: warning: could not load module $mod"
+done
 echo "BELAY-VM-READY kernel=$(uname -r) lsm=$(cat /sys/kernel/security/lsm 2>/dev/null)"
 cd /opt/belay
 /bin/sh /opt/belay/payload.sh </dev/null

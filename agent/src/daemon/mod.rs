@@ -18,12 +18,12 @@ use belay_proto::{
     domain::{PolicyOutcome, PolicyReport},
 };
 use tokio::signal::unix::SignalKind;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
-    dns::{NameCache, TrustedResolvers, parse_response},
+    dns::{Learner, NameCache, TrustedResolvers},
     kernel::{
-        DnsReceived, Enforcer, EnforcerError, FailMode, Loaded, LsmBackend, PauseEvent, Verdict,
+        DnsMessage, Enforcer, EnforcerError, FailMode, Loaded, LsmBackend, PauseEvent, Verdict,
     },
     metrics::{Ended, Metrics},
     policy::{self, HostResolver, Policy},
@@ -395,18 +395,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "hostnames are learned from these resolvers' answers only"
     );
     let sink = {
-        let (names, metrics) = (names.clone(), metrics.clone());
-        Box::new(move |answer: &DnsReceived<'_>| {
-            if let Err(why) = resolvers.check(answer) {
-                debug!(tgid = answer.tgid, from = ?answer.from, reason = why.as_str(), "DNS answer ignored");
-                metrics.dns_ignored(why);
-                return;
-            }
-            if let Ok(answers) = parse_response(answer.message)
-                && !answers.is_empty()
-            {
-                lock(&names).learn(answer.tgid, &answers, Instant::now());
-            }
+        let mut learner = Learner::new(resolvers, names.clone(), metrics.clone());
+        Box::new(move |message: &DnsMessage<'_>| {
+            let _ = learner.observe(message, Instant::now());
         })
     };
     let backend = LsmBackend::new(loaded, config.stale_after, config.fail_mode)

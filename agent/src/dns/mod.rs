@@ -28,6 +28,8 @@ pub enum DnsError {
     Truncated,
     #[error("DNS message is a query, not a response")]
     NotAResponse,
+    #[error("DNS message is a response, not a query")]
+    NotAQuery,
     #[error("DNS response has no question")]
     NoQuestion,
     #[error("compression pointer at offset {at} points to {target}, outside the message")]
@@ -60,6 +62,41 @@ const TYPE_A: u16 = 1;
 const TYPE_CNAME: u16 = 5;
 const TYPE_AAAA: u16 = 28;
 const CLASS_IN: u16 = 1;
+
+/// The first question of a DNS message, as its header and question section give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    /// Transaction id.
+    pub id: u16,
+    /// The QR bit: a response, not a query.
+    pub is_response: bool,
+    /// Lowercased, escaped as in [`Answer::name`].
+    pub name: String,
+    pub qtype: u16,
+    pub qclass: u16,
+}
+
+/// Reads the header and the first question of `msg` (a query or a response).
+pub fn parse_question(msg: &[u8]) -> Result<Question, DnsError> {
+    let mut r = Reader { msg, pos: 0 };
+    let id = r.u16()?;
+    let flags = r.u16()?;
+    let qdcount = r.u16()?;
+    r.skip(6)?;
+    if qdcount == 0 {
+        return Err(DnsError::NoQuestion);
+    }
+    let name = r.name()?;
+    let qtype = r.u16()?;
+    let qclass = r.u16()?;
+    Ok(Question {
+        id,
+        is_response: flags & 0x8000 != 0,
+        name,
+        qtype,
+        qclass,
+    })
+}
 
 /// Parses a DNS response (RFC 1035 wire format, name compression included) and returns
 /// every A/AAAA record of the answer section reachable from the question name through
@@ -345,8 +382,14 @@ struct Entry {
 mod cache;
 
 pub use cache::NameCache;
+mod learn;
+pub use learn::Learner;
+mod queries;
+pub use queries::{Pending, PendingQueries};
 mod trust;
 pub use trust::{TrustedResolvers, Untrusted, resolv_conf_nameservers};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_learn;

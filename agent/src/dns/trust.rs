@@ -8,7 +8,7 @@
 //! it made, teaches nothing.
 use std::{collections::BTreeSet, net::IpAddr, path::Path};
 
-use crate::kernel::DnsReceived;
+use crate::kernel::DnsMessage;
 
 const DNS_PORT: u16 = 53;
 
@@ -28,14 +28,33 @@ pub enum Untrusted {
     Namespace,
     /// The kernel could not read who sent it.
     UnknownSender,
+    /// It answers no query the process sent on that socket to that resolver with that
+    /// transaction id (unsolicited, or a second answer to one query).
+    Unasked,
+    /// A query with its id was sent, but for another question.
+    OtherQuestion,
+    /// It does not parse as far as its question.
+    Unreadable,
 }
 
 impl Untrusted {
+    pub const ALL: [Untrusted; 6] = [
+        Untrusted::Resolver,
+        Untrusted::Namespace,
+        Untrusted::UnknownSender,
+        Untrusted::Unasked,
+        Untrusted::OtherQuestion,
+        Untrusted::Unreadable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Untrusted::Resolver => "resolver",
             Untrusted::Namespace => "namespace",
             Untrusted::UnknownSender => "unknown_sender",
+            Untrusted::Unasked => "unasked",
+            Untrusted::OtherQuestion => "other_question",
+            Untrusted::Unreadable => "unreadable",
         }
     }
 }
@@ -74,13 +93,15 @@ impl TrustedResolvers {
         self.addrs.iter()
     }
 
-    /// Whether `answer` may teach a name.
-    pub fn check(&self, answer: &DnsReceived<'_>) -> Result<(), Untrusted> {
-        if !answer.host_netns {
+    /// Whether `message` went between the process and a trusted resolver, in a network
+    /// namespace of the host's (an answer that did may teach a name; a query that did
+    /// is one such an answer may answer).
+    pub fn check(&self, message: &DnsMessage<'_>) -> Result<(), Untrusted> {
+        if !message.host_netns {
             return Err(Untrusted::Namespace);
         }
-        let from = answer.from.ok_or(Untrusted::UnknownSender)?;
-        if from.port() == DNS_PORT && self.addrs.contains(&from.ip().to_canonical()) {
+        let peer = message.peer.ok_or(Untrusted::UnknownSender)?;
+        if peer.port() == DNS_PORT && self.addrs.contains(&peer.ip().to_canonical()) {
             Ok(())
         } else {
             Err(Untrusted::Resolver)
@@ -92,10 +113,12 @@ impl TrustedResolvers {
 mod tests {
     use super::*;
 
-    fn answer(from: &str, host_netns: bool) -> DnsReceived<'static> {
-        DnsReceived {
+    fn answer(from: &str, host_netns: bool) -> DnsMessage<'static> {
+        DnsMessage {
             tgid: 1,
-            from: Some(from.parse().unwrap()),
+            direction: crate::kernel::DnsDirection::Answer,
+            sock: 1,
+            peer: Some(from.parse().unwrap()),
             host_netns,
             message: &[],
         }
@@ -132,8 +155,8 @@ mod tests {
             t.check(&answer("127.0.0.53:53", false)),
             Err(Untrusted::Namespace)
         );
-        let unknown = DnsReceived {
-            from: None,
+        let unknown = DnsMessage {
+            peer: None,
             ..answer("127.0.0.53:53", true)
         };
         assert_eq!(t.check(&unknown), Err(Untrusted::UnknownSender));

@@ -111,15 +111,29 @@ pub struct Counters {
     pub undecodable_events: u64,
 }
 
-/// A DNS message a watched process received, with who sent it as the kernel saw it.
+/// Which way a DNS message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsDirection {
+    /// A query the process sent to port 53.
+    Query,
+    /// An answer the process received from port 53.
+    Answer,
+}
+
+/// A DNS message a watched process sent or received, with the other end as the kernel
+/// saw it.
 #[derive(Debug, Clone, Copy)]
-pub struct DnsReceived<'a> {
+pub struct DnsMessage<'a> {
     pub tgid: u32,
-    /// The sender, from the datagram's IP header; `None` when it could not be read.
-    pub from: Option<std::net::SocketAddr>,
-    /// Received in a network namespace of the host's own user namespace: addresses there
-    /// are as the host assigned them (in one an unprivileged process made, it can be
-    /// any address it likes).
+    pub direction: DnsDirection,
+    /// The socket it went through: an answer counts only on its query's socket.
+    pub sock: u64,
+    /// An answer's sender, from the datagram's IP header, or a query's destination, as
+    /// the socket sends it; `None` when it could not be read.
+    pub peer: Option<std::net::SocketAddr>,
+    /// Sent or received in a network namespace of the host's own user namespace:
+    /// addresses there are as the host assigned them (in one an unprivileged process
+    /// made, it can be any address it likes).
     pub host_netns: bool,
     pub message: &'a [u8],
 }
@@ -130,8 +144,8 @@ pub enum KernelEvent<'a> {
     /// An action of a watched process: a pause to resolve, or a report of a decision
     /// the kernel took itself ([`PauseEvent::is_pause`]).
     Action(PauseEvent),
-    /// A DNS message a watched process received.
-    Dns(DnsReceived<'a>),
+    /// A DNS message a watched process sent or received.
+    Dns(DnsMessage<'a>),
 }
 
 /// A mechanism that holds watched processes' actions. Implementations are owned by one

@@ -15,7 +15,7 @@ use tracing::{debug, error};
 
 use super::{
     Loaded,
-    backend::{Backend, Counters, DnsReceived, EnforcerError, FailMode, KernelEvent, Verdict},
+    backend::{Backend, Counters, DnsMessage, EnforcerError, FailMode, KernelEvent, Verdict},
     lsm::LsmBackend,
 };
 use crate::policy::KernelTables;
@@ -25,7 +25,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Called by the owner task with each DNS message a watched process received, before
 /// any later event is passed on (so a name is known by the time a connect to it pauses).
-pub type DnsSink = Box<dyn FnMut(&DnsReceived<'_>) + Send>;
+pub type DnsSink = Box<dyn FnMut(&DnsMessage<'_>) + Send>;
 
 type Reply<T> = oneshot::Sender<Result<T, EnforcerError>>;
 

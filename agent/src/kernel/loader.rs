@@ -218,17 +218,19 @@ impl Loaded {
         let mut ebpf = loader.load(OBJECT)?;
         let aya_btf = AyaBtf::from_sys_fs()?;
         let mut links = Vec::new();
-        // LSM programs are named after their hooks.
-        for name in [
-            "bprm_check_security",
-            "socket_connect",
-            "socket_sendmsg",
-            "task_alloc",
-            "ptrace_access_check",
+        // (program, hook): most programs are named after their hooks.
+        for (name, hook) in [
+            ("bprm_check_security", "bprm_check_security"),
+            ("socket_connect", "socket_connect"),
+            ("socket_sendmsg", "socket_sendmsg"),
+            ("socket_sendmsg_content", "socket_sendmsg"),
+            ("task_alloc", "task_alloc"),
+            ("ptrace_access_check", "ptrace_access_check"),
+            ("sctp_bind_connect", "sctp_bind_connect"),
         ] {
             let err = |source| LoadError::Program { name, source };
             let prog: &mut Lsm = program(&mut ebpf, name)?;
-            prog.load(name, &aya_btf).map_err(err)?;
+            prog.load(hook, &aya_btf).map_err(err)?;
             let id = prog.attach().map_err(err)?;
             let link = prog.take_link(id).map_err(err)?;
             links.push(pin_link(name, link.into(), pin_dir)?);

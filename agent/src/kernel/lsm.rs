@@ -20,7 +20,9 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     Loaded,
-    backend::{Backend, Counters, DnsReceived, EnforcerError, FailMode, KernelEvent, Verdict},
+    backend::{
+        Backend, Counters, DnsDirection, DnsMessage, EnforcerError, FailMode, KernelEvent, Verdict,
+    },
     heartbeat::Heartbeat,
 };
 use crate::policy::KernelTables;
@@ -165,7 +167,7 @@ impl LsmBackend {
 }
 
 /// A DNS record from the ring buffer, if `bytes` is one.
-fn dns_message(bytes: &[u8]) -> Option<DnsReceived<'_>> {
+fn dns_message(bytes: &[u8]) -> Option<DnsMessage<'_>> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
     if bytes.len() != size_of::<DnsEvent>() {
         return None;
@@ -173,20 +175,24 @@ fn dns_message(bytes: &[u8]) -> Option<DnsReceived<'_>> {
     // SAFETY: the length was checked, DnsEvent is repr(C) plain data for which any bit
     // pattern is valid, and read_unaligned has no alignment requirement.
     let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DnsEvent>()) };
-    if ev.kind != kind::DNS {
-        return None;
-    }
-    let a = ev.from_addr;
-    let ip = match ev.from_family {
+    let direction = match ev.kind {
+        kind::DNS => DnsDirection::Answer,
+        kind::DNS_QUERY => DnsDirection::Query,
+        _ => return None,
+    };
+    let a = ev.peer_addr;
+    let ip = match ev.peer_family {
         agent_common::family::INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
         agent_common::family::INET6 => Some(IpAddr::V6(Ipv6Addr::from(a))),
         _ => None,
     };
     let start = std::mem::offset_of!(DnsEvent, data);
     let len = (ev.len as usize).min(DNS_CAPTURE);
-    Some(DnsReceived {
+    Some(DnsMessage {
         tgid: ev.tgid,
-        from: ip.map(|ip| SocketAddr::new(ip, ev.from_port)),
+        direction,
+        sock: ev.sock,
+        peer: ip.map(|ip| SocketAddr::new(ip, ev.peer_port)),
         host_netns: ev.userns_level == 0,
         message: &bytes[start..start + len],
     })

@@ -9,7 +9,9 @@ mod lsm;
 mod offsets;
 
 pub use agent_common::decode::{Action, PauseEvent, Transport};
-pub use backend::{Backend, Counters, DnsReceived, EnforcerError, FailMode, KernelEvent, Verdict};
+pub use backend::{
+    Backend, Counters, DnsDirection, DnsMessage, EnforcerError, FailMode, KernelEvent, Verdict,
+};
 pub use enforcer::{DnsSink, Enforcer};
 pub use loader::{LoadError, Loaded, bpf_lsm_active, unpin_links};
 pub use lsm::LsmBackend;

@@ -34,7 +34,33 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         net_user_ns: btf.member_offset("net", "user_ns")?,
         userns_level: btf.member_offset("user_namespace", "level")?,
         skb_network_header: btf.member_offset("sk_buff", "network_header")?,
+        sk_daddr: btf.member_offset("sock", "__sk_common")?
+            + btf.member_offset("sock_common", "skc_daddr")?,
+        sk_dport: btf.member_offset("sock", "__sk_common")?
+            + btf.member_offset("sock_common", "skc_dport")?,
+        sk_v6_daddr: btf.member_offset("sock", "__sk_common")?
+            + btf.member_offset("sock_common", "skc_v6_daddr")?,
+        msg_iter: btf.member_offset("msghdr", "msg_iter")?,
+        iter_type: btf.member_offset("iov_iter", "iter_type")?,
+        iter_iov_offset: btf.member_offset("iov_iter", "iov_offset")?,
+        iter_count: btf.member_offset("iov_iter", "count")?,
+        iter_ubuf: btf.member_offset("iov_iter", "ubuf")?,
+        iter_kind_ubuf: enumerator(btf, "ITER_UBUF")?,
+        iter_kind_iovec: enumerator(btf, "ITER_IOVEC")?,
+        sk_type: btf.member_offset("sock", "sk_type")?,
+        sk_protocol: btf.member_offset("sock", "sk_protocol")?,
+        msg_control: btf.member_offset("msghdr", "msg_control")?,
+        msg_controllen: btf.member_offset("msghdr", "msg_controllen")?,
     })
+}
+
+/// An `iter_type` value: the kernel keeps it in a `u8`.
+fn enumerator(btf: &Btf, name: &str) -> Result<u32, BtfError> {
+    let v = btf.enum_value(name)?;
+    u32::try_from(v)
+        .ok()
+        .filter(|v| *v <= u32::from(u8::MAX))
+        .ok_or_else(|| BtfError::NoEnumerator(format!("{name} (value {v} is no u8)")))
 }
 
 #[cfg(test)]
@@ -45,5 +71,7 @@ mod tests {
         let off = super::kernel_offsets(&btf).unwrap();
         assert_ne!(off.bprm_filename, off.bprm_file);
         assert_eq!(off.task_tgid, off.task_pid + 4);
+        // The iterator's buffer pointer shares a union with the iovec array pointer.
+        assert_ne!(off.iter_kind_ubuf, off.iter_kind_iovec);
     }
 }

@@ -129,7 +129,10 @@ fn udp_send(addr: &str) -> ExitCode {
 /// Looks `name` up with one DNS query (A record) to `server` over UDP, then connects to
 /// the first address of the answer on `port`: the lookup a reviewer should see named.
 /// Prints `resolve <ip>` before connecting.
-fn resolve_connect(server: &str, name: &str, port: &str) -> ExitCode {
+/// Asks `server` for `name` (type A), then connects to the address it answers, on
+/// `port`. With `connected`, the query leaves a connected socket (`connect` + `send`,
+/// as glibc's resolver does) rather than through `sendto`.
+fn resolve_connect(server: &str, name: &str, port: &str, connected: bool) -> ExitCode {
     let (Ok(server), Ok(port)) = (server.parse::<SocketAddr>(), port.parse::<u16>()) else {
         println!("bad server {server} or port {port}");
         return ExitCode::from(2);
@@ -145,7 +148,12 @@ fn resolve_connect(server: &str, name: &str, port: &str) -> ExitCode {
         Err(e) => return errno_exit("resolve", &e),
     };
     let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    if let Err(e) = sock.send_to(&query, server) {
+    let sent = if connected {
+        sock.connect(server).and_then(|()| sock.send(&query))
+    } else {
+        sock.send_to(&query, server)
+    };
+    if let Err(e) = sent {
         return errno_exit("resolve", &e);
     }
     let mut buf = [0u8; 512];
@@ -314,7 +322,7 @@ fn main() -> ExitCode {
     if args.is_empty() {
         eprintln!(
             "usage: belay-actor connect ADDR | exec PATH [ARG]... | fork-connect ADDR | grandchild-connect ADDR | \
-             udp-send ADDR | tfo ADDR | resolve-connect DNS-SERVER NAME PORT | connect-loop ADDR N | stop-loop N | fork-many N | exec-rate N | unix-connect PATH|@NAME | connect-rate ADDR N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
+             udp-send ADDR | tfo ADDR | resolve-connect DNS-SERVER NAME PORT | resolve-connected DNS-SERVER NAME PORT | connect-loop ADDR N | stop-loop N | fork-many N | exec-rate N | unix-connect PATH|@NAME | connect-rate ADDR N | uring-connect ADDR | uring-connect-worker ADDR | decide SOCKET ID"
         );
         return ExitCode::from(2);
     }
@@ -333,7 +341,8 @@ fn main() -> ExitCode {
         ("exec-rate", [n]) => rate("exec", None, n),
         ("unix-connect", [path]) => unix_connect(path),
         ("connect-rate", [addr, n]) => rate("connect", Some(addr), n),
-        ("resolve-connect", [server, name, port]) => resolve_connect(server, name, port),
+        ("resolve-connect", [server, name, port]) => resolve_connect(server, name, port, false),
+        ("resolve-connected", [server, name, port]) => resolve_connect(server, name, port, true),
         ("uring-connect", [addr]) => uring_connect(addr, false),
         ("uring-connect-worker", [addr]) => uring_connect(addr, true),
         ("exec", [path, rest @ ..]) => {

@@ -14,6 +14,9 @@ use std::{
     process::ExitCode,
 };
 
+#[path = "../evade/sctp.rs"]
+mod sctp;
+
 fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
 }
@@ -293,6 +296,7 @@ fn main() -> ExitCode {
     if args.is_empty() {
         eprintln!(
             "usage: belay-evade udp-unspec ADDR | udp-family FAMILY ADDR | connect ADDR | unix-connect PATH | \
+             mptcp-connect ADDR | sctp-connect ADDR | sctp-connectx ADDR[,ADDR...] | sctp-send ADDR EXTRA-IP|- | \
              pidfd-getfd PID FD MSG | ptrace-attach PID | proc-mem PID | hold-socket ADDR | \
              recv-then-connect N ADDR | exec-hello PATH | exec-swap PATH | userns-bind-exec SRC TARGET | hello"
         );
@@ -324,6 +328,10 @@ fn main() -> ExitCode {
             report(case, udp_family(addr, fam))
         }
         ("connect", [addr]) => report(case, tcp_connect(addr)),
+        ("mptcp-connect", [addr]) => report(case, sctp::connect(sctp::IPPROTO_MPTCP, addr)),
+        ("sctp-connect", [addr]) => report(case, sctp::connect(sctp::IPPROTO_SCTP, addr)),
+        ("sctp-connectx", [addrs]) => report(case, sctp::connectx(addrs)),
+        ("sctp-send", [to, extra]) => report(case, sctp::send_dstaddr(to, extra)),
         ("unix-connect", [path]) => report(case, unix_connect(path)),
         ("pidfd-getfd", [pid, fd, msg]) => report(case, pidfd_getfd(pid, fd, msg)),
         ("ptrace-attach", [pid]) => report(case, ptrace_attach(pid)),

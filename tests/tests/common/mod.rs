@@ -240,6 +240,27 @@ pub fn scrape(addr: std::net::SocketAddr) -> String {
 
 /// A DNS server on `bind` answering `answers` A queries, each with `ip`.
 pub fn dns_server(bind: &str, ip: [u8; 4], answers: usize) -> std::thread::JoinHandle<()> {
+    dns_server_forging(bind, ip, answers, Forge::Nothing)
+}
+
+/// What a [`dns_server_forging`] changes in its answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Forge {
+    Nothing,
+    /// Answers for this name, whatever was asked (the id stays).
+    Question(&'static str),
+    /// Answers with another transaction id.
+    Id,
+}
+
+/// [`dns_server`], answering what `forge` says rather than what was asked: what an
+/// answer injected from the resolver's address would be.
+pub fn dns_server_forging(
+    bind: &str,
+    ip: [u8; 4],
+    answers: usize,
+    forge: Forge,
+) -> std::thread::JoinHandle<()> {
     let sock = std::net::UdpSocket::bind(bind).expect("port 53 free in the VM");
     std::thread::spawn(move || {
         for _ in 0..answers {
@@ -247,7 +268,21 @@ pub fn dns_server(bind: &str, ip: [u8; 4], answers: usize) -> std::thread::JoinH
             let Ok((n, from)) = sock.recv_from(&mut buf) else {
                 return;
             };
-            let mut r = buf[..n].to_vec();
+            let mut r = match forge {
+                Forge::Question(name) => {
+                    let mut r = buf[..12].to_vec();
+                    for label in name.split('.') {
+                        r.push(label.len() as u8);
+                        r.extend_from_slice(label.as_bytes());
+                    }
+                    r.extend_from_slice(&[0, 0, 1, 0, 1]);
+                    r
+                }
+                _ => buf[..n].to_vec(),
+            };
+            if let Forge::Id = forge {
+                r[1] ^= 0x5a;
+            }
             r[2] = 0x81; // QR, RD
             r[3] = 0x80; // RA, NOERROR
             r[6..8].copy_from_slice(&1u16.to_be_bytes()); // one answer
