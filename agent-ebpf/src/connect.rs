@@ -91,7 +91,13 @@ fn socket_family(sk: *const u8) -> Option<u16> {
     unsafe { bpf_probe_read_kernel(sk.add(off.sk_family as usize).cast::<u16>()) }.ok()
 }
 
-/// `sk->sk_type` (`SOCK_STREAM`, ...); 0 when it cannot be read.
+/// `SOCK_SEQPACKET`, which SCTP sockets are judged as whatever their style.
+const SOCK_SEQPACKET: u16 = 5;
+const IPPROTO_SCTP: u16 = 132;
+
+/// `sk->sk_type` (`SOCK_STREAM`, ...), which `tcp`/`udp` rules match; 0 when it cannot be
+/// read. An SCTP socket of the one-to-one style is a `SOCK_STREAM` too, but it is not
+/// TCP: it counts as `SOCK_SEQPACKET`, which only rules without a protocol match.
 #[inline(always)]
 pub fn socket_type(sk: *const u8) -> u16 {
     if sk.is_null() {
@@ -99,6 +105,12 @@ pub fn socket_type(sk: *const u8) -> u16 {
     }
     let off = offsets();
     // SAFETY: reading kernel memory through the helper.
+    let proto = unsafe { bpf_probe_read_kernel(sk.add(off.sk_protocol as usize).cast::<u16>()) }
+        .unwrap_or(0);
+    if proto == IPPROTO_SCTP {
+        return SOCK_SEQPACKET;
+    }
+    // SAFETY: as above.
     unsafe { bpf_probe_read_kernel(sk.add(off.sk_type as usize).cast::<u16>()) }.unwrap_or(0)
 }
 

@@ -38,9 +38,11 @@ pub fn stage(deb: &Path, work: &Path, into: &Path) -> Result<PathBuf> {
             "-f",
             "-",
             "--wildcards",
-            "./lib/modules/*/kernel/net/*",
-            "./lib/modules/*/kernel/lib/*",
-            "./lib/modules/*/kernel/crypto/*",
+            "--wildcards-match-slash",
+            // ./lib/modules/... before the /usr merge (bookworm), ./usr/lib/... after.
+            "*/modules/*/kernel/net/*",
+            "*/modules/*/kernel/lib/*",
+            "*/modules/*/kernel/crypto/*",
         ])
         .current_dir(&tree)
         .stdin(stdout)
