@@ -127,7 +127,7 @@ struct TokenReply {
 }
 
 async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Discovery> {
-    belay_server::auth::check_url(issuer).map_err(|err| anyhow::anyhow!("--issuer {err}"))?;
+    belay_config_file::check_url(issuer).map_err(|err| anyhow::anyhow!("--issuer {err}"))?;
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')

@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use belay_agent::policy::Policy;
+use belay_policy::Policy;
 use belay_mask::{Finding, MaskConfig, Masker};
 use clap::Args;
 use serde_json::json;

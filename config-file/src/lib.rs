@@ -6,10 +6,14 @@
 //! [`Source::parse`] (keep `toml::Spanned` fields for what later checks will point at)
 //! and reports its own checks with [`Source::at`] or [`Source::whole`].
 
+mod url;
+
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+
+pub use url::check_url;
 
 /// A configuration problem, located in its file.
 #[derive(Debug, thiserror::Error)]
