@@ -14,7 +14,6 @@ use belay_proto::{
     domain,
     v1::{self, agent_message, agent_service_client::AgentServiceClient, server_message},
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
