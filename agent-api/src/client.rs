@@ -37,4 +37,3 @@ pub fn call(socket: &Path, req: &ApiRequest) -> Result<ApiResponse, ClientError>
     BufReader::new(&stream).read_line(&mut answer)?;
     Ok(serde_json::from_str(&answer)?)
 }
-

@@ -112,4 +112,3 @@ pub struct ProcessContext {
     pub pod_uid: Option<String>,
     pub cwd: Option<String>,
 }
-

@@ -8,7 +8,6 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-
 pub use belay_agent_api::PolicyStatus;
 
 use crate::{

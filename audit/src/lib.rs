@@ -29,7 +29,9 @@ use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 
-pub use chain::{AuditSigner, Checkpoint, Event, MemoryChain, Record, checkpoint_message, record_hash};
+pub use chain::{
+    AuditSigner, Checkpoint, Event, MemoryChain, Record, checkpoint_message, record_hash,
+};
 pub use key::{AuditKey, default_key_path, key_id, parse_public_key, public_key_hex};
 pub use verify::{Problem, Report, Verifier, verify_records};
 

@@ -54,8 +54,7 @@ pub fn prepare(command: &PolicyCommand) -> anyhow::Result<Prepared> {
 
 fn checked(file: &Path) -> anyhow::Result<Vec<u8>> {
     // The agent's loader: the same size limit, encoding and parser as on the hosts.
-    belay_policy::Policy::load(file)
-        .map_err(|e| anyhow::anyhow!("{e}\nnothing was pushed"))?;
+    belay_policy::Policy::load(file).map_err(|e| anyhow::anyhow!("{e}\nnothing was pushed"))?;
     std::fs::read(file).with_context(|| format!("reading {}", file.display()))
 }
 

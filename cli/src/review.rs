@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use crate::Output;
 use crate::render::{self, esc};
 use crate::server_client::{Client, status};
-use crate::server_request::{action, ago, now_ms, print_one, state_name, to_json, unix_ms, verdict_name};
+use crate::server_request::{
+    action, ago, now_ms, print_one, state_name, to_json, unix_ms, verdict_name,
+};
 
 /// Records asked for per call; the server allows up to 1000.
 const AUDIT_PAGE: u32 = 500;
@@ -263,7 +265,9 @@ pub async fn decide(
         scope,
     } = decision;
     if reviewer.is_empty() && !signed_in {
-        bail!("a decision needs a reviewer: `belay login`, or --reviewer for a server run with --insecure");
+        bail!(
+            "a decision needs a reviewer: `belay login`, or --reviewer for a server run with --insecure"
+        );
     }
     let scoped = scope.is_some();
     let answer = client
@@ -277,9 +281,7 @@ pub async fn decide(
         .await
         .map_err(status)?
         .into_inner();
-    let r = answer
-        .request
-        .context("belay-server sent no request")?;
+    let r = answer.request.context("belay-server sent no request")?;
     let waiting = r.state == v1::RequestState::Pending as i32;
     if output == Output::Json {
         let mut json = to_json(&r);
@@ -294,7 +296,11 @@ pub async fn decide(
             answer.quorum
         );
     } else {
-        let grant = if scoped { " (and granted for the stated time)" } else { "" };
+        let grant = if scoped {
+            " (and granted for the stated time)"
+        } else {
+            ""
+        };
         println!(
             "request {}: {}{grant}",
             esc(&r.id),

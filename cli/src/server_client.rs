@@ -58,5 +58,8 @@ pub async fn connect(url: &str, ca: Option<&Path>) -> anyhow::Result<(Client, bo
     })?;
     let bearer = Bearer::new(credentials::bearer().await?)?;
     let signed_in = bearer.is_some();
-    Ok((ReviewerServiceClient::with_interceptor(channel, bearer), signed_in))
+    Ok((
+        ReviewerServiceClient::with_interceptor(channel, bearer),
+        signed_in,
+    ))
 }

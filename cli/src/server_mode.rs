@@ -14,10 +14,7 @@ pub enum Call<'a> {
     Watch,
     Policy(crate::policy::Prepared),
     Agents,
-    AuditLog {
-        after: u64,
-        limit: Option<u64>,
-    },
+    AuditLog { after: u64, limit: Option<u64> },
     Pending,
     Show(&'a str),
     Decide(Decision<'a>),
@@ -39,7 +36,9 @@ pub fn run(url: &str, ca: Option<&Path>, output: Output, call: Call<'_>) -> anyh
             }
             Call::Pending => review::pending(&mut client, output).await,
             Call::Show(id) => review::show(&mut client, output, id).await,
-            Call::Decide(decision) => review::decide(&mut client, output, signed_in, decision).await,
+            Call::Decide(decision) => {
+                review::decide(&mut client, output, signed_in, decision).await
+            }
         }
     })
 }

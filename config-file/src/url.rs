@@ -36,7 +36,6 @@ fn authority_host(rest: &str) -> &str {
     authority.split(':').next().unwrap_or("")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::check_url;

@@ -8,8 +8,8 @@ use std::{
 };
 
 use super::{
-    Action, DEFAULT_DEADLINE, DEFAULT_ON_TIMEOUT, Destination, EgressRule, ExecRule, FailMode, MaskConfig,
-    Glob, GlobMode, MAX_DEADLINE, Policy, PolicyError, Proto, Subject, Verdict,
+    Action, DEFAULT_DEADLINE, DEFAULT_ON_TIMEOUT, Destination, EgressRule, ExecRule, FailMode,
+    Glob, GlobMode, MAX_DEADLINE, MaskConfig, Policy, PolicyError, Proto, Subject, Verdict,
     values::{
         destination, normalize_cgroup, one_of, parse_duration, port_range, resolve_uid,
         validate_name,
