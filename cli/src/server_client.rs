@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use crate::credentials::{self, Bearer};
+use crate::credentials::Bearer;
 
 /// The client [`connect`] returns; one name to change if its stack changes.
 pub type Client = ReviewerServiceClient<
@@ -56,7 +56,7 @@ pub async fn connect(url: &str, ca: Option<&Path>) -> anyhow::Result<(Client, bo
     let channel = endpoint(url, ca)?.connect().await.map_err(|err| {
         anyhow::anyhow!("cannot reach belay-server at {url}: {}", with_sources(&err))
     })?;
-    let bearer = Bearer::new(credentials::bearer().await?)?;
+    let bearer = Bearer::new(crate::login::bearer().await?)?;
     let signed_in = bearer.is_some();
     Ok((
         ReviewerServiceClient::with_interceptor(channel, bearer),

@@ -110,8 +110,8 @@ fn build_standalone(ctx: &Ctx) -> Result<()> {
 /// The stable toolchain's own `bin` directory (cargo and rustc, no proxies), when rustup
 /// manages the toolchains.
 fn stable_bin_dir() -> Option<PathBuf> {
-    let out = util::output(util::cmd("rustup").args(["which", "--toolchain", "stable", "cargo"]))
-        .ok()?;
+    let out =
+        util::output(util::cmd("rustup").args(["which", "--toolchain", "stable", "cargo"])).ok()?;
     Path::new(out.trim()).parent().map(Path::to_path_buf)
 }
 
