@@ -4,40 +4,11 @@
 //! basis: a process may exit while we look, and nothing here may fail or panic.
 use std::{fs, sync::OnceLock};
 
+pub use belay_agent_api::{Ancestor, ProcessContext};
 use belay_proto::display::escape;
-use serde::{Deserialize, Serialize};
 
 /// How many ancestors [`collect`] walks up at most.
-pub const MAX_ANCESTRY: usize = 16;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ancestor {
-    pub pid: u32,
-    /// The task's `comm`, escaped (`belay_proto::display::escape`).
-    pub comm: String,
-    /// What `/proc/PID/exe` links to; `None` when not readable (another user's process
-    /// without privilege, a kernel thread).
-    pub exe: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessContext {
-    /// This machine's hostname.
-    pub host: String,
-    pub ppid: Option<u32>,
-    /// Parent first, at most [`MAX_ANCESTRY`] levels, ending at pid 1 (included) or where
-    /// the chain can no longer be followed.
-    pub ancestry: Vec<Ancestor>,
-    /// The name of the uid, `None` when the uid has no passwd entry.
-    pub user: Option<String>,
-    /// The cgroup v2 path (the `0::` line of `/proc/PID/cgroup`).
-    pub cgroup: Option<String>,
-    /// Full 64-hex container id parsed from the cgroup path.
-    pub container_id: Option<String>,
-    /// Kubernetes pod UID parsed from the cgroup path.
-    pub pod_uid: Option<String>,
-    pub cwd: Option<String>,
-}
+pub const MAX_ANCESTRY: usize = belay_agent_api::MAX_ANCESTRY;
 
 /// Fields of `/proc/PID/stat` this module uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -138,7 +138,7 @@ struct Args {
     export_config: Option<PathBuf>,
     /// Key of the hashes in masked values (`…[KIND:HASH]`): 64 hex digits, mode 0600,
     /// created on first use. Copy one file to every host to match values fleet-wide.
-    #[arg(long, env = "BELAY_MASK_KEY_FILE", value_name = "FILE", default_value = belay_agent::policy::mask::DEFAULT_KEY_FILE)]
+    #[arg(long, env = "BELAY_MASK_KEY_FILE", value_name = "FILE", default_value = belay_agent::mask::DEFAULT_KEY_FILE)]
     mask_key_file: PathBuf,
     /// Also trust DNS answers from this resolver (port 53) for hostname rules, besides
     /// the nameservers in /etc/resolv.conf. Answers from anywhere else, or received in a
@@ -235,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => fmt.init(),
         LogFormat::Json => fmt.json().init(),
     }
-    belay_agent::policy::mask::init_key_file(&args.mask_key_file)?;
+    belay_agent::mask::init_key_file(&args.mask_key_file)?;
     let config = daemon::Config {
         socket: args.socket,
         socket_access: daemon::socket::SocketAccess {

@@ -8,7 +8,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use serde::{Deserialize, Serialize};
+pub use belay_agent_api::PolicyStatus;
 
 use crate::{
     policy::{Policy, PolicyError},
@@ -39,27 +39,6 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// What `belay status` shows about the policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyStatus {
-    /// The file, or None for the built-in standalone policy.
-    pub source: Option<String>,
-    pub subjects: Vec<String>,
-    pub loaded_unix_ms: u64,
-    pub reloads: u64,
-    pub failed_reloads: u64,
-    /// Why the last reload failed, while the file still does not load.
-    pub last_error: Option<String>,
-    /// What the kernel could not be told (missing files, rules over the limit).
-    #[serde(default)]
-    pub warnings: Vec<String>,
-    /// The fleet policy version from belay-server in force (`--policy-from-server`).
-    #[serde(default)]
-    pub server_version: Option<u64>,
-    #[serde(default)]
-    pub server_sha256: Option<String>,
 }
 
 /// Why a policy from belay-server was not installed.

@@ -12,7 +12,7 @@ use crate::{
     api::{ActionView, RequestView},
     context::ProcessContext,
     kernel::{Action, PauseEvent, Transport, Verdict},
-    policy::mask::Masker,
+    mask::Masker,
 };
 
 /// Everything the daemon learned about a paused action besides the kernel's event.
@@ -55,7 +55,7 @@ impl RequestInfo {
             timeout,
             default_verdict,
             server_id: None,
-            masker: crate::policy::mask::current(),
+            masker: crate::mask::current(),
             expect: None,
         }
     }

@@ -14,11 +14,12 @@ use belay_proto::{
     domain,
     v1::{self, agent_message, agent_service_client::AgentServiceClient, server_message},
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{info, warn};
+
+pub use belay_agent_api::LinkStatus;
 
 use crate::{
     api::{ActionView, RequestView},
@@ -55,26 +56,6 @@ pub enum Down {
     /// The fleet policy, its digest already checked: install it (`--policy-from-server`)
     /// or answer that this agent keeps its own.
     Policy { version: u64, text: String },
-}
-
-/// How the link stands, for `belay status` and the metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkStatus {
-    pub url: String,
-    /// A session with belay-server is open now.
-    pub connected: bool,
-    /// Submitted and not yet decided (resubmitted on every reconnect).
-    pub awaiting: usize,
-    pub submitted: u64,
-    pub decided: u64,
-    /// Refused by belay-server, or not sendable to it (over its limits): each ended
-    /// without a decision.
-    #[serde(default)]
-    pub refused: u64,
-    /// Sessions opened, the first included.
-    pub connects: u64,
-    /// Why the last attempt or session failed.
-    pub last_error: Option<String>,
 }
 
 /// Handle to the link task.
@@ -152,7 +133,7 @@ impl Upstream {
 /// this second pass with the same masker (idempotent: masked values pass unchanged)
 /// makes sure nothing unmasked is ever sent or resent, whatever built the request.
 fn leaving_host(request: v1::NewRequest) -> v1::NewRequest {
-    crate::policy::mask::mask_request(&crate::policy::mask::current(), request)
+    crate::mask::mask_request(&crate::mask::current(), request)
 }
 
 /// The context a reviewer sees on belay-server, from what the daemon gathered: clipped

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use belay_server::audit::{self, Report};
+use belay_audit::{self as audit, Report};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -90,7 +90,7 @@ fn to_json(report: &Report, public_key: &str) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
-    use belay_server::audit::Problem;
+    use belay_audit::Problem;
 
     use super::*;
 

@@ -1,18 +1,15 @@
-//! The reviewer credential `belay --server` sends as `authorization: Bearer ...`:
-//! `BELAY_TOKEN`, else what `belay login` stored in `$XDG_CONFIG_HOME/belay/credentials`
-//! (mode 0600).
+//! The reviewer credential `belay --server` sends as `authorization: Bearer ...`: where
+//! `belay login` stores it (`$XDG_CONFIG_HOME/belay/credentials`, mode 0600), and the
+//! interceptor that sends it. Which token to send (`BELAY_TOKEN`, or the stored one,
+//! refreshed) is `login::bearer`'s business.
 
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tonic::metadata::{Ascii, MetadataValue};
-
-/// Refresh an ID token this long before it expires, so it does not lapse in flight.
-const EXPIRY_MARGIN_SECS: u64 = 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -94,61 +91,6 @@ pub fn remove() -> anyhow::Result<bool> {
 pub fn present() -> bool {
     std::env::var_os("BELAY_TOKEN").is_some_and(|t| !t.is_empty())
         || path().is_ok_and(|p| p.exists())
-}
-
-/// The bearer token to send, refreshing a stored ID token that is about to expire when
-/// the issuer gave a refresh token.
-pub async fn bearer() -> anyhow::Result<Option<String>> {
-    if let Some(token) = std::env::var("BELAY_TOKEN").ok().filter(|t| !t.is_empty()) {
-        return Ok(Some(token));
-    }
-    match load()? {
-        None => Ok(None),
-        Some(Credential::ApiToken { token }) => Ok(Some(token)),
-        Some(Credential::Oidc {
-            issuer,
-            client_id,
-            id_token,
-            refresh_token,
-        }) => {
-            let expired =
-                jwt_expiry(&id_token).is_some_and(|exp| exp <= unix_now() + EXPIRY_MARGIN_SECS);
-            if !expired {
-                return Ok(Some(id_token));
-            }
-            let Some(refresh_token) = refresh_token else {
-                bail!("the ID token from `belay login` has expired: run `belay login` again");
-            };
-            let refreshed = crate::login::refresh(&issuer, &client_id, &refresh_token)
-                .await
-                .context(
-                    "the ID token has expired and refreshing it failed: run `belay login` again",
-                )?;
-            let token = match &refreshed {
-                Credential::Oidc { id_token, .. } => id_token.clone(),
-                Credential::ApiToken { token } => token.clone(),
-            };
-            store(&refreshed)?;
-            Ok(Some(token))
-        }
-    }
-}
-
-/// The `exp` of a JWT, read without verifying it: only to decide when to refresh.
-fn jwt_expiry(token: &str) -> Option<u64> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("exp")?.as_u64()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Adds the bearer token, if any, to every call.

@@ -1,8 +1,9 @@
 //! `belay login`: an OIDC ID token through the device authorization flow (RFC 8628), or
-//! an API token typed in; `belay logout`.
+//! an API token typed in; `belay logout`; and the token each `--server` call sends,
+//! refreshed when it is about to expire.
 
 use std::io::{BufRead as _, IsTerminal as _};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
@@ -15,6 +16,8 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Refresh an ID token this long before it expires, so it does not lapse in flight.
+const EXPIRY_MARGIN_SECS: u64 = 30;
 
 #[derive(Debug, clap::Args)]
 pub struct LoginArgs {
@@ -127,7 +130,7 @@ struct TokenReply {
 }
 
 async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Discovery> {
-    belay_server::auth::check_url(issuer).map_err(|err| anyhow::anyhow!("--issuer {err}"))?;
+    belay_config_file::check_url(issuer).map_err(|err| anyhow::anyhow!("--issuer {err}"))?;
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -273,4 +276,57 @@ pub async fn refresh(
             .refresh_token
             .or_else(|| Some(refresh_token.to_owned())),
     })
+}
+
+/// The bearer token to send, refreshing a stored ID token that is about to expire when
+/// the issuer gave a refresh token.
+pub async fn bearer() -> anyhow::Result<Option<String>> {
+    if let Some(token) = std::env::var("BELAY_TOKEN").ok().filter(|t| !t.is_empty()) {
+        return Ok(Some(token));
+    }
+    match credentials::load()? {
+        None => Ok(None),
+        Some(Credential::ApiToken { token }) => Ok(Some(token)),
+        Some(Credential::Oidc {
+            issuer,
+            client_id,
+            id_token,
+            refresh_token,
+        }) => {
+            let expired =
+                jwt_expiry(&id_token).is_some_and(|exp| exp <= unix_now() + EXPIRY_MARGIN_SECS);
+            if !expired {
+                return Ok(Some(id_token));
+            }
+            let Some(refresh_token) = refresh_token else {
+                bail!("the ID token from `belay login` has expired: run `belay login` again");
+            };
+            let refreshed = refresh(&issuer, &client_id, &refresh_token).await.context(
+                "the ID token has expired and refreshing it failed: run `belay login` again",
+            )?;
+            let token = match &refreshed {
+                Credential::Oidc { id_token, .. } => id_token.clone(),
+                Credential::ApiToken { token } => token.clone(),
+            };
+            credentials::store(&refreshed)?;
+            Ok(Some(token))
+        }
+    }
+}
+
+/// The `exp` of a JWT, read without verifying it: only to decide when to refresh.
+fn jwt_expiry(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("exp")?.as_u64()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

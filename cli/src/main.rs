@@ -9,15 +9,14 @@ mod output;
 mod policy;
 mod render;
 mod review;
-mod server;
+mod server_client;
+mod server_mode;
+mod server_request;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, bail};
-use belay_agent::{
-    api::{self, ApiRequest, ApiResponse, DEFAULT_SOCKET},
-    kernel::Verdict,
-};
+use belay_agent_api::{self as api, ApiRequest, ApiResponse, DEFAULT_SOCKET, Verdict};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -187,32 +186,32 @@ fn run_server(url: &str, args: &Args) -> anyhow::Result<()> {
         reason: &'a Option<String>,
         reviewer: &'a str,
         grant: Option<&grant::GrantArgs>,
-    ) -> server::Call<'a> {
-        server::Call::Decide {
+    ) -> server_mode::Call<'a> {
+        server_mode::Call::Decide(review::Decision {
             id,
             verdict,
             reason: reason.as_deref().unwrap_or(""),
             reviewer,
             scope: grant.and_then(grant::GrantArgs::to_wire),
-        }
+        })
     }
     let call = match &args.command {
-        Command::Pending => server::Call::Pending,
-        Command::Show { id } => server::Call::Show(id),
+        Command::Pending => server_mode::Call::Pending,
+        Command::Show { id } => server_mode::Call::Show(id),
         Command::Approve { id, reason, grant } => {
             decide(id, W::Allow, reason, &reviewer, Some(grant))
         }
         Command::Deny { id, reason, grant } => decide(id, W::Deny, reason, &reviewer, Some(grant)),
         Command::Kill { id, reason } => decide(id, W::Kill, reason, &reviewer, None),
-        Command::Watch => server::Call::Watch,
-        Command::Agents => server::Call::Agents,
-        Command::Audit(audit::AuditCommand::Log { after, limit }) => server::Call::AuditLog {
+        Command::Watch => server_mode::Call::Watch,
+        Command::Agents => server_mode::Call::Agents,
+        Command::Audit(audit::AuditCommand::Log { after, limit }) => server_mode::Call::AuditLog {
             after: *after,
             limit: *limit,
         },
         Command::Audit(command) => return audit::run(command, args.output),
         // Checked before connecting: a bad file is refused without a word to the server.
-        Command::Policy(command) => server::Call::Policy(policy::prepare(command)?),
+        Command::Policy(command) => server_mode::Call::Policy(policy::prepare(command)?),
         Command::Status | Command::Run { .. } => {
             bail!("`status` and `run` talk to this host's agent: leave out --server")
         }
@@ -220,7 +219,7 @@ fn run_server(url: &str, args: &Args) -> anyhow::Result<()> {
         Command::Logout => return login::logout(),
         Command::Mask(m) => return mask::run(m, args.output),
     };
-    server::run(url, args.server_ca.as_deref(), args.output, call)
+    server_mode::run(url, args.server_ca.as_deref(), args.output, call)
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

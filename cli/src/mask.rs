@@ -6,8 +6,8 @@ use std::{
 };
 
 use anyhow::Context as _;
-use belay_agent::policy::Policy;
 use belay_mask::{Finding, MaskConfig, Masker};
+use belay_policy::Policy;
 use clap::Args;
 use serde_json::json;
 

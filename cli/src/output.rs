@@ -1,7 +1,7 @@
 //! Human tables and JSON for every answer of the agent's local socket. Every value is
 //! escaped (`crate::render`): the agent sends raw paths, argv and environments, and an
 //! older agent may send anything.
-use belay_agent::api::{ActionView, ApiResponse, RequestView};
+use belay_agent_api::{ActionView, ApiResponse, RequestView};
 
 use crate::Output;
 use crate::render::{self, esc, esc_or};

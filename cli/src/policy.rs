@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::Output;
 use crate::render::{self, esc};
-use crate::review::Client;
-use crate::server::unix_ms;
+use crate::server_client::{Client, status};
+use crate::server_request::{ago, unix_ms};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -54,13 +54,8 @@ pub fn prepare(command: &PolicyCommand) -> anyhow::Result<Prepared> {
 
 fn checked(file: &Path) -> anyhow::Result<Vec<u8>> {
     // The agent's loader: the same size limit, encoding and parser as on the hosts.
-    belay_agent::policy::Policy::load(file)
-        .map_err(|e| anyhow::anyhow!("{e}\nnothing was pushed"))?;
+    belay_policy::Policy::load(file).map_err(|e| anyhow::anyhow!("{e}\nnothing was pushed"))?;
     std::fs::read(file).with_context(|| format!("reading {}", file.display()))
-}
-
-fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("belay-server: {}", s.message())
 }
 
 pub(crate) fn outcome_name(outcome: i32) -> &'static str {
@@ -170,7 +165,7 @@ fn show(view: &v1::GetPolicyResponse, output: Output) -> anyhow::Result<()> {
             println!(
                 "pushed     by {}, {} ago",
                 esc(&p.pushed_by),
-                crate::review::ago(unix_ms(p.pushed_at.as_ref()))
+                ago(unix_ms(p.pushed_at.as_ref()))
             );
             if !p.reason.is_empty() {
                 println!("reason     {}", esc(&p.reason));

@@ -1,50 +1,23 @@
-//! `belay --server URL watch | agents | audit log`: the reviewer calls beyond single
-//! requests, and the request context as `show` prints it.
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use belay_proto::v1::{self, reviewer_service_client::ReviewerServiceClient};
+//! `belay --server URL pending | show | approve | deny | kill | watch | agents | audit
+//! log`: the reviewer's calls on belay-server.
+use anyhow::{Context as _, bail};
+use belay_proto::v1;
 use serde_json::{Value, json};
 
 use crate::Output;
 use crate::render::{self, esc};
-use crate::server::{action, state_name, to_json, unix_ms};
-
-/// The client `server::run` connects; one name to change if its stack changes.
-pub type Client = ReviewerServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        crate::credentials::Bearer,
-    >,
->;
+use crate::server_client::{Client, status};
+use crate::server_request::{
+    action, ago, now_ms, print_one, state_name, to_json, unix_ms, verdict_name,
+};
 
 /// Records asked for per call; the server allows up to 1000.
 const AUDIT_PAGE: u32 = 500;
-
-fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("belay-server: {}", s.message())
-}
 
 /// `HH:MM:SSZ` of a time, UTC (no time zone database needed).
 fn clock(unix_ms: u64) -> String {
     let secs = unix_ms / 1000 % 86_400;
     format!("{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// How long ago, roughly: `42s`, `5m`, `3h`, `2d`.
-pub(crate) fn ago(unix_ms: u64) -> String {
-    let secs = now_ms().saturating_sub(unix_ms) / 1000;
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m", secs / 60),
-        3600..86_400 => format!("{}h", secs / 3600),
-        _ => format!("{}d", secs / 86_400),
-    }
 }
 
 /// One line per request event: when it happened, its state, and what it is.
@@ -217,48 +190,122 @@ pub async fn audit_log(
     Ok(())
 }
 
-/// The context of a request for `--output json`.
-pub fn context_json(c: Option<&v1::RequestContext>) -> Value {
-    let Some(c) = c else { return Value::Null };
-    let ancestry: Vec<Value> = c
-        .ancestry
-        .iter()
-        .map(|a| json!({"pid": a.pid, "comm": a.comm, "exe": a.exe}))
-        .collect();
-    json!({
-        "ancestry": ancestry,
-        "user": c.user,
-        "cgroup": c.cgroup,
-        "container_id": c.container_id,
-        "pod_uid": c.pod_uid,
-        "cwd": c.cwd,
-        "subject": c.subject,
-        "hostnames": c.hostnames,
-    })
-}
-
-/// The context lines of `show`, aligned with its other lines; unknown fields left out.
-pub fn print_context(c: Option<&v1::RequestContext>) {
-    let Some(c) = c else { return };
-    let fields = [
-        ("subject", &c.subject),
-        ("user", &c.user),
-        ("cwd", &c.cwd),
-        ("cgroup", &c.cgroup),
-        ("container", &c.container_id),
-        ("pod", &c.pod_uid),
-    ];
-    for (name, value) in fields {
-        if !value.is_empty() {
-            println!("{name:<9} {}", esc(value));
+/// The requests waiting for a decision, on every host that sends them here.
+pub async fn pending(client: &mut Client, output: Output) -> anyhow::Result<()> {
+    let list = client
+        .list_pending(v1::ListPendingRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .requests;
+    if output == Output::Json {
+        let v: Vec<Value> = list.iter().map(to_json).collect();
+        println!("{}", render::json_pretty(&json!({"requests": v}))?);
+    } else if list.is_empty() {
+        println!("no pending requests");
+    } else {
+        println!(
+            "{:<28} {:<16} {:<16} {:<10} ACTION",
+            "ID", "HOST", "AGENT", "DEADLINE"
+        );
+        for r in &list {
+            let left = unix_ms(r.deadline.as_ref()).saturating_sub(now_ms()) / 1000;
+            println!(
+                "{:<28} {:<16} {:<16} {:<10} {}",
+                esc(&r.id),
+                esc(&r.host),
+                esc(&r.agent_name),
+                format!("{left}s"),
+                action(r.action.as_ref()).1
+            );
         }
     }
-    if !c.hostnames.is_empty() {
-        println!("{:<9} {}", "names", render::list(&c.hostnames));
+    Ok(())
+}
+
+pub async fn show(client: &mut Client, output: Output, id: &str) -> anyhow::Result<()> {
+    let r = client
+        .get_request(v1::GetRequestRequest {
+            request_id: id.to_owned(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .request
+        .context("belay-server sent no request")?;
+    if output == Output::Json {
+        println!("{}", render::json_pretty(&to_json(&r))?);
+    } else {
+        print_one(&r);
     }
-    for (i, a) in c.ancestry.iter().enumerate() {
-        let label = if i == 0 { "ancestry" } else { "" };
-        let exe = esc(if a.exe.is_empty() { "?" } else { &a.exe });
-        println!("{label:<9} {} {} ({exe})", a.pid, esc(&a.comm));
+    Ok(())
+}
+
+/// A reviewer's decision on one request.
+pub struct Decision<'a> {
+    pub id: &'a str,
+    pub verdict: v1::Verdict,
+    pub reason: &'a str,
+    pub reviewer: &'a str,
+    /// `None`: this request only.
+    pub scope: Option<v1::Scope>,
+}
+
+pub async fn decide(
+    client: &mut Client,
+    output: Output,
+    signed_in: bool,
+    decision: Decision<'_>,
+) -> anyhow::Result<()> {
+    let Decision {
+        id,
+        verdict,
+        reason,
+        reviewer,
+        scope,
+    } = decision;
+    if reviewer.is_empty() && !signed_in {
+        bail!(
+            "a decision needs a reviewer: `belay login`, or --reviewer for a server run with --insecure"
+        );
     }
+    let scoped = scope.is_some();
+    let answer = client
+        .decide(v1::DecideRequest {
+            request_id: id.to_owned(),
+            verdict: verdict as i32,
+            reason: reason.to_owned(),
+            reviewer: reviewer.to_owned(),
+            scope,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let r = answer.request.context("belay-server sent no request")?;
+    let waiting = r.state == v1::RequestState::Pending as i32;
+    if output == Output::Json {
+        let mut json = to_json(&r);
+        json["approvals"] = answer.approvals.into();
+        json["quorum"] = answer.quorum.into();
+        println!("{}", render::json_pretty(&json)?);
+    } else if waiting {
+        println!(
+            "request {}: approval counted, {} of {} needed",
+            esc(&r.id),
+            answer.approvals,
+            answer.quorum
+        );
+    } else {
+        let grant = if scoped {
+            " (and granted for the stated time)"
+        } else {
+            ""
+        };
+        println!(
+            "request {}: {}{grant}",
+            esc(&r.id),
+            verdict_name(verdict as i32)
+        );
+    }
+    Ok(())
 }

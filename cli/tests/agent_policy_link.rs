@@ -9,9 +9,9 @@ mod support;
 use std::time::Duration;
 
 use belay_agent::kernel::Verdict;
-use belay_agent::policy::Policy;
 use belay_agent::reload::{Installed, LivePolicy};
 use belay_agent::upstream::{Down, Up, Upstream};
+use belay_policy::Policy;
 use belay_proto::domain::{PolicyOutcome, PolicyReport};
 use belay_proto::v1;
 use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;

@@ -14,9 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, SystemTime};
 
-use belay_agent::api::{ActionView, ApiRequest, ApiResponse, RequestView};
-use belay_agent::context::{Ancestor, ProcessContext};
-use belay_agent::kernel::Verdict;
+use belay_agent_api::{
+    ActionView, Ancestor, ApiRequest, ApiResponse, ProcessContext, RequestView, Verdict,
+};
 use belay_proto::v1;
 use serde_json::Value;
 use support::{PATIENCE, agent_session, belay_ok, drain, message, start, wait_pending};

@@ -5,11 +5,18 @@
 //! A loader reads the file with [`read`], wraps it in a [`Source`], deserializes with
 //! [`Source::parse`] (keep `toml::Spanned` fields for what later checks will point at)
 //! and reports its own checks with [`Source::at`] or [`Source::whole`].
+//!
+//! [`check_url`] is the rule for URLs that configuration (or `belay login --issuer`)
+//! names and keys are fetched from: https, or plain http to a loopback host.
+
+mod url;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+
+pub use url::check_url;
 
 /// A configuration problem, located in its file.
 #[derive(Debug, thiserror::Error)]

@@ -33,7 +33,7 @@ fn the_kubernetes_configmap_policy_loads_and_the_daemonset_uses_it() {
     assert!(manifest.contains("configMap: {name: belay-policy}"));
     // The masking key's directory (the agent refuses to start without its key) is a
     // host path, so hashes stay the same across pod restarts.
-    let key_dir = Path::new(belay_agent::policy::mask::DEFAULT_KEY_FILE)
+    let key_dir = Path::new(belay_agent::mask::DEFAULT_KEY_FILE)
         .parent()
         .unwrap()
         .display()
@@ -60,7 +60,7 @@ fn the_systemd_unit_checks_and_loads_the_policy() {
     // ProtectSystem=strict: the masking key's directory must be a state directory, or
     // the agent cannot create its key and does not start.
     assert!(unit.contains("ProtectSystem=strict"));
-    let key_dir = Path::new(belay_agent::policy::mask::DEFAULT_KEY_FILE)
+    let key_dir = Path::new(belay_agent::mask::DEFAULT_KEY_FILE)
         .parent()
         .unwrap()
         .strip_prefix("/var/lib")

@@ -6,6 +6,7 @@
 //! results.
 
 mod bench;
+mod cli_standalone;
 mod demo;
 mod disk;
 mod initramfs;
@@ -93,7 +94,11 @@ enum Cmd {
         #[arg(last = true, value_name = "TEST-ARGS")]
         test_args: Vec<String>,
     },
-    /// Host tests (`cargo test --workspace`), then the VM tests on all kernels.
+    /// Check that `belay` (the CLI) depends on no daemon, server, aya or PostgreSQL
+    /// crate, and builds with the stable toolchain and no bpf-linker.
+    CliStandalone,
+    /// `cli-standalone`, host tests (`cargo test --workspace`), then the VM tests on all
+    /// kernels.
     Test {
         /// Seconds per kernel before QEMU is killed.
         #[arg(long, default_value_t = 1200)]
@@ -226,6 +231,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Cmd::CliStandalone => {
+            cli_standalone::check(&ctx)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Test { timeout } => test(&ctx, Duration::from_secs(timeout)),
         Cmd::Demo { vm, timeout } => demo::run(&ctx, vm, Duration::from_secs(timeout)),
         Cmd::Bench {
@@ -236,10 +245,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// `xtask test`: host tests, then VM tests; one closing summary line.
+/// `xtask test`: the CLI's standalone check, host tests, then VM tests; one closing
+/// summary line.
 fn test(ctx: &Ctx, timeout: Duration) -> Result<ExitCode> {
     let started = std::time::Instant::now();
-    let (host, host_ok) = workspace::host_tests(ctx)?;
+    // Counted as one host test: it passes or fails as a whole.
+    let standalone_ok = match cli_standalone::check(ctx) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("xtask: error: cli-standalone: {e:#}");
+            false
+        }
+    };
+    let (mut host, cargo_ok) = workspace::host_tests(ctx)?;
+    // A failed cargo run with no failing test line (build error) still counts.
+    if !cargo_ok && host.failed == 0 {
+        host.failed += 1;
+    }
+    if standalone_ok {
+        host.passed += 1;
+    } else {
+        host.failed += 1;
+    }
+    let host_ok = cargo_ok && standalone_ok;
     if !host_ok {
         say!("host tests failed; running the VM tests anyway");
     }
@@ -267,10 +295,6 @@ fn test(ctx: &Ctx, timeout: Duration) -> Result<ExitCode> {
     };
     let mut total = host;
     total.add(vm_counts);
-    // A failed cargo run with no failing test line (build error) still counts.
-    if !host_ok && host.failed == 0 {
-        total.failed += 1;
-    }
     say!(
         "host: {} passed, {} failed; VM: {} passed, {} failed; {}",
         host.passed,

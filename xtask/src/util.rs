@@ -62,6 +62,29 @@ pub fn cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
     c
 }
 
+/// Drops what `cargo run` set for xtask itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...)
+/// from a child cargo's environment. Build scripts watch some of these (ring reruns when
+/// `CARGO_MANIFEST_DIR` changes), so inheriting them made every cargo run from xtask
+/// rebuild ring and what depends on it, and the next plain `cargo` rebuild them again.
+pub fn without_cargo_run_env(c: &mut Command) -> &mut Command {
+    for (name, _) in env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            c.env_remove(name);
+        }
+    }
+    c
+}
+
 /// `program arg1 arg2 ...`, for messages.
 pub fn describe(c: &Command) -> String {
     let mut s = c.get_program().to_string_lossy().into_owned();

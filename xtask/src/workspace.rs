@@ -28,6 +28,7 @@ pub fn cargo(ctx: &Ctx) -> Command {
     c.current_dir(&ctx.root)
         .env("CARGO_TARGET_DIR", ctx.target_dir())
         .env_remove("CARGO_BUILD_TARGET_DIR");
+    util::without_cargo_run_env(&mut c);
     c
 }
 

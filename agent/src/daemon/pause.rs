@@ -224,7 +224,7 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         rule: decision.rule.clone(),
         timeout: decision.deadline,
         default_verdict: decision.on_timeout,
-        masker: policy.masker(),
+        masker: crate::mask::masker_for(&policy.mask),
     };
     let mut book = shared.book();
     if book.pending_for(&ev.key) {
@@ -372,7 +372,7 @@ fn export_verdict(
         policy_action: settled.policy_action,
         decided_in: settled.decided_in,
         action: crate::requests::action_view(
-            &policy.masker(),
+            &crate::mask::masker_for(&policy.mask),
             &ev.action,
             g.file,
             g.argv,

@@ -10,29 +10,10 @@ use std::os::fd::RawFd;
 use agent_common::{ExecExpect, VerdictKey, decode::PauseEvent};
 use serde::{Deserialize, Serialize};
 
+pub use belay_agent_api::Counters;
+pub use belay_policy::Verdict;
+
 use crate::policy::KernelTables;
-
-/// What happens to a paused action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// The syscall runs.
-    Allow,
-    /// The syscall fails with EPERM.
-    Deny,
-    /// The process is killed (SIGKILL) without resuming.
-    Kill,
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-            Self::Kill => "kill",
-        })
-    }
-}
 
 /// What the hooks do when the daemon's heartbeat is stale (it died or hangs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,47 +49,6 @@ pub enum EnforcerError {
     Thread(#[source] std::io::Error),
     #[error("policy does not fit the kernel maps: {0}")]
     Policy(String),
-}
-
-/// Kernel-side counters, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    pub dropped_events: u64,
-    pub signal_failed: u64,
-    pub paused: u64,
-    pub verdicts_applied: u64,
-    /// Actions denied in the kernel because the task could not be paused (io_uring,
-    /// ptraced, not a restartable syscall).
-    pub unpausable_denied: u64,
-    /// Actions decided by the fail mode while the daemon's heartbeat was stale.
-    pub fail_mode: u64,
-    /// Forks of watched processes refused because no more processes could be watched.
-    pub fork_refused: u64,
-    /// Actions decided by policy rules in the kernel, without a pause.
-    #[serde(default)]
-    pub policy_decided: u64,
-    /// Processes that should have become watched but did not fit the map.
-    #[serde(default)]
-    pub watch_failed: u64,
-    /// DNS answers to watched processes that could not be passed on.
-    #[serde(default)]
-    pub dns_dropped: u64,
-    /// Execs killed because the new image's argv or environment was not what was
-    /// reviewed.
-    #[serde(default)]
-    pub exec_mismatch_killed: u64,
-    /// Sends and connects on IP sockets with an address family belay cannot classify:
-    /// denied.
-    #[serde(default)]
-    pub unclassified_denied: u64,
-    /// ptrace-class access from a watched process to one outside its subject: denied.
-    #[serde(default)]
-    pub ptrace_denied: u64,
-    /// Processes that exec'd into a subject but did not fit the watch list: killed.
-    #[serde(default)]
-    pub watch_killed: u64,
-    /// Events the daemon could not decode (their tasks were denied).
-    pub undecodable_events: u64,
 }
 
 /// Which way a DNS message went.

@@ -1,3 +1,4 @@
+use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU16;
 
@@ -245,13 +246,27 @@ impl From<ConnectAction> for v1::Connect {
 }
 
 impl Protocol {
-    fn from_wire(value: i32) -> Result<Self, Problem> {
+    /// The protocol of a wire value; `Unspecified` and unknown values are problems.
+    pub fn from_wire(value: i32) -> Result<Self, Problem> {
         match v1::Protocol::try_from(value) {
             Ok(v1::Protocol::Tcp) => Ok(Self::Tcp),
             Ok(v1::Protocol::Udp) => Ok(Self::Udp),
             Ok(v1::Protocol::Unspecified) => Err(Problem::Unspecified),
             Err(_) => Err(Problem::UnknownEnumValue(value)),
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -12,7 +12,7 @@ use super::error::{Problem, ValidationError};
 use super::text::Reason;
 use crate::v1;
 
-/// The agent refuses policy files larger than this (`belay_agent::policy`); the server
+/// The agent refuses policy files larger than this (`belay_policy`); the server
 /// refuses to store what no agent would load.
 pub const MAX_POLICY_LEN: usize = 1 << 20;
 /// An agent's report message: one parse error or a few warnings.

@@ -84,7 +84,8 @@ pub enum Outcome {
 }
 
 impl Verdict {
-    pub(crate) fn from_wire(value: i32) -> Result<Self, Problem> {
+    /// The verdict of a wire value; `Unspecified` and unknown values are problems.
+    pub fn from_wire(value: i32) -> Result<Self, Problem> {
         match v1::Verdict::try_from(value) {
             Ok(v1::Verdict::Allow) => Ok(Self::Allow),
             Ok(v1::Verdict::Deny) => Ok(Self::Deny),
@@ -124,17 +125,21 @@ impl From<Verdict> for v1::Verdict {
 }
 
 impl RequestState {
+    /// The state of a wire value; `Unspecified` and unknown values are problems.
+    pub fn from_wire(value: i32) -> Result<Self, Problem> {
+        match v1::RequestState::try_from(value) {
+            Ok(v1::RequestState::Pending) => Ok(Self::Pending),
+            Ok(v1::RequestState::Approved) => Ok(Self::Approved),
+            Ok(v1::RequestState::Denied) => Ok(Self::Denied),
+            Ok(v1::RequestState::Expired) => Ok(Self::Expired),
+            Ok(v1::RequestState::Cancelled) => Ok(Self::Cancelled),
+            Ok(v1::RequestState::Unspecified) => Err(Problem::Unspecified),
+            Err(_) => Err(Problem::UnknownEnumValue(value)),
+        }
+    }
+
     pub(crate) fn parse(field: &str, value: i32) -> Result<Self, ValidationError> {
-        let problem = match v1::RequestState::try_from(value) {
-            Ok(v1::RequestState::Pending) => return Ok(Self::Pending),
-            Ok(v1::RequestState::Approved) => return Ok(Self::Approved),
-            Ok(v1::RequestState::Denied) => return Ok(Self::Denied),
-            Ok(v1::RequestState::Expired) => return Ok(Self::Expired),
-            Ok(v1::RequestState::Cancelled) => return Ok(Self::Cancelled),
-            Ok(v1::RequestState::Unspecified) => Problem::Unspecified,
-            Err(_) => Problem::UnknownEnumValue(value),
-        };
-        Err(ValidationError::new(field, problem))
+        Self::from_wire(value).map_err(|problem| ValidationError::new(field, problem))
     }
 
     pub fn is_final(self) -> bool {

@@ -2,17 +2,14 @@
 //! by migration 2 of the store). Appends run on the store's database thread, inside the
 //! transaction of the state change they record.
 
-use std::path::Path;
+use rusqlite::{Connection, OptionalExtension as _, params};
 
-use ed25519_dalek::VerifyingKey;
-use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
-
-use super::{AuditError, AuditSigner, Checkpoint, Event, GENESIS, Record, Report, Verifier};
+use super::{AuditSigner, Event, GENESIS, Record};
 use crate::approvals::StoreError;
 
 /// Migration 2 of the store: the audit tables. Triggers refuse UPDATE and DELETE, so that
 /// no code path (or operator mistake) edits the log; tampering with the file itself is
-/// what [`verify`] is for.
+/// what [`super::verify`] is for.
 pub(crate) const MIGRATION: &str = "
 CREATE TABLE audit (
     seq INTEGER PRIMARY KEY NOT NULL CHECK (seq > 0),
@@ -129,69 +126,4 @@ pub(crate) fn checkpoint_head(
     }
     insert_checkpoint(db, signer, seq, &hash)?;
     Ok(Some(seq))
-}
-
-/// Verifies the log of the database at `path`, read-only.
-pub(crate) fn verify(path: &Path, public_key: &VerifyingKey) -> Result<Report, AuditError> {
-    let fail = |problem: String| AuditError::Read {
-        path: path.display().to_string(),
-        problem,
-    };
-    let sql = |err: rusqlite::Error| fail(err.to_string());
-    if !path.exists() {
-        return Err(fail("no such file".into()));
-    }
-    let db = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sql)?;
-    let has_log: bool = db
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'audit')",
-            [],
-            |row| row.get(0),
-        )
-        .map_err(sql)?;
-    if !has_log {
-        return Err(fail(
-            "it has no audit log (not a belay-server database, or one older than the log)".into(),
-        ));
-    }
-    let seq = |value: i64| u64::try_from(value).unwrap_or(0);
-    let checkpoints = db
-        .prepare("SELECT seq, hash, signature, key_id FROM audit_checkpoints ORDER BY seq")
-        .and_then(|mut statement| {
-            statement
-                .query_map([], |row| {
-                    Ok(Checkpoint {
-                        seq: seq(row.get(0)?),
-                        hash: row.get(1)?,
-                        signature: row.get(2)?,
-                        key_id: row.get(3)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(sql)?;
-    let mut verifier = Verifier::new(public_key, checkpoints);
-    let mut statement = db
-        .prepare("SELECT seq, at, kind, request_id, body, prev_hash, hash FROM audit ORDER BY seq")
-        .map_err(sql)?;
-    let mut rows = statement.query([]).map_err(sql)?;
-    while let Some(row) = rows.next().map_err(sql)? {
-        let record = Record {
-            seq: seq(row.get(0).map_err(sql)?),
-            at: row.get(1).map_err(sql)?,
-            kind: row.get(2).map_err(sql)?,
-            request_id: row.get(3).map_err(sql)?,
-            body: row.get(4).map_err(sql)?,
-            prev_hash: row.get(5).map_err(sql)?,
-            hash: row.get(6).map_err(sql)?,
-        };
-        if !verifier.push(&record) {
-            break;
-        }
-    }
-    Ok(verifier.finish())
 }

@@ -51,6 +51,7 @@ const DEFAULT_REFRESH: u64 = 3600;
 const DEFAULT_LEEWAY: u64 = 30;
 
 pub use belay_config_file::ConfigError;
+pub use belay_config_file::check_url;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -152,41 +153,6 @@ impl TryFrom<String> for HttpUrl {
         check_url(&url)?;
         Ok(Self(url))
     }
-}
-
-/// Whether `url` is one keys may be fetched from: see [`HttpUrl`].
-pub fn check_url(url: &str) -> Result<(), String> {
-    {
-        let rest = if let Some(rest) = url.strip_prefix("https://") {
-            rest
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            let host = authority_host(rest);
-            let loopback_ip = host
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| ip.is_loopback());
-            if !matches!(host, "localhost" | "[::1]") && !loopback_ip {
-                return Err(format!(
-                    "{url:?}: plain http is only accepted on a loopback host; use https"
-                ));
-            }
-            rest
-        } else {
-            return Err(format!("{url:?} is not an https:// URL"));
-        };
-        if authority_host(rest).is_empty() {
-            return Err(format!("{url:?} has no host"));
-        }
-        Ok(())
-    }
-}
-
-/// The host of `host[:port]/path...`, brackets kept for IPv6.
-fn authority_host(rest: &str) -> &str {
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.starts_with('[') {
-        return authority.split_inclusive(']').next().unwrap_or("");
-    }
-    authority.split(':').next().unwrap_or("")
 }
 
 /// `sha256:<64 hex>` or the bare hex.

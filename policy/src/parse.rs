@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     Action, DEFAULT_DEADLINE, DEFAULT_ON_TIMEOUT, Destination, EgressRule, ExecRule, FailMode,
-    Glob, GlobMode, MAX_DEADLINE, Policy, PolicyError, Proto, Subject, Verdict,
+    Glob, GlobMode, MAX_DEADLINE, MaskConfig, Policy, PolicyError, Proto, Subject, Verdict,
     values::{
         destination, normalize_cgroup, one_of, parse_duration, port_range, resolve_uid,
         validate_name,
@@ -335,7 +335,7 @@ impl Reader<'_> {
         }
         let mask = match top.get_collection("mask") {
             Some(node) => self.mask(node)?,
-            None => super::mask::MaskConfig::default(),
+            None => MaskConfig::default(),
         };
         Ok(Policy {
             source: self.cx.file.to_path_buf(),
@@ -346,8 +346,8 @@ impl Reader<'_> {
     }
 
     /// `mask: {patterns: [{name, regex}], allow: [regex]}`, each checked where it is.
-    fn mask(&self, node: &Node) -> Result<super::mask::MaskConfig, PolicyError> {
-        use super::mask::{MaskConfig, PatternConfig};
+    fn mask(&self, node: &Node) -> Result<MaskConfig, PolicyError> {
+        use belay_mask::PatternConfig;
         let cx = &self.cx;
         let f = cx.map(node, "mask", &["patterns", "allow"])?;
         let mut config = MaskConfig::default();

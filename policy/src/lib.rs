@@ -138,16 +138,15 @@ use std::{
 };
 
 pub use agent_common::rule_action;
-
-pub use crate::kernel::Verdict;
+pub use belay_mask::MaskConfig;
 
 mod cidr;
 mod compile;
 mod evaluate;
 mod glob;
-pub mod mask;
 mod parse;
 mod values;
+mod verdict;
 mod yaml;
 
 #[cfg(test)]
@@ -160,6 +159,7 @@ mod tests_parse;
 pub use cidr::Cidr;
 pub use compile::{HostResolver, KernelTables, Resolver, compile, kernel_dev};
 pub use glob::{Glob, GlobMode, HostPattern};
+pub use verdict::Verdict;
 
 /// Largest policy file read.
 pub const MAX_POLICY_BYTES: u64 = 1 << 20;
@@ -268,15 +268,6 @@ pub enum FailMode {
     Allow,
 }
 
-impl From<FailMode> for crate::kernel::FailMode {
-    fn from(mode: FailMode) -> Self {
-        match mode {
-            FailMode::Deny => crate::kernel::FailMode::Deny,
-            FailMode::Allow => crate::kernel::FailMode::Allow,
-        }
-    }
-}
-
 /// A policy that could not be read or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -310,8 +301,8 @@ pub struct Policy {
     pub source: PathBuf,
     pub fail_mode: Option<FailMode>,
     pub subjects: Vec<Subject>,
-    /// The `mask:` section (validated); [`mask::masker_for`] builds its masker.
-    pub mask: mask::MaskConfig,
+    /// The `mask:` section (validated); the daemon builds its masker (`belay_mask::Masker`).
+    pub mask: MaskConfig,
 }
 
 /// One agent and what it may do.
@@ -397,11 +388,6 @@ pub struct Decision {
 }
 
 impl Policy {
-    /// The masker for this policy's `mask:` section (and the built-in detectors).
-    pub fn masker(&self) -> std::sync::Arc<mask::Masker> {
-        mask::masker_for(&self.mask)
-    }
-
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         use std::io::Read;
@@ -465,7 +451,7 @@ impl Policy {
         Policy {
             source: PathBuf::from("(built-in policy)"),
             fail_mode: None,
-            mask: mask::MaskConfig::default(),
+            mask: MaskConfig::default(),
             subjects: vec![Subject {
                 id: agent_common::subject_id(name.as_bytes()),
                 name,

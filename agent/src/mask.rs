@@ -1,5 +1,5 @@
-//! The policy's `mask:` section and the masker built from it, with the key the agent
-//! keeps on disk (`--mask-key-file`).
+//! The masker of the policy in force, built from its `mask:` section, with the key the
+//! agent keeps on disk (`--mask-key-file`).
 //!
 //! Everything that leaves the daemon about a request (the local socket, `belay
 //! pending`, belay-server, exports) comes from the `RequestView` the request book builds
@@ -108,7 +108,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::policy::{Policy, PolicyError};
+    use belay_policy::{Policy, PolicyError};
 
     fn request(argv: &[&str], env: &[&str], host: &str) -> v1::NewRequest {
         v1::NewRequest {
@@ -169,8 +169,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.mask.patterns[0].name, "employee-id");
         assert_eq!(p.mask.allow, ["^ci@example\\.com$"]);
-        let out = p
-            .masker()
+        let out = masker_for(&p.mask)
             .mask("EMP-123456 ci@example.com bob@example.com")
             .into_owned();
         assert!(out.starts_with("EMP-…[employee-id:"), "{out}");
