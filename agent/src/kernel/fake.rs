@@ -30,6 +30,9 @@ use super::{
 };
 use crate::policy::KernelTables;
 
+/// How long [`FakeKernel`]'s waits last (on a paused clock: virtual seconds).
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A DNS answer waiting for the daemon, as the kernel's DNS ring holds it.
 #[derive(Debug, Clone)]
 struct DnsRecord {
@@ -226,7 +229,15 @@ impl FakeKernel {
         self.until(|s| s.detached.then_some(())).await;
     }
 
-    async fn until<T>(&self, mut found: impl FnMut(&State) -> Option<T>) -> T {
+    /// Waits for `found` to find something; panics after [`PATIENCE`], so a test whose
+    /// daemon never acts fails instead of hanging.
+    async fn until<T>(&self, found: impl FnMut(&State) -> Option<T>) -> T {
+        tokio::time::timeout(PATIENCE, self.until_found(found))
+            .await
+            .expect("the fake kernel waited in vain")
+    }
+
+    async fn until_found<T>(&self, mut found: impl FnMut(&State) -> Option<T>) -> T {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);

@@ -185,10 +185,6 @@ impl Daemon {
     pub fn begin_stop(&mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
     }
-
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
 }
 
 /// The pending request for a connect to `address`.
