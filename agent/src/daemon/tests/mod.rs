@@ -4,3 +4,4 @@
 mod harness;
 mod lifecycle;
 mod reload;
+mod server_link;
