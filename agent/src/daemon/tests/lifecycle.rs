@@ -187,3 +187,33 @@ async fn a_request_whose_process_is_gone_ends_without_a_verdict() {
     assert_eq!(kernel.verdicts_for(stays.key), [Verdict::Deny]);
     assert!(kernel.verdicts_for(gone.key).is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_approved_exec_whose_image_was_not_read_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Stopped::new();
+    let kernel = FakeKernel::new();
+    let mut config = config(dir.path());
+    config.watch_pids = vec![agent.pid()];
+    let daemon = start(&kernel, config).await;
+    // The task is stopped in nanosleep, not in an execve: there is no argv to read, so
+    // nobody saw what the new image would run with, and the kernel could not check it.
+    let ev = kernel.pause(
+        agent.pid(),
+        AGENT_UID,
+        crate::kernel::Action::Exec {
+            path: "/usr/bin/true".into(),
+            ino: 1,
+            dev: 1,
+        },
+    );
+    let pending = daemon.until_pending(1).await;
+    let decided = daemon.decide(pending[0].id, Verdict::Allow).await;
+    assert!(
+        matches!(decided, ApiResponse::Decided { .. }),
+        "{decided:?}"
+    );
+    assert_eq!(kernel.verdict(ev.key).await, Verdict::Deny);
+    assert_eq!(kernel.exec_expect(agent.pid()), None);
+    daemon.stop().await.unwrap();
+}

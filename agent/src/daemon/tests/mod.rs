@@ -3,5 +3,6 @@
 //! where deadlines are involved). What only a kernel proves stays in `tests/` (VM).
 mod harness;
 mod lifecycle;
+mod recovery;
 mod reload;
 mod server_link;
