@@ -9,6 +9,8 @@ mod heartbeat;
 mod loader;
 mod lsm;
 mod offsets;
+#[cfg(test)]
+mod tests_enforcer;
 
 pub use agent_common::decode::{Action, PauseEvent, Transport};
 pub use backend::{Backend, Counters, DnsReceived, EnforcerError, FailMode, KernelEvent, Verdict};
