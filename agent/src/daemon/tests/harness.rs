@@ -63,7 +63,17 @@ impl Stopped {
             .spawn()
             .expect("sleep starts");
         let stopped = Self { child };
-        kill(Pid::from_raw(stopped.pid() as i32), Signal::SIGSTOP).unwrap();
+        // Stopped in its sleep, not in the execve that started it (whose argv the
+        // daemon would read, as for an exec the kernel paused).
+        let pid = stopped.pid();
+        let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        for _ in 0..1000 {
+            if comm() == "sleep\n" && crate::task::state(pid) == Some('S') {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
         for _ in 0..1000 {
             if crate::task::state(stopped.pid()) == Some('T') {
                 return stopped;
