@@ -3,8 +3,12 @@
 use std::{
     collections::BTreeMap,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+// tokio's clock: the same as std's, except in tests that pause it to reach deadlines
+// without waiting for them.
+use tokio::time::Instant;
 
 use agent_common::VerdictKey;
 
