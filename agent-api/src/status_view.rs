@@ -56,6 +56,10 @@ pub struct Counters {
     /// Processes that exec'd into a subject but did not fit the watch list: killed.
     #[serde(default)]
     pub watch_killed: u64,
+    /// Unix connects and sends allowed by a verdict that reached another socket than
+    /// the one reviewed: denied.
+    #[serde(default)]
+    pub unix_peer_denied: u64,
     /// Events the daemon could not decode (their tasks were denied).
     pub undecodable_events: u64,
 }

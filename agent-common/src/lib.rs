@@ -232,6 +232,21 @@ pub struct ExecExpect {
     pub bprm: u64,
 }
 
+/// The Unix socket a connect or send allowed by a verdict must reach: the socket file
+/// (device and inode) whose path the daemon vouched for and the reviewer saw. The path
+/// is resolved again when the call restarts, so a symlink or directory swapped during
+/// the pause could lead elsewhere; the kernel checks the socket it actually found
+/// (`unix_stream_connect`, `unix_may_send`) against this and denies anything else.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnixPeer {
+    /// `super_block::s_dev`, the kernel's encoding.
+    pub dev: u32,
+    /// Set by the kernel when the verdict is consumed: only that call is checked.
+    pub armed: u32,
+    pub ino: u64,
+}
+
 /// The hash [`ExecExpect`] holds: FNV-1a over 8-byte little-endian words, then the
 /// remaining bytes one by one.
 pub fn image_hash(bytes: &[u8]) -> u64 {
@@ -432,6 +447,12 @@ pub struct KernelOffsets {
     pub msg_control: u32,
     /// `msghdr::msg_controllen`
     pub msg_controllen: u32,
+    /// `unix_sock::path` (a `struct path`)
+    pub unix_path: u32,
+    /// `path::dentry`
+    pub path_dentry: u32,
+    /// `dentry::d_inode`
+    pub dentry_inode: u32,
 }
 
 impl KernelOffsets {
@@ -478,6 +499,9 @@ impl KernelOffsets {
             sk_protocol: 0,
             msg_control: 0,
             msg_controllen: 0,
+            unix_path: 0,
+            path_dentry: 0,
+            dentry_inode: 0,
         }
     }
 }
@@ -522,12 +546,15 @@ pub mod counter {
     /// Execs whose new image's argv or environment differ from what was reviewed (or
     /// could not be read): killed before their first instruction.
     pub const EXEC_MISMATCH_KILLED: u32 = 13;
-    pub const COUNT: u32 = 14;
+    /// Unix connects and sends allowed by a verdict that reached another socket than
+    /// the one reviewed (its path was changed during the pause): denied.
+    pub const UNIX_PEER_DENIED: u32 = 14;
+    pub const COUNT: u32 = 15;
 }
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 344);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 164);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 176);
 const _: () = assert!(core::mem::size_of::<DnsEvent>() == 560);
 const _: () = assert!(core::mem::size_of::<DaemonState>() == 24);
 const _: () = assert!(core::mem::size_of::<SubjectConf>() == 24);
@@ -535,6 +562,7 @@ const _: () = assert!(core::mem::size_of::<ExecRuleKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ExeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<EgressRule>() == 28);
 const _: () = assert!(core::mem::size_of::<ExecExpect>() == 32);
+const _: () = assert!(core::mem::size_of::<UnixPeer>() == 16);
 
 /// FNV-1a, 32 bit, of a subject's name: its id in the kernel's maps. Stable across
 /// reloads and daemon restarts, so pinned `WATCHED` entries keep meaning the same
@@ -591,4 +619,6 @@ mod pod {
     unsafe impl aya::Pod for super::DnsEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExecExpect {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnixPeer {}
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 
-use crate::{count, gate, offsets, pause, policy};
+use crate::{count, gate, offsets, pause, policy, unix_peer};
 
 const EPERM: i32 = 1;
 
@@ -270,5 +270,8 @@ fn hold_unix(ev: &mut RawEvent, sk: *const u8, sa: *const u8, len: i32) -> Optio
     ev.port = n as u16;
     ev.action_hash = h;
     let action = policy::unix_action(ev.subject);
-    Some(pause::hold(ev, action))
+    let tgid = ev.tgid;
+    let (ret, consumed_allow) = pause::hold_verdict(ev, action);
+    unix_peer::after_check(tgid, consumed_allow);
+    Some(ret)
 }

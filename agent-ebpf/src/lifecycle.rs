@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    EXEC_EXPECT, PAUSED, WATCH_CGROUP, WATCH_EXE, WATCH_UID, WATCHED, count, exec::read_ptr,
-    is_watched, offsets,
+    EXEC_EXPECT, PAUSED, UNIX_PEER, WATCH_CGROUP, WATCH_EXE, WATCH_UID, WATCHED, count,
+    exec::read_ptr, is_watched, offsets,
 };
 
 /// Deepest cgroup level checked against `WATCH_CGROUP` (pods sit at about 4 to 6).
@@ -192,6 +192,7 @@ pub fn on_exit(ctx: RawTracePointContext) -> i32 {
         // An expectation for an exec that never came (killed, or denied after all) would
         // otherwise stay in the map for good, and a full map refuses the next allow.
         let _ = EXEC_EXPECT.remove(tgid);
+        let _ = UNIX_PEER.remove(tgid);
     }
     0
 }

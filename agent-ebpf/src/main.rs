@@ -18,10 +18,11 @@ mod policy;
 mod ptrace;
 mod sctp;
 mod sendmsg;
+mod unix_peer;
 
 use agent_common::{
     DaemonState, EGRESS_RULES_MAX, EgressRule, ExeKey, ExecExpect, ExecRuleKey, KernelOffsets,
-    RawEvent, SubjectConf, VerdictKey, counter,
+    RawEvent, SubjectConf, UnixPeer, VerdictKey, counter,
 };
 use aya_ebpf::{
     macros::map,
@@ -82,6 +83,10 @@ static VERDICTS: HashMap<VerdictKey, u32> = HashMap::pinned(16_384, 0);
 /// What execs allowed by a verdict must run with (argv, environment), by tgid.
 #[map]
 static EXEC_EXPECT: HashMap<u32, ExecExpect> = HashMap::pinned(4_096, 0);
+
+/// Which Unix socket connects and sends allowed by a verdict must reach, by tgid.
+#[map]
+static UNIX_PEER: HashMap<u32, UnixPeer> = HashMap::pinned(4_096, 0);
 
 /// Tasks stopped right now, by thread id, with the event that stopped them: a daemon
 /// that restarts finds them here and resolves them.

@@ -183,6 +183,11 @@ impl Metrics {
             kernel.ptrace_denied,
         );
         counter(
+            "belay_kernel_unix_peer_denied_total",
+            "Unix connects and sends allowed by a verdict that reached another socket than the one reviewed (its path changed during the pause), denied.",
+            kernel.unix_peer_denied,
+        );
+        counter(
             "belay_kernel_exec_mismatch_killed_total",
             "Execs killed because the new image's argv or environment was not what was reviewed.",
             kernel.exec_mismatch_killed,

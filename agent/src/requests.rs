@@ -40,9 +40,10 @@ pub struct RequestInfo {
     pub server_id: Option<String>,
     /// The masker of the policy in force.
     pub masker: Arc<Masker>,
-    /// Exec: what the new image must carry for an allow to stand; `None` when argv or
-    /// the environment could not be read whole (then no allow is given).
-    pub expect: Option<agent_common::ExecExpect>,
+    /// What an allow binds: for an exec what the new image must carry (`None` when argv
+    /// or the environment could not be read whole: then no allow is given); for a Unix
+    /// connect or send the socket the reviewer saw.
+    pub expect: Option<crate::kernel::Expectation>,
 }
 
 impl RequestInfo {
@@ -74,7 +75,7 @@ pub struct Pending {
     /// When the request was opened (for the pause-duration metric).
     pub opened: Instant,
     /// See [`RequestInfo::expect`].
-    pub expect: Option<agent_common::ExecExpect>,
+    pub expect: Option<crate::kernel::Expectation>,
 }
 
 /// How a request ended.

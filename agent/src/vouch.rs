@@ -7,6 +7,8 @@
 //! when it is clean.
 use std::fs;
 
+use agent_common::UnixPeer;
+
 use crate::task::kernel_dev_to_user;
 
 /// `ioctl(NS_GET_USERNS)`: the user namespace that owns a namespace, as a new fd.
@@ -89,16 +91,44 @@ pub fn exec_trusted_paths(tgid: u32, path: &str, ino: u64, dev: u32) -> Vec<Stri
 /// symlink show as the socket itself), and `path` when it is clean. An abstract name
 /// (`@...`) is no file: it is vouched for as it is.
 pub fn unix_socket_trusted_paths(tgid: u32, path: &str) -> Vec<String> {
-    use std::os::unix::fs::FileTypeExt as _;
+    unix_socket_vouched(tgid, path).0
+}
+
+/// [`unix_socket_trusted_paths`], and the identity of the socket file vouched for (the
+/// kernel's device number and the inode), which an allow binds: the path is resolved
+/// again when the call restarts. An abstract name has none.
+pub fn unix_socket_vouched(tgid: u32, path: &str) -> (Vec<String>, Option<UnixPeer>) {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
     if path.starts_with('@') {
-        return vec![path.to_owned()];
+        return (vec![path.to_owned()], None);
     }
-    vouched_paths(tgid, path, &|md: &fs::Metadata| md.file_type().is_socket())
+    let (paths, md) = vouched(tgid, path, &|md: &fs::Metadata| md.file_type().is_socket());
+    let peer = md.map(|md| UnixPeer {
+        dev: user_dev_to_kernel(md.dev()),
+        armed: 0,
+        ino: md.ino(),
+    });
+    (paths, peer)
+}
+
+/// `st_dev` as the kernel's `super_block::s_dev` holds it (major in the top 12 bits).
+fn user_dev_to_kernel(dev: u64) -> u32 {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    (major << 20) | (minor & 0xf_ffff)
 }
 
 fn vouched_paths(tgid: u32, path: &str, is_it: &dyn Fn(&fs::Metadata) -> bool) -> Vec<String> {
-    let Some(canonical) = canonical_path(tgid, path, is_it) else {
-        return Vec::new();
+    vouched(tgid, path, is_it).0
+}
+
+/// The paths vouched for, and the metadata of the file they name.
+fn vouched(
+    tgid: u32,
+    path: &str,
+    is_it: &dyn Fn(&fs::Metadata) -> bool,
+) -> (Vec<String>, Option<fs::Metadata>) {
+    let Some((canonical, md)) = canonical_path(tgid, path, is_it) else {
+        return (Vec::new(), None);
     };
     let given = if path.starts_with('/') {
         Some(path.to_owned())
@@ -114,12 +144,16 @@ fn vouched_paths(tgid: u32, path: &str, is_it: &dyn Fn(&fs::Metadata) -> bool) -
     {
         out.push(given);
     }
-    out
+    (out, Some(md))
 }
 
-/// The canonical path of the file `path` leads to for process `tgid`, if that file
-/// `is_it` and the process's mounts are trusted.
-fn canonical_path(tgid: u32, path: &str, is_it: &dyn Fn(&fs::Metadata) -> bool) -> Option<String> {
+/// The canonical path of the file `path` leads to for process `tgid`, and that file's
+/// metadata, if that file `is_it` and the process's mounts are trusted.
+fn canonical_path(
+    tgid: u32,
+    path: &str,
+    is_it: &dyn Fn(&fs::Metadata) -> bool,
+) -> Option<(String, fs::Metadata)> {
     use std::os::fd::AsRawFd as _;
     if !mounts_trusted(tgid) {
         return None;
@@ -139,5 +173,6 @@ fn canonical_path(tgid: u32, path: &str, is_it: &dyn Fn(&fs::Metadata) -> bool) 
     let canonical = fs::read_link(&link).ok()?;
     let canonical = canonical.to_str()?;
     // Unreachable from the daemon's root, or gone: not a path a rule can vouch for.
-    (canonical.starts_with('/') && !canonical.ends_with(" (deleted)")).then(|| canonical.to_owned())
+    (canonical.starts_with('/') && !canonical.ends_with(" (deleted)"))
+        .then(|| (canonical.to_owned(), md))
 }

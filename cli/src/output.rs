@@ -219,6 +219,7 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
             println!("ptrace denied      {}", status.kernel.ptrace_denied);
             println!("killed unwatchable {}", status.kernel.watch_killed);
             println!("killed, argv moved {}", status.kernel.exec_mismatch_killed);
+            println!("unix peer changed  {}", status.kernel.unix_peer_denied);
             println!("dropped events     {}", status.kernel.dropped_events);
             println!("signal failures    {}", status.kernel.signal_failed);
             println!("undecodable events {}", status.kernel.undecodable_events);

@@ -413,6 +413,75 @@ subjects:
     }
 }
 
+#[test]
+fn class4_a_socket_swapped_during_the_pause_is_not_reached() {
+    use std::os::unix::{fs::PermissionsExt as _, net::UnixListener};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = dir.path().display().to_string();
+    let listen = |name: &str| {
+        let path = format!("{base}/{name}");
+        let l = UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        (l, path)
+    };
+    let (ok, ok_path) = listen("ok.sock");
+    let (secret, secret_path) = listen("secret.sock");
+    let link = format!("{base}/link.sock");
+    let point_link_at = |target: &str| {
+        let tmp = format!("{base}/link.tmp");
+        std::os::unix::fs::symlink(target, &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+    };
+    let policy = PolicyFile::new(
+        "version: 1
+subjects:
+  - name: t
+    owner: alice@example.com
+    match: {enrolled: true}
+    default: {exec: allow, egress: ask}
+",
+    );
+    let agent = Agent::start(&["--policy", &policy.arg()]);
+    let evade = evade_path();
+    let nothing_at = |l: &UnixListener, what: &str| {
+        assert!(
+            matches!(l.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock),
+            "a connection reached {what}"
+        );
+    };
+    let connect_approving = |swap_to: Option<&str>| {
+        point_link_at(&ok_path);
+        let mut a = agent.run_as("t", &[&evade, "unix-connect", &link]);
+        a.ready().unwrap();
+        a.go().unwrap();
+        let req = agent.one_pending();
+        assert_eq!(req["action"]["kind"], "connect_unix", "{req}");
+        if let Some(target) = swap_to {
+            point_link_at(target);
+        }
+        common::ok(&agent.belay(&["approve", &req["id"].to_string()]));
+        let (out, _) = a.finish(LONG).unwrap();
+        out.trim().to_owned()
+    };
+
+    // Approved and unchanged: it connects to what was shown.
+    assert_eq!(connect_approving(None), "unix-connect ok");
+    assert!(ok.accept().is_ok(), "the approved connection arrived");
+
+    // Approved, then the link is pointed elsewhere before the call restarts: the
+    // kernel finds another socket than the one reviewed, and refuses it.
+    assert_eq!(
+        connect_approving(Some(&secret_path)),
+        format!("unix-connect err {}", libc::EPERM)
+    );
+    nothing_at(&secret, "the socket swapped in");
+    nothing_at(&ok, "the reviewed socket");
+    let k = agent.status()["kernel"].clone();
+    assert_eq!(k["unix_peer_denied"], 1, "{k}");
+}
+
 // Class 5: what was reviewed is what runs.
 
 #[test]

@@ -2,7 +2,6 @@
 //! for a person.
 use std::{net::IpAddr, time::Duration};
 
-use agent_common::ExecExpect;
 use belay_proto::{
     display::{Escaped, escape, escape_json},
     v1,
@@ -13,7 +12,7 @@ use super::Shared;
 use crate::{
     api::{ActionView, RequestView},
     context::{self, ProcessContext},
-    kernel::{Action, PauseEvent, Transport, Verdict},
+    kernel::{Action, Expectation, PauseEvent, Transport, Verdict},
     policy::{self, Decision, FilePaths, Proto},
     requests::{Outcome, RequestInfo},
     task,
@@ -33,8 +32,8 @@ struct Gathered {
     trusted_file: Vec<String>,
     /// No mount the process sees was made by an unprivileged process.
     mounts_trusted: bool,
-    /// Exec: what the new image must carry for an allow to stand.
-    expect: Option<ExecExpect>,
+    /// What an allow binds: an exec's new image, or the Unix socket vouched for.
+    expect: Option<Expectation>,
 }
 
 async fn gather(ev: &PauseEvent) -> Gathered {
@@ -64,14 +63,17 @@ async fn gather(ev: &PauseEvent) -> Gathered {
             ),
             None => (task::ExecImage::default(), None, Vec::new()),
         };
+        let mut expect = image.expect.map(Expectation::Exec);
         if let Some(path) = socket {
-            trusted_file = vouch::unix_socket_trusted_paths(tgid, &path);
+            let (paths, peer) = vouch::unix_socket_vouched(tgid, &path);
+            trusted_file = paths;
+            expect = peer.map(Expectation::UnixPeer);
         }
         Gathered {
             context: context::collect(tgid, uid),
             argv: image.argv,
             env: image.env,
-            expect: image.expect,
+            expect,
             file,
             trusted_file,
             mounts_trusted: vouch::mounts_trusted(tgid),

@@ -2,13 +2,13 @@
 //! the kernel, belay-server told, the metrics counted.
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use agent_common::{ExecExpect, VerdictKey};
+use agent_common::VerdictKey;
 use tracing::{error, info, warn};
 
 use super::Config;
 use crate::{
     dns::NameCache,
-    kernel::{Enforcer, EnforcerError, PauseEvent, Verdict},
+    kernel::{Enforcer, EnforcerError, Expectation, PauseEvent, Verdict},
     metrics::{Ended, Metrics},
     policy,
     reload::LivePolicy,
@@ -117,19 +117,27 @@ impl Shared {
 
     /// Writes a verdict. An exec is allowed only together with what its new image must
     /// carry (what was read and shown): without that (argv or the environment could not
-    /// be read whole), nobody saw all of it, and the allow becomes a deny.
+    /// be read whole), nobody saw all of it, and the allow becomes a deny. A Unix connect
+    /// or send to a socket the daemon vouched for is allowed to reach that socket only.
     pub(super) async fn apply_verdict(
         &self,
         key: VerdictKey,
         verdict: Verdict,
-        expect: Option<ExecExpect>,
+        expect: Option<Expectation>,
     ) -> Result<(), EnforcerError> {
-        if key.kind != agent_common::kind::EXEC || verdict != Verdict::Allow {
+        if verdict != Verdict::Allow {
             return self.enforcer.resolve(key, verdict).await;
         }
+        let exec = key.kind == agent_common::kind::EXEC;
         match expect {
-            Some(e) => self.enforcer.resolve_exec(key, verdict, e).await,
-            None => {
+            Some(e @ Expectation::Exec(_)) if exec => {
+                self.enforcer.resolve_expecting(key, verdict, e).await
+            }
+            Some(e @ Expectation::UnixPeer(_)) if !exec => {
+                self.enforcer.resolve_expecting(key, verdict, e).await
+            }
+            _ if !exec => self.enforcer.resolve(key, verdict).await,
+            _ => {
                 warn!(
                     tgid = key.tgid,
                     "exec denied instead of allowed: its argv or environment was not read whole"
@@ -144,7 +152,7 @@ impl Shared {
         &self,
         ev: &PauseEvent,
         verdict: Verdict,
-        expect: Option<ExecExpect>,
+        expect: Option<Expectation>,
         outcome: Outcome,
     ) {
         if let Err(e) = self.apply_verdict(ev.key, verdict, expect).await

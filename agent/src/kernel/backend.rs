@@ -8,7 +8,7 @@
 //! in memory, so the daemon above it is tested on the host.
 use std::os::fd::RawFd;
 
-use agent_common::{ExecExpect, VerdictKey, decode::PauseEvent};
+use agent_common::{ExecExpect, UnixPeer, VerdictKey, decode::PauseEvent};
 use serde::{Deserialize, Serialize};
 
 pub use belay_agent_api::Counters;
@@ -50,6 +50,14 @@ pub enum EnforcerError {
     Thread(#[source] std::io::Error),
     #[error("policy does not fit the kernel maps: {0}")]
     Policy(String),
+}
+
+/// What an allow binds besides the action it names: what an exec's new image must
+/// carry, or which Unix socket a connect or send must reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    Exec(ExecExpect),
+    UnixPeer(UnixPeer),
 }
 
 /// Which way a DNS message went.
@@ -118,6 +126,9 @@ pub trait Backend: Send + 'static {
     /// Before an exec's allow verdict: what its new image must carry (see
     /// [`agent_common::ExecExpect`]).
     fn expect_exec(&mut self, tgid: u32, expect: ExecExpect) -> Result<(), EnforcerError>;
+    /// Before a Unix connect's or send's allow verdict: the socket it must reach (see
+    /// [`agent_common::UnixPeer`]).
+    fn expect_unix_peer(&mut self, tgid: u32, peer: UnixPeer) -> Result<(), EnforcerError>;
     /// Replaces what the kernel decides by itself and who becomes watched.
     fn apply_policy(&mut self, tables: &KernelTables) -> Result<(), EnforcerError>;
     /// Periodic cleanup (verdicts of processes that are gone).

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use agent_common::{ExecExpect, VerdictKey, decode::PauseEvent};
+use agent_common::{VerdictKey, decode::PauseEvent};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::{mpsc, oneshot},
@@ -15,7 +15,9 @@ use tracing::{debug, error};
 
 use super::{
     Loaded,
-    backend::{Backend, Counters, DnsMessage, EnforcerError, FailMode, KernelEvent, Verdict},
+    backend::{
+        Backend, Counters, DnsMessage, EnforcerError, Expectation, FailMode, KernelEvent, Verdict,
+    },
     lsm::LsmBackend,
 };
 use crate::policy::KernelTables;
@@ -34,7 +36,7 @@ enum Command {
     Unwatch(u32, Reply<()>),
     WatchedSubject(u32, Reply<Option<u32>>),
     Watched(Reply<Vec<(u32, u32)>>),
-    Resolve(VerdictKey, Verdict, Option<ExecExpect>, Reply<()>),
+    Resolve(VerdictKey, Verdict, Option<Expectation>, Reply<()>),
     ApplyPolicy(Box<KernelTables>, Reply<()>),
     SetFailMode(FailMode, Reply<()>),
     Counters(Reply<Counters>),
@@ -152,13 +154,14 @@ impl Enforcer {
         self.call(|r| Command::Resolve(key, verdict, None, r)).await
     }
 
-    /// [`Enforcer::resolve`] for an exec: an allow also tells the kernel what the new
-    /// image must carry (`expect`), and the process is killed if it carries anything else.
-    pub async fn resolve_exec(
+    /// [`Enforcer::resolve`] with what an allow binds besides the action: what an exec's
+    /// new image must carry (the process is killed if it carries anything else), or the
+    /// Unix socket a connect or send must reach (denied if it reaches another).
+    pub async fn resolve_expecting(
         &self,
         key: VerdictKey,
         verdict: Verdict,
-        expect: ExecExpect,
+        expect: Expectation,
     ) -> Result<(), EnforcerError> {
         self.call(|r| Command::Resolve(key, verdict, Some(expect), r))
             .await
@@ -275,9 +278,12 @@ impl<B: Backend> Owner<B> {
             }
             Command::Resolve(key, v, expect, r) => {
                 let result = match expect {
-                    Some(e) if v == Verdict::Allow => {
+                    Some(Expectation::Exec(e)) if v == Verdict::Allow => {
                         b.expect_exec(key.tgid, e).and_then(|()| b.resolve(key, v))
                     }
+                    Some(Expectation::UnixPeer(p)) if v == Verdict::Allow => b
+                        .expect_unix_peer(key.tgid, p)
+                        .and_then(|()| b.resolve(key, v)),
                     _ => b.resolve(key, v),
                 };
                 let _ = r.send(result);

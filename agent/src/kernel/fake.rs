@@ -21,7 +21,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use agent_common::{ExecExpect, VerdictKey, decode::PauseEvent, kind};
+use agent_common::{ExecExpect, UnixPeer, VerdictKey, decode::PauseEvent, kind};
 use tokio::sync::Notify;
 
 use super::{
@@ -67,6 +67,7 @@ struct State {
     /// Every verdict given, in order.
     verdicts: Vec<(VerdictKey, Verdict)>,
     exec_expect: BTreeMap<u32, ExecExpect>,
+    unix_peer: BTreeMap<u32, UnixPeer>,
     /// Every policy applied, in order.
     tables: Vec<KernelTables>,
     fail_mode: Option<FailMode>,
@@ -294,6 +295,11 @@ impl FakeKernel {
         self.state().exec_expect.get(&tgid).copied()
     }
 
+    /// The Unix socket an allow told `tgid`'s connect or send to reach.
+    pub fn unix_peer(&self, tgid: u32) -> Option<UnixPeer> {
+        self.state().unix_peer.get(&tgid).copied()
+    }
+
     pub fn detached(&self) -> bool {
         self.state().detached
     }
@@ -425,6 +431,11 @@ impl Backend for FakeBackend {
 
     fn expect_exec(&mut self, tgid: u32, expect: ExecExpect) -> Result<(), EnforcerError> {
         self.state().exec_expect.insert(tgid, expect);
+        Ok(())
+    }
+
+    fn expect_unix_peer(&mut self, tgid: u32, peer: UnixPeer) -> Result<(), EnforcerError> {
+        self.state().unix_peer.insert(tgid, peer);
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use aya::{
 
 use agent_common::{
     DaemonState, EgressRule, ExeKey, ExecExpect, ExecRuleKey, KernelOffsets, RawEvent, SubjectConf,
-    VerdictKey,
+    UnixPeer, VerdictKey,
 };
 
 use crate::btf::{Btf, BtfError};
@@ -98,6 +98,7 @@ pub struct Loaded {
     pub(super) verdicts: HashMap<MapData, VerdictKey, u32>,
     pub(super) paused: HashMap<MapData, u32, RawEvent>,
     pub(super) exec_expect: HashMap<MapData, u32, ExecExpect>,
+    pub(super) unix_peer: HashMap<MapData, u32, UnixPeer>,
     /// Taken by the heartbeat thread, its only writer.
     pub(super) daemon: Option<Array<MapData, DaemonState>>,
     pub(super) events: RingBuf<MapData>,
@@ -227,6 +228,8 @@ impl Loaded {
             ("task_alloc", "task_alloc"),
             ("ptrace_access_check", "ptrace_access_check"),
             ("sctp_bind_connect", "sctp_bind_connect"),
+            ("unix_stream_connect", "unix_stream_connect"),
+            ("unix_may_send", "unix_may_send"),
         ] {
             let err = |source| LoadError::Program { name, source };
             let prog: &mut Lsm = program(&mut ebpf, name)?;
@@ -268,6 +271,7 @@ impl Loaded {
             verdicts: take(&mut ebpf, "VERDICTS")?,
             paused: take(&mut ebpf, "PAUSED")?,
             exec_expect: take(&mut ebpf, "EXEC_EXPECT")?,
+            unix_peer: take(&mut ebpf, "UNIX_PEER")?,
             daemon: Some(take(&mut ebpf, "DAEMON")?),
             events: take(&mut ebpf, "EVENTS")?,
             dns_events: take(&mut ebpf, "DNS_EVENTS")?,

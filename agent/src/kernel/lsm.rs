@@ -7,7 +7,7 @@ use std::{
 
 use agent_common::{
     DNS_CAPTURE, DaemonState, DnsEvent, EGRESS_RULES_MAX, ExecExpect, RawEvent, SubjectConf,
-    VerdictKey, counter,
+    UnixPeer, VerdictKey, counter,
     decode::{DecodeError, PauseEvent},
     kind, verdict,
 };
@@ -338,6 +338,15 @@ impl Backend for LsmBackend {
             .map_err(map_err("EXEC_EXPECT"))
     }
 
+    fn expect_unix_peer(&mut self, tgid: u32, peer: UnixPeer) -> Result<(), EnforcerError> {
+        // Not yet armed: the restarted call that consumes the verdict arms it.
+        let peer = UnixPeer { armed: 0, ..peer };
+        self.k
+            .unix_peer
+            .insert(tgid, peer, 0)
+            .map_err(map_err("UNIX_PEER"))
+    }
+
     fn apply_policy(&mut self, t: &KernelTables) -> Result<(), EnforcerError> {
         let half = EGRESS_RULES_MAX / 2;
         if t.egress.len() > half as usize {
@@ -464,6 +473,7 @@ impl Backend for LsmBackend {
             unclassified_denied: sum(counter::UNCLASSIFIED_DENIED)?,
             ptrace_denied: sum(counter::PTRACE_DENIED)?,
             watch_killed: sum(counter::WATCH_KILLED)?,
+            unix_peer_denied: sum(counter::UNIX_PEER_DENIED)?,
             exec_mismatch_killed: sum(counter::EXEC_MISMATCH_KILLED)? + self.images_killed,
             undecodable_events: self.undecodable,
         })

@@ -14,7 +14,8 @@ mod tests_enforcer;
 
 pub use agent_common::decode::{Action, PauseEvent, Transport};
 pub use backend::{
-    Backend, Counters, DnsDirection, DnsMessage, EnforcerError, FailMode, KernelEvent, Verdict,
+    Backend, Counters, DnsDirection, DnsMessage, EnforcerError, Expectation, FailMode, KernelEvent,
+    Verdict,
 };
 pub use enforcer::{DnsSink, Enforcer};
 #[cfg(any(test, feature = "fake-backend"))]

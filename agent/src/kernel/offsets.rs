@@ -51,6 +51,9 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         sk_protocol: btf.member_offset("sock", "sk_protocol")?,
         msg_control: btf.member_offset("msghdr", "msg_control")?,
         msg_controllen: btf.member_offset("msghdr", "msg_controllen")?,
+        unix_path: btf.member_offset("unix_sock", "path")?,
+        path_dentry: btf.member_offset("path", "dentry")?,
+        dentry_inode: btf.member_offset("dentry", "d_inode")?,
     })
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use agent_common::{ExecExpect, flags};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{Action, Enforcer, FakeKernel, PauseEvent, Transport, Verdict};
+use super::{Action, Enforcer, Expectation, FakeKernel, PauseEvent, Transport, Verdict};
 
 fn connect(addr: &str) -> Action {
     Action::Connect {
@@ -89,11 +89,11 @@ async fn an_exec_allow_carries_what_the_new_image_must_be_and_a_deny_does_not() 
     next(&mut events).await;
     next(&mut events).await;
     enforcer
-        .resolve_exec(allowed.key, Verdict::Allow, expect)
+        .resolve_expecting(allowed.key, Verdict::Allow, Expectation::Exec(expect))
         .await
         .unwrap();
     enforcer
-        .resolve_exec(denied.key, Verdict::Deny, expect)
+        .resolve_expecting(denied.key, Verdict::Deny, Expectation::Exec(expect))
         .await
         .unwrap();
     assert_eq!(kernel.exec_expect(100), Some(expect));

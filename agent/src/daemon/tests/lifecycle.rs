@@ -217,3 +217,52 @@ async fn an_approved_exec_whose_image_was_not_read_is_denied() {
     assert_eq!(kernel.exec_expect(agent.pid()), None);
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_unix_connect_may_reach_only_the_socket_that_was_shown() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let real = sockets.path().join("real.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&real).unwrap();
+    let link = sockets.path().join("link.sock");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let agent = Stopped::new();
+    let kernel = FakeKernel::new();
+    let mut config = config(dir.path());
+    config.watch_pids = vec![agent.pid()];
+    let daemon = start(&kernel, config).await;
+    let unix = |path: &std::path::Path| crate::kernel::Action::ConnectUnix {
+        path: path.display().to_string(),
+        transport: crate::kernel::Transport::Tcp,
+    };
+
+    // Through a symlink: the allow binds the socket file the link led to when shown.
+    let ev = kernel.pause(agent.pid(), AGENT_UID, unix(&link));
+    let pending = daemon.until_pending(1).await;
+    daemon.decide(pending[0].id, Verdict::Allow).await;
+    assert_eq!(kernel.verdict(ev.key).await, Verdict::Allow);
+    let md = std::fs::metadata(&real).unwrap();
+    let peer = kernel
+        .unix_peer(agent.pid())
+        .expect("the allow names its socket");
+    assert_eq!(peer.ino, md.ino());
+    let (major, minor) = (libc::major(md.dev()), libc::minor(md.dev()));
+    assert_eq!(
+        peer.dev,
+        (major << 20) | minor,
+        "the kernel's encoding of st_dev"
+    );
+    assert_eq!(peer.armed, 0, "armed by the kernel, not the daemon");
+
+    // A path that leads to no socket binds nothing (and no rule could vouch for it).
+    let gone = kernel.pause(
+        agent.pid(),
+        AGENT_UID,
+        unix(&sockets.path().join("none.sock")),
+    );
+    let pending = daemon.until_pending(1).await;
+    daemon.decide(pending[0].id, Verdict::Deny).await;
+    assert_eq!(kernel.verdict(gone.key).await, Verdict::Deny);
+    daemon.stop().await.unwrap();
+}
