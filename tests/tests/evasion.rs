@@ -185,26 +185,26 @@ fn class1_sctp_and_mptcp_destinations_are_held() {
     );
     no_connection(&tcp);
 
-    // SCTP by connect, and by connectx, which names addresses in a setsockopt.
-    assert_eq!(
-        evade(&agent, &["sctp-connect", &denied]),
-        format!("sctp-connect err {eperm}")
-    );
-    assert_eq!(
-        evade(&agent, &["sctp-connectx", &denied]),
-        format!("sctp-connectx err {eperm}")
-    );
-    // Several addresses at once cannot be held one by one: denied and counted, even
-    // when the first is allowed.
-    assert_eq!(
-        evade(&agent, &["sctp-connectx", &format!("{allowed},{denied}")]),
-        format!("sctp-connectx err {eperm}")
-    );
-    // A message to an allowed address that adds a denied one as a second peer.
-    assert_eq!(
-        evade(&agent, &["sctp-send", &allowed, "127.0.0.1"]),
-        format!("sctp-send err {eperm}")
-    );
+    // Each SCTP door, tried in turn; all are compared at the end, so a failure shows
+    // every door that was open.
+    let both = format!("{allowed},{denied}");
+    let doors = [
+        // By connect.
+        vec!["sctp-connect", &denied],
+        // By connectx, which names addresses in a setsockopt.
+        vec!["sctp-connectx", &denied],
+        // Several addresses at once cannot be held one by one: denied and counted, even
+        // when the first is allowed.
+        vec!["sctp-connectx", &both],
+        // A message to an allowed address that adds a denied one as a second peer.
+        vec!["sctp-send", &allowed, "127.0.0.1"],
+    ];
+    let results: Vec<String> = doors.iter().map(|d| evade(&agent, d)).collect();
+    let held: Vec<String> = doors
+        .iter()
+        .map(|d| format!("{} err {eperm}", d[0]))
+        .collect();
+    assert_eq!(results, held, "{doors:?}");
     assert_eq!(
         sctp_message(&listener),
         None,
