@@ -74,8 +74,9 @@ enum Cmd {
     VmTest {
         #[arg(long, value_enum, default_value = "all")]
         kernel: KernelSel,
-        /// Seconds per kernel before QEMU is killed.
-        #[arg(long, default_value_t = 1200)]
+        /// Seconds per kernel before QEMU is killed (the two kernels' VMs run at once, in
+        /// software emulation; a busy 2-core host has needed more than 20 minutes).
+        #[arg(long, default_value_t = 1800)]
         timeout: u64,
         /// Run this prebuilt libtest executable instead of building the VM tests
         /// (repeatable; nothing is built).
@@ -100,8 +101,9 @@ enum Cmd {
     /// `cli-standalone`, host tests (`cargo test --workspace`), then the VM tests on all
     /// kernels.
     Test {
-        /// Seconds per kernel before QEMU is killed.
-        #[arg(long, default_value_t = 1200)]
+        /// Seconds per kernel before QEMU is killed (the two kernels' VMs run at once, in
+        /// software emulation; a busy 2-core host has needed more than 20 minutes).
+        #[arg(long, default_value_t = 1800)]
         timeout: u64,
     },
     /// Benchmarks (release build). On this host: belay-server with 10,000 simulated
