@@ -248,14 +248,6 @@ fn with_sources(err: &dyn std::error::Error) -> String {
     text
 }
 
-fn verdict(v: domain::Verdict) -> Verdict {
-    match v {
-        domain::Verdict::Allow => Verdict::Allow,
-        domain::Verdict::Deny => Verdict::Deny,
-        domain::Verdict::Kill => Verdict::Kill,
-    }
-}
-
 fn message(kind: agent_message::Kind) -> v1::AgentMessage {
     v1::AgentMessage { kind: Some(kind) }
 }
@@ -357,7 +349,7 @@ async fn run(
                                 }
                                 let _ = down.send(Down::Decided {
                                     id,
-                                    verdict: verdict(d.verdict),
+                                    verdict: d.verdict,
                                     reason: d.reason.to_string(),
                                     expired: d.state == domain::RequestState::Expired,
                                 });

@@ -9,22 +9,13 @@
 use std::os::fd::RawFd;
 
 use agent_common::{ExecExpect, UnixPeer, VerdictKey, decode::PauseEvent};
-use serde::{Deserialize, Serialize};
-
 pub use belay_agent_api::Counters;
+/// What the hooks do when the daemon's heartbeat is stale (it died or hangs): the
+/// policy's own type, so a policy's `fail_mode` reaches the kernel unconverted.
+pub use belay_policy::FailMode;
 pub use belay_policy::Verdict;
 
 use crate::policy::KernelTables;
-
-/// What the hooks do when the daemon's heartbeat is stale (it died or hangs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailMode {
-    /// Watched processes' actions fail with EPERM until a daemon is back.
-    Deny,
-    /// Watched processes' actions run unchecked until a daemon is back.
-    Allow,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnforcerError {
