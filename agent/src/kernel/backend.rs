@@ -3,8 +3,8 @@
 //! Everything above this trait (policy, requests, the local API, the CLI) only talks to
 //! an [`super::Enforcer`] handle. The BPF LSM backend ([`super::LsmBackend`]) is one
 //! implementation; a backend for hosts without BPF LSM (cgroup sock_addr hooks and
-//! fanotify, DESIGN.md "Without BPF LSM") implements the same trait and nothing above
-//! changes. [`super::FakeKernel`] (tests, or the `fake-backend` feature) implements it
+//! fanotify, ../shared/DESIGN.md "Without BPF LSM") implements the same trait and
+//! nothing above changes. [`super::FakeKernel`] (tests, or the `fake-backend` feature) implements it
 //! in memory, so the daemon above it is tested on the host.
 use std::os::fd::RawFd;
 
