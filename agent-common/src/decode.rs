@@ -6,7 +6,7 @@ use std::{
     string::String,
 };
 
-use crate::{RawEvent, VerdictKey, family, flags, kind, sock_type};
+use crate::{KernelDecision, RawEvent, VerdictKey, family, flags, kind, sock_type};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -97,15 +97,14 @@ impl PauseEvent {
         self.flags == 0
     }
 
-    /// The policy action the kernel applied itself (`deny`, `kill` or `audit`), if this
-    /// is a report of one.
-    pub fn policy_action(&self) -> Option<&'static str> {
+    /// The policy action the kernel applied itself, if this is a report of one.
+    pub fn policy_action(&self) -> Option<KernelDecision> {
         if self.flags & flags::POLICY_KILL != 0 {
-            Some("kill")
+            Some(KernelDecision::Kill)
         } else if self.flags & flags::POLICY_DENY != 0 {
-            Some("deny")
+            Some(KernelDecision::Deny)
         } else if self.flags & flags::POLICY_AUDIT != 0 {
-            Some("audit")
+            Some(KernelDecision::Audit)
         } else {
             None
         }
@@ -363,11 +362,14 @@ mod tests {
         raw.subject = 77;
         let ev = PauseEvent::try_from(&raw).unwrap();
         assert!(!ev.is_pause());
-        assert_eq!((ev.policy_action(), ev.subject), (Some("kill"), 77));
+        assert_eq!(
+            (ev.policy_action(), ev.subject),
+            (Some(KernelDecision::Kill), 77)
+        );
         raw.flags = flags::POLICY_AUDIT;
         assert_eq!(
             PauseEvent::try_from(&raw).unwrap().policy_action(),
-            Some("audit")
+            Some(KernelDecision::Audit)
         );
     }
 

@@ -74,6 +74,35 @@ pub mod sock_type {
     pub const DGRAM: u16 = 2;
 }
 
+/// A policy rule's action the kernel applied by itself and reported (the `POLICY_*`
+/// [`flags`], decoded by `decode::PauseEvent::policy_action`): the only ones it can apply without the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelDecision {
+    /// Denied (EPERM).
+    Deny,
+    /// Denied and the process killed.
+    Kill,
+    /// Allowed and reported.
+    Audit,
+}
+
+impl KernelDecision {
+    /// The rule action's name in the policy language.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::Kill => "kill",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+impl core::fmt::Display for KernelDecision {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Verdict values stored in the `VERDICTS` map. Kill has no kernel value: the daemon
 /// sends SIGKILL, which also ends a stopped task.
 pub mod verdict {

@@ -73,17 +73,40 @@ pub fn ended(view: &RequestView, outcome: &Outcome) {
 }
 
 /// An action settled by policy without asking anyone, in the kernel or in the daemon:
-/// `policy_action` is the rule's action (allow, deny, kill, audit), `decided_in` where.
-/// `action` holds masked values only.
+/// `policy_action` is the rule's action (allow, deny, kill, audit; a task the kernel
+/// could not pause counts as deny), `decided_in` where. `action` holds masked values only.
 pub struct PolicyDecided<'a> {
     pub tgid: u32,
     pub uid: u32,
     pub comm: &'a str,
     pub subject: &'a str,
     pub rule: &'a str,
-    pub policy_action: &'a str,
-    pub decided_in: &'a str,
+    pub policy_action: crate::policy::Action,
+    pub decided_in: DecidedIn,
     pub action: crate::api::ActionView,
+}
+
+/// Where an action was settled without a person: the `decided_in` field of a `policy`
+/// event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecidedIn {
+    /// A rule the daemon evaluated on a pause.
+    Daemon,
+    /// A rule the kernel applied itself (exact executables, CIDRs and ports).
+    Kernel,
+    /// Denied by the kernel without a rule: the task could not be paused safely
+    /// (ptraced, io_uring worker, a syscall that cannot restart).
+    KernelUnpausable,
+}
+
+impl DecidedIn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Daemon => "daemon",
+            Self::Kernel => "kernel",
+            Self::KernelUnpausable => "kernel-unpausable",
+        }
+    }
 }
 
 /// Whether export is on: callers skip building events (and masking for them) when not.
@@ -123,8 +146,8 @@ fn policy_event(decided: &PolicyDecided<'_>, time_ns: i64) -> Event {
             "comm": decided.comm,
             "subject": decided.subject,
             "rule": decided.rule,
-            "policy_action": decided.policy_action,
-            "decided_in": decided.decided_in,
+            "policy_action": decided.policy_action.as_str(),
+            "decided_in": decided.decided_in.as_str(),
             "action": decided.action,
         }),
     }
@@ -194,8 +217,8 @@ mod tests {
             comm: "curl",
             subject: "ci",
             rule: "no-metadata",
-            policy_action: "deny",
-            decided_in: "kernel",
+            policy_action: crate::policy::Action::Deny,
+            decided_in: DecidedIn::Kernel,
             action: crate::api::ActionView::Connect {
                 address: "169.254.169.254".into(),
                 port: 80,

@@ -16,29 +16,6 @@ enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum FailModeArg {
-    Deny,
-    Allow,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum VerdictArg {
-    Allow,
-    Deny,
-    Kill,
-}
-
-impl From<VerdictArg> for Verdict {
-    fn from(v: VerdictArg) -> Self {
-        match v {
-            VerdictArg::Allow => Self::Allow,
-            VerdictArg::Deny => Self::Deny,
-            VerdictArg::Kill => Self::Kill,
-        }
-    }
-}
-
 /// belay's host daemon: holds the execs and connections of watched processes (AI
 /// agents) in the kernel until a person decides.
 ///
@@ -105,7 +82,7 @@ struct Args {
         value_enum,
         default_value = "deny"
     )]
-    default_verdict: VerdictArg,
+    default_verdict: Verdict,
     /// Verdict for requests still pending when the daemon stops.
     #[arg(
         long,
@@ -113,7 +90,7 @@ struct Args {
         value_enum,
         default_value = "deny"
     )]
-    shutdown_verdict: VerdictArg,
+    shutdown_verdict: Verdict,
     /// Directory on a bpf filesystem for belay's pinned maps and links. The hooks stay
     /// attached if the daemon dies, and a restarted daemon resumes from there.
     #[arg(long, env = "BELAY_PIN_DIR", default_value = "/sys/fs/bpf/belay")]
@@ -125,7 +102,7 @@ struct Args {
     /// What watched processes' actions get while the daemon is down (the policy's
     /// `fail_mode` takes precedence).
     #[arg(long, env = "BELAY_FAIL_MODE", value_enum, default_value = "deny")]
-    fail_mode: FailModeArg,
+    fail_mode: FailMode,
     /// Members of this group (numeric gid) may decide requests, besides root. Nobody
     /// decides a request of a process running under their own uid.
     #[arg(long, env = "BELAY_DECIDER_GID", value_name = "GID")]
@@ -244,8 +221,8 @@ async fn main() -> anyhow::Result<()> {
         },
         policy: args.policy,
         decide_timeout: Duration::from_secs(args.decide_timeout),
-        default_verdict: args.default_verdict.into(),
-        shutdown_verdict: args.shutdown_verdict.into(),
+        default_verdict: args.default_verdict,
+        shutdown_verdict: args.shutdown_verdict,
         watch_pids: args.watch_pids,
         pin_dir: args.pin_dir,
         decider_gid: args.decider_gid,
@@ -256,10 +233,7 @@ async fn main() -> anyhow::Result<()> {
         policy_from_server: args.policy_from_server,
         dns_resolvers: args.dns_resolvers,
         stale_after: Duration::from_secs(args.stale_after),
-        fail_mode: match args.fail_mode {
-            FailModeArg::Deny => FailMode::Deny,
-            FailModeArg::Allow => FailMode::Allow,
-        },
+        fail_mode: args.fail_mode,
     };
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

@@ -12,6 +12,7 @@ use tokio::{
 };
 
 use crate::kernel::{Counters, Verdict};
+use crate::policy::Action;
 
 /// Upper bounds (seconds) of the pause-duration histogram: from an automatic decision
 /// to a person answering within the default 5-minute deadline.
@@ -41,11 +42,25 @@ impl From<Verdict> for Ended {
     }
 }
 
-/// Policy actions, as the `action` label.
-const ACTIONS: [&str; 5] = ["allow", "deny", "ask", "kill", "audit"];
+/// Policy actions, as the `action` label, in the order of [`action_index`].
+const ACTIONS: [Action; 5] = [
+    Action::Allow,
+    Action::Deny,
+    Action::Ask,
+    Action::Kill,
+    Action::Audit,
+];
 
-fn action_index(action: &str) -> usize {
-    ACTIONS.iter().position(|a| *a == action).unwrap_or(2)
+/// Where `action` counts in [`ACTIONS`]; exhaustive, so a new action cannot be counted
+/// as another.
+fn action_index(action: Action) -> usize {
+    match action {
+        Action::Allow => 0,
+        Action::Deny => 1,
+        Action::Ask => 2,
+        Action::Kill => 3,
+        Action::Audit => 4,
+    }
 }
 
 impl Ended {
@@ -66,9 +81,9 @@ pub struct Metrics {
     pause_count: AtomicU64,
     pause_sum_micros: AtomicU64,
     /// Pauses the daemon settled by a policy rule, by action.
-    daemon_policy: [AtomicU64; 5],
+    daemon_policy: [AtomicU64; ACTIONS.len()],
     /// Kernel decisions reported to the daemon (deny, kill, audit), by action.
-    kernel_policy: [AtomicU64; 5],
+    kernel_policy: [AtomicU64; ACTIONS.len()],
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     /// DNS answers that taught no name, by [`crate::dns::Untrusted`] reason.
@@ -96,11 +111,11 @@ impl Metrics {
             .fetch_add(paused.as_micros() as u64, Relaxed);
     }
 
-    pub fn policy_decided(&self, action: &str) {
+    pub fn policy_decided(&self, action: Action) {
         self.daemon_policy[action_index(action)].fetch_add(1, Relaxed);
     }
 
-    pub fn kernel_policy_reported(&self, action: &str) {
+    pub fn kernel_policy_reported(&self, action: Action) {
         self.kernel_policy[action_index(action)].fetch_add(1, Relaxed);
     }
 
@@ -327,8 +342,8 @@ mod tests {
         m.ended(Ended::Allowed, Duration::from_millis(5));
         m.ended(Ended::Denied, Duration::from_secs(2));
         m.ended(Ended::Denied, Duration::from_secs(1000));
-        m.policy_decided("deny");
-        m.kernel_policy_reported("audit");
+        m.policy_decided(Action::Deny);
+        m.kernel_policy_reported(Action::Audit);
         m.policy_reloaded(false);
         let text = m.render(
             3,

@@ -169,7 +169,6 @@ fn local_id(id: &str) -> anyhow::Result<u64> {
 }
 
 fn run_server(url: &str, args: &Args) -> anyhow::Result<()> {
-    use belay_proto::v1::Verdict as W;
     let reviewer = args
         .reviewer
         .clone()
@@ -182,7 +181,7 @@ fn run_server(url: &str, args: &Args) -> anyhow::Result<()> {
         .unwrap_or_default();
     fn decide<'a>(
         id: &'a str,
-        verdict: belay_proto::v1::Verdict,
+        verdict: Verdict,
         reason: &'a Option<String>,
         reviewer: &'a str,
         grant: Option<&grant::GrantArgs>,
@@ -199,10 +198,12 @@ fn run_server(url: &str, args: &Args) -> anyhow::Result<()> {
         Command::Pending => server_mode::Call::Pending,
         Command::Show { id } => server_mode::Call::Show(id),
         Command::Approve { id, reason, grant } => {
-            decide(id, W::Allow, reason, &reviewer, Some(grant))
+            decide(id, Verdict::Allow, reason, &reviewer, Some(grant))
         }
-        Command::Deny { id, reason, grant } => decide(id, W::Deny, reason, &reviewer, Some(grant)),
-        Command::Kill { id, reason } => decide(id, W::Kill, reason, &reviewer, None),
+        Command::Deny { id, reason, grant } => {
+            decide(id, Verdict::Deny, reason, &reviewer, Some(grant))
+        }
+        Command::Kill { id, reason } => decide(id, Verdict::Kill, reason, &reviewer, None),
         Command::Watch => server_mode::Call::Watch,
         Command::Agents => server_mode::Call::Agents,
         Command::Audit(audit::AuditCommand::Log { after, limit }) => server_mode::Call::AuditLog {

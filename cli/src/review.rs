@@ -1,15 +1,13 @@
 //! `belay --server URL pending | show | approve | deny | kill | watch | agents | audit
 //! log`: the reviewer's calls on belay-server.
 use anyhow::{Context as _, bail};
-use belay_proto::v1;
+use belay_proto::{domain::Verdict, v1};
 use serde_json::{Value, json};
 
 use crate::Output;
 use crate::render::{self, esc};
 use crate::server_client::{Client, status};
-use crate::server_request::{
-    action, ago, now_ms, print_one, state_name, to_json, unix_ms, verdict_name,
-};
+use crate::server_request::{action, ago, now_ms, print_one, state_name, to_json, unix_ms};
 
 /// Records asked for per call; the server allows up to 1000.
 const AUDIT_PAGE: u32 = 500;
@@ -244,7 +242,7 @@ pub async fn show(client: &mut Client, output: Output, id: &str) -> anyhow::Resu
 /// A reviewer's decision on one request.
 pub struct Decision<'a> {
     pub id: &'a str,
-    pub verdict: v1::Verdict,
+    pub verdict: Verdict,
     pub reason: &'a str,
     pub reviewer: &'a str,
     /// `None`: this request only.
@@ -273,7 +271,7 @@ pub async fn decide(
     let answer = client
         .decide(v1::DecideRequest {
             request_id: id.to_owned(),
-            verdict: verdict as i32,
+            verdict: v1::Verdict::from(verdict) as i32,
             reason: reason.to_owned(),
             reviewer: reviewer.to_owned(),
             scope,
@@ -301,11 +299,7 @@ pub async fn decide(
         } else {
             ""
         };
-        println!(
-            "request {}: {}{grant}",
-            esc(&r.id),
-            verdict_name(verdict as i32)
-        );
+        println!("request {}: {}{grant}", esc(&r.id), verdict.as_str());
     }
     Ok(())
 }

@@ -44,11 +44,19 @@
 //! ```
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+mod hec;
+mod jsonl;
 mod otlp;
+mod syslog;
+
+pub use hec::HecConfig;
+pub use jsonl::JsonlConfig;
+pub use otlp::OtlpConfig;
+pub use syslog::{SyslogConfig, TlsFiles, Transport};
 
 use belay_config_file::Source;
 use serde::Deserialize;
@@ -94,63 +102,70 @@ pub struct SinkConfig {
     pub kind: SinkKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct TlsFiles {
-    pub ca_file: Option<PathBuf>,
-    pub client_cert_file: Option<PathBuf>,
-    pub client_key_file: Option<PathBuf>,
-}
-
+/// A sink's settings, by its `type`.
 #[derive(Debug, Clone)]
 pub enum SinkKind {
-    Jsonl {
-        path: PathBuf,
-        max_file_bytes: u64,
-        keep_files: u32,
-    },
-    Syslog {
-        transport: Transport,
-        address: SocketAddr,
-        server_name: String,
-        tls: TlsFiles,
-        /// RFC 5424 facility code (0..=23).
-        facility: u8,
-        /// TCP/TLS: how long the connection must stay up after a batch before the batch
-        /// counts as delivered.
-        confirm_after: std::time::Duration,
-    },
-    SplunkHec {
-        /// Base URL, without `/services/...`.
-        url: String,
-        token: String,
-        acks: bool,
-        sourcetype: String,
-        index: Option<String>,
-        batch_max: usize,
-        ca_file: Option<PathBuf>,
-        /// An unconfirmed batch is sent again after this.
-        ack_timeout: std::time::Duration,
-    },
-    Otlp {
-        /// The full logs URL (`.../v1/logs`).
-        endpoint: String,
-        /// Sent with every request; validated, and marked sensitive (they carry
-        /// credentials), so debug output does not show them.
-        headers: reqwest::header::HeaderMap,
-        ca_file: Option<PathBuf>,
-        batch_max: usize,
-    },
+    Jsonl(JsonlConfig),
+    Syslog(SyslogConfig),
+    SplunkHec(HecConfig),
+    Otlp(OtlpConfig),
+}
+
+impl SinkKind {
+    pub fn sink_type(&self) -> SinkType {
+        match self {
+            Self::Jsonl(_) => SinkType::Jsonl,
+            Self::Syslog(_) => SinkType::Syslog,
+            Self::SplunkHec(_) => SinkType::SplunkHec,
+            Self::Otlp(_) => SinkType::Otlp,
+        }
+    }
+}
+
+/// A sink's `type` key: which settings apply, and which sink delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkType {
+    Jsonl,
+    Syslog,
+    SplunkHec,
+    Otlp,
+}
+
+impl SinkType {
+    /// The `type` value that names this sink type in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jsonl => "jsonl",
+            Self::Syslog => "syslog",
+            Self::SplunkHec => "splunk_hec",
+            Self::Otlp => "otlp",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        [Self::Jsonl, Self::Syslog, Self::SplunkHec, Self::Otlp]
+            .into_iter()
+            .find(|t| t.as_str() == name)
+    }
+
+    /// The keys a sink of this type takes besides `name`, `type` and `format`.
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Jsonl => JSONL_KEYS,
+            Self::Syslog => SYSLOG_KEYS,
+            Self::SplunkHec => HEC_KEYS,
+            Self::Otlp => OTLP_KEYS,
+        }
+    }
+}
+
+impl fmt::Display for SinkType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 const DEFAULT_MAX_BYTES: u64 = 256 << 20;
-const DEFAULT_MAX_FILE_BYTES: u64 = 100 << 20;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,13 +282,6 @@ const HEC_KEYS: &[&str] = &[
 
 const OTLP_KEYS: &[&str] = &["url", "headers", "ca_file", "batch_max"];
 
-/// RFC 5424 facility names, by code.
-const FACILITIES: &[&str] = &[
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
-    "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4",
-    "local5", "local6", "local7",
-];
-
 impl ExportConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::parse(path, &belay_config_file::read(path)?)
@@ -314,23 +322,18 @@ impl ExportConfig {
         for (index, sink) in raw.sink.into_iter().enumerate() {
             let sink_span = sink.span();
             let sink = sink.into_inner();
-            let kind_name = sink.kind.get_ref().clone();
-            let allowed: &[&str] = match kind_name.as_str() {
-                "jsonl" => JSONL_KEYS,
-                "syslog" => SYSLOG_KEYS,
-                "splunk_hec" => HEC_KEYS,
-                "otlp" => OTLP_KEYS,
-                other => {
-                    return Err(at(
-                        sink.kind.span(),
-                        "type",
-                        format!(
-                            "unknown sink type {other:?}; expected \"jsonl\", \"syslog\", \
-                             \"splunk_hec\" or \"otlp\""
-                        ),
-                    ));
-                }
+            let Some(sink_type) = SinkType::parse(sink.kind.get_ref()) else {
+                return Err(at(
+                    sink.kind.span(),
+                    "type",
+                    format!(
+                        "unknown sink type {:?}; expected \"jsonl\", \"syslog\", \
+                         \"splunk_hec\" or \"otlp\"",
+                        sink.kind.get_ref()
+                    ),
+                ));
             };
+            let allowed = sink_type.keys();
             if let Some((key, span)) = sink
                 .present()
                 .into_iter()
@@ -339,7 +342,7 @@ impl ExportConfig {
                 return Err(at(
                     span,
                     key,
-                    format!("does not apply to a {kind_name} sink"),
+                    format!("does not apply to a {sink_type} sink"),
                 ));
             }
             let name = match &sink.name {
@@ -358,162 +361,18 @@ impl ExportConfig {
                     }
                     name.get_ref().clone()
                 }
-                None => format!("{kind_name}-{index}"),
+                None => format!("{sink_type}-{index}"),
             };
             if !names.insert(name.clone()) {
                 let span = sink.name.as_ref().map_or(sink_span.clone(), |n| n.span());
                 return Err(at(span, "name", format!("sink {name:?} is declared twice")));
             }
-            let required = |key: &str| at(sink_span.clone(), key, "missing".into());
             let format = sink.format.unwrap_or(Format::Native);
-            let kind = match kind_name.as_str() {
-                "jsonl" => {
-                    let path = sink.path.ok_or_else(|| required("path"))?.into_inner();
-                    let keep_files = sink.keep_files.map_or(5, |k| k.into_inner());
-                    SinkKind::Jsonl {
-                        path,
-                        max_file_bytes: sink
-                            .max_file_bytes
-                            .map_or(DEFAULT_MAX_FILE_BYTES, |v| v.into_inner())
-                            .max(1024),
-                        keep_files,
-                    }
-                }
-                "syslog" => {
-                    let transport = sink.transport.ok_or_else(|| required("transport"))?;
-                    let transport = match transport.get_ref().as_str() {
-                        "udp" => Transport::Udp,
-                        "tcp" => Transport::Tcp,
-                        "tls" => Transport::Tls,
-                        other => {
-                            return Err(at(
-                                transport.span(),
-                                "transport",
-                                format!("{other:?}: expected \"udp\", \"tcp\" or \"tls\""),
-                            ));
-                        }
-                    };
-                    let address = sink.address.ok_or_else(|| required("address"))?;
-                    let resolved = address
-                        .get_ref()
-                        .to_socket_addrs()
-                        .ok()
-                        .and_then(|mut a| a.next())
-                        .ok_or_else(|| {
-                            at(
-                                address.span(),
-                                "address",
-                                format!("{:?} is not a resolvable host:port", address.get_ref()),
-                            )
-                        })?;
-                    let host = address
-                        .get_ref()
-                        .rsplit_once(':')
-                        .map_or("", |(h, _)| h)
-                        .trim_matches(['[', ']'])
-                        .to_owned();
-                    let facility = match &sink.facility {
-                        None => 10, // authpriv: approvals are security/authorization messages
-                        Some(f) => FACILITIES
-                            .iter()
-                            .position(|n| n == f.get_ref())
-                            .ok_or_else(|| {
-                                at(
-                                    f.span(),
-                                    "facility",
-                                    format!("unknown facility {:?}", f.get_ref()),
-                                )
-                            })? as u8,
-                    };
-                    if transport != Transport::Tls
-                        && let Some((key, span)) =
-                            [&sink.ca_file, &sink.client_cert_file, &sink.client_key_file]
-                                .into_iter()
-                                .zip(["ca_file", "client_cert_file", "client_key_file"])
-                                .find_map(|(v, k)| v.as_ref().map(|v| (k, v.span())))
-                    {
-                        return Err(at(span, key, "only applies to transport = \"tls\"".into()));
-                    }
-                    if transport == Transport::Udp
-                        && let Some(v) = &sink.confirm_after_ms
-                    {
-                        return Err(at(
-                            v.span(),
-                            "confirm_after_ms",
-                            "does not apply to transport = \"udp\" (no delivery guarantee)".into(),
-                        ));
-                    }
-                    if sink.client_cert_file.is_some() != sink.client_key_file.is_some() {
-                        return Err(at(
-                            sink_span,
-                            "client_cert_file",
-                            "client_cert_file and client_key_file go together".into(),
-                        ));
-                    }
-                    SinkKind::Syslog {
-                        transport,
-                        address: resolved,
-                        server_name: sink.server_name.map_or(host, |s| s.into_inner()),
-                        tls: TlsFiles {
-                            ca_file: sink.ca_file.map(Spanned::into_inner),
-                            client_cert_file: sink.client_cert_file.map(Spanned::into_inner),
-                            client_key_file: sink.client_key_file.map(Spanned::into_inner),
-                        },
-                        facility,
-                        confirm_after: std::time::Duration::from_millis(
-                            sink.confirm_after_ms.map_or(2000, |v| v.into_inner()),
-                        ),
-                    }
-                }
-                "otlp" => otlp::kind(&source, sink_span.clone(), sink)?,
-                _ => {
-                    let url = sink.url.ok_or_else(|| required("url"))?;
-                    let base = url.get_ref().trim_end_matches('/').to_owned();
-                    if !(base.starts_with("https://") || base.starts_with("http://")) {
-                        return Err(at(url.span(), "url", "must be an http(s):// URL".into()));
-                    }
-                    let token = match (sink.token, sink.token_file) {
-                        (Some(token), None) => token.into_inner(),
-                        (None, Some(file)) => std::fs::read_to_string(file.get_ref())
-                            .map_err(|err| {
-                                at(
-                                    file.span(),
-                                    "token_file",
-                                    format!("{}: {err}", file.get_ref().display()),
-                                )
-                            })?
-                            .trim()
-                            .to_owned(),
-                        (Some(token), Some(_)) => {
-                            return Err(at(
-                                token.span(),
-                                "token",
-                                "give token or token_file, not both".into(),
-                            ));
-                        }
-                        (None, None) => return Err(required("token")),
-                    };
-                    if token.is_empty() {
-                        return Err(at(sink_span, "token", "is empty".into()));
-                    }
-                    let batch_max = sink.batch_max.map_or(100, |b| b.into_inner());
-                    SinkKind::SplunkHec {
-                        url: base,
-                        token,
-                        acks: sink.acks.is_some_and(|a| a.into_inner()),
-                        sourcetype: sink
-                            .sourcetype
-                            .map_or_else(|| "belay".into(), |s| s.into_inner()),
-                        index: sink.index.map(Spanned::into_inner),
-                        batch_max: batch_max.clamp(1, 10_000),
-                        ca_file: sink.ca_file.map(Spanned::into_inner),
-                        ack_timeout: std::time::Duration::from_secs(
-                            sink.ack_timeout_seconds
-                                .map_or(60, |s| s.into_inner())
-                                .max(1),
-                        ),
-                    }
-                }
+            let kind = match sink_type {
+                SinkType::Jsonl => SinkKind::Jsonl(jsonl::config(&source, sink_span, sink)?),
+                SinkType::Syslog => SinkKind::Syslog(syslog::config(&source, sink_span, sink)?),
+                SinkType::SplunkHec => SinkKind::SplunkHec(hec::config(&source, sink_span, sink)?),
+                SinkType::Otlp => SinkKind::Otlp(otlp::config(&source, sink_span, sink)?),
             };
             sinks.push(SinkConfig { name, format, kind });
         }

@@ -481,7 +481,7 @@ fn otlp_config_errors_name_file_line_column_and_key() {
     ] {
         let config = parse(&format!("url = \"{url}\"\n")).unwrap();
         match &config.sinks[0].kind {
-            belay_export::config::SinkKind::Otlp { endpoint: e, .. } => assert_eq!(e, endpoint),
+            belay_export::config::SinkKind::Otlp(c) => assert_eq!(c.endpoint, endpoint),
             other => panic!("{other:?}"),
         }
     }

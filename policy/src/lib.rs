@@ -146,7 +146,6 @@ mod evaluate;
 mod glob;
 mod parse;
 mod values;
-mod verdict;
 mod yaml;
 
 #[cfg(test)]
@@ -156,10 +155,10 @@ mod tests_evaluate;
 #[cfg(test)]
 mod tests_parse;
 
+pub use belay_proto::domain::Verdict;
 pub use cidr::Cidr;
 pub use compile::{HostResolver, KernelTables, Resolver, compile, kernel_dev};
 pub use glob::{Glob, GlobMode, HostPattern};
-pub use verdict::Verdict;
 
 /// Largest policy file read.
 pub const MAX_POLICY_BYTES: u64 = 1 << 20;
@@ -220,6 +219,17 @@ impl Action {
     }
 }
 
+impl From<agent_common::KernelDecision> for Action {
+    fn from(decided: agent_common::KernelDecision) -> Self {
+        use agent_common::KernelDecision;
+        match decided {
+            KernelDecision::Deny => Action::Deny,
+            KernelDecision::Kill => Action::Kill,
+            KernelDecision::Audit => Action::Audit,
+        }
+    }
+}
+
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -261,10 +271,16 @@ impl std::fmt::Display for Proto {
     }
 }
 
-/// What the kernel hooks do while the daemon is down (the policy's `fail_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the kernel hooks do while the daemon is down: the policy's `fail_mode`, and the
+/// daemon's `--fail-mode` when the policy names none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
 pub enum FailMode {
+    // Plain comments, not doc comments: clap would show these as each value's help.
+    // Watched processes' actions fail with EPERM until a daemon is back.
     Deny,
+    // Watched processes' actions run unchecked until a daemon is back.
     Allow,
 }
 

@@ -150,16 +150,8 @@ impl Cx<'_> {
 
     fn verdict(&self, node: &Node, path: &str) -> Result<Verdict, PolicyError> {
         let text = self.scalar(node, path, "a verdict (allow, deny or kill)")?;
-        match text {
-            "allow" => Ok(Verdict::Allow),
-            "deny" => Ok(Verdict::Deny),
-            "kill" => Ok(Verdict::Kill),
-            _ => Err(self.err(
-                node,
-                path,
-                format!("unknown verdict {text:?} (expected allow, deny or kill)"),
-            )),
-        }
+        text.parse::<Verdict>()
+            .map_err(|unknown| self.err(node, path, unknown.to_string()))
     }
 
     fn duration(&self, node: &Node, path: &str) -> Result<Duration, PolicyError> {

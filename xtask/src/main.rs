@@ -1,9 +1,9 @@
 //! belay's build and test orchestration: `cargo xtask <command>`.
 //!
-//! BPF LSM cannot be loaded on the development and CI machines (see DESIGN.md), so the
-//! tests that need it run inside QEMU (TCG) on Debian's cloud kernels: `vm-test` builds
-//! them, packs them into an initramfs with busybox, boots each kernel and sums libtest's
-//! results.
+//! BPF LSM cannot be loaded on the development and CI machines (see
+//! ../shared/DESIGN.md), so the tests that need it run inside QEMU (TCG) on Debian's
+//! cloud kernels: `vm-test` builds them, packs them into an initramfs with busybox, boots
+//! each kernel and sums libtest's results.
 
 mod bench;
 mod cli_standalone;

@@ -4,7 +4,8 @@
 //!   `postgresql`, whose server binaries the belay-server tests run a throwaway cluster
 //!   with (`belay_server::testing::postgres`).
 //! * `rust-src` for the nightly toolchain (the eBPF crate is built with `-Z build-std`).
-//! * bpf-linker 0.13, built against the nightly's own LLVM (see DESIGN.md, Toolchain).
+//! * bpf-linker 0.13, built against the nightly's own LLVM (see ../shared/DESIGN.md,
+//!   Toolchain).
 //!
 //! Every step first checks whether it is needed, so running it again costs well under a
 //! second.

@@ -12,6 +12,7 @@ use super::Shared;
 use crate::{
     api::{ActionView, RequestView},
     context::{self, ProcessContext},
+    export::DecidedIn,
     kernel::{Action, Expectation, PauseEvent, Transport, Verdict},
     policy::{self, Decision, FilePaths, Proto},
     requests::{Outcome, RequestInfo},
@@ -191,7 +192,7 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
             what = %describe(&ev.action, &hostnames),
             "decided by policy"
         );
-        shared.metrics.policy_decided(decision.action.as_str());
+        shared.metrics.policy_decided(decision.action);
         shared
             .resolve_now(&ev, v, g.expect, Outcome::Decided(v))
             .await;
@@ -201,8 +202,8 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
             Settled {
                 subject: subject.map_or("", |s| s.name.as_str()),
                 rule,
-                policy_action: decision.action.as_str(),
-                decided_in: "daemon",
+                policy_action: decision.action,
+                decided_in: DecidedIn::Daemon,
             },
             g,
             &hostnames,
@@ -252,7 +253,7 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
             uid: ev.uid,
             action: Some(action),
             deadline: Some(prost_types::Timestamp::from(deadline)),
-            default_verdict: wire_verdict(p.view.default_verdict) as i32,
+            default_verdict: v1::Verdict::from(p.view.default_verdict) as i32,
             rule: p.view.rule.clone().unwrap_or_else(|| "default".into()),
             // The subject's owner; the built-in policy's placeholder leaves it to the
             // session's (--server-owner).
@@ -276,14 +277,6 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         %action,
         "paused; waiting for a decision"
     );
-}
-
-fn wire_verdict(v: Verdict) -> v1::Verdict {
-    match v {
-        Verdict::Allow => v1::Verdict::Allow,
-        Verdict::Deny => v1::Verdict::Deny,
-        Verdict::Kill => v1::Verdict::Kill,
-    }
 }
 
 /// The action as belay-server's protocol has it; None for what it cannot carry yet
@@ -348,9 +341,8 @@ fn describe(action: &Action, hostnames: &[String]) -> String {
 struct Settled<'a> {
     subject: &'a str,
     rule: &'a str,
-    policy_action: &'a str,
-    /// `daemon` or `kernel`.
-    decided_in: &'a str,
+    policy_action: policy::Action,
+    decided_in: DecidedIn,
 }
 
 /// Exports a settled verdict, masked like every request view (nothing is built when
@@ -395,7 +387,7 @@ fn report(shared: &Shared, ev: &PauseEvent) {
     let hostnames = ip.map_or_else(Vec::new, |ip| {
         shared.names().names(ev.tgid, ip, std::time::Instant::now())
     });
-    let export = |policy_action: &str, decided_in: &str| {
+    let export = |policy_action: policy::Action, decided_in: DecidedIn| {
         let settled = Settled {
             subject,
             rule: "",
@@ -410,14 +402,15 @@ fn report(shared: &Shared, ev: &PauseEvent) {
             &hostnames,
         );
     };
-    if let Some(action) = ev.policy_action() {
+    if let Some(decided) = ev.policy_action() {
+        let action = policy::Action::from(decided);
         shared.metrics.kernel_policy_reported(action);
-        export(action, "kernel");
+        export(action, DecidedIn::Kernel);
         info!(
             tgid = ev.tgid,
             comm = %Escaped(&ev.comm),
             subject,
-            action,
+            action = %action,
             what = %describe(&ev.action, &hostnames),
             "decided in the kernel by policy"
         );
@@ -431,5 +424,5 @@ fn report(shared: &Shared, ev: &PauseEvent) {
         why = ?ev.unpausable_reasons(),
         "denied in the kernel without a pause: the task cannot be paused safely"
     );
-    export("deny", "kernel-unpausable");
+    export(policy::Action::Deny, DecidedIn::KernelUnpausable);
 }

@@ -9,7 +9,6 @@ use tracing::{error, info, warn};
 
 use super::Shared;
 use crate::{
-    kernel::FailMode,
     policy::{self, HostResolver, Policy},
     reload::{Installed, ServerPolicyError},
     sync::lock,
@@ -37,11 +36,7 @@ impl Shared {
                 .context("writing the policy into the kernel maps")?;
             *lock(&self.applied) = Some(tables);
         }
-        let fail_mode = match policy.fail_mode {
-            Some(policy::FailMode::Allow) => FailMode::Allow,
-            Some(policy::FailMode::Deny) => FailMode::Deny,
-            None => self.config.fail_mode,
-        };
+        let fail_mode = policy.fail_mode.unwrap_or(self.config.fail_mode);
         self.enforcer
             .set_fail_mode(fail_mode)
             .await

@@ -3,28 +3,19 @@
 //! Everything above this trait (policy, requests, the local API, the CLI) only talks to
 //! an [`super::Enforcer`] handle. The BPF LSM backend ([`super::LsmBackend`]) is one
 //! implementation; a backend for hosts without BPF LSM (cgroup sock_addr hooks and
-//! fanotify, DESIGN.md "Without BPF LSM") implements the same trait and nothing above
-//! changes. [`super::FakeKernel`] (tests, or the `fake-backend` feature) implements it
+//! fanotify, ../shared/DESIGN.md "Without BPF LSM") implements the same trait and
+//! nothing above changes. [`super::FakeKernel`] (tests, or the `fake-backend` feature) implements it
 //! in memory, so the daemon above it is tested on the host.
 use std::os::fd::RawFd;
 
 use agent_common::{ExecExpect, UnixPeer, VerdictKey, decode::PauseEvent};
-use serde::{Deserialize, Serialize};
-
 pub use belay_agent_api::Counters;
+/// What the hooks do when the daemon's heartbeat is stale (it died or hangs): the
+/// policy's own type, so a policy's `fail_mode` reaches the kernel unconverted.
+pub use belay_policy::FailMode;
 pub use belay_policy::Verdict;
 
 use crate::policy::KernelTables;
-
-/// What the hooks do when the daemon's heartbeat is stale (it died or hangs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailMode {
-    /// Watched processes' actions fail with EPERM until a daemon is back.
-    Deny,
-    /// Watched processes' actions run unchecked until a daemon is back.
-    Allow,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnforcerError {

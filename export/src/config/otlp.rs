@@ -1,22 +1,35 @@
 //! The `otlp` sink's keys.
 
 use std::ops::Range;
+use std::path::PathBuf;
 
 use belay_config_file::Source;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use toml::Spanned;
 
-use super::{ConfigError, RawSink, SinkKind};
+use super::{ConfigError, RawSink};
+
+/// OpenTelemetry logs over OTLP/HTTP with JSON.
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// The full logs URL (`.../v1/logs`).
+    pub endpoint: String,
+    /// Sent with every request; validated, and marked sensitive (they carry
+    /// credentials), so debug output does not show them.
+    pub headers: HeaderMap,
+    pub ca_file: Option<PathBuf>,
+    pub batch_max: usize,
+}
 
 /// OTLP/HTTP's path for logs, appended to a base URL (as `OTEL_EXPORTER_OTLP_ENDPOINT`
 /// is); a URL that already ends in it is used as it is.
 const LOGS_PATH: &str = "/v1/logs";
 
-pub(super) fn kind(
+pub(super) fn config(
     source: &Source<'_>,
     sink_span: Range<usize>,
     sink: RawSink,
-) -> Result<SinkKind, ConfigError> {
+) -> Result<OtlpConfig, ConfigError> {
     let url = sink
         .url
         .ok_or_else(|| source.at(sink_span.clone(), "url: missing"))?;
@@ -54,7 +67,7 @@ pub(super) fn kind(
             headers.insert(header, value);
         }
     }
-    Ok(SinkKind::Otlp {
+    Ok(OtlpConfig {
         endpoint,
         headers,
         ca_file: sink.ca_file.map(Spanned::into_inner),

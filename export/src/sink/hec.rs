@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::SinkError;
-use crate::config::{SinkConfig, SinkKind};
+use crate::config::HecConfig;
 use crate::event::{Event, random_id};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,8 +31,8 @@ pub struct HecSink {
 }
 
 impl HecSink {
-    pub fn new(config: &SinkConfig) -> Result<Self, SinkError> {
-        let SinkKind::SplunkHec {
+    pub fn new(config: &HecConfig) -> Result<Self, SinkError> {
+        let HecConfig {
             url,
             token,
             acks,
@@ -40,11 +40,8 @@ impl HecSink {
             index,
             ca_file,
             ack_timeout,
-            ..
-        } = &config.kind
-        else {
-            unreachable!("a splunk_hec sink config");
-        };
+            batch_max: _,
+        } = config;
         let client = super::http_client(ca_file.as_deref(), Default::default(), REQUEST_TIMEOUT)?;
         Ok(Self {
             client,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::SinkError;
-use crate::config::{SinkConfig, SinkKind};
+use crate::config::JsonlConfig;
 
 #[derive(Debug)]
 pub struct JsonlSink {
@@ -61,19 +61,11 @@ fn drop_torn_line(file: &File) -> std::io::Result<u64> {
 }
 
 impl JsonlSink {
-    pub fn new(config: &SinkConfig) -> Result<Self, SinkError> {
-        let SinkKind::Jsonl {
-            path,
-            max_file_bytes,
-            keep_files,
-        } = &config.kind
-        else {
-            unreachable!("a jsonl sink config");
-        };
+    pub fn new(config: &JsonlConfig) -> Result<Self, SinkError> {
         Ok(Self {
-            path: path.clone(),
-            max_file_bytes: *max_file_bytes,
-            keep_files: *keep_files,
+            path: config.path.clone(),
+            max_file_bytes: config.max_file_bytes,
+            keep_files: config.keep_files,
             file: None,
         })
     }

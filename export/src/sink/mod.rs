@@ -14,7 +14,7 @@ pub mod syslog;
 
 use serde_json::Value;
 
-use crate::config::{SinkConfig, SinkKind};
+use crate::config::{HecConfig, OtlpConfig, SinkConfig, SinkKind};
 use crate::event::Event;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +91,10 @@ pub enum Sink {
 impl Sink {
     pub fn new(config: &SinkConfig) -> Result<Self, SinkError> {
         Ok(match &config.kind {
-            SinkKind::Jsonl { .. } => Sink::Jsonl(jsonl::JsonlSink::new(config)?),
-            SinkKind::Syslog { .. } => Sink::Syslog(syslog::SyslogSink::new(config)?),
-            SinkKind::SplunkHec { .. } => Sink::Hec(hec::HecSink::new(config)?),
-            SinkKind::Otlp { .. } => Sink::Otlp(otlp::OtlpSink::new(config)?),
+            SinkKind::Jsonl(c) => Sink::Jsonl(jsonl::JsonlSink::new(c)?),
+            SinkKind::Syslog(c) => Sink::Syslog(syslog::SyslogSink::new(&config.name, c)?),
+            SinkKind::SplunkHec(c) => Sink::Hec(hec::HecSink::new(c)?),
+            SinkKind::Otlp(c) => Sink::Otlp(otlp::OtlpSink::new(c)?),
         })
     }
 
@@ -102,9 +102,10 @@ impl Sink {
     /// Known before the sink exists, so the first batch obeys it too.
     pub fn batch_max(config: &SinkConfig) -> usize {
         match &config.kind {
-            SinkKind::Jsonl { .. } => 512,
-            SinkKind::Syslog { .. } => 256,
-            SinkKind::SplunkHec { batch_max, .. } | SinkKind::Otlp { batch_max, .. } => *batch_max,
+            SinkKind::Jsonl(_) => 512,
+            SinkKind::Syslog(_) => 256,
+            SinkKind::SplunkHec(HecConfig { batch_max, .. })
+            | SinkKind::Otlp(OtlpConfig { batch_max, .. }) => *batch_max,
         }
     }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::{Delivery, SinkError};
-use crate::config::{SinkConfig, SinkKind};
+use crate::config::OtlpConfig;
 use crate::event::Event;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,16 +34,13 @@ pub struct OtlpSink {
 }
 
 impl OtlpSink {
-    pub fn new(config: &SinkConfig) -> Result<Self, SinkError> {
-        let SinkKind::Otlp {
+    pub fn new(config: &OtlpConfig) -> Result<Self, SinkError> {
+        let OtlpConfig {
             endpoint,
             headers,
             ca_file,
-            ..
-        } = &config.kind
-        else {
-            unreachable!("an otlp sink config");
-        };
+            batch_max: _,
+        } = config;
         let client = super::http_client(ca_file.as_deref(), headers.clone(), REQUEST_TIMEOUT)?;
         Ok(Self {
             client,

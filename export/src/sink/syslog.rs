@@ -42,7 +42,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 use super::{Delivery, SinkError};
-use crate::config::{SinkConfig, SinkKind, TlsFiles, Transport};
+use crate::config::{SyslogConfig, TlsFiles, Transport};
 use crate::event::{Event, rfc3339};
 
 /// tokio-rustls's connector has no Debug.
@@ -312,18 +312,16 @@ fn tls_connector(files: &TlsFiles) -> Result<tokio_rustls::TlsConnector, SinkErr
 }
 
 impl SyslogSink {
-    pub fn new(config: &SinkConfig) -> Result<Self, SinkError> {
-        let SinkKind::Syslog {
+    /// `name` is the sink's, for its log lines.
+    pub fn new(name: &str, config: &SyslogConfig) -> Result<Self, SinkError> {
+        let SyslogConfig {
             transport,
             address,
             server_name,
             tls,
             facility,
             confirm_after,
-        } = &config.kind
-        else {
-            unreachable!("a syslog sink config");
-        };
+        } = config;
         let tls = match transport {
             Transport::Tls => Some(Connector(tls_connector(tls)?)),
             _ => None,
@@ -332,13 +330,13 @@ impl SyslogSink {
             .map_err(|err| SinkError::Config(format!("server_name {server_name:?}: {err}")))?;
         match transport {
             Transport::Udp => tracing::info!(
-                sink = %config.name,
+                sink = %name,
                 %address,
                 "export sink: syslog over UDP is best effort, no delivery guarantee \
                  (datagrams are counted as sent, never re-sent)"
             ),
             Transport::Tcp | Transport::Tls => tracing::info!(
-                sink = %config.name,
+                sink = %name,
                 %address,
                 confirm_after_ms = confirm_after.as_millis() as u64,
                 "export sink: syslog over a stream; a batch counts as delivered once the \

@@ -25,7 +25,9 @@ pub use policy::{
     MAX_POLICY_LEN, MAX_POLICY_MESSAGE_LEN, PolicyOutcome, PolicyPush, PolicyReport, PolicyText,
     PolicyUpdate, sha256_hex,
 };
-pub use request::{NewRequest, Outcome, Request, RequestState, Resolution, Verdict};
+pub use request::{
+    NewRequest, Outcome, Request, RequestState, Resolution, UnknownVerdict, Verdict,
+};
 pub use scope::{MAX_GRANT, Scope};
 pub use text::{HostName, Identity, Name, Reason, RequestId};
 

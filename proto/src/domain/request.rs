@@ -1,5 +1,8 @@
 use std::fmt;
+use std::str::FromStr;
 use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
 
 use super::action::Action;
 use super::context::{self, RequestContext};
@@ -7,11 +10,21 @@ use super::error::{Problem, ValidationError, WithinField, required};
 use super::text::{HostName, Identity, Name, Reason, RequestId};
 use crate::v1;
 
-/// What the kernel does with a held syscall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What happens to a paused action: what a policy's `on_timeout` names, what a reviewer
+/// decides (on the local socket or through the server), and what the kernel applies.
+///
+/// The one verdict type: serde gives its JSON name (`"allow"`, `"deny"`, `"kill"`), the
+/// `clap` feature its command-line value, and `From`/`TryFrom` below the wire enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    // Plain comments, not doc comments: clap would show these as each value's help.
+    // The syscall runs.
     Allow,
+    // The syscall fails with EPERM.
     Deny,
+    // The process is killed (SIGKILL) without resuming.
     Kill,
 }
 
@@ -99,6 +112,8 @@ impl Verdict {
         Self::from_wire(value).map_err(|problem| ValidationError::new(field, problem))
     }
 
+    pub const ALL: [Self; 3] = [Self::Allow, Self::Deny, Self::Kill];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Allow => "allow",
@@ -111,6 +126,31 @@ impl Verdict {
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a verdict's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown verdict {0:?} (expected allow, deny or kill)")]
+pub struct UnknownVerdict(pub String);
+
+impl FromStr for Verdict {
+    type Err = UnknownVerdict;
+
+    /// The inverse of [`Verdict::as_str`].
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == name)
+            .ok_or_else(|| UnknownVerdict(name.to_owned()))
+    }
+}
+
+impl TryFrom<v1::Verdict> for Verdict {
+    type Error = Problem;
+
+    fn try_from(verdict: v1::Verdict) -> Result<Self, Problem> {
+        Self::from_wire(verdict as i32)
     }
 }
 

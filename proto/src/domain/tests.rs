@@ -527,3 +527,25 @@ fn text_constructors_name_a_default_field() {
     assert_eq!(RequestId::new("").unwrap_err().field(), "request_id");
     assert_eq!(HostName::new("a\tb").unwrap_err().field(), "host");
 }
+
+#[test]
+fn a_verdict_has_one_name_in_json_text_and_on_the_wire() {
+    for (verdict, name, wire) in [
+        (Verdict::Allow, "allow", v1::Verdict::Allow),
+        (Verdict::Deny, "deny", v1::Verdict::Deny),
+        (Verdict::Kill, "kill", v1::Verdict::Kill),
+    ] {
+        assert_eq!(verdict.as_str(), name);
+        assert_eq!(name.parse::<Verdict>(), Ok(verdict));
+        assert_eq!(v1::Verdict::from(verdict), wire);
+        assert_eq!(Verdict::try_from(wire), Ok(verdict));
+    }
+    assert_eq!(
+        "maybe".parse::<Verdict>().unwrap_err().to_string(),
+        "unknown verdict \"maybe\" (expected allow, deny or kill)"
+    );
+    assert_eq!(
+        Verdict::try_from(v1::Verdict::Unspecified),
+        Err(Problem::Unspecified)
+    );
+}
