@@ -337,6 +337,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ignored_dns_answers_are_counted_by_reason() {
+        let m = Metrics::default();
+        m.dns_ignored(crate::dns::Untrusted::Unasked);
+        m.dns_ignored(crate::dns::Untrusted::Unasked);
+        m.dns_ignored(crate::dns::Untrusted::Resolver);
+        let text = m.render(0, &Counters::default());
+        for line in [
+            "belay_dns_answers_ignored_total{reason=\"unasked\"} 2",
+            "belay_dns_answers_ignored_total{reason=\"resolver\"} 1",
+            "belay_dns_answers_ignored_total{reason=\"other_question\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
     fn histogram_buckets_are_cumulative_and_outcomes_counted() {
         let m = Metrics::default();
         m.ended(Ended::Allowed, Duration::from_millis(5));

@@ -104,7 +104,9 @@ pub async fn run_on<B: Backend>(
         "hostnames are learned from these resolvers' answers only"
     );
     let sink = {
-        let mut learner = Learner::new(resolvers, names.clone(), metrics.clone());
+        let counted = metrics.clone();
+        let ignored = Box::new(move |why| counted.dns_ignored(why));
+        let mut learner = Learner::new(resolvers, names.clone(), ignored);
         Box::new(move |message: &DnsMessage<'_>| {
             let _ = learner.observe(message, Instant::now());
         })

@@ -8,10 +8,7 @@ use std::{
 use tracing::debug;
 
 use super::{NameCache, Pending, PendingQueries, TrustedResolvers, Untrusted, parse_response};
-use crate::{
-    kernel::{DnsDirection, DnsMessage},
-    metrics::Metrics,
-};
+use crate::kernel::{DnsDirection, DnsMessage};
 
 /// Queries waiting for answers, across all watched processes.
 const MAX_PENDING: usize = 16 * 1024;
@@ -21,25 +18,28 @@ pub struct Learner {
     resolvers: TrustedResolvers,
     queries: PendingQueries,
     names: Arc<Mutex<NameCache>>,
-    metrics: Arc<Metrics>,
+    ignored: IgnoredSink,
 }
+
+/// Told why each answer that taught nothing was ignored (the daemon counts them).
+pub type IgnoredSink = Box<dyn Fn(Untrusted) + Send>;
 
 impl Learner {
     pub fn new(
         resolvers: TrustedResolvers,
         names: Arc<Mutex<NameCache>>,
-        metrics: Arc<Metrics>,
+        ignored: IgnoredSink,
     ) -> Self {
         Self {
             resolvers,
             queries: PendingQueries::new(MAX_PENDING),
             names,
-            metrics,
+            ignored,
         }
     }
 
     /// Handles one message; for an answer, the number of (name, address) pairs it
-    /// taught, or why it taught nothing (also counted in the metrics).
+    /// taught, or why it taught nothing (also told to the `ignored` sink).
     pub fn observe(&mut self, m: &DnsMessage<'_>, now: Instant) -> Result<usize, Untrusted> {
         match m.direction {
             DnsDirection::Query => {
@@ -56,7 +56,7 @@ impl Learner {
                 let taught = self.answer(m, now);
                 if let Err(why) = taught {
                     debug!(tgid = m.tgid, from = ?m.peer, reason = why.as_str(), "DNS answer ignored");
-                    self.metrics.dns_ignored(why);
+                    (self.ignored)(why);
                 }
                 taught
             }
