@@ -3,8 +3,8 @@
 //! A watched task that is about to exec or connect is stopped with a thread-directed
 //! SIGSTOP and its syscall returns -ERESTARTNOINTR, so the kernel restarts it once the
 //! daemon has written a verdict and sent SIGCONT. The restarted hook consumes the
-//! verdict and lets the call through or fails it with EPERM. See DESIGN.md, "Pausing a
-//! syscall", for the measurements behind each step.
+//! verdict and lets the call through or fails it with EPERM. See ../shared/DESIGN.md,
+//! "Pausing a syscall", for the measurements behind each step.
 #![no_std]
 #![no_main]
 
