@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod pki;
 pub mod policy_push;
+pub mod store;
 #[doc(hidden)]
 pub mod testing;
 

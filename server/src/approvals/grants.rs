@@ -15,7 +15,7 @@ use belay_proto::domain::{Action, Protocol, Reason, Request, Scope, Verdict};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use super::store::{Grant, GrantKey};
+use crate::store::{Grant, GrantKey};
 
 /// Hex SHA-256 of the canonical form of `action`.
 pub fn action_digest(action: &Action) -> String {

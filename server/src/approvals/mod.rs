@@ -28,7 +28,6 @@
 
 pub mod grants;
 mod outbox;
-mod store;
 
 #[cfg(test)]
 mod tests;
@@ -49,16 +48,16 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use outbox::{AgentIdentity, AgentSession, ConnectedAgent};
-pub use store::{
+// The store's types, where the approval rules' users have always found them.
+pub use crate::store::{
     AuditOptions, EnrollToken, Grant, GrantKey, Inserted, MemoryStore, RemoteChange, Resolved,
     SqliteStore, Store, StoreError, Vote, Voted,
 };
-pub use store::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
-pub use store::{NewPolicy, PolicyVote, StoredPolicy};
-pub use store::{PostgresStore, is_postgres_url};
+pub use crate::store::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
+pub use crate::store::{NewPolicy, PolicyVote, StoredPolicy};
+pub use crate::store::{PostgresStore, is_postgres_url};
 
 use outbox::Outbox;
-pub(crate) use store::columns;
 
 const EXPIRED_REASON: &str = "no decision before the deadline";
 /// Changes kept for slow watchers before they lag (and must list pending again).

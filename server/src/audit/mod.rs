@@ -14,7 +14,7 @@ mod tests;
 use belay_proto::domain::{Action, Outcome, Request};
 use serde_json::json;
 
-use crate::approvals::columns::nanos;
+use crate::store::columns::nanos;
 
 pub use belay_audit::{
     AuditError, AuditKey, AuditSigner, Checkpoint, DEFAULT_CHECKPOINT_EVERY, Event, GENESIS,

@@ -101,7 +101,7 @@ macro_rules! for_each_backend {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    super::$test::<$crate::approvals::store::testing::Memory>().await;
+                    super::$test::<$crate::store::testing::Memory>().await;
                 }
             )+
         }
@@ -110,7 +110,7 @@ macro_rules! for_each_backend {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    super::$test::<$crate::approvals::store::testing::Sqlite>().await;
+                    super::$test::<$crate::store::testing::Sqlite>().await;
                 }
             )+
         }
@@ -119,7 +119,7 @@ macro_rules! for_each_backend {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    super::$test::<$crate::approvals::store::testing::Postgres>().await;
+                    super::$test::<$crate::store::testing::Postgres>().await;
                 }
             )+
         }

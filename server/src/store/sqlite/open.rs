@@ -164,7 +164,7 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
 /// or `IS` comparison, e.g. every grant lookup and every deadline sweep: profiles
 /// showed most of the readers' time in the parser. Our queries are index lookups whose
 /// best plan does not change with the values.
-pub(in crate::approvals::store) fn stable_plans(connection: &Connection) -> rusqlite::Result<()> {
+pub(in crate::store) fn stable_plans(connection: &Connection) -> rusqlite::Result<()> {
     connection
         .set_db_config(
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
