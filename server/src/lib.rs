@@ -9,6 +9,9 @@
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+mod canonical_action;
+pub mod database_url;
+mod epoch;
 pub mod expiry;
 pub mod export;
 pub mod grpc;

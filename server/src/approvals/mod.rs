@@ -32,6 +32,8 @@ mod outbox;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_audit;
+#[cfg(test)]
 mod tests_identity;
 #[cfg(test)]
 mod tests_scopes;

@@ -187,7 +187,7 @@ impl Store for MemoryStore {
                     format!("no request {} to grant from", grant.from_request).into(),
                 )
             })?;
-        inner.audit.append(audit::granted(&request, &grant));
+        inner.audit.append(grant.audit_event(&request));
         inner.grants.push(grant);
         Ok(())
     }
@@ -220,7 +220,7 @@ impl Store for MemoryStore {
         }
         votes.push(vote.clone());
         let votes = votes.clone();
-        inner.audit.append(audit::voted(&request, &vote));
+        inner.audit.append(vote.audit_event(&request));
         Ok(Voted::Added(votes))
     }
 

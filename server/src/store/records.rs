@@ -3,7 +3,10 @@
 
 use std::time::SystemTime;
 
-use belay_proto::domain::{HostName, Identity, Name, Reason, RequestId, Scope, Verdict};
+use belay_proto::domain::{HostName, Identity, Name, Reason, Request, RequestId, Scope, Verdict};
+
+use crate::audit;
+use crate::epoch::nanos;
 
 /// A one-time token an agent enrolls with. Only its SHA-256 is stored: whoever reads the
 /// database cannot enroll with it.
@@ -42,6 +45,20 @@ pub struct Grant {
     pub expires_at: SystemTime,
 }
 
+impl Grant {
+    /// The audit record of this grant, which a decision on `request` created.
+    pub(crate) fn audit_event(&self, request: &Request) -> audit::Event {
+        let at = nanos(self.granted_at);
+        let mut body = audit::request_body(request, "granted", at);
+        body.insert("reviewer".into(), self.reviewer.as_str().into());
+        body.insert("verdict".into(), self.verdict.as_str().into());
+        body.insert("reason".into(), self.reason.as_str().into());
+        body.insert("scope".into(), self.scope.as_str().into());
+        body.insert("expires_at".into(), nanos(self.expires_at).into());
+        audit::request_event(request, "granted", at, body)
+    }
+}
+
 /// One reviewer's approval of a request that needs several (quorum).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vote {
@@ -49,6 +66,18 @@ pub struct Vote {
     pub reason: Reason,
     pub scope: Scope,
     pub at: SystemTime,
+}
+
+impl Vote {
+    /// The audit record of this approval, counted towards the quorum of `request`.
+    pub(crate) fn audit_event(&self, request: &Request) -> audit::Event {
+        let at = nanos(self.at);
+        let mut body = audit::request_body(request, "voted", at);
+        body.insert("reviewer".into(), self.reviewer.as_str().into());
+        body.insert("reason".into(), self.reason.as_str().into());
+        body.insert("scope".into(), self.scope.as_str().into());
+        audit::request_event(request, "voted", at, body)
+    }
 }
 
 /// Result of [`super::Store::add_vote`].

@@ -27,10 +27,13 @@
 //!
 //! Here: the store and its [`Store`] methods. Beside it: [`open`] (connection settings,
 //! migrations), [`writer`] (the database thread and its batches), [`requests`] (the
-//! request operations and rows), [`extra`] (grants, votes, tokens, audit reads),
+//! request operations and rows), [`grants`] (grants and quorum votes), [`enroll`]
+//! (enrollment tokens and enrolled hosts), [`audit_log`] (appends and reads of the log),
 //! [`policy`] (fleet policy), [`reader`] (read-only connections).
 
-mod extra;
+mod audit_log;
+mod enroll;
+mod grants;
 mod open;
 mod policy;
 mod reader;
@@ -182,10 +185,10 @@ impl Store for SqliteStore {
         self.run(move |db| {
             let inserted = insert_if_absent(db, request)?;
             if let Inserted::New(request) = &inserted {
-                audit::sqlite::append(db, &signer, audit::submitted(request))?;
+                audit_log::append(db, &signer, audit::submitted(request))?;
                 // Stored already final: its ending is part of the same change.
                 if let Some(event) = audit::resolved(request) {
-                    audit::sqlite::append(db, &signer, event)?;
+                    audit_log::append(db, &signer, event)?;
                 }
             }
             Ok(inserted)
@@ -211,7 +214,7 @@ impl Store for SqliteStore {
                 let event = audit::resolved(request).ok_or_else(|| {
                     StoreError::Backend(format!("resolved request {id} has no resolution").into())
                 })?;
-                audit::sqlite::append(db, &signer, event)?;
+                audit_log::append(db, &signer, event)?;
             }
             Ok(resolved)
         })
@@ -238,8 +241,8 @@ impl Store for SqliteStore {
                     format!("no request {} to grant from", grant.from_request).into(),
                 )
             })?;
-            extra::add_grant(db, &grant)?;
-            audit::sqlite::append(db, &signer, audit::granted(&request, &grant))
+            grants::add_grant(db, &grant)?;
+            audit_log::append(db, &signer, grant.audit_event(&request))
         })
         .await
     }
@@ -247,7 +250,7 @@ impl Store for SqliteStore {
     async fn find_grants(&self, key: &GrantKey, now: SystemTime) -> Result<Vec<Grant>, StoreError> {
         let key = key.clone();
         self.readers
-            .read(move |db| extra::find_grants(db, &key, now))
+            .read(move |db| grants::find_grants(db, &key, now))
             .await
     }
 
@@ -257,9 +260,9 @@ impl Store for SqliteStore {
         self.run(move |db| {
             let request = get(db, &id)?
                 .ok_or_else(|| StoreError::Backend(format!("no request {id} to vote on").into()))?;
-            let voted = extra::add_vote(db, &id, &vote)?;
+            let voted = grants::add_vote(db, &id, &vote)?;
             if let Voted::Added(_) = &voted {
-                audit::sqlite::append(db, &signer, audit::voted(&request, &vote))?;
+                audit_log::append(db, &signer, vote.audit_event(&request))?;
             }
             Ok(voted)
         })
@@ -268,11 +271,11 @@ impl Store for SqliteStore {
 
     async fn votes(&self, id: &RequestId) -> Result<Vec<Vote>, StoreError> {
         let id = id.clone();
-        self.readers.read(move |db| extra::votes(db, &id)).await
+        self.readers.read(move |db| grants::votes(db, &id)).await
     }
 
     async fn add_enroll_token(&self, token: EnrollToken) -> Result<(), StoreError> {
-        self.run(move |db| extra::add_enroll_token(db, &token))
+        self.run(move |db| enroll::add_enroll_token(db, &token))
             .await
     }
 
@@ -280,14 +283,14 @@ impl Store for SqliteStore {
         let signer = Arc::clone(&self.audit);
         // One job, hence one savepoint: the token is taken together with its record.
         self.run(move |db| {
-            let Some(token) = extra::take_enroll_token(db, &enrollment)? else {
-                return extra::enroll_refusal(db, &enrollment);
+            let Some(token) = enroll::take_enroll_token(db, &enrollment)? else {
+                return enroll::enroll_refusal(db, &enrollment);
             };
             let new_host = super::enrollment::may_claim_host(&enrollment, &token)
-                && extra::claim_host(db, &enrollment)?;
+                && enroll::claim_host(db, &enrollment)?;
             let outcome = EnrollOutcome::taken(&enrollment, token.clone(), new_host);
             let event = super::enrollment::audit_event(&enrollment, &token, &outcome);
-            audit::sqlite::append(db, &signer, event)?;
+            audit_log::append(db, &signer, event)?;
             Ok(outcome)
         })
         .await
@@ -299,14 +302,14 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<audit::Record>, StoreError> {
         self.readers
-            .read(move |db| extra::audit_records(db, after_seq, limit))
+            .read(move |db| audit_log::records(db, after_seq, limit))
             .await
     }
     async fn push_policy(&self, new: NewPolicy) -> Result<StoredPolicy, StoreError> {
         let signer = Arc::clone(&self.audit);
         self.run(move |db| {
             let stored = policy::push(db, new)?;
-            audit::sqlite::append(db, &signer, super::policy::audit_event(&stored))?;
+            audit_log::append(db, &signer, super::policy::audit_event(&stored))?;
             Ok(stored)
         })
         .await
@@ -324,7 +327,7 @@ impl Store for SqliteStore {
         let signer = Arc::clone(&self.audit);
         self.run(move |db| {
             let votes = policy::add_vote(db, &vote, since)?;
-            audit::sqlite::append(db, &signer, super::policy::vote_audit_event(&vote))?;
+            audit_log::append(db, &signer, super::policy::vote_audit_event(&vote))?;
             Ok(votes)
         })
         .await

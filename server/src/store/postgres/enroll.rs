@@ -14,8 +14,9 @@ use tokio_postgres::Client;
 use super::super::StoreError;
 use super::super::columns::{from_nanos, nanos};
 use super::super::enrollment::{self, EnrollOutcome, Enrollment};
+use super::audit_log;
 use super::rows;
-use crate::audit::{self, AuditSigner};
+use crate::audit::AuditSigner;
 
 const TAKE_SQL: &str = "UPDATE enroll_tokens SET used_at = $2 \
      WHERE hash = $1 AND used_at IS NULL AND expires_at > $2 \
@@ -102,7 +103,7 @@ async fn take(
             .await?
             == 1;
     let outcome = EnrollOutcome::taken(enrollment, token.clone(), new_host);
-    audit::postgres::append_one(
+    audit_log::append_one(
         client,
         signer,
         enrollment::audit_event(enrollment, &token, &outcome),

@@ -15,6 +15,7 @@
 //! Connections are plaintext (`NoTls`): the database is expected on loopback or a
 //! trusted network.
 
+mod audit_log;
 mod enroll;
 mod listen;
 mod policy;
@@ -50,10 +51,7 @@ const READERS: usize = 2;
 /// Jobs queued towards the writer before callers wait for room.
 const QUEUE: usize = 1024;
 
-/// Whether `db` names a PostgreSQL database rather than a SQLite file.
-pub fn is_postgres_url(db: &str) -> bool {
-    db.starts_with("postgres://") || db.starts_with("postgresql://")
-}
+pub use crate::database_url::is_postgres_url;
 
 /// Requests in a PostgreSQL database; survives restarts, shared by replicas.
 ///
@@ -89,7 +87,7 @@ impl PostgresStore {
     /// The audit key must be given (`options.key`): there is no database file to put it
     /// next to, and every replica must sign with the same key.
     pub async fn connect(url: &str, options: AuditOptions) -> Result<Self, StoreError> {
-        let target = audit::postgres::redact_url(url);
+        let target = crate::database_url::redact_url(url);
         let open_error = |problem: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: PathBuf::from(&target),
             problem,
@@ -107,7 +105,7 @@ impl PostgresStore {
 
     /// [`PostgresStore::connect`] with the audit signer given.
     pub async fn connect_with_signer(url: &str, signer: AuditSigner) -> Result<Self, StoreError> {
-        let target = audit::postgres::redact_url(url);
+        let target = crate::database_url::redact_url(url);
         let open_error = |problem: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: PathBuf::from(&target),
             problem,
@@ -252,10 +250,7 @@ impl Store for PostgresStore {
         let (secs, nanos) = rows::split_time(now);
         let rows = self.pool.get().await?.query(SQL, &[&secs, &nanos]).await?;
         rows.iter()
-            .map(|row| {
-                let id: String = row.try_get(0)?;
-                RequestId::new(id.clone()).map_err(|err| rows::damaged(&id, err))
-            })
+            .map(|row| rows::request_id(row.try_get(0)?))
             .collect()
     }
 
@@ -352,7 +347,7 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Vec<audit::Record>, StoreError> {
         let conn = self.pool.get().await?;
-        audit::postgres::records(conn.client(), after_seq, limit).await
+        audit_log::records(conn.client(), after_seq, limit).await
     }
 
     fn remote_changes(&self) -> Option<mpsc::UnboundedReceiver<RemoteChange>> {

@@ -8,8 +8,9 @@ use tokio_postgres::Client;
 
 use super::super::columns::nanos;
 use super::super::{NewPolicy, PolicyVote, StoreError, StoredPolicy};
+use super::audit_log;
 use super::listen;
-use crate::audit::{self, AuditSigner};
+use crate::audit::AuditSigner;
 
 pub(super) const MIGRATION: &str = r#"
 CREATE TABLE policies (
@@ -47,7 +48,7 @@ async fn push_in_transaction(
     new: NewPolicy,
 ) -> Result<StoredPolicy, StoreError> {
     client
-        .execute(audit::postgres::LOCK_CHAIN, &[&audit::postgres::CHAIN_LOCK])
+        .execute(audit_log::LOCK_CHAIN, &[&audit_log::CHAIN_LOCK])
         .await?;
     let version: i64 = client
         .query_one("SELECT COALESCE(MAX(version), 0) + 1 FROM policies", &[])
@@ -68,7 +69,7 @@ async fn push_in_transaction(
             ],
         )
         .await?;
-    audit::postgres::append_one(client, signer, super::super::policy::audit_event(&stored)).await?;
+    audit_log::append_one(client, signer, super::super::policy::audit_event(&stored)).await?;
     client
         .execute(
             "DELETE FROM policy_votes WHERE sha256 = $1",
@@ -133,7 +134,7 @@ async fn vote_in_transaction(
     since: std::time::SystemTime,
 ) -> Result<Vec<PolicyVote>, StoreError> {
     client
-        .execute(audit::postgres::LOCK_CHAIN, &[&audit::postgres::CHAIN_LOCK])
+        .execute(audit_log::LOCK_CHAIN, &[&audit_log::CHAIN_LOCK])
         .await?;
     client
         .execute(
@@ -147,8 +148,7 @@ async fn vote_in_transaction(
             ],
         )
         .await?;
-    audit::postgres::append_one(client, signer, super::super::policy::vote_audit_event(vote))
-        .await?;
+    audit_log::append_one(client, signer, super::super::policy::vote_audit_event(vote)).await?;
     let rows = client
         .query(
             "SELECT sha256, admin, reason, at FROM policy_votes \

@@ -4,7 +4,7 @@
 use tokio_postgres::Client;
 
 use super::super::StoreError;
-use crate::audit;
+use super::audit_log;
 
 /// Key of the advisory lock held while migrating ("belay" + 2).
 const MIGRATION_LOCK: i64 = 0x6265_6c61_7902;
@@ -13,7 +13,7 @@ const MIGRATION_LOCK: i64 = 0x6265_6c61_7902;
 /// Never edit one that has shipped; add the next. The numbering follows SQLite's.
 const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
-    audit::postgres::MIGRATION,
+    audit_log::MIGRATION,
     MIGRATION_3,
     super::policy::MIGRATION,
     MIGRATION_5,

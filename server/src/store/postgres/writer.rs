@@ -5,7 +5,7 @@
 //! waiting (up to [`MAX_BATCH`]) and runs them in one transaction, in two round trips
 //! whatever their number, pipelined:
 //! 1. `BEGIN`, the chain lock (serialising writers across replicas, see
-//!    [`audit::postgres`]), the chain's head, then one statement per job (two for a vote),
+//!    [`audit_log`]), the chain's head, then one statement per job (two for a vote),
 //!    each a single atomic insert-if-absent or compare-and-set;
 //! 2. the batch's audit records and checkpoints (one statement each), the notifications
 //!    for other replicas, `COMMIT`.
@@ -28,6 +28,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, Row, Statement};
 
 use super::super::{Grant, Inserted, RemoteChange, Resolved, StoreError, Vote, Voted};
+use super::audit_log;
 use super::listen;
 use super::pool::connect;
 use super::rows::{self, REQUEST_COLUMNS};
@@ -133,15 +134,15 @@ impl Connection {
     async fn open(config: &Config) -> Result<Self, tokio_postgres::Error> {
         let client = connect(config).await?;
         Ok(Self {
-            lock: client.prepare(audit::postgres::LOCK_CHAIN).await?,
-            head: client.prepare(audit::postgres::HEAD).await?,
+            lock: client.prepare(audit_log::LOCK_CHAIN).await?,
+            head: client.prepare(audit_log::HEAD).await?,
             insert: client.prepare(INSERT_SQL).await?,
             resolve: client.prepare(&resolve_sql()).await?,
             grant: client.prepare(&grant_sql()).await?,
             vote: client.prepare(&vote_sql()).await?,
             votes: client.prepare(VOTES_SQL).await?,
-            records: client.prepare(audit::postgres::INSERT_RECORDS).await?,
-            checkpoints: client.prepare(audit::postgres::INSERT_CHECKPOINTS).await?,
+            records: client.prepare(audit_log::INSERT_RECORDS).await?,
+            checkpoints: client.prepare(audit_log::INSERT_CHECKPOINTS).await?,
             notify: client
                 .prepare(&format!("SELECT pg_notify('{}', $1)", listen::CHANNEL))
                 .await?,
@@ -319,7 +320,7 @@ impl Op {
                             format!("no request {} to grant from", grant.from_request).into(),
                         )
                     })?;
-                effects.events.push(audit::granted(&request, grant));
+                effects.events.push(grant.audit_event(&request));
                 Ok(Done::Granted)
             }
             Self::Vote(id, vote) => {
@@ -334,7 +335,7 @@ impl Op {
                     .map(rows::vote_from)
                     .collect::<Result<Vec<_>, _>>()?;
                 if row.try_get::<_, bool>(4)? {
-                    effects.events.push(audit::voted(&request, vote));
+                    effects.events.push(vote.audit_event(&request));
                     Ok(Done::Voted(Voted::Added(votes)))
                 } else {
                     Ok(Done::Voted(Voted::AlreadyVoted(votes)))
@@ -365,9 +366,7 @@ impl Writer {
             self.process(std::mem::take(&mut batch)).await;
         }
         let signed = match connection(&mut self.connection, &self.config).await {
-            Ok(connection) => {
-                audit::postgres::checkpoint_head(&connection.client, &self.signer).await
-            }
+            Ok(connection) => audit_log::checkpoint_head(&connection.client, &self.signer).await,
             Err(err) => Err(err),
         };
         match signed {
@@ -458,7 +457,7 @@ async fn run_batch_inner(
     ops: &[Op],
 ) -> Result<Vec<Done>, StoreError> {
     let client = &connection.client;
-    let lock_params: Vec<Param> = vec![Box::new(audit::postgres::CHAIN_LOCK)];
+    let lock_params: Vec<Param> = vec![Box::new(audit_log::CHAIN_LOCK)];
     let job_calls: Vec<(usize, &Statement, Vec<Param>)> = ops
         .iter()
         .enumerate()
@@ -482,7 +481,7 @@ async fn run_batch_inner(
     let mut next = || results.next().expect("one result per call");
     next()?;
     next()?;
-    let head = audit::postgres::head_from(next()?.first())?;
+    let head = audit_log::head_from(next()?.first())?;
 
     let mut per_op: Vec<Vec<Vec<Row>>> = ops.iter().map(|_| Vec::new()).collect();
     for (index, _, _) in &job_calls {
@@ -495,7 +494,7 @@ async fn run_batch_inner(
         .map(|(op, results)| op.outcome(results, &mut effects))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut appends = audit::postgres::Appends::new(head);
+    let mut appends = audit_log::Appends::new(head);
     for event in effects.events {
         appends.push(signer, event)?;
     }

@@ -7,8 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::super::StoreError;
-use super::{extra, policy};
-use crate::audit;
+use super::{enroll, grants, policy};
 
 /// How long a statement waits for a lock held by another connection (another process
 /// on the same file, an operator's `sqlite3`) before failing with "database is locked".
@@ -17,10 +16,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Never edit one that has shipped; add the next.
 const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
-    audit::sqlite::MIGRATION,
-    extra::MIGRATION,
+    super::audit_log::MIGRATION,
+    grants::MIGRATION,
     policy::MIGRATION,
-    extra::MIGRATION_ENROLLED_HOSTS,
+    enroll::MIGRATION_ENROLLED_HOSTS,
     policy::MIGRATION_VOTES,
 ];
 

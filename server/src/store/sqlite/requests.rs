@@ -1,19 +1,21 @@
 //! The request operations, run on the database thread inside a batch transaction (or
-//! on a reader), and how a row becomes a request again.
+//! on a reader). How a row becomes a request again is `store::columns`, shared with
+//! PostgreSQL.
 
 use std::time::SystemTime;
 
-use belay_proto::domain::{Request, RequestId, RequestState, Resolution};
+use belay_proto::domain::{Request, RequestId, Resolution};
 use belay_proto::v1;
 use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
+use super::super::columns::{RequestRow, damaged, join_time, request_id, split_time};
 use super::super::{Inserted, Resolved, StoreError};
 
 const SELECT_REQUEST: &str = "SELECT id, state, request, resolution FROM requests";
 
 pub(super) fn insert_if_absent(db: &Connection, request: Request) -> Result<Inserted, StoreError> {
-    let (submitted, resolution) = encode(&request);
+    let (submitted, resolution) = RequestRow::encode(&request);
     let (created_secs, created_nanos) = split_time(request.created_at);
     let (deadline_secs, deadline_nanos) = split_time(request.deadline);
     let inserted = db
@@ -46,9 +48,9 @@ pub(super) fn insert_if_absent(db: &Connection, request: Request) -> Result<Inse
 
 pub(super) fn get(db: &Connection, id: &RequestId) -> Result<Option<Request>, StoreError> {
     db.prepare_cached(&format!("{SELECT_REQUEST} WHERE id = ?1"))?
-        .query_row([id.as_str()], StoredRow::read)
+        .query_row([id.as_str()], read_row)
         .optional()?
-        .map(StoredRow::decode)
+        .map(RequestRow::decode)
         .transpose()
 }
 
@@ -68,10 +70,7 @@ pub(super) fn resolve_pending(
              WHERE id = ?1 AND state = 'pending' \
              RETURNING id, state, request, resolution",
         )?
-        .query_row(
-            params![id.as_str(), state.as_str(), encoded],
-            StoredRow::read,
-        )
+        .query_row(params![id.as_str(), state.as_str(), encoded], read_row)
         .optional()?;
     if let Some(row) = updated {
         return Ok(Resolved::Now(row.decode()?));
@@ -88,7 +87,7 @@ pub(super) fn pending(db: &Connection) -> Result<Vec<Request>, StoreError> {
         "{SELECT_REQUEST} WHERE state = 'pending' \
          ORDER BY created_secs, created_nanos, id"
     ))?
-    .query_map([], StoredRow::read)?
+    .query_map([], read_row)?
     .map(|row| row?.decode())
     .collect()
 }
@@ -101,10 +100,7 @@ pub(super) fn pending_due(db: &Connection, now: SystemTime) -> Result<Vec<Reques
          ORDER BY deadline_secs, deadline_nanos, id",
     )?
     .query_map([secs, nanos], |row| row.get::<_, String>(0))?
-    .map(|id| {
-        let id = id?;
-        RequestId::new(id.clone()).map_err(|err| damaged(&id, err))
-    })
+    .map(|id| request_id(id?))
     .collect()
 }
 
@@ -125,83 +121,12 @@ pub(super) fn next_deadline(db: &Connection) -> Result<Option<SystemTime>, Store
     .transpose()
 }
 
-// ---------------------------------------------------------------------------------------
-// Rows
-
-/// The columns a request is rebuilt from.
-struct StoredRow {
-    id: String,
-    state: String,
-    request: Vec<u8>,
-    resolution: Option<Vec<u8>>,
-}
-
-impl StoredRow {
-    /// Reads the columns of [`SELECT_REQUEST`], in its order.
-    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            state: row.get(1)?,
-            request: row.get(2)?,
-            resolution: row.get(3)?,
-        })
-    }
-
-    fn decode(self) -> Result<Request, StoreError> {
-        let bad = |problem: &dyn std::fmt::Display| damaged(&self.id, problem);
-        let state = parse_state(&self.state)
-            .ok_or_else(|| bad(&format_args!("unknown state {:?}", self.state)))?;
-        let mut wire = v1::Request::decode(self.request.as_slice()).map_err(|err| bad(&err))?;
-        wire.state = v1::RequestState::from(state).into();
-        wire.resolution = self
-            .resolution
-            .as_deref()
-            .map(v1::Resolution::decode)
-            .transpose()
-            .map_err(|err| bad(&err))?;
-        let request = Request::try_from(wire).map_err(|err| bad(&err))?;
-        if request.id.as_str() != self.id {
-            return Err(bad(&format_args!("the row holds request {}", request.id)));
-        }
-        Ok(request)
-    }
-}
-
-/// The request in its pending form, and its resolution, each protobuf-encoded.
-fn encode(request: &Request) -> (Vec<u8>, Option<Vec<u8>>) {
-    let mut wire = v1::Request::from(request.clone());
-    let resolution = wire
-        .resolution
-        .take()
-        .map(|resolution| resolution.encode_to_vec());
-    wire.state = v1::RequestState::Pending.into();
-    (wire.encode_to_vec(), resolution)
-}
-
-fn parse_state(state: &str) -> Option<RequestState> {
-    [
-        RequestState::Pending,
-        RequestState::Approved,
-        RequestState::Denied,
-        RequestState::Expired,
-        RequestState::Cancelled,
-    ]
-    .into_iter()
-    .find(|known| known.as_str() == state)
-}
-
-fn damaged(id: &str, problem: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("stored request {id:?} is damaged: {problem}").into())
-}
-
-/// Seconds and nanoseconds since the epoch, nanoseconds in `0..1e9` (also before the
-/// epoch), so that `(secs, nanos)` orders like the time itself.
-fn split_time(time: SystemTime) -> (i64, i64) {
-    let timestamp = prost_types::Timestamp::from(time);
-    (timestamp.seconds, i64::from(timestamp.nanos))
-}
-
-fn join_time(seconds: i64, nanos: i64) -> Option<SystemTime> {
-    let nanos = i32::try_from(nanos).ok()?;
-    SystemTime::try_from(prost_types::Timestamp { seconds, nanos }).ok()
+/// Reads the columns of [`SELECT_REQUEST`], in its order; `columns` decodes them.
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
+    Ok(RequestRow {
+        id: row.get(0)?,
+        state: row.get(1)?,
+        request: row.get(2)?,
+        resolution: row.get(3)?,
+    })
 }

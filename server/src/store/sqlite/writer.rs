@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::StoreError;
-use crate::audit::{self, AuditSigner};
+use crate::audit::AuditSigner;
 
 /// Most jobs committed together; bounds how long the first of a burst waits.
 pub(super) const MAX_BATCH: usize = 256;
@@ -80,7 +80,7 @@ pub(super) fn run_jobs(
     let signed = connection
         .execute_batch("BEGIN IMMEDIATE")
         .map_err(StoreError::from)
-        .and_then(|()| audit::sqlite::checkpoint_head(connection, signer))
+        .and_then(|()| super::audit_log::checkpoint_head(connection, signer))
         .and_then(|signed| {
             connection.execute_batch("COMMIT")?;
             Ok(signed)

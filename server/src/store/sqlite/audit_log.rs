@@ -1,15 +1,16 @@
 //! The audit log in the SQLite database (tables `audit` and `audit_checkpoints`, created
 //! by migration 2 of the store). Appends run on the store's database thread, inside the
-//! transaction of the state change they record.
+//! transaction of the state change they record; `crate::audit` says what the records
+//! hold, and `belay_audit` how they chain and how a log is verified.
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{AuditSigner, Event, GENESIS, Record};
-use crate::approvals::StoreError;
+use super::super::StoreError;
+use crate::audit::{AuditSigner, Event, GENESIS, Record, SELECT_RECORDS};
 
 /// Migration 2 of the store: the audit tables. Triggers refuse UPDATE and DELETE, so that
 /// no code path (or operator mistake) edits the log; tampering with the file itself is
-/// what [`super::verify`] is for.
+/// what [`crate::audit::verify`] is for.
 pub(crate) const MIGRATION: &str = "
 CREATE TABLE audit (
     seq INTEGER PRIMARY KEY NOT NULL CHECK (seq > 0),
@@ -126,4 +127,32 @@ pub(crate) fn checkpoint_head(
     }
     insert_checkpoint(db, signer, seq, &hash)?;
     Ok(Some(seq))
+}
+
+/// Records with `seq > after_seq`, in order, at most `limit`.
+pub(super) fn records(
+    db: &Connection,
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<Record>, StoreError> {
+    let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut statement = db.prepare_cached(&format!(
+        "{} WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        SELECT_RECORDS
+    ))?;
+    let records = statement
+        .query_map(params![after, limit], |row| {
+            Ok(Record {
+                seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                at: row.get(1)?,
+                kind: row.get(2)?,
+                request_id: row.get(3)?,
+                body: row.get(4)?,
+                prev_hash: row.get(5)?,
+                hash: row.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(records)
 }

@@ -1,5 +1,6 @@
-//! The audit log on real SQLite files: a lifecycle's records, then copies of that
-//! database tampered with raw SQL, each caught at the right record.
+//! The audit log on real SQLite files, written through the approval rules: a
+//! lifecycle's records, then copies of that database tampered with raw SQL, each caught
+//! at the right record. (Here rather than in `audit`, which sits below the rules.)
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU16;
@@ -14,8 +15,8 @@ use ed25519_dalek::VerifyingKey;
 use rusqlite::Connection;
 use tempfile::TempDir;
 
-use super::*;
 use crate::approvals::{AgentIdentity, Approvals, AuditOptions, MemoryStore, SqliteStore};
+use crate::audit::*;
 
 const T0: Duration = Duration::from_secs(1_800_000_000);
 
