@@ -52,6 +52,9 @@ use tokio_util::sync::CancellationToken;
 pub use outbox::{AgentIdentity, AgentSession, ConnectedAgent};
 // The store's types, where the approval rules' users have always found them.
 pub use crate::store::{
+    AuditLogStore, EnrollmentStore, GrantStore, PolicyStore, RequestStore, VoteStore,
+};
+pub use crate::store::{
     AuditOptions, EnrollToken, Grant, GrantKey, Inserted, MemoryStore, RemoteChange, Resolved,
     SqliteStore, Store, StoreError, Vote, Voted,
 };

@@ -467,7 +467,7 @@ async fn a_state_change_and_its_audit_record_commit_together_or_not_at_all() {
 
 #[tokio::test]
 async fn the_memory_store_keeps_a_chain_with_the_same_rules() {
-    use crate::approvals::{Resolved, Store as _};
+    use crate::approvals::{RequestStore as _, Resolved};
     use belay_proto::domain::{Outcome, Request, Resolution};
 
     let store = MemoryStore::with_audit(AuditSigner::new(AuditKey::generate().unwrap(), 2));

@@ -2,8 +2,8 @@
 //! decided, expired, cancelled, voted, granted) as an [`Event`] appended to the
 //! hash-chained log with signed checkpoints that `belay_audit` defines and verifies.
 //!
-//! Here: the records of a request's own lifecycle ([`submitted`], [`resolved`]) and the
-//! body every request record starts with ([`request_body`]); the store builds the
+//! Here: the records of a request's own lifecycle (`submitted`, `resolved`) and the
+//! body every request record starts with (`request_body`); the store builds the
 //! records of what it keeps besides requests (votes, grants, enrollments, policies) on
 //! that body, and appends them in the same transaction (or critical section) as the
 //! change they record (see `store`). [`verify`] checks a SQLite database,

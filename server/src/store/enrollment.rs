@@ -58,7 +58,7 @@ pub struct IssuedCertificate {
     pub sha256: String,
 }
 
-/// Result of [`super::Store::enroll`].
+/// Result of [`super::EnrollmentStore::enroll`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnrollOutcome {
     /// The token was good for this host: it is used up and the enrollment audited.

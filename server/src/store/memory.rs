@@ -12,8 +12,8 @@ use belay_proto::domain::{Request, RequestId, Resolution};
 use super::enrollment;
 use super::policy::{self, NewPolicy, PolicyVote, StoredPolicy};
 use super::{
-    EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, Inserted, Resolved, Store, StoreError,
-    Vote, Voted,
+    AuditLogStore, EnrollOutcome, EnrollToken, Enrollment, EnrollmentStore, Grant, GrantKey,
+    GrantStore, Inserted, PolicyStore, RequestStore, Resolved, StoreError, Vote, VoteStore, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner, MemoryChain, Report};
 
@@ -101,7 +101,7 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl RequestStore for MemoryStore {
     async fn insert_if_absent(&self, request: Request) -> Result<Inserted, StoreError> {
         let mut inner = self.lock();
         if let Some(existing) = inner.requests.get(&request.id) {
@@ -175,7 +175,9 @@ impl Store for MemoryStore {
             .first()
             .map(|(deadline, _)| *deadline))
     }
+}
 
+impl GrantStore for MemoryStore {
     async fn add_grant(&self, grant: Grant) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let request = inner
@@ -203,7 +205,9 @@ impl Store for MemoryStore {
         found.sort_by_key(|grant| std::cmp::Reverse(grant.granted_at));
         Ok(found)
     }
+}
 
+impl VoteStore for MemoryStore {
     async fn add_vote(&self, id: &RequestId, vote: Vote) -> Result<Voted, StoreError> {
         let mut inner = self.lock();
         let request = inner
@@ -227,7 +231,9 @@ impl Store for MemoryStore {
     async fn votes(&self, id: &RequestId) -> Result<Vec<Vote>, StoreError> {
         Ok(self.lock().votes.get(id).cloned().unwrap_or_default())
     }
+}
 
+impl EnrollmentStore for MemoryStore {
     async fn add_enroll_token(&self, token: EnrollToken) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if inner.enroll_tokens.contains_key(&token.hash) {
@@ -259,7 +265,9 @@ impl Store for MemoryStore {
             .append(enrollment::audit_event(&enrollment, &token, &outcome));
         Ok(outcome)
     }
+}
 
+impl AuditLogStore for MemoryStore {
     async fn audit_records(
         &self,
         after_seq: u64,
@@ -275,7 +283,9 @@ impl Store for MemoryStore {
             .cloned()
             .collect())
     }
+}
 
+impl PolicyStore for MemoryStore {
     async fn push_policy(&self, new: NewPolicy) -> Result<StoredPolicy, StoreError> {
         let mut inner = self.lock();
         let version = inner.policy.as_ref().map_or(0, |p| p.version) + 1;

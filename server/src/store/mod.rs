@@ -1,11 +1,13 @@
-//! Where requests live. The approval rules talk to storage only through [`Store`], whose
-//! operations are atomic on their own (insert-if-absent, resolve-if-pending) so that the
+//! Where requests live. The approval rules talk to storage only through [`Store`] (the
+//! sum of one trait per concern: [`RequestStore`], [`GrantStore`], [`VoteStore`],
+//! [`EnrollmentStore`], [`AuditLogStore`], [`PolicyStore`]), whose operations are atomic
+//! on their own (insert-if-absent, resolve-if-pending) so that the
 //! rules stay correct with several server replicas sharing a database.
 //!
 //! Backends:
 //! - [`SqliteStore`]: the default, a SQLite file embedded in the server process;
 //! - [`PostgresStore`]: a PostgreSQL database several server replicas share; each
-//!   reports the others' changes through [`Store::remote_changes`] (LISTEN/NOTIFY);
+//!   reports the others' changes through [`RequestStore::remote_changes`] (LISTEN/NOTIFY);
 //! - [`MemoryStore`]: process memory, lost on restart; for tests and development.
 //!
 //! The methods are async and fallible because PostgreSQL's are, although the memory
@@ -71,7 +73,7 @@ pub enum StoreError {
     Backend(#[source] Box<dyn Error + Send + Sync>),
 }
 
-/// Result of [`Store::insert_if_absent`].
+/// Result of [`RequestStore::insert_if_absent`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
     /// The request was new and is now stored.
@@ -80,7 +82,7 @@ pub enum Inserted {
     Existing(Request),
 }
 
-/// Result of [`Store::resolve_pending`].
+/// Result of [`RequestStore::resolve_pending`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved {
     /// The request was pending and now carries the resolution.
@@ -90,7 +92,8 @@ pub enum Resolved {
     NotFound,
 }
 
-pub trait Store: Send + Sync + 'static {
+/// Requests and their one change of state.
+pub trait RequestStore: Send + Sync + 'static {
     fn insert_if_absent(
         &self,
         request: Request,
@@ -121,6 +124,17 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest deadline among pending requests.
     fn next_deadline(&self) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
 
+    /// Changes that other server processes make to a shared database, for the one caller
+    /// that follows them (`None` after the first call, and for stores no other process
+    /// uses). A store shared by several replicas must report every request they insert
+    /// or resolve, so that decisions reach agents connected to another replica.
+    fn remote_changes(&self) -> Option<mpsc::UnboundedReceiver<RemoteChange>> {
+        None
+    }
+}
+
+/// Scoped grants: standing decisions on the same action.
+pub trait GrantStore: Send + Sync + 'static {
     /// Records a scoped grant (and its audit record).
     fn add_grant(&self, grant: Grant) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -130,7 +144,10 @@ pub trait Store: Send + Sync + 'static {
         key: &GrantKey,
         now: SystemTime,
     ) -> impl Future<Output = Result<Vec<Grant>, StoreError>> + Send;
+}
 
+/// Approvals counted towards a request's quorum.
+pub trait VoteStore: Send + Sync + 'static {
     /// Counts `vote` towards the quorum of request `id`, unless that reviewer's vote is
     /// counted already: one atomic step, so two replicas cannot count a reviewer twice.
     fn add_vote(
@@ -141,7 +158,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The approvals counted so far for request `id`, oldest first.
     fn votes(&self, id: &RequestId) -> impl Future<Output = Result<Vec<Vote>, StoreError>> + Send;
+}
 
+/// One-time enrollment tokens and their use.
+pub trait EnrollmentStore: Send + Sync + 'static {
     /// Stores a new enrollment token. A hash already stored is an error.
     fn add_enroll_token(
         &self,
@@ -158,22 +178,20 @@ pub trait Store: Send + Sync + 'static {
         &self,
         enrollment: Enrollment,
     ) -> impl Future<Output = Result<EnrollOutcome, StoreError>> + Send;
+}
 
+/// Reading the audit log the other operations append to.
+pub trait AuditLogStore: Send + Sync + 'static {
     /// Audit records with `seq > after_seq`, in order, at most `limit`.
     fn audit_records(
         &self,
         after_seq: u64,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<audit::Record>, StoreError>> + Send;
+}
 
-    /// Changes that other server processes make to a shared database, for the one caller
-    /// that follows them (`None` after the first call, and for stores no other process
-    /// uses). A store shared by several replicas must report every request they insert
-    /// or resolve, so that decisions reach agents connected to another replica.
-    fn remote_changes(&self) -> Option<mpsc::UnboundedReceiver<RemoteChange>> {
-        None
-    }
-
+/// The fleet policy: pushed versions and the votes that pushes need under a quorum.
+pub trait PolicyStore: Send + Sync + 'static {
     /// Counts `vote` (an admin pushing a text while pushes need a quorum) with its audit
     /// record, in one atomic step; a later vote of the same admin for the same text
     /// replaces the earlier one. Returns the votes for that text cast at or after
@@ -204,4 +222,16 @@ pub trait Store: Send + Sync + 'static {
     fn remote_policy_changes(&self) -> Option<mpsc::UnboundedReceiver<u64>> {
         None
     }
+}
+
+/// Everything the server keeps, one concern per trait so that each user can say which
+/// it needs; every backend implements them all, and gets this one for free.
+pub trait Store:
+    RequestStore + GrantStore + VoteStore + EnrollmentStore + AuditLogStore + PolicyStore
+{
+}
+
+impl<S> Store for S where
+    S: RequestStore + GrantStore + VoteStore + EnrollmentStore + AuditLogStore + PolicyStore
+{
 }

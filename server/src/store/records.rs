@@ -80,7 +80,7 @@ impl Vote {
     }
 }
 
-/// Result of [`super::Store::add_vote`].
+/// Result of [`super::VoteStore::add_vote`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Voted {
     /// Counted; every approval of the request so far, oldest first.

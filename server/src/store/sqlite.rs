@@ -14,7 +14,7 @@
 //! - `request`: the request as submitted, the protobuf `belay.v1.Request` in its pending
 //!   form (no resolution); never changes after the insert;
 //! - `resolution`: the protobuf `belay.v1.Resolution`, NULL while pending; set once, by
-//!   the conditional UPDATE of [`Store::resolve_pending`].
+//!   the conditional UPDATE of [`RequestStore::resolve_pending`].
 //!
 //! Migration 2 adds the audit log (`audit`, `audit_checkpoints`; see [`crate::audit`]):
 //! every insert of a new request and every resolution appends its record in the same
@@ -52,8 +52,9 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, Inserted, NewPolicy, PolicyVote,
-    Resolved, Store, StoreError, StoredPolicy, Vote, Voted,
+    AuditLogStore, EnrollOutcome, EnrollToken, Enrollment, EnrollmentStore, Grant, GrantKey,
+    GrantStore, Inserted, NewPolicy, PolicyStore, PolicyVote, RequestStore, Resolved, StoreError,
+    StoredPolicy, Vote, VoteStore, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner};
 use open::{open_connection, stable_plans};
@@ -179,7 +180,7 @@ impl Drop for SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
+impl RequestStore for SqliteStore {
     async fn insert_if_absent(&self, request: Request) -> Result<Inserted, StoreError> {
         let signer = Arc::clone(&self.audit);
         self.run(move |db| {
@@ -232,7 +233,9 @@ impl Store for SqliteStore {
     async fn next_deadline(&self) -> Result<Option<SystemTime>, StoreError> {
         self.readers.read(next_deadline).await
     }
+}
 
+impl GrantStore for SqliteStore {
     async fn add_grant(&self, grant: Grant) -> Result<(), StoreError> {
         let signer = Arc::clone(&self.audit);
         self.run(move |db| {
@@ -253,7 +256,9 @@ impl Store for SqliteStore {
             .read(move |db| grants::find_grants(db, &key, now))
             .await
     }
+}
 
+impl VoteStore for SqliteStore {
     async fn add_vote(&self, id: &RequestId, vote: Vote) -> Result<Voted, StoreError> {
         let id = id.clone();
         let signer = Arc::clone(&self.audit);
@@ -273,7 +278,9 @@ impl Store for SqliteStore {
         let id = id.clone();
         self.readers.read(move |db| grants::votes(db, &id)).await
     }
+}
 
+impl EnrollmentStore for SqliteStore {
     async fn add_enroll_token(&self, token: EnrollToken) -> Result<(), StoreError> {
         self.run(move |db| enroll::add_enroll_token(db, &token))
             .await
@@ -295,7 +302,9 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+impl AuditLogStore for SqliteStore {
     async fn audit_records(
         &self,
         after_seq: u64,
@@ -305,6 +314,9 @@ impl Store for SqliteStore {
             .read(move |db| audit_log::records(db, after_seq, limit))
             .await
     }
+}
+
+impl PolicyStore for SqliteStore {
     async fn push_policy(&self, new: NewPolicy) -> Result<StoredPolicy, StoreError> {
         let signer = Arc::clone(&self.audit);
         self.run(move |db| {

@@ -1,5 +1,6 @@
 //! The [`Store`] contract, run against every backend.
 
+use crate::store::RequestStore as _;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU16;
 use std::time::{Duration, SystemTime};
@@ -10,7 +11,7 @@ use belay_proto::domain::{
 };
 
 use super::testing::{Backend, for_each_backend};
-use super::{Inserted, Resolved, Store};
+use super::{Inserted, Resolved};
 
 const T0: Duration = Duration::from_secs(1_800_000_000);
 

@@ -4,11 +4,12 @@
 //! enrollment and a spent token are audited with the token's id, never its secret or
 //! full hash.
 
+use crate::store::{AuditLogStore as _, EnrollmentStore as _, RequestStore as _};
 use belay_proto::domain::HostName;
 
 use super::testing::{Backend, for_each_backend};
 use super::tests::at;
-use super::{EnrollOutcome, EnrollToken, Enrollment, IssuedCertificate, Store, token_id};
+use super::{EnrollOutcome, EnrollToken, Enrollment, IssuedCertificate, token_id};
 
 fn token(byte: u8, host: Option<&str>, expires: u64) -> EnrollToken {
     EnrollToken {

@@ -1,10 +1,11 @@
 //! The fleet policy part of the [`Store`] contract, run against every backend.
 
+use crate::store::{AuditLogStore as _, PolicyStore as _, RequestStore as _};
 use belay_proto::domain::{Identity, PolicyText, Reason};
 
 use super::testing::{Backend, for_each_backend};
 use super::tests::at;
-use super::{NewPolicy, PolicyVote, Store};
+use super::{NewPolicy, PolicyVote};
 
 fn new_policy(text: &str, by: &str, offset: u64) -> NewPolicy {
     NewPolicy {

@@ -1,13 +1,14 @@
 //! The [`Store`] contract for grants, votes and audit reading, run against every
 //! backend (enrollment: `tests_enrollment`).
 
+use crate::store::{AuditLogStore as _, GrantStore as _, RequestStore as _, VoteStore as _};
 use std::time::Duration;
 
 use belay_proto::domain::{HostName, Identity, Name, Reason, RequestId, Scope, Verdict};
 
 use super::testing::{Backend, for_each_backend};
 use super::tests::{at, request};
-use super::{Grant, GrantKey, Store, Vote, Voted};
+use super::{Grant, GrantKey, Vote, Voted};
 
 fn key(agent: Option<&str>, action: &str) -> GrantKey {
     GrantKey {

@@ -10,7 +10,7 @@
 //!   enrollments and policy pushes (rare, audited) a transaction on a connection of
 //!   their own (see [`enroll`], [`policy`]).
 //! - Each store listens for the changes of the others (see [`listen`]) and reports them
-//!   through [`Store::remote_changes`].
+//!   through [`RequestStore::remote_changes`].
 //!
 //! Connections are plaintext (`NoTls`): the database is expected on loopback or a
 //! trusted network.
@@ -38,8 +38,9 @@ use tokio_postgres::Config;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AuditOptions, EnrollOutcome, EnrollToken, Enrollment, Grant, GrantKey, Inserted, NewPolicy,
-    PolicyVote, RemoteChange, Resolved, Store, StoreError, StoredPolicy, Vote, Voted,
+    AuditLogStore, AuditOptions, EnrollOutcome, EnrollToken, Enrollment, EnrollmentStore, Grant,
+    GrantKey, GrantStore, Inserted, NewPolicy, PolicyStore, PolicyVote, RemoteChange, RequestStore,
+    Resolved, StoreError, StoredPolicy, Vote, VoteStore, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner};
 use pool::Pool;
@@ -200,7 +201,7 @@ fn unexpected(done: &Done) -> StoreError {
     StoreError::Backend(format!("the writer answered with {done:?}").into())
 }
 
-impl Store for PostgresStore {
+impl RequestStore for PostgresStore {
     async fn insert_if_absent(&self, request: Request) -> Result<Inserted, StoreError> {
         match self.write(Op::Insert(request)).await? {
             Done::Inserted(inserted) => Ok(inserted),
@@ -266,6 +267,20 @@ impl Store for PostgresStore {
             .ok_or_else(|| rows::damaged(&id, "bad deadline"))
     }
 
+    fn remote_changes(&self) -> Option<mpsc::UnboundedReceiver<RemoteChange>> {
+        if self.followed.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self
+            .subscriber
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(sender);
+        Some(receiver)
+    }
+}
+
+impl GrantStore for PostgresStore {
     async fn add_grant(&self, grant: Grant) -> Result<(), StoreError> {
         match self.write(Op::Grant(grant)).await? {
             Done::Granted => Ok(()),
@@ -293,7 +308,9 @@ impl Store for PostgresStore {
             .await?;
         rows.iter().map(|row| rows::grant_from(key, row)).collect()
     }
+}
 
+impl VoteStore for PostgresStore {
     async fn add_vote(&self, id: &RequestId, vote: Vote) -> Result<Voted, StoreError> {
         match self.write(Op::Vote(id.clone(), vote)).await? {
             Done::Voted(voted) => Ok(voted),
@@ -310,7 +327,9 @@ impl Store for PostgresStore {
             .await?;
         rows.iter().map(rows::vote_from).collect()
     }
+}
 
+impl EnrollmentStore for PostgresStore {
     async fn add_enroll_token(&self, token: EnrollToken) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO enroll_tokens (hash, host, created_at, expires_at) \
              VALUES ($1, $2, $3, $4)";
@@ -340,7 +359,9 @@ impl Store for PostgresStore {
         let client = pool::connect(self.pool.config()).await?;
         enroll::take_or_refuse(&client, &self.audit, &enrollment).await
     }
+}
 
+impl AuditLogStore for PostgresStore {
     async fn audit_records(
         &self,
         after_seq: u64,
@@ -349,19 +370,9 @@ impl Store for PostgresStore {
         let conn = self.pool.get().await?;
         audit_log::records(conn.client(), after_seq, limit).await
     }
+}
 
-    fn remote_changes(&self) -> Option<mpsc::UnboundedReceiver<RemoteChange>> {
-        if self.followed.swap(true, Ordering::SeqCst) {
-            return None;
-        }
-        let (sender, receiver) = mpsc::unbounded_channel();
-        *self
-            .subscriber
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(sender);
-        Some(receiver)
-    }
-
+impl PolicyStore for PostgresStore {
     async fn push_policy(&self, new: NewPolicy) -> Result<StoredPolicy, StoreError> {
         // Its own connection: the pool's are shared by concurrent callers, whose
         // statements would land inside this transaction.

@@ -2,6 +2,7 @@
 //! replicas told of each other's changes, migrations racing, foreign databases refused,
 //! a failing job in a batch failing alone.
 
+use crate::store::{AuditLogStore as _, GrantStore as _, RequestStore as _};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,7 @@ use belay_proto::domain::{
 };
 use tokio_postgres::NoTls;
 
-use super::super::{Grant, GrantKey, Inserted, RemoteChange, Resolved, Store, StoreError};
+use super::super::{Grant, GrantKey, Inserted, RemoteChange, Resolved, StoreError};
 use super::PostgresStore;
 use crate::audit::{self, AuditKey, AuditSigner};
 use crate::testing::postgres::database;

@@ -1,6 +1,7 @@
 //! What only a database file can show: restarts, concurrent deciders on one file, and
 //! files that must be refused. All on real SQLite files in temporary directories.
 
+use crate::store::{EnrollmentStore as _, RequestStore as _};
 use std::net::IpAddr;
 use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use belay_proto::domain::{
 use rusqlite::Connection;
 use tempfile::TempDir;
 
-use super::super::{Inserted, Resolved, Store, StoreError};
+use super::super::{Inserted, Resolved, StoreError};
 use super::SqliteStore;
 
 const T0: Duration = Duration::from_secs(1_800_000_000);
