@@ -17,6 +17,7 @@
 
 mod audit_log;
 mod enroll;
+mod jobs;
 mod listen;
 mod policy;
 mod pool;
@@ -43,9 +44,10 @@ use super::{
     Resolved, StoreError, StoredPolicy, Vote, VoteStore, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner};
+use jobs::{Done, Job, Op};
 use pool::Pool;
 use rows::REQUEST_COLUMNS;
-use writer::{Done, Job, Op, Writer};
+use writer::Writer;
 
 /// Connections for reads besides the writer's and the listener's.
 const READERS: usize = 2;
@@ -323,7 +325,7 @@ impl VoteStore for PostgresStore {
             .pool
             .get()
             .await?
-            .query(writer::VOTES_SQL, &[&id.as_str()])
+            .query(jobs::VOTES_SQL, &[&id.as_str()])
             .await?;
         rows.iter().map(rows::vote_from).collect()
     }
