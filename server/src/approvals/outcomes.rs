@@ -34,7 +34,7 @@ pub enum ApprovalError {
     Store(#[from] StoreError),
 }
 
-/// Outcome of [`Approvals::submit`].
+/// Outcome of [`super::Approvals::submit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submitted {
     /// A new request; its decision will be delivered to the agent's session.
@@ -51,7 +51,7 @@ impl Submitted {
     }
 }
 
-/// Outcome of [`Approvals::decide_counted`].
+/// Outcome of [`super::Approvals::decide_counted`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
     /// The request after the decision: still pending while an approval waits for its
