@@ -142,7 +142,8 @@ mod tests {
     use belay_proto::domain::HostName;
 
     use super::event_of;
-    use crate::approvals::{EnrollToken, Enrollment, IssuedCertificate, MemoryStore, Store};
+    use crate::approvals::{EnrollToken, Enrollment, IssuedCertificate, MemoryStore};
+    use crate::store::{AuditLogStore as _, EnrollmentStore as _};
 
     /// An enrollment record (no request id, no action) goes through both export forms
     /// with its fields intact; the OCSF mapping does not know the kind and files it as

@@ -1,14 +1,24 @@
 //! belay-server: the central approval service.
 //!
-//! - [`approvals`]: the request lifecycle and its rules, with storage behind a trait;
-//! - [`audit`]: the hash-chained, signed log of every state change, and its verifier;
-//! - [`grpc`]: the `belay.v1` AgentService and ReviewerService over those rules;
-//! - [`pki`]: the server's CA, agent enrollment and mTLS identities;
-//! - [`serve`]: runs both services and the expiry task on a listener.
+//! Layers, each importing only those below it (`server/tests/module_graph.rs` fails on
+//! a cycle or a lower layer naming a higher one):
+//! - [`grpc`], [`pki`], [`http`], [`export`], [`expiry`], [`metrics`], [`policy_push`]:
+//!   the transports and tasks around the rules: wire messages in, statuses out;
+//! - [`approvals`]: the request lifecycle and its rules, over a store;
+//! - [`store`]: where requests, grants, votes, tokens, policies and the audit log are
+//!   kept, one trait per concern, with SQLite, PostgreSQL and memory backends;
+//! - [`audit`]: what the audit records of a request say, and verifying a log;
+//! - leaves: [`database_url`], and the time and action encodings shared by the store
+//!   and the audit records (`epoch`, `canonical_action`).
+//!
+//! [`serve`] runs the services and the tasks on a listener.
 
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+mod canonical_action;
+pub mod database_url;
+mod epoch;
 pub mod expiry;
 pub mod export;
 pub mod grpc;
@@ -16,6 +26,7 @@ pub mod http;
 pub mod metrics;
 pub mod pki;
 pub mod policy_push;
+pub mod store;
 #[doc(hidden)]
 pub mod testing;
 

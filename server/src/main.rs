@@ -202,7 +202,7 @@ fn public_key_of(
         && audit_key.is_none()
     {
         return Err(audit::AuditError::Key {
-            path: audit::postgres::redact_url(url),
+            path: belay_server::database_url::redact_url(url),
             problem: "a PostgreSQL database has no default key: give --public-key or \
                       --audit-key"
                 .into(),
@@ -222,7 +222,7 @@ fn verify_log(
         .enable_all()
         .build()
         .map_err(|err| audit::AuditError::Read {
-            path: audit::postgres::redact_url(url),
+            path: belay_server::database_url::redact_url(url),
             problem: format!("cannot start a runtime: {err}"),
         })?;
     runtime.block_on(audit::postgres::verify(url, key))

@@ -1,10 +1,10 @@
 //! The fleet policy in force on this server process, and what each agent made of it.
 //!
-//! Pushes are stored first ([`Store::push_policy`]: numbered, audited, announced to the
-//! other replicas), then published on a watch channel that every agent session follows:
-//! a session sends the current version right after the hello, then every newer one.
-//! Another replica's push arrives through [`Store::remote_policy_changes`] and is read
-//! back from the store, so every replica publishes exactly what is stored.
+//! Pushes are stored first ([`PolicyStore::push_policy`]: numbered, audited, announced
+//! to the other replicas), then published on a watch channel that every agent session
+//! follows: a session sends the current version right after the hello, then every newer
+//! one. Another replica's push arrives through [`PolicyStore::remote_policy_changes`]
+//! and is read back from the store, so every replica publishes exactly what is stored.
 //!
 //! Reports are kept in memory per host: they describe live sessions, which belong to
 //! this process.
@@ -18,7 +18,7 @@ use belay_proto::v1;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::approvals::{NewPolicy, PolicyVote, Store, StoreError, StoredPolicy};
+use crate::store::{NewPolicy, PolicyStore, PolicyVote, StoreError, StoredPolicy};
 
 /// With a quorum, the admins' pushes of one text count together only within this
 /// window: an approval given long ago, for a fleet that has moved on, is not a vote for
@@ -116,7 +116,7 @@ impl FleetPolicy {
     /// for that text, and the text is stored and sent once `quorum` distinct admins
     /// (compared as identities are, see `Identity::canonical`) pushed it within
     /// [`VOTE_WINDOW`]. The stored version names them all; its votes are used up.
-    pub async fn propose<S: Store>(
+    pub async fn propose<S: PolicyStore>(
         &self,
         store: &S,
         mut new: NewPolicy,
@@ -157,7 +157,7 @@ impl FleetPolicy {
         Ok(Proposed::Pushed { policy, approvals })
     }
 
-    pub async fn push<S: Store>(
+    pub async fn push<S: PolicyStore>(
         &self,
         store: &S,
         new: NewPolicy,
@@ -169,7 +169,7 @@ impl FleetPolicy {
     }
 
     /// Publishes the newest stored version, if any is newer than the one published.
-    pub async fn refresh<S: Store>(&self, store: &S) -> Result<(), StoreError> {
+    pub async fn refresh<S: PolicyStore>(&self, store: &S) -> Result<(), StoreError> {
         if let Some(policy) = store.current_policy().await? {
             self.publish(policy);
         }
@@ -179,7 +179,7 @@ impl FleetPolicy {
     /// Loads the stored version, then follows other replicas' pushes until `stop`.
     /// Without a shared store, only loads. A notice missed while the store's listening
     /// connection was down is caught up by reading the store every [`RECHECK`].
-    pub async fn follow<S: Store>(&self, store: &S, stop: CancellationToken) {
+    pub async fn follow<S: PolicyStore>(&self, store: &S, stop: CancellationToken) {
         // Subscribed before the first read, so that a push in between is not missed.
         let changes = store.remote_policy_changes();
         if let Err(err) = self.refresh(store).await {

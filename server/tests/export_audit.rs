@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use belay_proto::domain::{Identity, Reason, RequestId, ReviewerDecision, Scope, Verdict};
-use belay_server::approvals::{Approvals, SqliteStore, Store as _};
+use belay_server::approvals::{Approvals, AuditLogStore as _, SqliteStore};
 use belay_server::{ServeError, serve};
 use support::{agent_identity, domain_request};
 use tokio::net::TcpListener;

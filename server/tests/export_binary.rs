@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use belay_server::approvals::{Approvals, SqliteStore, Store as _};
+use belay_server::approvals::{Approvals, AuditLogStore as _, SqliteStore};
 
 use support::{agent_identity, domain_request};
 

@@ -14,7 +14,7 @@ use belay_proto::v1;
 use belay_proto::v1::agent_service_client::AgentServiceClient;
 use belay_proto::v1::enroll_service_client::EnrollServiceClient;
 use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
-use belay_server::approvals::{Approvals, SqliteStore, Store};
+use belay_server::approvals::{Approvals, EnrollmentStore as _, SqliteStore};
 use belay_server::pki::{self, Ca, ServerTls};
 use belay_server::{ServeError, ServeOptions, serve};
 use rcgen::{CertificateParams, KeyPair};

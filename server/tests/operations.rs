@@ -11,7 +11,9 @@ use belay_proto::domain::HostName;
 use belay_proto::v1;
 use belay_proto::v1::enroll_service_client::EnrollServiceClient;
 use belay_proto::v1::reviewer_service_client::ReviewerServiceClient;
-use belay_server::approvals::{Approvals, AuditOptions, PostgresStore, SqliteStore, Store};
+use belay_server::approvals::{
+    Approvals, AuditLogStore as _, AuditOptions, PostgresStore, SqliteStore, Store,
+};
 use belay_server::pki::{self, Ca, ServerTls};
 use belay_server::{ServeError, ServeOptions, serve};
 use rcgen::{CertificateParams, KeyPair};

@@ -11,35 +11,23 @@
 
 use std::time::SystemTime;
 
-use belay_proto::domain::{Action, Protocol, Reason, Request, Scope, Verdict};
-use serde_json::json;
+use belay_proto::domain::{Action, Reason, Request, Scope, Verdict};
 use sha2::{Digest as _, Sha256};
 
-use super::store::{Grant, GrantKey};
+use crate::canonical_action::action_fields;
+use crate::store::{Grant, GrantKey};
 
-/// Hex SHA-256 of the canonical form of `action`.
+/// Hex SHA-256 of the canonical form of `action`: the fields the audit records show of
+/// it, plus, for an exec, the environment and the form's version.
 pub fn action_digest(action: &Action) -> String {
-    let canonical = match action {
-        // Version 2 of the form: version 1 left out cwd and env.
-        Action::Exec(exec) => json!({
-            "type": "exec",
-            "form": 2,
-            "path": exec.path(),
-            "argv": exec.argv(),
-            // `None` (unknown) and every known directory are different actions.
-            "cwd": exec.cwd(),
-            "env": exec.env(),
-        }),
-        Action::Connect(connect) => json!({
-            "type": "connect",
-            "address": connect.address.to_string(),
-            "port": connect.port.get(),
-            "protocol": match connect.protocol {
-                Protocol::Tcp => "tcp",
-                Protocol::Udp => "udp",
-            },
-        }),
-    };
+    let mut canonical = action_fields(action);
+    if let Action::Exec(exec) = action {
+        // Version 2 of the form: version 1 left out cwd and env. `None` (unknown) and
+        // every known directory are different actions.
+        canonical.insert("form".into(), 2.into());
+        canonical.insert("env".into(), exec.env().into());
+    }
+    let canonical = serde_json::Value::Object(canonical);
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -131,4 +119,59 @@ fn humantime_secs(time: SystemTime) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     format!("unix time {secs}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::num::NonZeroU16;
+
+    use belay_proto::domain::{ConnectAction, ExecAction, Protocol};
+    use serde_json::json;
+
+    use super::*;
+
+    fn sha256_hex(text: &str) -> String {
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// Grant keys already stored must keep matching: the digest is the one of the form
+    /// as this module spelled it out before it shared the audit records' fields.
+    #[test]
+    fn digests_stay_those_of_form_2() {
+        let exec = ExecAction::new("/usr/bin/curl", vec!["curl".into()], Some("/tmp".into()))
+            .unwrap()
+            .with_env(vec!["HOME=/root".into()])
+            .unwrap();
+        let expected = json!({
+            "type": "exec",
+            "form": 2,
+            "path": exec.path(),
+            "argv": exec.argv(),
+            "cwd": exec.cwd(),
+            "env": exec.env(),
+        });
+        assert_eq!(
+            action_digest(&Action::Exec(exec)),
+            sha256_hex(&expected.to_string())
+        );
+        let connect = ConnectAction {
+            address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+            port: NonZeroU16::new(53).unwrap(),
+            protocol: Protocol::Udp,
+        };
+        let expected = json!({
+            "type": "connect",
+            "address": "192.0.2.7",
+            "port": 53,
+            "protocol": "udp",
+        });
+        assert_eq!(
+            action_digest(&Action::Connect(connect)),
+            sha256_hex(&expected.to_string())
+        );
+    }
 }

@@ -28,10 +28,12 @@
 
 pub mod grants;
 mod outbox;
-mod store;
+mod outcomes;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_audit;
 #[cfg(test)]
 mod tests_identity;
 #[cfg(test)]
@@ -43,83 +45,30 @@ use std::time::SystemTime;
 
 use belay_proto::domain::{
     Decision, Hello, HostName, Identity, NewRequest, Outcome, Reason, Request, RequestId,
-    RequestState, Resolution, ReviewerDecision, Scope, Verdict, Withdraw,
+    Resolution, ReviewerDecision, Scope, Verdict, Withdraw,
 };
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use outbox::{AgentIdentity, AgentSession, ConnectedAgent};
-pub use store::{
+pub use outcomes::{ApprovalError, Decided, Submitted};
+// The store's types, where the approval rules' users have always found them.
+pub use crate::store::{
+    AuditLogStore, EnrollmentStore, GrantStore, PolicyStore, RequestStore, VoteStore,
+};
+pub use crate::store::{
     AuditOptions, EnrollToken, Grant, GrantKey, Inserted, MemoryStore, RemoteChange, Resolved,
     SqliteStore, Store, StoreError, Vote, Voted,
 };
-pub use store::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
-pub use store::{NewPolicy, PolicyVote, StoredPolicy};
-pub use store::{PostgresStore, is_postgres_url};
+pub use crate::store::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
+pub use crate::store::{NewPolicy, PolicyVote, StoredPolicy};
+pub use crate::store::{PostgresStore, is_postgres_url};
 
 use outbox::Outbox;
-pub(crate) use store::columns;
 
 const EXPIRED_REASON: &str = "no decision before the deadline";
 /// Changes kept for slow watchers before they lag (and must list pending again).
 const CHANGES_BACKLOG: usize = 4096;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApprovalError {
-    #[error("no request with id {0}")]
-    NotFound(RequestId),
-    #[error("request {id} is already {state}")]
-    AlreadyResolved { id: RequestId, state: RequestState },
-    #[error("{reviewer} owns the agent that made request {id} and may not approve it")]
-    SelfApproval { id: RequestId, reviewer: Identity },
-    #[error("request id {0} belongs to another agent")]
-    IdOfAnotherAgent(RequestId),
-    #[error(
-        "request id {id} is not one of host {host}: a host's request ids start with its \
-         name and a colon ({host}:...)"
-    )]
-    IdNotOfHost { id: RequestId, host: HostName },
-    #[error("request id {0} was already submitted with different content")]
-    IdReused(RequestId),
-    #[error("{reviewer} has already approved request {id}; it needs {quorum} different reviewers")]
-    AlreadyVoted {
-        id: RequestId,
-        reviewer: Identity,
-        quorum: u32,
-    },
-    #[error("a kill applies to this request only: its scope must be once")]
-    ScopedKill,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Outcome of [`Approvals::submit`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Submitted {
-    /// A new request; its decision will be delivered to the agent's session.
-    New(Request),
-    /// A resubmission; the stored request, which may be final already.
-    Existing(Request),
-}
-
-impl Submitted {
-    pub fn request(&self) -> &Request {
-        match self {
-            Self::New(request) | Self::Existing(request) => request,
-        }
-    }
-}
-
-/// Outcome of [`Approvals::decide_counted`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decided {
-    /// The request after the decision: still pending while an approval waits for its
-    /// quorum.
-    pub request: Request,
-    /// Distinct approvals counted (1 without a quorum).
-    pub approvals: u32,
-    pub quorum: u32,
-}
 
 /// The approval service core: rules over a [`Store`], plus delivery of decisions to the
 /// agents' sessions.

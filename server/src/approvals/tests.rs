@@ -11,8 +11,8 @@ use belay_proto::domain::{
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use super::store::testing::{Backend, Opened, for_each_backend};
 use super::*;
+use crate::store::testing::{Backend, Opened, for_each_backend};
 
 const T0: Duration = Duration::from_secs(1_800_000_000);
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use belay_proto::domain::{Action, ExecAction, RequestState, Scope, Verdict};
 
-use super::store::testing::{Backend, Opened, for_each_backend};
 use super::tests::{agent, at, decision, hello, id, new_request};
 use super::*;
+use crate::store::testing::{Backend, Opened, for_each_backend};
 
 const MINUTES_30: Duration = Duration::from_secs(30 * 60);
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use belay_proto::domain::{Action, ExecAction, Name, RequestState, Scope, Verdict};
 
-use super::store::testing::{Backend, Opened, for_each_backend};
 use super::tests::{agent, at, decision, hello, id, new_request, received};
 use super::*;
+use crate::store::testing::{Backend, Opened, for_each_backend};
 
 const MINUTES_30: Duration = Duration::from_secs(30 * 60);
 

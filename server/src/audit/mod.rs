@@ -2,19 +2,22 @@
 //! decided, expired, cancelled, voted, granted) as an [`Event`] appended to the
 //! hash-chained log with signed checkpoints that `belay_audit` defines and verifies.
 //!
-//! Records are appended by the stores in the same transaction (or critical section) as
-//! the state change they record: see `approvals::store`. [`verify`] checks a database.
+//! Here: the records of a request's own lifecycle (`submitted`, `resolved`) and the
+//! body every request record starts with (`request_body`); the store builds the
+//! records of what it keeps besides requests (votes, grants, enrollments, policies) on
+//! that body, and appends them in the same transaction (or critical section) as the
+//! change they record (see `store`). [`verify`] checks a SQLite database,
+//! [`postgres::verify`] a PostgreSQL one.
+//!
+//! The bottom layer of the server: it imports no other module of it but leaves
+//! (`epoch`, `canonical_action`, `database_url`).
 
 pub mod postgres;
-pub(crate) mod sqlite;
 
-#[cfg(test)]
-mod tests;
+use belay_proto::domain::{Outcome, Request};
 
-use belay_proto::domain::{Action, Outcome, Request};
-use serde_json::json;
-
-use crate::approvals::columns::nanos;
+use crate::canonical_action::action_fields;
+use crate::epoch::nanos;
 
 pub use belay_audit::{
     AuditError, AuditKey, AuditSigner, Checkpoint, DEFAULT_CHECKPOINT_EVERY, Event, GENESIS,
@@ -22,26 +25,14 @@ pub use belay_audit::{
     parse_public_key, public_key_hex, record_hash, resolve_public_key, verify, verify_records,
 };
 
-fn action(action: &Action) -> serde_json::Value {
-    match action {
-        Action::Exec(exec) => json!({
-            "type": "exec",
-            "path": exec.path(),
-            "argv": exec.argv(),
-            "cwd": exec.cwd(),
-        }),
-        Action::Connect(connect) => json!({
-            "type": "connect",
-            "address": connect.address.to_string(),
-            "port": connect.port.get(),
-            "protocol": connect.protocol.as_str(),
-        }),
-    }
-}
+/// A record's columns in the table `audit` of either database, in the order every
+/// reader of records takes them.
+pub(crate) const SELECT_RECORDS: &str =
+    "SELECT seq, at, kind, request_id, body, prev_hash, hash FROM audit";
 
-/// The common part of every body; `serde_json::Value` keeps keys sorted, so the text is
-/// canonical.
-fn base(
+/// The common part of the body of every record about `request`; `serde_json::Value`
+/// keeps keys sorted, so the text is canonical.
+pub(crate) fn request_body(
     request: &Request,
     kind: &'static str,
     at: i64,
@@ -53,11 +44,15 @@ fn base(
     body.insert("host".into(), request.host.as_str().into());
     body.insert("owner".into(), request.owner.as_str().into());
     body.insert("agent".into(), request.agent_name.as_str().into());
-    body.insert("action".into(), action(&request.action));
+    body.insert(
+        "action".into(),
+        serde_json::Value::Object(action_fields(&request.action)),
+    );
     body
 }
 
-fn event(
+/// The record of `body` (built on [`request_body`]) about `request`.
+pub(crate) fn request_event(
     request: &Request,
     kind: &'static str,
     at: i64,
@@ -74,7 +69,7 @@ fn event(
 /// A request was submitted (recorded as it was stored, even if already final).
 pub(crate) fn submitted(request: &Request) -> Event {
     let at = nanos(request.created_at);
-    let mut body = base(request, "submitted", at);
+    let mut body = request_body(request, "submitted", at);
     body.insert("pid".into(), request.pid.into());
     body.insert("uid".into(), request.uid.into());
     body.insert("rule".into(), request.rule.as_str().into());
@@ -83,7 +78,7 @@ pub(crate) fn submitted(request: &Request) -> Event {
         "default_verdict".into(),
         request.default_verdict.as_str().into(),
     );
-    event(request, "submitted", at, body)
+    request_event(request, "submitted", at, body)
 }
 
 /// A request ended: decided, expired or cancelled. `None` if it is still pending.
@@ -95,7 +90,7 @@ pub(crate) fn resolved(request: &Request) -> Option<Event> {
         Outcome::Expired { .. } => "expired",
         Outcome::Cancelled => "cancelled",
     };
-    let mut body = base(request, kind, at);
+    let mut body = request_body(request, kind, at);
     body.insert("state".into(), resolution.outcome.state().as_str().into());
     body.insert("reason".into(), resolution.reason.as_str().into());
     if let Some(verdict) = resolution.outcome.verdict() {
@@ -104,27 +99,5 @@ pub(crate) fn resolved(request: &Request) -> Option<Event> {
     if let Some(reviewer) = resolution.outcome.reviewer() {
         body.insert("reviewer".into(), reviewer.as_str().into());
     }
-    Some(event(request, kind, at, body))
-}
-
-/// A reviewer's approval was counted towards the request's quorum.
-pub(crate) fn voted(request: &Request, vote: &crate::approvals::Vote) -> Event {
-    let at = nanos(vote.at);
-    let mut body = base(request, "voted", at);
-    body.insert("reviewer".into(), vote.reviewer.as_str().into());
-    body.insert("reason".into(), vote.reason.as_str().into());
-    body.insert("scope".into(), vote.scope.as_str().into());
-    event(request, "voted", at, body)
-}
-
-/// A decision on `request` became a standing grant for the same action.
-pub(crate) fn granted(request: &Request, grant: &crate::approvals::Grant) -> Event {
-    let at = nanos(grant.granted_at);
-    let mut body = base(request, "granted", at);
-    body.insert("reviewer".into(), grant.reviewer.as_str().into());
-    body.insert("verdict".into(), grant.verdict.as_str().into());
-    body.insert("reason".into(), grant.reason.as_str().into());
-    body.insert("scope".into(), grant.scope.as_str().into());
-    body.insert("expires_at".into(), nanos(grant.expires_at).into());
-    event(request, "granted", at, body)
+    Some(request_event(request, kind, at, body))
 }

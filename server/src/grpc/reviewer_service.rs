@@ -7,7 +7,7 @@ use belay_proto::v1::reviewer_service_server::ReviewerService;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::{policy_views, reviewer_views};
+use super::{reviewer_policy, reviewer_reads};
 use crate::approvals::{Approvals, MemoryStore, Store};
 use crate::policy_push::FleetPolicy;
 
@@ -44,13 +44,13 @@ impl<S: Store> ReviewerApi<S> {
 
 #[tonic::async_trait]
 impl<S: Store> ReviewerService for ReviewerApi<S> {
-    type WatchRequestsStream = reviewer_views::WatchStream;
+    type WatchRequestsStream = reviewer_reads::WatchStream;
 
     async fn watch_requests(
         &self,
         _request: Request<v1::WatchRequestsRequest>,
     ) -> Result<Response<Self::WatchRequestsStream>, Status> {
-        Ok(Response::new(reviewer_views::watch(
+        Ok(Response::new(reviewer_reads::watch(
             Arc::clone(&self.approvals),
             self.shutdown.clone(),
         )))
@@ -61,7 +61,7 @@ impl<S: Store> ReviewerService for ReviewerApi<S> {
         _request: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
         Ok(Response::new(
-            reviewer_views::list_agents(&self.approvals, &self.policy).await?,
+            reviewer_reads::list_agents(&self.approvals, &self.policy).await?,
         ))
     }
 
@@ -70,7 +70,7 @@ impl<S: Store> ReviewerService for ReviewerApi<S> {
         request: Request<v1::QueryAuditRequest>,
     ) -> Result<Response<v1::QueryAuditResponse>, Status> {
         Ok(Response::new(
-            reviewer_views::query_audit(&self.approvals, request.into_inner()).await?,
+            reviewer_reads::query_audit(&self.approvals, request.into_inner()).await?,
         ))
     }
 
@@ -80,7 +80,7 @@ impl<S: Store> ReviewerService for ReviewerApi<S> {
     ) -> Result<Response<v1::PushPolicyResponse>, Status> {
         let caller = crate::auth::caller(&request)?.clone();
         Ok(Response::new(
-            policy_views::push(
+            reviewer_policy::push(
                 Arc::clone(&self.approvals),
                 Arc::clone(&self.policy),
                 &caller,
@@ -95,7 +95,7 @@ impl<S: Store> ReviewerService for ReviewerApi<S> {
         request: Request<v1::GetPolicyRequest>,
     ) -> Result<Response<v1::GetPolicyResponse>, Status> {
         Ok(Response::new(
-            policy_views::get(&self.approvals, &self.policy, request.into_inner()).await?,
+            reviewer_policy::get(&self.approvals, &self.policy, request.into_inner()).await?,
         ))
     }
 

@@ -1,5 +1,6 @@
 //! `belay-server token create` and `belay-server ca fingerprint`.
 
+use crate::store::EnrollmentStore as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,9 +10,7 @@ use anyhow::Context as _;
 use belay_proto::domain::{EnrollSecret, HostName};
 
 use super::{CA_CERT_FILE, IN_MEMORY_DB, PkiArgs, ca, token};
-use crate::approvals::{
-    AuditOptions, PostgresStore, SqliteStore, Store, is_postgres_url, token_id,
-};
+use crate::approvals::{AuditOptions, PostgresStore, SqliteStore, is_postgres_url, token_id};
 
 const DEFAULT_DB: &str = "/var/lib/belay/server.db";
 
