@@ -224,8 +224,10 @@ fn class1_sctp_and_mptcp_destinations_are_held() {
 
 // Class 2: names are learned only from resolvers the host trusts.
 
-#[test]
-fn class2_a_resolver_of_the_agents_choosing_teaches_no_hostname() {
+/// An agent whose subject `t` may query DNS servers at `dns_to` and reach
+/// `*.allowed.test` on the returned listener's port, and nothing else; the host trusts
+/// the resolver at 127.0.0.1.
+fn agent_with_hostname_rule(dns_to: &str) -> (Agent, PolicyFile, TcpListener) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let policy = PolicyFile::new(&format!(
@@ -236,87 +238,57 @@ subjects:
     match: {{enrolled: true}}
     default: {{exec: allow, egress: deny}}
     egress:
-      - {{name: dns, to: [127.0.0.0/8], ports: [53], protocol: udp, action: allow}}
+      - {{name: dns, to: [{dns_to}], ports: [53], protocol: udp, action: allow}}
       - {{name: api, to: [\"*.allowed.test\"], ports: [{port}], action: allow}}
 "
     ));
-    // The host trusts 127.0.0.1; the agent asks a server of its own at 127.0.0.2.
     let agent = Agent::start(&["--policy", &policy.arg(), "--dns-resolver", "127.0.0.1"]);
-    let rogue = dns_server("127.0.0.2:53", [127, 0, 0, 1], 1);
+    (agent, policy, l)
+}
+
+/// Runs `belay-actor resolve-connect SERVER NAME PORT` as subject `t`: asks `server`
+/// for `name`, then connects to the answer on `l`'s port. Asserts the connect was
+/// refused (the answer taught no name the rule allows), that nothing reached `l`, and
+/// that the answer was counted as ignored for `reason`.
+fn assert_taught_nothing(agent: &Agent, l: &TcpListener, server: &str, name: &str, reason: &str) {
+    let port = l.local_addr().unwrap().port().to_string();
     let actor = common::actor_path();
-    let mut a = agent.run_as(
-        "t",
-        &[
-            &actor,
-            "resolve-connect",
-            "127.0.0.2:53",
-            "api.allowed.test",
-            &port.to_string(),
-        ],
-    );
+    let mut a = agent.run_as("t", &[&actor, "resolve-connect", server, name, &port]);
     a.ready().unwrap();
     a.go().unwrap();
     let (out, _) = a.finish(LONG).unwrap();
     assert_eq!(
         out,
         format!("resolve 127.0.0.1\nconnect err {}\n", libc::EPERM),
-        "the rogue answer did not make 127.0.0.1 api.allowed.test"
+        "{reason}: the answer made 127.0.0.1 api.allowed.test"
     );
-    no_connection(&l);
-    rogue.join().unwrap();
+    no_connection(l);
     let metrics = common::scrape(agent.metrics);
-    let line = "belay_dns_answers_ignored_total{reason=\"resolver\"} 1";
+    let line = format!("belay_dns_answers_ignored_total{{reason=\"{reason}\"}} 1");
     assert!(metrics.lines().any(|m| m == line), "{line} in\n{metrics}");
 }
 
 #[test]
+fn class2_a_resolver_of_the_agents_choosing_teaches_no_hostname() {
+    let (agent, _policy, l) = agent_with_hostname_rule("127.0.0.0/8");
+    // The host trusts 127.0.0.1; the agent asks a server of its own at 127.0.0.2.
+    let rogue = dns_server("127.0.0.2:53", [127, 0, 0, 1], 1);
+    assert_taught_nothing(&agent, &l, "127.0.0.2:53", "api.allowed.test", "resolver");
+    rogue.join().unwrap();
+}
+
+#[test]
 fn class2_an_answer_to_no_query_the_process_sent_teaches_no_hostname() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let policy = PolicyFile::new(&format!(
-        "version: 1
-subjects:
-  - name: t
-    owner: alice@example.com
-    match: {{enrolled: true}}
-    default: {{exec: allow, egress: deny}}
-    egress:
-      - {{name: dns, to: [127.0.0.1], ports: [53], protocol: udp, action: allow}}
-      - {{name: api, to: [\"*.allowed.test\"], ports: [{port}], action: allow}}
-"
-    ));
+    let (agent, _policy, l) = agent_with_hostname_rule("127.0.0.1");
     // The trusted resolver's address answers what the process did not ask: as an answer
     // injected from that address would.
-    let agent = Agent::start(&["--policy", &policy.arg(), "--dns-resolver", "127.0.0.1"]);
-    let actor = common::actor_path();
     for (forge, reason) in [
         (Forge::Question("api.allowed.test"), "other_question"),
         (Forge::Id, "unasked"),
     ] {
         let server = dns_server_forging("127.0.0.1:53", [127, 0, 0, 1], 1, forge);
-        let mut a = agent.run_as(
-            "t",
-            &[
-                &actor,
-                "resolve-connect",
-                "127.0.0.1:53",
-                "harmless.test",
-                &port.to_string(),
-            ],
-        );
-        a.ready().unwrap();
-        a.go().unwrap();
-        let (out, _) = a.finish(LONG).unwrap();
-        assert_eq!(
-            out,
-            format!("resolve 127.0.0.1\nconnect err {}\n", libc::EPERM),
-            "{forge:?}: the answer made 127.0.0.1 api.allowed.test"
-        );
-        no_connection(&l);
+        assert_taught_nothing(&agent, &l, "127.0.0.1:53", "harmless.test", reason);
         server.join().unwrap();
-        let metrics = common::scrape(agent.metrics);
-        let line = format!("belay_dns_answers_ignored_total{{reason=\"{reason}\"}} 1");
-        assert!(metrics.lines().any(|m| m == line), "{line} in\n{metrics}");
     }
 }
 
