@@ -168,6 +168,12 @@ fn fetch(ctx: &Ctx, apt: &PrivateApt, kernel: Kernel) -> Result<KernelImage> {
 /// `dpkg-deb --fsys-tarfile DEB | tar -x ./boot`: only the kernel image and its config,
 /// not the thousands of modules `dpkg -x` would unpack.
 fn extract_boot(deb: &Path, into: &Path) -> Result<()> {
+    extract_from_deb(deb, into, &["./boot/vmlinuz-*", "./boot/config-*"])
+}
+
+/// `dpkg-deb --fsys-tarfile DEB | tar -x --wildcards PATTERN...` into `into`: only the
+/// members named (`*` also matches `/`).
+pub fn extract_from_deb(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> {
     let mut dpkg = util::cmd("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
@@ -176,21 +182,15 @@ fn extract_boot(deb: &Path, into: &Path) -> Result<()> {
         .context("could not start dpkg-deb")?;
     let stdout = dpkg.stdout.take().context("dpkg-deb stdout")?;
     let tar = util::cmd("tar")
-        .args([
-            "-x",
-            "-f",
-            "-",
-            "--wildcards",
-            "./boot/vmlinuz-*",
-            "./boot/config-*",
-        ])
+        .args(["-x", "-f", "-", "--wildcards", "--wildcards-match-slash"])
+        .args(patterns)
         .current_dir(into)
         .stdin(stdout)
         .status()
         .context("could not start tar")?;
     let dpkg = dpkg.wait()?;
     if !dpkg.success() || !tar.success() {
-        bail!("dpkg-deb ({dpkg}) | tar ({tar}) failed");
+        bail!("dpkg-deb ({dpkg}) | tar ({tar}) failed extracting {patterns:?}");
     }
     Ok(())
 }

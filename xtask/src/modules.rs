@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 
@@ -25,33 +24,16 @@ pub const GUEST_DIR: &str = "/lib/modules/belay";
 pub fn stage(deb: &Path, work: &Path, into: &Path) -> Result<PathBuf> {
     let tree = work.join("modules-tree");
     fs::create_dir_all(&tree)?;
-    let mut dpkg = util::cmd("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not start dpkg-deb")?;
-    let stdout = dpkg.stdout.take().context("dpkg-deb stdout")?;
-    let tar = util::cmd("tar")
-        .args([
-            "-x",
-            "-f",
-            "-",
-            "--wildcards",
-            "--wildcards-match-slash",
-            // ./lib/modules/... before the /usr merge (bookworm), ./usr/lib/... after.
+    // ./lib/modules/... before the /usr merge (bookworm), ./usr/lib/... after.
+    crate::kernels::extract_from_deb(
+        deb,
+        &tree,
+        &[
             "*/modules/*/kernel/net/*",
             "*/modules/*/kernel/lib/*",
             "*/modules/*/kernel/crypto/*",
-        ])
-        .current_dir(&tree)
-        .stdin(stdout)
-        .status()
-        .context("could not start tar")?;
-    let dpkg = dpkg.wait()?;
-    if !dpkg.success() || !tar.success() {
-        bail!("dpkg-deb ({dpkg}) | tar ({tar}) failed extracting modules");
-    }
+        ],
+    )?;
     let mut files = BTreeMap::new();
     index(&tree, &mut files)?;
     let mut order = Vec::new();
