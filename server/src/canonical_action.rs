@@ -1,10 +1,13 @@
 //! The canonical JSON of an action: what the audit records show of it, and the core of
-//! what a grant key hashes (see `approvals::grants`, which adds its own fields). Written
-//! once so the two cannot drift apart; `serde_json::Map` keeps keys sorted, so the text
-//! is canonical whatever order fields are added in. A leaf module.
+//! what a grant key hashes ([`action_digest`], which adds its own fields; see
+//! `approvals::grants` for what "the same action" means). Written once so the two cannot
+//! drift apart; `serde_json::Map` keeps keys sorted, so the text is canonical whatever
+//! order fields are added in. The digest is also stored beside each request, so that
+//! the earlier requests for the same action are found by an index. A leaf module.
 
 use belay_proto::domain::Action;
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 
 /// For an exec: type, path, argv and cwd (`None`, unknown, is `null`); for a connect:
 /// type, address, port and protocol.
@@ -25,6 +28,22 @@ pub(crate) fn action_fields(action: &Action) -> Map<String, Value> {
         }
     }
     fields
+}
+
+/// Hex SHA-256 of the canonical form of `action`: the fields the audit records show of
+/// it, plus, for an exec, the environment and the form's version. Grant keys and the
+/// stored requests' `action` column hold it.
+pub fn action_digest(action: &Action) -> String {
+    let mut canonical = action_fields(action);
+    if let Action::Exec(exec) = action {
+        // Version 2 of the form: version 1 left out cwd and env. `None` (unknown) and
+        // every known directory are different actions.
+        canonical.insert("form".into(), 2.into());
+        canonical.insert("env".into(), exec.env().into());
+    }
+    let canonical = Value::Object(canonical);
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

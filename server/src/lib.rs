@@ -2,6 +2,8 @@
 //!
 //! Layers, each importing only those below it (`server/tests/module_graph.rs` fails on
 //! a cycle or a lower layer naming a higher one):
+//! - [`console`]: the reviewer console (HTTPS, OIDC sign-in, JSON API, the page),
+//!   above the transports whose parts it shares;
 //! - [`grpc`], [`pki`], [`http`], [`export`], [`expiry`], [`metrics`], [`policy_push`]:
 //!   the transports and tasks around the rules: wire messages in, statuses out;
 //! - [`approvals`]: the request lifecycle and its rules, over a store;
@@ -17,6 +19,7 @@ pub mod approvals;
 pub mod audit;
 pub mod auth;
 mod canonical_action;
+pub mod console;
 pub mod database_url;
 mod epoch;
 pub mod expiry;
@@ -52,6 +55,10 @@ const HTTP2_KEEPALIVE: Duration = Duration::from_secs(30);
 pub enum ServeError {
     #[error("gRPC server failed")]
     Transport(#[from] tonic::transport::Error),
+    #[error(
+        "the reviewer console needs verified reviewers: pass --auth-config (the console signs in with its OIDC issuers or API tokens)"
+    )]
+    ConsoleWithoutAuth,
 }
 
 /// What [`serve`] needs besides the listener and the approval rules: transport security,
@@ -69,6 +76,8 @@ pub struct ServeOptions {
     pub tls: Option<pki::ServerTls>,
     /// Audit log export to SIEMs (`--export-config`); `None`: none.
     pub export: Option<belay_export::ExportConfig>,
+    /// The reviewer console (`--console-listen`); `None`: not served.
+    pub console: Option<console::ConsoleOptions>,
 }
 
 /// Serves the agent and reviewer services on `listener` until `shutdown` completes, then
@@ -85,7 +94,13 @@ pub async fn serve<S: Store>(
         reviewer_auth,
         tls,
         export,
+        console,
     } = options;
+    let console_auth = match (&console, &reviewer_auth) {
+        (None, _) => None,
+        (Some(_), auth::ReviewerAuth::Verified(auth)) => Some(Arc::clone(auth)),
+        (Some(_), _) => return Err(ServeError::ConsoleWithoutAuth),
+    };
     let stop = CancellationToken::new();
     let expiry = tokio::spawn(expiry::run_expiry(Arc::clone(&approvals), stop.clone()));
     // Decisions taken on other replicas of a shared store, for the agents connected here.
@@ -107,6 +122,20 @@ pub async fn serve<S: Store>(
         let policy = Arc::clone(&policy);
         let stop = stop.clone();
         async move { policy.follow(approvals.store(), stop).await }
+    });
+    let console = console.zip(console_auth).map(|(options, auth)| {
+        let serving = console::serve(
+            options,
+            Arc::clone(&approvals),
+            auth,
+            Arc::clone(&policy),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(err) = serving.await {
+                tracing::error!(error = %err, "reviewer console failed");
+            }
+        })
     });
 
     let router = tonic::transport::Server::builder()
@@ -172,6 +201,11 @@ pub async fn serve<S: Store>(
         && let Err(err) = task.await
     {
         tracing::error!(error = %err, "audit export task panicked");
+    }
+    if let Some(task) = console
+        && let Err(err) = task.await
+    {
+        tracing::error!(error = %err, "reviewer console task panicked");
     }
     for task in side.into_iter().flatten() {
         if let Err(err) = task.await {

@@ -13,6 +13,7 @@ use belay_server::approvals::{
     Approvals, AuditOptions, MemoryStore, PostgresStore, SqliteStore, Store, is_postgres_url,
 };
 use belay_server::audit;
+use belay_server::console::AuditCheck;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -73,6 +74,9 @@ struct Args {
 
     #[command(flatten)]
     auth: belay_server::auth::AuthArgs,
+
+    #[command(flatten)]
+    console: belay_server::console::ConsoleArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -258,6 +262,7 @@ async fn run_server(args: Args) -> anyhow::Result<()> {
             public_key = %audit::public_key_hex(&store.audit_public_key()),
             "audit log in memory, checkpoints signed with a key of this run only"
         );
+        options.console = console_options(&args, &options, AuditCheck::Unavailable).await?;
         serve(args.listen, store, args.quorum, options).await
     } else if let Some(url) = postgres_url(&args.db) {
         let audit_options = AuditOptions {
@@ -272,20 +277,64 @@ async fn run_server(args: Args) -> anyhow::Result<()> {
             public_key = %audit::public_key_hex(&store.audit_public_key()),
             "audit log checkpoints are signed; verify with this public key"
         );
+        let check = AuditCheck::Postgres {
+            url: url.to_owned(),
+            public_key: store.audit_public_key(),
+        };
+        options.console = console_options(&args, &options, check).await?;
         serve(args.listen, store, args.quorum, options).await
     } else {
         let audit_options = AuditOptions {
-            key: args.audit_key,
+            key: args.audit_key.clone(),
             checkpoint_every: args.audit_checkpoint_every,
         };
-        let store = open_sqlite(args.db, audit_options).await?;
+        let store = open_sqlite(args.db.clone(), audit_options).await?;
         tracing::info!(db = %store.path().display(), "requests are stored in SQLite");
         tracing::info!(
             public_key = %audit::public_key_hex(&store.audit_public_key()),
             "audit log checkpoints are signed; verify with this public key"
         );
+        let check = AuditCheck::Sqlite {
+            path: store.path().to_owned(),
+            public_key: store.audit_public_key(),
+        };
+        options.console = console_options(&args, &options, check).await?;
         serve(args.listen, store, args.quorum, options).await
     }
+}
+
+/// The console's options (`None` without --console-listen); its certificate is issued
+/// by the server's CA unless --console-cert gives one.
+async fn console_options(
+    args: &Args,
+    options: &belay_server::ServeOptions,
+    audit: AuditCheck,
+) -> anyhow::Result<Option<belay_server::console::ConsoleOptions>> {
+    let issue = options.tls.as_ref().map(|tls| {
+        let ca = tls.ca();
+        move |names: &[String]| {
+            let issued = ca.issue_server(names).map_err(|err| err.to_string())?;
+            belay_server::console::tls::server_config(issued.chain, issued.key)
+                .map_err(|err| err.to_string())
+        }
+    });
+    let has_auth = matches!(
+        options.reviewer_auth,
+        belay_server::auth::ReviewerAuth::Verified(_)
+    );
+    let console = args
+        .console
+        .options(
+            &args.pki.tls_names(),
+            issue
+                .as_ref()
+                .map(|f| f as &belay_server::console::IssueCertificate<'_>),
+            has_auth,
+            audit,
+        )
+        .await
+        .context("cannot set up the reviewer console")?;
+    Ok(console)
 }
 
 /// Opens the SQLite store, creating its directory (private: requests show what people

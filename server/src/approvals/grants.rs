@@ -11,26 +11,10 @@
 
 use std::time::SystemTime;
 
-use belay_proto::domain::{Action, Reason, Request, Scope, Verdict};
-use sha2::{Digest as _, Sha256};
+use belay_proto::domain::{Reason, Request, Scope, Verdict};
 
-use crate::canonical_action::action_fields;
+pub use crate::canonical_action::action_digest;
 use crate::store::{Grant, GrantKey};
-
-/// Hex SHA-256 of the canonical form of `action`: the fields the audit records show of
-/// it, plus, for an exec, the environment and the form's version.
-pub fn action_digest(action: &Action) -> String {
-    let mut canonical = action_fields(action);
-    if let Action::Exec(exec) = action {
-        // Version 2 of the form: version 1 left out cwd and env. `None` (unknown) and
-        // every known directory are different actions.
-        canonical.insert("form".into(), 2.into());
-        canonical.insert("env".into(), exec.env().into());
-    }
-    let canonical = serde_json::Value::Object(canonical);
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
-}
 
 /// The keys a grant for `request` could be stored under: this agent's, then any
 /// agent's on the host.
@@ -126,8 +110,9 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::num::NonZeroU16;
 
-    use belay_proto::domain::{ConnectAction, ExecAction, Protocol};
+    use belay_proto::domain::{Action, ConnectAction, ExecAction, Protocol};
     use serde_json::json;
+    use sha2::{Digest as _, Sha256};
 
     use super::*;
 

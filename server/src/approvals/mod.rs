@@ -16,7 +16,8 @@
 //!   owner); a single denial or kill ends the request at once;
 //! - a decision with a scope wider than once becomes a grant that settles the same
 //!   action for a while (see [`grants`]); a grant never approves a request of its own
-//!   reviewer, and a standing denial wins over a standing approval.
+//!   reviewer, and a standing denial wins over a standing approval; a reviewer can
+//!   revoke a grant in force, which then settles nothing more (see [`reviewing`]).
 //!
 //! Time is always passed in (`now`), so every rule is testable without sleeping.
 //!
@@ -29,11 +30,14 @@
 pub mod grants;
 mod outbox;
 mod outcomes;
+mod reviewing;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_audit;
+#[cfg(test)]
+mod tests_grants;
 #[cfg(test)]
 mod tests_identity;
 #[cfg(test)]
@@ -52,13 +56,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use outbox::{AgentIdentity, AgentSession, ConnectedAgent};
 pub use outcomes::{ApprovalError, Decided, Submitted};
+pub use reviewing::MAX_GRANTS_LISTED;
 // The store's types, where the approval rules' users have always found them.
 pub use crate::store::{
     AuditLogStore, EnrollmentStore, GrantStore, PolicyStore, RequestStore, VoteStore,
 };
 pub use crate::store::{
     AuditOptions, EnrollToken, Grant, GrantKey, Inserted, MemoryStore, RemoteChange, Resolved,
-    SqliteStore, Store, StoreError, Vote, Voted,
+    Revocation, Revoked, SqliteStore, Store, StoreError, Vote, Voted,
 };
 pub use crate::store::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
 pub use crate::store::{NewPolicy, PolicyVote, StoredPolicy};

@@ -1,6 +1,8 @@
 //! What the approval rules answer: the outcomes of submitting and deciding, and the
 //! errors a caller can get (each a rule that said no, or the store failing).
 
+use std::time::SystemTime;
+
 use belay_proto::domain::{HostName, Identity, Request, RequestId, RequestState};
 
 use crate::store::StoreError;
@@ -30,8 +32,28 @@ pub enum ApprovalError {
     },
     #[error("a kill applies to this request only: its scope must be once")]
     ScopedKill,
+    #[error("no grant with id {0}: no decision on that request created one")]
+    GrantNotFound(RequestId),
+    #[error("grant {id} expired at {} and can no longer be revoked", unix_secs(*expired_at))]
+    GrantExpired {
+        id: RequestId,
+        expired_at: SystemTime,
+    },
+    #[error("grant {id} was already revoked by {by} at {}", unix_secs(*at))]
+    GrantAlreadyRevoked {
+        id: RequestId,
+        by: Identity,
+        at: SystemTime,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn unix_secs(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    format!("unix time {secs}")
 }
 
 /// Outcome of [`super::Approvals::submit`].

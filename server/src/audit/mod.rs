@@ -1,13 +1,14 @@
 //! The audit trail of belay-server: every state change of a request (submitted,
-//! decided, expired, cancelled, voted, granted) as an [`Event`] appended to the
-//! hash-chained log with signed checkpoints that `belay_audit` defines and verifies.
+//! decided, expired, cancelled, voted, granted, grant_revoked) as an [`Event`] appended
+//! to the hash-chained log with signed checkpoints that `belay_audit` defines and
+//! verifies.
 //!
 //! Here: the records of a request's own lifecycle (`submitted`, `resolved`) and the
 //! body every request record starts with (`request_body`); the store builds the
-//! records of what it keeps besides requests (votes, grants, enrollments, policies) on
-//! that body, and appends them in the same transaction (or critical section) as the
-//! change they record (see `store`). [`verify`] checks a SQLite database,
-//! [`postgres::verify`] a PostgreSQL one.
+//! records of what it keeps besides requests (votes, grants and their revocations,
+//! enrollments, policies) on that body, and appends them in the same transaction (or
+//! critical section) as the change they record (see `store`). [`verify`] checks a
+//! SQLite database, [`postgres::verify`] a PostgreSQL one.
 //!
 //! The bottom layer of the server: it imports no other module of it but leaves
 //! (`epoch`, `canonical_action`, `database_url`).

@@ -8,6 +8,8 @@
 //! # jwks_url = "https://..."         # default: from the issuer's discovery document
 //! # identity_claim = "email"
 //! # groups_claim = "groups"
+//! # client_secret_file = "/etc/belay/oidc-secret"  # the console's sign-in, for an
+//! #                                  # issuer that wants a confidential client
 //!
 //! [[api_token]]
 //! name = "ci-bot"                    # the identity decisions are recorded under
@@ -73,6 +75,19 @@ pub struct IssuerConfig {
     pub leeway: Duration,
     pub min_refetch: Duration,
     pub refresh: Duration,
+    /// The console's token requests authenticate with it (HTTP Basic) when set; without
+    /// it the console is a public client and PKCE alone binds the code to its login.
+    pub client_secret: Option<ClientSecret>,
+}
+
+/// A client secret, kept out of logs and `Debug` output.
+#[derive(Clone)]
+pub struct ClientSecret(pub(super) String);
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret(..)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +127,7 @@ struct RawIssuer {
     jwks_min_refetch_seconds: u64,
     #[serde(default = "default_refresh")]
     jwks_refresh_seconds: u64,
+    client_secret_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +231,13 @@ impl AuthConfig {
                     "identity_claim must not be empty".into(),
                 ));
             }
+            let client_secret = match &issuer.client_secret_file {
+                None => None,
+                Some(file) => Some(
+                    read_secret(path, file.get_ref())
+                        .map_err(|message| at(file.span(), message))?,
+                ),
+            };
             issuers.push(IssuerConfig {
                 issuer: url,
                 audience: issuer.audience.into_inner(),
@@ -224,6 +247,7 @@ impl AuthConfig {
                 leeway: Duration::from_secs(issuer.leeway_seconds),
                 min_refetch: Duration::from_secs(issuer.jwks_min_refetch_seconds),
                 refresh: Duration::from_secs(issuer.jwks_refresh_seconds.max(1)),
+                client_secret,
             });
         }
 
@@ -291,6 +315,22 @@ impl AuthConfig {
             groups: raw.groups.into_iter().collect(),
         })
     }
+}
+
+/// The first line of the file `name` (relative to the config file's directory), which
+/// must not be empty.
+fn read_secret(config: &Path, name: &str) -> Result<ClientSecret, String> {
+    let file = match config.parent() {
+        Some(dir) if Path::new(name).is_relative() => dir.join(name),
+        _ => Path::new(name).to_owned(),
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|err| format!("client_secret_file {}: {err}", file.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim();
+    if secret.is_empty() {
+        return Err(format!("client_secret_file {} is empty", file.display()));
+    }
+    Ok(ClientSecret(secret.to_owned()))
 }
 
 /// `name` as identities are compared (it is a valid identity: checked just before).

@@ -22,11 +22,11 @@ use tonic::Status;
 
 pub use api_token::{TOKEN_PREFIX, generate as generate_token, hash_line};
 pub use args::{AuthArgs, TokenCommand, check_config};
-pub use config::{AuthConfig, ConfigError, IssuerConfig, check_url};
+pub use config::{AuthConfig, ClientSecret, ConfigError, IssuerConfig, check_url};
 pub use layer::Authenticated;
+pub use oidc::{LoginEndpoints, OidcIssuer};
 
 use api_token::ApiTokens;
-use oidc::OidcIssuer;
 
 /// What a caller may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
@@ -135,6 +135,24 @@ impl Caller {
             }
         }
     }
+
+    /// The reason a decision is recorded with: a token that acts for a person decides as
+    /// that person, so the record says which credential was used.
+    pub fn annotate_reason(&self, reason: String) -> String {
+        if let Caller::Authenticated(Reviewer {
+            via: Via::ApiToken { name },
+            identity,
+            ..
+        }) = self
+            && name != identity
+        {
+            let annotated = format!("{reason} [API token {name}]");
+            if annotated.len() <= belay_proto::domain::limits::MAX_REASON_LEN {
+                return annotated;
+            }
+        }
+        reason
+    }
 }
 
 /// The caller of `request`, as [`Authenticated`] established it. Fails closed: a
@@ -201,6 +219,7 @@ pub struct Authenticator {
     issuers: Vec<OidcIssuer>,
     api_tokens: ApiTokens,
     groups: std::collections::HashMap<String, Role>,
+    http: reqwest::Client,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +241,61 @@ impl Authenticator {
                 .collect(),
             api_tokens: ApiTokens::new(&config.api_tokens),
             groups: config.groups,
+            http,
+        })
+    }
+
+    /// The OIDC issuers, in the config's order (the console's sign-in page lists them).
+    pub fn issuers(&self) -> &[OidcIssuer] {
+        &self.issuers
+    }
+
+    /// The client for requests to issuers (discovery, keys, token exchange).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The reviewer an ID token from the console's sign-in stands for: it must be a
+    /// valid token of the issuer the sign-in started with (not merely of any trusted
+    /// one) and carry the nonce that sign-in sent, so that a token issued for another
+    /// login cannot be replayed into this one.
+    pub async fn sign_in(
+        &self,
+        issuer: &OidcIssuer,
+        id_token: &str,
+        nonce: &str,
+    ) -> Result<Reviewer, AuthError> {
+        let header = jsonwebtoken::decode_header(id_token)
+            .map_err(|err| AuthError::NotAJwt(err.to_string()))?;
+        let claims = issuer.verify(id_token, &header).await?;
+        // Not a secret once the browser carried it back: a plain comparison will do.
+        let same_nonce = claims.nonce.as_deref() == Some(nonce);
+        if !same_nonce {
+            return Err(AuthError::Malformed(
+                "ID token nonce does not match this sign-in".into(),
+            ));
+        }
+        self.reviewer_of(issuer, &claims)
+    }
+
+    fn reviewer_of(
+        &self,
+        issuer: &OidcIssuer,
+        claims: &oidc::VerifiedClaims,
+    ) -> Result<Reviewer, AuthError> {
+        let identity = scoped_identity(issuer.issuer(), issuer.identity_claim(), &claims.identity)
+            .map_err(|err| AuthError::Identity(format!("ID token identity is unusable: {err}")))?;
+        let role = claims
+            .groups
+            .iter()
+            .filter_map(|group| self.groups.get(group).copied())
+            .max();
+        Ok(Reviewer {
+            identity: identity.into_string(),
+            role,
+            via: Via::Oidc {
+                issuer: issuer.issuer().to_owned(),
+            },
         })
     }
 
@@ -260,20 +334,7 @@ impl Authenticator {
             .find(|i| i.issuer() == iss)
             .ok_or(AuthError::UntrustedIssuer(iss))?;
         let claims = issuer.verify(token, &header).await?;
-        let identity = scoped_identity(issuer.issuer(), issuer.identity_claim(), &claims.identity)
-            .map_err(|err| AuthError::Identity(format!("ID token identity is unusable: {err}")))?;
-        let role = claims
-            .groups
-            .iter()
-            .filter_map(|group| self.groups.get(group).copied())
-            .max();
-        Ok(Reviewer {
-            identity: identity.into_string(),
-            role,
-            via: Via::Oidc {
-                issuer: issuer.issuer().to_owned(),
-            },
-        })
+        self.reviewer_of(issuer, &claims)
     }
 }
 

@@ -34,6 +34,8 @@ struct FetchState {
     /// From the configuration, or discovered once.
     jwks_url: Option<String>,
     last_attempt: Option<Instant>,
+    /// Discovered once, at the first console sign-in.
+    login: Option<LoginEndpoints>,
 }
 
 pub struct OidcIssuer {
@@ -57,12 +59,23 @@ impl std::fmt::Debug for OidcIssuer {
 pub struct VerifiedClaims {
     pub identity: String,
     pub groups: Vec<String>,
+    /// The `nonce` of a token from the authorization code flow (the console's login).
+    pub nonce: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+}
+
+/// Where a browser signs in with this issuer (authorization code flow with PKCE).
+#[derive(Debug, Clone)]
+pub struct LoginEndpoints {
+    pub authorization: String,
+    pub token: String,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +88,7 @@ impl OidcIssuer {
         let fetch = FetchState {
             jwks_url: config.jwks_url.clone(),
             last_attempt: None,
+            login: None,
         };
         Self {
             config,
@@ -163,7 +177,15 @@ impl OidcIssuer {
                 )));
             }
         };
-        Ok(VerifiedClaims { identity, groups })
+        let nonce = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(VerifiedClaims {
+            identity,
+            groups,
+            nonce,
+        })
     }
 
     /// The key `kid` names (or the only key, for tokens without a `kid`), fetching the
@@ -275,6 +297,14 @@ impl OidcIssuer {
 
     /// The `jwks_uri` of the issuer's discovery document, which must name this issuer.
     async fn discover(&self) -> Result<String, String> {
+        let (url, discovery) = self.discovery().await?;
+        super::config::check_url(&discovery.jwks_uri)
+            .map_err(|err| format!("{url}: jwks_uri {err}"))?;
+        Ok(discovery.jwks_uri)
+    }
+
+    /// The issuer's discovery document, which must name this issuer, and its address.
+    async fn discovery(&self) -> Result<(String, Discovery), String> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
@@ -286,9 +316,46 @@ impl OidcIssuer {
                 discovery.issuer, self.config.issuer
             ));
         }
-        super::config::check_url(&discovery.jwks_uri)
-            .map_err(|err| format!("{url}: jwks_uri {err}"))?;
-        Ok(discovery.jwks_uri)
+        Ok((url, discovery))
+    }
+
+    /// The authorization and token endpoints, from the discovery document (fetched once;
+    /// a failed fetch is tried again at the next sign-in).
+    pub async fn login_endpoints(&self) -> Result<LoginEndpoints, AuthError> {
+        let mut fetch = self.fetch.lock().await;
+        if let Some(login) = &fetch.login {
+            return Ok(login.clone());
+        }
+        let unavailable = |problem: String| AuthError::IssuerUnavailable {
+            issuer: self.config.issuer.clone(),
+            problem,
+        };
+        let (url, discovery) = self.discovery().await.map_err(unavailable)?;
+        let endpoint = |name: &str, value: Option<String>| {
+            let value = value.ok_or_else(|| {
+                unavailable(format!(
+                    "{url} has no {name}: the issuer does not support browser sign-in"
+                ))
+            })?;
+            super::config::check_url(&value)
+                .map_err(|err| unavailable(format!("{url}: {name} {err}")))?;
+            Ok::<_, AuthError>(value)
+        };
+        let login = LoginEndpoints {
+            authorization: endpoint("authorization_endpoint", discovery.authorization_endpoint)?,
+            token: endpoint("token_endpoint", discovery.token_endpoint)?,
+        };
+        fetch.login = Some(login.clone());
+        Ok(login)
+    }
+
+    /// The client id browsers sign in with: the audience its ID tokens carry.
+    pub fn client_id(&self) -> &str {
+        &self.config.audience
+    }
+
+    pub fn client_secret(&self) -> Option<&str> {
+        self.config.client_secret.as_ref().map(|s| s.0.as_str())
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {

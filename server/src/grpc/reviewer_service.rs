@@ -128,20 +128,7 @@ impl<S: Store> ReviewerService for ReviewerApi<S> {
         let caller = crate::auth::caller(&request)?.clone();
         let mut message = request.into_inner();
         message.reviewer = caller.decider(&message.reviewer)?;
-        // A token that acts for a person decides as that person; the record still says
-        // which credential was used.
-        if let crate::auth::Caller::Authenticated(crate::auth::Reviewer {
-            via: crate::auth::Via::ApiToken { name },
-            identity,
-            ..
-        }) = &caller
-            && name != identity
-        {
-            let annotated = format!("{} [API token {name}]", message.reason);
-            if annotated.len() <= belay_proto::domain::limits::MAX_REASON_LEN {
-                message.reason = annotated;
-            }
-        }
+        message.reason = caller.annotate_reason(message.reason);
         let decision = ReviewerDecision::try_from(message)?;
         // On a task of its own: tonic drops this future when the caller goes away, and a
         // decision the store has recorded must still reach the agent.

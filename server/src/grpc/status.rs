@@ -6,8 +6,12 @@ impl From<ApprovalError> for Status {
     fn from(err: ApprovalError) -> Self {
         let message = err.to_string();
         match err {
-            ApprovalError::NotFound(_) => Status::not_found(message),
-            ApprovalError::AlreadyResolved { .. } => Status::failed_precondition(message),
+            ApprovalError::NotFound(_) | ApprovalError::GrantNotFound(_) => {
+                Status::not_found(message)
+            }
+            ApprovalError::AlreadyResolved { .. }
+            | ApprovalError::GrantExpired { .. }
+            | ApprovalError::GrantAlreadyRevoked { .. } => Status::failed_precondition(message),
             ApprovalError::SelfApproval { .. } => Status::permission_denied(message),
             ApprovalError::IdOfAnotherAgent(_)
             | ApprovalError::IdReused(_)

@@ -210,7 +210,8 @@ impl PkiArgs {
         })
     }
 
-    fn tls_names(&self) -> Vec<String> {
+    /// The names the serving certificates are issued for.
+    pub fn tls_names(&self) -> Vec<String> {
         if !self.tls_names.is_empty() {
             return self.tls_names.clone();
         }

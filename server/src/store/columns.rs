@@ -12,12 +12,12 @@
 use std::time::Duration;
 
 use belay_proto::domain::{
-    HostName, Identity, Reason, Request, RequestId, RequestState, Scope, Verdict,
+    HostName, Identity, Name, Reason, Request, RequestId, RequestState, Scope, Verdict,
 };
 use belay_proto::v1;
 use prost::Message as _;
 
-use super::{EnrollToken, Grant, GrantKey, StoreError, Vote};
+use super::{EnrollToken, Grant, GrantKey, Revocation, StoreError, Vote};
 pub(crate) use crate::epoch::{from_nanos, join_time, nanos, split_time};
 
 /// A scope as stored: its kind and its duration in seconds (0 for once).
@@ -141,6 +141,49 @@ impl GrantRow {
             granted_at: from_nanos(self.granted_at),
             expires_at: from_nanos(self.expires_at),
         })
+    }
+}
+
+/// Every column of `grants`, in the order of [`StoredGrantRow`]: the key, then
+/// [`GrantRow`]'s, then the revocation (NULL while there is none).
+pub(crate) const GRANT_COLUMNS: &str = "host, agent, action, verdict, reviewer, reason, \
+     from_request, scope, granted_at, expires_at, revoked_at, revoked_by, revoke_reason";
+
+/// A whole row of `grants` ([`GRANT_COLUMNS`]).
+pub(crate) struct StoredGrantRow {
+    pub host: String,
+    pub agent: Option<String>,
+    pub action: String,
+    pub grant: GrantRow,
+    pub revoked_at: Option<i64>,
+    pub revoked_by: Option<String>,
+    pub revoke_reason: Option<String>,
+}
+
+impl StoredGrantRow {
+    /// The grant, and its revocation if it was revoked.
+    pub(crate) fn decode(self) -> Result<(Grant, Option<Revocation>), StoreError> {
+        let bad = |what: &dyn std::fmt::Display| damaged_row("grants", what);
+        let key = GrantKey {
+            host: HostName::new(self.host).map_err(|err| bad(&err))?,
+            agent: self
+                .agent
+                .map(Name::new)
+                .transpose()
+                .map_err(|err| bad(&err))?,
+            action: self.action,
+        };
+        let grant = self.grant.decode(&key)?;
+        let revocation = match (self.revoked_at, self.revoked_by, self.revoke_reason) {
+            (None, None, None) => None,
+            (Some(at), Some(reviewer), Some(reason)) => Some(Revocation {
+                reviewer: Identity::new(reviewer).map_err(|err| bad(&err))?,
+                reason: Reason::new(reason).map_err(|err| bad(&err))?,
+                at: from_nanos(at),
+            }),
+            _ => return Err(bad(&"a revocation without its time, reviewer or reason")),
+        };
+        Ok((grant, revocation))
     }
 }
 

@@ -13,9 +13,11 @@ use super::enrollment;
 use super::policy::{self, NewPolicy, PolicyVote, StoredPolicy};
 use super::{
     AuditLogStore, EnrollOutcome, EnrollToken, Enrollment, EnrollmentStore, Grant, GrantKey,
-    GrantStore, Inserted, PolicyStore, RequestStore, Resolved, StoreError, Vote, VoteStore, Voted,
+    GrantStore, Inserted, PolicyStore, RequestStore, Resolved, Revocation, Revoked, StoreError,
+    Vote, VoteStore, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner, MemoryChain, Report};
+use crate::canonical_action::action_digest;
 
 /// Requests in process memory; lost on restart.
 #[derive(Debug)]
@@ -28,7 +30,8 @@ struct MemoryInner {
     requests: HashMap<RequestId, Request>,
     /// Pending requests ordered by deadline, so expiry does not scan everything.
     pending_deadlines: BTreeSet<(SystemTime, RequestId)>,
-    grants: Vec<Grant>,
+    /// Every grant ever made, with its revocation if it was revoked.
+    grants: Vec<(Grant, Option<Revocation>)>,
     votes: HashMap<RequestId, Vec<Vote>>,
     enroll_tokens: HashMap<[u8; 32], (EnrollToken, bool)>,
     /// Every host that ever enrolled.
@@ -175,6 +178,26 @@ impl RequestStore for MemoryStore {
             .first()
             .map(|(deadline, _)| *deadline))
     }
+
+    async fn history(&self, request: &Request, limit: usize) -> Result<Vec<Request>, StoreError> {
+        let action = action_digest(&request.action);
+        let inner = self.lock();
+        let mut found: Vec<Request> = inner
+            .requests
+            .values()
+            .filter(|earlier| {
+                earlier.host == request.host
+                    && earlier.id != request.id
+                    && earlier.resolution.is_some()
+                    && earlier.created_at <= request.created_at
+                    && action_digest(&earlier.action) == action
+            })
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        found.truncate(limit);
+        Ok(found)
+    }
 }
 
 impl GrantStore for MemoryStore {
@@ -189,8 +212,18 @@ impl GrantStore for MemoryStore {
                     format!("no request {} to grant from", grant.from_request).into(),
                 )
             })?;
+        // As the databases' unique index: a decision creates at most one grant.
+        if inner
+            .grants
+            .iter()
+            .any(|(stored, _)| stored.from_request == grant.from_request)
+        {
+            return Err(StoreError::Backend(
+                format!("request {} has created a grant already", grant.from_request).into(),
+            ));
+        }
         inner.audit.append(grant.audit_event(&request));
-        inner.grants.push(grant);
+        inner.grants.push((grant, None));
         Ok(())
     }
 
@@ -199,11 +232,56 @@ impl GrantStore for MemoryStore {
         let mut found: Vec<Grant> = inner
             .grants
             .iter()
-            .filter(|grant| grant.key == *key && grant.expires_at > now)
-            .cloned()
+            .filter(|(grant, revoked)| {
+                grant.key == *key && grant.expires_at > now && revoked.is_none()
+            })
+            .map(|(grant, _)| grant.clone())
             .collect();
         found.sort_by_key(|grant| std::cmp::Reverse(grant.granted_at));
         Ok(found)
+    }
+
+    async fn grants_in_force(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let inner = self.lock();
+        let mut found: Vec<Grant> = inner
+            .grants
+            .iter()
+            .filter(|(grant, revoked)| grant.expires_at > now && revoked.is_none())
+            .map(|(grant, _)| grant.clone())
+            .collect();
+        found.sort_by(|a, b| (b.granted_at, &b.from_request).cmp(&(a.granted_at, &a.from_request)));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn revoke_grant(
+        &self,
+        id: &RequestId,
+        revocation: Revocation,
+    ) -> Result<Revoked, StoreError> {
+        let mut inner = self.lock();
+        let Some(position) = inner
+            .grants
+            .iter()
+            .position(|(grant, _)| grant.from_request == *id)
+        else {
+            return Ok(Revoked::NotFound);
+        };
+        let grant = match Revoked::would_be(Some(inner.grants[position].clone()), revocation.at) {
+            Revoked::Now(grant) => grant,
+            answer => return Ok(answer),
+        };
+        let request =
+            inner.requests.get(id).cloned().ok_or_else(|| {
+                StoreError::Backend(format!("no request {id} for its grant").into())
+            })?;
+        inner.audit.append(revocation.audit_event(&grant, &request));
+        inner.grants[position].1 = Some(revocation);
+        Ok(Revoked::Now(grant))
     }
 }
 

@@ -28,6 +28,8 @@ mod tests;
 #[cfg(test)]
 mod tests_enrollment;
 #[cfg(test)]
+mod tests_grants;
+#[cfg(test)]
 mod tests_policy;
 #[cfg(test)]
 mod tests_records;
@@ -46,7 +48,7 @@ pub use enrollment::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
 pub use memory::MemoryStore;
 pub use policy::{NewPolicy, PolicyVote, StoredPolicy};
 pub use postgres::{PostgresStore, is_postgres_url};
-pub use records::{EnrollToken, Grant, GrantKey, RemoteChange, Vote, Voted};
+pub use records::{EnrollToken, Grant, GrantKey, RemoteChange, Revocation, Revoked, Vote, Voted};
 pub use sqlite::{AuditOptions, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +126,18 @@ pub trait RequestStore: Send + Sync + 'static {
     /// The earliest deadline among pending requests.
     fn next_deadline(&self) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
 
+    /// The requests that ended before `request` was made, or at the same time, from the
+    /// same host for the same action (the same [`action_digest`], which a grant
+    /// compares), newest first, at most `limit`; never `request` itself nor a pending
+    /// one. The agent does not matter.
+    ///
+    /// [`action_digest`]: crate::canonical_action::action_digest
+    fn history(
+        &self,
+        request: &Request,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Request>, StoreError>> + Send;
+
     /// Changes that other server processes make to a shared database, for the one caller
     /// that follows them (`None` after the first call, and for stores no other process
     /// uses). A store shared by several replicas must report every request they insert
@@ -138,12 +152,31 @@ pub trait GrantStore: Send + Sync + 'static {
     /// Records a scoped grant (and its audit record).
     fn add_grant(&self, grant: Grant) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Grants with exactly this key that have not expired at `now`, newest first.
+    /// Grants with exactly this key that have not expired at `now` and are not revoked,
+    /// newest first.
     fn find_grants(
         &self,
         key: &GrantKey,
         now: SystemTime,
     ) -> impl Future<Output = Result<Vec<Grant>, StoreError>> + Send;
+
+    /// Every grant in force at `now` (not expired, not revoked), whatever its key,
+    /// newest first, at most `limit`.
+    fn grants_in_force(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Grant>, StoreError>> + Send;
+
+    /// Revokes the grant that the decision on request `id` created (a decision creates
+    /// at most one), if it is in force at `revocation.at`, and appends its audit record,
+    /// in one atomic step: of two concurrent revocations one wins, the other gets
+    /// [`Revoked::Already`]. Unknown, expired and revoked grants change nothing.
+    fn revoke_grant(
+        &self,
+        id: &RequestId,
+        revocation: Revocation,
+    ) -> impl Future<Output = Result<Revoked, StoreError>> + Send;
 }
 
 /// Approvals counted towards a request's quorum.

@@ -1,5 +1,5 @@
-//! What the store keeps besides requests: one-time enrollment tokens, scoped grants,
-//! quorum votes, and the changes other server processes make.
+//! What the store keeps besides requests: one-time enrollment tokens, scoped grants
+//! and their revocations, quorum votes, and the changes other server processes make.
 
 use std::time::SystemTime;
 
@@ -56,6 +56,62 @@ impl Grant {
         body.insert("scope".into(), self.scope.as_str().into());
         body.insert("expires_at".into(), nanos(self.expires_at).into());
         audit::request_event(request, "granted", at, body)
+    }
+}
+
+/// Who ended a grant before it expired, when and why. A revoked grant settles nothing
+/// more and is no longer in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub reviewer: Identity,
+    pub reason: Reason,
+    pub at: SystemTime,
+}
+
+impl Revocation {
+    /// The audit record (kind `grant_revoked`) of this revocation of `grant`, which a
+    /// decision on `request` created. `reviewer` and `reason` are the revocation's; the
+    /// grant's own are `granted_by` and `grant_reason`.
+    pub(crate) fn audit_event(&self, grant: &Grant, request: &Request) -> audit::Event {
+        let at = nanos(self.at);
+        let mut body = audit::request_body(request, "grant_revoked", at);
+        body.insert("reviewer".into(), self.reviewer.as_str().into());
+        body.insert("reason".into(), self.reason.as_str().into());
+        body.insert("granted_by".into(), grant.reviewer.as_str().into());
+        body.insert("grant_reason".into(), grant.reason.as_str().into());
+        body.insert("verdict".into(), grant.verdict.as_str().into());
+        body.insert("scope".into(), grant.scope.as_str().into());
+        body.insert("granted_at".into(), nanos(grant.granted_at).into());
+        body.insert("expires_at".into(), nanos(grant.expires_at).into());
+        audit::request_event(request, "grant_revoked", at, body)
+    }
+}
+
+/// Result of [`super::GrantStore::revoke_grant`]. Only [`Revoked::Now`] changed
+/// anything (and appended an audit record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// The grant was in force and is now revoked; this is the grant.
+    Now(Grant),
+    /// No grant was created by that request.
+    NotFound,
+    /// The grant had expired at the revocation's time already.
+    Expired(Grant),
+    /// The grant had been revoked already, by this revocation.
+    Already(Grant, Revocation),
+}
+
+impl Revoked {
+    /// What revoking `stored` (a grant as read, with its revocation) at `at` answers:
+    /// [`Revoked::Now`] if it is in force, which the caller then makes true by revoking
+    /// it; otherwise the refusal, which changes nothing.
+    pub(crate) fn would_be(stored: Option<(Grant, Option<Revocation>)>, at: SystemTime) -> Self {
+        match stored {
+            None => Self::NotFound,
+            Some((grant, Some(earlier))) => Self::Already(grant, earlier),
+            Some((grant, None)) if grant.expires_at <= at => Self::Expired(grant),
+            Some((grant, None)) => Self::Now(grant),
+        }
     }
 }
 

@@ -22,6 +22,12 @@
 //! be committed without the other. When the store closes, the head of the log is
 //! signed.
 //!
+//! Migration 7 makes grants revocable (`revoked_at`, `revoked_by`, `revoke_reason`,
+//! NULL while in force; at most one grant per request, which is its id) and stores each
+//! request's `host` and `action` (the digest grants compare), indexed, so that the
+//! earlier requests for the same action are found without reading every row; rows from
+//! before are filled in when the store opens (`requests::fill_actions`).
+//!
 //! Reading a row rebuilds the `belay.v1.Request` and converts it with the same validation
 //! as a message from the wire, so a damaged row is an error, never a wrong request.
 //!
@@ -40,6 +46,8 @@ mod reader;
 mod requests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_migration;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -53,12 +61,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AuditLogStore, EnrollOutcome, EnrollToken, Enrollment, EnrollmentStore, Grant, GrantKey,
-    GrantStore, Inserted, NewPolicy, PolicyStore, PolicyVote, RequestStore, Resolved, StoreError,
-    StoredPolicy, Vote, VoteStore, Voted,
+    GrantStore, Inserted, NewPolicy, PolicyStore, PolicyVote, RequestStore, Resolved, Revocation,
+    Revoked, StoreError, StoredPolicy, Vote, VoteStore, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner};
 use open::{open_connection, stable_plans};
-use requests::{get, insert_if_absent, next_deadline, pending, pending_due, resolve_pending};
+use requests::{
+    get, history, insert_if_absent, next_deadline, pending, pending_due, resolve_pending,
+};
 use writer::{Job, Task, run_jobs};
 
 /// Jobs queued towards the database thread before callers wait for room.
@@ -233,6 +243,13 @@ impl RequestStore for SqliteStore {
     async fn next_deadline(&self) -> Result<Option<SystemTime>, StoreError> {
         self.readers.read(next_deadline).await
     }
+
+    async fn history(&self, request: &Request, limit: usize) -> Result<Vec<Request>, StoreError> {
+        let request = request.clone();
+        self.readers
+            .read(move |db| history(db, &request, limit))
+            .await
+    }
 }
 
 impl GrantStore for SqliteStore {
@@ -255,6 +272,37 @@ impl GrantStore for SqliteStore {
         self.readers
             .read(move |db| grants::find_grants(db, &key, now))
             .await
+    }
+
+    async fn grants_in_force(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Grant>, StoreError> {
+        self.readers
+            .read(move |db| grants::grants_in_force(db, now, limit))
+            .await
+    }
+
+    async fn revoke_grant(
+        &self,
+        id: &RequestId,
+        revocation: Revocation,
+    ) -> Result<Revoked, StoreError> {
+        let id = id.clone();
+        let signer = Arc::clone(&self.audit);
+        // One job, hence one savepoint: the grant changes together with its record.
+        self.run(move |db| {
+            let revoked = grants::revoke_grant(db, &id, &revocation)?;
+            if let Revoked::Now(grant) = &revoked {
+                let request = get(db, &id)?.ok_or_else(|| {
+                    StoreError::Backend(format!("no request {id} for its grant").into())
+                })?;
+                audit_log::append(db, &signer, revocation.audit_event(grant, &request))?;
+            }
+            Ok(revoked)
+        })
+        .await
     }
 }
 

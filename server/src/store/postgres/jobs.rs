@@ -9,10 +9,14 @@ use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
-use super::super::{Grant, Inserted, RemoteChange, Resolved, StoreError, Vote, Voted};
+use super::super::columns::GRANT_COLUMNS;
+use super::super::{
+    Grant, Inserted, RemoteChange, Resolved, Revocation, Revoked, StoreError, Vote, Voted,
+};
 use super::rows::{self, REQUEST_COLUMNS};
 use super::writer::Connection;
 use crate::audit::{self, Event};
+use crate::canonical_action::action_digest;
 
 /// A parameter of a statement, owned so that a batch's calls can be pipelined.
 pub(super) type Param = Box<dyn ToSql + Sync + Send>;
@@ -28,6 +32,7 @@ pub(super) enum Op {
     Resolve(RequestId, Resolution),
     Grant(Grant),
     Vote(RequestId, Vote),
+    Revoke(RequestId, Revocation),
 }
 
 #[derive(Debug)]
@@ -36,14 +41,15 @@ pub(super) enum Done {
     Resolved(Resolved),
     Granted,
     Voted(Voted),
+    Revoked(Revoked),
 }
 
 /// Insert-if-absent in one statement: the outer SELECT reads the snapshot from before
 /// the insert, so it finds the row only when the id was taken already.
 pub(super) const INSERT_SQL: &str = "WITH inserted AS ( \
          INSERT INTO requests (id, state, created_secs, created_nanos, \
-         deadline_secs, deadline_nanos, request, resolution) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         deadline_secs, deadline_nanos, request, resolution, host, action) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (id) DO NOTHING RETURNING id) \
      SELECT r.id, r.state, r.request, r.resolution, EXISTS (SELECT 1 FROM inserted) \
      FROM (SELECT 1) AS one LEFT JOIN requests r ON r.id = $1";
@@ -92,6 +98,27 @@ pub(super) fn vote_sql() -> String {
     )
 }
 
+/// The grant of request `$1` as it was (its columns after the request's), and whether
+/// this statement revoked it: only if it was in force at `$2`. One statement, as the
+/// other changes; the chain lock keeps other writers out until the commit.
+pub(super) fn revoke_sql() -> String {
+    format!(
+        "WITH stored AS (SELECT {GRANT_COLUMNS} FROM grants WHERE from_request = $1::text), \
+         updated AS ( \
+             UPDATE grants SET revoked_at = $2::bigint, revoked_by = $3::text, \
+             revoke_reason = $4::text \
+             WHERE from_request = $1::text AND revoked_at IS NULL \
+             AND expires_at > $2::bigint RETURNING 1) \
+         SELECT r.id, r.state, r.request, r.resolution, stored.*, \
+         EXISTS (SELECT 1 FROM updated) \
+         FROM stored LEFT JOIN requests r ON r.id = stored.from_request"
+    )
+}
+
+/// Where the grant's columns start in a row of [`revoke_sql`], and the flag after them.
+const REVOKED_GRANT: usize = 4;
+const REVOKED_NOW: usize = REVOKED_GRANT + 13;
+
 pub(super) const VOTES_SQL: &str = "SELECT reviewer, reason, scope, scope_secs, at FROM votes \
      WHERE request_id = $1 ORDER BY at, reviewer";
 
@@ -121,6 +148,8 @@ impl Op {
                         Box::new(deadline_nanos),
                         Box::new(submitted),
                         Box::new(resolution),
+                        Box::new(request.host.as_str().to_owned()),
+                        Box::new(action_digest(&request.action)),
                     ],
                 )]
             }
@@ -168,6 +197,15 @@ impl Op {
                     (&connection.votes, vec![Box::new(id.as_str().to_owned())]),
                 ]
             }
+            Self::Revoke(id, revocation) => vec![(
+                &connection.revoke,
+                vec![
+                    Box::new(id.as_str().to_owned()),
+                    Box::new(rows::nanos(revocation.at)),
+                    Box::new(revocation.reviewer.as_str().to_owned()),
+                    Box::new(revocation.reason.as_str().to_owned()),
+                ],
+            )],
         }
     }
 
@@ -242,6 +280,28 @@ impl Op {
                 } else {
                     Ok(Done::Voted(Voted::AlreadyVoted(votes)))
                 }
+            }
+            Self::Revoke(id, revocation) => {
+                let Some(row) = first else {
+                    return Ok(Done::Revoked(Revoked::NotFound));
+                };
+                let stored = rows::stored_grant_from(row, REVOKED_GRANT)?;
+                let grant = match Revoked::would_be(stored, revocation.at) {
+                    Revoked::Now(grant) => grant,
+                    answer => return Ok(Done::Revoked(answer)),
+                };
+                if !row.try_get::<_, bool>(REVOKED_NOW)? {
+                    return Err(StoreError::Backend(
+                        format!("the grant of request {id} changed while being revoked").into(),
+                    ));
+                }
+                let request = rows::request_from(row)?.ok_or_else(|| {
+                    StoreError::Backend(format!("no request {id} for its grant").into())
+                })?;
+                effects
+                    .events
+                    .push(revocation.audit_event(&grant, &request));
+                Ok(Done::Revoked(Revoked::Now(grant)))
             }
         }
     }

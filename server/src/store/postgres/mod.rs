@@ -25,6 +25,8 @@ mod rows;
 mod schema;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_migration;
 mod writer;
 
 use std::hash::{BuildHasher as _, Hasher as _};
@@ -41,9 +43,10 @@ use tokio_util::sync::CancellationToken;
 use super::{
     AuditLogStore, AuditOptions, EnrollOutcome, EnrollToken, Enrollment, EnrollmentStore, Grant,
     GrantKey, GrantStore, Inserted, NewPolicy, PolicyStore, PolicyVote, RemoteChange, RequestStore,
-    Resolved, StoreError, StoredPolicy, Vote, VoteStore, Voted,
+    Resolved, Revocation, Revoked, StoreError, StoredPolicy, Vote, VoteStore, Voted,
 };
 use crate::audit::{self, AuditKey, AuditSigner};
+use crate::canonical_action::action_digest;
 use jobs::{Done, Job, Op};
 use pool::Pool;
 use rows::REQUEST_COLUMNS;
@@ -269,6 +272,37 @@ impl RequestStore for PostgresStore {
             .ok_or_else(|| rows::damaged(&id, "bad deadline"))
     }
 
+    async fn history(&self, request: &Request, limit: usize) -> Result<Vec<Request>, StoreError> {
+        const SQL: &str = "SELECT id, state, request, resolution FROM requests \
+             WHERE host = $1 AND action = $2 AND state <> 'pending' AND id <> $3 \
+             AND (created_secs, created_nanos) <= ($4, $5) \
+             ORDER BY created_secs DESC, created_nanos DESC, id DESC LIMIT $6";
+        let (secs, nanos) = rows::split_time(request.created_at);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .pool
+            .get()
+            .await?
+            .query(
+                SQL,
+                &[
+                    &request.host.as_str(),
+                    &action_digest(&request.action),
+                    &request.id.as_str(),
+                    &secs,
+                    &nanos,
+                    &limit,
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                rows::request_from(row)?
+                    .ok_or_else(|| StoreError::Backend("a request row has no id".into()))
+            })
+            .collect()
+    }
+
     fn remote_changes(&self) -> Option<mpsc::UnboundedReceiver<RemoteChange>> {
         if self.followed.swap(true, Ordering::SeqCst) {
             return None;
@@ -293,7 +327,8 @@ impl GrantStore for PostgresStore {
     async fn find_grants(&self, key: &GrantKey, now: SystemTime) -> Result<Vec<Grant>, StoreError> {
         const SQL: &str = "SELECT verdict, reviewer, reason, from_request, scope, granted_at, \
              expires_at FROM grants WHERE host = $1 AND action = $2 \
-             AND agent IS NOT DISTINCT FROM $3 AND expires_at > $4 ORDER BY granted_at DESC";
+             AND agent IS NOT DISTINCT FROM $3 AND expires_at > $4 AND revoked_at IS NULL \
+             ORDER BY granted_at DESC";
         let rows = self
             .pool
             .get()
@@ -309,6 +344,43 @@ impl GrantStore for PostgresStore {
             )
             .await?;
         rows.iter().map(|row| rows::grant_from(key, row)).collect()
+    }
+
+    async fn grants_in_force(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Grant>, StoreError> {
+        const SQL: &str = "SELECT host, agent, action, verdict, reviewer, reason, \
+             from_request, scope, granted_at, expires_at, revoked_at, revoked_by, revoke_reason \
+             FROM grants WHERE expires_at > $1 AND revoked_at IS NULL \
+             ORDER BY granted_at DESC, from_request DESC LIMIT $2";
+        debug_assert!(SQL.contains(super::columns::GRANT_COLUMNS));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .pool
+            .get()
+            .await?
+            .query(SQL, &[&rows::nanos(now), &limit])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                rows::stored_grant_from(row, 0)?
+                    .map(|(grant, _)| grant)
+                    .ok_or_else(|| StoreError::Backend("a grant row has no host".into()))
+            })
+            .collect()
+    }
+
+    async fn revoke_grant(
+        &self,
+        id: &RequestId,
+        revocation: Revocation,
+    ) -> Result<Revoked, StoreError> {
+        match self.write(Op::Revoke(id.clone(), revocation)).await? {
+            Done::Revoked(revoked) => Ok(revoked),
+            other => Err(unexpected(&other)),
+        }
     }
 }
 

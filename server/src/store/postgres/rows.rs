@@ -5,11 +5,11 @@
 use belay_proto::domain::Request;
 use tokio_postgres::Row;
 
-use super::super::columns::{GrantRow, RequestRow, TokenRow, VoteRow};
+use super::super::columns::{GrantRow, RequestRow, StoredGrantRow, TokenRow, VoteRow};
 pub(super) use super::super::columns::{
     damaged, join_time, nanos, request_id, scope_parts, split_time,
 };
-use super::super::{EnrollToken, Grant, GrantKey, StoreError, Vote};
+use super::super::{EnrollToken, Grant, GrantKey, Revocation, StoreError, Vote};
 
 /// The columns a request is rebuilt from, in this order at the start of a row.
 pub(super) const REQUEST_COLUMNS: &str = "id, state, request, resolution";
@@ -59,6 +59,36 @@ pub(super) fn grant_from(key: &GrantKey, row: &Row) -> Result<Grant, StoreError>
         expires_at: row.try_get(6)?,
     }
     .decode(key)
+}
+
+/// The columns of `columns::GRANT_COLUMNS` from `first` on; `None` when they are NULL
+/// (the empty side of an outer join).
+pub(super) fn stored_grant_from(
+    row: &Row,
+    first: usize,
+) -> Result<Option<(Grant, Option<Revocation>)>, StoreError> {
+    let Some(host) = row.try_get::<_, Option<String>>(first)? else {
+        return Ok(None);
+    };
+    StoredGrantRow {
+        host,
+        agent: row.try_get(first + 1)?,
+        action: row.try_get(first + 2)?,
+        grant: GrantRow {
+            verdict: row.try_get(first + 3)?,
+            reviewer: row.try_get(first + 4)?,
+            reason: row.try_get(first + 5)?,
+            from_request: row.try_get(first + 6)?,
+            scope: row.try_get(first + 7)?,
+            granted_at: row.try_get(first + 8)?,
+            expires_at: row.try_get(first + 9)?,
+        },
+        revoked_at: row.try_get(first + 10)?,
+        revoked_by: row.try_get(first + 11)?,
+        revoke_reason: row.try_get(first + 12)?,
+    }
+    .decode()
+    .map(Some)
 }
 
 /// Columns: host, created_at, expires_at.

@@ -4,7 +4,8 @@
 use tokio_postgres::Client;
 
 use super::super::StoreError;
-use super::audit_log;
+use super::{audit_log, rows};
+use crate::canonical_action::action_digest;
 
 /// Key of the advisory lock held while migrating ("belay" + 2).
 const MIGRATION_LOCK: i64 = 0x6265_6c61_7902;
@@ -18,7 +19,32 @@ const MIGRATIONS: &[&str] = &[
     super::policy::MIGRATION,
     MIGRATION_5,
     super::policy::MIGRATION_VOTES,
+    MIGRATION_7,
 ];
+
+/// Revocable grants (at most one per request, its id), and the host and action
+/// (digest) of each request, by which the earlier requests for the same action are
+/// found. Rows stored before have no host and action until [`fill_actions`] fills them,
+/// right after (and at each start: a replica of the previous version, still running
+/// during an upgrade, stores requests without them).
+const MIGRATION_7: &str = r#"
+ALTER TABLE grants
+    ADD COLUMN revoked_at BIGINT,
+    ADD COLUMN revoked_by TEXT,
+    ADD COLUMN revoke_reason TEXT,
+    ADD CONSTRAINT grants_revocation_whole CHECK (
+        (revoked_at IS NULL) = (revoked_by IS NULL)
+        AND (revoked_at IS NULL) = (revoke_reason IS NULL));
+CREATE UNIQUE INDEX grants_by_request ON grants (from_request);
+CREATE INDEX grants_in_force ON grants (expires_at) WHERE revoked_at IS NULL;
+ALTER TABLE requests
+    ADD COLUMN host TEXT COLLATE "C",
+    ADD COLUMN action TEXT COLLATE "C";
+CREATE INDEX requests_by_action ON requests (host, action, created_secs, created_nanos);
+"#;
+
+/// Requests read per step of [`fill_actions`].
+const FILL_STEP: i64 = 500;
 
 /// Every host that ever enrolled (see `store::enrollment`), filled from the audit log's
 /// accepted enrollments.
@@ -181,7 +207,53 @@ async fn migrate_locked(client: &Client, target: &str) -> Result<(), StoreError>
             .map_err(sql)?;
         tracing::info!(db = target, version, "database schema migrated");
     }
+    let filled = fill_actions(client).await.map_err(sql)?;
+    if filled > 0 {
+        tracing::info!(
+            db = target,
+            requests = filled,
+            "actions of stored requests indexed"
+        );
+    }
     Ok(())
+}
+
+/// Fills in the host and action columns of requests stored without them (NULL), so
+/// that histories find them; returns how many. A row that cannot be read is left as it
+/// is (out of every history) and reported. Quick when there is nothing to fill:
+/// `requests_by_action` starts with the host.
+async fn fill_actions(client: &Client) -> Result<usize, tokio_postgres::Error> {
+    const SELECT: &str = "SELECT id, state, request, resolution FROM requests \
+         WHERE host IS NULL AND id > $1 ORDER BY id LIMIT $2";
+    const UPDATE: &str = "UPDATE requests SET host = filled.host, action = filled.action \
+         FROM unnest($1::text[], $2::text[], $3::text[]) AS filled (id, host, action) \
+         WHERE requests.id = filled.id";
+    let mut after = String::new();
+    let mut filled = 0;
+    loop {
+        let found = client.query(SELECT, &[&after, &FILL_STEP]).await?;
+        let Some(last) = found.last() else {
+            return Ok(filled);
+        };
+        after = last.try_get(0)?;
+        let (mut ids, mut hosts, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+        for row in &found {
+            match rows::request_from(row) {
+                Ok(Some(request)) => {
+                    ids.push(request.id.as_str().to_owned());
+                    hosts.push(request.host.as_str().to_owned());
+                    actions.push(action_digest(&request.action));
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    let id: Option<String> = row.try_get(0)?;
+                    tracing::warn!(id, error = %err, "a stored request cannot be read; it is left out of the history of its action");
+                }
+            }
+        }
+        filled += ids.len();
+        client.execute(UPDATE, &[&ids, &hosts, &actions]).await?;
+    }
 }
 
 fn open(target: &str, err: tokio_postgres::Error) -> StoreError {

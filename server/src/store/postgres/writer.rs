@@ -1,5 +1,5 @@
 //! The writer: every change that is recorded in the audit log (new requests,
-//! resolutions, grants, votes) goes through one task and one connection per store.
+//! resolutions, grants, votes, revocations) goes through one task and one connection per store.
 //!
 //! The task commits in groups, as SQLite's database thread does: it takes every job
 //! waiting (up to [`MAX_BATCH`]) and runs them in one transaction, in two round trips
@@ -29,7 +29,8 @@ use tokio_postgres::{Client, Config, Row, Statement};
 use super::super::StoreError;
 use super::audit_log;
 use super::jobs::{
-    Done, Effects, INSERT_SQL, Job, Op, Param, VOTES_SQL, grant_sql, resolve_sql, vote_sql,
+    Done, Effects, INSERT_SQL, Job, Op, Param, VOTES_SQL, grant_sql, resolve_sql, revoke_sql,
+    vote_sql,
 };
 use super::listen;
 use super::pool::connect;
@@ -48,6 +49,7 @@ pub(super) struct Connection {
     pub(super) grant: Statement,
     pub(super) vote: Statement,
     pub(super) votes: Statement,
+    pub(super) revoke: Statement,
     pub(super) records: Statement,
     pub(super) checkpoints: Statement,
     pub(super) notify: Statement,
@@ -64,6 +66,7 @@ impl Connection {
             grant: client.prepare(&grant_sql()).await?,
             vote: client.prepare(&vote_sql()).await?,
             votes: client.prepare(VOTES_SQL).await?,
+            revoke: client.prepare(&revoke_sql()).await?,
             records: client.prepare(audit_log::INSERT_RECORDS).await?,
             checkpoints: client.prepare(audit_log::INSERT_CHECKPOINTS).await?,
             notify: client

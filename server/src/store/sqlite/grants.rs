@@ -5,10 +5,10 @@
 use std::time::SystemTime;
 
 use belay_proto::domain::{Name, RequestId};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::super::columns::{GrantRow, VoteRow, nanos, scope_parts};
-use super::super::{Grant, GrantKey, StoreError, Vote, Voted};
+use super::super::columns::{GRANT_COLUMNS, GrantRow, StoredGrantRow, VoteRow, nanos, scope_parts};
+use super::super::{Grant, GrantKey, Revocation, Revoked, StoreError, Vote, Voted};
 
 /// Migration 3: grants, votes, and the enrollment tokens (see `enrollment`), which
 /// shipped in the same migration and so stay in one text.
@@ -73,7 +73,7 @@ pub(super) fn find_grants(
     let mut statement = db.prepare_cached(
         "SELECT verdict, reviewer, reason, from_request, scope, granted_at, expires_at \
          FROM grants WHERE host = ?1 AND action = ?2 AND agent IS ?3 AND expires_at > ?4 \
-         ORDER BY granted_at DESC",
+         AND revoked_at IS NULL ORDER BY granted_at DESC",
     )?;
     let rows = statement.query_map(
         params![
@@ -95,6 +95,80 @@ pub(super) fn find_grants(
         },
     )?;
     rows.map(|row| row?.decode(key)).collect()
+}
+
+pub(super) fn grants_in_force(
+    db: &Connection,
+    now: SystemTime,
+    limit: usize,
+) -> Result<Vec<Grant>, StoreError> {
+    let mut statement = db.prepare_cached(&format!(
+        "SELECT {GRANT_COLUMNS} FROM grants WHERE expires_at > ?1 AND revoked_at IS NULL \
+         ORDER BY granted_at DESC, from_request DESC LIMIT ?2"
+    ))?;
+    let rows = statement.query_map(
+        params![nanos(now), i64::try_from(limit).unwrap_or(i64::MAX)],
+        read_stored_grant,
+    )?;
+    rows.map(|row| Ok(row?.decode()?.0)).collect()
+}
+
+/// Revokes the grant of request `id` if it is in force at `revocation.at`.
+pub(super) fn revoke_grant(
+    db: &Connection,
+    id: &RequestId,
+    revocation: &Revocation,
+) -> Result<Revoked, StoreError> {
+    let stored = db
+        .prepare_cached(&format!(
+            "SELECT {GRANT_COLUMNS} FROM grants WHERE from_request = ?1"
+        ))?
+        .query_row([id.as_str()], read_stored_grant)
+        .optional()?
+        .map(StoredGrantRow::decode)
+        .transpose()?;
+    let grant = match Revoked::would_be(stored, revocation.at) {
+        Revoked::Now(grant) => grant,
+        answer => return Ok(answer),
+    };
+    let changed = db
+        .prepare_cached(
+            "UPDATE grants SET revoked_at = ?2, revoked_by = ?3, revoke_reason = ?4 \
+             WHERE from_request = ?1 AND revoked_at IS NULL",
+        )?
+        .execute(params![
+            id.as_str(),
+            nanos(revocation.at),
+            revocation.reviewer.as_str(),
+            revocation.reason.as_str(),
+        ])?;
+    if changed != 1 {
+        return Err(StoreError::Backend(
+            format!("the grant of request {id} changed while being revoked").into(),
+        ));
+    }
+    Ok(Revoked::Now(grant))
+}
+
+/// Reads the columns of [`GRANT_COLUMNS`], in its order.
+fn read_stored_grant(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredGrantRow> {
+    Ok(StoredGrantRow {
+        host: row.get(0)?,
+        agent: row.get(1)?,
+        action: row.get(2)?,
+        grant: GrantRow {
+            verdict: row.get(3)?,
+            reviewer: row.get(4)?,
+            reason: row.get(5)?,
+            from_request: row.get(6)?,
+            scope: row.get(7)?,
+            granted_at: row.get(8)?,
+            expires_at: row.get(9)?,
+        },
+        revoked_at: row.get(10)?,
+        revoked_by: row.get(11)?,
+        revoke_reason: row.get(12)?,
+    })
 }
 
 pub(super) fn add_vote(db: &Connection, id: &RequestId, vote: &Vote) -> Result<Voted, StoreError> {

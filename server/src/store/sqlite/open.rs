@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::super::StoreError;
-use super::{enroll, grants, policy};
+use super::{enroll, grants, policy, requests};
 
 /// How long a statement waits for a lock held by another connection (another process
 /// on the same file, an operator's `sqlite3`) before failing with "database is locked".
@@ -21,7 +21,23 @@ const MIGRATIONS: &[&str] = &[
     policy::MIGRATION,
     enroll::MIGRATION_ENROLLED_HOSTS,
     policy::MIGRATION_VOTES,
+    MIGRATION_7,
 ];
+
+/// Revocable grants, and the host and action (digest) of each request, by which the
+/// earlier requests for the same action are found. Rows stored before have no host
+/// and action until [`requests::fill_actions`] fills them, right after.
+const MIGRATION_7: &str = "
+ALTER TABLE grants ADD COLUMN revoked_at INTEGER;
+ALTER TABLE grants ADD COLUMN revoked_by TEXT;
+ALTER TABLE grants ADD COLUMN revoke_reason TEXT;
+-- A grant's id is the request whose decision created it, which creates at most one.
+CREATE UNIQUE INDEX grants_by_request ON grants (from_request);
+CREATE INDEX grants_in_force ON grants (expires_at) WHERE revoked_at IS NULL;
+ALTER TABLE requests ADD COLUMN host TEXT;
+ALTER TABLE requests ADD COLUMN action TEXT;
+CREATE INDEX requests_by_action ON requests (host, action, created_secs, created_nanos);
+";
 
 const MIGRATION_1: &str = "
 CREATE TABLE requests (
@@ -154,6 +170,10 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
         )
         .map_err(sql_error)?;
         tracing::info!(path = %path.display(), version, "database schema migrated");
+    }
+    let filled = requests::fill_actions(&tx).map_err(|err| open_error(Box::new(err)))?;
+    if filled > 0 {
+        tracing::info!(path = %path.display(), requests = filled, "actions of stored requests indexed");
     }
     tx.commit().map_err(sql_error)
 }

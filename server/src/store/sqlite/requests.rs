@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::super::columns::{RequestRow, damaged, join_time, request_id, split_time};
 use super::super::{Inserted, Resolved, StoreError};
+use crate::canonical_action::action_digest;
 
 const SELECT_REQUEST: &str = "SELECT id, state, request, resolution FROM requests";
 
@@ -21,8 +22,8 @@ pub(super) fn insert_if_absent(db: &Connection, request: Request) -> Result<Inse
     let inserted = db
         .prepare_cached(
             "INSERT INTO requests (id, state, created_secs, created_nanos, \
-             deadline_secs, deadline_nanos, request, resolution) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             deadline_secs, deadline_nanos, request, resolution, host, action) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
              ON CONFLICT (id) DO NOTHING",
         )?
         .execute(params![
@@ -34,6 +35,8 @@ pub(super) fn insert_if_absent(db: &Connection, request: Request) -> Result<Inse
             deadline_nanos,
             submitted,
             resolution,
+            request.host.as_str(),
+            action_digest(&request.action),
         ])?;
     if inserted == 1 {
         return Ok(Inserted::New(request));
@@ -119,6 +122,73 @@ pub(super) fn next_deadline(db: &Connection) -> Result<Option<SystemTime>, Store
     .optional()?
     .map(|(id, secs, nanos)| join_time(secs, nanos).ok_or_else(|| damaged(&id, "bad deadline")))
     .transpose()
+}
+
+pub(super) fn history(
+    db: &Connection,
+    request: &Request,
+    limit: usize,
+) -> Result<Vec<Request>, StoreError> {
+    let (secs, nanos) = split_time(request.created_at);
+    db.prepare_cached(&format!(
+        "{SELECT_REQUEST} WHERE host = ?1 AND action = ?2 AND state <> 'pending' \
+         AND id <> ?3 AND (created_secs, created_nanos) <= (?4, ?5) \
+         ORDER BY created_secs DESC, created_nanos DESC, id DESC LIMIT ?6"
+    ))?
+    .query_map(
+        params![
+            request.host.as_str(),
+            action_digest(&request.action),
+            request.id.as_str(),
+            secs,
+            nanos,
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        ],
+        read_row,
+    )?
+    .map(|row| row?.decode())
+    .collect()
+}
+
+/// Requests read per step of [`fill_actions`].
+const FILL_STEP: i64 = 500;
+
+/// Fills in the host and action columns of requests stored before migration 7 (NULL
+/// there), so that [`history`] finds them; returns how many. A row that cannot be read
+/// is left as it is (out of every history) and reported. Quick when there is nothing to
+/// fill: `requests_by_action` starts with the host.
+pub(super) fn fill_actions(db: &Connection) -> Result<usize, StoreError> {
+    let mut after = String::new();
+    let mut filled = 0;
+    loop {
+        let rows = db
+            .prepare_cached(&format!(
+                "{SELECT_REQUEST} WHERE host IS NULL AND id > ?1 ORDER BY id LIMIT ?2"
+            ))?
+            .query_map(params![after, FILL_STEP], read_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(last) = rows.last() else {
+            return Ok(filled);
+        };
+        after.clone_from(&last.id);
+        for row in rows {
+            let id = row.id.clone();
+            match row.decode() {
+                Ok(request) => {
+                    db.prepare_cached("UPDATE requests SET host = ?2, action = ?3 WHERE id = ?1")?
+                        .execute(params![
+                            id,
+                            request.host.as_str(),
+                            action_digest(&request.action)
+                        ])?;
+                    filled += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(id, error = %err, "a stored request cannot be read; it is left out of the history of its action");
+                }
+            }
+        }
+    }
 }
 
 /// Reads the columns of [`SELECT_REQUEST`], in its order; `columns` decodes them.

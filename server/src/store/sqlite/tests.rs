@@ -288,7 +288,7 @@ fn a_schema_from_the_future_is_refused() {
     Connection::open(&path)
         .unwrap()
         .execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (7, 0)",
+            "INSERT INTO schema_version (version, applied_at) VALUES (8, 0)",
             [],
         )
         .unwrap();
@@ -298,20 +298,20 @@ fn a_schema_from_the_future_is_refused() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 7,
-                known: 6,
+                found: 8,
+                known: 7,
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(
-        message.contains("schema version 7, newer than the 6 this belay-server knows"),
+        message.contains("schema version 8, newer than the 7 this belay-server knows"),
         "{message}"
     );
     assert_eq!(
         schema_versions(&path),
-        [1, 2, 3, 4, 5, 6, 7],
+        [1, 2, 3, 4, 5, 6, 7, 8],
         "nothing was changed"
     );
 }
@@ -344,7 +344,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
     let path = db_in(&dir);
     drop(SqliteStore::open(&path).unwrap());
     drop(SqliteStore::open(&path).unwrap());
-    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7]);
 
     let db = Connection::open(&path).unwrap();
     let mode: String = db
@@ -423,7 +423,7 @@ async fn a_damaged_row_is_an_error_and_leaves_the_others_readable() {
     assert_eq!(state, "pending");
 }
 
-fn schema_versions(path: &Path) -> Vec<i64> {
+pub(super) fn schema_versions(path: &Path) -> Vec<i64> {
     Connection::open(path)
         .unwrap()
         .prepare("SELECT version FROM schema_version ORDER BY version")
@@ -467,8 +467,12 @@ async fn hosts_enrolled_before_the_migration_are_known_after_it() {
     }
     // Back to schema version 4, as an older belay-server left it.
     let db = Connection::open(&path).unwrap();
-    db.execute_batch("DROP TABLE enrolled_hosts; DROP TABLE policy_votes; DELETE FROM schema_version WHERE version >= 5;")
-        .unwrap();
+    db.execute_batch(&format!(
+        "{} DROP TABLE enrolled_hosts; DROP TABLE policy_votes; \
+         DELETE FROM schema_version WHERE version >= 5;",
+        super::tests_migration::UNDO_MIGRATION_7
+    ))
+    .unwrap();
     drop(db);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(
