@@ -2,7 +2,8 @@
 //!
 //! * Debian packages for the VM tests: QEMU, a static busybox, binutils (`strip`); and
 //!   `postgresql`, whose server binaries the belay-server tests run a throwaway cluster
-//!   with (`belay_server::testing::postgres`).
+//!   with (`belay_server::testing::postgres`); Chromium and chromedriver for the
+//!   browser tests of the reviewer console.
 //! * `rust-src` for the nightly toolchain (the eBPF crate is built with `-Z build-std`).
 //! * bpf-linker 0.13, built against the nightly's own LLVM (see ../shared/DESIGN.md,
 //!   Toolchain).
@@ -27,6 +28,10 @@ const APT_PACKAGES: &[(&str, Present)] = &[
     // belay-export's syslog tests run a real rsyslogd; rsyslog-gnutls is its TLS driver.
     ("rsyslog", Present::Program("rsyslogd")),
     ("rsyslog-gnutls", Present::Package),
+    // Browser tests of the reviewer console drive a real headless Chromium through
+    // chromedriver (WebDriver); server/tests/support/browser.rs fails without them.
+    ("chromium", Present::Program("chromium")),
+    ("chromium-driver", Present::Program("chromedriver")),
 ];
 
 /// bpf-linker release line that matches aya 0.14 / aya-build 0.2.

@@ -148,7 +148,8 @@ function connect() {
       if (r.state === 'pending') m.set(r.id, r); else m.delete(r.id);
     }
     if (S.synced) queueChanged();
-    if (S.page === 'request' && r.id === S.detailId) scheduleRefresh();
+    // Only a change redraws the page: a redraw replaces the form under a reviewer's hands.
+    if (S.page === 'request' && r.id === S.detailId && e.data !== S.drawnEvent) { S.drawnEvent = e.data; scheduleRefresh(); }
   });
   es.addEventListener('resync', () => { S.incoming = new Map(); });
   es.addEventListener('synced', () => {
@@ -302,6 +303,9 @@ async function loadRequest(id, seq) {
 }
 function drawRequest(d) {
   const r = d.request, id = r.id, pending = r.state === 'pending';
+  const key = JSON.stringify(d) + (S.results.get(id) || '') + S.expired;
+  if (key === S.drawnKey && $('main').querySelector('.req-head')) return;
+  S.drawnKey = key;
   const ae = document.activeElement;
   const keep = { reason: $('reason')?.value, scope: $('scope')?.value, focus: ae?.id, sel: ae?.id === 'reason' ? ae.selectionStart : null };
   const ctx = r.context || {};
