@@ -4,6 +4,8 @@
 
 #[path = "support/console.rs"]
 mod console;
+#[path = "support/console_client.rs"]
+mod console_client;
 #[path = "support/issuer.rs"]
 mod issuer;
 mod support;

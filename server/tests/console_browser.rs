@@ -10,6 +10,8 @@
 mod browser;
 #[path = "support/console.rs"]
 mod console;
+#[path = "support/console_client.rs"]
+mod console_client;
 #[path = "support/issuer.rs"]
 mod issuer;
 mod support;

@@ -38,6 +38,7 @@ state_of() { sed -n 's/^State:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null || 
 
 cleanup() {
     [ -n "${AGENT_PID:-}" ] && kill "$AGENT_PID" 2>/dev/null || true
+    [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
     [ -n "${HTTPD_PID:-}" ] && kill "$HTTPD_PID" 2>/dev/null || true
     rm -rf "$WORK"
     rm -rf /sys/fs/bpf/belay-demo
@@ -139,4 +140,98 @@ wait "$AGENT_PID" || true
 AGENT_PID=
 echo "belay-agent log:"
 sed 's/^/    /' "$LOG"
+# ---------------------------------------------------------------------------------------
+say "Part 2: a central belay-server. Hosts send what needs a person; reviewers decide there"
+SRV="$WORK/server"
+mkdir -p "$SRV"
+# A reviewer's API token (people sign in to the console with OIDC; scripts use tokens).
+REVIEWER_TOKEN=$(belay-server api-token new 2>"$SRV/token-hash")
+cat >"$SRV/auth.toml" <<EOF
+[[api_token]]
+name = "bob@example.com"
+$(cat "$SRV/token-hash")
+roles = ["reviewer"]
+EOF
+run belay-server check-config "$SRV/auth.toml"
+CONSOLE=https://127.0.0.1:8443
+belay-server --db "$SRV/server.db" --listen 127.0.0.1:50051 --http-listen 127.0.0.1:9090 \
+    --auth-config "$SRV/auth.toml" --console-listen 127.0.0.1:8443 --console-url "$CONSOLE" \
+    2>"$SRV/log" &
+SERVER_PID=$!
+i=0
+until busybox wget -q -O /dev/null http://127.0.0.1:9090/readyz 2>/dev/null; do
+    i=$((i + 1))
+    if [ $i -gt 300 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "demo: belay-server did not start:" >&2
+        cat "$SRV/log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+echo "belay-server is up: gRPC on 127.0.0.1:50051, reviewer console on $CONSOLE"
+
+say "This host enrolls with a one-time token and the CA's fingerprint"
+ENROLL_TOKEN=$(belay-server token create --ttl 10m --db "$SRV/server.db")
+FINGERPRINT=$(belay-server ca fingerprint --db "$SRV/server.db")
+run belay-agent enroll --server https://127.0.0.1:50051 --token "$ENROLL_TOKEN" \
+    --ca-fingerprint "$FINGERPRINT" --cert-dir "$SRV/certs"
+belay-agent --socket "$SOCK" --policy "$WORK/policy.yaml" --server https://127.0.0.1:50051 \
+    --cert-dir "$SRV/certs" 2>"$LOG" &
+AGENT_PID=$!
+echo "belay-agent is up (pid $AGENT_PID), sending what needs a person to belay-server"
+
+# The reviewer's CLI, pointed at the server (BELAY_TOKEN is its credential).
+export BELAY_TOKEN="$REVIEWER_TOKEN"
+REVIEW="belay --server https://127.0.0.1:50051 --server-ca $SRV/ca.pem"
+# Waits until a request is pending on the server and prints its id.
+next_server_request() {
+    i=0
+    while [ $i -lt 300 ]; do
+        id=$($REVIEW pending --output json 2>/dev/null \
+            | sed -n 's/^ *"id": "\([^"]*\)".*/\1/p' | head -n 1)
+        if [ -n "$id" ]; then
+            echo "$id"
+            return 0
+        fi
+        i=$((i + 1))
+        sleep 0.1
+    done
+    echo "demo: no request became pending on belay-server within 30 s" >&2
+    cat "$LOG" "$SRV/log" >&2
+    return 1
+}
+
+belay run --uid 65534 --gid 65534 -- /bin/sh -c 'wget -q -O - http://127.0.0.1:8080/' >"$WORK/agent4.out" 2>&1 &
+AGENT4=$!
+id=$(next_server_request)
+run $REVIEW pending
+run $REVIEW approve "$id" --reason "the agent's shell may start"
+id=$(next_server_request)
+run $REVIEW approve "$id" --reason "wget is fine"
+
+say "The connect is approved through the console's HTTP endpoint, as its Approve button does"
+id=$(next_server_request)
+# busybox's wget cannot check certificates; a browser checks the console's against the
+# server's CA (ca.pem), or against the certificate given with --console-cert.
+echo "GET $CONSOLE/api/requests/$id (what the request page shows):"
+busybox wget -q -O - --no-check-certificate --header "Authorization: Bearer $REVIEWER_TOKEN" \
+    "$CONSOLE/api/requests/$id" | tr ',' '\n' | grep -E '"(summary|owner|rule|state)"' | sed 's/^/    /'
+echo "POST $CONSOLE/api/requests/$id/decision"
+busybox wget -q -O - --no-check-certificate --header "Authorization: Bearer $REVIEWER_TOKEN" \
+    --header "Content-Type: application/json" \
+    --post-data '{"verdict": "allow", "reason": "the internal API is allowed", "scope": "once"}' \
+    "$CONSOLE/api/requests/$id/decision" | tr ',' '\n' | grep -E '"(state|reviewer|reason)"' | sed 's/^/    /'
+wait "$AGENT4" || true
+echo "What the agent got:"
+sed 's/^/    /' "$WORK/agent4.out"
+run $REVIEW show "$id"
+
+say "Stopping; the server's audit log is intact"
+kill "$AGENT_PID"
+wait "$AGENT_PID" || true
+AGENT_PID=
+kill "$SERVER_PID"
+wait "$SERVER_PID" || true
+SERVER_PID=
+run belay-server audit verify --db "$SRV/server.db"
 say "demo finished"

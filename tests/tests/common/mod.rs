@@ -11,6 +11,8 @@ use std::{
 };
 
 use belay_tests::{Actor, PinDir, binary, wait_until};
+
+pub mod belay_server;
 use serde_json::Value;
 
 pub const LONG: Duration = Duration::from_secs(30);
