@@ -312,3 +312,109 @@ async fn every_response_carries_a_strict_content_security_policy() {
     let weight = belay_server::console::assets::page_weight();
     assert!(weight < 64 * 1024, "the page weighs {weight} bytes");
 }
+
+#[tokio::test]
+async fn every_viewer_sees_the_agents_and_only_admins_the_fleet_policy_text() {
+    let console = TestConsole::start(1, HOUR).await;
+    let _agent = console.server.agent("web-1", &email("alice")).await;
+    let admin_token = console.issuer.token("dave@example.com", &["belay-admins"]);
+    let text = "version: 1\nsubjects:\n  - name: ci\n    owner: o\n    default: ask\n";
+    console
+        .server
+        .reviewer()
+        .await
+        .push_policy(support::with_bearer(
+            &admin_token,
+            belay_proto::v1::PushPolicyRequest {
+                text: text.as_bytes().to_vec(),
+                reason: "rollout".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let vera = console.sign_in("vera").await;
+    let (status, seen) = vera.get("/api/agents").await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["agents"][0]["host"], "web-1", "{seen}");
+    assert!(
+        seen["fleet_policy"].is_null(),
+        "a viewer saw the policy: {seen}"
+    );
+    let dave = console.sign_in("dave").await;
+    let (_, seen) = dave.get("/api/agents").await;
+    assert_eq!(seen["fleet_policy"]["text"], text, "{seen}");
+    assert_eq!(seen["fleet_policy"]["pushed_by"], "dave@example.com");
+}
+
+#[tokio::test]
+async fn a_grant_made_in_the_console_is_listed_and_revoked_there_and_the_log_stays_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = TestConsole::start_sqlite(dir.path()).await;
+    let mut agent = alice_asks(&console, "web-1:g1").await;
+    let bob = console.sign_in("bob").await;
+    let (status, answer) = bob
+        .post(
+            &format!("/api/requests/{}/decision", urlencode("web-1:g1")),
+            &json!({"verdict": "allow", "reason": "for the migration", "scope": "host", "duration_seconds": 1800}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    agent.skip_to_decision().await;
+    let (_, grants) = bob.get("/api/grants").await;
+    assert_eq!(grants["grants"][0]["id"], "web-1:g1", "{grants}");
+    assert_eq!(grants["grants"][0]["scope"], "host");
+    assert_eq!(grants["grants"][0]["action"], "connect tcp 192.0.2.10:5432");
+
+    // A viewer may not revoke; a reviewer may, once.
+    let vera = console.sign_in("vera").await;
+    let revoke = format!("/api/grants/{}/revoke", urlencode("web-1:g1"));
+    let (status, _) = vera.post(&revoke, &json!({"reason": "no"})).await;
+    assert_eq!(status, 403);
+    let (status, answer) = bob.post(&revoke, &json!({"reason": "done with it"})).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, again) = bob.post(&revoke, &json!({"reason": "twice"})).await;
+    assert_eq!(status, 409, "{again}");
+    let (_, grants) = bob.get("/api/grants").await;
+    assert_eq!(grants["grants"], json!([]), "{grants}");
+
+    // The same action asks a person again, and its page shows the earlier decision.
+    agent
+        .submit(support::connect_request("web-1:g2", 5432))
+        .await;
+    let (status, page) = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let got = bob
+                .get(&format!("/api/requests/{}", urlencode("web-1:g2")))
+                .await;
+            if got.0 == 200 {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        page["request"]["state"], "pending",
+        "the revoked grant still settled it"
+    );
+    assert_eq!(page["history"][0]["id"], "web-1:g1", "{page}");
+
+    let (_, log) = bob.get("/api/audit?after=0&limit=1000").await;
+    let kinds: Vec<&str> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"grant_revoked"), "{kinds:?}");
+    let (_, verified) = bob.get("/api/audit/verify").await;
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert!(
+        verified["records"].as_u64().unwrap() >= kinds.len() as u64,
+        "{verified}"
+    );
+    let (status, _) = bob.get("/api/audit?limit=5000").await;
+    assert_eq!(status, 400);
+}

@@ -94,17 +94,16 @@ pub async fn agents<S: Store>(
         .iter()
         .map(|agent| {
             let host = &agent.identity.host;
-            let policy = admin
-                .then(|| console.policy.state(host))
-                .flatten()
-                .map(|state| {
-                    json!({
-                        "version": state.report.version,
-                        "outcome": state.report.outcome.as_str(),
-                        "message": state.report.message,
-                        "reported_at": views::millis(state.reported_at),
-                    })
-                });
+            // Which version each agent runs and whether it applied: everyone; the text
+            // of the fleet policy (below): admins.
+            let policy = console.policy.state(host).map(|state| {
+                json!({
+                    "version": state.report.version,
+                    "outcome": state.report.outcome.as_str(),
+                    "message": state.report.message,
+                    "reported_at": views::millis(state.reported_at),
+                })
+            });
             json!({
                 "host": host.as_str(),
                 "owner": agent.identity.owner.as_str(),

@@ -50,7 +50,28 @@ pub fn email(username: &str) -> String {
 }
 
 impl TestConsole {
+    /// A console over a memory store (no audit log to verify).
     pub async fn start(quorum: u32, session_ttl: Duration) -> Self {
+        let approvals = Approvals::new(MemoryStore::default())
+            .with_quorum(std::num::NonZeroU32::new(quorum).unwrap());
+        Self::start_with(approvals, AuditCheck::Unavailable, session_ttl).await
+    }
+
+    /// A console over a SQLite database in `dir`, whose audit log the console verifies.
+    pub async fn start_sqlite(dir: &Path) -> Self {
+        let store = belay_server::approvals::SqliteStore::open(dir.join("server.db")).unwrap();
+        let check = AuditCheck::Sqlite {
+            path: store.path().to_owned(),
+            public_key: store.audit_public_key(),
+        };
+        Self::start_with(Approvals::new(store), check, Duration::from_secs(3600)).await
+    }
+
+    pub async fn start_with<S: belay_server::approvals::Store>(
+        approvals: Approvals<S>,
+        audit: AuditCheck,
+        session_ttl: Duration,
+    ) -> Self {
         let issuer = TestIssuer::start(TestKey::es256("console-key")).await;
         for (name, groups) in PEOPLE {
             issuer.add_user(
@@ -95,10 +116,8 @@ owner = "carol@example.com"
             tls: Arc::new(tls),
             origin: origin.clone(),
             session_ttl,
-            audit: AuditCheck::Unavailable,
+            audit,
         });
-        let approvals = Approvals::new(MemoryStore::default())
-            .with_quorum(std::num::NonZeroU32::new(quorum).unwrap());
         let server = TestServer::start_approvals(approvals, options).await;
         Self {
             server,
@@ -124,4 +143,3 @@ owner = "carol@example.com"
         sign_in(&self.http(), &self.origin, username).await
     }
 }
-

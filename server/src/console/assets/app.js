@@ -440,14 +440,17 @@ async function agentsPage(seq) {
   const d = await api('/api/agents');
   if (!current(seq)) return;
   const agents = Array.isArray(d.agents) ? d.agents : [];
-  const admin = S.session.role === 'admin';
-  const rows = agents.map((a) => [el('tr', { 'data-host': a.host }, td(el('b', 0, a.host)), td(a.owner), td(mono(a.version)),
+  const policy = (p) => p == null ? el('span', 'muted', 'none reported')
+    : [mono('v' + p.version), ' ', el('span', 'badge b-' + (p.outcome === 'applied' ? 'approved' : 'denied'), p.outcome),
+      p.message ? el('div', 'small muted', p.message) : null];
+  const rows = agents.map((a) => el('tr', { 'data-host': a.host }, td(el('b', 0, a.host)), td(a.owner), td(mono(a.version)),
+    td(policy(a.policy)),
     el('td', 'nowrap', fmtTime(a.connected_at), el('span', 'muted', ` (${ago(a.connected_at)})`)),
-    el('td', 'num', a.pending ? el('span', 'count', String(a.pending)) : '0')),
-  admin && a.policy != null ? el('tr', 'policy-row', el('td', { colspan: 5 },
-    el('div', 'lbl', 'Policy'), el('pre', 'policy', lines(JSON.stringify(a.policy, null, 2))))) : null]);
+    el('td', 'num', a.pending ? el('span', 'count', String(a.pending)) : '0')));
+  const fleet = d.fleet_policy;
   $('main').replaceChildren(title('Agents', agents.length),
-    agents.length ? table('agents', ['Host', 'Owner', 'Version', 'Connected since', 'Pending'], rows) : el('p', 'empty', 'No agent is connected.'));
+    agents.length ? table('agents', ['Host', 'Owner', 'Version', 'Policy', 'Connected since', 'Pending'], rows) : el('p', 'empty', 'No agent is connected.'),
+    fleet ? section('Fleet policy v' + fleet.version + ' (pushed by ' + fleet.pushed_by + ')', el('pre', 'policy', lines(fleet.text))) : null);
 }
 async function grantsPage(seq) {
   const d = await api('/api/grants');
