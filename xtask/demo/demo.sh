@@ -34,6 +34,20 @@ next_request() {
     return 1
 }
 
+# Waits until the belay-agent just started ($AGENT_PID) answers on $SOCK.
+wait_for_agent() {
+    i=0
+    until [ -S "$SOCK" ] && belay status >/dev/null 2>&1; do
+        i=$((i + 1))
+        if [ $i -gt 300 ] || ! kill -0 "$AGENT_PID" 2>/dev/null; then
+            echo "demo: belay-agent did not start:" >&2
+            cat "$LOG" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+
 state_of() { sed -n 's/^State:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null || echo gone; }
 
 cleanup() {
@@ -72,16 +86,7 @@ run belay-agent --check-policy "$WORK/policy.yaml"
 say "Starting belay-agent (standalone: decisions are taken on this host)"
 belay-agent --socket "$SOCK" --policy "$WORK/policy.yaml" 2>"$LOG" &
 AGENT_PID=$!
-i=0
-while [ ! -S "$SOCK" ]; do
-    i=$((i + 1))
-    if [ $i -gt 300 ] || ! kill -0 "$AGENT_PID" 2>/dev/null; then
-        echo "demo: belay-agent did not start:" >&2
-        cat "$LOG" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
+wait_for_agent
 echo "belay-agent is up (pid $AGENT_PID, socket $SOCK)"
 
 # The agent runs as its own user (65534, nobody): the uid of a paused process may never
@@ -138,6 +143,7 @@ say "Stopping belay-agent (pending requests would end with the shutdown verdict,
 kill "$AGENT_PID"
 wait "$AGENT_PID" || true
 AGENT_PID=
+rm -f "$SOCK"
 echo "belay-agent log:"
 sed 's/^/    /' "$LOG"
 # ---------------------------------------------------------------------------------------
@@ -178,6 +184,7 @@ run belay-agent enroll --server https://127.0.0.1:50051 --token "$ENROLL_TOKEN" 
 belay-agent --socket "$SOCK" --policy "$WORK/policy.yaml" --server https://127.0.0.1:50051 \
     --cert-dir "$SRV/certs" 2>"$LOG" &
 AGENT_PID=$!
+wait_for_agent
 echo "belay-agent is up (pid $AGENT_PID), sending what needs a person to belay-server"
 
 # The reviewer's CLI, pointed at the server (BELAY_TOKEN is its credential).
@@ -185,19 +192,18 @@ export BELAY_TOKEN="$REVIEWER_TOKEN"
 REVIEW="belay --server https://127.0.0.1:50051 --server-ca $SRV/ca.pem"
 # Waits until a request is pending on the server and prints its id.
 next_server_request() {
-    i=0
-    while [ $i -lt 300 ]; do
+    until=$(($(date +%s) + 60))
+    while [ "$(date +%s)" -lt "$until" ]; do
         id=$($REVIEW pending --output json 2>/dev/null \
             | sed -n 's/^ *"id": "\([^"]*\)".*/\1/p' | head -n 1)
         if [ -n "$id" ]; then
             echo "$id"
             return 0
         fi
-        i=$((i + 1))
-        sleep 0.1
+        sleep 0.2
     done
-    echo "demo: no request became pending on belay-server within 30 s" >&2
-    cat "$LOG" "$SRV/log" >&2
+    echo "demo: no request became pending on belay-server within 60 s; the agent's and the server's logs:" >&2
+    cat "$LOG" "$SRV/log" "$WORK/agent4.out" >&2
     return 1
 }
 
@@ -211,15 +217,15 @@ run $REVIEW approve "$id" --reason "wget is fine"
 
 say "The connect is approved through the console's HTTP endpoint, as its Approve button does"
 id=$(next_server_request)
-# busybox's wget cannot check certificates; a browser checks the console's against the
-# server's CA (ca.pem), or against the certificate given with --console-cert.
+# curl checks the console's certificate against the server's CA (ca.pem); a browser
+# does the same once that CA is installed, or trusts a --console-cert of your own.
 echo "GET $CONSOLE/api/requests/$id (what the request page shows):"
-busybox wget -q -O - --no-check-certificate --header "Authorization: Bearer $REVIEWER_TOKEN" \
+curl --silent --show-error --cacert "$SRV/ca.pem" -H "Authorization: Bearer $REVIEWER_TOKEN" \
     "$CONSOLE/api/requests/$id" | tr ',' '\n' | grep -E '"(summary|owner|rule|state)"' | sed 's/^/    /'
 echo "POST $CONSOLE/api/requests/$id/decision"
-busybox wget -q -O - --no-check-certificate --header "Authorization: Bearer $REVIEWER_TOKEN" \
-    --header "Content-Type: application/json" \
-    --post-data '{"verdict": "allow", "reason": "the internal API is allowed", "scope": "once"}' \
+curl --silent --show-error --fail-with-body --cacert "$SRV/ca.pem" \
+    -H "Authorization: Bearer $REVIEWER_TOKEN" -H "Content-Type: application/json" \
+    --data '{"verdict": "allow", "reason": "the internal API is allowed", "scope": "once"}' \
     "$CONSOLE/api/requests/$id/decision" | tr ',' '\n' | grep -E '"(state|reviewer|reason)"' | sed 's/^/    /'
 wait "$AGENT4" || true
 echo "What the agent got:"

@@ -49,8 +49,16 @@ pub fn run(ctx: &Ctx, force_vm: bool, timeout: Duration) -> Result<ExitCode> {
                 Err(reason) => say!("{reason}: running the demo in a VM (kernel 6.12)"),
                 Ok(()) => say!("--vm: running the demo in a VM (kernel 6.12)"),
             }
+            let mut bins = workspace::build_belay_binaries(ctx, false)?;
+            // The demo approves through the console's HTTPS endpoint with curl, which
+            // checks the console's certificate against the server's CA (busybox's wget
+            // cannot, and its TLS client sends no signature_algorithms, which rustls
+            // requires). Its libraries go along, as for belay's own binaries.
+            bins.push(util::which("curl").ok_or_else(|| {
+                anyhow::anyhow!("the demo needs curl (run `cargo xtask setup`, which installs it)")
+            })?);
             let mut guest = Guest {
-                bins: workspace::build_belay_binaries(ctx, false)?,
+                bins,
                 ..Guest::default()
             };
             guest

@@ -32,6 +32,8 @@ const APT_PACKAGES: &[(&str, Present)] = &[
     // chromedriver (WebDriver); server/tests/support/browser.rs fails without them.
     ("chromium", Present::Program("chromium")),
     ("chromium-driver", Present::Program("chromedriver")),
+    // `xtask demo` approves through the console's HTTPS endpoint with curl, in the VM too.
+    ("curl", Present::Program("curl")),
 ];
 
 /// bpf-linker release line that matches aya 0.14 / aya-build 0.2.
