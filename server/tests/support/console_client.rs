@@ -4,7 +4,6 @@
 //! it too (`#[path]`, as `console_client`).
 #![allow(dead_code)]
 
-
 use serde_json::{Value, json};
 
 /// The `name=value` of a `Set-Cookie` header naming `name`, and the whole header.

@@ -10,7 +10,7 @@ const SCOPES = [['once', 'This request only'], ['agent:1800', 'This agent, 30 mi
   ['host:3600', 'Any agent on this host, 1 hour']];
 const S = {
   session: null, expired: false, page: null, pending: new Map(), incoming: null, synced: false,
-  seen: new Map(), es: null, retry: 1000, detailId: null, results: new Map(), refreshT: 0,
+  seen: new Map(), rows: new Map(), es: null, retry: 1000, detailId: null, results: new Map(), refreshT: 0,
   filters: { host: '', subject: '', owner: '', kind: 'all' }, audit: { after: 0 },
 };
 const $ = (id) => document.getElementById(id);
@@ -249,6 +249,7 @@ function queuePage(main) {
       el('colgroup', {}, ['c-host', 'c-subj', 'c-owner', 'c-sum', 'c-rule', 'c-dl'].map((c) => el('col', { class: c }))),
       el('thead', 0, el('tr', 0, ['Host', 'Subject / agent', 'Owner', 'Action', 'Rule', 'Deadline'].map((h) => el('th', 0, h)))),
       el('tbody', { id: 'queue-body' })),
+    el('p', { id: 'queue-more', class: 'muted small pad', hidden: true }),
     el('p', { id: 'queue-empty', class: 'empty', hidden: true })));
   renderRows();
 }
@@ -264,12 +265,28 @@ function renderRows() {
   const rows = all.filter((r) => lc(r.host).includes(q('host')) && lc(r.owner).includes(q('owner')) &&
     (lc(r.context?.subject).includes(q('subject')) || lc(r.agent).includes(q('subject'))) &&
     (f.kind === 'all' || r.kind === f.kind));
-  body.replaceChildren(...rows.map(queueRow));
+  // A queue of thousands is read through the filters, not scrolled: drawing only the
+  // newest rows, and reusing their elements, keeps a flood of requests from starving the
+  // browser (and the reviewer's machine).
+  body.replaceChildren(...rows.slice(0, MAX_ROWS).map(rowFor));
+  for (const id of S.rows.keys()) if (!S.pending.has(id)) { S.rows.delete(id); S.seen.delete(id); }
+  const more = $('queue-more');
+  more.hidden = rows.length <= MAX_ROWS;
+  more.textContent = `Showing the newest ${MAX_ROWS} of ${rows.length}: filter by host, subject, owner or kind to see the others.`;
   $('queue-count').textContent = rows.length === all.length ? `${all.length}` : `${rows.length} of ${all.length}`;
   empty.hidden = rows.length > 0;
   empty.textContent = !S.synced ? 'Loading pending requests…'
     : all.length ? 'No pending request matches the filters.'
       : 'Nothing is pending. New requests appear here as soon as an agent makes them.';
+}
+const MAX_ROWS = 200;
+/** The row of `r`, drawn again only when the request changed. */
+function rowFor(r) {
+  const cached = S.rows.get(r.id);
+  if (cached && cached.r === r) return cached.tr;
+  const tr = queueRow(r);
+  S.rows.set(r.id, { r, tr });
+  return tr;
 }
 function queueRow(r) {
   if (!S.seen.has(r.id)) S.seen.set(r.id, Date.now());
