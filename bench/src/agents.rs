@@ -114,7 +114,7 @@ async fn connect_one(
     Ok(Agent { host, up, sent })
 }
 
-fn request(id: String) -> v1::AgentMessage {
+pub fn request(id: String) -> v1::AgentMessage {
     let deadline = SystemTime::now() + Duration::from_secs(120);
     v1::AgentMessage {
         kind: Some(v1::agent_message::Kind::Request(v1::NewRequest {

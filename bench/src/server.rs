@@ -1,5 +1,6 @@
 //! The belay-server under test: a child process on loopback.
 
+use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Stdio;
@@ -39,13 +40,19 @@ pub fn raise_fd_limit(want: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?)
 }
 
 impl Server {
-    pub async fn start(bin: &Path, db: &str, dir: &Path) -> anyhow::Result<Self> {
+    /// Starts the server; `extra` are more arguments (the console's).
+    pub async fn start(
+        bin: &Path,
+        db: &str,
+        dir: &Path,
+        extra: &[OsString],
+    ) -> anyhow::Result<Self> {
         let addr = free_port()?;
         let http = free_port()?;
         let child = Command::new(bin)
@@ -56,6 +63,7 @@ impl Server {
             .arg(http.to_string())
             .arg("--audit-key")
             .arg(dir.join("audit-key"))
+            .args(extra)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -1,7 +1,8 @@
 //! `xtask bench`, release build: `belay-mask-bench` (mask/) on its generated corpus,
 //! then `belay mask` on the gitleaks corpus (`../shared/benchmarks/gitleaks`, test
 //! cases other people wrote); `belay-server-bench` (bench/) against belay-server on
-//! this host, once on SQLite and once on PostgreSQL; then `belay-bench`
+//! this host, once on SQLite and once on PostgreSQL, then on SQLite again with browser
+//! pages open on the reviewer console; then `belay-bench`
 //! (tests/src/bin/belay-bench.rs) in a VM with BPF LSM. Repeats every `bench:` line at
 //! the end so they read as one table.
 use std::ffi::OsStr;
@@ -22,7 +23,8 @@ use crate::{Ctx, workspace};
 pub enum Part {
     /// Enforcement in the VM: exec/connect rates and pause latency.
     Vm,
-    /// belay-server on this host: agents held, decisions/s, latency, memory.
+    /// belay-server on this host: agents held, decisions/s, latency, memory, and the
+    /// reviewer console's submission-to-browser latency.
     Server,
     /// Masking on this host: recall, false positives, throughput.
     Mask,
@@ -173,19 +175,36 @@ fn find(bins: &[PathBuf], name: &str) -> Result<PathBuf> {
         .with_context(|| format!("cargo built no binary named {name}"))
 }
 
-/// The server load benchmark, natively on this host, once per storage backend.
+/// Signed-in console pages (headless Chromium) open during the SQLite run, for
+/// `console_event_to_browser_*`: several reviewers watching, as a team does.
+const CONSOLE_PAGES: &str = "4";
+
+/// The server load benchmark, natively on this host, once per storage backend; the
+/// SQLite run also with the reviewer console and `CONSOLE_PAGES` browser pages open.
 fn server(bins: &[PathBuf], figures: &mut Vec<String>) -> Result<bool> {
     let server = find(bins, "belay-server")?;
     let bench = find(bins, "belay-server-bench")?;
     let mut ok = true;
-    for backend in ["sqlite", "postgres"] {
-        say!("server benchmark on {backend}");
-        let args: [&OsStr; 4] = [
+    // The bare server on each backend, then SQLite again with console pages open (its
+    // figures are named server_sqlite_console_*).
+    for (backend, pages) in [
+        ("sqlite", None),
+        ("postgres", None),
+        ("sqlite", Some(CONSOLE_PAGES)),
+    ] {
+        say!(
+            "server benchmark on {backend}{}",
+            pages.map_or(String::new(), |n| format!(" with {n} console pages open"))
+        );
+        let mut args: Vec<&OsStr> = vec![
             "--server-bin".as_ref(),
             server.as_os_str(),
             "--backend".as_ref(),
             backend.as_ref(),
         ];
+        if let Some(pages) = pages {
+            args.extend::<[&OsStr; 2]>(["--console-pages".as_ref(), pages.as_ref()]);
+        }
         ok &= local(&bench, &args, figures)?;
     }
     Ok(ok)
