@@ -104,7 +104,12 @@ fn build(inp: &Inputs<'_>, p: &Package, out: &Path) -> Result<PathBuf> {
     put(&stage, &format!("usr/bin/{}", p.binary), &bin, 0o755)?;
     if let Some(unit) = p.unit {
         let text = read(&deploy.join("systemd").join(unit))?;
-        put(&stage, &format!("lib/systemd/system/{unit}"), text.as_bytes(), 0o644)?;
+        put(
+            &stage,
+            &format!("lib/systemd/system/{unit}"),
+            text.as_bytes(),
+            0o644,
+        )?;
     }
     let mut conffiles = String::new();
     let default = scripts.join("default");
@@ -114,9 +119,19 @@ fn build(inp: &Inputs<'_>, p: &Package, out: &Path) -> Result<PathBuf> {
         conffiles.push_str(&format!("/{path}\n"));
     }
     let doc = format!("usr/share/doc/{}", p.name);
-    put(&stage, &format!("{doc}/copyright"), copyright().as_bytes(), 0o644)?;
+    put(
+        &stage,
+        &format!("{doc}/copyright"),
+        copyright().as_bytes(),
+        0o644,
+    )?;
     for (src, dst) in p.docs {
-        put(&stage, &format!("{doc}/{dst}"), read(&deploy.join(src))?.as_bytes(), 0o644)?;
+        put(
+            &stage,
+            &format!("{doc}/{dst}"),
+            read(&deploy.join(src))?.as_bytes(),
+            0o644,
+        )?;
     }
     let installed_kib = du_kib(&stage)?;
     let md5sums = md5sums(&stage)?;
@@ -128,7 +143,12 @@ fn build(inp: &Inputs<'_>, p: &Package, out: &Path) -> Result<PathBuf> {
     for script in ["postinst", "prerm", "postrm"] {
         let src = scripts.join(script);
         if src.exists() {
-            put(&stage, &format!("DEBIAN/{script}"), read(&src)?.as_bytes(), 0o755)?;
+            put(
+                &stage,
+                &format!("DEBIAN/{script}"),
+                read(&src)?.as_bytes(),
+                0o755,
+            )?;
         }
     }
     let mut depends = shlib_depends(&inp.bin_dir.join(p.binary), inp.glibc)?;
@@ -174,10 +194,17 @@ fn shlib_depends(binary: &Path, glibc: &str) -> Result<Vec<String>> {
         .map(str::trim)
     {
         let dep = match lib {
-            "libc.so.6" | "libm.so.6" | "libdl.so.2" | "libpthread.so.0" | "librt.so.1"
+            "libc.so.6"
+            | "libm.so.6"
+            | "libdl.so.2"
+            | "libpthread.so.0"
+            | "librt.so.1"
             | "ld-linux-x86-64.so.2" => format!("libc6 (>= {glibc})"),
             "libgcc_s.so.1" => "libgcc-s1".to_string(),
-            other => bail!("{} needs {other}: no Debian package known for it", binary.display()),
+            other => bail!(
+                "{} needs {other}: no Debian package known for it",
+                binary.display()
+            ),
         };
         if !deps.contains(&dep) {
             deps.push(dep);
@@ -215,8 +242,10 @@ fn du_kib(stage: &Path) -> Result<u64> {
 /// `DEBIAN/md5sums`, as dpkg's own tools write it.
 fn md5sums(stage: &Path) -> Result<String> {
     let mut c = util::cmd("sh");
-    c.current_dir(stage)
-        .args(["-c", "find . -type f ! -path './DEBIAN/*' -printf '%P\\0' | sort -z | xargs -0 -r md5sum"]);
+    c.current_dir(stage).args([
+        "-c",
+        "find . -type f ! -path './DEBIAN/*' -printf '%P\\0' | sort -z | xargs -0 -r md5sum",
+    ]);
     util::output(&mut c)
 }
 

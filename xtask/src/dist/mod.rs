@@ -42,11 +42,12 @@ pub struct Options {
 
 /// What `dist` made.
 pub struct Dist {
-    pub dir: PathBuf,
     pub debian_version: String,
     pub binaries: PathBuf,
     pub debs: Vec<PathBuf>,
     pub images: Vec<PathBuf>,
+    glibc: String,
+    epoch: u64,
 }
 
 impl Dist {
@@ -77,7 +78,9 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<Dist> {
         .unwrap_or_else(|| ctx.target_dir().join("dist"));
     let bin_dir = build_binaries(ctx, &dir)?;
     let glibc = glibc_requirement(&bin_dir)?;
-    say!("dist: the binaries need glibc >= {glibc} (Debian 12 has 2.36, RHEL 9 2.34, Ubuntu 22.04 2.35)");
+    say!(
+        "dist: the binaries need glibc >= {glibc} (Debian 12 has 2.36, RHEL 9 2.34, Ubuntu 22.04 2.35)"
+    );
     let epoch = source_date_epoch(ctx);
     let debian_version = format!("{VERSION}-{}", opts.revision);
     let pkg = deb::Inputs {
@@ -88,30 +91,59 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<Dist> {
         epoch,
     };
     let debs = deb::build_all(&pkg, &dir)?;
-    let images = oci::build_all(&oci::Inputs {
-        root: &ctx.root,
-        bin_dir: &bin_dir,
-        epoch,
-        commit: git_commit(ctx),
-    }, &dir)?;
+    let images = oci::build_all(
+        &oci::Inputs {
+            root: &ctx.root,
+            bin_dir: &bin_dir,
+            epoch,
+            commit: git_commit(ctx),
+        },
+        &dir,
+    )?;
     let tarball = plain_tarball(ctx, &bin_dir, &dir, epoch)?;
     let mut all: Vec<PathBuf> = BINARIES.iter().map(|(_, b)| bin_dir.join(b)).collect();
     all.push(tarball);
     all.extend(debs.iter().cloned());
     all.extend(images.iter().cloned());
     write_checksums(&dir, &all)?;
-    say!("dist: artifacts in {} ({}):", dir.display(), util::secs(started.elapsed()));
+    say!(
+        "dist: artifacts in {} ({}):",
+        dir.display(),
+        util::secs(started.elapsed())
+    );
     for p in all.iter().chain([&dir.join("SHA256SUMS")]) {
         let size = fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        say!("  {:>10}  {}", human(size), p.strip_prefix(&dir).unwrap_or(p).display());
+        say!(
+            "  {:>10}  {}",
+            human(size),
+            p.strip_prefix(&dir).unwrap_or(p).display()
+        );
     }
     Ok(Dist {
-        dir,
         debian_version,
         binaries: bin_dir,
         debs,
         images,
+        glibc,
+        epoch,
     })
+}
+
+/// The Debian packages again, from the same binaries, with another revision (the
+/// deploy tests upgrade to it).
+pub fn repackage(ctx: &Ctx, dist: &Dist, revision: u32, out: &Path) -> Result<Vec<PathBuf>> {
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let version = format!("{VERSION}-{revision}");
+    deb::build_all(
+        &deb::Inputs {
+            root: &ctx.root,
+            bin_dir: &dist.binaries,
+            version: &version,
+            glibc: &dist.glibc,
+            epoch: dist.epoch,
+        },
+        out,
+    )
 }
 
 /// `cargo build --release` of the three binaries, copied (stripped) to `<out>/bin`.
@@ -193,11 +225,21 @@ fn plain_tarball(ctx: &Ctx, bin_dir: &Path, out: &Path, epoch: u64) -> Result<Pa
     t.dir(&format!("{top}/bin"), Meta::root(0o755, epoch))?;
     for (_, name) in BINARIES {
         let data = fs::read(bin_dir.join(name))?;
-        t.file(&format!("{top}/bin/{name}"), Meta::root(0o755, epoch), &data)?;
+        t.file(
+            &format!("{top}/bin/{name}"),
+            Meta::root(0o755, epoch),
+            &data,
+        )?;
     }
     for (src, dst) in [
-        ("deploy/systemd/belay-agent.service", "systemd/belay-agent.service"),
-        ("deploy/systemd/belay-server.service", "systemd/belay-server.service"),
+        (
+            "deploy/systemd/belay-agent.service",
+            "systemd/belay-agent.service",
+        ),
+        (
+            "deploy/systemd/belay-server.service",
+            "systemd/belay-server.service",
+        ),
         ("deploy/policy/example.yaml", "policy/example.yaml"),
     ] {
         let data = fs::read(ctx.root.join(src)).with_context(|| format!("reading {src}"))?;

@@ -76,7 +76,11 @@ pub fn build_all(inp: &Inputs<'_>, out: &Path) -> Result<Vec<PathBuf>> {
         let archive = out.join(format!("{}-{VERSION}.oci.tar", img.name));
         image_archive(inp, img, &[&base, &app], &base_packages, &work, &archive)
             .with_context(|| format!("assembling the {} image", img.name))?;
-        say!("dist: image {}:{VERSION} -> {}", img.name, archive.display());
+        say!(
+            "dist: image {}:{VERSION} -> {}",
+            img.name,
+            archive.display()
+        );
         archives.push(archive);
     }
     fs::remove_dir_all(&work)?;
@@ -133,9 +137,13 @@ fn base_layer(inp: &Inputs<'_>) -> Result<(Vec<u8>, Vec<String>)> {
         if let Ok(o) = util::output(util::cmd("dpkg-query").args(["-S", lib])) {
             for name in o.lines().filter_map(|l| l.split(':').next()) {
                 let name = name.trim().to_string();
-                if !packages.iter().any(|p: &String| p.starts_with(&format!("{name}="))) {
-                    let v = util::output(util::cmd("dpkg-query").args(["-W", "-f=${Version}", &name]))
-                        .unwrap_or_default();
+                if !packages
+                    .iter()
+                    .any(|p: &String| p.starts_with(&format!("{name}=")))
+                {
+                    let v =
+                        util::output(util::cmd("dpkg-query").args(["-W", "-f=${Version}", &name]))
+                            .unwrap_or_default();
                     packages.push(format!("{name}={v}"));
                 }
             }
@@ -189,15 +197,29 @@ fn base_layer(inp: &Inputs<'_>) -> Result<(Vec<u8>, Vec<String>)> {
         }
     }
     let etc = |name: &str, text: &str, t: &mut Tar<Vec<u8>>| {
-        t.file(&format!("etc/{name}"), Meta::root(0o644, t0), text.as_bytes())
+        t.file(
+            &format!("etc/{name}"),
+            Meta::root(0o644, t0),
+            text.as_bytes(),
+        )
     };
     etc(
         "passwd",
-        &format!("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT}:{NONROOT}:nonroot:/home/nonroot:/sbin/nologin\n"),
+        &format!(
+            "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT}:{NONROOT}:nonroot:/home/nonroot:/sbin/nologin\n"
+        ),
         &mut t,
     )?;
-    etc("group", &format!("root:x:0:\nnonroot:x:{NONROOT}:\n"), &mut t)?;
-    etc("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n", &mut t)?;
+    etc(
+        "group",
+        &format!("root:x:0:\nnonroot:x:{NONROOT}:\n"),
+        &mut t,
+    )?;
+    etc(
+        "nsswitch.conf",
+        "passwd: files\ngroup: files\nhosts: files dns\n",
+        &mut t,
+    )?;
     Ok((t.finish()?, packages))
 }
 
@@ -236,14 +258,26 @@ fn app_layer(inp: &Inputs<'_>, image: &str) -> Result<Vec<u8>> {
             t.dir("bin", Meta::root(0o755, t0))?;
             t.file("bin/busybox", Meta::root(0o755, t0), &busybox)?;
             t.symlink("bin/sh", "busybox", t0)?;
-            for d in ["etc", "etc/belay", "var", "var/lib", "var/lib/belay", "run", "run/belay"] {
+            for d in [
+                "etc",
+                "etc/belay",
+                "var",
+                "var/lib",
+                "var/lib/belay",
+                "run",
+                "run/belay",
+            ] {
                 t.dir(d, Meta::root(0o755, t0))?;
             }
             t.dir("var/lib/belay/agent", Meta::root(0o700, t0))?;
             let policy = fs::read(inp.root.join("deploy/policy/example.yaml"))?;
             t.dir("usr/share", Meta::root(0o755, t0))?;
             t.dir("usr/share/belay", Meta::root(0o755, t0))?;
-            t.file("usr/share/belay/example-policy.yaml", Meta::root(0o644, t0), &policy)?;
+            t.file(
+                "usr/share/belay/example-policy.yaml",
+                Meta::root(0o644, t0),
+                &policy,
+            )?;
         }
     }
     Ok(t.finish()?)
@@ -272,8 +306,11 @@ fn image_archive(
     });
     let mut env = vec!["PATH=/usr/bin:/bin".to_string()];
     env.extend(img.env.iter().map(|s| s.to_string()));
-    let ports: serde_json::Map<String, Value> =
-        img.ports.iter().map(|p| (p.to_string(), json!({}))).collect();
+    let ports: serde_json::Map<String, Value> = img
+        .ports
+        .iter()
+        .map(|p| (p.to_string(), json!({})))
+        .collect();
     let config = json!({
         "architecture": "amd64",
         "os": "linux",
@@ -333,9 +370,21 @@ fn image_archive(
     }]);
     let t0 = inp.epoch;
     let mut t = Tar::new(Vec::new());
-    t.file("oci-layout", Meta::root(0o644, t0), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    t.file("index.json", Meta::root(0o644, t0), &serde_json::to_vec(&index)?)?;
-    t.file("manifest.json", Meta::root(0o644, t0), &serde_json::to_vec(&docker_manifest)?)?;
+    t.file(
+        "oci-layout",
+        Meta::root(0o644, t0),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    t.file(
+        "index.json",
+        Meta::root(0o644, t0),
+        &serde_json::to_vec(&index)?,
+    )?;
+    t.file(
+        "manifest.json",
+        Meta::root(0o644, t0),
+        &serde_json::to_vec(&docker_manifest)?,
+    )?;
     t.dir("blobs", Meta::root(0o755, t0))?;
     t.dir("blobs/sha256", Meta::root(0o755, t0))?;
     let mut digests: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();

@@ -123,8 +123,18 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.tar");
         let mut t = Tar::new(std::fs::File::create(&path).unwrap());
-        t.dir("var/lib/x", Meta { mode: 0o750, uid: 65532, gid: 65532, mtime: 1 }).unwrap();
-        t.file("usr/bin/hello", Meta::root(0o755, 1), b"hi\n").unwrap();
+        t.dir(
+            "var/lib/x",
+            Meta {
+                mode: 0o750,
+                uid: 65532,
+                gid: 65532,
+                mtime: 1,
+            },
+        )
+        .unwrap();
+        t.file("usr/bin/hello", Meta::root(0o755, 1), b"hi\n")
+            .unwrap();
         let long = format!("{}/f", "d".repeat(120));
         t.file(&long, Meta::root(0o644, 1), b"").unwrap();
         t.symlink("bin/sh", "busybox", 1).unwrap();
@@ -137,7 +147,10 @@ mod tests {
         let list = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{list}");
         assert!(list.contains("drwxr-x--- 65532/65532"), "{list}");
-        assert!(list.contains("-rwxr-xr-x 0/0") && list.contains("usr/bin/hello"), "{list}");
+        assert!(
+            list.contains("-rwxr-xr-x 0/0") && list.contains("usr/bin/hello"),
+            "{list}"
+        );
         assert!(list.contains(&long), "{list}");
         assert!(list.contains("bin/sh -> busybox"), "{list}");
         std::fs::remove_dir_all(&dir).unwrap();
