@@ -43,6 +43,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("debootstrap", "debootstrap"),
     ("systemd-container", "systemd-nspawn"),
     ("podman", "podman"),
+    // podman's default runtime, crun, refuses these hosts' hybrid cgroup layout.
+    ("runc", "runc"),
     ("curl", "curl"),
 ];
 
@@ -220,6 +222,7 @@ fn chart(ctx: &Ctx, work: &Path, update: bool) -> Result<Vec<(String, Result<()>
     let want = format!("{header}{generated}");
     let path = ctx.root.join("deploy/kubernetes/belay.yaml");
     let in_step = if update {
+        fs::create_dir_all(path.parent().context("no parent")?)?;
         fs::write(&path, &want)?;
         say!("deploy-test: wrote {}", path.display());
         Ok(())
@@ -420,6 +423,30 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `podman run --rm` as this sandbox allows it: with runc (crun refuses the hosts'
+/// cgroup v1/v2 hybrid layout), and resource limits no higher than this process's (podman's
+/// defaults, a million open files, need CAP_SYS_RESOURCE, which the sandbox lacks).
+fn podman_run() -> std::process::Command {
+    let nofile = fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|x| x.starts_with("Max open files"))
+                .and_then(|x| {
+                    x.split_whitespace()
+                        .nth(4)
+                        .and_then(|h| h.parse::<u64>().ok())
+                })
+        })
+        .unwrap_or(1024)
+        .min(65536);
+    let mut c = util::cmd("podman");
+    c.args(["--runtime", "runc", "run", "--rm"])
+        .args(["--ulimit", &format!("nofile={nofile}:{nofile}")])
+        .args(["--ulimit", "nproc=4096:4096"]);
+    c
+}
+
 /// `podman load`; returns the image name it reports.
 fn podman_load(archive: &Path) -> Result<String> {
     let out = util::output(util::cmd("podman").args(["load", "-q", "-i"]).arg(archive))?;
@@ -437,10 +464,8 @@ fn server_image(dist: &Dist) -> Result<()> {
     let name = format!("belay-deploy-test-{}", std::process::id());
     let (http, grpc) = (free_port()?, free_port()?);
     let r = (|| {
-        util::output(util::cmd("podman").args([
-            "run",
+        util::output(podman_run().args([
             "-d",
-            "--rm",
             "--name",
             &name,
             "--network",
@@ -494,14 +519,8 @@ fn server_image(dist: &Dist) -> Result<()> {
 fn agent_image(dist: &Dist) -> Result<()> {
     let image = podman_load(dist.image("belay-agent")?)?;
     let r = (|| {
-        let out = util::cmd("podman")
-            .args([
-                "run",
-                "--rm",
-                &image,
-                "--policy",
-                "/usr/share/belay/example-policy.yaml",
-            ])
+        let out = podman_run()
+            .args([&image, "--policy", "/usr/share/belay/example-policy.yaml"])
             .output()?;
         let text = format!(
             "{}{}",

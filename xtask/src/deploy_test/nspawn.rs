@@ -17,13 +17,18 @@ use anyhow::{Context, Result, bail};
 
 use crate::util::{self, say};
 
-/// Packages added to debootstrap's minbase: an init, and what the test calls.
-const INCLUDE: &str = "systemd,systemd-sysv,dbus,curl,ca-certificates";
+/// Packages added to debootstrap's minbase: an init, what any Debian install has
+/// (procps: `kill`, which the agent's unit reloads with), and what the test calls.
+const INCLUDE: &str = "systemd,systemd-sysv,dbus,procps,curl,ca-certificates";
 const SUITE: &str = "bookworm";
 
 /// The pristine root as a tar, made once and kept under `cache`.
 pub fn pristine_root(cache: &Path) -> Result<PathBuf> {
-    let tarball = cache.join(format!("debian-{SUITE}-root.tar"));
+    // Named after what it holds, so a changed INCLUDE makes a new one.
+    let tag: u32 = INCLUDE.bytes().fold(2166136261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16777619)
+    });
+    let tarball = cache.join(format!("debian-{SUITE}-root-{tag:08x}.tar"));
     if tarball.exists() {
         return Ok(tarball);
     }
@@ -176,8 +181,17 @@ impl Machine {
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
         }
-        // `--wait` returns once boot is done: running, or degraded with failed units.
-        let state = m.sh("timeout 90 systemctl is-system-running --wait || true")?;
+        // `--wait` returns once boot is done (running, or degraded with failed units); it
+        // fails at once while the container's bus is not up yet.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut state = String::new();
+        while Instant::now() < deadline {
+            state = m.sh_status("systemctl is-system-running --wait")?.1;
+            if matches!(state.trim(), "running" | "degraded") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
         if state.trim() != "running" {
             let failed = m.sh("systemctl --failed --no-legend --plain || true")?;
             say!(

@@ -61,7 +61,9 @@ const PACKAGES: &[Package] = &[
         name: "belay-agent",
         binary: "belay-agent",
         unit: Some("belay-agent.service"),
-        depends: &[],
+        // The unit reloads with /bin/kill, which Debian 12 ships in procps (a minimal
+        // root has none: `systemd-analyze verify` found that).
+        depends: &["procps"],
         recommends: "belay",
         summary: "host agent of belay: holds AI agents' execs and connections",
         description: "BPF LSM hooks pause the execs and connections of the processes a policy\n\
