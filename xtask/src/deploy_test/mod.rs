@@ -37,6 +37,7 @@ pub const K8S_VERSION: &str = "1.33.0";
 /// Python packages (PyPI) that render and validate the chart.
 const PY_PACKAGES: &[&str] = &["helm-python-sdk==0.2.2", "kubernetes-validate==1.37.0"];
 const CHART_PY: &str = include_str!("chart.py");
+const VM_CONNECT_SH: &str = include_str!("vm_connect.sh");
 
 /// Debian packages the deploy tests use (installed by `xtask setup`).
 pub const APT_PACKAGES: &[(&str, &str)] = &[
@@ -125,6 +126,13 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<ExitCode> {
         "deploy-test: Debian 12 checks took {}",
         util::secs(t.elapsed())
     );
+
+    let t = Instant::now();
+    results.push((
+        "VM with BPF LSM: the packaged agent holds a connect until denied".into(),
+        packaged_agent_in_vm(&work, &dist),
+    ));
+    say!("deploy-test: VM check took {}", util::secs(t.elapsed()));
 
     let t = Instant::now();
     results.push((
@@ -397,7 +405,12 @@ fn debian(work: &Path, dist: &Dist, rev2: &[PathBuf]) -> Result<Vec<(String, Res
         "deploy-test: belay-server's last log lines in the container:\n{}",
         journal.trim_end()
     );
+    let root = m.root.clone();
     m.shutdown()?;
+    // 350 MB; the pristine tarball stays for the next run.
+    if results.iter().all(|(_, r)| r.is_ok()) {
+        fs::remove_dir_all(&root)?;
+    }
     Ok(results)
 }
 
@@ -416,6 +429,58 @@ fn policy_show(m: &nspawn::Machine) -> Result<String> {
         policy.get("version").unwrap_or(&serde_json::Value::Null),
         sha
     ))
+}
+
+/// The agent and CLI binaries out of the packages, in a VM booting Debian's 6.12 cloud
+/// kernel with BPF LSM (`xtask vm-run`, no workspace build).
+fn packaged_agent_in_vm(work: &Path, dist: &Dist) -> Result<()> {
+    let pkg = work.join("pkg-root");
+    if pkg.exists() {
+        fs::remove_dir_all(&pkg)?;
+    }
+    for p in ["belay-agent", "belay"] {
+        util::run(util::cmd("dpkg-deb").arg("-x").arg(dist.deb(p)?).arg(&pkg))?;
+    }
+    let script = work.join("vm_connect.sh");
+    fs::write(&script, VM_CONNECT_SH)?;
+    let exe = std::env::current_exe().context("xtask's own path")?;
+    let out = util::cmd(exe)
+        .args([
+            "vm-run",
+            "--kernel",
+            "6.12",
+            "--no-build",
+            "--timeout",
+            "600",
+        ])
+        .arg("--include")
+        .arg(format!(
+            "{}:/opt/pkg/usr/bin",
+            pkg.join("usr/bin").display()
+        ))
+        .arg("--include")
+        .arg(format!("{}:/opt/pkg/vm_connect.sh", script.display()))
+        .args(["--", "/bin/sh", "/opt/pkg/vm_connect.sh"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running xtask vm-run")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for l in stdout.lines().filter(|l| l.starts_with("pkg-agent:")) {
+        say!("deploy-test: {l}");
+    }
+    fs::remove_dir_all(&pkg)?;
+    if !stdout
+        .lines()
+        .any(|l| l.trim() == "PKG-AGENT: held and denied")
+    {
+        bail!(
+            "no `PKG-AGENT: held and denied` line ({}); VM output:\n{}{}",
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// A port free on loopback now.
