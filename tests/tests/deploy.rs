@@ -23,14 +23,15 @@ fn configmap_policy(manifest: &str) -> String {
 
 #[test]
 fn the_kubernetes_configmap_policy_loads_and_the_daemonset_uses_it() {
-    let manifest = std::fs::read_to_string(repo("deploy/kubernetes/belay-agent.yaml")).unwrap();
+    // Rendered from deploy/helm/belay (`cargo xtask deploy-test` checks it is in step).
+    let manifest = std::fs::read_to_string(repo("deploy/kubernetes/belay.yaml")).unwrap();
     let text = configmap_policy(&manifest);
     let policy = Policy::parse(&text, Path::new("configmap/policy.yaml"))
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(policy.subjects[0].name, "coding-agent");
     assert!(!policy.subjects[0].egress.is_empty());
-    assert!(manifest.contains(r#""--policy", "/etc/belay/policy.yaml""#));
-    assert!(manifest.contains("configMap: {name: belay-policy}"));
+    assert!(manifest.contains("- --policy=/etc/belay/policy.yaml"));
+    assert!(manifest.contains("name: belay-agent-policy"));
     // The masking key's directory (the agent refuses to start without its key) is a
     // host path, so hashes stay the same across pod restarts.
     let key_dir = Path::new(belay_agent::mask::DEFAULT_KEY_FILE)
@@ -52,11 +53,13 @@ fn the_systemd_unit_checks_and_loads_the_policy() {
     let unit = std::fs::read_to_string(repo("deploy/systemd/belay-agent.service")).unwrap();
     assert!(
         unit.contains(
-            "ExecStartPre=/usr/local/bin/belay-agent --check-policy /etc/belay/policy.yaml"
+            "ExecStartPre=/usr/bin/belay-agent --check-policy /etc/belay/policy.yaml"
         )
     );
     assert!(unit.contains("--policy /etc/belay/policy.yaml"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    // The package enables the unit; without a policy it must not start.
+    assert!(unit.contains("ConditionPathExists=/etc/belay/policy.yaml"));
     // ProtectSystem=strict: the masking key's directory must be a state directory, or
     // the agent cannot create its key and does not start.
     assert!(unit.contains("ProtectSystem=strict"));

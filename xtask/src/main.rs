@@ -8,7 +8,9 @@
 mod bench;
 mod cli_standalone;
 mod demo;
+mod deploy_test;
 mod disk;
+mod dist;
 mod initramfs;
 mod kernels;
 mod libtest;
@@ -122,6 +124,24 @@ enum Cmd {
         #[arg(long, value_enum)]
         only: Option<bench::Part>,
     },
+    /// Release artifacts in target/dist: binaries, a tarball, Debian packages for the agent,
+    /// the server and the CLI, OCI image archives (podman/docker load), SHA256SUMS.
+    Dist {
+        /// Debian revision of the packages (VERSION-REVISION).
+        #[arg(long, default_value_t = 1)]
+        revision: u32,
+        /// Output directory (default: target/dist).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// `dist`, then its artifacts installed and run: the Helm chart rendered and validated
+    /// against Kubernetes schemas, the packages in a Debian 12 root booted with
+    /// systemd-nspawn (install, run, upgrade), the images under podman.
+    DeployTest {
+        /// Rewrite deploy/kubernetes/belay.yaml from the chart.
+        #[arg(long)]
+        update_manifests: bool,
+    },
     /// Build everything and run xtask/demo/demo.sh (natively with BPF LSM, else in a VM).
     Demo {
         /// Use the VM even when this host has BPF LSM.
@@ -187,6 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     setup::run()?;
     match cli.command {
         Cmd::Setup => {
+            deploy_test::python_tools(&ctx)?;
             say!("setup: all prerequisites present");
             Ok(ExitCode::SUCCESS)
         }
@@ -238,6 +259,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Test { timeout } => test(&ctx, Duration::from_secs(timeout)),
+        Cmd::Dist { revision, out } => {
+            dist::run(&ctx, &dist::Options { revision, out })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::DeployTest { update_manifests } => {
+            deploy_test::run(&ctx, &deploy_test::Options { update_manifests })
+        }
         Cmd::Demo { vm, timeout } => demo::run(&ctx, vm, Duration::from_secs(timeout)),
         Cmd::Bench {
             kernel,
@@ -247,8 +275,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// `xtask test`: the CLI's standalone check, host tests, then VM tests; one closing
-/// summary line.
+/// `xtask test`: the CLI's standalone check, host tests, VM tests, then the deployment
+/// checks (`deploy-test`); one closing summary line.
 fn test(ctx: &Ctx, timeout: Duration) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     // Counted as one host test: it passes or fails as a whole.
@@ -295,18 +323,36 @@ fn test(ctx: &Ctx, timeout: Duration) -> Result<ExitCode> {
             )
         }
     };
+    // Release artifacts as users install them: the chart, the packages in a booted
+    // Debian 12 root, the images under podman, the packaged agent in the VM.
+    let deploy = deploy_test::checks(
+        ctx,
+        &deploy_test::Options {
+            update_manifests: false,
+        },
+    )
+    .unwrap_or_else(|e| {
+        eprintln!("xtask: error: deploy-test: {e:#}");
+        libtest::Counts {
+            passed: 0,
+            failed: 1,
+        }
+    });
     let mut total = host;
     total.add(vm_counts);
+    total.add(deploy);
     say!(
-        "host: {} passed, {} failed; VM: {} passed, {} failed; {}",
+        "host: {} passed, {} failed; VM: {} passed, {} failed; deploy: {} passed, {} failed; {}",
         host.passed,
         host.failed,
         vm_counts.passed,
         vm_counts.failed,
+        deploy.passed,
+        deploy.failed,
         util::secs(started.elapsed())
     );
     println!("test: {} passed, {} failed", total.passed, total.failed);
-    Ok(if host_ok && vm_ok {
+    Ok(if host_ok && vm_ok && deploy.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

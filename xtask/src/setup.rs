@@ -49,6 +49,7 @@ enum Present {
 
 pub fn run() -> Result<()> {
     apt_packages().context("setup: installing Debian packages")?;
+    deploy_apt_packages().context("setup: installing Debian packages for deploy-test")?;
     rust_src().context("setup: adding rust-src to the nightly toolchain")?;
     bpf_linker().context("setup: installing bpf-linker")?;
     Ok(())
@@ -87,6 +88,36 @@ fn apt_packages() -> Result<()> {
         {
             bail!("`{p}` is still missing after installing {pkg}");
         }
+    }
+    Ok(())
+}
+
+/// What `xtask deploy-test` runs: debootstrap, systemd-nspawn, podman, curl (the list is
+/// in `deploy_test`, next to its use).
+fn deploy_apt_packages() -> Result<()> {
+    let missing: Vec<&str> = crate::deploy_test::APT_PACKAGES
+        .iter()
+        .filter(|(_, program)| util::which(program).is_none())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    say!(
+        "installing Debian packages: {} (first run only)",
+        missing.join(" ")
+    );
+    let mut c = util::cmd("apt-get");
+    c.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing);
+    if util::run(&mut c).is_err() {
+        util::run(
+            util::cmd("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["update", "-q"]),
+        )?;
+        util::run(&mut c)?;
     }
     Ok(())
 }
