@@ -1,5 +1,6 @@
-//! `GET /api/events`: the live queue as server-sent events. The same feed as the gRPC
-//! `WatchRequests`: every pending request, `synced`, then each change as it happens
+//! `GET /api/events`: the live queue as server-sent events. The feed of the gRPC
+//! `WatchRequests`, cut to what a page of pending requests needs: every pending request,
+//! `synced`, then new pending requests and the end of those sent, gathered for 100 ms
 //! (here or, with PostgreSQL, on another replica); a watcher that falls behind gets
 //! `resync` and the pending list again rather than a silent gap.
 //!
@@ -26,6 +27,37 @@ use crate::auth::Role;
 
 /// Events queued towards one page before its task waits for it.
 const BUFFER: usize = 64;
+/// How long changes are gathered before they go to a page: well inside the second a
+/// reviewer should wait to see a new request.
+const BATCH_WINDOW: Duration = Duration::from_millis(100);
+/// A window ends early with this many requests in it.
+const MAX_BATCH: usize = 4096;
+
+/// The last state of each request changed in one window, in the order they first changed.
+#[derive(Default)]
+struct Batch {
+    order: Vec<RequestId>,
+    last: std::collections::HashMap<RequestId, Request>,
+}
+
+impl Batch {
+    fn add(&mut self, request: Request) {
+        if !self.last.contains_key(&request.id) {
+            self.order.push(request.id.clone());
+        }
+        self.last.insert(request.id.clone(), request);
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn into_requests(mut self) -> impl Iterator<Item = Request> {
+        self.order
+            .into_iter()
+            .filter_map(move |id| self.last.remove(&id))
+    }
+}
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub async fn events<S: Store>(
@@ -84,7 +116,7 @@ async fn follow<S: Store>(
             return;
         }
         first = false;
-        // Pending ids just sent: their creation may also be queued on `changes`.
+        // The pending requests this page has been sent (and not yet told they ended).
         let mut listed: HashSet<RequestId> = HashSet::new();
         let pending = match approvals.list_pending().await {
             Ok(pending) => pending,
@@ -102,18 +134,13 @@ async fn follow<S: Store>(
         if tx.send(Ok(marker("synced"))).await.is_err() {
             return;
         }
+        // Changes are gathered for a short window and sent once per request: under load,
+        // most requests are created and decided within one window, and a page that shows
+        // the pending ones has nothing to draw for them (nor the server to send).
         loop {
+            let mut batch = Batch::default();
             match changes.recv().await {
-                Ok(request) => {
-                    let pending = request.state() == RequestState::Pending;
-                    let repeat = pending && listed.contains(&request.id);
-                    if !pending {
-                        listed.remove(&request.id);
-                    }
-                    if !repeat && tx.send(Ok(request_event(&request))).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(request) => batch.add(request),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::info!(
                         missed,
@@ -122,6 +149,39 @@ async fn follow<S: Store>(
                     break;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
+            }
+            let window = tokio::time::sleep(BATCH_WINDOW);
+            tokio::pin!(window);
+            let mut lagged = false;
+            while batch.len() < MAX_BATCH {
+                tokio::select! {
+                    () = &mut window => break,
+                    change = changes.recv() => match change {
+                        Ok(request) => batch.add(request),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::info!(missed, "a console page fell behind; sending the pending set again");
+                            lagged = true;
+                            break;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+            if lagged {
+                break;
+            }
+            for request in batch.into_requests() {
+                let pending = request.state() == RequestState::Pending;
+                // A pending request the page has: nothing new to draw. An ended one the
+                // page never had: nothing to remove.
+                let send = if pending {
+                    listed.insert(request.id.clone())
+                } else {
+                    listed.remove(&request.id)
+                };
+                if send && tx.send(Ok(request_event(&request))).await.is_err() {
+                    return;
+                }
             }
         }
     }
