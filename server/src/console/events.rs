@@ -95,6 +95,23 @@ pub async fn events<S: Store>(
 
 type Sink = mpsc::Sender<Result<Event, Infallible>>;
 
+/// What of `batch` goes to a page that has been sent the pending requests in `listed`
+/// (which it updates): new pending requests, and the last state of listed ones that
+/// ended. A pending request the page has is nothing new to draw; an ended one it never
+/// had is nothing to remove.
+fn deliverable(batch: Batch, listed: &mut HashSet<RequestId>) -> Vec<Request> {
+    batch
+        .into_requests()
+        .filter(|request| {
+            if request.state() == RequestState::Pending {
+                listed.insert(request.id.clone())
+            } else {
+                listed.remove(&request.id)
+            }
+        })
+        .collect()
+}
+
 fn request_event(request: &Request) -> Event {
     Event::default()
         .event("request")
@@ -170,19 +187,100 @@ async fn follow<S: Store>(
             if lagged {
                 break;
             }
-            for request in batch.into_requests() {
-                let pending = request.state() == RequestState::Pending;
-                // A pending request the page has: nothing new to draw. An ended one the
-                // page never had: nothing to remove.
-                let send = if pending {
-                    listed.insert(request.id.clone())
-                } else {
-                    listed.remove(&request.id)
-                };
-                if send && tx.send(Ok(request_event(&request))).await.is_err() {
+            for request in deliverable(batch, &mut listed) {
+                if tx.send(Ok(request_event(&request))).await.is_err() {
                     return;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::IpAddr;
+    use std::num::NonZeroU16;
+    use std::time::{Duration, SystemTime};
+
+    use belay_proto::domain::{
+        Action, ConnectAction, HostName, Identity, Name, Outcome, Protocol, Reason, Request,
+        RequestId, Resolution, Verdict,
+    };
+
+    use super::{Batch, deliverable};
+
+    fn pending(id: &str) -> Request {
+        let now = SystemTime::now();
+        Request {
+            id: RequestId::new(id).unwrap(),
+            host: HostName::new("web-1").unwrap(),
+            agent_name: Name::new("copilot").unwrap(),
+            owner: Identity::new("alice@example.com").unwrap(),
+            pid: 1,
+            uid: 1000,
+            action: Action::Connect(ConnectAction {
+                address: IpAddr::V4([192, 0, 2, 1].into()),
+                port: NonZeroU16::new(443).unwrap(),
+                protocol: Protocol::Tcp,
+            }),
+            deadline: now + Duration::from_secs(60),
+            default_verdict: Verdict::Deny,
+            rule: Name::new("egress").unwrap(),
+            created_at: now,
+            resolution: None,
+            context: Default::default(),
+        }
+    }
+
+    fn approved(id: &str) -> Request {
+        let mut request = pending(id);
+        request.resolution = Some(Resolution {
+            outcome: Outcome::Decided {
+                verdict: Verdict::Allow,
+                reviewer: Identity::new("bob@example.com").unwrap(),
+            },
+            reason: Reason::new("ok").unwrap(),
+            resolved_at: SystemTime::now(),
+        });
+        request
+    }
+
+    fn ids(requests: &[Request]) -> Vec<(&str, &str)> {
+        requests
+            .iter()
+            .map(|r| (r.id.as_str(), r.state().as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_page_gets_new_pending_requests_and_the_end_of_those_it_has_only() {
+        let mut listed: HashSet<RequestId> = [RequestId::new("web-1:old").unwrap()].into();
+        let mut batch = Batch::default();
+        // Created and decided within the window: the page never sees it.
+        batch.add(pending("web-1:fast"));
+        batch.add(approved("web-1:fast"));
+        // New and still pending: drawn.
+        batch.add(pending("web-1:new"));
+        // Listed before, ended now: removed.
+        batch.add(approved("web-1:old"));
+        let sent = deliverable(batch, &mut listed);
+        assert_eq!(
+            ids(&sent),
+            [("web-1:new", "pending"), ("web-1:old", "approved")]
+        );
+        assert_eq!(listed, [RequestId::new("web-1:new").unwrap()].into());
+
+        // The same pending request again is nothing new; its end is.
+        let mut batch = Batch::default();
+        batch.add(pending("web-1:new"));
+        assert!(deliverable(batch, &mut listed).is_empty());
+        let mut batch = Batch::default();
+        batch.add(approved("web-1:new"));
+        assert_eq!(
+            ids(&deliverable(batch, &mut listed)),
+            [("web-1:new", "approved")]
+        );
+        assert!(listed.is_empty());
     }
 }
