@@ -120,7 +120,9 @@ pub struct Pages {
 /// Opens `count` windows and signs each in as its own reviewer, the way a person does:
 /// the console's sign-in button, the issuer's form, back on the queue, live.
 pub async fn open(setup: &Setup, count: usize) -> Pages {
-    let browser = Browser::start().await;
+    // On this one machine the pages stand for browsers on reviewers' own machines:
+    // they get the CPU the server leaves.
+    let browser = Browser::start_idle().await;
     let mut sessions = Vec::with_capacity(count);
     for page in 0..count {
         let session = browser.new_session().await;
