@@ -85,7 +85,10 @@ fn a_paused_connect_is_approved_through_the_console_with_a_session_from_the_test
 
     // The exec of the command is held first; the CLI lets it run.
     let exec = server.pending("exec");
-    ok(&server.belay("bob", &["approve", exec["id"].as_str().unwrap(), "--reason", "ok"]));
+    ok(&server.belay(
+        "bob",
+        &["approve", exec["id"].as_str().unwrap(), "--reason", "ok"],
+    ));
     actor.ready().unwrap();
     actor.go().unwrap();
     let connect = server.pending("connect");
@@ -100,10 +103,8 @@ fn a_paused_connect_is_approved_through_the_console_with_a_session_from_the_test
         .build()
         .unwrap();
     let dana = runtime.block_on(console_client::sign_in(&http, &origin, "dana"));
-    let (status, page) = runtime.block_on(dana.get(&format!(
-        "/api/requests/{}",
-        console_client::urlencode(&id)
-    )));
+    let (status, page) =
+        runtime.block_on(dana.get(&format!("/api/requests/{}", console_client::urlencode(&id))));
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["request"]["connect"]["port"], dst.port(), "{page}");
     let (status, answer) =

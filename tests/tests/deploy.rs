@@ -52,9 +52,7 @@ fn the_kubernetes_configmap_policy_loads_and_the_daemonset_uses_it() {
 fn the_systemd_unit_checks_and_loads_the_policy() {
     let unit = std::fs::read_to_string(repo("deploy/systemd/belay-agent.service")).unwrap();
     assert!(
-        unit.contains(
-            "ExecStartPre=/usr/bin/belay-agent --check-policy /etc/belay/policy.yaml"
-        )
+        unit.contains("ExecStartPre=/usr/bin/belay-agent --check-policy /etc/belay/policy.yaml")
     );
     assert!(unit.contains("--policy /etc/belay/policy.yaml"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));

@@ -180,4 +180,3 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-
