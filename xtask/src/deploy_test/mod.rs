@@ -30,7 +30,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::Ctx;
 use crate::dist::{self, Dist};
+use crate::kernels::Kernel;
 use crate::util::{self, say};
+use crate::vm;
 
 /// The Kubernetes version whose schemas the chart is validated against.
 pub const K8S_VERSION: &str = "1.33.0";
@@ -147,7 +149,7 @@ pub fn checks(ctx: &Ctx, opts: &Options) -> Result<crate::libtest::Counts> {
     let t = Instant::now();
     results.push((
         "VM with BPF LSM: the packaged agent holds a connect until denied".into(),
-        packaged_agent_in_vm(&work, &dist),
+        packaged_agent_in_vm(ctx, &work, &dist),
     ));
     say!("deploy-test: VM check took {}", util::secs(t.elapsed()));
 
@@ -451,8 +453,8 @@ fn policy_show(m: &nspawn::Machine) -> Result<String> {
 }
 
 /// The agent and CLI binaries out of the packages, in a VM booting Debian's 6.12 cloud
-/// kernel with BPF LSM (`xtask vm-run`, no workspace build).
-fn packaged_agent_in_vm(work: &Path, dist: &Dist) -> Result<()> {
+/// kernel with BPF LSM (as `xtask vm-run --no-build` boots it).
+fn packaged_agent_in_vm(ctx: &Ctx, work: &Path, dist: &Dist) -> Result<()> {
     let pkg = work.join("pkg-root");
     if pkg.exists() {
         fs::remove_dir_all(&pkg)?;
@@ -462,28 +464,30 @@ fn packaged_agent_in_vm(work: &Path, dist: &Dist) -> Result<()> {
     }
     let script = work.join("vm_connect.sh");
     fs::write(&script, VM_CONNECT_SH)?;
-    let exe = std::env::current_exe().context("xtask's own path")?;
-    let out = util::cmd(exe)
-        .args([
-            "vm-run",
-            "--kernel",
-            "6.12",
-            "--no-build",
-            "--timeout",
-            "600",
-        ])
-        .arg("--include")
-        .arg(format!(
-            "{}:/opt/pkg/usr/bin",
-            pkg.join("usr/bin").display()
-        ))
-        .arg("--include")
-        .arg(format!("{}:/opt/pkg/vm_connect.sh", script.display()))
-        .args(["--", "/bin/sh", "/opt/pkg/vm_connect.sh"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("running xtask vm-run")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    // In this process, not by running xtask again: `xtask test` has rebuilt xtask's own
+    // binary by now (the host tests build the workspace), so its path names a deleted file.
+    let mut guest = vm::Guest::default();
+    guest.include_arg(&format!(
+        "{}:/opt/pkg/usr/bin",
+        pkg.join("usr/bin").display()
+    ))?;
+    guest.include_arg(&format!("{}:/opt/pkg/vm_connect.sh", script.display()))?;
+    guest.payload = "/bin/sh /opt/pkg/vm_connect.sh\n".to_owned();
+    let image = vm::kernel_image(ctx, Kernel::V6_12)?;
+    let initrd = guest.build(ctx, "deploy-test")?;
+    let mut output = String::new();
+    let out = vm::boot_streaming(
+        &image,
+        &initrd,
+        vm::DEFAULT_SMP,
+        Duration::from_secs(600),
+        &mut |line| {
+            output.push_str(line);
+            output.push('\n');
+        },
+    )
+    .context("booting the VM with the packaged agent")?;
+    let stdout = output;
     for l in stdout.lines().filter(|l| l.starts_with("pkg-agent:")) {
         say!("deploy-test: {l}");
     }
@@ -493,10 +497,9 @@ fn packaged_agent_in_vm(work: &Path, dist: &Dist) -> Result<()> {
         .any(|l| l.trim() == "PKG-AGENT: held and denied")
     {
         bail!(
-            "no `PKG-AGENT: held and denied` line ({}); VM output:\n{}{}",
+            "no `PKG-AGENT: held and denied` line (exit status {}); VM output:\n{}",
             out.status,
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
+            stdout
         );
     }
     Ok(())
