@@ -4,6 +4,8 @@
 //! a cycle or a lower layer naming a higher one):
 //! - [`console`]: the reviewer console (HTTPS, OIDC sign-in, JSON API, the page),
 //!   above the transports whose parts it shares;
+//! - [`chat`]: approvals in Slack and Microsoft Teams (messages with buttons, signed
+//!   inbound interactions, a durable outbox), beside the console;
 //! - [`grpc`], [`pki`], [`http`], [`export`], [`expiry`], [`metrics`], [`policy_push`]:
 //!   the transports and tasks around the rules: wire messages in, statuses out;
 //! - [`approvals`]: the request lifecycle and its rules, over a store;
@@ -19,6 +21,7 @@ pub mod approvals;
 pub mod audit;
 pub mod auth;
 mod canonical_action;
+pub mod chat;
 pub mod console;
 pub mod database_url;
 mod epoch;

@@ -141,6 +141,7 @@ async fn approving_in_the_browser_reaches_the_agents_stream() {
         cwd: "/srv/app".into(),
         subject: "claude-code".into(),
         hostnames: vec!["db.internal.example".into()],
+        intent: None,
         ..Default::default()
     });
     agent.submit(request).await;

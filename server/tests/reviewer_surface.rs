@@ -131,6 +131,7 @@ fn context() -> v1::RequestContext {
         cwd: "/work/repo".into(),
         subject: "copilot".into(),
         hostnames: vec!["api.example.com".into()],
+        intent: None,
     }
 }
 

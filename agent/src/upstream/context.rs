@@ -42,6 +42,7 @@ pub fn request_context(view: &RequestView) -> v1::RequestContext {
             .take(limits::MAX_HOSTNAMES)
             .cloned()
             .collect(),
+        intent: None,
     };
     // Deep ancestries of long paths can pass the total: the far end goes first.
     while domain::RequestContext::try_from(wire.clone()).is_err() && wire.ancestry.pop().is_some() {

@@ -5,6 +5,7 @@
 //! code building a context (the agent, tests) uses as well.
 
 use super::error::{Problem, ValidationError};
+use super::intent::Intent;
 use super::limits;
 use crate::v1;
 
@@ -23,6 +24,7 @@ struct Fields {
     cwd: Option<String>,
     subject: Option<String>,
     hostnames: Vec<String>,
+    intent: Option<Intent>,
 }
 
 /// A process above the paused one.
@@ -79,6 +81,19 @@ impl RequestContext {
 
     pub fn hostnames(&self) -> &[String] {
         &self.0.hostnames
+    }
+
+    /// What the process declared about why it acts; unverified.
+    pub fn intent(&self) -> Option<&Intent> {
+        self.0.intent.as_ref()
+    }
+
+    /// The same context with `intent` in place of any it had (the agent attaches the
+    /// declared intent after gathering the rest, and masks it).
+    #[must_use]
+    pub fn with_intent(mut self, intent: Option<Intent>) -> Self {
+        self.0.intent = intent;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -209,6 +224,7 @@ impl TryFrom<v1::RequestContext> for RequestContext {
             cwd,
             subject,
             hostnames,
+            intent,
         } = context;
         if ancestry.len() > limits::MAX_ANCESTRY {
             return Err(err(
@@ -257,6 +273,10 @@ impl TryFrom<v1::RequestContext> for RequestContext {
             cwd: optional("cwd", cwd, limits::MAX_PATH_LEN, absolute_path)?,
             subject: optional("subject", subject, limits::MAX_NAME_LEN, text)?,
             hostnames,
+            intent: intent
+                .map(Intent::try_from)
+                .transpose()
+                .map_err(|e| e.within("intent"))?,
         };
         // Each field is bounded; together they would still allow far more than a
         // reviewer reads, and every request is stored and streamed to every watcher.
@@ -288,6 +308,7 @@ impl Fields {
             + opt(&self.pod_uid)
             + opt(&self.cwd)
             + opt(&self.subject)
+            + self.intent.as_ref().map_or(0, Intent::total_len)
     }
 }
 
@@ -326,6 +347,7 @@ impl From<RequestContext> for v1::RequestContext {
             cwd: context.cwd.unwrap_or_default(),
             subject: context.subject.unwrap_or_default(),
             hostnames: context.hostnames,
+            intent: context.intent.map(Into::into),
         }
     }
 }

@@ -21,6 +21,15 @@ fn full() -> v1::RequestContext {
         cwd: "/home/dev/project".into(),
         subject: "copilot".into(),
         hostnames: vec!["api.example.com".into(), "example.com.".into()],
+        intent: Some(v1::DeclaredIntent {
+            text: "run the migration the user asked for".into(),
+            model: "gpt-x".into(),
+            session_id: "s-1".into(),
+            tool_call_id: String::new(),
+            user_request_id: String::new(),
+            declared_by_pid: 812,
+            declared_at: Some(std::time::SystemTime::UNIX_EPOCH.into()),
+        }),
     }
 }
 
@@ -128,4 +137,11 @@ fn errors_inside_a_request_name_the_full_path() {
         err.to_string(),
         "invalid context.cwd: must be an absolute path"
     );
+}
+
+#[test]
+fn a_bad_intent_is_refused_with_its_path() {
+    let mut wire = full();
+    wire.intent.as_mut().unwrap().text = "\u{7}".into();
+    assert!(refused(wire).to_string().contains("intent"));
 }

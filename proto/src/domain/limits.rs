@@ -33,3 +33,7 @@ pub const MAX_COMM_LEN: usize = 64;
 pub const MAX_HOSTNAMES: usize = 16;
 /// Bytes of all strings of a request context together.
 pub const MAX_CONTEXT_TOTAL_LEN: usize = 64 * 1024;
+/// A declared intent's text: a sentence or a paragraph, not a document.
+pub const MAX_INTENT_LEN: usize = 1024;
+/// A declared intent's model, session, tool-call and user-request ids.
+pub const MAX_INTENT_FIELD_LEN: usize = 256;

@@ -9,6 +9,7 @@ mod action;
 mod context;
 mod enroll;
 mod error;
+mod intent;
 pub mod limits;
 mod messages;
 mod policy;
@@ -20,6 +21,7 @@ pub use action::{Action, ConnectAction, ExecAction, Protocol};
 pub use context::{Ancestor, RequestContext};
 pub use enroll::{EnrollRequest, EnrollSecret, MAX_CSR_LEN};
 pub use error::{Problem, ValidationError};
+pub use intent::{Intent, IntentDetails};
 pub use messages::{AgentMessage, Decision, Hello, ReviewerDecision, VerdictApplied, Withdraw};
 pub use policy::{
     MAX_POLICY_LEN, MAX_POLICY_MESSAGE_LEN, PolicyOutcome, PolicyPush, PolicyReport, PolicyText,
