@@ -4,6 +4,7 @@
 //! Only the messages and their views live here (and a blocking client), so the CLI
 //! speaks the protocol without linking the daemon, aya or the kernel programs.
 mod client;
+mod intent;
 mod request_view;
 mod status_view;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use belay_policy::Verdict;
 pub use client::{ClientError, call};
+pub use intent::{DEFAULT_INTENT_TTL_SECS, IntentDeclaration, IntentView, MAX_INTENT_TTL_SECS};
 pub use request_view::{ActionView, Ancestor, MAX_ANCESTRY, ProcessContext, RequestView};
 pub use status_view::{Counters, LinkStatus, PolicyStatus, StatusView};
 
@@ -39,6 +41,10 @@ pub enum ApiRequest {
         reason: Option<String>,
     },
     Status,
+    /// Declares why the calling process (its tgid as the kernel reports it on the
+    /// socket) is about to act; attached, unverified, to its and its descendants' next
+    /// requests until the time-to-live runs out or it declares again.
+    Intent(IntentDeclaration),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +67,10 @@ pub enum ApiResponse {
     },
     Status {
         status: StatusView,
+    },
+    IntentDeclared {
+        tgid: u32,
+        expires_unix_ms: u64,
     },
     Error {
         message: String,
@@ -87,12 +97,29 @@ mod tests {
     }
 
     #[test]
+    fn an_intent_is_one_flat_json_line() {
+        let line = r#"{"op":"intent","text":"run the migration","model":"gpt-5","ttl_seconds":60}"#;
+        let req: ApiRequest = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            req,
+            ApiRequest::Intent(IntentDeclaration {
+                text: "run the migration".into(),
+                model: Some("gpt-5".into()),
+                ttl_seconds: Some(60),
+                ..Default::default()
+            })
+        );
+        assert_eq!(serde_json::to_string(&req).unwrap(), line);
+    }
+
+    #[test]
     fn unknown_ops_fields_and_verdicts_are_refused() {
         for bad in [
             r#"{"op":"format_disk"}"#,
             r#"{"op":"show","id":1,"extra":true}"#,
             r#"{"op":"decide","id":1,"verdict":"maybe"}"#,
             r#"{"op":"show","id":-1}"#,
+            r#"{"op":"intent","text":"x","pid":1}"#,
         ] {
             assert!(serde_json::from_str::<ApiRequest>(bad).is_err(), "{bad}");
         }

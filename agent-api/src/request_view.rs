@@ -79,6 +79,9 @@ pub struct RequestView {
     /// The request's id on belay-server, when it was sent there to be decided.
     #[serde(default)]
     pub server_id: Option<String>,
+    /// What the process (or an ancestor) declared about why it acts: unverified.
+    #[serde(default)]
+    pub intent: Option<crate::IntentView>,
 }
 
 /// How many ancestors the daemon walks up at most.

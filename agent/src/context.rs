@@ -127,6 +127,12 @@ pub fn parse_stat(stat: &str) -> Option<Stat> {
     })
 }
 
+/// The start time of `pid` (clock ticks after boot): with the pid, it names one process
+/// across pid reuse.
+pub fn start_time(pid: u32) -> Option<u64> {
+    read_stat(pid).map(|s| s.start_time)
+}
+
 fn read_stat(pid: u32) -> Option<Stat> {
     parse_stat(&read_lossy(&format!("/proc/{pid}/stat"))?)
 }

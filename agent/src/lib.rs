@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod dns;
 pub mod enroll;
 pub mod export;
+pub mod intent;
 pub mod kernel;
 pub mod mask;
 pub mod metrics;

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use agent_common::VerdictKey;
 
 use crate::{
-    api::{ActionView, RequestView},
+    api::{ActionView, IntentView, RequestView},
     context::ProcessContext,
     kernel::{Action, PauseEvent, Transport, Verdict},
     mask::Masker,
@@ -44,6 +44,8 @@ pub struct RequestInfo {
     /// or the environment could not be read whole: then no allow is given); for a Unix
     /// connect or send the socket the reviewer saw.
     pub expect: Option<crate::kernel::Expectation>,
+    /// What the process or an ancestor declared (raw: [`RequestBook::open`] masks it).
+    pub intent: Option<belay_agent_api::IntentView>,
 }
 
 impl RequestInfo {
@@ -62,6 +64,7 @@ impl RequestInfo {
             server_id: None,
             masker: crate::mask::current(),
             expect: None,
+            intent: None,
         }
     }
 }
@@ -129,6 +132,20 @@ fn unix_protocol(t: Transport) -> String {
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A declared intent with every field masked: the agent may quote the secrets it was
+/// given ("deploy with token ghp_...").
+fn mask_intent(masker: &Masker, intent: IntentView) -> IntentView {
+    let mask = |s: String| masker.mask(&s).into_owned();
+    IntentView {
+        text: mask(intent.text),
+        model: intent.model.map(mask),
+        session_id: intent.session_id.map(mask),
+        tool_call_id: intent.tool_call_id.map(mask),
+        user_request_id: intent.user_request_id.map(mask),
+        ..intent
+    }
 }
 
 /// What a kernel action looks like to people, with argv, the environment and hostnames
@@ -201,6 +218,7 @@ impl RequestBook {
             server_id,
             masker,
             expect,
+            intent,
         } = info;
         self.next_id += 1;
         let id = self.next_id;
@@ -223,6 +241,7 @@ impl RequestBook {
             rule,
             context,
             server_id,
+            intent: intent.map(|i| mask_intent(&masker, i)),
         };
         self.pending.entry(id).or_insert(Pending {
             view,

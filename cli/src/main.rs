@@ -3,6 +3,7 @@
 mod audit;
 mod credentials;
 mod grant;
+mod intent;
 mod login;
 mod mask;
 mod output;
@@ -116,6 +117,14 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Say why CMD is about to act, then run it: belay-agent attaches the text
+    /// (masked, labelled unverified) to the requests CMD and its children make in the
+    /// next --ttl. AI agent frameworks can instead send one JSON line
+    /// {"op":"intent","text":"..."} on the agent's socket before acting.
+    ///
+    /// Example: belay intent "run the migration the user asked for" --model gpt-5 --
+    /// psql -f migrate.sql
+    Intent(intent::IntentArgs),
     /// The agent's state: policy, pending requests and kernel counters.
     Status,
     /// Follow requests live: the pending ones, then each new request and each decision
@@ -213,8 +222,8 @@ fn run_server(url: &str, args: &Args) -> anyhow::Result<()> {
         Command::Audit(command) => return audit::run(command, args.output),
         // Checked before connecting: a bad file is refused without a word to the server.
         Command::Policy(command) => server_mode::Call::Policy(policy::prepare(command)?),
-        Command::Status | Command::Run { .. } => {
-            bail!("`status` and `run` talk to this host's agent: leave out --server")
+        Command::Status | Command::Run { .. } | Command::Intent(_) => {
+            bail!("`status`, `run` and `intent` talk to this host's agent: leave out --server")
         }
         Command::Login(login) => return login::login(login),
         Command::Logout => return login::logout(),
@@ -252,6 +261,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         Command::Login(login) => return login::login(login),
         Command::Logout => return login::logout(),
         Command::Mask(m) => return mask::run(m, args.output),
+        Command::Intent(intent) => return intent::run(|req| call(&args, req), intent),
         Command::Run {
             subject,
             uid,

@@ -157,6 +157,24 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
             if let Some(pod) = &c.pod_uid {
                 println!("pod       {}", esc(pod));
             }
+            if let Some(intent) = &r.intent {
+                println!(
+                    "intent    {} (declared by the agent, unverified)",
+                    esc(&intent.text)
+                );
+                let details = [
+                    ("model", &intent.model),
+                    ("session", &intent.session_id),
+                    ("tool call", &intent.tool_call_id),
+                    ("user request", &intent.user_request_id),
+                ];
+                for (label, value) in details {
+                    if let Some(value) = value {
+                        println!("          {label} {}", esc(value));
+                    }
+                }
+                println!("          declared by process {}", intent.declared_by_pid);
+            }
             let left = r.deadline_unix_ms.saturating_sub(now_ms()) / 1000;
             println!("deadline  in {left}s, then {}", r.default_verdict);
         }
@@ -223,6 +241,9 @@ pub fn print(output: Output, response: &ApiResponse) -> anyhow::Result<()> {
             println!("dropped events     {}", status.kernel.dropped_events);
             println!("signal failures    {}", status.kernel.signal_failed);
             println!("undecodable events {}", status.kernel.undecodable_events);
+        }
+        ApiResponse::IntentDeclared { tgid, .. } => {
+            println!("intent declared for process {tgid}");
         }
         ApiResponse::Enrolled { tgid, subject } => {
             println!("enrolled {tgid} as {}", esc(subject));

@@ -151,6 +151,23 @@ pub fn context_json(c: Option<&v1::RequestContext>) -> Value {
         "cwd": c.cwd,
         "subject": c.subject,
         "hostnames": c.hostnames,
+        "intent": c.intent.as_ref().map(intent_json),
+    })
+}
+
+/// A declared intent for `--output json`; `verified` is always false, so that no
+/// consumer can mistake the agent's words for a fact.
+fn intent_json(i: &v1::DeclaredIntent) -> Value {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    json!({
+        "text": i.text,
+        "model": opt(&i.model),
+        "session_id": opt(&i.session_id),
+        "tool_call_id": opt(&i.tool_call_id),
+        "user_request_id": opt(&i.user_request_id),
+        "declared_by_pid": i.declared_by_pid,
+        "declared_unix_ms": unix_ms(i.declared_at.as_ref()),
+        "verified": false,
     })
 }
 
@@ -177,5 +194,23 @@ pub fn print_context(c: Option<&v1::RequestContext>) {
         let label = if i == 0 { "ancestry" } else { "" };
         let exe = esc(if a.exe.is_empty() { "?" } else { &a.exe });
         println!("{label:<9} {} {} ({exe})", a.pid, esc(&a.comm));
+    }
+    if let Some(intent) = &c.intent {
+        println!(
+            "{:<9} {} (declared by the agent, unverified)",
+            "intent",
+            esc(&intent.text)
+        );
+        let details = [
+            ("model", &intent.model),
+            ("session", &intent.session_id),
+            ("tool call", &intent.tool_call_id),
+            ("user request", &intent.user_request_id),
+        ];
+        for (label, value) in details {
+            if !value.is_empty() {
+                println!("{:<9} {label} {}", "", esc(value));
+            }
+        }
     }
 }

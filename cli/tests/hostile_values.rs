@@ -312,6 +312,7 @@ fn hostile_view() -> RequestView {
             cwd: Some(CWD.into()),
         },
         server_id: None,
+        intent: None,
     }
 }
 

@@ -141,6 +141,12 @@ async fn handle(
             shared.end(p, Outcome::Decided(verdict)).await;
             ApiResponse::Decided { id, verdict }
         }
+        ApiRequest::Intent(declaration) => {
+            let Some(tgid) = pid.and_then(|p| u32::try_from(p).ok()) else {
+                return error("caller's pid is unknown; cannot record its intent");
+            };
+            declare_intent(shared, tgid, uid, declaration)
+        }
         ApiRequest::Status => {
             let kernel = match shared.enforcer.counters().await {
                 Ok(c) => c,
@@ -162,6 +168,41 @@ async fn handle(
                         .map(crate::upstream::Upstream::status),
                 },
             }
+        }
+    }
+}
+
+/// Records what the caller (the socket's peer, as the kernel names it) declares about
+/// its next actions.
+fn declare_intent(
+    shared: &Shared,
+    tgid: u32,
+    uid: u32,
+    declaration: belay_agent_api::IntentDeclaration,
+) -> ApiResponse {
+    let Some(start_time) = crate::context::start_time(tgid) else {
+        return error(format!("process {tgid} is gone; no intent recorded"));
+    };
+    let declared = shared.intents().declare(
+        tgid,
+        start_time,
+        declaration,
+        std::time::Instant::now(),
+        std::time::SystemTime::now(),
+    );
+    match declared {
+        Ok(expires) => {
+            info!(tgid, uid, "intent declared");
+            ApiResponse::IntentDeclared {
+                tgid,
+                expires_unix_ms: expires
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            }
+        }
+        Err(why) => {
+            warn!(tgid, uid, %why, "intent refused");
+            error(why)
         }
     }
 }

@@ -138,6 +138,7 @@ pub async fn run_on<B: Backend>(
         config: Arc::new(config),
         policy: Arc::new(live),
         names,
+        intents: Arc::default(),
         applied: Arc::new(Mutex::new(None)),
     };
     shared

@@ -215,7 +215,14 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         .as_ref()
         .filter(|_| goes_upstream(&ev.action))
         .map(|_| shared.server_ids.next());
+    // Read when a person is asked, not earlier: an intent only ever informs a reviewer.
+    let intent = shared.intents().for_lineage(
+        &lineage(ev.tgid, &g.context),
+        crate::context::start_time,
+        std::time::Instant::now(),
+    );
     let info = RequestInfo {
+        intent,
         expect: g.expect,
         server_id: server_id.clone(),
         context: g.context,

@@ -25,6 +25,8 @@ pub(super) struct Shared {
     pub(super) metrics: Arc<Metrics>,
     pub(super) policy: Arc<LivePolicy>,
     pub(super) names: Arc<Mutex<NameCache>>,
+    /// What watched processes declared about their next actions (`belay intent`).
+    pub(super) intents: Arc<Mutex<crate::intent::Intents>>,
     /// The kernel tables last applied, to skip identical re-applies.
     pub(super) applied: Arc<Mutex<Option<policy::KernelTables>>>,
     pub(super) upstream: Option<Upstream>,
@@ -86,6 +88,10 @@ impl Shared {
 
     pub(super) fn names(&self) -> MutexGuard<'_, NameCache> {
         lock(&self.names)
+    }
+
+    pub(super) fn intents(&self) -> MutexGuard<'_, crate::intent::Intents> {
+        lock(&self.intents)
     }
 
     pub(super) async fn end(&self, p: Pending, outcome: Outcome) {

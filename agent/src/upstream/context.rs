@@ -42,8 +42,13 @@ pub fn request_context(view: &RequestView) -> v1::RequestContext {
             .take(limits::MAX_HOSTNAMES)
             .cloned()
             .collect(),
-        intent: None,
+        intent: view.intent.as_ref().map(intent),
     };
+    // An intent that cannot be sent (masking made it too long) costs the intent only.
+    if wire.intent.is_some() && domain::RequestContext::try_from(wire.clone()).is_err() {
+        warn!("declared intent not sendable; sending the request without it");
+        wire.intent = None;
+    }
     // Deep ancestries of long paths can pass the total: the far end goes first.
     while domain::RequestContext::try_from(wire.clone()).is_err() && wire.ancestry.pop().is_some() {
     }
@@ -52,6 +57,24 @@ pub fn request_context(view: &RequestView) -> v1::RequestContext {
         return v1::RequestContext::default();
     }
     wire
+}
+
+/// The declared intent as belay-server takes it: escaped and clipped like the rest.
+fn intent(view: &crate::api::IntentView) -> v1::DeclaredIntent {
+    use domain::limits::{MAX_INTENT_FIELD_LEN, MAX_INTENT_LEN};
+    let field = |s: &Option<String>| text(s.as_deref(), MAX_INTENT_FIELD_LEN);
+    v1::DeclaredIntent {
+        text: clip(&escape(&view.text), MAX_INTENT_LEN),
+        model: field(&view.model),
+        session_id: field(&view.session_id),
+        tool_call_id: field(&view.tool_call_id),
+        user_request_id: field(&view.user_request_id),
+        declared_by_pid: view.declared_by_pid,
+        declared_at: Some(
+            (std::time::UNIX_EPOCH + std::time::Duration::from_millis(view.declared_unix_ms))
+                .into(),
+        ),
+    }
 }
 
 /// At most `max` bytes, cut at a character boundary.
@@ -117,7 +140,34 @@ mod tests {
             rule: None,
             context,
             server_id: None,
+            intent: None,
         }
+    }
+
+    #[test]
+    fn a_declared_intent_goes_up_escaped_and_an_unsendable_one_costs_only_itself() {
+        let mut request = view(ProcessContext::default(), vec![]);
+        request.intent = Some(crate::api::IntentView {
+            text: "migrate the \u{1b}[2J database".into(),
+            model: Some("gpt-x".into()),
+            session_id: None,
+            tool_call_id: Some("call_7".into()),
+            user_request_id: None,
+            declared_by_pid: 9,
+            declared_unix_ms: 1_000,
+        });
+        let parsed = domain::RequestContext::try_from(request_context(&request)).unwrap();
+        let intent = parsed.intent().expect("the intent goes up");
+        assert!(!intent.text().contains('\u{1b}'), "{:?}", intent.text());
+        assert_eq!(intent.model(), Some("gpt-x"));
+        assert_eq!(intent.tool_call_id(), Some("call_7"));
+        assert_eq!(intent.declared_by_pid(), 9);
+
+        // A pid of 0 cannot have declared anything: the intent is dropped, the rest stays.
+        request.intent.as_mut().unwrap().declared_by_pid = 0;
+        let parsed = domain::RequestContext::try_from(request_context(&request)).unwrap();
+        assert!(parsed.intent().is_none());
+        assert_eq!(parsed.subject(), Some("copilot"));
     }
 
     #[test]

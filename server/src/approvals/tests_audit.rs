@@ -520,3 +520,61 @@ async fn the_memory_store_keeps_a_chain_with_the_same_rules() {
     let report = verify_records(&edited, [], &store.audit_public_key());
     assert_eq!(report.first_problem.unwrap().seq, 2);
 }
+
+#[tokio::test]
+async fn a_declared_intent_is_recorded_with_its_submission_as_unverified() {
+    use belay_proto::domain::{Intent, IntentDetails};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let store = SqliteStore::open_with(&path, options(4)).unwrap();
+    let key = store.audit_public_key();
+    let approvals = Approvals::new(store);
+    let intent = Intent::new(
+        "run the migration the user asked for".into(),
+        IntentDetails {
+            model: Some("gpt-x".into()),
+            tool_call_id: Some("call_9".into()),
+            ..Default::default()
+        },
+        4242,
+        at(0),
+    )
+    .unwrap();
+    let mut with_intent = new_request("host-a:i1", at(60));
+    with_intent.context = with_intent.context.with_intent(Some(intent));
+    approvals
+        .submit(&agent(), with_intent, at(0))
+        .await
+        .unwrap();
+    approvals
+        .submit(&agent(), new_request("host-a:i2", at(60)), at(0))
+        .await
+        .unwrap();
+    // The stored request keeps it too, for every later reader.
+    let stored = approvals
+        .get(&RequestId::new("host-a:i1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.context.intent().map(Intent::text),
+        Some("run the migration the user asked for")
+    );
+    drop(approvals);
+
+    let rows = rows(&path);
+    let submitted: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|(_, kind, _, _)| kind == "submitted")
+        .map(|(_, _, _, body)| body)
+        .collect();
+    assert_eq!(submitted.len(), 2);
+    let recorded = &submitted[0]["intent"];
+    assert_eq!(recorded["text"], "run the migration the user asked for");
+    assert_eq!(recorded["model"], "gpt-x");
+    assert_eq!(recorded["tool_call_id"], "call_9");
+    assert_eq!(recorded["declared_by_pid"], 4242);
+    assert_eq!(recorded["verified"], false);
+    assert!(submitted[1].get("intent").is_none(), "no intent, no field");
+    assert!(verify(&path, &key).unwrap().is_intact());
+}

@@ -15,7 +15,7 @@
 
 pub mod postgres;
 
-use belay_proto::domain::{Outcome, Request};
+use belay_proto::domain::{Intent, Outcome, Request};
 
 use crate::canonical_action::action_fields;
 use crate::epoch::nanos;
@@ -79,7 +79,25 @@ pub(crate) fn submitted(request: &Request) -> Event {
         "default_verdict".into(),
         request.default_verdict.as_str().into(),
     );
+    if let Some(intent) = request.context.intent() {
+        body.insert("intent".into(), intent_json(intent));
+    }
     request_event(request, "submitted", at, body)
+}
+
+/// A declared intent as the audit log, the console and the exports show it. `verified`
+/// is always false: these are the agent's own words, and every reader must be told so.
+pub fn intent_json(intent: &Intent) -> serde_json::Value {
+    serde_json::json!({
+        "text": intent.text(),
+        "model": intent.model(),
+        "session_id": intent.session_id(),
+        "tool_call_id": intent.tool_call_id(),
+        "user_request_id": intent.user_request_id(),
+        "declared_by_pid": intent.declared_by_pid(),
+        "declared_at": nanos(intent.declared_at()),
+        "verified": false,
+    })
 }
 
 /// A request ended: decided, expired or cancelled. `None` if it is still pending.

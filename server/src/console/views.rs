@@ -112,6 +112,7 @@ pub fn request(request: &Request) -> Value {
             "hostnames": context.hostnames(),
         },
         "resolution": resolution,
+        "intent": context.intent().map(crate::audit::intent_json),
     })
 }
 

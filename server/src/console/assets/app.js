@@ -367,7 +367,7 @@ function actionCard(r) {
 function intentBox(i) {
   return el('section', { class: 'card intent', id: 'intent' }, el('h2', 0, 'Declared by the agent — unverified'),
     el('p', 'intent-text', lines(i.text ?? '', true)),
-    el('p', 'muted small', [['model', i.model], ['session', i.session_id], ['tool call', i.tool_call_id]]
+    el('p', 'muted small', [['model', i.model], ['session', i.session_id], ['tool call', i.tool_call_id], ['user request', i.user_request_id]]
       .filter(([, v]) => v).map(([k, v]) => el('span', 'meta', k + ' ', mono(v)))));
 }
 function contextCard(r, c) {
