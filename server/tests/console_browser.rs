@@ -141,7 +141,14 @@ async fn approving_in_the_browser_reaches_the_agents_stream() {
         cwd: "/srv/app".into(),
         subject: "claude-code".into(),
         hostnames: vec!["db.internal.example".into()],
-        intent: None,
+        intent: Some(v1::DeclaredIntent {
+            text: "apply the schema migration from ticket OPS-412, as the user asked".into(),
+            model: "claude-sonnet".into(),
+            tool_call_id: "toolu_01".into(),
+            declared_by_pid: 4200,
+            declared_at: Some(std::time::SystemTime::now().into()),
+            ..Default::default()
+        }),
         ..Default::default()
     });
     agent.submit(request).await;
@@ -151,6 +158,13 @@ async fn approving_in_the_browser_reaches_the_agents_stream() {
     open_request(&page, &console, "web-1:approve").await;
     page.wait_for_text("main", "db.internal.example", WAIT)
         .await;
+    // The agent's words are shown, and labelled as the agent's (the heading is set in
+    // capitals by the style sheet; innerText reads it so).
+    page.wait_for_text("#intent h2", "DECLARED BY THE AGENT — UNVERIFIED", WAIT)
+        .await;
+    page.wait_for_text("#intent", "schema migration from ticket OPS-412", WAIT)
+        .await;
+    page.wait_for_text("#intent", "toolu_01", WAIT).await;
     page.type_into("#reason", "the migration the ticket asks for")
         .await;
     page.screenshot("request").await;
