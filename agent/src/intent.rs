@@ -140,6 +140,99 @@ impl Intents {
     }
 }
 
+/// The environment variable a process (or `belay intent`) sets to declare its intent:
+/// plain text, or a JSON object with the fields of [`IntentDeclaration`] (`ttl_seconds`
+/// then counts from `declared_unix_ms`). Children inherit it with the environment,
+/// which is what makes it theirs too; nobody else's environment can be set this way.
+pub const INTENT_ENV: &str = "BELAY_INTENT";
+
+/// Environment variable JSON: a declaration plus when it was made.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvIntent {
+    text: String,
+    model: Option<String>,
+    session_id: Option<String>,
+    tool_call_id: Option<String>,
+    user_request_id: Option<String>,
+    ttl_seconds: Option<u64>,
+    declared_unix_ms: Option<u64>,
+}
+
+/// The intent `BELAY_INTENT` declares among `entries` (`NAME=VALUE`, raw) of process
+/// `tgid`; `None` when it is absent, expired or unusable (an unusable one is logged, never
+/// fatal: it is only context). `now` is wall-clock time.
+pub fn from_env<'a>(
+    entries: impl IntoIterator<Item = &'a str>,
+    tgid: u32,
+    now: SystemTime,
+) -> Option<IntentView> {
+    let prefix = format!("{INTENT_ENV}=");
+    let value = entries
+        .into_iter()
+        .find_map(|entry| entry.strip_prefix(prefix.as_str()))?;
+    let (declaration, declared) = if value.trim_start().starts_with('{') {
+        match serde_json::from_str::<EnvIntent>(value) {
+            Ok(parsed) => (
+                IntentDeclaration {
+                    text: parsed.text,
+                    model: parsed.model,
+                    session_id: parsed.session_id,
+                    tool_call_id: parsed.tool_call_id,
+                    user_request_id: parsed.user_request_id,
+                    ttl_seconds: parsed.ttl_seconds,
+                },
+                parsed
+                    .declared_unix_ms
+                    .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+            ),
+            Err(e) => {
+                tracing::warn!(tgid, error = %e, "{INTENT_ENV} is not a usable intent; ignored");
+                return None;
+            }
+        }
+    } else {
+        (
+            IntentDeclaration {
+                text: value.to_owned(),
+                ..Default::default()
+            },
+            None,
+        )
+    };
+    if let (Some(ttl), Some(declared)) = (declaration.ttl_seconds, declared)
+        && declared + Duration::from_secs(ttl) <= now
+    {
+        return None;
+    }
+    let mut scratch = Intents::default();
+    let when = declared.unwrap_or(now);
+    match scratch.declare(tgid, 0, declaration, Instant::now(), when) {
+        Ok(_) => scratch.by_tgid.remove(&tgid).map(|d| d.view),
+        Err(why) => {
+            tracing::warn!(tgid, %why, "{INTENT_ENV} is not a usable intent; ignored");
+            None
+        }
+    }
+}
+
+/// Reads variable `name` of the environment process `tgid` started with
+/// (`/proc/PID/environ`, at most 256 KiB of it), as `NAME=VALUE`.
+pub fn environ_entry(tgid: u32, name: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut raw = Vec::new();
+    std::fs::File::open(format!("/proc/{tgid}/environ"))
+        .ok()?
+        .take(256 * 1024)
+        .read_to_end(&mut raw)
+        .ok()?;
+    let prefix = format!("{name}=");
+    raw.split(|b| *b == 0)
+        .map(String::from_utf8_lossy)
+        .find(|entry| entry.starts_with(&prefix))
+        .map(std::borrow::Cow::into_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +361,40 @@ mod tests {
             intents.for_lineage(&[100], alive, now).unwrap().text,
             "kept"
         );
+    }
+
+    #[test]
+    fn the_environment_declares_in_text_or_json_and_expires() {
+        let now = SystemTime::now();
+        let plain = from_env(["PATH=/bin", "BELAY_INTENT=tidy the logs"], 7, now).unwrap();
+        assert_eq!(plain.text, "tidy the logs");
+        assert_eq!(plain.declared_by_pid, 7);
+
+        let declared = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let json = format!(
+            r#"BELAY_INTENT={{"text":"migrate","model":"gpt-x","ttl_seconds":60,"declared_unix_ms":{declared}}}"#
+        );
+        let parsed = from_env([json.as_str()], 7, now).unwrap();
+        assert_eq!(
+            (parsed.text.as_str(), parsed.model.as_deref()),
+            ("migrate", Some("gpt-x"))
+        );
+        assert!(
+            from_env([json.as_str()], 7, now + Duration::from_secs(61)).is_none(),
+            "expired"
+        );
+        for bad in [
+            "BELAY_INTENT=",
+            "BELAY_INTENT={\"text\":\"x\",\"unknown\":1}",
+            "BELAY_INTENT={not json",
+            "BELAY_INTENT=beep\u{7}",
+        ] {
+            assert!(from_env([bad], 7, now).is_none(), "{bad:?}");
+        }
+        assert!(from_env(["NOT_BELAY_INTENT=x"], 7, now).is_none());
     }
 
     #[test]

@@ -1,14 +1,21 @@
 //! `belay intent "WHY" -- CMD`: tell belay why CMD is about to act, then become CMD.
 //!
-//! The declaration is made on the agent's socket by this process, which then execs CMD
-//! with the same pid: the kernel names the declarer (the socket's peer), so the intent
-//! attaches to CMD and the processes it starts, and to nothing else.
+//! The intent travels in CMD's environment (`BELAY_INTENT`, a JSON object), which
+//! belay-agent reads when CMD or a process it starts is held: a process can set it only
+//! for itself and its children, and no access to the agent's socket is needed. (AI agent
+//! frameworks that can reach the socket may instead send one `intent` JSON line there.)
 
 use std::os::unix::process::CommandExt as _;
 use std::time::Duration;
 
+use std::time::SystemTime;
+
 use anyhow::{Context as _, bail};
-use belay_agent_api::{ApiRequest, ApiResponse, IntentDeclaration, MAX_INTENT_TTL_SECS};
+use belay_agent_api::{IntentDeclaration, MAX_INTENT_TTL_SECS};
+use belay_proto::domain::{Intent, IntentDetails};
+
+/// The variable belay-agent reads (`belay_agent::intent::INTENT_ENV`).
+const INTENT_ENV: &str = "BELAY_INTENT";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct IntentArgs {
@@ -53,17 +60,69 @@ impl IntentArgs {
     }
 }
 
-/// Declares, then becomes CMD. Nothing runs if the agent refuses the declaration.
-pub fn run(
-    call: impl FnOnce(&ApiRequest) -> anyhow::Result<ApiResponse>,
-    args: &IntentArgs,
-) -> anyhow::Result<()> {
-    match call(&ApiRequest::Intent(args.declaration()?))? {
-        ApiResponse::IntentDeclared { tgid, .. } if tgid == std::process::id() => {}
-        other => bail!("unexpected answer to intent: {other:?}"),
-    }
+/// Checks the intent as belay-agent will, then becomes CMD with it in its environment.
+/// Nothing runs if the intent is unusable.
+pub fn run(args: &IntentArgs) -> anyhow::Result<()> {
+    let value = env_value(&args.declaration()?, SystemTime::now())?;
     let err = std::process::Command::new(&args.cmd[0])
         .args(&args.cmd[1..])
+        .env(INTENT_ENV, value)
         .exec();
     Err(err).with_context(|| format!("running {}", args.cmd[0]))
+}
+
+/// The `BELAY_INTENT` value: the declaration and when it was made, after the checks
+/// belay-server applies, so that a bad intent fails here and not silently on the host.
+fn env_value(declaration: &IntentDeclaration, now: SystemTime) -> anyhow::Result<String> {
+    Intent::new(
+        declaration.text.clone(),
+        IntentDetails {
+            model: declaration.model.clone(),
+            session_id: declaration.session_id.clone(),
+            tool_call_id: declaration.tool_call_id.clone(),
+            user_request_id: declaration.user_request_id.clone(),
+        },
+        std::process::id(),
+        now,
+    )
+    .map_err(|e| anyhow::anyhow!("intent refused: {e}"))?;
+    let mut value = serde_json::to_value(declaration)?;
+    let declared_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    value["declared_unix_ms"] = declared_ms.into();
+    Ok(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_value_carries_the_declaration_and_its_time() {
+        let declaration = IntentDeclaration {
+            text: "run the migration".into(),
+            model: Some("gpt-x".into()),
+            ttl_seconds: Some(600),
+            ..Default::default()
+        };
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_234);
+        let value: serde_json::Value =
+            serde_json::from_str(&env_value(&declaration, now).unwrap()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"text": "run the migration", "model": "gpt-x",
+                "ttl_seconds": 600, "declared_unix_ms": 1234})
+        );
+        let bad = IntentDeclaration {
+            text: "bell\u{7}".into(),
+            ..Default::default()
+        };
+        assert!(
+            env_value(&bad, now)
+                .unwrap_err()
+                .to_string()
+                .contains("text")
+        );
+    }
 }

@@ -119,7 +119,8 @@ enum Command {
     },
     /// Say why CMD is about to act, then run it: belay-agent attaches the text
     /// (masked, labelled unverified) to the requests CMD and its children make in the
-    /// next --ttl. AI agent frameworks can instead send one JSON line
+    /// next --ttl. It travels in CMD's environment (BELAY_INTENT); AI agent frameworks
+    /// can set that variable themselves, or send one JSON line
     /// {"op":"intent","text":"..."} on the agent's socket before acting.
     ///
     /// Example: belay intent "run the migration the user asked for" --model gpt-5 --
@@ -261,7 +262,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         Command::Login(login) => return login::login(login),
         Command::Logout => return login::logout(),
         Command::Mask(m) => return mask::run(m, args.output),
-        Command::Intent(intent) => return intent::run(|req| call(&args, req), intent),
+        Command::Intent(intent) => return intent::run(intent),
         Command::Run {
             subject,
             uid,

@@ -207,10 +207,16 @@ next_server_request() {
     return 1
 }
 
-belay run --uid 65534 --gid 65534 -- /bin/sh -c 'wget -q -O - http://127.0.0.1:8080/' >"$WORK/agent4.out" 2>&1 &
+# The AI agent says why it acts (`belay intent`); reviewers see it, labelled unverified.
+belay run --uid 65534 --gid 65534 -- belay intent "check the status page the user asked about" \
+    --model demo-llm -- /bin/sh -c 'wget -q -O - http://127.0.0.1:8080/' >"$WORK/agent4.out" 2>&1 &
 AGENT4=$!
 id=$(next_server_request)
 run $REVIEW pending
+run $REVIEW approve "$id" --reason "the agent may start"
+say "The agent declared its intent: the request carries it, masked and marked unverified"
+id=$(next_server_request)
+run $REVIEW show "$id"
 run $REVIEW approve "$id" --reason "the agent's shell may start"
 id=$(next_server_request)
 run $REVIEW approve "$id" --reason "wget is fine"

@@ -10,9 +10,10 @@ use tracing::{info, warn};
 
 use super::Shared;
 use crate::{
-    api::{ActionView, RequestView},
+    api::{ActionView, IntentView, RequestView},
     context::{self, ProcessContext},
     export::DecidedIn,
+    intent,
     kernel::{Action, Expectation, PauseEvent, Transport, Verdict},
     policy::{self, Decision, FilePaths, Proto},
     requests::{Outcome, RequestInfo},
@@ -122,6 +123,29 @@ fn lineage(tgid: u32, ctx: &ProcessContext) -> Vec<u32> {
         .collect()
 }
 
+/// What the process declared about why it acts, looked up when a person is asked (it
+/// only ever informs a reviewer): its own declaration on the socket, else its
+/// environment's `BELAY_INTENT` (for an exec, the new program's), else the nearest
+/// ancestor's declaration on the socket.
+fn declared_intent(shared: &Shared, ev: &PauseEvent, g: &Gathered) -> Option<IntentView> {
+    let lineage = lineage(ev.tgid, &g.context);
+    let now = std::time::Instant::now();
+    let (own, ancestors) = lineage.split_at(1);
+    let mut intents = shared.intents();
+    if let Some(intent) = intents.for_lineage(own, crate::context::start_time, now) {
+        return Some(intent);
+    }
+    let wall = std::time::SystemTime::now();
+    let from_env = match (&ev.action, &g.env) {
+        (Action::Exec { .. }, Some(env)) => {
+            intent::from_env(env.iter().map(String::as_str), ev.tgid, wall)
+        }
+        _ => intent::environ_entry(ev.tgid, intent::INTENT_ENV)
+            .and_then(|entry| intent::from_env([entry.as_str()], ev.tgid, wall)),
+    };
+    from_env.or_else(|| intents.for_lineage(ancestors, crate::context::start_time, now))
+}
+
 pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
     if !ev.is_pause() {
         report(&shared, &ev);
@@ -215,12 +239,7 @@ pub(super) async fn on_event(shared: Shared, ev: PauseEvent) {
         .as_ref()
         .filter(|_| goes_upstream(&ev.action))
         .map(|_| shared.server_ids.next());
-    // Read when a person is asked, not earlier: an intent only ever informs a reviewer.
-    let intent = shared.intents().for_lineage(
-        &lineage(ev.tgid, &g.context),
-        crate::context::start_time,
-        std::time::Instant::now(),
-    );
+    let intent = declared_intent(&shared, &ev, &g);
     let info = RequestInfo {
         intent,
         expect: g.expect,

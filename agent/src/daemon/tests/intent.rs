@@ -83,3 +83,35 @@ async fn a_declared_intent_rides_on_the_declarers_childrens_requests_masked_and_
     );
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_intent_in_the_environment_rides_on_that_processs_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut declared = Command::new("sleep")
+        .arg("600")
+        .env(
+            "BELAY_INTENT",
+            r#"{"text":"sync the mirror the user named","session_id":"s-9"}"#,
+        )
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let plain = Stopped::new();
+    let kernel = FakeKernel::new();
+    let mut config = config(dir.path());
+    config.watch_pids = vec![declared.id(), plain.pid()];
+    let daemon = start(&kernel, config).await;
+    kernel.pause(declared.id(), AGENT_UID, connect("192.0.2.3:443"));
+    kernel.pause(plain.pid(), AGENT_UID, connect("192.0.2.4:443"));
+    let pending = daemon.until_pending(2).await;
+    let intent = request_to(&pending, "192.0.2.3")
+        .intent
+        .expect("read from the environment");
+    assert_eq!(intent.text, "sync the mirror the user named");
+    assert_eq!(intent.session_id.as_deref(), Some("s-9"));
+    assert_eq!(intent.declared_by_pid, declared.id());
+    assert_eq!(request_to(&pending, "192.0.2.4").intent, None);
+    let _ = declared.kill();
+    let _ = declared.wait();
+    daemon.stop().await.unwrap();
+}
