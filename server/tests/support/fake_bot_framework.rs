@@ -198,24 +198,28 @@ async fn token(State((state, _)): Shared, body: Bytes) -> Response {
 }
 
 /// The refusal the test asked for, or the bearer token of an authorized call.
-fn gate(state: &FakeState, headers: &HeaderMap) -> Result<String, Response> {
+fn gate(state: &FakeState, headers: &HeaderMap) -> Result<String, Box<Response>> {
     if let Some(after) = state.rate_limit {
-        return Err((
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, after.to_string())],
-            "slow down",
-        )
-            .into_response());
+        return Err(Box::new(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, after.to_string())],
+                "slow down",
+            )
+                .into_response(),
+        ));
     }
     if let Some(status) = state.fail_with {
-        return Err(StatusCode::from_u16(status).unwrap().into_response());
+        return Err(Box::new(
+            StatusCode::from_u16(status).unwrap().into_response(),
+        ));
     }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .filter(|token| token.starts_with("connector-token-"))
-        .ok_or_else(|| StatusCode::UNAUTHORIZED.into_response())?;
+        .ok_or_else(|| Box::new(StatusCode::UNAUTHORIZED.into_response()))?;
     Ok(bearer.to_owned())
 }
 
@@ -228,7 +232,7 @@ async fn create(
     let mut state = state.lock().unwrap();
     let bearer = match gate(&state, &headers) {
         Ok(bearer) => bearer,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     state.next_activity += 1;
     let id = format!("1:activity-{}", state.next_activity);
@@ -251,7 +255,7 @@ async fn update(
     let mut state = state.lock().unwrap();
     let bearer = match gate(&state, &headers) {
         Ok(bearer) => bearer,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     state.recorded.push(Recorded {
         method: "PUT",
@@ -270,7 +274,7 @@ async fn member(
 ) -> Response {
     let state = state.lock().unwrap();
     if let Err(refusal) = gate(&state, &headers) {
-        return refusal;
+        return *refusal;
     }
     match state.members.iter().find(|(id, _)| *id == user) {
         Some((_, member)) => Json(member.clone()).into_response(),
