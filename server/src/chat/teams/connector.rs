@@ -159,7 +159,9 @@ impl TeamsConnector {
             ])
             .send()
             .await;
-        let response = self.check("POST", url, response).await?;
+        // Not `check`: it would take the token lock this function holds, and a refused
+        // secret is a configuration problem, not a stale token.
+        let response = self.check_status("POST", url, response).await?;
         let token: TokenResponse = response
             .json()
             .await
@@ -175,8 +177,27 @@ impl TeamsConnector {
         Ok(token.access_token)
     }
 
-    /// The response if it succeeded; otherwise what the outbox should do about it.
+    /// [`Self::check_status`] for a Connector call: a 401 also drops the cached token (one
+    /// revoked or rotated early), and is worth retrying with a new one.
     async fn check(
+        &self,
+        method: &str,
+        url: &str,
+        response: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<reqwest::Response, SendError> {
+        let unauthorized =
+            matches!(&response, Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED);
+        match self.check_status(method, url, response).await {
+            Err(SendError::Permanent(problem)) if unauthorized => {
+                *self.token.lock().await = None;
+                Err(SendError::Transient(problem))
+            }
+            other => other,
+        }
+    }
+
+    /// The response if it succeeded; otherwise what the outbox should do about it.
+    async fn check_status(
         &self,
         method: &str,
         url: &str,
@@ -209,11 +230,6 @@ impl TeamsConnector {
             "{method} {url}: HTTP {status}: {}",
             belay_proto::display::escape(&body)
         );
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            // A token revoked or rotated early: the next try gets a new one.
-            *self.token.lock().await = None;
-            return Err(SendError::Transient(problem));
-        }
         if status.is_server_error() || status == reqwest::StatusCode::REQUEST_TIMEOUT {
             return Err(SendError::Transient(problem));
         }
