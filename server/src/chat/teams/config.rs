@@ -133,7 +133,7 @@ impl TeamsUsers {
 #[derive(Debug, Clone)]
 pub struct Teams {
     pub verifier: Arc<BotVerifier>,
-    pub connector: Arc<TeamsConnector>,
+    pub connector: TeamsConnector,
     pub users: Arc<TeamsUsers>,
 }
 
@@ -174,7 +174,7 @@ pub fn load(raw: TeamsConfig, base_dir: &Path) -> Result<Teams, TeamsConfigError
         .build()
         .map_err(TeamsConfigError::Http)?;
     let verifier = Arc::new(BotVerifier::new(app_id.clone(), metadata_url, http.clone()));
-    let connector = Arc::new(TeamsConnector::new(
+    let connector = TeamsConnector::new(
         super::connector::Credentials {
             app_id,
             password,
@@ -183,7 +183,7 @@ pub fn load(raw: TeamsConfig, base_dir: &Path) -> Result<Teams, TeamsConfigError
         service_url,
         users.refresh_ids().to_vec(),
         http,
-    ));
+    );
     Ok(Teams {
         verifier,
         connector,

@@ -10,6 +10,7 @@
 //! `service_url` does not lose the messages already posted.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,13 @@ struct CachedToken {
     renew_at: Instant,
 }
 
+/// A handle on the Connector client: clones share the token cache and the HTTP client.
+#[derive(Clone)]
 pub struct TeamsConnector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     credentials: Credentials,
     service_url: String,
     refresh_ids: Vec<String>,
@@ -60,8 +67,8 @@ pub struct TeamsConnector {
 impl fmt::Debug for TeamsConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TeamsConnector")
-            .field("app_id", &self.credentials.app_id)
-            .field("service_url", &self.service_url)
+            .field("app_id", &self.inner.credentials.app_id)
+            .field("service_url", &self.inner.service_url)
             .finish_non_exhaustive()
     }
 }
@@ -102,17 +109,19 @@ impl TeamsConnector {
         http: reqwest::Client,
     ) -> Self {
         Self {
-            credentials,
-            service_url,
-            refresh_ids,
-            http,
-            token: tokio::sync::Mutex::new(None),
+            inner: Arc::new(Inner {
+                credentials,
+                service_url,
+                refresh_ids,
+                http,
+                token: tokio::sync::Mutex::new(None),
+            }),
         }
     }
 
     /// The Teams user ids the cards refresh by themselves for.
     pub fn refresh_ids(&self) -> &[String] {
-        &self.refresh_ids
+        &self.inner.refresh_ids
     }
 
     /// The member `user_id` of `conversation_id`, as the Connector at `service_url` (a
@@ -131,7 +140,7 @@ impl TeamsConnector {
             path_segment(user_id)
         );
         let token = self.token().await?;
-        let response = self.http.get(&url).bearer_auth(token).send().await;
+        let response = self.inner.http.get(&url).bearer_auth(token).send().await;
         let response = self.check("GET", &url, response).await?;
         response
             .json()
@@ -141,20 +150,21 @@ impl TeamsConnector {
 
     /// A token for the Connector, from the cache while it has minutes left.
     async fn token(&self) -> Result<String, SendError> {
-        let mut cached = self.token.lock().await;
+        let mut cached = self.inner.token.lock().await;
         if let Some(token) = cached.as_ref()
             && Instant::now() < token.renew_at
         {
             return Ok(token.value.clone());
         }
-        let url = &self.credentials.token_url;
+        let url = &self.inner.credentials.token_url;
         let response = self
+            .inner
             .http
             .post(url)
             .form(&[
                 ("grant_type", "client_credentials"),
-                ("client_id", self.credentials.app_id.as_str()),
-                ("client_secret", self.credentials.password.0.as_str()),
+                ("client_id", self.inner.credentials.app_id.as_str()),
+                ("client_secret", self.inner.credentials.password.0.as_str()),
                 ("scope", CONNECTOR_SCOPE),
             ])
             .send()
@@ -189,7 +199,7 @@ impl TeamsConnector {
             matches!(&response, Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED);
         match self.check_status(method, url, response).await {
             Err(SendError::Permanent(problem)) if unauthorized => {
-                *self.token.lock().await = None;
+                *self.inner.token.lock().await = None;
                 Err(SendError::Transient(problem))
             }
             other => other,
@@ -241,7 +251,7 @@ impl TeamsConnector {
             "type": "message",
             "attachments": [{
                 "contentType": CARD_CONTENT_TYPE,
-                "content": render(card, &self.refresh_ids),
+                "content": render(card, &self.inner.refresh_ids),
             }],
         });
         if let Some(id) = id {
@@ -263,11 +273,12 @@ impl TeamsConnector {
         }
         let url = format!(
             "{}/v3/conversations/{}/activities",
-            self.service_url.trim_end_matches('/'),
+            self.inner.service_url.trim_end_matches('/'),
             path_segment(conversation_id)
         );
         let token = self.token().await?;
         let response = self
+            .inner
             .http
             .post(&url)
             .bearer_auth(token)
@@ -280,7 +291,7 @@ impl TeamsConnector {
             .await
             .map_err(|err| SendError::Transient(format!("POST {url}: bad JSON: {err}")))?;
         let message = TeamsMessage {
-            service_url: self.service_url.clone(),
+            service_url: self.inner.service_url.clone(),
             conversation_id: conversation_id.to_owned(),
             activity_id: created.id,
         };
@@ -309,6 +320,7 @@ impl TeamsConnector {
         );
         let token = self.token().await?;
         let response = self
+            .inner
             .http
             .put(&url)
             .bearer_auth(token)

@@ -46,7 +46,7 @@ pub struct TeamsEndpoint<S> {
     /// Canonical identity -> role (the chat config's reviewers).
     pub reviewers: Arc<BTreeMap<String, Role>>,
     /// Asked for a user's UPN when only a UPN maps them (see [`TeamsConnector::member`]).
-    pub connector: Arc<TeamsConnector>,
+    pub connector: TeamsConnector,
 }
 
 impl<S> TeamsEndpoint<S> {
@@ -60,7 +60,7 @@ impl<S> TeamsEndpoint<S> {
             verifier: Arc::clone(&teams.verifier),
             users: Arc::clone(&teams.users),
             reviewers,
-            connector: Arc::clone(&teams.connector),
+            connector: teams.connector.clone(),
         }
     }
 }
