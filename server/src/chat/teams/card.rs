@@ -45,7 +45,9 @@ pub fn render(card: &RequestCard, refresh_ids: &[String]) -> Value {
     if card.is_open() {
         adaptive["actions"] = Value::Array(actions(request));
         // Viewers of an older copy get the current one: the same card after someone
-        // else's approval, or the outcome.
+        // else's approval, or the outcome. Teams refreshes by itself only for the
+        // `userIds` listed (at most 60; an empty list: nobody, as channels can be
+        // large); everyone else can refresh from the card's menu.
         adaptive["refresh"] = json!({
             "action": {
                 "type": "Action.Execute",

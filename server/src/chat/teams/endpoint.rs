@@ -214,7 +214,12 @@ impl<S: Store> TeamsEndpoint<S> {
             None => self.by_upn(activity, from, aad).await?,
         };
         let role = self.reviewers.get(identity.canonical().as_str()).copied();
-        let via = format!("teams:{}", aad.unwrap_or(&from.id));
+        // The object id in the form the map compares it in, so the audit log names one
+        // user one way.
+        let via = match aad {
+            Some(aad) => format!("teams:{}", aad.to_ascii_lowercase()),
+            None => format!("teams:{}", from.id),
+        };
         Some(ChatReviewer {
             identity,
             role,
