@@ -339,6 +339,17 @@ async fn connector_failures_map_to_what_the_outbox_does() {
         Err(SendError::Transient(_))
     ));
     assert_eq!(h.bf.token_requests().len(), 1, "the token was not cached");
+
+    // A token the Connector no longer takes: this try fails (and is retried), the next
+    // one gets a new token.
+    h.bf.revoke_tokens();
+    assert!(matches!(
+        connector.post(CONVERSATION, &card).await,
+        Err(SendError::Transient(_))
+    ));
+    connector.post(CONVERSATION, &card).await.unwrap();
+    assert_eq!(h.bf.token_requests().len(), 2);
+    assert_eq!(h.bf.recorded().last().unwrap().bearer, "connector-token-2");
 }
 
 #[tokio::test]
@@ -377,6 +388,13 @@ async fn other_activities_and_oversized_bodies_decide_nothing() {
     huge["padding"] = json!("x".repeat(teams::endpoint::MAX_BODY));
     let (status, _) = h.send(Some(&h.token()), &huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    h.assert_pending().await;
+
+    // Signed for another channel the key is endorsed for: not a Teams user to map.
+    let mut skype = h.press("AAD-BOB", "belay_approve");
+    skype["channelId"] = json!("skype");
+    let card = h.card_for(&skype).await;
+    assert!(texts(&card).contains("Microsoft Teams only"), "{card}");
     h.assert_pending().await;
 
     // An action naming no request, or an unknown verb.

@@ -46,6 +46,8 @@ struct FakeState {
     /// `members/{user id}` answers.
     members: Vec<(String, Value)>,
     next_activity: u32,
+    /// Connector tokens issued up to this count are refused (revoked).
+    revoked_up_to: usize,
 }
 
 pub struct FakeBotFramework {
@@ -143,6 +145,12 @@ impl FakeBotFramework {
         self.state.lock().unwrap().fail_with = status;
     }
 
+    /// Refuses every Connector token issued so far, as when the app's secret rotates.
+    pub fn revoke_tokens(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.revoked_up_to = state.token_requests.len();
+    }
+
     pub fn add_member(&self, user_id: &str, member: Value) {
         self.state
             .lock()
@@ -218,7 +226,12 @@ fn gate(state: &FakeState, headers: &HeaderMap) -> Result<String, Box<Response>>
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|token| token.starts_with("connector-token-"))
+        .filter(|token| {
+            token
+                .strip_prefix("connector-token-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n > state.revoked_up_to)
+        })
         .ok_or_else(|| Box::new(StatusCode::UNAUTHORIZED.into_response()))?;
     Ok(bearer.to_owned())
 }
