@@ -17,6 +17,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use belay_proto::display::escape;
 use belay_proto::domain::{Identity, RequestId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -169,7 +170,13 @@ fn action(activity: &Activity) -> Option<(String, RequestId)> {
 impl<S: Store> TeamsEndpoint<S> {
     async fn act(&self, activity: &Activity, verb: &str, id: RequestId) -> Response {
         let Some(reviewer) = self.reviewer(activity).await else {
-            tracing::warn!("Teams user not mapped to a belay identity");
+            // The object id is what an administrator adds to the map.
+            let from = activity.from.as_ref();
+            tracing::warn!(
+                aad_object_id = %escape(from.and_then(|f| f.aad_object_id.as_deref()).unwrap_or("")),
+                user_id = %escape(from.map_or("", |f| f.id.as_str())),
+                "Teams user not mapped to a belay identity"
+            );
             // No request details: an unmapped user may not even be a colleague.
             return invoke_response(with_notice(
                 "Your Teams account is not mapped to a belay identity: nothing was decided. \
