@@ -14,3 +14,4 @@
 pub mod card;
 pub mod decide;
 pub mod surface;
+pub mod teams;
