@@ -1,0 +1,276 @@
+//! The outbox: what each platform should show about each request, and the worker that
+//! makes it so. The desired state comes from the requests themselves (pending with N
+//! approvals, or final); a row per (request, platform) records where the message went
+//! and what it last showed, so a message is posted once and updated after every
+//! change, whoever made it (chat, console, CLI, a grant, the deadline).
+//!
+//! The worker reacts to [`Approvals::changes`] and [`Approvals::votes_counted`], and
+//! re-reads the pending requests every [`RESCAN`] so that a lagged receiver, or a change
+//! made on another replica, is caught up. It never sits on a decision's path: a slow or
+//! absent platform delays messages only.
+//!
+//! Delivery is at least once: if Slack accepts a post and the answer is lost (timeout,
+//! crash before the row is written), the post is retried and the channel shows the
+//! request twice; the later message is the one kept up to date.
+//!
+//! The rows live in this process's memory ([`Rows`]): after a restart, pending requests
+//! are posted again and messages of requests decided meanwhile are not updated. A store
+//! backend (SQLite/PostgreSQL table, schema v8) is the planned durable implementation.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use belay_proto::domain::{RequestId, RequestState};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::card::RequestCard;
+use super::routing::{self, Route};
+use super::surface::{Platform, PostedMessage, SendError, Surface};
+use crate::approvals::{ApprovalError, Approvals, Store};
+
+/// How often the pending requests are read again regardless of notifications.
+pub const RESCAN: Duration = Duration::from_secs(10);
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What a message showed (or should show).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shown {
+    state: RequestState,
+    approvals: u32,
+}
+
+#[derive(Debug)]
+struct Row {
+    target: String,
+    message: Option<PostedMessage>,
+    shown: Option<Shown>,
+    attempts: u32,
+    next_attempt: Instant,
+    /// The platform refused the post for good: do not try again.
+    gave_up: bool,
+}
+
+/// The outbox rows of one platform, by request.
+type Rows = HashMap<RequestId, Row>;
+
+/// Keeps one platform's messages in line with the requests.
+pub struct Worker<S, P> {
+    approvals: Arc<Approvals<S>>,
+    surface: Arc<P>,
+    routes: Arc<Vec<Route>>,
+    rows: Rows,
+    /// Requests to look at, whenever their row is due.
+    dirty: BTreeSet<RequestId>,
+    /// The platform asked us to wait (HTTP 429) until then.
+    blocked_until: Option<Instant>,
+    next_rescan: Instant,
+}
+
+impl<S: Store, P: Surface> Worker<S, P> {
+    pub fn new(approvals: Arc<Approvals<S>>, surface: Arc<P>, routes: Arc<Vec<Route>>) -> Self {
+        Self {
+            approvals,
+            surface,
+            routes,
+            rows: Rows::new(),
+            dirty: BTreeSet::new(),
+            blocked_until: None,
+            next_rescan: Instant::now(),
+        }
+    }
+
+    fn platform(&self) -> Platform {
+        self.surface.platform()
+    }
+
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut changes = self.approvals.changes();
+        let mut votes = self.approvals.votes_counted();
+        loop {
+            if Instant::now() >= self.next_rescan {
+                self.rescan().await;
+            }
+            self.flush().await;
+            let wake = self.next_wake();
+            tokio::select! {
+                () = stop.cancelled() => return,
+                change = changes.recv() => match change {
+                    Ok(request) => { self.dirty.insert(request.id); }
+                    Err(RecvError::Lagged(_)) => self.next_rescan = Instant::now(),
+                    Err(RecvError::Closed) => return,
+                },
+                vote = votes.recv() => match vote {
+                    Ok(id) => { self.dirty.insert(id); }
+                    Err(RecvError::Lagged(_)) => self.next_rescan = Instant::now(),
+                    Err(RecvError::Closed) => return,
+                },
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// The earliest moment something can be done: a rescan, or a due row once the
+    /// platform takes calls again.
+    fn next_wake(&self) -> Instant {
+        let due = self
+            .dirty
+            .iter()
+            .map(|id| self.rows.get(id).map_or_else(Instant::now, |row| row.next_attempt))
+            .min();
+        let due = match (due, self.blocked_until) {
+            (Some(due), Some(blocked)) => Some(due.max(blocked)),
+            (due, _) => due,
+        };
+        due.map_or(self.next_rescan, |due| due.min(self.next_rescan))
+    }
+
+    /// Every pending request, and every request with a row, is looked at again.
+    async fn rescan(&mut self) {
+        self.next_rescan = Instant::now() + RESCAN;
+        match self.approvals.list_pending().await {
+            Ok(pending) => self.dirty.extend(pending.into_iter().map(|r| r.id)),
+            Err(err) => tracing::warn!(platform = self.platform().as_str(), error = %err, "chat outbox cannot list pending requests"),
+        }
+        self.dirty.extend(self.rows.keys().cloned());
+    }
+
+    async fn flush(&mut self) {
+        let ids: Vec<RequestId> = self.dirty.iter().cloned().collect();
+        for id in ids {
+            let now = Instant::now();
+            if self.blocked_until.is_some_and(|until| now < until) {
+                return;
+            }
+            self.blocked_until = None;
+            if self.rows.get(&id).is_some_and(|row| row.next_attempt > now) {
+                continue;
+            }
+            match self.sync(&id).await {
+                Ok(()) => {
+                    self.dirty.remove(&id);
+                }
+                Err(err) => self.failed(&id, err),
+            }
+        }
+    }
+
+    /// Makes the platform show request `id` as it is now.
+    async fn sync(&mut self, id: &RequestId) -> Result<(), SendError> {
+        let span = tracing::debug_span!("chat outbox", platform = self.platform().as_str(), id = %id);
+        let request = match self.approvals.get(id).await {
+            Ok(request) => request,
+            Err(ApprovalError::NotFound(_)) => {
+                self.rows.remove(id);
+                return Ok(());
+            }
+            Err(err) => return Err(SendError::Transient(format!("cannot read the request: {err}"))),
+        };
+        let quorum = self.approvals.quorum();
+        let approvals = if request.resolution.is_none() && quorum > 1 {
+            match self.approvals.votes(id).await {
+                Ok(votes) => u32::try_from(votes.len()).unwrap_or(u32::MAX),
+                Err(err) => return Err(SendError::Transient(format!("cannot read the votes: {err}"))),
+            }
+        } else {
+            0
+        };
+        let desired = Shown {
+            state: request.state(),
+            approvals,
+        };
+        let card = RequestCard {
+            request,
+            approvals,
+            quorum,
+        };
+        let row = match self.rows.get_mut(id) {
+            Some(row) => row,
+            None => {
+                if !card.is_open() {
+                    // Ended before it was ever posted: nobody needs to be asked.
+                    return Ok(());
+                }
+                let Some(target) = routing::target(&self.routes, &card.request, self.platform())
+                else {
+                    tracing::debug!(parent: &span, "no route: not posted");
+                    return Ok(());
+                };
+                self.rows.entry(id.clone()).or_insert(Row {
+                    target: target.to_owned(),
+                    message: None,
+                    shown: None,
+                    attempts: 0,
+                    next_attempt: Instant::now(),
+                    gave_up: false,
+                })
+            }
+        };
+        if row.gave_up {
+            if !card.is_open() {
+                self.rows.remove(id);
+            }
+            return Ok(());
+        }
+        match &row.message {
+            None if !card.is_open() => {
+                // Decided while the platform was unreachable: nothing left to ask.
+                self.rows.remove(id);
+                return Ok(());
+            }
+            None => {
+                let message = self.surface.post(&row.target, &card).await?;
+                tracing::info!(parent: &span, target = %row.target, message = %message.0, "request posted");
+                row.message = Some(message);
+                row.shown = Some(desired);
+            }
+            Some(message) if row.shown != Some(desired) => {
+                self.surface.update(message, &card).await?;
+                tracing::info!(parent: &span, state = %desired.state, approvals = desired.approvals, "message updated");
+                row.shown = Some(desired);
+            }
+            Some(_) => {}
+        }
+        row.attempts = 0;
+        if !card.is_open() {
+            // Final and shown: nothing will change any more.
+            self.rows.remove(id);
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, id: &RequestId, err: SendError) {
+        let platform = self.platform().as_str();
+        match err {
+            SendError::RetryAfter(after) => {
+                tracing::warn!(platform, id = %id, retry_after_s = after.as_secs_f64(), "rate limited by the chat platform");
+                self.blocked_until = Some(Instant::now() + after);
+            }
+            SendError::Transient(problem) => {
+                let Some(row) = self.rows.get_mut(id) else {
+                    // Failed before it had a row (reading the store): the next rescan
+                    // brings it back, without spinning on it meanwhile.
+                    tracing::warn!(platform, id = %id, %problem, "chat outbox failed; will rescan");
+                    self.dirty.remove(id);
+                    return;
+                };
+                row.attempts += 1;
+                let backoff = BACKOFF_FIRST
+                    .saturating_mul(1 << row.attempts.min(8).saturating_sub(1))
+                    .min(BACKOFF_MAX);
+                row.next_attempt = Instant::now() + backoff;
+                tracing::warn!(platform, id = %id, attempts = row.attempts, retry_in_ms = backoff.as_millis() as u64, %problem, "chat message failed; will retry");
+            }
+            SendError::Permanent(problem) => {
+                tracing::error!(platform, id = %id, %problem, "the chat platform refused the message; giving up on it (the request is still decidable elsewhere)");
+                self.dirty.remove(id);
+                if let Some(row) = self.rows.get_mut(id) {
+                    row.gave_up = true;
+                }
+            }
+        }
+    }
+}
