@@ -177,9 +177,7 @@ impl ChatConfig {
 
     /// The role `identity` has when deciding from chat.
     pub fn role_of(&self, identity: &Identity) -> Option<Role> {
-        self.reviewers
-            .get(identity.canonical().as_str())
-            .copied()
+        self.reviewers.get(identity.canonical().as_str()).copied()
     }
 }
 
@@ -194,9 +192,18 @@ pub fn check_config(path: &Path) -> Result<String, ConfigError> {
     ))
 }
 
-fn slack_config(source: &Source<'_>, path: &Path, raw: RawSlack) -> Result<SlackConfig, ConfigError> {
+fn slack_config(
+    source: &Source<'_>,
+    path: &Path,
+    raw: RawSlack,
+) -> Result<SlackConfig, ConfigError> {
     let bot_token = read_secret(source, path, "bot_token_file", &raw.bot_token_file)?;
-    let signing_secret = read_secret(source, path, "signing_secret_file", &raw.signing_secret_file)?;
+    let signing_secret = read_secret(
+        source,
+        path,
+        "signing_secret_file",
+        &raw.signing_secret_file,
+    )?;
     let api_url = match raw.api_url {
         None => DEFAULT_SLACK_API.to_owned(),
         Some(url) => {
@@ -210,7 +217,10 @@ fn slack_config(source: &Source<'_>, path: &Path, raw: RawSlack) -> Result<Slack
         if !is_slack_id(user.id.get_ref()) {
             return Err(source.at(
                 user.id.span(),
-                format!("{:?} is not a Slack user id (like U012AB3CD)", user.id.get_ref()),
+                format!(
+                    "{:?} is not a Slack user id (like U012AB3CD)",
+                    user.id.get_ref()
+                ),
             ));
         }
         let identity = identity(source, &user.identity)?;
@@ -232,8 +242,7 @@ fn route_config(source: &Source<'_>, raw: RawRoute, slack: bool) -> Result<Route
         value
             .as_ref()
             .map(|value| {
-                Glob::new(value.get_ref())
-                    .map_err(|problem| source.at(value.span(), problem))
+                Glob::new(value.get_ref()).map_err(|problem| source.at(value.span(), problem))
             })
             .transpose()
     };

@@ -22,7 +22,12 @@ pub fn request(host: &str, owner: &str, subject: &str) -> Request {
         cwd: "/srv/app".into(),
         ..Default::default()
     };
-    request_with(host, owner, RequestContext::try_from(context).unwrap(), connect())
+    request_with(
+        host,
+        owner,
+        RequestContext::try_from(context).unwrap(),
+        connect(),
+    )
 }
 
 pub fn connect() -> Action {

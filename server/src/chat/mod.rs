@@ -66,7 +66,8 @@ pub fn start<S: Store>(
         let client = slack::SlackClient::new(&slack.api_url, slack.bot_token.expose())
             .map_err(ChatError::SlackClient)?;
         let surface = Arc::new(slack::SlackSurface::new(client.clone()));
-        let worker = outbox::Worker::new(Arc::clone(approvals), surface, Arc::clone(&routes_config));
+        let worker =
+            outbox::Worker::new(Arc::clone(approvals), surface, Arc::clone(&routes_config));
         tasks.push(tokio::spawn(worker.run(stop.clone())));
         let interactions = Arc::new(slack::interactions::Interactions {
             approvals: Arc::clone(approvals),

@@ -119,7 +119,11 @@ impl<S: Store, P: Surface> Worker<S, P> {
         let due = self
             .dirty
             .iter()
-            .map(|id| self.rows.get(id).map_or_else(Instant::now, |row| row.next_attempt))
+            .map(|id| {
+                self.rows
+                    .get(id)
+                    .map_or_else(Instant::now, |row| row.next_attempt)
+            })
             .min();
         let due = match (due, self.blocked_until) {
             (Some(due), Some(blocked)) => Some(due.max(blocked)),
@@ -133,7 +137,9 @@ impl<S: Store, P: Surface> Worker<S, P> {
         self.next_rescan = Instant::now() + RESCAN;
         match self.approvals.list_pending().await {
             Ok(pending) => self.dirty.extend(pending.into_iter().map(|r| r.id)),
-            Err(err) => tracing::warn!(platform = self.platform().as_str(), error = %err, "chat outbox cannot list pending requests"),
+            Err(err) => {
+                tracing::warn!(platform = self.platform().as_str(), error = %err, "chat outbox cannot list pending requests")
+            }
         }
         self.dirty.extend(self.rows.keys().cloned());
     }
@@ -160,20 +166,29 @@ impl<S: Store, P: Surface> Worker<S, P> {
 
     /// Makes the platform show request `id` as it is now.
     async fn sync(&mut self, id: &RequestId) -> Result<(), SendError> {
-        let span = tracing::debug_span!("chat outbox", platform = self.platform().as_str(), id = %id);
+        let span =
+            tracing::debug_span!("chat outbox", platform = self.platform().as_str(), id = %id);
         let request = match self.approvals.get(id).await {
             Ok(request) => request,
             Err(ApprovalError::NotFound(_)) => {
                 self.rows.remove(id);
                 return Ok(());
             }
-            Err(err) => return Err(SendError::Transient(format!("cannot read the request: {err}"))),
+            Err(err) => {
+                return Err(SendError::Transient(format!(
+                    "cannot read the request: {err}"
+                )));
+            }
         };
         let quorum = self.approvals.quorum();
         let approvals = if request.resolution.is_none() && quorum > 1 {
             match self.approvals.votes(id).await {
                 Ok(votes) => u32::try_from(votes.len()).unwrap_or(u32::MAX),
-                Err(err) => return Err(SendError::Transient(format!("cannot read the votes: {err}"))),
+                Err(err) => {
+                    return Err(SendError::Transient(format!(
+                        "cannot read the votes: {err}"
+                    )));
+                }
             }
         } else {
             0

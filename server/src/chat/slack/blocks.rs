@@ -81,16 +81,32 @@ fn headline(card: &RequestCard) -> String {
         Action::Connect(_) => "connect",
     };
     match &request.resolution {
-        None => format!("Approval needed: {} wants to {what}", e(request.host.as_str())),
-        Some(resolution) => format!("{}: {} ({what})", outcome(&resolution.outcome), e(request.host.as_str())),
+        None => format!(
+            "Approval needed: {} wants to {what}",
+            e(request.host.as_str())
+        ),
+        Some(resolution) => format!(
+            "{}: {} ({what})",
+            outcome(&resolution.outcome),
+            e(request.host.as_str())
+        ),
     }
 }
 
 fn outcome(outcome: &Outcome) -> Cow<'static, str> {
     match outcome {
-        Outcome::Decided { verdict: Verdict::Allow, reviewer } => format!("Approved by {}", e(reviewer.as_str())).into(),
-        Outcome::Decided { verdict: Verdict::Deny, reviewer } => format!("Denied by {}", e(reviewer.as_str())).into(),
-        Outcome::Decided { verdict: Verdict::Kill, reviewer } => format!("Killed by {}", e(reviewer.as_str())).into(),
+        Outcome::Decided {
+            verdict: Verdict::Allow,
+            reviewer,
+        } => format!("Approved by {}", e(reviewer.as_str())).into(),
+        Outcome::Decided {
+            verdict: Verdict::Deny,
+            reviewer,
+        } => format!("Denied by {}", e(reviewer.as_str())).into(),
+        Outcome::Decided {
+            verdict: Verdict::Kill,
+            reviewer,
+        } => format!("Killed by {}", e(reviewer.as_str())).into(),
         Outcome::Expired { verdict } => format!("Expired ({verdict} by default)").into(),
         Outcome::Cancelled => "Withdrawn by the agent".into(),
     }
@@ -236,7 +252,11 @@ fn e(value: &str) -> Cow<'_, str> {
 }
 
 fn joined(values: &[String], separator: &str) -> String {
-    values.iter().map(|v| e(v)).collect::<Vec<_>>().join(separator)
+    values
+        .iter()
+        .map(|v| e(v))
+        .collect::<Vec<_>>()
+        .join(separator)
 }
 
 fn cut(text: &str, max: usize) -> String {
@@ -286,9 +306,22 @@ mod tests {
             at(1_800_000_000),
         )
         .unwrap();
-        let action = exec("/usr/bin/ssh", &["ssh", "<!here>", "line\nApproved by mallory", "\u{202e}txt.exe"]);
+        let action = exec(
+            "/usr/bin/ssh",
+            &[
+                "ssh",
+                "<!here>",
+                "line\nApproved by mallory",
+                "\u{202e}txt.exe",
+            ],
+        );
         RequestCard {
-            request: request_with("web-1", "alice@example.com", context.with_intent(Some(intent)), action),
+            request: request_with(
+                "web-1",
+                "alice@example.com",
+                context.with_intent(Some(intent)),
+                action,
+            ),
             approvals: 1,
             quorum: 2,
         }
@@ -316,7 +349,10 @@ mod tests {
         mrkdwn_texts(&message, &mut mrkdwn);
         mrkdwn.push(message["text"].as_str().unwrap().to_owned());
         for m in &mrkdwn {
-            assert!(!m.contains("<!channel") && !m.contains("<!here") && !m.contains("<@U"), "{m}");
+            assert!(
+                !m.contains("<!channel") && !m.contains("<!here") && !m.contains("<@U"),
+                "{m}"
+            );
             assert!(!m.contains("evil"), "agent text in mrkdwn: {m}");
         }
         // The argv's newline and bidi override are shown escaped, not obeyed.
@@ -343,10 +379,24 @@ mod tests {
             .iter()
             .map(|b| b["action_id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, ["belay_approve", "belay_deny", "belay_kill", "belay_approve_30m"]);
+        assert_eq!(
+            ids,
+            [
+                "belay_approve",
+                "belay_deny",
+                "belay_kill",
+                "belay_approve_30m"
+            ]
+        );
         assert_eq!(actions["elements"][0]["style"], "primary");
         assert_eq!(actions["elements"][2]["style"], "danger");
         assert!(actions["elements"][2]["confirm"].is_object());
-        assert!(actions["elements"].as_array().unwrap().iter().all(|b| b["value"] == "web-1:1"));
+        assert!(
+            actions["elements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["value"] == "web-1:1")
+        );
     }
 }

@@ -115,7 +115,10 @@ impl SlackClient {
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(SendError::Transient(format!("response_url answered {}", response.status())))
+            Err(SendError::Transient(format!(
+                "response_url answered {}",
+                response.status()
+            )))
         }
     }
 

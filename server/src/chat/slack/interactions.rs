@@ -116,7 +116,8 @@ async fn press<S: Store>(
     let Some(id) = value.and_then(|v| RequestId::new(v).ok()) else {
         return Some("This button names no belay request; nothing was decided.".into());
     };
-    let span = tracing::info_span!("slack press", id = %id, slack_user = %user, button = button.id());
+    let span =
+        tracing::info_span!("slack press", id = %id, slack_user = %user, button = button.id());
     let identity = match this.users.identity(&this.client, user).await {
         Ok(Some(identity)) => identity,
         Ok(None) => {
@@ -129,7 +130,10 @@ async fn press<S: Store>(
         }
         Err(err) => {
             tracing::warn!(parent: &span, error = %err, "cannot look up the Slack user");
-            return Some("belay could not look up your Slack account; nothing was decided. Try again.".into());
+            return Some(
+                "belay could not look up your Slack account; nothing was decided. Try again."
+                    .into(),
+            );
         }
     };
     let reviewer = ChatReviewer {
@@ -188,7 +192,8 @@ fn response_url_allowed(url: &str, api_url: &str) -> bool {
         .nth(2)
         .map_or(api_url.len(), |(i, _)| i);
     let origin = &api_url[..origin_end];
-    url.strip_prefix(origin).is_some_and(|rest| rest.starts_with('/'))
+    url.strip_prefix(origin)
+        .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The value of `name` in an `application/x-www-form-urlencoded` body.
@@ -205,19 +210,34 @@ mod tests {
     #[test]
     fn answers_go_to_slack_only() {
         let api = "https://slack.com/api";
-        assert!(response_url_allowed("https://hooks.slack.com/actions/T1/2/x", api));
-        assert!(!response_url_allowed("https://hooks.slack.com.evil/actions", api));
+        assert!(response_url_allowed(
+            "https://hooks.slack.com/actions/T1/2/x",
+            api
+        ));
+        assert!(!response_url_allowed(
+            "https://hooks.slack.com.evil/actions",
+            api
+        ));
         assert!(!response_url_allowed("https://evil.example/", api));
         assert!(response_url_allowed("https://slack.com/x", api));
         let local = "http://127.0.0.1:4000/api";
-        assert!(response_url_allowed("http://127.0.0.1:4000/respond/1", local));
-        assert!(!response_url_allowed("http://127.0.0.1:40001/respond/1", local));
+        assert!(response_url_allowed(
+            "http://127.0.0.1:4000/respond/1",
+            local
+        ));
+        assert!(!response_url_allowed(
+            "http://127.0.0.1:40001/respond/1",
+            local
+        ));
     }
 
     #[test]
     fn the_payload_field_is_found_in_a_form() {
         let body = b"a=1&payload=%7B%22type%22%3A%22block_actions%22%7D";
-        assert_eq!(form_field(body, "payload").as_deref(), Some(r#"{"type":"block_actions"}"#));
+        assert_eq!(
+            form_field(body, "payload").as_deref(),
+            Some(r#"{"type":"block_actions"}"#)
+        );
         assert_eq!(form_field(body, "missing"), None);
     }
 }

@@ -50,8 +50,6 @@ impl Surface for SlackSurface {
             .0
             .split_once(' ')
             .ok_or_else(|| SendError::Permanent(format!("not a Slack message: {:?}", message.0)))?;
-        self.client
-            .update(channel, ts, &blocks::render(card))
-            .await
+        self.client.update(channel, ts, &blocks::render(card)).await
     }
 }

@@ -136,8 +136,7 @@ mod tests {
     const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
     const TS: &str = "1531420618";
     const BODY: &str = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
-    const SIGNATURE: &str =
-        "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+    const SIGNATURE: &str = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_531_420_618 + 10)
@@ -147,7 +146,10 @@ mod tests {
     fn slacks_documented_example_verifies_once() {
         assert_eq!(sign(SECRET, TS, BODY.as_bytes()), SIGNATURE);
         let v = Verifier::new(SECRET);
-        assert_eq!(v.verify(Some(TS), Some(SIGNATURE), BODY.as_bytes(), now()), Ok(()));
+        assert_eq!(
+            v.verify(Some(TS), Some(SIGNATURE), BODY.as_bytes(), now()),
+            Ok(())
+        );
         assert_eq!(
             v.verify(Some(TS), Some(SIGNATURE), BODY.as_bytes(), now()),
             Err(VerifyError::Replayed)
@@ -158,25 +160,58 @@ mod tests {
     fn anything_else_is_refused() {
         let v = Verifier::new(SECRET);
         let body = BODY.as_bytes();
-        let check = |ts: Option<&str>, sig: Option<&str>, body: &[u8], now| v.verify(ts, sig, body, now);
+        let check =
+            |ts: Option<&str>, sig: Option<&str>, body: &[u8], now| v.verify(ts, sig, body, now);
         let mut tampered = body.to_vec();
         tampered[0] ^= 1;
-        assert_eq!(check(Some(TS), Some(SIGNATURE), &tampered, now()), Err(VerifyError::BadSignature));
-        // The timestamp is signed too.
-        assert_eq!(check(Some("1531420619"), Some(SIGNATURE), body, now()), Err(VerifyError::BadSignature));
         assert_eq!(
-            v.verify(Some(TS), Some(&sign("another secret", TS, body)), body, now()),
+            check(Some(TS), Some(SIGNATURE), &tampered, now()),
+            Err(VerifyError::BadSignature)
+        );
+        // The timestamp is signed too.
+        assert_eq!(
+            check(Some("1531420619"), Some(SIGNATURE), body, now()),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            v.verify(
+                Some(TS),
+                Some(&sign("another secret", TS, body)),
+                body,
+                now()
+            ),
             Err(VerifyError::BadSignature)
         );
         let late = SystemTime::UNIX_EPOCH + Duration::from_secs(1_531_420_618 + 301);
-        assert_eq!(check(Some(TS), Some(SIGNATURE), body, late), Err(VerifyError::Stale));
+        assert_eq!(
+            check(Some(TS), Some(SIGNATURE), body, late),
+            Err(VerifyError::Stale)
+        );
         let early = SystemTime::UNIX_EPOCH + Duration::from_secs(1_531_420_618 - 301);
-        assert_eq!(check(Some(TS), Some(SIGNATURE), body, early), Err(VerifyError::Stale));
-        assert_eq!(check(None, Some(SIGNATURE), body, now()), Err(VerifyError::NoTimestamp));
-        assert_eq!(check(Some("soon"), Some(SIGNATURE), body, now()), Err(VerifyError::NoTimestamp));
-        assert_eq!(check(Some(TS), None, body, now()), Err(VerifyError::NoSignature));
-        assert_eq!(check(Some(TS), Some(&SIGNATURE[3..]), body, now()), Err(VerifyError::NoSignature));
-        assert_eq!(check(Some(TS), Some("v0=zz"), body, now()), Err(VerifyError::NoSignature));
+        assert_eq!(
+            check(Some(TS), Some(SIGNATURE), body, early),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(
+            check(None, Some(SIGNATURE), body, now()),
+            Err(VerifyError::NoTimestamp)
+        );
+        assert_eq!(
+            check(Some("soon"), Some(SIGNATURE), body, now()),
+            Err(VerifyError::NoTimestamp)
+        );
+        assert_eq!(
+            check(Some(TS), None, body, now()),
+            Err(VerifyError::NoSignature)
+        );
+        assert_eq!(
+            check(Some(TS), Some(&SIGNATURE[3..]), body, now()),
+            Err(VerifyError::NoSignature)
+        );
+        assert_eq!(
+            check(Some(TS), Some("v0=zz"), body, now()),
+            Err(VerifyError::NoSignature)
+        );
         // None of the refusals used up the genuine request.
         assert_eq!(check(Some(TS), Some(SIGNATURE), body, now()), Ok(()));
     }
@@ -189,7 +224,12 @@ mod tests {
         let req = |n: u64, now: u64| {
             let ts = now.to_string();
             let body = format!("payload={n}");
-            v.verify(Some(&ts), Some(&sign(SECRET, &ts, body.as_bytes())), body.as_bytes(), at(now))
+            v.verify(
+                Some(&ts),
+                Some(&sign(SECRET, &ts, body.as_bytes())),
+                body.as_bytes(),
+                at(now),
+            )
         };
         assert_eq!(req(1, t0), Ok(()));
         assert_eq!(req(2, t0), Ok(()));
