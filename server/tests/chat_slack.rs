@@ -44,10 +44,25 @@ struct World {
 
 impl World {
     async fn start(quorum: u32) -> Self {
-        let slack = FakeSlack::start().await;
+        let approvals = Approvals::new(MemoryStore::default())
+            .with_quorum(std::num::NonZeroU32::new(quorum).unwrap());
+        Self::start_with(
+            approvals,
+            FakeSlack::start().await,
+            tempfile::tempdir().unwrap(),
+        )
+        .await
+    }
+
+    /// A world whose server keeps its requests (and chat outbox) in `approvals`, and
+    /// talks to `slack`; `dir` holds the chat config and its secrets.
+    async fn start_with<S: belay_server::approvals::Store>(
+        approvals: Approvals<S>,
+        slack: FakeSlack,
+        dir: tempfile::TempDir,
+    ) -> Self {
         slack.add_user(BOB, "Bob@Example.com", true);
         slack.add_user(MALLORY, "carol@example.com", false);
-        let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bot-token"), format!("{BOT_TOKEN}\n")).unwrap();
         std::fs::write(dir.path().join("signing-secret"), SIGNING_SECRET).unwrap();
         let config = format!(
@@ -80,8 +95,6 @@ slack_channel = "{CHANNEL}"
             slack.api_url()
         );
         let config = ChatConfig::parse(&dir.path().join("chat.toml"), &config).unwrap();
-        let approvals = Approvals::new(MemoryStore::default())
-            .with_quorum(std::num::NonZeroU32::new(quorum).unwrap());
         let console = TestConsole::start_with_chat(
             approvals,
             AuditCheck::Unavailable,
@@ -546,4 +559,55 @@ async fn a_429_retry_after_is_honoured() {
     }
     assert_eq!(world.slack.posts().len(), 1);
     drop(agent);
+}
+
+#[tokio::test]
+async fn after_a_restart_nothing_is_posted_twice_and_old_messages_are_still_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let slack = FakeSlack::start().await;
+    let sqlite = || belay_server::approvals::SqliteStore::open(&db).unwrap();
+    let world = World::start_with(
+        Approvals::new(sqlite()),
+        slack.clone(),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let agent = world.alice_agent().await;
+    agent.submit(connect_request("web-1:r1", 5432)).await;
+    agent.submit(connect_request("web-1:r2", 5433)).await;
+    slack.wait_message("web-1:r1", |_| true).await;
+    slack.wait_message("web-1:r2", |_| true).await;
+    drop(agent);
+    let World { console, .. } = world;
+    console.server.stop().await;
+
+    let world = World::start_with(
+        Approvals::new(sqlite()),
+        slack.clone(),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    // Decided on the new process, over gRPC: the message posted by the old one changes.
+    world
+        .console
+        .server
+        .reviewer()
+        .await
+        .decide(with_bearer(
+            CAROL_TOKEN,
+            v1::DecideRequest {
+                request_id: "web-1:r1".into(),
+                verdict: v1::Verdict::Deny.into(),
+                reason: "after the restart".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let done = slack.wait_message("web-1:r1", |m| !has_buttons(m)).await;
+    assert!(text_of(&done).contains("after the restart"), "{done}");
+    // Give the new worker time to (wrongly) post the still pending r2 again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slack.posts().len(), 2, "{:?}", slack.posts());
 }

@@ -13,15 +13,18 @@
 //! crash before the row is written), the post is retried and the channel shows the
 //! request twice; the later message is the one kept up to date.
 //!
-//! The rows live in this process's memory ([`Rows`]): after a restart, pending requests
-//! are posted again and messages of requests decided meanwhile are not updated. A store
-//! backend (SQLite/PostgreSQL table, schema v8) is the planned durable implementation.
+//! The rows are kept in the store ([`ChatOutboxStore`], schema version 8), written after
+//! each post, update or giving up, and read back when the worker starts: after a
+//! restart nothing pending is posted again and messages of requests decided meanwhile
+//! are updated. The worker keeps them in memory too and is the only writer of its
+//! platform's rows in this process. Several replicas sharing PostgreSQL would each post
+//! (no lease yet): run chat on one replica.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use belay_proto::domain::{RequestId, RequestState};
+use belay_proto::domain::RequestId;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +33,7 @@ use super::card::RequestCard;
 use super::routing::{self, Route};
 use super::surface::{Platform, PostedMessage, SendError, Surface};
 use crate::approvals::{ApprovalError, Approvals, Store};
+use crate::store::OutboxRow;
 
 /// How often the pending requests are read again regardless of notifications.
 pub const RESCAN: Duration = Duration::from_secs(10);
@@ -37,9 +41,9 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What a message showed (or should show).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Shown {
-    state: RequestState,
+    state: String,
     approvals: u32,
 }
 
@@ -90,6 +94,7 @@ impl<S: Store, P: Surface> Worker<S, P> {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut changes = self.approvals.changes();
         let mut votes = self.approvals.votes_counted();
+        self.load().await;
         loop {
             if Instant::now() >= self.next_rescan {
                 self.rescan().await;
@@ -159,7 +164,7 @@ impl<S: Store, P: Surface> Worker<S, P> {
                 Ok(()) => {
                     self.dirty.remove(&id);
                 }
-                Err(err) => self.failed(&id, err),
+                Err(err) => self.failed(&id, err).await,
             }
         }
     }
@@ -194,7 +199,7 @@ impl<S: Store, P: Surface> Worker<S, P> {
             0
         };
         let desired = Shown {
-            state: request.state(),
+            state: request.state().as_str().to_owned(),
             approvals,
         };
         let card = RequestCard {
@@ -226,14 +231,14 @@ impl<S: Store, P: Surface> Worker<S, P> {
         };
         if row.gave_up {
             if !card.is_open() {
-                self.rows.remove(id);
+                self.forget(id).await;
             }
             return Ok(());
         }
         match &row.message {
             None if !card.is_open() => {
                 // Decided while the platform was unreachable: nothing left to ask.
-                self.rows.remove(id);
+                self.forget(id).await;
                 return Ok(());
             }
             None => {
@@ -242,7 +247,7 @@ impl<S: Store, P: Surface> Worker<S, P> {
                 row.message = Some(message);
                 row.shown = Some(desired);
             }
-            Some(message) if row.shown != Some(desired) => {
+            Some(message) if row.shown.as_ref() != Some(&desired) => {
                 self.surface.update(message, &card).await?;
                 tracing::info!(parent: &span, state = %desired.state, approvals = desired.approvals, "message updated");
                 row.shown = Some(desired);
@@ -250,14 +255,80 @@ impl<S: Store, P: Surface> Worker<S, P> {
             Some(_) => {}
         }
         row.attempts = 0;
-        if !card.is_open() {
+        if card.is_open() {
+            self.persist(id).await;
+        } else {
             // Final and shown: nothing will change any more.
-            self.rows.remove(id);
+            self.forget(id).await;
         }
         Ok(())
     }
 
-    fn failed(&mut self, id: &RequestId, err: SendError) {
+    /// Writes the row of `id` to the store. A failure is logged only: the row is still
+    /// in memory, and the worst case after a restart is a second post.
+    async fn persist(&self, id: &RequestId) {
+        let Some(row) = self.rows.get(id) else {
+            return;
+        };
+        let stored = OutboxRow {
+            request_id: id.clone(),
+            platform: self.platform().as_str().to_owned(),
+            target: row.target.clone(),
+            message: row.message.as_ref().map(|m| m.0.clone()),
+            shown_state: row.shown.as_ref().map(|s| s.state.clone()),
+            shown_approvals: row.shown.as_ref().map_or(0, |s| s.approvals),
+            attempts: row.attempts,
+            next_attempt: std::time::SystemTime::now()
+                + row.next_attempt.saturating_duration_since(Instant::now()),
+            gave_up: row.gave_up,
+        };
+        if let Err(err) = self.approvals.store().put_outbox_row(stored).await {
+            tracing::error!(platform = self.platform().as_str(), id = %id, error = %err, "cannot store the chat outbox row");
+        }
+    }
+
+    /// Drops the row of `id`, here and in the store.
+    async fn forget(&mut self, id: &RequestId) {
+        if self.rows.remove(id).is_none() {
+            return;
+        }
+        let platform = self.platform().as_str();
+        if let Err(err) = self.approvals.store().remove_outbox_row(id, platform).await {
+            tracing::error!(platform, id = %id, error = %err, "cannot remove the chat outbox row");
+        }
+    }
+
+    /// The rows a previous run of the server left.
+    async fn load(&mut self) {
+        let platform = self.platform().as_str();
+        match self.approvals.store().outbox_rows(platform).await {
+            Ok(rows) => {
+                for row in rows {
+                    let shown = row.shown_state.map(|state| Shown {
+                        state,
+                        approvals: row.shown_approvals,
+                    });
+                    self.rows.insert(
+                        row.request_id,
+                        Row {
+                            target: row.target,
+                            message: row.message.map(PostedMessage),
+                            shown,
+                            attempts: row.attempts,
+                            next_attempt: Instant::now(),
+                            gave_up: row.gave_up,
+                        },
+                    );
+                }
+                tracing::info!(platform, rows = self.rows.len(), "chat outbox loaded");
+            }
+            Err(err) => {
+                tracing::error!(platform, error = %err, "cannot read the chat outbox; pending requests may be posted again");
+            }
+        }
+    }
+
+    async fn failed(&mut self, id: &RequestId, err: SendError) {
         let platform = self.platform().as_str();
         match err {
             SendError::RetryAfter(after) => {
@@ -284,6 +355,7 @@ impl<S: Store, P: Surface> Worker<S, P> {
                 self.dirty.remove(id);
                 if let Some(row) = self.rows.get_mut(id) {
                     row.gave_up = true;
+                    self.persist(id).await;
                 }
             }
         }

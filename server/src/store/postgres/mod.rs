@@ -16,6 +16,7 @@
 //! trusted network.
 
 mod audit_log;
+mod chat_outbox;
 mod enroll;
 mod jobs;
 mod listen;
@@ -481,5 +482,54 @@ impl PolicyStore for PostgresStore {
         let (sender, receiver) = mpsc::unbounded_channel();
         *self.policies.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
         Some(receiver)
+    }
+}
+
+impl super::ChatOutboxStore for PostgresStore {
+    async fn put_outbox_row(&self, row: super::OutboxRow) -> Result<(), StoreError> {
+        let (id, approvals, attempts, next) = chat_outbox::put_params(&row);
+        self.pool
+            .get()
+            .await?
+            .execute(
+                chat_outbox::PUT_SQL,
+                &[
+                    &id,
+                    &row.platform,
+                    &row.target,
+                    &row.message,
+                    &row.shown_state,
+                    &approvals,
+                    &attempts,
+                    &next,
+                    &row.gave_up,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_outbox_row(&self, id: &RequestId, platform: &str) -> Result<(), StoreError> {
+        self.pool
+            .get()
+            .await?
+            .execute(
+                chat_outbox::REMOVE_SQL,
+                &[&chat_outbox::id_param(id), &platform],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn outbox_rows(&self, platform: &str) -> Result<Vec<super::OutboxRow>, StoreError> {
+        let rows = self
+            .pool
+            .get()
+            .await?
+            .query(chat_outbox::ROWS_SQL, &[&platform])
+            .await?;
+        rows.iter()
+            .map(|row| chat_outbox::from_row(platform, row))
+            .collect()
     }
 }
