@@ -261,14 +261,7 @@ async fn run_server(args: Args) -> anyhow::Result<()> {
         .init();
 
     let mut options = belay_server::ServeOptions::default();
-    options.http = Some(args.http.bind().await?);
-    options.tls = args.pki.server_tls(&args.db)?;
-    options.reviewer_auth = args.auth.reviewer_auth(args.pki.insecure)?;
-    options.export = args
-        .export_config
-        .as_deref()
-        .map(belay_export::ExportConfig::load)
-        .transpose()?;
+    // Checked first: a mistake in it stops the start before anything listens.
     options.chat = args
         .chat_config
         .as_deref()
@@ -280,6 +273,14 @@ async fn run_server(args: Args) -> anyhow::Result<()> {
              https://<console>/chat/slack/interactions"
         );
     }
+    options.http = Some(args.http.bind().await?);
+    options.tls = args.pki.server_tls(&args.db)?;
+    options.reviewer_auth = args.auth.reviewer_auth(args.pki.insecure)?;
+    options.export = args
+        .export_config
+        .as_deref()
+        .map(belay_export::ExportConfig::load)
+        .transpose()?;
 
     if args.db == Path::new(IN_MEMORY) {
         tracing::warn!("requests are kept in memory only: a restart loses them");

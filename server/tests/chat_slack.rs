@@ -24,7 +24,7 @@ use belay_server::console::AuditCheck;
 use console::{CAROL_TOKEN, TestConsole, email, urlencode};
 use fake_slack::{BOT_TOKEN, FakeSlack};
 use serde_json::{Value, json};
-use support::{PATIENCE, TestAgent, connect_request, with_bearer};
+use support::{PATIENCE, TestAgent, connect_request, run_server, with_bearer};
 
 const SIGNING_SECRET: &str = "test-signing-secret-0123456789";
 const CHANNEL: &str = "CAPPROVALS";
@@ -610,4 +610,62 @@ async fn after_a_restart_nothing_is_posted_twice_and_old_messages_are_still_upda
     // Give the new worker time to (wrongly) post the still pending r2 again.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(slack.posts().len(), 2, "{:?}", slack.posts());
+}
+
+#[tokio::test]
+async fn an_expired_request_shows_as_expired() {
+    let world = World::start(1).await;
+    let mut agent = world.alice_agent().await;
+    let mut request = connect_request("web-1:late", 5432);
+    request.deadline = Some((SystemTime::now() + Duration::from_secs(2)).into());
+    agent.submit(request).await;
+    world.slack.wait_message("web-1:late", has_buttons).await;
+    assert_eq!(agent.skip_to_decision().await.verdict(), v1::Verdict::Deny);
+    let done = world
+        .slack
+        .wait_message("web-1:late", |m| !has_buttons(m))
+        .await;
+    assert!(
+        text_of(&done).contains("Expired (deny by default)"),
+        "{done}"
+    );
+}
+
+#[test]
+fn the_command_line_checks_the_chat_config_and_wants_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bot-token"), "xoxb-1\n").unwrap();
+    std::fs::write(dir.path().join("signing-secret"), "s\n").unwrap();
+    let good = dir.path().join("chat.toml");
+    std::fs::write(
+        &good,
+        "[slack]\nbot_token_file = \"bot-token\"\nsigning_secret_file = \"signing-secret\"\n\
+         [[route]]\nslack_channel = \"C1\"\n",
+    )
+    .unwrap();
+    let good_arg = good.to_str().unwrap();
+    let ok = run_server(&["check-config", "--chat", good_arg]);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).starts_with("ok: 1 route(s)"),
+        "{ok:?}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[slack]\nbot_token = \"xoxb-inline\"\n").unwrap();
+    let refused = run_server(&["check-config", "--chat", bad.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:1: unknown field `bot_token`", bad.display())),
+        "{stderr}"
+    );
+
+    let no_console = run_server(&["--insecure", "--db", ":memory:", "--chat-config", good_arg]);
+    assert!(!no_console.status.success());
+    let stderr = String::from_utf8_lossy(&no_console.stderr);
+    assert!(
+        stderr.contains("--chat-config needs --console-listen"),
+        "{stderr}"
+    );
 }
