@@ -16,9 +16,15 @@
 //! The rows are kept in the store ([`ChatOutboxStore`], schema version 8), written after
 //! each post, update or giving up, and read back when the worker starts: after a
 //! restart nothing pending is posted again and messages of requests decided meanwhile
-//! are updated. The worker keeps them in memory too and is the only writer of its
-//! platform's rows in this process. Several replicas sharing PostgreSQL would each post
-//! (no lease yet): run chat on one replica.
+//! are updated. The worker keeps them in memory too.
+//!
+//! Replicas sharing PostgreSQL each run a worker, but only the one holding the
+//! platform's lease ([`ChatOutboxStore::lease_outbox`], renewed every third of
+//! [`LEASE`]) posts and updates; it stops sending once its lease may have run out. When
+//! it dies, another takes the lease after it expires, reads the rows and carries on,
+//! so a message is posted once and still updated.
+//!
+//! [`ChatOutboxStore::lease_outbox`]: crate::store::ChatOutboxStore::lease_outbox
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -37,6 +43,8 @@ use crate::store::OutboxRow;
 
 /// How often the pending requests are read again regardless of notifications.
 pub const RESCAN: Duration = Duration::from_secs(10);
+/// How long a worker holds its platform's outbox without renewing.
+pub const LEASE: Duration = Duration::from_secs(30);
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -72,6 +80,13 @@ pub struct Worker<S, P> {
     /// The platform asked us to wait (HTTP 429) until then.
     blocked_until: Option<Instant>,
     next_rescan: Instant,
+    rescan_every: Duration,
+    lease: Duration,
+    /// This worker's name in the lease.
+    holder: String,
+    /// While we hold the lease: until when it surely holds (taken before asking).
+    leased_until: Option<Instant>,
+    next_lease: Instant,
 }
 
 impl<S: Store, P: Surface> Worker<S, P> {
@@ -84,6 +99,87 @@ impl<S: Store, P: Surface> Worker<S, P> {
             dirty: BTreeSet::new(),
             blocked_until: None,
             next_rescan: Instant::now(),
+            rescan_every: RESCAN,
+            lease: LEASE,
+            holder: holder_name(),
+            leased_until: None,
+            next_lease: Instant::now(),
+        }
+    }
+
+    /// Other rescan and lease periods (tests).
+    #[must_use]
+    pub fn with_timing(mut self, rescan: Duration, lease: Duration) -> Self {
+        self.rescan_every = rescan;
+        self.lease = lease;
+        self
+    }
+
+    /// Gives the lease up on shutdown, so the next process (or another replica) takes
+    /// over at once rather than after [`LEASE`] (as it must after a crash).
+    async fn release(&mut self) {
+        if self.leased_until.take().is_none() {
+            return;
+        }
+        let now = std::time::SystemTime::now();
+        let platform = self.platform().as_str();
+        if let Err(err) = self
+            .approvals
+            .store()
+            .lease_outbox(platform, &self.holder, now, now)
+            .await
+        {
+            tracing::warn!(platform, error = %err, "cannot release the chat outbox lease");
+        }
+    }
+
+    /// Whether this worker may send now: takes or renews the lease when due. Gaining
+    /// it reads the rows another holder may have written.
+    async fn leading(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.next_lease {
+            return self.leased_until.is_some_and(|until| now < until);
+        }
+        let platform = self.platform().as_str();
+        let wall = std::time::SystemTime::now();
+        let granted = self
+            .approvals
+            .store()
+            .lease_outbox(platform, &self.holder, wall, wall + self.lease)
+            .await;
+        // A lease that ran out meanwhile may have had another holder: start afresh.
+        let was_leading = self.leased_until.is_some_and(|until| now < until);
+        self.next_lease = now + self.lease / 3;
+        match granted {
+            Ok(true) => {
+                self.leased_until = Some(now + self.lease);
+                if !was_leading {
+                    tracing::info!(platform, holder = %self.holder, "chat outbox lease taken");
+                    self.rows.clear();
+                    self.load().await;
+                    self.next_rescan = Instant::now();
+                }
+                true
+            }
+            Ok(false) => {
+                if was_leading {
+                    tracing::warn!(platform, "chat outbox lease lost to another replica");
+                }
+                self.leased_until = None;
+                self.dirty.clear();
+                false
+            }
+            Err(err) => {
+                tracing::warn!(platform, error = %err, "cannot renew the chat outbox lease");
+                // Still ours until it runs out; then nothing is sent until renewed.
+                if self
+                    .leased_until
+                    .is_some_and(|until| Instant::now() >= until)
+                {
+                    self.leased_until = None;
+                }
+                self.leased_until.is_some()
+            }
         }
     }
 
@@ -94,15 +190,22 @@ impl<S: Store, P: Surface> Worker<S, P> {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut changes = self.approvals.changes();
         let mut votes = self.approvals.votes_counted();
-        self.load().await;
         loop {
-            if Instant::now() >= self.next_rescan {
-                self.rescan().await;
+            if self.leading().await {
+                if Instant::now() >= self.next_rescan {
+                    self.rescan().await;
+                }
+                self.flush().await;
+            } else {
+                // The holder posts; the pending requests are read again on taking over.
+                self.dirty.clear();
             }
-            self.flush().await;
-            let wake = self.next_wake();
+            let wake = self.next_wake().min(self.next_lease);
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => {
+                    self.release().await;
+                    return;
+                }
                 change = changes.recv() => match change {
                     Ok(request) => { self.dirty.insert(request.id); }
                     Err(RecvError::Lagged(_)) => self.next_rescan = Instant::now(),
@@ -139,7 +242,7 @@ impl<S: Store, P: Surface> Worker<S, P> {
 
     /// Every pending request, and every request with a row, is looked at again.
     async fn rescan(&mut self) {
-        self.next_rescan = Instant::now() + RESCAN;
+        self.next_rescan = Instant::now() + self.rescan_every;
         match self.approvals.list_pending().await {
             Ok(pending) => self.dirty.extend(pending.into_iter().map(|r| r.id)),
             Err(err) => {
@@ -154,6 +257,11 @@ impl<S: Store, P: Surface> Worker<S, P> {
         for id in ids {
             let now = Instant::now();
             if self.blocked_until.is_some_and(|until| now < until) {
+                return;
+            }
+            // A lease that may have run out (a slow platform) is renewed first, or
+            // another replica could be posting the same request.
+            if now >= self.next_lease && !self.leading().await {
                 return;
             }
             self.blocked_until = None;
@@ -360,4 +468,18 @@ impl<S: Store, P: Surface> Worker<S, P> {
             }
         }
     }
+}
+
+#[cfg(test)]
+#[path = "outbox_tests.rs"]
+mod tests;
+
+/// A name no other worker has: the host, the process and a random part.
+fn holder_name() -> String {
+    let mut random = [0u8; 8];
+    // Without randomness, process id and time still tell replicas apart in practice.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}/{}/{hex}", host.trim(), std::process::id())
 }

@@ -40,6 +40,8 @@ struct MemoryInner {
     policy: Option<StoredPolicy>,
     policy_votes: Vec<PolicyVote>,
     chat_outbox: std::collections::BTreeMap<(String, RequestId), super::OutboxRow>,
+    /// Platform -> (holder, until).
+    chat_leases: HashMap<String, (String, SystemTime)>,
     audit: MemoryChain,
 }
 
@@ -72,6 +74,7 @@ impl MemoryStore {
                 policy: None,
                 policy_votes: Vec::new(),
                 chat_outbox: std::collections::BTreeMap::new(),
+                chat_leases: HashMap::new(),
                 audit: MemoryChain::new(signer),
             }),
         }
@@ -427,5 +430,24 @@ impl super::ChatOutboxStore for MemoryStore {
             .filter(|row| row.platform == platform)
             .cloned()
             .collect())
+    }
+
+    async fn lease_outbox(
+        &self,
+        platform: &str,
+        holder: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let lease = inner
+            .chat_leases
+            .entry(platform.to_owned())
+            .or_insert_with(|| (holder.to_owned(), until));
+        if lease.0 == holder || lease.1 < now {
+            *lease = (holder.to_owned(), until);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }

@@ -280,6 +280,17 @@ pub trait ChatOutboxStore: Send + Sync + 'static {
         &self,
         platform: &str,
     ) -> impl Future<Output = Result<Vec<OutboxRow>, StoreError>> + Send;
+
+    /// Takes or renews the lease on `platform`'s outbox for `holder` until `until`, if
+    /// nobody else holds one in force at `now`; whether `holder` holds it now. One
+    /// atomic step: of replicas sharing a database, one posts and updates at a time.
+    fn lease_outbox(
+        &self,
+        platform: &str,
+        holder: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Everything the server keeps, one concern per trait so that each user can say which

@@ -418,4 +418,16 @@ impl super::ChatOutboxStore for SqliteStore {
         let platform = platform.to_owned();
         self.run(move |db| chat_outbox::rows(db, &platform)).await
     }
+
+    async fn lease_outbox(
+        &self,
+        platform: &str,
+        holder: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (platform, holder) = (platform.to_owned(), holder.to_owned());
+        self.run(move |db| chat_outbox::lease(db, &platform, &holder, now, until))
+            .await
+    }
 }

@@ -65,4 +65,50 @@ async fn outbox_rows_are_put_replaced_and_removed_per_platform<B: Backend>() {
     assert_eq!(store.outbox_rows("teams").await.unwrap(), [teams]);
 }
 
-for_each_backend!(outbox_rows_are_put_replaced_and_removed_per_platform);
+async fn one_holder_at_a_time_has_the_outbox_lease<B: Backend>() {
+    let opened = B::open();
+    let store = &*opened;
+    assert!(
+        store
+            .lease_outbox("slack", "a", at(0), at(30))
+            .await
+            .unwrap()
+    );
+    // Renewed by its holder, refused to others while in force, per platform.
+    assert!(
+        store
+            .lease_outbox("slack", "a", at(10), at(40))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .lease_outbox("slack", "b", at(39), at(69))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .lease_outbox("teams", "b", at(39), at(69))
+            .await
+            .unwrap()
+    );
+    // Taken over once it ran out; the old holder then cannot renew.
+    assert!(
+        store
+            .lease_outbox("slack", "b", at(41), at(71))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .lease_outbox("slack", "a", at(42), at(72))
+            .await
+            .unwrap()
+    );
+}
+
+for_each_backend!(
+    outbox_rows_are_put_replaced_and_removed_per_platform,
+    one_holder_at_a_time_has_the_outbox_lease,
+);

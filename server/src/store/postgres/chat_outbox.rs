@@ -21,7 +21,19 @@ CREATE TABLE chat_outbox (
     gave_up BOOLEAN NOT NULL,
     PRIMARY KEY (request_id, platform)
 );
+CREATE TABLE chat_leases (
+    platform TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until BIGINT NOT NULL
+);
 "#;
+
+/// Takes or renews the lease: one statement, so two replicas cannot both get it.
+pub(super) const LEASE_SQL: &str = "INSERT INTO chat_leases (platform, holder, until) \
+     VALUES ($1, $2, $3) ON CONFLICT (platform) DO UPDATE SET holder = excluded.holder, \
+     until = excluded.until \
+     WHERE chat_leases.holder = excluded.holder OR chat_leases.until < $4 \
+     RETURNING holder";
 
 pub(super) const PUT_SQL: &str = "INSERT INTO chat_outbox (request_id, platform, target, \
      message, shown_state, shown_approvals, attempts, next_attempt, gave_up) \

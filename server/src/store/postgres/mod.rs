@@ -532,4 +532,21 @@ impl super::ChatOutboxStore for PostgresStore {
             .map(|row| chat_outbox::from_row(platform, row))
             .collect()
     }
+
+    async fn lease_outbox(
+        &self,
+        platform: &str,
+        holder: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (now, until) = (crate::epoch::nanos(now), crate::epoch::nanos(until));
+        let taken = self
+            .pool
+            .get()
+            .await?
+            .query_opt(chat_outbox::LEASE_SQL, &[&platform, &holder, &until, &now])
+            .await?;
+        Ok(taken.is_some())
+    }
 }

@@ -21,6 +21,7 @@ use crate::testing::postgres::database;
 /// Takes a database of the newest schema back to version 6.
 const UNDO_MIGRATION_7: &str = "
 DROP TABLE chat_outbox;
+DROP TABLE chat_leases;
 DROP INDEX requests_by_action;
 DROP INDEX grants_by_request;
 DROP INDEX grants_in_force;
@@ -184,7 +185,8 @@ async fn a_database_of_schema_7_gets_the_chat_outbox() {
     }
     sql(
         &url,
-        "DROP TABLE chat_outbox; DELETE FROM schema_version WHERE version >= 8;",
+        "DROP TABLE chat_outbox; DROP TABLE chat_leases; \
+         DELETE FROM schema_version WHERE version >= 8;",
     )
     .await;
 

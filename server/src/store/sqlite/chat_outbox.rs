@@ -22,7 +22,31 @@ CREATE TABLE chat_outbox (
     gave_up INTEGER NOT NULL,
     PRIMARY KEY (request_id, platform)
 ) STRICT;
+CREATE TABLE chat_leases (
+    platform TEXT PRIMARY KEY NOT NULL,
+    holder TEXT NOT NULL,
+    until INTEGER NOT NULL
+) STRICT;
 ";
+
+/// Takes or renews the lease; whether `holder` holds it.
+pub(super) fn lease(
+    db: &Connection,
+    platform: &str,
+    holder: &str,
+    now: std::time::SystemTime,
+    until: std::time::SystemTime,
+) -> Result<bool, StoreError> {
+    let changed = db
+        .prepare_cached(
+            "INSERT INTO chat_leases (platform, holder, until) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (platform) DO UPDATE SET holder = excluded.holder, \
+             until = excluded.until \
+             WHERE chat_leases.holder = excluded.holder OR chat_leases.until < ?4",
+        )?
+        .execute(params![platform, holder, nanos(until), nanos(now)])?;
+    Ok(changed == 1)
+}
 
 pub(super) fn put(db: &Connection, row: &OutboxRow) -> Result<(), StoreError> {
     db.prepare_cached(

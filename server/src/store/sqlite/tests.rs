@@ -363,6 +363,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
         [
             "audit",
             "audit_checkpoints",
+            "chat_leases",
             "chat_outbox",
             "enroll_tokens",
             "enrolled_hosts",

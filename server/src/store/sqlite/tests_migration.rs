@@ -22,6 +22,7 @@ use crate::canonical_action::action_digest;
 /// it (its rows written by that version would have none of these columns).
 pub(super) const UNDO_MIGRATION_7: &str = "
 DROP TABLE chat_outbox;
+DROP TABLE chat_leases;
 DROP INDEX requests_by_action;
 DROP INDEX grants_by_request;
 DROP INDEX grants_in_force;
@@ -164,8 +165,11 @@ async fn a_database_of_schema_7_gets_the_chat_outbox() {
         store.insert_if_absent(pending.clone()).await.unwrap();
     }
     let db = Connection::open(&path).unwrap();
-    db.execute_batch("DROP TABLE chat_outbox; DELETE FROM schema_version WHERE version >= 8;")
-        .unwrap();
+    db.execute_batch(
+        "DROP TABLE chat_outbox; DROP TABLE chat_leases; \
+         DELETE FROM schema_version WHERE version >= 8;",
+    )
+    .unwrap();
     drop(db);
     assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7]);
 
