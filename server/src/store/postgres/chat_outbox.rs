@@ -4,9 +4,12 @@
 use belay_proto::domain::RequestId;
 use tokio_postgres::Row;
 
-use super::super::StoreError;
+use std::time::SystemTime;
+
 use super::super::chat_outbox::OutboxRow;
 use super::super::columns::{from_nanos, nanos, request_id};
+use super::super::{ChatOutboxStore, StoreError};
+use super::PostgresStore;
 
 pub(super) const MIGRATION: &str = r#"
 CREATE TABLE chat_outbox (
@@ -29,13 +32,13 @@ CREATE TABLE chat_leases (
 "#;
 
 /// Takes or renews the lease: one statement, so two replicas cannot both get it.
-pub(super) const LEASE_SQL: &str = "INSERT INTO chat_leases (platform, holder, until) \
+const LEASE_SQL: &str = "INSERT INTO chat_leases (platform, holder, until) \
      VALUES ($1, $2, $3) ON CONFLICT (platform) DO UPDATE SET holder = excluded.holder, \
      until = excluded.until \
      WHERE chat_leases.holder = excluded.holder OR chat_leases.until < $4 \
      RETURNING holder";
 
-pub(super) const PUT_SQL: &str = "INSERT INTO chat_outbox (request_id, platform, target, \
+const PUT_SQL: &str = "INSERT INTO chat_outbox (request_id, platform, target, \
      message, shown_state, shown_approvals, attempts, next_attempt, gave_up) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (request_id, platform) DO UPDATE SET target = excluded.target, \
@@ -43,15 +46,14 @@ pub(super) const PUT_SQL: &str = "INSERT INTO chat_outbox (request_id, platform,
      shown_approvals = excluded.shown_approvals, attempts = excluded.attempts, \
      next_attempt = excluded.next_attempt, gave_up = excluded.gave_up";
 
-pub(super) const REMOVE_SQL: &str =
-    "DELETE FROM chat_outbox WHERE request_id = $1 AND platform = $2";
+const REMOVE_SQL: &str = "DELETE FROM chat_outbox WHERE request_id = $1 AND platform = $2";
 
-pub(super) const ROWS_SQL: &str = "SELECT request_id, target, message, shown_state, \
+const ROWS_SQL: &str = "SELECT request_id, target, message, shown_state, \
      shown_approvals, attempts, next_attempt, gave_up FROM chat_outbox \
      WHERE platform = $1 ORDER BY request_id";
 
 /// The parameters of [`PUT_SQL`].
-pub(super) fn put_params(row: &OutboxRow) -> (String, i64, i64, i64) {
+fn put_params(row: &OutboxRow) -> (String, i64, i64, i64) {
     (
         row.request_id.as_str().to_owned(),
         i64::from(row.shown_approvals),
@@ -60,7 +62,7 @@ pub(super) fn put_params(row: &OutboxRow) -> (String, i64, i64, i64) {
     )
 }
 
-pub(super) fn from_row(platform: &str, row: &Row) -> Result<OutboxRow, StoreError> {
+fn from_row(platform: &str, row: &Row) -> Result<OutboxRow, StoreError> {
     let count = |value: i64| u32::try_from(value).unwrap_or(u32::MAX);
     Ok(OutboxRow {
         request_id: request_id(row.try_get(0)?)?,
@@ -75,6 +77,62 @@ pub(super) fn from_row(platform: &str, row: &Row) -> Result<OutboxRow, StoreErro
     })
 }
 
-pub(super) fn id_param(id: &RequestId) -> &str {
+fn id_param(id: &RequestId) -> &str {
     id.as_str()
+}
+
+impl ChatOutboxStore for PostgresStore {
+    async fn put_outbox_row(&self, row: OutboxRow) -> Result<(), StoreError> {
+        let (id, approvals, attempts, next) = put_params(&row);
+        self.pool
+            .get()
+            .await?
+            .execute(
+                PUT_SQL,
+                &[
+                    &id,
+                    &row.platform,
+                    &row.target,
+                    &row.message,
+                    &row.shown_state,
+                    &approvals,
+                    &attempts,
+                    &next,
+                    &row.gave_up,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_outbox_row(&self, id: &RequestId, platform: &str) -> Result<(), StoreError> {
+        self.pool
+            .get()
+            .await?
+            .execute(REMOVE_SQL, &[&id_param(id), &platform])
+            .await?;
+        Ok(())
+    }
+
+    async fn outbox_rows(&self, platform: &str) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = self.pool.get().await?.query(ROWS_SQL, &[&platform]).await?;
+        rows.iter().map(|row| from_row(platform, row)).collect()
+    }
+
+    async fn lease_outbox(
+        &self,
+        platform: &str,
+        holder: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (now, until) = (nanos(now), nanos(until));
+        let taken = self
+            .pool
+            .get()
+            .await?
+            .query_opt(LEASE_SQL, &[&platform, &holder, &until, &now])
+            .await?;
+        Ok(taken.is_some())
+    }
 }
