@@ -231,3 +231,48 @@ async fn an_expired_request_shows_as_expired() {
         "{done}"
     );
 }
+
+#[tokio::test]
+async fn a_channel_slack_refuses_is_given_up_and_the_request_stays_decidable() {
+    let world = World::start(1).await;
+    let mut agent = world.console.server.agent("gone-1", &email("alice")).await;
+    agent.submit(connect_request("gone-1:a", 5432)).await;
+    let to_missing = || {
+        world
+            .slack
+            .calls()
+            .into_iter()
+            .filter(|c| c.method == "chat.postMessage" && c.body["channel"] == MISSING_CHANNEL)
+            .count()
+    };
+    tokio::time::timeout(PATIENCE, async {
+        while to_missing() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // Given up: no retries (the first backoff would be half a second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(to_missing(), 1);
+    world
+        .console
+        .server
+        .reviewer()
+        .await
+        .decide(with_bearer(
+            CAROL_TOKEN,
+            v1::DecideRequest {
+                request_id: "gone-1:a".into(),
+                verdict: v1::Verdict::Allow.into(),
+                reason: "fine".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(agent.skip_to_decision().await.verdict(), v1::Verdict::Allow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(world.slack.updates().is_empty(), "nothing to update");
+    assert_eq!(to_missing(), 1);
+}

@@ -17,6 +17,9 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 pub const BOT_TOKEN: &str = "xoxb-test-token";
+/// Posting to this channel answers `channel_not_found`, as Slack does for a channel the
+/// bot is not in.
+pub const MISSING_CHANNEL: &str = "CMISSING";
 
 /// One call the fake answered (or refused).
 #[derive(Debug, Clone)]
@@ -231,7 +234,11 @@ async fn post_message(
     if let Some(refused) = refuse(&mut state, "chat.postMessage", &body, &headers) {
         return refused;
     }
-    let Some(channel) = body["channel"].as_str().map(str::to_owned) else {
+    let Some(channel) = body["channel"]
+        .as_str()
+        .filter(|c| *c != MISSING_CHANNEL)
+        .map(str::to_owned)
+    else {
         return Json(json!({"ok": false, "error": "channel_not_found"})).into_response();
     };
     if !body["blocks"].is_array() {

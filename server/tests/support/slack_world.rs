@@ -20,6 +20,8 @@ use crate::support::{TestAgent, connect_request, with_bearer};
 
 pub const SIGNING_SECRET: &str = "test-signing-secret-0123456789";
 pub const CHANNEL: &str = "CAPPROVALS";
+/// A channel the fake Slack does not know (`channel_not_found`).
+pub const MISSING_CHANNEL: &str = crate::fake_slack::MISSING_CHANNEL;
 /// alice owns the agents; bob is mapped by his confirmed email; carol explicitly;
 /// mallory's email is unconfirmed, so she maps to nobody.
 pub const ALICE: &str = "UALICE";
@@ -80,6 +82,10 @@ identity = "carol@example.com"
 
 [[route]]
 host = "db-*"
+
+[[route]]
+host = "gone-*"
+slack_channel = "{MISSING_CHANNEL}"
 
 [[route]]
 slack_channel = "{CHANNEL}"
