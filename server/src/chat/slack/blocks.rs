@@ -122,7 +122,7 @@ fn action(action: &Action) -> String {
         Action::Exec(exec) => {
             let mut text = format!("Run: {}", e(exec.path()));
             if !exec.argv().is_empty() {
-                text.push_str(&format!("\nargv: {}", joined(exec.argv(), " ")));
+                text.push_str(&format!("\nargv: {}", argv(exec.argv())));
             }
             if let Some(cwd) = exec.cwd() {
                 text.push_str(&format!("\nin: {}", e(cwd)));
@@ -175,10 +175,15 @@ fn status_line(card: &RequestCard) -> String {
     let request = &card.request;
     let id = mrkdwn_escape(request.id.as_str());
     match &request.resolution {
-        None => format!(
+        None if card.quorum > 1 => format!(
             "Request `{id}` · approvals: *{} of {}* · decide by {} · default: {}",
             card.approvals,
             card.quorum,
+            slack_date(request.deadline),
+            request.default_verdict
+        ),
+        None => format!(
+            "Request `{id}` · decide by {} · default: {}",
             slack_date(request.deadline),
             request.default_verdict
         ),
@@ -249,6 +254,23 @@ pub fn plain(text: &str, max: usize) -> Value {
 /// An untrusted value ready for a screen: control, bidi and invisible characters escaped.
 fn e(value: &str) -> Cow<'_, str> {
     escape(value)
+}
+
+/// Arguments as a shell would need them, so that one argument with spaces does not read
+/// as several.
+fn argv(args: &[String]) -> String {
+    args.iter()
+        .map(|arg| {
+            let arg = e(arg);
+            if !arg.is_empty() && !arg.contains(|c: char| c.is_whitespace() || "'\"\\".contains(c))
+            {
+                arg.into_owned()
+            } else {
+                format!("'{}'", arg.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn joined(values: &[String], separator: &str) -> String {
@@ -357,7 +379,8 @@ mod tests {
         }
         // The argv's newline and bidi override are shown escaped, not obeyed.
         assert!(!text.contains("line\\nApproved by mallory"), "{text}");
-        assert!(text.contains(r"line\\nApproved by mallory"), "{text}");
+        // One argument with spaces reads as one.
+        assert!(text.contains(r"'line\\nApproved by mallory'"), "{text}");
         assert!(!text.contains('\u{202e}'));
         assert!(text.contains(INTENT_LABEL));
         assert!(text.contains("1 of 2"));
