@@ -141,7 +141,7 @@ pub async fn serve<S: Store>(
         async move { policy.follow(approvals.store(), stop).await }
     });
     let chat = chat
-        .map(|config| chat::start(config, &approvals, &stop))
+        .map(|config| chat::start(config, &approvals, &metrics, &stop))
         .transpose()?;
     let (chat_routes, chat_tasks) = match chat {
         Some(started) => (started.routes, started.tasks),

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::approvals::{Approvals, Store};
+use crate::metrics::Metrics;
 pub use config::ChatConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,7 @@ pub struct Started {
 pub fn start<S: Store>(
     config: ChatConfig,
     approvals: &Arc<Approvals<S>>,
+    metrics: &Arc<Metrics>,
     stop: &CancellationToken,
 ) -> Result<Started, ChatError> {
     let config = Arc::new(config);
@@ -67,7 +69,8 @@ pub fn start<S: Store>(
             .map_err(ChatError::SlackClient)?;
         let surface = Arc::new(slack::SlackSurface::new(client.clone()));
         let worker =
-            outbox::Worker::new(Arc::clone(approvals), surface, Arc::clone(&routes_config));
+            outbox::Worker::new(Arc::clone(approvals), surface, Arc::clone(&routes_config))
+                .with_metrics(Arc::clone(metrics));
         tasks.push(tokio::spawn(worker.run(stop.clone())));
         let interactions = Arc::new(slack::interactions::Interactions {
             approvals: Arc::clone(approvals),

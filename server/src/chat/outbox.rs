@@ -39,6 +39,7 @@ use super::card::RequestCard;
 use super::routing::{self, Route};
 use super::surface::{Platform, PostedMessage, SendError, Surface};
 use crate::approvals::{ApprovalError, Approvals, Store};
+use crate::metrics::Metrics;
 use crate::store::OutboxRow;
 
 /// How often the pending requests are read again regardless of notifications.
@@ -87,6 +88,7 @@ pub struct Worker<S, P> {
     /// While we hold the lease: until when it surely holds (taken before asking).
     leased_until: Option<Instant>,
     next_lease: Instant,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S: Store, P: Surface> Worker<S, P> {
@@ -104,7 +106,19 @@ impl<S: Store, P: Surface> Worker<S, P> {
             holder: holder_name(),
             leased_until: None,
             next_lease: Instant::now(),
+            metrics: None,
         }
+    }
+
+    /// Counts messages in `metrics` (`belay_chat_messages_total`).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, result: &'static str) {
+        record(self.metrics.as_deref(), self.platform().as_str(), result);
     }
 
     /// Other rescan and lease periods (tests).
@@ -315,6 +329,7 @@ impl<S: Store, P: Surface> Worker<S, P> {
             approvals,
             quorum,
         };
+        let (metrics, platform) = (self.metrics.clone(), self.platform().as_str());
         let row = match self.rows.get_mut(id) {
             Some(row) => row,
             None => {
@@ -325,6 +340,7 @@ impl<S: Store, P: Surface> Worker<S, P> {
                 let Some(target) = routing::target(&self.routes, &card.request, self.platform())
                 else {
                     tracing::debug!(parent: &span, "no route: not posted");
+                    record(metrics.as_deref(), platform, "unrouted");
                     return Ok(());
                 };
                 self.rows.entry(id.clone()).or_insert(Row {
@@ -352,12 +368,14 @@ impl<S: Store, P: Surface> Worker<S, P> {
             None => {
                 let message = self.surface.post(&row.target, &card).await?;
                 tracing::info!(parent: &span, target = %row.target, message = %message.0, "request posted");
+                record(metrics.as_deref(), platform, "posted");
                 row.message = Some(message);
                 row.shown = Some(desired);
             }
             Some(message) if row.shown.as_ref() != Some(&desired) => {
                 self.surface.update(message, &card).await?;
                 tracing::info!(parent: &span, state = %desired.state, approvals = desired.approvals, "message updated");
+                record(metrics.as_deref(), platform, "updated");
                 row.shown = Some(desired);
             }
             Some(_) => {}
@@ -440,10 +458,12 @@ impl<S: Store, P: Surface> Worker<S, P> {
         let platform = self.platform().as_str();
         match err {
             SendError::RetryAfter(after) => {
+                self.count("rate_limited");
                 tracing::warn!(platform, id = %id, retry_after_s = after.as_secs_f64(), "rate limited by the chat platform");
                 self.blocked_until = Some(Instant::now() + after);
             }
             SendError::Transient(problem) => {
+                self.count("failed_transient");
                 let Some(row) = self.rows.get_mut(id) else {
                     // Failed before it had a row (reading the store): the next rescan
                     // brings it back, without spinning on it meanwhile.
@@ -459,6 +479,7 @@ impl<S: Store, P: Surface> Worker<S, P> {
                 tracing::warn!(platform, id = %id, attempts = row.attempts, retry_in_ms = backoff.as_millis() as u64, %problem, "chat message failed; will retry");
             }
             SendError::Permanent(problem) => {
+                self.count("failed_permanent");
                 tracing::error!(platform, id = %id, %problem, "the chat platform refused the message; giving up on it (the request is still decidable elsewhere)");
                 self.dirty.remove(id);
                 if let Some(row) = self.rows.get_mut(id) {
@@ -473,6 +494,12 @@ impl<S: Store, P: Surface> Worker<S, P> {
 #[cfg(test)]
 #[path = "outbox_tests.rs"]
 mod tests;
+
+fn record(metrics: Option<&Metrics>, platform: &'static str, result: &'static str) {
+    if let Some(metrics) = metrics {
+        metrics.chat().record(platform, result);
+    }
+}
 
 /// A name no other worker has: the host, the process and a random part.
 fn holder_name() -> String {

@@ -18,6 +18,7 @@ use crate::audit::{AuditKey, AuditSigner};
 use crate::chat::card::RequestCard;
 use crate::chat::routing::Route;
 use crate::chat::surface::{Platform, PostedMessage, SendError, Surface};
+use crate::metrics::Metrics;
 use crate::testing::postgres::database;
 
 /// What a replica's platform was asked: (replica, "post" | "update", request, state).
@@ -112,10 +113,12 @@ async fn replicas_post_once_and_the_survivor_updates_the_message() {
             replica: name,
             log: Arc::clone(&log),
         });
+        let metrics = Arc::new(Metrics::default());
         let worker = Worker::new(Arc::clone(&approvals), surface, Arc::clone(&routes))
-            .with_timing(Duration::from_millis(200), Duration::from_secs(1));
+            .with_timing(Duration::from_millis(200), Duration::from_secs(1))
+            .with_metrics(Arc::clone(&metrics));
         let task = tokio::spawn(worker.run(stop.clone()));
-        replicas.push((name, approvals, task));
+        replicas.push((name, approvals, task, metrics));
     }
 
     let agent = AgentIdentity {
@@ -140,7 +143,7 @@ async fn replicas_post_once_and_the_survivor_updates_the_message() {
     // on the other replica, which takes over once the lease ran out.
     let (dead, survivor): (Vec<_>, Vec<_>) = replicas.into_iter().partition(|(n, ..)| *n == poster);
     dead[0].2.abort();
-    let (survivor_name, approvals, _task) = &survivor[0];
+    let (survivor_name, approvals, _task, metrics) = &survivor[0];
     let decision = ReviewerDecision {
         request_id: RequestId::new("web-1:r").unwrap(),
         verdict: Verdict::Deny,
@@ -150,6 +153,17 @@ async fn replicas_post_once_and_the_survivor_updates_the_message() {
     };
     approvals.decide(decision, SystemTime::now()).await.unwrap();
     wait_for(&log, |log| log.iter().any(|e| e.1 == "update")).await;
+    assert_eq!(dead[0].3.chat().count("slack", "posted"), 1);
+    assert_eq!(metrics.chat().count("slack", "posted"), 0);
+    assert_eq!(metrics.chat().count("slack", "updated"), 1);
+    let rendered = metrics.render(crate::metrics::Gauges {
+        pending: 0,
+        connected_agents: 0,
+    });
+    assert!(
+        rendered.contains("belay_chat_messages_total{platform=\"slack\",result=\"updated\"} 1"),
+        "{rendered}"
+    );
     let log = log.lock().unwrap();
     assert_eq!(
         log[1..],
