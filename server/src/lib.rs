@@ -62,6 +62,13 @@ pub enum ServeError {
         "the reviewer console needs verified reviewers: pass --auth-config (the console signs in with its OIDC issuers or API tokens)"
     )]
     ConsoleWithoutAuth,
+    #[error(
+        "chat approvals (--chat-config) need the reviewer console: pass --console-listen \
+         (Slack posts its button presses to https://<console>/chat/slack/interactions)"
+    )]
+    ChatWithoutConsole,
+    #[error(transparent)]
+    Chat(#[from] chat::ChatError),
 }
 
 /// What [`serve`] needs besides the listener and the approval rules: transport security,
@@ -81,6 +88,9 @@ pub struct ServeOptions {
     pub export: Option<belay_export::ExportConfig>,
     /// The reviewer console (`--console-listen`); `None`: not served.
     pub console: Option<console::ConsoleOptions>,
+    /// Chat approvals (`--chat-config`); `None`: none. Needs `console`, whose listener
+    /// serves the platforms' inbound endpoints.
+    pub chat: Option<chat::ChatConfig>,
 }
 
 /// Serves the agent and reviewer services on `listener` until `shutdown` completes, then
@@ -98,7 +108,11 @@ pub async fn serve<S: Store>(
         tls,
         export,
         console,
+        chat,
     } = options;
+    if chat.is_some() && console.is_none() {
+        return Err(ServeError::ChatWithoutConsole);
+    }
     let console_auth = match (&console, &reviewer_auth) {
         (None, _) => None,
         (Some(_), auth::ReviewerAuth::Verified(auth)) => Some(Arc::clone(auth)),
@@ -126,12 +140,20 @@ pub async fn serve<S: Store>(
         let stop = stop.clone();
         async move { policy.follow(approvals.store(), stop).await }
     });
+    let chat = chat
+        .map(|config| chat::start(config, &approvals, &metrics, &stop))
+        .transpose()?;
+    let (chat_routes, chat_tasks) = match chat {
+        Some(started) => (started.routes, started.tasks),
+        None => (axum::Router::new(), Vec::new()),
+    };
     let console = console.zip(console_auth).map(|(options, auth)| {
         let serving = console::serve(
             options,
             Arc::clone(&approvals),
             auth,
             Arc::clone(&policy),
+            chat_routes,
             stop.clone(),
         );
         tokio::spawn(async move {
@@ -209,6 +231,11 @@ pub async fn serve<S: Store>(
         && let Err(err) = task.await
     {
         tracing::error!(error = %err, "reviewer console task panicked");
+    }
+    for task in chat_tasks {
+        if let Err(err) = task.await {
+            tracing::error!(error = %err, "chat outbox task panicked");
+        }
     }
     for task in side.into_iter().flatten() {
         if let Err(err) = task.await {

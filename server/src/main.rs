@@ -66,6 +66,13 @@ struct Args {
     #[arg(long, env = "BELAY_EXPORT_CONFIG", value_name = "FILE")]
     export_config: Option<PathBuf>,
 
+    /// Chat approvals in Slack: TOML with a `[slack]` section (token and signing secret
+    /// read from files it names), `[reviewers]` and `[[route]]`s; README "Chat
+    /// approvals: Slack" has an example. Needs --console-listen: Slack posts button
+    /// presses to https://<console>/chat/slack/interactions. Errors name FILE:LINE:COL.
+    #[arg(long, env = "BELAY_CHAT_CONFIG", value_name = "FILE")]
+    chat_config: Option<PathBuf>,
+
     #[command(flatten)]
     http: belay_server::http::HttpArgs,
 
@@ -89,8 +96,14 @@ enum Command {
     Audit(AuditCommand),
     #[command(flatten)]
     Pki(belay_server::pki::cli::PkiCommand),
-    /// Check a reviewer auth config (--auth-config) file: "ok", or FILE:LINE:COL: problem.
-    CheckConfig { file: PathBuf },
+    /// Check a reviewer auth config (--auth-config) file, or with --chat a chat config
+    /// (--chat-config): "ok", or FILE:LINE:COL: problem.
+    CheckConfig {
+        file: PathBuf,
+        /// The file is a --chat-config file.
+        #[arg(long)]
+        chat: bool,
+    },
     /// Reviewer API tokens for --auth-config's [[api_token]] entries.
     #[command(subcommand)]
     ApiToken(belay_server::auth::TokenCommand),
@@ -128,8 +141,12 @@ fn main() -> anyhow::Result<ExitCode> {
     if let Some(Command::Pki(command)) = args.command {
         return Ok(belay_server::pki::cli::run(command));
     }
-    if let Some(Command::CheckConfig { file }) = &args.command {
-        println!("{}", belay_server::auth::check_config(file)?);
+    if let Some(Command::CheckConfig { file, chat }) = &args.command {
+        if *chat {
+            println!("{}", belay_server::chat::config::check_config(file)?);
+        } else {
+            println!("{}", belay_server::auth::check_config(file)?);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(Command::ApiToken(command)) = &args.command {
@@ -244,6 +261,18 @@ async fn run_server(args: Args) -> anyhow::Result<()> {
         .init();
 
     let mut options = belay_server::ServeOptions::default();
+    // Checked first: a mistake in it stops the start before anything listens.
+    options.chat = args
+        .chat_config
+        .as_deref()
+        .map(belay_server::chat::ChatConfig::load)
+        .transpose()?;
+    if options.chat.is_some() && args.console.console_listen.is_none() {
+        anyhow::bail!(
+            "--chat-config needs --console-listen: Slack posts button presses to \
+             https://<console>/chat/slack/interactions"
+        );
+    }
     options.http = Some(args.http.bind().await?);
     options.tls = args.pki.server_tls(&args.db)?;
     options.reviewer_auth = args.auth.reviewer_auth(args.pki.insecure)?;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::approvals::{ApprovalError, Approvals, EnrollOutcome, Store};
 
+pub mod chat;
 pub mod grpc;
 
 pub use grpc::MetricsLayer;
@@ -56,6 +57,7 @@ pub struct Metrics {
     /// Enrollment attempts that reached the token check, by result.
     enrollments: [AtomicU64; ENROLL_RESULTS.len()],
     grpc: grpc::Calls,
+    chat: chat::ChatMessages,
 }
 
 #[derive(Debug)]
@@ -160,6 +162,11 @@ impl Metrics {
         }
     }
 
+    /// Chat messages, counted by the chat outbox.
+    pub fn chat(&self) -> &chat::ChatMessages {
+        &self.chat
+    }
+
     /// The gRPC calls counted so far, for [`grpc::MetricsLayer`].
     pub(crate) fn grpc(&self) -> &grpc::Calls {
         &self.grpc
@@ -243,6 +250,7 @@ impl Metrics {
             );
         }
         self.grpc.render(&mut out, header);
+        self.chat.render(&mut out, header);
         out.push_str(&belay_export::metrics::render_running());
         out
     }

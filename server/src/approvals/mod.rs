@@ -85,6 +85,10 @@ pub struct Approvals<S = MemoryStore> {
     /// The earliest deadline added since the expiry task last looked.
     new_deadline: std::sync::Mutex<Option<SystemTime>>,
     changes: broadcast::Sender<Request>,
+    /// Requests whose approvals were counted without deciding them (quorum): their
+    /// state did not change, so [`Self::changes`] does not report them, but chat
+    /// messages show the count ("1 of 2").
+    votes_counted: broadcast::Sender<RequestId>,
     quorum: NonZeroU32,
 }
 
@@ -96,6 +100,7 @@ impl<S: Store> Approvals<S> {
             deadlines_changed: Notify::new(),
             new_deadline: std::sync::Mutex::new(None),
             changes: broadcast::channel(CHANGES_BACKLOG).0,
+            votes_counted: broadcast::channel(CHANGES_BACKLOG).0,
             quorum: NonZeroU32::MIN,
         }
     }
@@ -120,6 +125,12 @@ impl<S: Store> Approvals<S> {
     /// requests again.
     pub fn changes(&self) -> broadcast::Receiver<Request> {
         self.changes.subscribe()
+    }
+
+    /// Ids of pending requests that got an approval counted towards their quorum here,
+    /// from now on (not those counted on other replicas: watchers re-read periodically).
+    pub fn votes_counted(&self) -> broadcast::Receiver<RequestId> {
+        self.votes_counted.subscribe()
     }
 
     fn publish(&self, request: &Request) {
@@ -320,6 +331,8 @@ impl<S: Store> Approvals<S> {
             approvals = u32::try_from(votes.len()).unwrap_or(u32::MAX);
             if approvals < quorum {
                 tracing::info!(id = %request.id, reviewer = %decision.reviewer, approvals, quorum, "approval counted, waiting for more");
+                // No receiver is fine: nobody is watching.
+                let _ = self.votes_counted.send(request.id.clone());
                 return Ok(Decided {
                     request,
                     approvals,

@@ -4,14 +4,109 @@
 //! [`crate::approvals::Approvals::decide_counted`] call.
 //!
 //! The parts:
+//! - [`config`]: the `--chat-config` file; [`routing`]: which channel a request goes to;
 //! - [`surface`]: what a chat platform must do (post, update, say who a user is); one
-//!   implementation per platform (`slack`, `teams`);
+//!   implementation per platform ([`slack`], `teams`);
 //! - [`card`]: what a message shows, independent of the platform's markup;
-//! - the outbox and its worker (durable: a platform that is down delays messages, never
-//!   loses them, and never holds up a decision);
+//! - [`outbox`]: the worker that posts and updates messages (a platform that is down
+//!   delays messages, and never holds up a decision);
 //! - [`decide`]: a decision from a chat button, checked and recorded.
+//!
+//! The inbound endpoints (`/chat/slack/interactions`) are served on the reviewer
+//! console's HTTPS listener, so chat needs `--console-listen`.
 
 pub mod card;
+pub mod config;
 pub mod decide;
+pub mod outbox;
+pub mod routing;
+pub mod slack;
 pub mod surface;
 pub mod teams;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::approvals::{Approvals, Store};
+use crate::metrics::Metrics;
+pub use config::ChatConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("cannot build the Slack client: {0}")]
+    SlackClient(#[source] reqwest::Error),
+}
+
+/// Chat, started: the routes to mount on the console, and the outbox workers.
+pub struct Started {
+    /// `POST /chat/slack/interactions` (and the Teams part's); to be merged into the
+    /// console's router, outside its cookie and CSRF checks (they authenticate by the
+    /// platform's signature), inside its security headers.
+    pub routes: Router,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the outbox workers of the configured platforms until `stop`.
+pub fn start<S: Store>(
+    config: ChatConfig,
+    approvals: &Arc<Approvals<S>>,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<Started, ChatError> {
+    let config = Arc::new(config);
+    let routes_config = Arc::new(config.routes.clone());
+    let mut routes = Router::new();
+    let mut tasks = Vec::new();
+    if let Some(slack) = &config.slack {
+        let client = slack::SlackClient::new(&slack.api_url, slack.bot_token.expose())
+            .map_err(ChatError::SlackClient)?;
+        let surface = Arc::new(slack::SlackSurface::new(client.clone()));
+        let worker =
+            outbox::Worker::new(Arc::clone(approvals), surface, Arc::clone(&routes_config))
+                .with_metrics(Arc::clone(metrics));
+        tasks.push(tokio::spawn(worker.run(stop.clone())));
+        let interactions = Arc::new(slack::interactions::Interactions {
+            approvals: Arc::clone(approvals),
+            verifier: slack::verify::Verifier::new(slack.signing_secret.expose()),
+            client,
+            users: slack::users::UserMap::new(slack.users.clone(), slack.map_by_email),
+            config: Arc::clone(&config),
+        });
+        routes = routes.route(
+            "/chat/slack/interactions",
+            post(slack::interactions::handle::<S>)
+                .layer(DefaultBodyLimit::max(slack::interactions::MAX_BODY))
+                .with_state(interactions),
+        );
+        tracing::info!(routes = config.routes.len(), "Slack approvals on");
+    }
+    if let Some(teams) = &config.teams {
+        let worker = outbox::Worker::new(
+            Arc::clone(approvals),
+            Arc::new(teams.connector.clone()),
+            Arc::clone(&routes_config),
+        )
+        .with_metrics(Arc::clone(metrics));
+        tasks.push(tokio::spawn(worker.run(stop.clone())));
+        let reviewers: std::collections::BTreeMap<_, _> = config
+            .reviewers
+            .iter()
+            .map(|(identity, role)| (identity.clone(), *role))
+            .collect();
+        routes = routes.merge(teams::router(teams::TeamsEndpoint::new(
+            Arc::clone(approvals),
+            teams,
+            Arc::new(reviewers),
+        )));
+        tracing::info!(routes = config.routes.len(), "Teams approvals on");
+    }
+    Ok(Started { routes, tasks })
+}

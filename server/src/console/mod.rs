@@ -178,9 +178,11 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-fn router<S: Store>(console: Arc<Console<S>>) -> Router {
+/// The console's routes, plus `extra` (chat's inbound endpoints, which authenticate by
+/// signature and so take no cookie; every response still gets the security headers).
+fn router<S: Store>(console: Arc<Console<S>>, extra: Router) -> Router {
     let page = get(assets::index);
-    Router::new()
+    let own = Router::new()
         .route("/", page.clone())
         .route("/requests/{id}", page.clone())
         .route("/agents", page.clone())
@@ -205,8 +207,9 @@ fn router<S: Store>(console: Arc<Console<S>>) -> Router {
         .fallback(|| async {
             guard::ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such page")
         })
+        .with_state(console);
+    own.merge(extra)
         .layer(middleware::from_fn(security_headers))
-        .with_state(console)
 }
 
 /// Serves the console until `stop`.
@@ -215,6 +218,7 @@ pub async fn serve<S: Store>(
     approvals: Arc<Approvals<S>>,
     auth: Arc<Authenticator>,
     policy: Arc<FleetPolicy>,
+    extra: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let ConsoleOptions {
@@ -237,7 +241,7 @@ pub async fn serve<S: Store>(
         audit,
         stop: stop.clone(),
     });
-    axum::serve(listener, router(console))
+    axum::serve(listener, router(console, extra))
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
 }

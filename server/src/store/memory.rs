@@ -39,6 +39,9 @@ struct MemoryInner {
     /// Only the newest version of the fleet policy is ever read.
     policy: Option<StoredPolicy>,
     policy_votes: Vec<PolicyVote>,
+    chat_outbox: std::collections::BTreeMap<(String, RequestId), super::OutboxRow>,
+    /// Platform -> (holder, until).
+    chat_leases: HashMap<String, (String, SystemTime)>,
     audit: MemoryChain,
 }
 
@@ -70,6 +73,8 @@ impl MemoryStore {
                 enrolled_hosts: std::collections::HashSet::new(),
                 policy: None,
                 policy_votes: Vec::new(),
+                chat_outbox: std::collections::BTreeMap::new(),
+                chat_leases: HashMap::new(),
                 audit: MemoryChain::new(signer),
             }),
         }
@@ -400,5 +405,49 @@ impl PolicyStore for MemoryStore {
 
     async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
         Ok(self.lock().policy.clone())
+    }
+}
+
+impl super::ChatOutboxStore for MemoryStore {
+    async fn put_outbox_row(&self, row: super::OutboxRow) -> Result<(), StoreError> {
+        let key = (row.platform.clone(), row.request_id.clone());
+        self.lock().chat_outbox.insert(key, row);
+        Ok(())
+    }
+
+    async fn remove_outbox_row(&self, id: &RequestId, platform: &str) -> Result<(), StoreError> {
+        self.lock()
+            .chat_outbox
+            .remove(&(platform.to_owned(), id.clone()));
+        Ok(())
+    }
+
+    async fn outbox_rows(&self, platform: &str) -> Result<Vec<super::OutboxRow>, StoreError> {
+        Ok(self
+            .lock()
+            .chat_outbox
+            .values()
+            .filter(|row| row.platform == platform)
+            .cloned()
+            .collect())
+    }
+
+    async fn lease_outbox(
+        &self,
+        platform: &str,
+        holder: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let lease = inner
+            .chat_leases
+            .entry(platform.to_owned())
+            .or_insert_with(|| (holder.to_owned(), until));
+        if lease.0 == holder || lease.1 < now {
+            *lease = (holder.to_owned(), until);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }

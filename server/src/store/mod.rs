@@ -13,6 +13,7 @@
 //! The methods are async and fallible because PostgreSQL's are, although the memory
 //! store is neither.
 
+mod chat_outbox;
 pub(crate) mod columns;
 mod enrollment;
 mod memory;
@@ -25,6 +26,8 @@ mod sqlite;
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_chat_outbox;
 #[cfg(test)]
 mod tests_enrollment;
 #[cfg(test)]
@@ -44,6 +47,7 @@ use tokio::sync::mpsc;
 
 use crate::audit;
 
+pub use chat_outbox::OutboxRow;
 pub use enrollment::{EnrollOutcome, Enrollment, IssuedCertificate, token_id};
 pub use memory::MemoryStore;
 pub use policy::{NewPolicy, PolicyVote, StoredPolicy};
@@ -257,14 +261,58 @@ pub trait PolicyStore: Send + Sync + 'static {
     }
 }
 
+/// The chat outbox: what each chat platform was told about each request (see
+/// [`OutboxRow`]). Not audited: the decisions it shows are.
+pub trait ChatOutboxStore: Send + Sync + 'static {
+    /// Inserts or replaces the row of (`row.request_id`, `row.platform`).
+    fn put_outbox_row(&self, row: OutboxRow)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the row of (`id`, `platform`), if any.
+    fn remove_outbox_row(
+        &self,
+        id: &RequestId,
+        platform: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every row of `platform`.
+    fn outbox_rows(
+        &self,
+        platform: &str,
+    ) -> impl Future<Output = Result<Vec<OutboxRow>, StoreError>> + Send;
+
+    /// Takes or renews the lease on `platform`'s outbox for `holder` until `until`, if
+    /// nobody else holds one in force at `now`; whether `holder` holds it now. One
+    /// atomic step: of replicas sharing a database, one posts and updates at a time.
+    fn lease_outbox(
+        &self,
+        platform: &str,
+        holder: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
 /// Everything the server keeps, one concern per trait so that each user can say which
 /// it needs; every backend implements them all, and gets this one for free.
 pub trait Store:
-    RequestStore + GrantStore + VoteStore + EnrollmentStore + AuditLogStore + PolicyStore
+    RequestStore
+    + GrantStore
+    + VoteStore
+    + EnrollmentStore
+    + AuditLogStore
+    + PolicyStore
+    + ChatOutboxStore
 {
 }
 
 impl<S> Store for S where
-    S: RequestStore + GrantStore + VoteStore + EnrollmentStore + AuditLogStore + PolicyStore
+    S: RequestStore
+        + GrantStore
+        + VoteStore
+        + EnrollmentStore
+        + AuditLogStore
+        + PolicyStore
+        + ChatOutboxStore
 {
 }

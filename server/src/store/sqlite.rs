@@ -28,6 +28,8 @@
 //! earlier requests for the same action are found without reading every row; rows from
 //! before are filled in when the store opens (`requests::fill_actions`).
 //!
+//! Migration 8 adds the chat outbox (`chat_outbox`, see [`super::ChatOutboxStore`]).
+//!
 //! Reading a row rebuilds the `belay.v1.Request` and converts it with the same validation
 //! as a message from the wire, so a damaged row is an error, never a wrong request.
 //!
@@ -38,6 +40,7 @@
 //! [`policy`] (fleet policy), [`reader`] (read-only connections).
 
 mod audit_log;
+mod chat_outbox;
 mod enroll;
 mod grants;
 mod open;
@@ -397,5 +400,34 @@ impl PolicyStore for SqliteStore {
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
         Self::Backend(Box::new(err))
+    }
+}
+
+impl super::ChatOutboxStore for SqliteStore {
+    async fn put_outbox_row(&self, row: super::OutboxRow) -> Result<(), StoreError> {
+        self.run(move |db| chat_outbox::put(db, &row)).await
+    }
+
+    async fn remove_outbox_row(&self, id: &RequestId, platform: &str) -> Result<(), StoreError> {
+        let (id, platform) = (id.clone(), platform.to_owned());
+        self.run(move |db| chat_outbox::remove(db, &id, &platform))
+            .await
+    }
+
+    async fn outbox_rows(&self, platform: &str) -> Result<Vec<super::OutboxRow>, StoreError> {
+        let platform = platform.to_owned();
+        self.run(move |db| chat_outbox::rows(db, &platform)).await
+    }
+
+    async fn lease_outbox(
+        &self,
+        platform: &str,
+        holder: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (platform, holder) = (platform.to_owned(), holder.to_owned());
+        self.run(move |db| chat_outbox::lease(db, &platform, &holder, now, until))
+            .await
     }
 }

@@ -72,6 +72,16 @@ impl TestConsole {
         audit: AuditCheck,
         session_ttl: Duration,
     ) -> Self {
+        Self::start_with_chat(approvals, audit, session_ttl, None).await
+    }
+
+    /// A console that also serves chat approvals with `chat`.
+    pub async fn start_with_chat<S: belay_server::approvals::Store>(
+        approvals: Approvals<S>,
+        audit: AuditCheck,
+        session_ttl: Duration,
+        chat: Option<belay_server::chat::ChatConfig>,
+    ) -> Self {
         let issuer = TestIssuer::start(TestKey::es256("console-key")).await;
         for (name, groups) in PEOPLE {
             issuer.add_user(
@@ -118,6 +128,7 @@ owner = "carol@example.com"
             session_ttl,
             audit,
         });
+        options.chat = chat;
         let server = TestServer::start_approvals(approvals, options).await;
         Self {
             server,

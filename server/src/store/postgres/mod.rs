@@ -16,6 +16,7 @@
 //! trusted network.
 
 mod audit_log;
+mod chat_outbox;
 mod enroll;
 mod jobs;
 mod listen;

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_5,
     super::policy::MIGRATION_VOTES,
     MIGRATION_7,
+    super::chat_outbox::MIGRATION,
 ];
 
 /// Revocable grants (at most one per request, its id), and the host and action

@@ -18,8 +18,10 @@ use crate::audit::{AuditKey, AuditSigner};
 use crate::canonical_action::action_digest;
 use crate::testing::postgres::database;
 
-/// Takes a database of schema version 7 back to version 6.
+/// Takes a database of the newest schema back to version 6.
 const UNDO_MIGRATION_7: &str = "
+DROP TABLE chat_outbox;
+DROP TABLE chat_leases;
 DROP INDEX requests_by_action;
 DROP INDEX grants_by_request;
 DROP INDEX grants_in_force;
@@ -163,4 +165,57 @@ async fn a_database_of_schema_6_opens_and_its_rows_take_part() {
         .await
         .unwrap();
     assert!(report.is_intact(), "{report:?}");
+}
+
+/// Migration 8 (the chat outbox) on a PostgreSQL database of schema version 7: it
+/// opens, its requests are still there, and outbox rows can be written and read back.
+#[tokio::test]
+async fn a_database_of_schema_7_gets_the_chat_outbox() {
+    use super::super::{ChatOutboxStore as _, OutboxRow};
+    let url = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("audit-key");
+    let signer = || AuditSigner::new(AuditKey::load_or_create(&key_path).unwrap(), 5);
+    let pending = made("old-1", "host-a", connect(443), 0, false);
+    {
+        let store = PostgresStore::connect_with_signer(&url, signer())
+            .await
+            .unwrap();
+        store.insert_if_absent(pending.clone()).await.unwrap();
+    }
+    sql(
+        &url,
+        "DROP TABLE chat_outbox; DROP TABLE chat_leases; \
+         DELETE FROM schema_version WHERE version >= 8;",
+    )
+    .await;
+
+    let store = PostgresStore::connect_with_signer(&url, signer())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&id("old-1")).await.unwrap(), Some(pending));
+    assert!(store.outbox_rows("slack").await.unwrap().is_empty());
+    let row = OutboxRow {
+        request_id: id("old-1"),
+        platform: "slack".into(),
+        target: "C0123".into(),
+        message: Some("C0123 1.2".into()),
+        shown_state: Some("pending".into()),
+        shown_approvals: 1,
+        attempts: 0,
+        next_attempt: at(1),
+        gave_up: false,
+    };
+    store.put_outbox_row(row.clone()).await.unwrap();
+    assert_eq!(store.outbox_rows("slack").await.unwrap(), [row]);
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let versions: Vec<i64> = client
+        .query("SELECT version FROM schema_version ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
 }

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     enroll::MIGRATION_ENROLLED_HOSTS,
     policy::MIGRATION_VOTES,
     MIGRATION_7,
+    super::chat_outbox::MIGRATION,
 ];
 
 /// Revocable grants, and the host and action (digest) of each request, by which the

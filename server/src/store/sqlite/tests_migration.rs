@@ -18,10 +18,11 @@ use super::SqliteStore;
 use super::tests::schema_versions;
 use crate::canonical_action::action_digest;
 
-/// Takes a database of schema version 7 back to version 6, as the previous
-/// belay-server made it (its rows written by that version would have none of these
-/// columns).
+/// Takes a database of the newest schema back to version 6, as that belay-server made
+/// it (its rows written by that version would have none of these columns).
 pub(super) const UNDO_MIGRATION_7: &str = "
+DROP TABLE chat_outbox;
+DROP TABLE chat_leases;
 DROP INDEX requests_by_action;
 DROP INDEX grants_by_request;
 DROP INDEX grants_in_force;
@@ -101,7 +102,7 @@ async fn a_database_of_schema_6_opens_and_its_rows_take_part() {
     assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6]);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7, 8]);
     let new = made("new-1", "host-a", connect(443), 100, false);
     store.insert_if_absent(new.clone()).await.unwrap();
     let history = store.history(&new, 10).await.unwrap();
@@ -149,4 +150,46 @@ async fn a_database_of_schema_6_opens_and_its_rows_take_part() {
     let report = crate::audit::verify(&path, &public_key).unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.records, 10, "{report:?}");
+}
+
+/// Migration 8 (the chat outbox) on a database of schema version 7: it opens, its
+/// requests are still there, and outbox rows can be written.
+#[tokio::test]
+async fn a_database_of_schema_7_gets_the_chat_outbox() {
+    use super::super::{ChatOutboxStore as _, OutboxRow};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let pending = made("old-1", "host-a", connect(443), 0, false);
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert_if_absent(pending.clone()).await.unwrap();
+    }
+    let db = Connection::open(&path).unwrap();
+    db.execute_batch(
+        "DROP TABLE chat_outbox; DROP TABLE chat_leases; \
+         DELETE FROM schema_version WHERE version >= 8;",
+    )
+    .unwrap();
+    drop(db);
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7]);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(store.get(&id("old-1")).await.unwrap(), Some(pending));
+    assert!(store.outbox_rows("slack").await.unwrap().is_empty());
+    let row = OutboxRow {
+        request_id: id("old-1"),
+        platform: "slack".into(),
+        target: "C0123".into(),
+        message: Some("C0123 1.2".into()),
+        shown_state: Some("pending".into()),
+        shown_approvals: 0,
+        attempts: 0,
+        next_attempt: at(1),
+        gave_up: false,
+    };
+    store.put_outbox_row(row.clone()).await.unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.outbox_rows("slack").await.unwrap(), [row]);
 }

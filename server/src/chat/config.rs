@@ -1,0 +1,342 @@
+//! The chat file (`--chat-config`): TOML, unknown keys refused, every problem reported as
+//! `FILE:LINE:COL: problem`. Secrets live in files the config names (relative paths are
+//! relative to the config file), never inline, so the config can be shown and versioned.
+//!
+//! ```toml
+//! [slack]
+//! bot_token_file = "/etc/belay/slack-bot-token"          # xoxb-...
+//! signing_secret_file = "/etc/belay/slack-signing-secret"
+//! # api_url = "https://slack.com/api"
+//! # map_by_email = true     # users.info's confirmed email names the reviewer
+//!
+//! [[slack.user]]            # explicit map; wins over the email
+//! id = "U012AB3CD"
+//! identity = "alice@example.com"
+//!
+//! [reviewers]               # who may decide from chat, and with which role
+//! "alice@example.com" = "reviewer"
+//!
+//! [[route]]                 # first match wins; no matcher at all = catch-all
+//! subject = "deploy-*"      # glob on the context's subject, else the agent's name
+//! owner = "*@example.com"
+//! host = "web-*"
+//! slack_channel = "C0123"
+//! teams_conversation = "19:abc@thread.tacv2"
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use belay_config_file::{ConfigError, Source};
+use belay_proto::domain::Identity;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::routing::{Glob, Route};
+use crate::auth::Role;
+
+/// The validated chat configuration.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    pub slack: Option<SlackConfig>,
+    /// Canonical identity -> role when deciding from chat.
+    pub reviewers: HashMap<String, Role>,
+    pub routes: Vec<Route>,
+    /// The `[teams]` section, loaded (its app password read, its clients built).
+    pub teams: Option<super::teams::Teams>,
+}
+
+#[derive(Clone)]
+pub struct SlackConfig {
+    pub bot_token: Secret,
+    pub signing_secret: Secret,
+    /// Without the trailing slash: `https://slack.com/api`.
+    pub api_url: String,
+    pub map_by_email: bool,
+    /// Slack user id -> identity (canonical).
+    pub users: HashMap<String, Identity>,
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("api_url", &self.api_url)
+            .field("map_by_email", &self.map_by_email)
+            .field("users", &self.users)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A secret read from a file; never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+pub const DEFAULT_SLACK_API: &str = "https://slack.com/api";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    slack: Option<RawSlack>,
+    #[serde(default)]
+    reviewers: HashMap<Spanned<String>, Role>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+    /// Its keys are `crate::chat::teams::TeamsConfig`'s.
+    teams: Option<Spanned<super::teams::TeamsConfig>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    bot_token_file: Spanned<String>,
+    signing_secret_file: Spanned<String>,
+    api_url: Option<Spanned<String>>,
+    #[serde(default)]
+    map_by_email: bool,
+    #[serde(default)]
+    user: Vec<RawSlackUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlackUser {
+    id: Spanned<String>,
+    identity: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    subject: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    slack_channel: Option<Spanned<String>>,
+    teams_conversation: Option<Spanned<String>>,
+}
+
+impl ChatConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = belay_config_file::read(path)?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text` as the file `path` (secret files are relative to its directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let source = Source::new(path, text);
+        let raw: RawConfig = source.parse()?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let teams = raw
+            .teams
+            .map(|teams| {
+                let span = teams.span();
+                super::teams::load(teams.into_inner(), base_dir)
+                    .map_err(|err| source.at(span, err.to_string()))
+            })
+            .transpose()?;
+        let slack = raw
+            .slack
+            .map(|slack| slack_config(&source, path, slack))
+            .transpose()?;
+        let mut reviewers = HashMap::new();
+        for (name, role) in raw.reviewers {
+            let identity = identity(&source, &name)?;
+            reviewers.insert(identity.into_string(), role);
+        }
+        let mut routes = Vec::new();
+        for route in raw.route {
+            routes.push(route_config(
+                &source,
+                route,
+                slack.is_some(),
+                teams.is_some(),
+            )?);
+        }
+        if slack.is_none() && teams.is_none() {
+            // Nothing would ever be posted nor decided: certainly not what was meant.
+            return Err(source.whole(
+                "no chat platform configured: add a [slack] or a [teams] section",
+            ));
+        }
+        if routes.is_empty() {
+            return Err(source.whole(
+                "no [[route]]: nothing would be posted; add one (without matchers it takes \
+                 every request)",
+            ));
+        }
+        Ok(Self {
+            slack,
+            reviewers,
+            routes,
+            teams,
+        })
+    }
+
+    /// The role `identity` has when deciding from chat.
+    pub fn role_of(&self, identity: &Identity) -> Option<Role> {
+        self.reviewers.get(identity.canonical().as_str()).copied()
+    }
+}
+
+/// `belay-server check-config`'s answer for a chat file.
+pub fn check_config(path: &Path) -> Result<String, ConfigError> {
+    let config = ChatConfig::load(path)?;
+    Ok(format!(
+        "ok: {} route(s), {} reviewer(s), slack {}",
+        config.routes.len(),
+        config.reviewers.len(),
+        if config.slack.is_some() { "on" } else { "off" }
+    ))
+}
+
+fn slack_config(
+    source: &Source<'_>,
+    path: &Path,
+    raw: RawSlack,
+) -> Result<SlackConfig, ConfigError> {
+    let bot_token = read_secret(source, path, "bot_token_file", &raw.bot_token_file)?;
+    let signing_secret = read_secret(
+        source,
+        path,
+        "signing_secret_file",
+        &raw.signing_secret_file,
+    )?;
+    let api_url = match raw.api_url {
+        None => DEFAULT_SLACK_API.to_owned(),
+        Some(url) => {
+            belay_config_file::check_url(url.get_ref())
+                .map_err(|problem| source.at(url.span(), format!("api_url: {problem}")))?;
+            url.get_ref().trim_end_matches('/').to_owned()
+        }
+    };
+    let mut users = HashMap::new();
+    for user in raw.user {
+        if !is_slack_id(user.id.get_ref()) {
+            return Err(source.at(
+                user.id.span(),
+                format!(
+                    "{:?} is not a Slack user id (like U012AB3CD)",
+                    user.id.get_ref()
+                ),
+            ));
+        }
+        let identity = identity(source, &user.identity)?;
+        if users.insert(user.id.get_ref().clone(), identity).is_some() {
+            return Err(source.at(user.id.span(), "this Slack user is mapped twice"));
+        }
+    }
+    Ok(SlackConfig {
+        bot_token,
+        signing_secret,
+        api_url,
+        map_by_email: raw.map_by_email,
+        users,
+    })
+}
+
+fn route_config(
+    source: &Source<'_>,
+    raw: RawRoute,
+    slack: bool,
+    teams: bool,
+) -> Result<Route, ConfigError> {
+    let glob = |value: &Option<Spanned<String>>| -> Result<Option<Glob>, ConfigError> {
+        value
+            .as_ref()
+            .map(|value| {
+                Glob::new(value.get_ref()).map_err(|problem| source.at(value.span(), problem))
+            })
+            .transpose()
+    };
+    let subject = glob(&raw.subject)?;
+    let owner = glob(&raw.owner)?;
+    let host = glob(&raw.host)?;
+    if let Some(channel) = &raw.slack_channel {
+        if !is_slack_id(channel.get_ref()) {
+            return Err(source.at(
+                channel.span(),
+                format!(
+                    "{:?} is not a Slack channel id (like C0123ABCD; a name like #ops does \
+                     not work with chat.update)",
+                    channel.get_ref()
+                ),
+            ));
+        }
+        if !slack {
+            return Err(source.at(channel.span(), "slack_channel without a [slack] section"));
+        }
+    }
+    if let Some(conversation) = &raw.teams_conversation
+        && conversation.get_ref().trim().is_empty()
+    {
+        return Err(source.at(conversation.span(), "teams_conversation is empty"));
+    }
+    if let Some(conversation) = &raw.teams_conversation
+        && !teams
+    {
+        return Err(source.at(
+            conversation.span(),
+            "teams_conversation without a [teams] section",
+        ));
+    }
+    Ok(Route {
+        subject,
+        owner,
+        host,
+        slack_channel: raw.slack_channel.map(Spanned::into_inner),
+        teams_conversation: raw.teams_conversation.map(Spanned::into_inner),
+    })
+}
+
+fn identity(source: &Source<'_>, name: &Spanned<String>) -> Result<Identity, ConfigError> {
+    Identity::new(name.get_ref().as_str())
+        .map(|identity| identity.canonical())
+        .map_err(|err| source.at(name.span(), format!("not an identity: {err}")))
+}
+
+/// Slack ids: an upper-case letter, then upper-case letters and digits.
+fn is_slack_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_uppercase())
+        && id.len() <= 32
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// The first line of the file `name` (relative to the config's directory), not empty.
+fn read_secret(
+    source: &Source<'_>,
+    config: &Path,
+    key: &str,
+    name: &Spanned<String>,
+) -> Result<Secret, ConfigError> {
+    let file: PathBuf = match config.parent() {
+        Some(dir) if Path::new(name.get_ref()).is_relative() => dir.join(name.get_ref()),
+        _ => PathBuf::from(name.get_ref()),
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|err| source.at(name.span(), format!("{key} {}: {err}", file.display())))?;
+    let secret = text.lines().next().unwrap_or("").trim();
+    if secret.is_empty() {
+        return Err(source.at(name.span(), format!("{key} {} is empty", file.display())));
+    }
+    Ok(Secret(secret.to_owned()))
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;
