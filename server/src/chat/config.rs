@@ -169,9 +169,9 @@ impl ChatConfig {
         }
         if slack.is_none() && teams.is_none() {
             // Nothing would ever be posted nor decided: certainly not what was meant.
-            return Err(source.whole(
-                "no chat platform configured: add a [slack] or a [teams] section",
-            ));
+            return Err(
+                source.whole("no chat platform configured: add a [slack] or a [teams] section")
+            );
         }
         if routes.is_empty() {
             return Err(source.whole(

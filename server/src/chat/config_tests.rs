@@ -8,6 +8,7 @@ use crate::chat::surface::Platform;
 /// A config file in a fresh directory with the two secret files beside it.
 fn dir_with_secrets() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("teams-pw"), "teams-secret\n").unwrap();
     std::fs::write(dir.path().join("bot-token"), "xoxb-test\n").unwrap();
     std::fs::write(
         dir.path().join("signing-secret"),
@@ -48,6 +49,10 @@ identity = "Alice@Example.com"
 "alice@example.com" = "reviewer"
 "Bob@example.com" = "admin"
 
+[teams]
+app_id = "00000000-0000-0000-0000-000000000001"
+app_password_file = "teams-pw"
+
 [[route]]
 host = "web-*"
 slack_channel = "C0123"
@@ -59,6 +64,7 @@ slack_channel = "C0999"
         ),
     )
     .unwrap();
+    assert!(config.teams.is_some(), "the [teams] section is loaded");
     let slack = config.slack.as_ref().unwrap();
     assert_eq!(slack.bot_token.expose(), "xoxb-test");
     assert_eq!(
@@ -212,5 +218,27 @@ slack_channel = "CREST"
             Platform::Teams
         ),
         None
+    );
+}
+
+#[test]
+fn a_teams_conversation_needs_a_teams_section_and_its_problems_have_a_place() {
+    let dir = dir_with_secrets();
+    let f = dir.path().join("chat.toml");
+    let f = f.display();
+    assert_eq!(
+        error(
+            dir.path(),
+            &format!("{SLACK}[[route]]\nteams_conversation = \"19:x@thread.tacv2\"\n")
+        ),
+        format!("{f}:6:22: teams_conversation without a [teams] section")
+    );
+    let missing = error(
+        dir.path(),
+        "[teams]\napp_id = \"a\"\napp_password_file = \"nope\"\n[[route]]\n",
+    );
+    assert!(
+        missing.starts_with(&format!("{f}:1:1: ")) && missing.contains("nope"),
+        "{missing}"
     );
 }
