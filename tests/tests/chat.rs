@@ -215,15 +215,21 @@ fn a_paused_exec_with_a_declared_intent_is_approved_from_slack_and_the_intent_is
     let shown: Value =
         serde_json::from_str(&ok(&server.belay("bob", &["show", &id, "--output", "json"])))
             .unwrap();
-    assert_eq!(shown["resolution"]["reviewer"], "dana@example.com", "{shown}");
-    let updated = runtime.block_on(slack.wait_message(&id, |m| !m.to_string().contains("belay_approve")));
-    assert!(updated.to_string().contains("dana@example.com"), "{updated}");
+    assert_eq!(
+        shown["resolution"]["reviewer"], "dana@example.com",
+        "{shown}"
+    );
+    let updated =
+        runtime.block_on(slack.wait_message(&id, |m| !m.to_string().contains("belay_approve")));
+    assert!(
+        updated.to_string().contains("dana@example.com"),
+        "{updated}"
+    );
 
     // The audit log holds the intent with the submission, marked unverified.
-    let log: Value = serde_json::from_str(&ok(&server.belay(
-        "bob",
-        &["audit", "log", "--output", "json"],
-    )))
+    let log: Value = serde_json::from_str(&ok(
+        &server.belay("bob", &["audit", "log", "--output", "json"])
+    ))
     .unwrap();
     let submitted = log["records"]
         .as_array()
