@@ -34,7 +34,12 @@ SCENARIOS = {
                 "caSecret": "belay-ca",
                 "auditKeySecret": "belay-audit-key",
                 "auth": {"config": '[[api_token]]\nname = "ci"\nsha256 = "00"\nroles = ["reviewer"]\n'},
-                "console": {"enabled": True, "url": "https://belay.example.com", "tlsSecret": "belay-console-tls"},
+                "console": {
+                    "enabled": True,
+                    "url": "https://belay.example.com",
+                    "tlsSecret": "belay-console-tls",
+                    "chatSecret": "belay-chat",
+                },
                 "exportConfig": '[spool]\ndir = "/var/lib/belay-server/spool"\n',
                 "tlsNames": ["belay.example.com"],
             },
@@ -67,6 +72,7 @@ REFUSED = {
         "share one CA",
     ),
     "server-without-fingerprint": ({"agent": {"server": {"enabled": True}}}, "caFingerprint"),
+    "chat-without-console": ({"server": {"console": {"chatSecret": "belay-chat"}}}, "console"),
 }
 
 
