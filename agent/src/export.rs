@@ -55,7 +55,17 @@ fn id(view: &RequestView, kind: &str) -> String {
 }
 
 fn view_body(view: &RequestView) -> serde_json::Value {
-    serde_json::to_value(view).unwrap_or_else(|err| serde_json::json!({ "error": err.to_string() }))
+    let mut body = serde_json::to_value(view)
+        .unwrap_or_else(|err| serde_json::json!({ "error": err.to_string() }));
+    // The agent's own words: every SIEM rule reading them must be told so, as
+    // belay-server's records do.
+    if let Some(intent) = body
+        .get_mut("intent")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        intent.insert("verified".into(), false.into());
+    }
+    body
 }
 
 /// A request was opened: a process is paused until someone (or the deadline) decides.
@@ -250,5 +260,24 @@ mod tests {
         let gone = ended_event(&local, &Outcome::Cancelled, 5);
         assert_eq!(gone.body["state"], "cancelled");
         assert!(gone.body["verdict"].is_null());
+        assert!(
+            opened.body["intent"].is_null(),
+            "no intent declared, none exported"
+        );
+    }
+
+    #[test]
+    fn a_declared_intent_is_exported_as_unverified() {
+        let mut declared = view(None);
+        declared.intent = Some(crate::api::IntentView {
+            text: "tidy the logs".into(),
+            declared_by_pid: 10,
+            ..Default::default()
+        });
+        let opened = opened_event(&declared);
+        assert_eq!(opened.body["intent"]["text"], "tidy the logs");
+        assert_eq!(opened.body["intent"]["verified"], false);
+        let ended = ended_event(&declared, &Outcome::Decided(Verdict::Allow), 5);
+        assert_eq!(ended.body["intent"]["verified"], false);
     }
 }
