@@ -258,3 +258,33 @@ fn the_command_line_checks_the_chat_config_and_wants_the_console() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn approve_for_30m_settles_the_same_action_of_that_agent_without_asking_again() {
+    let world = World::start(1).await;
+    let mut agent = world.alice_agent().await;
+    agent.submit(connect_request("web-1:g1", 5432)).await;
+    world.slack.wait_message("web-1:g1", |_| true).await;
+    assert_eq!(
+        world.press(BOB, "belay_approve_30m", "web-1:g1").await,
+        reqwest::StatusCode::OK
+    );
+    let first = agent.skip_to_decision().await;
+    assert_eq!(
+        (first.request_id.as_str(), first.verdict()),
+        ("web-1:g1", v1::Verdict::Allow)
+    );
+
+    // The same connect again: the grant settles it; nobody is asked, nothing is posted.
+    agent.submit(connect_request("web-1:g2", 5432)).await;
+    let second = agent.skip_to_decision().await;
+    assert_eq!(
+        (second.request_id.as_str(), second.verdict()),
+        ("web-1:g2", v1::Verdict::Allow)
+    );
+    // Another port is another action: a person is asked again.
+    agent.submit(connect_request("web-1:g3", 6543)).await;
+    world.slack.wait_message("web-1:g3", |_| true).await;
+    assert!(world.slack.message_about("web-1:g2").is_none());
+    assert_eq!(world.state_of("web-1:g3").await, v1::RequestState::Pending);
+}
