@@ -66,10 +66,11 @@ struct Args {
     #[arg(long, env = "BELAY_EXPORT_CONFIG", value_name = "FILE")]
     export_config: Option<PathBuf>,
 
-    /// Chat approvals in Slack: TOML with a `[slack]` section (token and signing secret
-    /// read from files it names), `[reviewers]` and `[[route]]`s; README "Chat
-    /// approvals: Slack" has an example. Needs --console-listen: Slack posts button
-    /// presses to https://<console>/chat/slack/interactions. Errors name FILE:LINE:COL.
+    /// Chat approvals in Slack and Microsoft Teams: TOML with a `[slack]` and/or a
+    /// `[teams]` section (secrets read from files it names), `[reviewers]` and
+    /// `[[route]]`s; README "Chat approvals" has examples. Needs --console-listen: Slack
+    /// posts button presses to https://<console>/chat/slack/interactions, Teams to
+    /// https://<console>/chat/teams/messages. Errors name FILE:LINE:COL.
     #[arg(long, env = "BELAY_CHAT_CONFIG", value_name = "FILE")]
     chat_config: Option<PathBuf>,
 
