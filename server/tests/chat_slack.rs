@@ -18,7 +18,9 @@ mod support;
 use std::time::Duration;
 
 use belay_proto::v1;
+use belay_server::approvals::Approvals;
 use belay_server::chat::slack::verify::sign;
+use fake_slack::FakeSlack;
 use slack_world::*;
 use support::{connect_request, run_server};
 
@@ -218,6 +220,99 @@ async fn forged_stale_replayed_and_unmapped_presses_decide_nothing() {
     );
     assert_eq!(world.state_of("web-1:x").await, v1::RequestState::Pending);
     drop(agent);
+}
+
+/// A button press from another workspace, or by a guest from another workspace in a
+/// Slack Connect channel, decides nothing even when the user would map to a reviewer.
+#[tokio::test]
+async fn presses_from_another_workspace_or_a_slack_connect_guest_decide_nothing() {
+    let world = World::start(1).await;
+    let mut agent = world.alice_agent().await;
+    agent.submit(connect_request("web-1:ws", 5432)).await;
+    world.slack.wait_message("web-1:ws", |_| true).await;
+    let ts = now().to_string();
+    for (team, user_team) in [("T0OTHER", "T0OTHER"), (TEAM, "T0GUEST")] {
+        let body = world.press_body_in(team, user_team, BOB, "belay_approve", "web-1:ws");
+        let signature = sign(SIGNING_SECRET, &ts, body.as_bytes());
+        assert_eq!(
+            world.send(&body, &ts, &signature).await,
+            403,
+            "team {team}, user's team {user_team}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(world.slack.ephemerals().is_empty());
+    assert_eq!(world.state_of("web-1:ws").await, v1::RequestState::Pending);
+    // The same user in the workspace itself decides.
+    assert_eq!(world.press(BOB, "belay_approve", "web-1:ws").await, 200);
+    let decision = agent.skip_to_decision().await;
+    assert_eq!(decision.verdict(), v1::Verdict::Allow);
+}
+
+/// Replicas share one database, and a replay may be sent to any of them, or after a
+/// restart: the record of accepted presses is the database's, not the process's.
+#[tokio::test]
+async fn a_press_replayed_to_another_replica_or_after_a_restart_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let slack = FakeSlack::start().await;
+    let sqlite = || belay_server::approvals::SqliteStore::open(&db).unwrap();
+    let replica = || async {
+        World::start_with(
+            Approvals::new(sqlite()).with_quorum(std::num::NonZeroU32::new(2).unwrap()),
+            slack.clone(),
+            tempfile::tempdir().unwrap(),
+        )
+        .await
+    };
+    let a = replica().await;
+    let agent = a.alice_agent().await;
+    agent.submit(connect_request("web-1:rep", 5432)).await;
+    slack.wait_message("web-1:rep", |_| true).await;
+    // Started once a holds the outbox (SQLite tells no other process of new requests).
+    let b = replica().await;
+
+    let approve = a.press_body(BOB, "belay_approve", "web-1:rep");
+    // A second ago, so that the fresh press below is signed differently.
+    let ts = (now() - 1).to_string();
+    let signature = sign(SIGNING_SECRET, &ts, approve.as_bytes());
+    assert_eq!(a.send(&approve, &ts, &signature).await, 200);
+    let answers = slack.wait_ephemerals(1).await;
+    assert!(
+        answers[0]["text"].as_str().unwrap().contains("1 of 2"),
+        "{answers:?}"
+    );
+    assert_eq!(b.send(&approve, &ts, &signature).await, 401, "replica b");
+    let World { console, .. } = a;
+    console.server.stop().await;
+    let restarted = replica().await;
+    assert_eq!(
+        restarted.send(&approve, &ts, &signature).await,
+        401,
+        "after a restart"
+    );
+    // A press of the same button signed anew is a new request: refused by the rules
+    // (bob already voted), not by the replay check.
+    assert_eq!(
+        restarted.press(BOB, "belay_approve", "web-1:rep").await,
+        200
+    );
+    let answers = slack.wait_ephemerals(2).await;
+    assert!(
+        answers[1]["text"].as_str().unwrap().contains("already"),
+        "{answers:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        slack.ephemerals().len(),
+        2,
+        "the replays were not processed"
+    );
+    assert_eq!(
+        restarted.state_of("web-1:rep").await,
+        v1::RequestState::Pending
+    );
+    drop((agent, b));
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! signing_secret_file = "/etc/belay/slack-signing-secret"
 //! # api_url = "https://slack.com/api"
 //! # map_by_email = true     # users.info's confirmed email names the reviewer
+//! # team_id = "T012AB3CD"   # presses from other workspaces (Slack Connect guests) refused
 //!
 //! [[slack.user]]            # explicit map; wins over the email
 //! id = "U012AB3CD"
@@ -55,6 +56,8 @@ pub struct SlackConfig {
     pub map_by_email: bool,
     /// Slack user id -> identity (canonical).
     pub users: HashMap<String, Identity>,
+    /// The workspace presses must come from, and their users belong to.
+    pub team_id: Option<String>,
 }
 
 impl std::fmt::Debug for SlackConfig {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for SlackConfig {
         f.debug_struct("SlackConfig")
             .field("api_url", &self.api_url)
             .field("map_by_email", &self.map_by_email)
+            .field("team_id", &self.team_id)
             .field("users", &self.users)
             .finish_non_exhaustive()
     }
@@ -109,6 +113,7 @@ struct RawSlack {
     api_url: Option<Spanned<String>>,
     #[serde(default)]
     map_by_email: bool,
+    team_id: Option<Spanned<String>>,
     #[serde(default)]
     user: Vec<RawSlackUser>,
 }
@@ -197,10 +202,11 @@ impl ChatConfig {
 pub fn check_config(path: &Path) -> Result<String, ConfigError> {
     let config = ChatConfig::load(path)?;
     Ok(format!(
-        "ok: {} route(s), {} reviewer(s), slack {}",
+        "ok: {} route(s), {} reviewer(s), slack {}, teams {}",
         config.routes.len(),
         config.reviewers.len(),
-        if config.slack.is_some() { "on" } else { "off" }
+        if config.slack.is_some() { "on" } else { "off" },
+        if config.teams.is_some() { "on" } else { "off" }
     ))
 }
 
@@ -222,6 +228,19 @@ fn slack_config(
             belay_config_file::check_url(url.get_ref())
                 .map_err(|problem| source.at(url.span(), format!("api_url: {problem}")))?;
             url.get_ref().trim_end_matches('/').to_owned()
+        }
+    };
+    let team_id = match raw.team_id {
+        None => None,
+        Some(team) if is_slack_id(team.get_ref()) => Some(team.into_inner()),
+        Some(team) => {
+            return Err(source.at(
+                team.span(),
+                format!(
+                    "team_id {:?} is not a Slack workspace id (like T012AB3CD)",
+                    team.get_ref()
+                ),
+            ));
         }
     };
     let mut users = HashMap::new();
@@ -246,6 +265,7 @@ fn slack_config(
         api_url,
         map_by_email: raw.map_by_email,
         users,
+        team_id,
     })
 }
 

@@ -93,7 +93,7 @@ fn problems_name_file_line_and_column() {
     assert_eq!(
         error(dir.path(), &format!("{SLACK}bot_token = \"xoxb-inline\"\n")),
         format!(
-            "{f}:5:1: unknown field `bot_token`, expected one of `bot_token_file`, `signing_secret_file`, `api_url`, `map_by_email`, `user`"
+            "{f}:5:1: unknown field `bot_token`, expected one of `bot_token_file`, `signing_secret_file`, `api_url`, `map_by_email`, `team_id`, `user`"
         )
     );
     assert_eq!(
@@ -154,6 +154,15 @@ fn problems_name_file_line_and_column() {
         format!(
             "{f}:5:11: api_url: {}",
             belay_config_file::check_url("http://slack.example/api").unwrap_err()
+        )
+    );
+    assert_eq!(
+        error(
+            dir.path(),
+            &format!("{SLACK}team_id = \"example.slack.com\"\n[[route]]\n")
+        ),
+        format!(
+            "{f}:5:11: team_id \"example.slack.com\" is not a Slack workspace id (like T012AB3CD)"
         )
     );
     assert_eq!(

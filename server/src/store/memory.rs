@@ -42,6 +42,8 @@ struct MemoryInner {
     chat_outbox: std::collections::BTreeMap<(String, RequestId), super::OutboxRow>,
     /// Platform -> (holder, until).
     chat_leases: HashMap<String, (String, SystemTime)>,
+    /// Inbound chat requests accepted, by (platform, key), until when remembered.
+    chat_seen: HashMap<(String, String), SystemTime>,
     audit: MemoryChain,
 }
 
@@ -75,6 +77,7 @@ impl MemoryStore {
                 policy_votes: Vec::new(),
                 chat_outbox: std::collections::BTreeMap::new(),
                 chat_leases: HashMap::new(),
+                chat_seen: HashMap::new(),
                 audit: MemoryChain::new(signer),
             }),
         }
@@ -449,5 +452,22 @@ impl super::ChatOutboxStore for MemoryStore {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    async fn accept_inbound_once(
+        &self,
+        platform: &str,
+        key: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        inner.chat_seen.retain(|_, kept| *kept >= now);
+        let entry = (platform.to_owned(), key.to_owned());
+        if inner.chat_seen.contains_key(&entry) {
+            return Ok(false);
+        }
+        inner.chat_seen.insert(entry, until);
+        Ok(true)
     }
 }

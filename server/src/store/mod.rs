@@ -291,6 +291,19 @@ pub trait ChatOutboxStore: Send + Sync + 'static {
         now: SystemTime,
         until: SystemTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records that the inbound chat request `key` of `platform` (a signed payload's
+    /// signature) was accepted, remembered until `until`; `false` if it already was and
+    /// is still remembered at `now` (a replay). One atomic step, so that of replicas
+    /// sharing a database only one accepts a payload. Entries forgotten at `now` are
+    /// dropped on the way (schema version 9).
+    fn accept_inbound_once(
+        &self,
+        platform: &str,
+        key: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Everything the server keeps, one concern per trait so that each user can say which

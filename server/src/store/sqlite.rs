@@ -28,7 +28,8 @@
 //! earlier requests for the same action are found without reading every row; rows from
 //! before are filled in when the store opens (`requests::fill_actions`).
 //!
-//! Migration 8 adds the chat outbox (`chat_outbox`, see [`super::ChatOutboxStore`]).
+//! Migration 8 adds the chat outbox (`chat_outbox`, see [`super::ChatOutboxStore`]);
+//! migration 9 the inbound chat requests already accepted (`chat_seen`).
 //!
 //! Reading a row rebuilds the `belay.v1.Request` and converts it with the same validation
 //! as a message from the wire, so a damaged row is an error, never a wrong request.
@@ -428,6 +429,18 @@ impl super::ChatOutboxStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (platform, holder) = (platform.to_owned(), holder.to_owned());
         self.run(move |db| chat_outbox::lease(db, &platform, &holder, now, until))
+            .await
+    }
+
+    async fn accept_inbound_once(
+        &self,
+        platform: &str,
+        key: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (platform, key) = (platform.to_owned(), key.to_owned());
+        self.run(move |db| chat_outbox::accept_once(db, &platform, &key, now, until))
             .await
     }
 }

@@ -108,7 +108,27 @@ async fn one_holder_at_a_time_has_the_outbox_lease<B: Backend>() {
     );
 }
 
+async fn an_inbound_request_is_accepted_once_while_remembered<B: Backend>() {
+    let opened = B::open();
+    let store = &*opened;
+    let accept = |platform: &'static str, key: &'static str, now: u64, until: u64| {
+        store.accept_inbound_once(platform, key, at(now), at(until))
+    };
+    assert!(accept("slack", "sig-1", 0, 600).await.unwrap());
+    assert!(!accept("slack", "sig-1", 1, 601).await.unwrap(), "a replay");
+    assert!(!accept("slack", "sig-1", 600, 1200).await.unwrap());
+    // Per platform and key.
+    assert!(accept("teams", "sig-1", 2, 602).await.unwrap());
+    assert!(accept("slack", "sig-2", 2, 602).await.unwrap());
+    // Once forgotten (past its time, which the signature's timestamp is too) it can be
+    // taken again, and the rows of others forgotten too are dropped on the way.
+    assert!(accept("slack", "sig-1", 601, 1201).await.unwrap());
+    assert!(!accept("slack", "sig-1", 700, 1300).await.unwrap());
+    assert!(accept("slack", "sig-2", 603, 1203).await.unwrap());
+}
+
 for_each_backend!(
     outbox_rows_are_put_replaced_and_removed_per_platform,
     one_holder_at_a_time_has_the_outbox_lease,
+    an_inbound_request_is_accepted_once_while_remembered,
 );

@@ -28,6 +28,8 @@ pub const ALICE: &str = "UALICE";
 pub const BOB: &str = "UBOB";
 pub const CAROL: &str = "UCAROL";
 pub const MALLORY: &str = "UMALLORY";
+/// The workspace the app is installed in.
+pub const TEAM: &str = "T0001";
 
 pub struct World {
     pub console: TestConsole,
@@ -66,6 +68,7 @@ bot_token_file = "bot-token"
 signing_secret_file = "signing-secret"
 api_url = "{}"
 map_by_email = true
+team_id = "{TEAM}"
 
 [[slack.user]]
 id = "{ALICE}"
@@ -116,12 +119,25 @@ slack_channel = "{CHANNEL}"
     /// The interaction body Slack sends when `user` presses `action_id` on the message
     /// about `request_id`.
     pub fn press_body(&self, user: &str, action_id: &str, request_id: &str) -> String {
+        self.press_body_in(TEAM, TEAM, user, action_id, request_id)
+    }
+
+    /// [`Self::press_body`] in workspace `team` by a user whose own workspace is
+    /// `user_team` (another one for a guest of a Slack Connect channel).
+    pub fn press_body_in(
+        &self,
+        team: &str,
+        user_team: &str,
+        user: &str,
+        action_id: &str,
+        request_id: &str,
+    ) -> String {
         let (ts, _) = self.slack.message_about(request_id).unwrap_or_default();
         let payload = json!({
             "type": "block_actions",
-            "user": {"id": user, "username": "someone", "team_id": "T0001"},
+            "user": {"id": user, "username": "someone", "team_id": user_team},
             "api_app_id": "A0001",
-            "team": {"id": "T0001", "domain": "example"},
+            "team": {"id": team, "domain": "example"},
             "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL, "is_ephemeral": false},
             "channel": {"id": CHANNEL, "name": "approvals"},
             "message": {"ts": ts, "type": "message"},

@@ -2,7 +2,8 @@
 //! `payload` field holding JSON of type `block_actions`).
 //!
 //! Order matters: the body's size is bounded by the route; the signature, timestamp and
-//! replay checks run on the raw bytes before anything is parsed; then the request is
+//! replay checks (the last in the store, so that replicas share it) run on the raw bytes
+//! before anything is parsed; then the request is
 //! acknowledged at once (Slack wants an answer within 3 seconds) and the decision runs
 //! on a task of its own. A refusal (unmapped user, no role, the owner approving, already
 //! decided) goes back to the pressing user alone through the payload's `response_url`;
@@ -19,7 +20,7 @@ use serde::Deserialize;
 
 use super::client::SlackClient;
 use super::users::UserMap;
-use super::verify::Verifier;
+use super::verify::{REMEMBER, Verifier};
 use crate::approvals::{Approvals, Store};
 use crate::chat::config::ChatConfig;
 use crate::chat::decide::{self, Button, ChatReviewer};
@@ -42,6 +43,7 @@ pub struct Interactions<S> {
 struct Payload {
     #[serde(rename = "type")]
     kind: String,
+    team: Option<PayloadTeam>,
     user: PayloadUser,
     #[serde(default)]
     actions: Vec<PayloadAction>,
@@ -50,6 +52,13 @@ struct Payload {
 
 #[derive(Debug, Deserialize)]
 struct PayloadUser {
+    id: String,
+    /// The user's own workspace: another one for a guest of a Slack Connect channel.
+    team_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PayloadTeam {
     id: String,
 }
 
@@ -65,14 +74,37 @@ pub async fn handle<S: Store>(
     body: Bytes,
 ) -> StatusCode {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Err(err) = this.verifier.verify(
+    let now = SystemTime::now();
+    let signed = match this.verifier.verify(
         header("x-slack-request-timestamp"),
         header("x-slack-signature"),
         &body,
-        SystemTime::now(),
+        now,
     ) {
-        tracing::warn!(error = %err, "Slack interaction refused");
-        return StatusCode::UNAUTHORIZED;
+        Ok(signed) => signed,
+        Err(err) => {
+            tracing::warn!(error = %err, "Slack interaction refused");
+            return StatusCode::UNAUTHORIZED;
+        }
+    };
+    // Once across every replica sharing the database, before anything is read.
+    match this
+        .approvals
+        .store()
+        .accept_inbound_once("slack", &signed.0, now, now + REMEMBER)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("Slack interaction refused: this request was already accepted once");
+            return StatusCode::UNAUTHORIZED;
+        }
+        Err(err) => {
+            // Unable to tell a replay from a first press: refuse; Slack shows the user
+            // an error and the press can be repeated.
+            tracing::error!(error = %err, "cannot record the Slack interaction; refused");
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
     }
     let Some(payload) = form_field(&body, "payload") else {
         return StatusCode::BAD_REQUEST;
@@ -87,6 +119,21 @@ pub async fn handle<S: Store>(
     if payload.kind != "block_actions" {
         // Other interactions (shortcuts, view submissions) are not ours to handle.
         return StatusCode::OK;
+    }
+    if let Some(team) = this
+        .config
+        .slack
+        .as_ref()
+        .and_then(|s| s.team_id.as_deref())
+        && !payload.made_in(team)
+    {
+        tracing::warn!(
+            slack_user = %payload.user.id,
+            team = ?payload.team.as_ref().map(|t| &t.id),
+            user_team = ?payload.user.team_id,
+            "Slack press from outside the configured workspace refused; nothing decided"
+        );
+        return StatusCode::FORBIDDEN;
     }
     for action in payload.actions {
         let Some(button) = Button::from_id(&action.action_id) else {
@@ -103,6 +150,14 @@ pub async fn handle<S: Store>(
         });
     }
     StatusCode::OK
+}
+
+impl Payload {
+    /// Whether the press was made in workspace `team` by one of its own users.
+    fn made_in(&self, team: &str) -> bool {
+        self.team.as_ref().is_some_and(|t| t.id == team)
+            && self.user.team_id.as_deref().is_none_or(|t| t == team)
+    }
 }
 
 /// Decides as `user` pressed `button` on request `value`; what to tell the user, if

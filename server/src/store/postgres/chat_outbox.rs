@@ -1,4 +1,5 @@
-//! The PostgreSQL side of the chat outbox (migration 8). Plain statements on the pool:
+//! The PostgreSQL side of the chat outbox (migration 8) and of the inbound requests
+//! already accepted (migration 9). Plain statements on the pool:
 //! a row is written by the one worker of its platform in this process.
 
 use belay_proto::domain::RequestId;
@@ -30,6 +31,26 @@ CREATE TABLE chat_leases (
     until BIGINT NOT NULL
 );
 "#;
+
+/// Inbound chat requests (Slack's signed payloads) already accepted, shared by the
+/// replicas so that a payload replayed to another one is refused too.
+pub(super) const MIGRATION_SEEN: &str = r#"
+CREATE TABLE chat_seen (
+    platform TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    until BIGINT NOT NULL,
+    PRIMARY KEY (platform, key)
+);
+CREATE INDEX chat_seen_by_until ON chat_seen (until);
+"#;
+
+const FORGET_SEEN_SQL: &str = "DELETE FROM chat_seen WHERE until < $1";
+
+/// One statement: of two replicas given the same key, one inserts it. A row already
+/// forgotten at `now` (not yet deleted) is taken over, not counted as a replay.
+const ACCEPT_SQL: &str = "INSERT INTO chat_seen (platform, key, until) VALUES ($1, $2, $3) \
+     ON CONFLICT (platform, key) DO UPDATE SET until = excluded.until \
+     WHERE chat_seen.until < $4 RETURNING 1";
 
 /// Takes or renews the lease: one statement, so two replicas cannot both get it.
 const LEASE_SQL: &str = "INSERT INTO chat_leases (platform, holder, until) \
@@ -134,5 +155,21 @@ impl ChatOutboxStore for PostgresStore {
             .query_opt(LEASE_SQL, &[&platform, &holder, &until, &now])
             .await?;
         Ok(taken.is_some())
+    }
+
+    async fn accept_inbound_once(
+        &self,
+        platform: &str,
+        key: &str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (now, until) = (nanos(now), nanos(until));
+        let client = self.pool.get().await?;
+        client.execute(FORGET_SEEN_SQL, &[&now]).await?;
+        let accepted = client
+            .query_opt(ACCEPT_SQL, &[&platform, &key, &until, &now])
+            .await?;
+        Ok(accepted.is_some())
     }
 }

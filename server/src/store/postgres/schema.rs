@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     super::policy::MIGRATION_VOTES,
     MIGRATION_7,
     super::chat_outbox::MIGRATION,
+    super::chat_outbox::MIGRATION_SEEN,
 ];
 
 /// Revocable grants (at most one per request, its id), and the host and action

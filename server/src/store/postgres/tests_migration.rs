@@ -20,6 +20,7 @@ use crate::testing::postgres::database;
 
 /// Takes a database of the newest schema back to version 6.
 const UNDO_MIGRATION_7: &str = "
+DROP TABLE chat_seen;
 DROP TABLE chat_outbox;
 DROP TABLE chat_leases;
 DROP INDEX requests_by_action;
@@ -185,7 +186,7 @@ async fn a_database_of_schema_7_gets_the_chat_outbox() {
     }
     sql(
         &url,
-        "DROP TABLE chat_outbox; DROP TABLE chat_leases; \
+        "DROP TABLE chat_seen; DROP TABLE chat_outbox; DROP TABLE chat_leases; \
          DELETE FROM schema_version WHERE version >= 8;",
     )
     .await;
@@ -217,5 +218,5 @@ async fn a_database_of_schema_7_gets_the_chat_outbox() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
 }

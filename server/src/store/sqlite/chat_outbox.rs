@@ -1,4 +1,5 @@
-//! The SQLite side of the chat outbox (migration 8).
+//! The SQLite side of the chat outbox (migration 8) and of the inbound requests
+//! already accepted (migration 9).
 
 use rusqlite::{Connection, params};
 
@@ -28,6 +29,37 @@ CREATE TABLE chat_leases (
     until INTEGER NOT NULL
 ) STRICT;
 ";
+
+/// Inbound chat requests (Slack's signed payloads) already accepted, shared by the
+/// replicas so that a payload replayed to another one is refused too.
+pub(super) const MIGRATION_SEEN: &str = "
+CREATE TABLE chat_seen (
+    platform TEXT NOT NULL,
+    key TEXT NOT NULL,
+    until INTEGER NOT NULL,
+    PRIMARY KEY (platform, key)
+) STRICT;
+CREATE INDEX chat_seen_by_until ON chat_seen (until);
+";
+
+/// Remembers `key` until `until`; whether it was new (or only remembered before `now`).
+pub(super) fn accept_once(
+    db: &Connection,
+    platform: &str,
+    key: &str,
+    now: std::time::SystemTime,
+    until: std::time::SystemTime,
+) -> Result<bool, StoreError> {
+    db.prepare_cached("DELETE FROM chat_seen WHERE until < ?1")?
+        .execute([nanos(now)])?;
+    let inserted = db
+        .prepare_cached(
+            "INSERT INTO chat_seen (platform, key, until) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (platform, key) DO NOTHING",
+        )?
+        .execute(params![platform, key, nanos(until)])?;
+    Ok(inserted == 1)
+}
 
 /// Takes or renews the lease; whether `holder` holds it.
 pub(super) fn lease(

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     policy::MIGRATION_VOTES,
     MIGRATION_7,
     super::chat_outbox::MIGRATION,
+    super::chat_outbox::MIGRATION_SEEN,
 ];
 
 /// Revocable grants, and the host and action (digest) of each request, by which the

@@ -288,7 +288,7 @@ fn a_schema_from_the_future_is_refused() {
     Connection::open(&path)
         .unwrap()
         .execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (9, 0)",
+            "INSERT INTO schema_version (version, applied_at) VALUES (10, 0)",
             [],
         )
         .unwrap();
@@ -298,20 +298,20 @@ fn a_schema_from_the_future_is_refused() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 9,
-                known: 8,
+                found: 10,
+                known: 9,
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(
-        message.contains("schema version 9, newer than the 8 this belay-server knows"),
+        message.contains("schema version 10, newer than the 9 this belay-server knows"),
         "{message}"
     );
     assert_eq!(
         schema_versions(&path),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
         "nothing was changed"
     );
 }
@@ -344,7 +344,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
     let path = db_in(&dir);
     drop(SqliteStore::open(&path).unwrap());
     drop(SqliteStore::open(&path).unwrap());
-    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
     let db = Connection::open(&path).unwrap();
     let mode: String = db
@@ -365,6 +365,7 @@ fn migrations_run_once_and_leave_the_file_in_wal_mode() {
             "audit_checkpoints",
             "chat_leases",
             "chat_outbox",
+            "chat_seen",
             "enroll_tokens",
             "enrolled_hosts",
             "grants",

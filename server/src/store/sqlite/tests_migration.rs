@@ -21,6 +21,7 @@ use crate::canonical_action::action_digest;
 /// Takes a database of the newest schema back to version 6, as that belay-server made
 /// it (its rows written by that version would have none of these columns).
 pub(super) const UNDO_MIGRATION_7: &str = "
+DROP TABLE chat_seen;
 DROP TABLE chat_outbox;
 DROP TABLE chat_leases;
 DROP INDEX requests_by_action;
@@ -102,7 +103,7 @@ async fn a_database_of_schema_6_opens_and_its_rows_take_part() {
     assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6]);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     let new = made("new-1", "host-a", connect(443), 100, false);
     store.insert_if_absent(new.clone()).await.unwrap();
     let history = store.history(&new, 10).await.unwrap();
@@ -166,7 +167,7 @@ async fn a_database_of_schema_7_gets_the_chat_outbox() {
     }
     let db = Connection::open(&path).unwrap();
     db.execute_batch(
-        "DROP TABLE chat_outbox; DROP TABLE chat_leases; \
+        "DROP TABLE chat_seen; DROP TABLE chat_outbox; DROP TABLE chat_leases; \
          DELETE FROM schema_version WHERE version >= 8;",
     )
     .unwrap();
@@ -174,7 +175,7 @@ async fn a_database_of_schema_7_gets_the_chat_outbox() {
     assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7]);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(schema_versions(&path), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert_eq!(store.get(&id("old-1")).await.unwrap(), Some(pending));
     assert!(store.outbox_rows("slack").await.unwrap().is_empty());
     let row = OutboxRow {
