@@ -406,3 +406,29 @@ async fn other_activities_and_oversized_bodies_decide_nothing() {
     assert!(texts(&card).contains("Unknown action"), "{card}");
     h.assert_pending().await;
 }
+
+#[tokio::test]
+async fn an_action_from_a_tenant_not_allowed_decides_nothing() {
+    let mut h = harness(1).await;
+    // Bob's object id, properly signed by Bot Framework, but in another tenant where the
+    // bot is installed too (or naming none).
+    let mut elsewhere = h.press("AAD-BOB", "belay_approve");
+    elsewhere["channelData"]["tenant"]["id"] = json!("00000000-0000-0000-0000-000000000001");
+    let card = h.card_for(&elsewhere).await;
+    assert!(texts(&card).contains("tenant may not decide"), "{card}");
+    assert!(
+        !texts(&card).contains(REQUEST),
+        "shows nothing of the request: {card}"
+    );
+    h.assert_pending().await;
+    let mut nameless = h.press("AAD-BOB", "belay_approve");
+    nameless.as_object_mut().unwrap().remove("channelData");
+    let card = h.card_for(&nameless).await;
+    assert!(texts(&card).contains("tenant may not decide"), "{card}");
+    h.assert_pending().await;
+
+    // In the allowed tenant (configured in capitals, sent in lower case) it decides.
+    let card = h.card_for(&h.press("AAD-BOB", "belay_approve")).await;
+    assert!(texts(&card).contains("Approved by bob"), "{card}");
+    assert_eq!(h.decisions.recv().await.unwrap().verdict, Verdict::Allow);
+}

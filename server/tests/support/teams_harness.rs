@@ -25,6 +25,8 @@ use crate::support;
 
 pub const REQUEST: &str = "web-1:r1";
 pub const CONVERSATION: &str = "19:reviewers@thread.tacv2";
+/// The tenant whose users may decide (`allowed_tenant_ids`).
+pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
 pub struct Harness {
     pub bf: FakeBotFramework,
@@ -65,6 +67,7 @@ pub async fn harness(quorum: u32) -> Harness {
         openid_metadata_url = "{}"
         token_url = "{}"
         service_url = "{}"
+        allowed_tenant_ids = ["{}"]
         [[user]]
         aad_object_id = "aad-alice"
         identity = "alice"
@@ -85,6 +88,7 @@ pub async fn harness(quorum: u32) -> Harness {
         bf.metadata_url(),
         bf.token_url(),
         bf.service_url(),
+        TENANT.to_ascii_uppercase(),
     ))
     .unwrap();
     let teams = teams::load(config, dir.path()).unwrap();
@@ -167,7 +171,8 @@ impl Harness {
             "id": "f:1",
             "from": { "id": format!("29:{aad}"), "aadObjectId": aad, "name": "Someone" },
             "recipient": { "id": format!("28:{APP_ID}") },
-            "conversation": { "id": CONVERSATION },
+            "conversation": { "id": CONVERSATION, "tenantId": TENANT },
+            "channelData": { "tenant": { "id": TENANT } },
             "value": {
                 "action": {
                     "type": "Action.Execute",

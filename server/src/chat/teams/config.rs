@@ -8,6 +8,7 @@
 //! app_password_file = "teams-app-password"           # its client secret, first line
 //! # tenant_id = "..."            # single-tenant bots: tokens come from this tenant
 //! # service_url = "https://smba.trafficmanager.net/teams/"  # where messages are posted
+//! # allowed_tenant_ids = ["..."] # only users of these tenants decide (channelData.tenant.id)
 //!
 //! [[teams.user]]
 //! aad_object_id = "6f1c...e2"     # Entra ID object id (`from.aadObjectId`), preferred
@@ -55,6 +56,10 @@ pub struct TeamsConfig {
     pub token_url: Option<String>,
     #[serde(default)]
     pub service_url: Option<String>,
+    /// Entra ID tenants (GUIDs) whose activities may decide; empty: any tenant the bot
+    /// is installed in.
+    #[serde(default)]
+    pub allowed_tenant_ids: Vec<String>,
     #[serde(default, rename = "user")]
     pub users: Vec<TeamsUserConfig>,
 }
@@ -86,6 +91,8 @@ pub enum TeamsConfigError {
     PasswordEmpty { path: PathBuf },
     #[error("teams.tenant_id {0:?} is not a tenant id or domain")]
     BadTenant(String),
+    #[error("teams.allowed_tenant_ids: {0:?} is not a tenant id (a GUID)")]
+    BadAllowedTenant(String),
     #[error("teams.{field}: {problem}")]
     BadUrl {
         field: &'static str,
@@ -135,6 +142,8 @@ pub struct Teams {
     pub verifier: Arc<BotVerifier>,
     pub connector: TeamsConnector,
     pub users: Arc<TeamsUsers>,
+    /// Tenant ids (lower case) whose activities may decide; empty: any.
+    pub allowed_tenants: Arc<Vec<String>>,
 }
 
 /// Builds the Teams surface from its config section; relative paths are relative to
@@ -167,6 +176,13 @@ pub fn load(raw: TeamsConfig, base_dir: &Path) -> Result<Teams, TeamsConfigError
         belay_config_file::check_url(url)
             .map_err(|problem| TeamsConfigError::BadUrl { field, problem })?;
     }
+    let mut allowed_tenants = Vec::new();
+    for tenant in raw.allowed_tenant_ids {
+        if !is_guid(&tenant) {
+            return Err(TeamsConfigError::BadAllowedTenant(tenant));
+        }
+        allowed_tenants.push(tenant.to_ascii_lowercase());
+    }
     let users = Arc::new(users(raw.users)?);
     let http = reqwest::Client::builder()
         .timeout(super::HTTP_TIMEOUT)
@@ -188,6 +204,7 @@ pub fn load(raw: TeamsConfig, base_dir: &Path) -> Result<Teams, TeamsConfigError
         verifier,
         connector,
         users,
+        allowed_tenants: Arc::new(allowed_tenants),
     })
 }
 
@@ -204,6 +221,16 @@ fn read_password(path: &Path) -> Result<super::connector::Secret, TeamsConfigErr
         });
     }
     Ok(super::connector::Secret(secret.to_owned()))
+}
+
+/// `8-4-4-4-12` hex digits.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// A GUID or a domain: it becomes part of the token URL's path.
@@ -287,6 +314,33 @@ mod tests {
             "alice@example.com"
         );
         assert_eq!(teams.users.refresh_ids(), ["29:alice"]);
+    }
+
+    #[test]
+    fn allowed_tenants_must_be_guids() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        let with = |tenants: &str| {
+            load(
+                config(&format!(
+                    "app_id = \"app\"\napp_password_file = \"pw\"\nallowed_tenant_ids = {tenants}"
+                )),
+                dir.path(),
+            )
+        };
+        let teams = with(r#"["72F988BF-86f1-41af-91ab-2d7cd011db47"]"#).unwrap();
+        assert_eq!(
+            *teams.allowed_tenants,
+            ["72f988bf-86f1-41af-91ab-2d7cd011db47"]
+        );
+        let err = with(r#"["contoso.onmicrosoft.com"]"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "teams.allowed_tenant_ids: \"contoso.onmicrosoft.com\" is not a tenant id (a GUID)"
+        );
+        assert!(with(r#"["72f988bf-86f1-41af-91ab-2d7cd011db4"]"#).is_err());
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct TeamsEndpoint<S> {
     pub reviewers: Arc<BTreeMap<String, Role>>,
     /// Asked for a user's UPN when only a UPN maps them (see [`TeamsConnector::member`]).
     pub connector: TeamsConnector,
+    /// Tenant ids (lower case) whose activities may decide; empty: any.
+    pub allowed_tenants: Arc<Vec<String>>,
 }
 
 impl<S> TeamsEndpoint<S> {
@@ -62,6 +64,7 @@ impl<S> TeamsEndpoint<S> {
             users: Arc::clone(&teams.users),
             reviewers,
             connector: teams.connector.clone(),
+            allowed_tenants: Arc::clone(&teams.allowed_tenants),
         }
     }
 }
@@ -90,6 +93,19 @@ struct Activity {
     conversation: Option<Conversation>,
     #[serde(default)]
     value: Option<Value>,
+    #[serde(rename = "channelData", default)]
+    channel_data: Option<ChannelData>,
+}
+
+#[derive(Deserialize)]
+struct ChannelData {
+    #[serde(default)]
+    tenant: Option<Tenant>,
+}
+
+#[derive(Deserialize)]
+struct Tenant {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +172,13 @@ async fn messages<S: Store>(
     let Some((verb, id)) = action(&activity) else {
         return invoke_response(with_notice("This is not a belay action.", None));
     };
+    if !endpoint.tenant_allowed(&activity) {
+        tracing::warn!(request_id = %id, "Teams action from a tenant not allowed; nothing decided");
+        return invoke_response(with_notice(
+            "Your Microsoft Teams tenant may not decide belay requests; nothing was decided.",
+            None,
+        ));
+    }
     let span = tracing::info_span!("teams_action", request_id = %id, verb = %verb);
     endpoint.act(&activity, &verb, id).instrument(span).await
 }
@@ -165,6 +188,24 @@ fn action(activity: &Activity) -> Option<(String, RequestId)> {
     let value: ActionValue = serde_json::from_value(activity.value.clone()?).ok()?;
     let id = value.action.data.get("request_id")?.as_str()?;
     Some((value.action.verb, RequestId::new(id).ok()?))
+}
+
+impl<S> TeamsEndpoint<S> {
+    /// Whether the activity comes from a tenant allowed to decide (Teams names it in
+    /// `channelData.tenant.id`; an activity without it is refused when a list is set).
+    fn tenant_allowed(&self, activity: &Activity) -> bool {
+        if self.allowed_tenants.is_empty() {
+            return true;
+        }
+        let tenant = activity
+            .channel_data
+            .as_ref()
+            .and_then(|data| data.tenant.as_ref());
+        tenant.is_some_and(|tenant| {
+            self.allowed_tenants
+                .contains(&tenant.id.to_ascii_lowercase())
+        })
+    }
 }
 
 impl<S: Store> TeamsEndpoint<S> {
