@@ -69,7 +69,8 @@ struct Args {
     /// Chat approvals in Slack and Microsoft Teams: TOML with a `[slack]` and/or a
     /// `[teams]` section (secrets read from files it names), `[reviewers]` and
     /// `[[route]]`s; README "Chat approvals" has examples. Needs --console-listen: Slack
-    /// posts button presses to https://<console>/chat/slack/interactions, Teams to
+    /// posts button presses to https://<console>/chat/slack/interactions (or, in Socket
+    /// Mode, belay-server connects out to Slack), Teams to
     /// https://<console>/chat/teams/messages. Errors name FILE:LINE:COL.
     #[arg(long, env = "BELAY_CHAT_CONFIG", value_name = "FILE")]
     chat_config: Option<PathBuf>,

@@ -5,7 +5,8 @@
 //! ```toml
 //! [slack]
 //! bot_token_file = "/etc/belay/slack-bot-token"          # xoxb-...
-//! signing_secret_file = "/etc/belay/slack-signing-secret"
+//! signing_secret_file = "/etc/belay/slack-signing-secret"  # presses over HTTPS, and/or
+//! # app_token_file = "/etc/belay/slack-app-token"        # xapp-...: Socket Mode
 //! # api_url = "https://slack.com/api"
 //! # map_by_email = true     # users.info's confirmed email names the reviewer
 //! # team_id = "T012AB3CD"   # presses from other workspaces (Slack Connect guests) refused
@@ -50,7 +51,10 @@ pub struct ChatConfig {
 #[derive(Clone)]
 pub struct SlackConfig {
     pub bot_token: Secret,
-    pub signing_secret: Secret,
+    /// Presses arrive at `/chat/slack/interactions`, signed with it.
+    pub signing_secret: Option<Secret>,
+    /// Socket Mode: presses arrive over a WebSocket belay-server opens with it.
+    pub app_token: Option<Secret>,
     /// Without the trailing slash: `https://slack.com/api`.
     pub api_url: String,
     pub map_by_email: bool,
@@ -66,6 +70,8 @@ impl std::fmt::Debug for SlackConfig {
             .field("api_url", &self.api_url)
             .field("map_by_email", &self.map_by_email)
             .field("team_id", &self.team_id)
+            .field("http_interactions", &self.signing_secret.is_some())
+            .field("socket_mode", &self.app_token.is_some())
             .field("users", &self.users)
             .finish_non_exhaustive()
     }
@@ -96,7 +102,7 @@ pub const DEFAULT_SLACK_API: &str = "https://slack.com/api";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    slack: Option<RawSlack>,
+    slack: Option<Spanned<RawSlack>>,
     #[serde(default)]
     reviewers: HashMap<Spanned<String>, Role>,
     #[serde(default)]
@@ -109,7 +115,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawSlack {
     bot_token_file: Spanned<String>,
-    signing_secret_file: Spanned<String>,
+    signing_secret_file: Option<Spanned<String>>,
+    app_token_file: Option<Spanned<String>>,
     api_url: Option<Spanned<String>>,
     #[serde(default)]
     map_by_email: bool,
@@ -213,15 +220,37 @@ pub fn check_config(path: &Path) -> Result<String, ConfigError> {
 fn slack_config(
     source: &Source<'_>,
     path: &Path,
-    raw: RawSlack,
+    raw: Spanned<RawSlack>,
 ) -> Result<SlackConfig, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
     let bot_token = read_secret(source, path, "bot_token_file", &raw.bot_token_file)?;
-    let signing_secret = read_secret(
-        source,
-        path,
-        "signing_secret_file",
-        &raw.signing_secret_file,
-    )?;
+    let signing_secret = raw
+        .signing_secret_file
+        .as_ref()
+        .map(|file| read_secret(source, path, "signing_secret_file", file))
+        .transpose()?;
+    let app_token = match &raw.app_token_file {
+        None => None,
+        Some(file) => {
+            let token = read_secret(source, path, "app_token_file", file)?;
+            if !token.expose().starts_with("xapp-") {
+                return Err(source.at(
+                    file.span(),
+                    "app_token_file: not an app-level token (xapp-...; Basic Information → \
+                     App-Level Tokens, with the connections:write scope)",
+                ));
+            }
+            Some(token)
+        }
+    };
+    if signing_secret.is_none() && app_token.is_none() {
+        return Err(source.at(
+            span,
+            "[slack] needs signing_secret_file (presses over HTTPS) or app_token_file \
+             (Socket Mode), or both: without either no press would ever arrive",
+        ));
+    }
     let api_url = match raw.api_url {
         None => DEFAULT_SLACK_API.to_owned(),
         Some(url) => {
@@ -262,6 +291,7 @@ fn slack_config(
     Ok(SlackConfig {
         bot_token,
         signing_secret,
+        app_token,
         api_url,
         map_by_email: raw.map_by_email,
         users,

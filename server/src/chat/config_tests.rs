@@ -68,7 +68,7 @@ slack_channel = "C0999"
     let slack = config.slack.as_ref().unwrap();
     assert_eq!(slack.bot_token.expose(), "xoxb-test");
     assert_eq!(
-        slack.signing_secret.expose(),
+        slack.signing_secret.as_ref().unwrap().expose(),
         "8f742231b10e8888abcd99yyyzzz85a5"
     );
     assert_eq!(slack.api_url, "http://127.0.0.1:9/api");
@@ -93,7 +93,7 @@ fn problems_name_file_line_and_column() {
     assert_eq!(
         error(dir.path(), &format!("{SLACK}bot_token = \"xoxb-inline\"\n")),
         format!(
-            "{f}:5:1: unknown field `bot_token`, expected one of `bot_token_file`, `signing_secret_file`, `api_url`, `map_by_email`, `team_id`, `user`"
+            "{f}:5:1: unknown field `bot_token`, expected one of `bot_token_file`, `signing_secret_file`, `app_token_file`, `api_url`, `map_by_email`, `team_id`, `user`"
         )
     );
     assert_eq!(
@@ -165,6 +165,25 @@ fn problems_name_file_line_and_column() {
             "{f}:5:11: team_id \"example.slack.com\" is not a Slack workspace id (like T012AB3CD)"
         )
     );
+    std::fs::write(dir.path().join("app-token"), "xoxb-a-bot-token\n").unwrap();
+    assert_eq!(
+        error(
+            dir.path(),
+            &format!("{SLACK}app_token_file = \"app-token\"\n[[route]]\n")
+        ),
+        format!(
+            "{f}:5:18: app_token_file: not an app-level token (xapp-...; Basic Information → App-Level Tokens, with the connections:write scope)"
+        )
+    );
+    assert_eq!(
+        error(
+            dir.path(),
+            "[slack]\nbot_token_file = \"bot-token\"\n[[route]]\n"
+        ),
+        format!(
+            "{f}:1:1: [slack] needs signing_secret_file (presses over HTTPS) or app_token_file (Socket Mode), or both: without either no press would ever arrive"
+        )
+    );
     assert_eq!(
         error(dir.path(), SLACK),
         format!(
@@ -172,6 +191,20 @@ fn problems_name_file_line_and_column() {
         )
     );
     assert!(error(dir.path(), "[[route]]\n").contains("no chat platform configured"));
+}
+
+#[test]
+fn socket_mode_alone_needs_no_signing_secret() {
+    let dir = dir_with_secrets();
+    std::fs::write(dir.path().join("app-token"), "xapp-1-A1-abc\n").unwrap();
+    let config = parse(
+        dir.path(),
+        "[slack]\nbot_token_file = \"bot-token\"\napp_token_file = \"app-token\"\n[[route]]\n",
+    )
+    .unwrap();
+    let slack = config.slack.unwrap();
+    assert!(slack.signing_secret.is_none());
+    assert_eq!(slack.app_token.unwrap().expose(), "xapp-1-A1-abc");
 }
 
 #[test]

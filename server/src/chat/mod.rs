@@ -12,8 +12,9 @@
 //!   delays messages, and never holds up a decision);
 //! - [`decide`]: a decision from a chat button, checked and recorded.
 //!
-//! The inbound endpoints (`/chat/slack/interactions`) are served on the reviewer
-//! console's HTTPS listener, so chat needs `--console-listen`.
+//! The inbound endpoints (`/chat/slack/interactions`, `/chat/teams/messages`) are served
+//! on the reviewer console's HTTPS listener, so chat needs `--console-listen`; with Slack
+//! in Socket Mode alone that listener need not be reachable from Slack.
 
 pub mod card;
 pub mod config;
@@ -75,18 +76,35 @@ pub fn start<S: Store>(
         tasks.push(tokio::spawn(worker.run(stop.clone())));
         let interactions = Arc::new(slack::interactions::Interactions {
             approvals: Arc::clone(approvals),
-            verifier: slack::verify::Verifier::new(slack.signing_secret.expose()),
+            verifier: slack
+                .signing_secret
+                .as_ref()
+                .map(|secret| slack::verify::Verifier::new(secret.expose())),
             client,
             users: slack::users::UserMap::new(slack.users.clone(), slack.map_by_email),
             config: Arc::clone(&config),
         });
-        routes = routes.route(
-            "/chat/slack/interactions",
-            post(slack::interactions::handle::<S>)
-                .layer(DefaultBodyLimit::max(slack::interactions::MAX_BODY))
-                .with_state(interactions),
+        if let Some(app_token) = &slack.app_token {
+            tasks.push(tokio::spawn(slack::socket::run(
+                Arc::clone(&interactions),
+                app_token.clone(),
+                stop.clone(),
+            )));
+        }
+        if slack.signing_secret.is_some() {
+            routes = routes.route(
+                "/chat/slack/interactions",
+                post(slack::interactions::handle::<S>)
+                    .layer(DefaultBodyLimit::max(slack::interactions::MAX_BODY))
+                    .with_state(interactions),
+            );
+        }
+        tracing::info!(
+            routes = config.routes.len(),
+            http = slack.signing_secret.is_some(),
+            socket_mode = slack.app_token.is_some(),
+            "Slack approvals on"
         );
-        tracing::info!(routes = config.routes.len(), "Slack approvals on");
     }
     if let Some(teams) = &config.teams {
         let worker = outbox::Worker::new(

@@ -17,6 +17,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 pub const BOT_TOKEN: &str = "xoxb-test-token";
+/// The app-level token `apps.connections.open` takes (Socket Mode).
+pub const APP_TOKEN: &str = "xapp-1-A0001-test";
 /// Posting to this channel answers `channel_not_found`, as Slack does for a channel the
 /// bot is not in.
 pub const MISSING_CHANNEL: &str = "CMISSING";
@@ -43,6 +45,10 @@ struct State_ {
     /// The next N Web API calls answer 429 with this Retry-After.
     rate_limited: Option<(u32, u64)>,
     next_ts: u64,
+    /// What `apps.connections.open` hands out (see `fake_slack_socket`), and how often
+    /// it was asked.
+    socket_url: Option<String>,
+    socket_opens: u32,
 }
 
 #[derive(Clone)]
@@ -59,6 +65,7 @@ impl FakeSlack {
             .route("/api/chat.postMessage", post(post_message))
             .route("/api/chat.update", post(update))
             .route("/api/users.info", get(users_info))
+            .route("/api/apps.connections.open", post(connections_open))
             .route("/respond/{n}", post(respond))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -87,6 +94,16 @@ impl FakeSlack {
         self.lock()
             .users
             .insert(id.into(), (email.into(), confirmed));
+    }
+
+    /// The WebSocket URL `apps.connections.open` answers with.
+    pub fn set_socket_url(&self, url: &str) {
+        self.lock().socket_url = Some(url.into());
+    }
+
+    /// How many Socket Mode URLs were handed out.
+    pub fn socket_opens(&self) -> u32 {
+        self.lock().socket_opens
     }
 
     pub fn set_outage(&self, on: bool) {
@@ -223,6 +240,25 @@ fn refuse(state: &mut State_, method: &str, body: &Value, headers: &HeaderMap) -
     }
     record(200);
     None
+}
+
+/// `apps.connections.open`: only with the app-level token, as Slack (a bot token gets
+/// `not_allowed_token_type`).
+async fn connections_open(State(state): Shared, headers: HeaderMap) -> Response {
+    let mut state = state.lock().unwrap();
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if auth == Some(&format!("Bearer {BOT_TOKEN}")) {
+        return Json(json!({"ok": false, "error": "not_allowed_token_type"})).into_response();
+    }
+    if auth != Some(&format!("Bearer {APP_TOKEN}")) {
+        return Json(json!({"ok": false, "error": "invalid_auth"})).into_response();
+    }
+    let Some(url) = state.socket_url.clone() else {
+        return Json(json!({"ok": false, "error": "socket_mode_not_enabled"})).into_response();
+    };
+    state.socket_opens += 1;
+    let ticket = state.socket_opens;
+    Json(json!({"ok": true, "url": format!("{url}?ticket={ticket}")})).into_response()
 }
 
 async fn post_message(

@@ -31,6 +31,15 @@ pub const MALLORY: &str = "UMALLORY";
 /// The workspace the app is installed in.
 pub const TEAM: &str = "T0001";
 
+/// How presses reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Signed HTTP requests to `/chat/slack/interactions` (`signing_secret_file`).
+    Http,
+    /// Socket Mode only (`app_token_file`, no signing secret): the route is not served.
+    SocketMode,
+}
+
 pub struct World {
     pub console: TestConsole,
     pub slack: FakeSlack,
@@ -57,15 +66,30 @@ impl World {
         slack: FakeSlack,
         dir: tempfile::TempDir,
     ) -> Self {
+        Self::start_inbound(approvals, slack, dir, Inbound::Http).await
+    }
+
+    /// A world whose presses arrive as `inbound` says.
+    pub async fn start_inbound<S: belay_server::approvals::Store>(
+        approvals: Approvals<S>,
+        slack: FakeSlack,
+        dir: tempfile::TempDir,
+        inbound: Inbound,
+    ) -> Self {
         slack.add_user(BOB, "Bob@Example.com", true);
         slack.add_user(MALLORY, "carol@example.com", false);
         std::fs::write(dir.path().join("bot-token"), format!("{BOT_TOKEN}\n")).unwrap();
         std::fs::write(dir.path().join("signing-secret"), SIGNING_SECRET).unwrap();
+        std::fs::write(dir.path().join("app-token"), crate::fake_slack::APP_TOKEN).unwrap();
+        let inbound_keys = match inbound {
+            Inbound::Http => "signing_secret_file = \"signing-secret\"",
+            Inbound::SocketMode => "app_token_file = \"app-token\"",
+        };
         let config = format!(
             r#"
 [slack]
 bot_token_file = "bot-token"
-signing_secret_file = "signing-secret"
+{inbound_keys}
 api_url = "{}"
 map_by_email = true
 team_id = "{TEAM}"
@@ -122,6 +146,11 @@ slack_channel = "{CHANNEL}"
         self.press_body_in(TEAM, TEAM, user, action_id, request_id)
     }
 
+    /// The `block_actions` payload of `user` pressing `action_id` about `request_id`.
+    pub fn press_payload(&self, user: &str, action_id: &str, request_id: &str) -> Value {
+        self.payload_in(TEAM, TEAM, user, action_id, request_id)
+    }
+
     /// [`Self::press_body`] in workspace `team` by a user whose own workspace is
     /// `user_team` (another one for a guest of a Slack Connect channel).
     pub fn press_body_in(
@@ -132,8 +161,20 @@ slack_channel = "{CHANNEL}"
         action_id: &str,
         request_id: &str,
     ) -> String {
+        let payload = self.payload_in(team, user_team, user, action_id, request_id);
+        format!("payload={}", urlencode(&payload.to_string()))
+    }
+
+    fn payload_in(
+        &self,
+        team: &str,
+        user_team: &str,
+        user: &str,
+        action_id: &str,
+        request_id: &str,
+    ) -> Value {
         let (ts, _) = self.slack.message_about(request_id).unwrap_or_default();
-        let payload = json!({
+        json!({
             "type": "block_actions",
             "user": {"id": user, "username": "someone", "team_id": user_team},
             "api_app_id": "A0001",
@@ -150,8 +191,7 @@ slack_channel = "{CHANNEL}"
                 "value": request_id,
                 "action_ts": "1700000001.000200",
             }],
-        });
-        format!("payload={}", urlencode(&payload.to_string()))
+        })
     }
 
     /// Posts `body` to the interactions endpoint with these headers.

@@ -1,4 +1,5 @@
-//! Slack's Web API as belay uses it: `chat.postMessage`, `chat.update` and `users.info`
+//! Slack's Web API as belay uses it: `chat.postMessage`, `chat.update`, `users.info` and
+//! `apps.connections.open`
 //! (Bearer bot token, JSON bodies, `{"ok": false, "error": ...}` on failure, HTTP 429
 //! with `Retry-After` seconds), and posting ephemeral answers to a `response_url`.
 
@@ -96,6 +97,22 @@ impl SlackClient {
         let confirmed = user["is_email_confirmed"].as_bool() == Some(true);
         let email = user["profile"]["email"].as_str().filter(|_| confirmed);
         Ok(UserEmail(email.map(str::to_owned)))
+    }
+
+    /// `apps.connections.open` with the app-level token: a fresh Socket Mode URL.
+    pub async fn open_socket(&self, app_token: &str) -> Result<String, SendError> {
+        let url = format!("{}/apps.connections.open", self.api_url);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(app_token)
+            .send()
+            .await
+            .map_err(|err| SendError::Transient(err.without_url().to_string()))?;
+        let answer = read_answer("apps.connections.open", response).await?;
+        answer["url"].as_str().map(str::to_owned).ok_or_else(|| {
+            SendError::Permanent("apps.connections.open answered without a url".into())
+        })
     }
 
     /// Posts an ephemeral answer (only the clicking user sees it) to a `response_url`.

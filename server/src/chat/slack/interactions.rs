@@ -33,14 +33,16 @@ const DECIDE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the interactions route needs.
 pub struct Interactions<S> {
     pub approvals: Arc<Approvals<S>>,
-    pub verifier: Verifier,
+    /// `None` without a signing secret (Socket Mode only): the HTTP route is not served.
+    pub verifier: Option<Verifier>,
     pub client: SlackClient,
     pub users: UserMap,
     pub config: Arc<ChatConfig>,
 }
 
+/// An interaction payload (`block_actions` is the one belay acts on).
 #[derive(Debug, Deserialize)]
-struct Payload {
+pub(super) struct Payload {
     #[serde(rename = "type")]
     kind: String,
     team: Option<PayloadTeam>,
@@ -73,9 +75,12 @@ pub async fn handle<S: Store>(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    let Some(verifier) = &this.verifier else {
+        return StatusCode::NOT_FOUND;
+    };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = SystemTime::now();
-    let signed = match this.verifier.verify(
+    let signed = match verifier.verify(
         header("x-slack-request-timestamp"),
         header("x-slack-signature"),
         &body,
@@ -109,13 +114,18 @@ pub async fn handle<S: Store>(
     let Some(payload) = form_field(&body, "payload") else {
         return StatusCode::BAD_REQUEST;
     };
-    let payload: Payload = match serde_json::from_str(&payload) {
-        Ok(payload) => payload,
+    match serde_json::from_str(&payload) {
+        Ok(payload) => dispatch(&this, payload),
         Err(err) => {
             tracing::warn!(error = %err, "unreadable Slack interaction payload");
-            return StatusCode::BAD_REQUEST;
+            StatusCode::BAD_REQUEST
         }
-    };
+    }
+}
+
+/// Acts on an authenticated interaction payload (from the HTTP route, or from Slack's
+/// own WebSocket in Socket Mode): button presses are decided on tasks of their own.
+pub(super) fn dispatch<S: Store>(this: &Arc<Interactions<S>>, payload: Payload) -> StatusCode {
     if payload.kind != "block_actions" {
         // Other interactions (shortcuts, view submissions) are not ours to handle.
         return StatusCode::OK;
@@ -139,7 +149,7 @@ pub async fn handle<S: Store>(
         let Some(button) = Button::from_id(&action.action_id) else {
             continue;
         };
-        let this = Arc::clone(&this);
+        let this = Arc::clone(this);
         let user = payload.user.id.clone();
         let response_url = payload.response_url.clone();
         tokio::spawn(async move {

@@ -1,12 +1,14 @@
 //! Slack: requests posted to channels with Block Kit buttons ([`blocks`]), through the
 //! Web API ([`client`]); button presses arrive signed at
 //! `POST /chat/slack/interactions` on the console's listener ([`interactions`], checked
-//! by [`verify`] before anything is parsed); the pressing user is mapped to a belay
-//! identity ([`users`]).
+//! by [`verify`] before anything is parsed), or over a WebSocket belay-server opens to
+//! Slack in Socket Mode ([`socket`]); the pressing user is mapped to a belay identity
+//! ([`users`]).
 
 pub mod blocks;
 pub mod client;
 pub mod interactions;
+pub mod socket;
 pub mod users;
 pub mod verify;
 
