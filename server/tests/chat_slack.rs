@@ -222,6 +222,72 @@ async fn forged_stale_replayed_and_unmapped_presses_decide_nothing() {
     drop(agent);
 }
 
+/// The reason a reviewer types in the message goes with the decision: into the updated
+/// message and the decision the agent gets; an over-long one decides nothing.
+#[tokio::test]
+async fn a_reason_typed_in_the_message_goes_with_the_decision() {
+    let world = World::start(1).await;
+    let mut agent = world.alice_agent().await;
+    agent.submit(connect_request("web-1:why", 5432)).await;
+    let posted = world.slack.wait_message("web-1:why", |_| true).await;
+    let input = posted["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "input")
+        .expect("a reason input while open");
+    assert_eq!(input["block_id"], "belay_reason");
+    assert_eq!(input["optional"], true);
+    assert_eq!(input["element"]["max_length"], 500);
+
+    let ts = now().to_string();
+    let with_reason = |reason: &str| {
+        let mut payload = world.press_payload(BOB, "belay_deny", "web-1:why");
+        payload["state"] = serde_json::json!({"values": {"belay_reason": {"belay_reason_text": {
+            "type": "plain_text_input", "value": reason}}}});
+        format!("payload={}", console::urlencode(&payload.to_string()))
+    };
+    let long = with_reason(&"x".repeat(501));
+    let signature = sign(SIGNING_SECRET, &ts, long.as_bytes());
+    assert_eq!(world.send(&long, &ts, &signature).await, 200);
+    let answers = world.slack.wait_ephemerals(1).await;
+    assert!(
+        answers[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("the reason is refused: longer than 500 characters"),
+        "{answers:?}"
+    );
+    assert_eq!(world.state_of("web-1:why").await, v1::RequestState::Pending);
+
+    let body = with_reason("prod DB during the freeze <@U0ADMIN>");
+    let signature = sign(SIGNING_SECRET, &ts, body.as_bytes());
+    assert_eq!(world.send(&body, &ts, &signature).await, 200);
+    let decision = agent.skip_to_decision().await;
+    assert_eq!(decision.verdict(), v1::Verdict::Deny);
+    assert_eq!(
+        decision.reason,
+        "prod DB during the freeze <@U0ADMIN> (from chat, slack:UBOB)"
+    );
+    let done = world
+        .slack
+        .wait_message("web-1:why", |m| !has_buttons(m))
+        .await;
+    assert!(
+        done["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["type"] != "input"),
+        "no input once decided: {done}"
+    );
+    assert!(
+        text_of(&done)
+            .contains("Reason: prod DB during the freeze <@U0ADMIN> (from chat, slack:UBOB)"),
+        "{done}"
+    );
+}
+
 /// A button press from another workspace, or by a guest from another workspace in a
 /// Slack Connect channel, decides nothing even when the user would map to a reviewer.
 #[tokio::test]

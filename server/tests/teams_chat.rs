@@ -432,3 +432,44 @@ async fn an_action_from_a_tenant_not_allowed_decides_nothing() {
     assert!(texts(&card).contains("Approved by bob"), "{card}");
     assert_eq!(h.decisions.recv().await.unwrap().verdict, Verdict::Allow);
 }
+
+#[tokio::test]
+async fn a_reason_typed_in_the_card_goes_with_the_decision() {
+    let mut h = harness(1).await;
+    let card = h.card_for(&h.press("AAD-BOB", "belay_refresh")).await;
+    let input = card["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "Input.Text")
+        .expect("a reason input while open");
+    assert_eq!(input["id"], "reason");
+    assert_eq!(input["maxLength"], 500);
+
+    let mut long = h.press("AAD-BOB", "belay_deny");
+    long["value"]["action"]["data"]["reason"] = json!("x".repeat(501));
+    let card = h.card_for(&long).await;
+    assert!(
+        texts(&card).contains("The reason is refused (longer than 500 characters)"),
+        "{card}"
+    );
+    h.assert_pending().await;
+
+    let mut press = h.press("AAD-BOB", "belay_deny");
+    press["value"]["action"]["data"]["reason"] = json!("not during the freeze");
+    let card = h.card_for(&press).await;
+    assert!(
+        texts(&card).contains("not during the freeze (from chat, teams:aad-bob)"),
+        "{card}"
+    );
+    assert!(
+        !card.to_string().contains("Input.Text"),
+        "no input once decided: {card}"
+    );
+    let decision = h.decisions.recv().await.unwrap();
+    assert_eq!(decision.verdict, Verdict::Deny);
+    assert_eq!(
+        decision.reason.as_str(),
+        "not during the freeze (from chat, teams:aad-bob)"
+    );
+}

@@ -22,6 +22,9 @@ pub enum Button {
 }
 
 pub const GRANT_MINUTES: u64 = 30;
+/// The most a reason typed in a message may hold (the inputs say so too); with the
+/// annotation it stays well inside a reason's limit.
+pub const MAX_TYPED_REASON: usize = 500;
 
 impl Button {
     /// The id the buttons carry on every platform (`action_id`, `verb`).
@@ -73,19 +76,23 @@ pub struct ChatReviewer {
 pub enum ChatDecisionError {
     #[error("{identity} has no belay reviewer role")]
     NotAReviewer { identity: Identity },
+    #[error("the reason is refused: {0}")]
+    BadReason(String),
     #[error(transparent)]
     Rule(#[from] ApprovalError),
     #[error("deciding failed: {0}")]
     Internal(String),
 }
 
-/// Decides `id` as `reviewer` pressed `button`; on a task of its own, so that a
-/// platform connection that goes away cannot cut a decision in half.
+/// Decides `id` as `reviewer` pressed `button`, with the reason they typed in the
+/// message, if any; on a task of its own, so that a platform connection that goes away
+/// cannot cut a decision in half.
 pub async fn decide<S: Store>(
     approvals: &Arc<Approvals<S>>,
     reviewer: &ChatReviewer,
     id: RequestId,
     button: Button,
+    typed_reason: Option<&str>,
 ) -> Result<Decided, ChatDecisionError> {
     match reviewer.role {
         Some(role) if role >= Role::Reviewer => {}
@@ -96,8 +103,7 @@ pub async fn decide<S: Store>(
         }
     }
     let (verdict, scope) = button.verdict_and_scope();
-    let reason = Reason::new(format!("from chat ({})", reviewer.via))
-        .map_err(|err| ChatDecisionError::Internal(err.to_string()))?;
+    let reason = reason(typed_reason, &reviewer.via)?;
     let decision = ReviewerDecision {
         request_id: id,
         verdict,
@@ -110,4 +116,52 @@ pub async fn decide<S: Store>(
         .await
         .map_err(|err| ChatDecisionError::Internal(err.to_string()))?
         .map_err(ChatDecisionError::Rule)
+}
+
+/// What the decision records as its reason: the typed one, if any, with the platform
+/// user it came from, so a reader can tell chat decisions apart.
+fn reason(typed: Option<&str>, via: &str) -> Result<Reason, ChatDecisionError> {
+    let text = match typed.map(str::trim).filter(|t| !t.is_empty()) {
+        None => format!("from chat ({via})"),
+        Some(typed) if typed.chars().count() > MAX_TYPED_REASON => {
+            return Err(ChatDecisionError::BadReason(format!(
+                "longer than {MAX_TYPED_REASON} characters"
+            )));
+        }
+        Some(typed) => format!("{typed} (from chat, {via})"),
+    };
+    Reason::new(text).map_err(|err| ChatDecisionError::BadReason(err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typed_reason_is_kept_with_where_it_came_from() {
+        assert_eq!(
+            reason(None, "slack:U1").unwrap().as_str(),
+            "from chat (slack:U1)"
+        );
+        assert_eq!(
+            reason(Some("  \n "), "slack:U1").unwrap().as_str(),
+            "from chat (slack:U1)"
+        );
+        assert_eq!(
+            reason(Some(" ticket OPS-7\nchecked "), "teams:abc")
+                .unwrap()
+                .as_str(),
+            "ticket OPS-7\nchecked (from chat, teams:abc)"
+        );
+        let long = "é".repeat(MAX_TYPED_REASON + 1);
+        assert!(matches!(
+            reason(Some(&long), "slack:U1"),
+            Err(ChatDecisionError::BadReason(_))
+        ));
+        assert!(reason(Some(&long[2..]), "slack:U1").is_ok());
+        assert!(matches!(
+            reason(Some("bell \u{7}"), "slack:U1"),
+            Err(ChatDecisionError::BadReason(_))
+        ));
+    }
 }

@@ -13,7 +13,7 @@ use belay_proto::domain::{Action, Outcome, Request, Verdict};
 use serde_json::{Value, json};
 
 use crate::chat::card::RequestCard;
-use crate::chat::decide::{Button, GRANT_MINUTES};
+use crate::chat::decide::{Button, GRANT_MINUTES, MAX_TYPED_REASON};
 
 /// Slack's limit on a text object (3000) and on a section field (2000), with room for
 /// the cut marker.
@@ -64,6 +64,7 @@ pub fn render(card: &RequestCard) -> Value {
         "elements": [{"type": "mrkdwn", "text": status_line(card)}],
     }));
     if card.is_open() {
+        blocks.push(reason_input());
         blocks.push(buttons(request));
     } else if let Some(resolution) = &request.resolution {
         blocks.push(json!({
@@ -210,6 +211,28 @@ fn slack_date(at: SystemTime) -> String {
         utc.minute()
     );
     format!("<!date^{secs}^{{date_short_pretty}} {{time_secs}}|{fallback}>")
+}
+
+/// The block and action ids of the reason input, read back from a press's `state`.
+pub const REASON_BLOCK: &str = "belay_reason";
+pub const REASON_INPUT: &str = "belay_reason_text";
+
+/// An optional reason typed in the message itself: Slack sends what it holds with the
+/// button press (`state.values`).
+fn reason_input() -> Value {
+    json!({
+        "type": "input",
+        "block_id": REASON_BLOCK,
+        "optional": true,
+        "label": {"type": "plain_text", "text": "Reason (optional)"},
+        "hint": {"type": "plain_text", "text": "Kept with your decision: shown here and in the audit log."},
+        "element": {
+            "type": "plain_text_input",
+            "action_id": REASON_INPUT,
+            "max_length": MAX_TYPED_REASON,
+            "placeholder": {"type": "plain_text", "text": "Why approve or deny"},
+        },
+    })
 }
 
 fn buttons(request: &Request) -> Value {

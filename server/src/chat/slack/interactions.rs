@@ -9,6 +9,7 @@
 //! decided) goes back to the pressing user alone through the payload's `response_url`;
 //! a decision shows in the message when the outbox updates it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use belay_proto::domain::RequestId;
 use serde::Deserialize;
 
+use super::blocks::{REASON_BLOCK, REASON_INPUT};
 use super::client::SlackClient;
 use super::users::UserMap;
 use super::verify::{REMEMBER, Verifier};
@@ -50,6 +52,20 @@ pub(super) struct Payload {
     #[serde(default)]
     actions: Vec<PayloadAction>,
     response_url: Option<String>,
+    /// The message's inputs as they were when the button was pressed.
+    state: Option<PayloadState>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PayloadState {
+    /// block_id -> action_id -> the input's state.
+    #[serde(default)]
+    values: HashMap<String, HashMap<String, InputState>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputState {
+    value: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +161,7 @@ pub(super) fn dispatch<S: Store>(this: &Arc<Interactions<S>>, payload: Payload) 
         );
         return StatusCode::FORBIDDEN;
     }
+    let reason = payload.typed_reason();
     for action in payload.actions {
         let Some(button) = Button::from_id(&action.action_id) else {
             continue;
@@ -152,8 +169,15 @@ pub(super) fn dispatch<S: Store>(this: &Arc<Interactions<S>>, payload: Payload) 
         let this = Arc::clone(this);
         let user = payload.user.id.clone();
         let response_url = payload.response_url.clone();
+        let reason = reason.clone();
         tokio::spawn(async move {
-            let answer = press(&this, &user, button, action.value.as_deref()).await;
+            let pressed = Pressed {
+                user: &user,
+                button,
+                request: action.value.as_deref(),
+                reason: reason.as_deref(),
+            };
+            let answer = press(&this, pressed).await;
             if let (Some(text), Some(url)) = (answer, response_url) {
                 this.answer(&url, &text).await;
             }
@@ -163,6 +187,17 @@ pub(super) fn dispatch<S: Store>(this: &Arc<Interactions<S>>, payload: Payload) 
 }
 
 impl Payload {
+    /// What the user typed in the message's reason input, if anything.
+    fn typed_reason(&self) -> Option<String> {
+        self.state
+            .as_ref()?
+            .values
+            .get(REASON_BLOCK)?
+            .get(REASON_INPUT)?
+            .value
+            .clone()
+    }
+
     /// Whether the press was made in workspace `team` by one of its own users.
     fn made_in(&self, team: &str) -> bool {
         self.team.as_ref().is_some_and(|t| t.id == team)
@@ -170,15 +205,26 @@ impl Payload {
     }
 }
 
-/// Decides as `user` pressed `button` on request `value`; what to tell the user, if
-/// anything (the updated message says the rest).
-async fn press<S: Store>(
-    this: &Interactions<S>,
-    user: &str,
+/// A button press, as the payload tells it.
+struct Pressed<'a> {
+    /// The Slack user id.
+    user: &'a str,
     button: Button,
-    value: Option<&str>,
-) -> Option<String> {
-    let Some(id) = value.and_then(|v| RequestId::new(v).ok()) else {
+    /// The button's value: the request id.
+    request: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+/// Decides as the user pressed; what to tell them, if anything (the updated message
+/// says the rest).
+async fn press<S: Store>(this: &Interactions<S>, pressed: Pressed<'_>) -> Option<String> {
+    let Pressed {
+        user,
+        button,
+        request,
+        reason,
+    } = pressed;
+    let Some(id) = request.and_then(|v| RequestId::new(v).ok()) else {
         return Some("This button names no belay request; nothing was decided.".into());
     };
     let span =
@@ -208,7 +254,7 @@ async fn press<S: Store>(
     };
     let decided = tokio::time::timeout(
         DECIDE_TIMEOUT,
-        decide::decide(&this.approvals, &reviewer, id.clone(), button),
+        decide::decide(&this.approvals, &reviewer, id.clone(), button, reason),
     )
     .await;
     match decided {

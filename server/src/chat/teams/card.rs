@@ -15,7 +15,7 @@ use belay_proto::domain::{Action, Outcome, Request, Verdict};
 use serde_json::{Value, json};
 
 use crate::chat::card::RequestCard;
-use crate::chat::decide::{Button, GRANT_MINUTES};
+use crate::chat::decide::{Button, GRANT_MINUTES, MAX_TYPED_REASON};
 
 /// The `contentType` of an Adaptive Card attachment and of an invoke response's card.
 pub const CARD_CONTENT_TYPE: &str = "application/vnd.microsoft.card.adaptive";
@@ -43,6 +43,9 @@ pub fn render(card: &RequestCard, refresh_ids: &[String]) -> Value {
         "body": body,
     });
     if card.is_open() {
+        if let Some(body) = adaptive["body"].as_array_mut() {
+            body.push(reason_input());
+        }
         adaptive["actions"] = Value::Array(actions(request));
         // Viewers of an older copy get the current one: the same card after someone
         // else's approval, or the outcome. Teams refreshes by itself only for the
@@ -249,6 +252,21 @@ fn progress_or_outcome(card: &RequestCard) -> Value {
             .iter()
             .map(|(label, text)| plain_block(&[(label, text)], true))
             .collect::<Vec<_>>(),
+    })
+}
+
+/// The id of the reason input; Teams merges its value into the pressed action's data.
+pub const REASON_INPUT: &str = "reason";
+
+/// An optional reason typed in the card, kept with the decision.
+fn reason_input() -> Value {
+    json!({
+        "type": "Input.Text",
+        "id": REASON_INPUT,
+        "label": "Reason (optional)",
+        "placeholder": "Why approve or deny: shown here and in the audit log",
+        "maxLength": MAX_TYPED_REASON,
+        "isMultiline": false,
     })
 }
 

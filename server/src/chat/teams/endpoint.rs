@@ -169,25 +169,42 @@ async fn messages<S: Store>(
             None,
         ));
     }
-    let Some((verb, id)) = action(&activity) else {
+    let Some(executed) = action(&activity) else {
         return invoke_response(with_notice("This is not a belay action.", None));
     };
     if !endpoint.tenant_allowed(&activity) {
-        tracing::warn!(request_id = %id, "Teams action from a tenant not allowed; nothing decided");
+        tracing::warn!(request_id = %executed.id, "Teams action from a tenant not allowed; nothing decided");
         return invoke_response(with_notice(
             "Your Microsoft Teams tenant may not decide belay requests; nothing was decided.",
             None,
         ));
     }
-    let span = tracing::info_span!("teams_action", request_id = %id, verb = %verb);
-    endpoint.act(&activity, &verb, id).instrument(span).await
+    let span =
+        tracing::info_span!("teams_action", request_id = %executed.id, verb = %executed.verb);
+    endpoint.act(&activity, executed).instrument(span).await
 }
 
-/// The verb and request id of an `Action.Execute`.
-fn action(activity: &Activity) -> Option<(String, RequestId)> {
+/// An `Action.Execute`: its verb, the request its data names, and the card's reason
+/// input (Teams merges the inputs into the data).
+struct Executed {
+    verb: String,
+    id: RequestId,
+    reason: Option<String>,
+}
+
+fn action(activity: &Activity) -> Option<Executed> {
     let value: ActionValue = serde_json::from_value(activity.value.clone()?).ok()?;
-    let id = value.action.data.get("request_id")?.as_str()?;
-    Some((value.action.verb, RequestId::new(id).ok()?))
+    let data = &value.action.data;
+    let id = RequestId::new(data.get("request_id")?.as_str()?).ok()?;
+    let reason = data
+        .get(super::card::REASON_INPUT)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Some(Executed {
+        verb: value.action.verb,
+        id,
+        reason,
+    })
 }
 
 impl<S> TeamsEndpoint<S> {
@@ -209,7 +226,9 @@ impl<S> TeamsEndpoint<S> {
 }
 
 impl<S: Store> TeamsEndpoint<S> {
-    async fn act(&self, activity: &Activity, verb: &str, id: RequestId) -> Response {
+    async fn act(&self, activity: &Activity, executed: Executed) -> Response {
+        let Executed { verb, id, reason } = executed;
+        let verb = verb.as_str();
         let Some(reviewer) = self.reviewer(activity).await else {
             // The object id is what an administrator adds to the map.
             let from = activity.from.as_ref();
@@ -234,7 +253,15 @@ impl<S: Store> TeamsEndpoint<S> {
                     .await,
             );
         };
-        match decide(&self.approvals, &reviewer, id.clone(), button).await {
+        match decide(
+            &self.approvals,
+            &reviewer,
+            id.clone(),
+            button,
+            reason.as_deref(),
+        )
+        .await
+        {
             Ok(decided) => {
                 tracing::info!(reviewer = %reviewer.identity, via = %reviewer.via, state = %decided.request.state(), approvals = decided.approvals, "decided from Teams");
                 let card = RequestCard {
@@ -358,6 +385,9 @@ fn refusal(err: &ChatDecisionError) -> String {
         }
         ChatDecisionError::Rule(ApprovalError::NotFound(_)) => {
             format!("No such request: {nothing}")
+        }
+        ChatDecisionError::BadReason(problem) => {
+            format!("The reason is refused ({problem}): {nothing}")
         }
         _ => format!("belay could not record the decision ({err}); try again, or use the console."),
     }
