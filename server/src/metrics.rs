@@ -47,7 +47,7 @@ const ENROLL_RESULTS: [&str; 6] = [
     "existing_host",
 ];
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     created: AtomicU64,
     resolved: [AtomicU64; ENDS.len()],
@@ -57,7 +57,23 @@ pub struct Metrics {
     /// Enrollment attempts that reached the token check, by result.
     enrollments: [AtomicU64; ENROLL_RESULTS.len()],
     grpc: grpc::Calls,
-    chat: chat::ChatMessages,
+    chat: chat::ByPlatform,
+    chat_presses: chat::ByPlatform,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            created: AtomicU64::default(),
+            resolved: Default::default(),
+            latency: Histogram::default(),
+            missed: AtomicU64::default(),
+            enrollments: Default::default(),
+            grpc: grpc::Calls::default(),
+            chat: chat::ByPlatform::messages(),
+            chat_presses: chat::ByPlatform::presses(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -163,8 +179,13 @@ impl Metrics {
     }
 
     /// Chat messages, counted by the chat outbox.
-    pub fn chat(&self) -> &chat::ChatMessages {
+    pub fn chat(&self) -> &chat::ByPlatform {
         &self.chat
+    }
+
+    /// Presses from chat, counted by the platforms' endpoints.
+    pub fn chat_presses(&self) -> &chat::ByPlatform {
+        &self.chat_presses
     }
 
     /// The gRPC calls counted so far, for [`grpc::MetricsLayer`].
@@ -251,6 +272,7 @@ impl Metrics {
         }
         self.grpc.render(&mut out, header);
         self.chat.render(&mut out, header);
+        self.chat_presses.render(&mut out, header);
         out.push_str(&belay_export::metrics::render_running());
         out
     }

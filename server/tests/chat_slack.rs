@@ -219,6 +219,21 @@ async fn forged_stale_replayed_and_unmapped_presses_decide_nothing() {
         "the replay was not processed"
     );
     assert_eq!(world.state_of("web-1:x").await, v1::RequestState::Pending);
+
+    // Operators see the attempts: forged, stale, altered, unsigned and replayed.
+    let metrics = reqwest::get(&world.console.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "belay_chat_presses_total{platform=\"slack\",result=\"unauthenticated\"} 5",
+        "belay_chat_presses_total{platform=\"slack\",result=\"counted\"} 1",
+        "belay_chat_presses_total{platform=\"slack\",result=\"unmapped\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     drop(agent);
 }
 

@@ -119,6 +119,13 @@ async fn forged_or_misdirected_tokens_decide_nothing() {
     let card = h.card_for(&press).await;
     assert!(texts(&card).contains("Approved by bob"), "{card}");
     assert_eq!(h.decisions.recv().await.unwrap().verdict, Verdict::Allow);
+    // Every refusal is counted for operators, apart from the decision.
+    let presses = h.metrics.chat_presses();
+    assert_eq!(
+        presses.count("teams", "unauthenticated"),
+        u64::try_from(refused.len() + 1).unwrap()
+    );
+    assert_eq!(presses.count("teams", "decided"), 1);
 }
 
 #[tokio::test]

@@ -40,6 +40,13 @@ use crate::approvals::{Approvals, Store};
 use crate::metrics::Metrics;
 pub use config::ChatConfig;
 
+/// The `result`s of `belay_chat_presses_total` (see [`crate::metrics::chat`]).
+pub(crate) const PRESS_DECIDED: &str = "decided";
+pub(crate) const PRESS_COUNTED: &str = "counted";
+pub(crate) const PRESS_REFUSED: &str = "refused";
+pub(crate) const PRESS_UNMAPPED: &str = "unmapped";
+pub(crate) const PRESS_UNAUTHENTICATED: &str = "unauthenticated";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     #[error("cannot build the Slack client: {0}")]
@@ -83,6 +90,7 @@ pub fn start<S: Store>(
             client,
             users: slack::users::UserMap::new(slack.users.clone(), slack.map_by_email),
             config: Arc::clone(&config),
+            metrics: Some(Arc::clone(metrics)),
         });
         if let Some(app_token) = &slack.app_token {
             tasks.push(tokio::spawn(slack::socket::run(
@@ -119,11 +127,10 @@ pub fn start<S: Store>(
             .iter()
             .map(|(identity, role)| (identity.clone(), *role))
             .collect();
-        routes = routes.merge(teams::router(teams::TeamsEndpoint::new(
-            Arc::clone(approvals),
-            teams,
-            Arc::new(reviewers),
-        )));
+        routes = routes.merge(teams::router(
+            teams::TeamsEndpoint::new(Arc::clone(approvals), teams, Arc::new(reviewers))
+                .with_metrics(Arc::clone(metrics)),
+        ));
         tracing::info!(routes = config.routes.len(), "Teams approvals on");
     }
     Ok(Started { routes, tasks })

@@ -1,10 +1,11 @@
-//! Chat messages by platform and result: `belay_chat_messages_total`.
+//! Chat, by platform and result: the messages the outbox sends
+//! (`belay_chat_messages_total`) and the presses that arrive (`belay_chat_presses_total`).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 /// The results a chat message can have, as the `result` label says them.
-pub const RESULTS: [&str; 6] = [
+pub const MESSAGE_RESULTS: [&str; 6] = [
     "posted",
     "updated",
     "unrouted",
@@ -13,15 +14,60 @@ pub const RESULTS: [&str; 6] = [
     "failed_permanent",
 ];
 
-#[derive(Debug, Default)]
-pub struct ChatMessages {
+/// The results of a press (a button, a card action), as the `result` label says them.
+pub const PRESS_RESULTS: [&str; 5] = [
+    "decided",
+    "counted",
+    "refused",
+    "unmapped",
+    "unauthenticated",
+];
+
+/// A counter by (platform, result), rendered only once something was counted.
+#[derive(Debug)]
+pub struct ByPlatform {
+    name: &'static str,
+    help: &'static str,
+    results: &'static [&'static str],
     counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
-impl ChatMessages {
-    /// Counts one message of `platform` with `result` (one of [`RESULTS`]).
+impl ByPlatform {
+    fn new(name: &'static str, help: &'static str, results: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            help,
+            results,
+            counts: Mutex::default(),
+        }
+    }
+
+    /// Chat messages about requests.
+    pub fn messages() -> Self {
+        Self::new(
+            "belay_chat_messages_total",
+            "Chat messages about requests by platform and result (posted, updated, \
+             unrouted: no route posts it, rate_limited, failed_transient: retried, \
+             failed_permanent: given up).",
+            &MESSAGE_RESULTS,
+        )
+    }
+
+    /// Presses arriving from chat.
+    pub fn presses() -> Self {
+        Self::new(
+            "belay_chat_presses_total",
+            "Button presses and card actions from chat by platform and result (decided, \
+             counted: an approval short of the quorum, refused: by the rules or a missing \
+             role, unmapped: a chat user who is no belay reviewer, unauthenticated: a bad \
+             signature or token, a replay, another workspace or tenant).",
+            &PRESS_RESULTS,
+        )
+    }
+
+    /// Counts one of `platform` with `result` (one of the counter's results).
     pub fn record(&self, platform: &'static str, result: &'static str) {
-        debug_assert!(RESULTS.contains(&result), "{result}");
+        debug_assert!(self.results.contains(&result), "{result}");
         *self
             .counts
             .lock()
@@ -49,18 +95,12 @@ impl ChatMessages {
         if counts.is_empty() {
             return;
         }
-        header(
-            out,
-            "belay_chat_messages_total",
-            "counter",
-            "Chat messages about requests by platform and result (posted, updated, \
-             unrouted: no route posts it, rate_limited, failed_transient: retried, \
-             failed_permanent: given up).",
-        );
+        header(out, self.name, "counter", self.help);
         for ((platform, result), count) in counts {
             let _ = writeln!(
                 out,
-                "belay_chat_messages_total{{platform=\"{platform}\",result=\"{result}\"}} {count}"
+                "{}{{platform=\"{platform}\",result=\"{result}\"}} {count}",
+                self.name
             );
         }
     }

@@ -32,6 +32,8 @@ pub struct TestConsole {
     pub origin: String,
     /// The CA that issued the console's certificate.
     pub ca_pem: String,
+    /// `http://127.0.0.1:PORT/metrics`
+    pub metrics_url: String,
 }
 
 /// People the issuer knows: alice owns the agents of the tests; bob and carol review;
@@ -129,12 +131,16 @@ owner = "carol@example.com"
             audit,
         });
         options.chat = chat;
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_url = format!("http://{}/metrics", http.local_addr().unwrap());
+        options.http = Some(http);
         let server = TestServer::start_approvals(approvals, options).await;
         Self {
             server,
             issuer,
             origin,
             ca_pem: ca.cert_pem().to_owned(),
+            metrics_url,
         }
     }
 

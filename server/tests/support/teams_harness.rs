@@ -15,6 +15,7 @@ use belay_server::approvals::{AgentSession, Approvals, MemoryStore};
 use belay_server::auth::Role;
 use belay_server::chat::card::RequestCard;
 use belay_server::chat::teams::{self, Teams, TeamsEndpoint};
+use belay_server::metrics::Metrics;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -30,6 +31,8 @@ pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
 pub struct Harness {
     pub bf: FakeBotFramework,
+    /// Where the endpoint counts actions (`belay_chat_presses_total`).
+    pub metrics: Arc<Metrics>,
     pub approvals: Arc<Approvals<MemoryStore>>,
     pub teams: Teams,
     pub endpoint: String,
@@ -118,11 +121,11 @@ pub async fn harness(quorum: u32) -> Harness {
     .into_iter()
     .map(|(name, role)| (name.to_owned(), role))
     .collect();
-    let router = teams::router(TeamsEndpoint::new(
-        Arc::clone(&approvals),
-        &teams,
-        Arc::new(reviewers),
-    ));
+    let metrics = Arc::new(Metrics::default());
+    let router = teams::router(
+        TeamsEndpoint::new(Arc::clone(&approvals), &teams, Arc::new(reviewers))
+            .with_metrics(Arc::clone(&metrics)),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!(
         "http://{}{}",
@@ -134,6 +137,7 @@ pub async fn harness(quorum: u32) -> Harness {
     });
     Harness {
         bf,
+        metrics,
         approvals,
         teams,
         endpoint,

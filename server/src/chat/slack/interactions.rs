@@ -26,6 +26,10 @@ use super::verify::{REMEMBER, Verifier};
 use crate::approvals::{Approvals, Store};
 use crate::chat::config::ChatConfig;
 use crate::chat::decide::{self, Button, ChatReviewer};
+use crate::chat::{
+    PRESS_COUNTED, PRESS_DECIDED, PRESS_REFUSED, PRESS_UNAUTHENTICATED, PRESS_UNMAPPED,
+};
+use crate::metrics::Metrics;
 
 /// Interactivity payloads are a few kilobytes; the message they quote can be larger.
 pub const MAX_BODY: usize = 256 * 1024;
@@ -40,6 +44,8 @@ pub struct Interactions<S> {
     pub client: SlackClient,
     pub users: UserMap,
     pub config: Arc<ChatConfig>,
+    /// Counts presses (`belay_chat_presses_total`); `None` in tests that do not look.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// An interaction payload (`block_actions` is the one belay acts on).
@@ -105,6 +111,7 @@ pub async fn handle<S: Store>(
         Ok(signed) => signed,
         Err(err) => {
             tracing::warn!(error = %err, "Slack interaction refused");
+            this.count(PRESS_UNAUTHENTICATED);
             return StatusCode::UNAUTHORIZED;
         }
     };
@@ -118,6 +125,7 @@ pub async fn handle<S: Store>(
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!("Slack interaction refused: this request was already accepted once");
+            this.count(PRESS_UNAUTHENTICATED);
             return StatusCode::UNAUTHORIZED;
         }
         Err(err) => {
@@ -159,6 +167,7 @@ pub(super) fn dispatch<S: Store>(this: &Arc<Interactions<S>>, payload: Payload) 
             user_team = ?payload.user.team_id,
             "Slack press from outside the configured workspace refused; nothing decided"
         );
+        this.count(PRESS_UNAUTHENTICATED);
         return StatusCode::FORBIDDEN;
     }
     let reason = payload.typed_reason();
@@ -233,6 +242,7 @@ async fn press<S: Store>(this: &Interactions<S>, pressed: Pressed<'_>) -> Option
         Ok(Some(identity)) => identity,
         Ok(None) => {
             tracing::warn!(parent: &span, "Slack user not mapped to a belay identity; nothing decided");
+            this.count(PRESS_UNMAPPED);
             return Some(
                 "Your Slack account is not mapped to a belay reviewer, so nothing was \
                  decided. Ask a belay admin to add you to the chat config."
@@ -259,6 +269,7 @@ async fn press<S: Store>(this: &Interactions<S>, pressed: Pressed<'_>) -> Option
     .await;
     match decided {
         Ok(Ok(decided)) if decided.request.resolution.is_none() => {
+            this.count(PRESS_COUNTED);
             tracing::info!(parent: &span, reviewer = %reviewer.identity, approvals = decided.approvals, quorum = decided.quorum, "approval counted from Slack");
             Some(format!(
                 "Your approval of {id} is counted: {} of {}.",
@@ -266,10 +277,12 @@ async fn press<S: Store>(this: &Interactions<S>, pressed: Pressed<'_>) -> Option
             ))
         }
         Ok(Ok(_)) => {
+            this.count(PRESS_DECIDED);
             tracing::info!(parent: &span, reviewer = %reviewer.identity, "decided from Slack");
             None
         }
         Ok(Err(err)) => {
+            this.count(PRESS_REFUSED);
             tracing::info!(parent: &span, reviewer = %reviewer.identity, error = %err, "refused from Slack");
             Some(format!("Nothing was decided: {err}."))
         }
@@ -280,6 +293,12 @@ async fn press<S: Store>(this: &Interactions<S>, pressed: Pressed<'_>) -> Option
 }
 
 impl<S> Interactions<S> {
+    fn count(&self, result: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.chat_presses().record("slack", result);
+        }
+    }
+
     /// Posts `text` to the user alone; only to Slack's own hooks (or the configured API's
     /// host), so that a payload cannot make the server post elsewhere.
     async fn answer(&self, response_url: &str, text: &str) {

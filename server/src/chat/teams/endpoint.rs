@@ -31,6 +31,10 @@ use crate::approvals::{ApprovalError, Approvals, Store};
 use crate::auth::Role;
 use crate::chat::card::RequestCard;
 use crate::chat::decide::{Button, ChatDecisionError, ChatReviewer, decide};
+use crate::chat::{
+    PRESS_COUNTED, PRESS_DECIDED, PRESS_REFUSED, PRESS_UNAUTHENTICATED, PRESS_UNMAPPED,
+};
+use crate::metrics::Metrics;
 
 pub const MESSAGES_PATH: &str = "/chat/teams/messages";
 /// Activities are a few KB; a card action is far less. Anything larger is not Teams.
@@ -50,6 +54,8 @@ pub struct TeamsEndpoint<S> {
     pub connector: TeamsConnector,
     /// Tenant ids (lower case) whose activities may decide; empty: any.
     pub allowed_tenants: Arc<Vec<String>>,
+    /// Counts actions (`belay_chat_presses_total`); see [`Self::with_metrics`].
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl<S> TeamsEndpoint<S> {
@@ -65,6 +71,19 @@ impl<S> TeamsEndpoint<S> {
             reviewers,
             connector: teams.connector.clone(),
             allowed_tenants: Arc::clone(&teams.allowed_tenants),
+            metrics: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, result: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.chat_presses().record("teams", result);
         }
     }
 }
@@ -145,6 +164,7 @@ async fn messages<S: Store>(
         Ok(token) => token,
         Err(err) => {
             tracing::warn!(error = %err, "Teams activity refused");
+            endpoint.count(PRESS_UNAUTHENTICATED);
             return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
         }
     };
@@ -157,6 +177,7 @@ async fn messages<S: Store>(
     };
     if let Err(err) = token.check_activity(&activity.service_url, &activity.channel_id) {
         tracing::warn!(error = %err, "Teams activity refused");
+        endpoint.count(PRESS_UNAUTHENTICATED);
         return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
     }
     if activity.kind != "invoke" || activity.name.as_deref() != Some(ACTION_INVOKE) {
@@ -174,6 +195,7 @@ async fn messages<S: Store>(
     };
     if !endpoint.tenant_allowed(&activity) {
         tracing::warn!(request_id = %executed.id, "Teams action from a tenant not allowed; nothing decided");
+        endpoint.count(PRESS_UNAUTHENTICATED);
         return invoke_response(with_notice(
             "Your Microsoft Teams tenant may not decide belay requests; nothing was decided.",
             None,
@@ -237,6 +259,7 @@ impl<S: Store> TeamsEndpoint<S> {
                 user_id = %escape(from.map_or("", |f| f.id.as_str())),
                 "Teams user not mapped to a belay identity"
             );
+            self.count(PRESS_UNMAPPED);
             // No request details: an unmapped user may not even be a colleague.
             return invoke_response(with_notice(
                 "Your Teams account is not mapped to a belay identity: nothing was decided. \
@@ -264,6 +287,11 @@ impl<S: Store> TeamsEndpoint<S> {
         {
             Ok(decided) => {
                 tracing::info!(reviewer = %reviewer.identity, via = %reviewer.via, state = %decided.request.state(), approvals = decided.approvals, "decided from Teams");
+                self.count(if decided.request.resolution.is_none() {
+                    PRESS_COUNTED
+                } else {
+                    PRESS_DECIDED
+                });
                 let card = RequestCard {
                     request: decided.request,
                     approvals: decided.approvals,
@@ -273,6 +301,7 @@ impl<S: Store> TeamsEndpoint<S> {
             }
             Err(err) => {
                 tracing::warn!(reviewer = %reviewer.identity, via = %reviewer.via, error = %err, "decision from Teams refused");
+                self.count(PRESS_REFUSED);
                 let notice = refusal(&err);
                 invoke_response(self.current(&id, Some(&notice)).await)
             }
