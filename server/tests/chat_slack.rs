@@ -412,7 +412,8 @@ fn the_command_line_checks_the_chat_config_and_wants_the_console() {
     let ok = run_server(&["check-config", "--chat", good_arg]);
     assert!(ok.status.success(), "{ok:?}");
     assert!(
-        String::from_utf8_lossy(&ok.stdout).starts_with("ok: 1 route(s)"),
+        String::from_utf8_lossy(&ok.stdout)
+            .starts_with("ok: 1 route(s), 0 reviewer(s), slack on (HTTPS), teams off"),
         "{ok:?}"
     );
 

@@ -208,11 +208,18 @@ impl ChatConfig {
 /// `belay-server check-config`'s answer for a chat file.
 pub fn check_config(path: &Path) -> Result<String, ConfigError> {
     let config = ChatConfig::load(path)?;
+    let slack = match &config.slack {
+        None => "off",
+        Some(slack) => match (slack.signing_secret.is_some(), slack.app_token.is_some()) {
+            (true, true) => "on (HTTPS and Socket Mode)",
+            (false, true) => "on (Socket Mode)",
+            _ => "on (HTTPS)",
+        },
+    };
     Ok(format!(
-        "ok: {} route(s), {} reviewer(s), slack {}, teams {}",
+        "ok: {} route(s), {} reviewer(s), slack {slack}, teams {}",
         config.routes.len(),
         config.reviewers.len(),
-        if config.slack.is_some() { "on" } else { "off" },
         if config.teams.is_some() { "on" } else { "off" }
     ))
 }
