@@ -29,7 +29,10 @@ use slack_world::*;
 use support::connect_request;
 
 async fn socket_world(quorum: u32) -> (World, FakeSocket) {
-    let slack = FakeSlack::start().await;
+    socket_world_with(quorum, FakeSlack::start().await).await
+}
+
+async fn socket_world_with(quorum: u32, slack: FakeSlack) -> (World, FakeSocket) {
     let socket = FakeSocket::start().await;
     slack.set_socket_url(&socket.url);
     let approvals =
@@ -156,4 +159,19 @@ async fn after_a_disconnect_the_server_reconnects_and_presses_still_decide() {
     let decision = agent.skip_to_decision().await;
     assert_eq!(decision.verdict(), v1::Verdict::Deny);
     assert_eq!(socket.acks(), ["env-after"]);
+}
+
+#[tokio::test]
+async fn a_rate_limited_connections_open_is_asked_again_after_retry_after() {
+    let slack = FakeSlack::start().await;
+    slack.rate_limit_socket(1, 2);
+    let (world, socket) = socket_world_with(1, slack).await;
+    let asked = world.slack.socket_asked();
+    assert_eq!(asked.len(), 2, "refused once, then answered");
+    let waited = asked[1] - asked[0];
+    assert!(
+        waited >= Duration::from_secs(2),
+        "asked again after {waited:?}, before Retry-After: 2"
+    );
+    assert_eq!(socket.open_connections(), 1);
 }

@@ -49,6 +49,10 @@ struct State_ {
     /// it was asked.
     socket_url: Option<String>,
     socket_opens: u32,
+    /// When `apps.connections.open` was called, answered or not.
+    socket_asked: Vec<Instant>,
+    /// The next N `apps.connections.open` calls answer 429 with this Retry-After.
+    socket_rate_limited: Option<(u32, u64)>,
 }
 
 #[derive(Clone)]
@@ -104,6 +108,17 @@ impl FakeSlack {
     /// How many Socket Mode URLs were handed out.
     pub fn socket_opens(&self) -> u32 {
         self.lock().socket_opens
+    }
+
+    /// When `apps.connections.open` was called, answered or not.
+    pub fn socket_asked(&self) -> Vec<Instant> {
+        self.lock().socket_asked.clone()
+    }
+
+    /// The next `calls` `apps.connections.open` calls are refused with 429 and
+    /// `Retry-After: secs`.
+    pub fn rate_limit_socket(&self, calls: u32, secs: u64) {
+        self.lock().socket_rate_limited = Some((calls, secs));
     }
 
     pub fn set_outage(&self, on: bool) {
@@ -246,6 +261,16 @@ fn refuse(state: &mut State_, method: &str, body: &Value, headers: &HeaderMap) -
 /// `not_allowed_token_type`).
 async fn connections_open(State(state): Shared, headers: HeaderMap) -> Response {
     let mut state = state.lock().unwrap();
+    state.socket_asked.push(Instant::now());
+    if let Some((left, secs)) = state.socket_rate_limited {
+        state.socket_rate_limited = (left > 1).then_some((left - 1, secs));
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", secs.to_string())],
+            "",
+        )
+            .into_response();
+    }
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     if auth == Some(&format!("Bearer {BOT_TOKEN}")) {
         return Json(json!({"ok": false, "error": "not_allowed_token_type"})).into_response();

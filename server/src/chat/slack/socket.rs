@@ -34,6 +34,7 @@ use super::interactions::{Interactions, dispatch};
 use super::verify::REMEMBER;
 use crate::approvals::Store;
 use crate::chat::config::Secret;
+use crate::chat::surface::SendError;
 
 /// Envelopes are a few kilobytes; anything near this is not Slack.
 const MAX_MESSAGE: usize = 1024 * 1024;
@@ -51,6 +52,8 @@ enum Ended {
     Reconnect,
     /// Socket Mode was turned off for the app: keep trying, slowly.
     LinkDisabled,
+    /// `apps.connections.open` answered 429: ask again after its `Retry-After`.
+    RateLimited(Duration),
     Stopped,
 }
 
@@ -76,6 +79,10 @@ pub async fn run<S: Store>(
             Ok(Ended::Reconnect) => {
                 retry = FIRST_RETRY;
                 Duration::ZERO
+            }
+            Ok(Ended::RateLimited(after)) => {
+                tracing::warn!(retry_in = ?after, "apps.connections.open is rate limited");
+                after.max(retry)
             }
             Ok(Ended::LinkDisabled) => {
                 tracing::error!(
@@ -104,11 +111,11 @@ async fn connection<S: Store>(
     app_token: &Secret,
     stop: &CancellationToken,
 ) -> Result<Ended, String> {
-    let url = interactions
-        .client
-        .open_socket(app_token.expose())
-        .await
-        .map_err(|err| format!("apps.connections.open: {err}"))?;
+    let url = match interactions.client.open_socket(app_token.expose()).await {
+        Ok(url) => url,
+        Err(SendError::RetryAfter(after)) => return Ok(Ended::RateLimited(after)),
+        Err(err) => return Err(format!("apps.connections.open: {err}")),
+    };
     let request = url
         .as_str()
         .into_client_request()
