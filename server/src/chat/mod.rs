@@ -40,13 +40,6 @@ use crate::approvals::{Approvals, Store};
 use crate::metrics::Metrics;
 pub use config::ChatConfig;
 
-/// The `result`s of `belay_chat_presses_total` (see [`crate::metrics::chat`]).
-pub(crate) const PRESS_DECIDED: &str = "decided";
-pub(crate) const PRESS_COUNTED: &str = "counted";
-pub(crate) const PRESS_REFUSED: &str = "refused";
-pub(crate) const PRESS_UNMAPPED: &str = "unmapped";
-pub(crate) const PRESS_UNAUTHENTICATED: &str = "unauthenticated";
-
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     #[error("cannot build the Slack client: {0}")]

@@ -15,12 +15,18 @@ pub const MESSAGE_RESULTS: [&str; 6] = [
 ];
 
 /// The results of a press (a button, a card action), as the `result` label says them.
+pub const PRESS_DECIDED: &str = "decided";
+/// An approval short of the quorum.
+pub const PRESS_COUNTED: &str = "counted";
+pub const PRESS_REFUSED: &str = "refused";
+pub const PRESS_UNMAPPED: &str = "unmapped";
+pub const PRESS_UNAUTHENTICATED: &str = "unauthenticated";
 pub const PRESS_RESULTS: [&str; 5] = [
-    "decided",
-    "counted",
-    "refused",
-    "unmapped",
-    "unauthenticated",
+    PRESS_DECIDED,
+    PRESS_COUNTED,
+    PRESS_REFUSED,
+    PRESS_UNMAPPED,
+    PRESS_UNAUTHENTICATED,
 ];
 
 /// A counter by (platform, result), rendered only once something was counted.

@@ -26,10 +26,10 @@ use super::verify::{REMEMBER, Verifier};
 use crate::approvals::{Approvals, Store};
 use crate::chat::config::ChatConfig;
 use crate::chat::decide::{self, Button, ChatReviewer};
-use crate::chat::{
+use crate::metrics::Metrics;
+use crate::metrics::chat::{
     PRESS_COUNTED, PRESS_DECIDED, PRESS_REFUSED, PRESS_UNAUTHENTICATED, PRESS_UNMAPPED,
 };
-use crate::metrics::Metrics;
 
 /// Interactivity payloads are a few kilobytes; the message they quote can be larger.
 pub const MAX_BODY: usize = 256 * 1024;

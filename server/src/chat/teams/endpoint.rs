@@ -31,10 +31,10 @@ use crate::approvals::{ApprovalError, Approvals, Store};
 use crate::auth::Role;
 use crate::chat::card::RequestCard;
 use crate::chat::decide::{Button, ChatDecisionError, ChatReviewer, decide};
-use crate::chat::{
+use crate::metrics::Metrics;
+use crate::metrics::chat::{
     PRESS_COUNTED, PRESS_DECIDED, PRESS_REFUSED, PRESS_UNAUTHENTICATED, PRESS_UNMAPPED,
 };
-use crate::metrics::Metrics;
 
 pub const MESSAGES_PATH: &str = "/chat/teams/messages";
 /// Activities are a few KB; a card action is far less. Anything larger is not Teams.
@@ -85,6 +85,22 @@ impl<S> TeamsEndpoint<S> {
         if let Some(metrics) = &self.metrics {
             metrics.chat_presses().record("teams", result);
         }
+    }
+
+    /// Whether the activity comes from a tenant allowed to decide (Teams names it in
+    /// `channelData.tenant.id`; an activity without it is refused when a list is set).
+    fn tenant_allowed(&self, activity: &Activity) -> bool {
+        if self.allowed_tenants.is_empty() {
+            return true;
+        }
+        let tenant = activity
+            .channel_data
+            .as_ref()
+            .and_then(|data| data.tenant.as_ref());
+        tenant.is_some_and(|tenant| {
+            self.allowed_tenants
+                .contains(&tenant.id.to_ascii_lowercase())
+        })
     }
 }
 
@@ -227,24 +243,6 @@ fn action(activity: &Activity) -> Option<Executed> {
         id,
         reason,
     })
-}
-
-impl<S> TeamsEndpoint<S> {
-    /// Whether the activity comes from a tenant allowed to decide (Teams names it in
-    /// `channelData.tenant.id`; an activity without it is refused when a list is set).
-    fn tenant_allowed(&self, activity: &Activity) -> bool {
-        if self.allowed_tenants.is_empty() {
-            return true;
-        }
-        let tenant = activity
-            .channel_data
-            .as_ref()
-            .and_then(|data| data.tenant.as_ref());
-        tenant.is_some_and(|tenant| {
-            self.allowed_tenants
-                .contains(&tenant.id.to_ascii_lowercase())
-        })
-    }
 }
 
 impl<S: Store> TeamsEndpoint<S> {
